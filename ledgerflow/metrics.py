@@ -1,0 +1,93 @@
+"""Prometheus metrics shared by every service (names ``ledgerflow_*``, units in the name).
+
+Labels are bounded: tenant, source, object, erp, connection, stage, outcome — never record ids.
+Each service exposes them on ``/metrics`` (the ingress on its own port, workers on
+``metrics_port``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from ledgerflow import __version__
+
+__all__ = [
+    "BUILD_INFO",
+    "CONNECTOR_RESULTS",
+    "CONSUMER_LAG",
+    "DLQ_MESSAGES",
+    "END_TO_END_LATENCY",
+    "ERP_REQUESTS",
+    "ERP_REQUEST_DURATION",
+    "RETRIES",
+    "STAGE_DURATION",
+    "STAGE_IN_FLIGHT",
+    "TRANSFORM_EVENTS",
+    "WEBHOOKS_IN_FLIGHT",
+    "WEBHOOKS_RECEIVED",
+    "WEBHOOK_BYTES",
+    "WEBHOOK_DURATION",
+]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+BUILD_INFO = Info("ledgerflow_build", "Version of the running ledgerflow build.")
+BUILD_INFO.info({"version": __version__})
+
+WEBHOOKS_RECEIVED = Counter(
+    "ledgerflow_webhooks_received_total",
+    "Webhooks received by the ingress, by outcome (accepted, bad_request, unauthorized, not_found, "
+    "too_large, unsupported_media_type, method_not_allowed, unavailable).",
+    ["tenant", "source", "object", "outcome"],
+)
+WEBHOOK_DURATION = Histogram(
+    "ledgerflow_webhook_request_duration_seconds",
+    "Time from request received to response, including the broker acknowledgement.",
+    ["source"],
+    buckets=_LATENCY_BUCKETS,
+)
+WEBHOOKS_IN_FLIGHT = Gauge("ledgerflow_webhooks_in_flight", "Webhook requests being handled now.")
+WEBHOOK_BYTES = Counter("ledgerflow_webhook_body_bytes_total", "Webhook body bytes accepted.", ["source"])
+
+TRANSFORM_EVENTS = Counter(
+    "ledgerflow_transform_events_total",
+    "Raw events handled by transformers, by outcome (mapped, skipped_unknown, dead_lettered, duplicate).",
+    ["source", "object", "outcome"],
+)
+STAGE_DURATION = Histogram(
+    "ledgerflow_stage_duration_seconds",
+    "Time to handle one message in a stage (transform, connector, audit).",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+STAGE_IN_FLIGHT = Gauge("ledgerflow_stage_in_flight", "Messages being handled now, by stage.", ["stage"])
+
+CONNECTOR_RESULTS = Counter(
+    "ledgerflow_connector_results_total",
+    "SyncResults written by connectors, by outcome (succeeded, failed, skipped, duplicate).",
+    ["tenant", "object", "erp", "connection", "outcome"],
+)
+ERP_REQUESTS = Counter(
+    "ledgerflow_erp_requests_total",
+    "HTTP requests sent to ERPs, by status class (2xx, 4xx, 5xx, 429, error).",
+    ["erp", "connection", "operation", "status"],
+)
+ERP_REQUEST_DURATION = Histogram(
+    "ledgerflow_erp_request_duration_seconds",
+    "ERP HTTP request latency.",
+    ["erp", "connection", "operation"],
+    buckets=_LATENCY_BUCKETS,
+)
+END_TO_END_LATENCY = Histogram(
+    "ledgerflow_end_to_end_latency_seconds",
+    "Time from webhook accepted by the ingress to SyncResult written.",
+    ["erp", "object"],
+    buckets=_LATENCY_BUCKETS,
+)
+RETRIES = Counter("ledgerflow_retries_total", "Retried attempts, by stage and ERP.", ["stage", "erp"])
+DLQ_MESSAGES = Counter("ledgerflow_dlq_messages_total", "Messages written to a dead-letter topic.", ["stage", "reason"])
+CONSUMER_LAG = Gauge(
+    "ledgerflow_consumer_lag_messages",
+    "Messages behind the log end offset, by consumer group and topic.",
+    ["group", "topic"],
+)

@@ -1,0 +1,220 @@
+"""Runtime settings (environment, prefix ``LEDGERFLOW_``) and the YAML routing file.
+
+The routing file says which tenants exist, which sources each tenant has and their secrets,
+which ERP connections exist and which tenants and object types each connection takes::
+
+    tenants:
+      acme:
+        sources:
+          mercoa: {tokens: [s3cr3t]}            # several at once while rotating
+          monite: {secrets_file: /run/secrets/monite}
+        connections: [qbo-main, xero-main]
+    connections:
+      qbo-main:
+        erp: quickbooks
+        base_url: https://quickbooks.api.intuit.com
+        objects: [bill, vendor, payment]
+        credentials: {realm_id: "9130...", client_id: ..., client_secret: ..., refresh_token: ...}
+
+Secrets are ``SecretStr`` (never printed) and may be read from mounted files (``*_file``), one
+secret per line, so Kubernetes Secrets can rotate them without a restart of the config.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledgerflow.topics import Topics
+
+__all__ = [
+    "ConfigError",
+    "ConnectionConfig",
+    "Routing",
+    "Settings",
+    "SourceConfig",
+    "TenantConfig",
+    "load_routing",
+]
+
+
+class ConfigError(ValueError):
+    """The settings or the routing file are invalid; the message says where and why."""
+
+
+def _read_secret_file(path: Path) -> list[SecretStr]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    return [SecretStr(line.strip()) for line in lines if line.strip()]
+
+
+class SourceConfig(BaseModel):
+    """Credentials of one source for one tenant.
+
+    ``secrets`` are the signing secrets (Monite, AccountingSuite, Standard Webhooks) or tokens
+    (Mercoa, accessplanit, INGENIOUS static header value). All listed values are accepted, so a
+    new secret can be added before the old one is removed.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    secrets: list[SecretStr] = Field(
+        default_factory=list, alias="tokens", description="Accepted secrets or tokens (rotation: several)."
+    )
+    secrets_file: Path | None = Field(None, alias="tokens_file", description="File with one secret per line.")
+    header: str | None = Field(
+        None, description="Header carrying the credential (INGENIOUS static header, accessplanit API key)."
+    )
+    tolerance_seconds: int = Field(300, ge=0, description="Accepted age of a signed timestamp.")
+    digest: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="HMAC digest (AccountingSuite).")
+    encoding: Literal["base64", "hex"] = Field("base64", description="Signature encoding (AccountingSuite).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Source-specific options.")
+
+    def all_secrets(self) -> list[SecretStr]:
+        """Inline secrets plus those in :attr:`secrets_file`, in that order.
+
+        Raises:
+            ConfigError: if the secrets file cannot be read.
+
+        """
+        extra = _read_secret_file(self.secrets_file) if self.secrets_file else []
+        return [*self.secrets, *extra]
+
+
+class ConnectionConfig(BaseModel):
+    """One ERP connection: one consumer group, one set of credentials, one rate-limit budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    erp: Literal["quickbooks", "xero", "netsuite", "sap", "coupa", "http"] = Field(description="ERP kind.")
+    base_url: str | None = Field(None, description="API base URL; None = the local sandbox.")
+    objects: list[str] = Field(
+        default_factory=lambda: ["bill"], description="Canonical object types this connection takes."
+    )
+    credentials: dict[str, SecretStr] = Field(default_factory=dict, description="ERP credentials.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options.")
+
+
+class TenantConfig(BaseModel):
+    """A tenant: its sources and the ERP connections its records go to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: dict[str, SourceConfig] = Field(default_factory=dict, description="Source name → credentials.")
+    connections: list[str] = Field(default_factory=list, description="ERP connections fed by this tenant.")
+
+
+class Routing(BaseModel):
+    """The whole routing file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _connections_exist(self) -> Routing:
+        for name, tenant in self.tenants.items():
+            for conn in tenant.connections:
+                if conn not in self.connections:
+                    raise ValueError(f"tenant {name!r} routes to unknown connection {conn!r}")
+        return self
+
+    def tenants_for(self, connection: str) -> set[str]:
+        """Tenants whose records go to ``connection``."""
+        return {name for name, t in self.tenants.items() if connection in t.connections}
+
+
+def load_routing(path: Path) -> Routing:
+    """Read and validate a routing YAML file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or does not match :class:`Routing`.
+
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read routing file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"routing file {path} is not valid YAML: {exc}") from exc
+    try:
+        return Routing.model_validate(raw)
+    except ValueError as exc:
+        raise ConfigError(f"routing file {path} is invalid:\n{exc}") from exc
+
+
+def demo_routing() -> Routing:
+    """Routing used when no file is configured: tenant ``demo`` → local QuickBooks and Xero sandboxes.
+
+    The Mercoa token of tenant ``demo`` is ``demo-token``; never use this outside a laptop.
+    """
+    return Routing.model_validate(
+        {
+            "tenants": {
+                "demo": {
+                    "sources": {"mercoa": {"tokens": ["demo-token"]}},
+                    "connections": ["quickbooks", "xero"],
+                }
+            },
+            "connections": {
+                "quickbooks": {"erp": "quickbooks", "objects": ["bill", "vendor"]},
+                "xero": {"erp": "xero", "objects": ["bill", "vendor"]},
+            },
+        }
+    )
+
+
+class Settings(BaseSettings):
+    """Process settings from the environment (``LEDGERFLOW_*``) or a ``.env`` file.
+
+    ``kafka_bootstrap_servers`` unset means: start the embedded Tansu broker on loopback.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LEDGERFLOW_", env_file=".env", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(None, description="Kafka bootstrap servers, comma-separated.")
+    kafka_enable_idempotence: bool | None = Field(
+        None, description="Producer idempotence; default: on for real Kafka, off for the embedded broker."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_client_id: str = "ledgerflow"
+    topic_prefix: str = Field("ledgerflow", description="Prefix of every topic name.")
+    topic_partitions: int = Field(6, ge=1, description="Partitions of topics the runtime creates.")
+    routing_file: Path | None = Field(None, description="YAML routing file; unset = the demo routing.")
+    state_url: str = Field(
+        "sqlite+aiosqlite:///ledgerflow-state.db",
+        description="SQLAlchemy async URL of the state store (binder, tokens, audit).",
+    )
+    ingress_host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+    ingress_port: int = 8080
+    ingress_max_body_bytes: int = Field(1_048_576, ge=1, description="Largest webhook body accepted (413 above).")
+    ingress_publish_timeout_seconds: float = Field(
+        5.0, gt=0, description="How long the ingress waits for the broker's ack before answering 503."
+    )
+    metrics_port: int = Field(9100, description="Port of /metrics, /healthz and /readyz for workers.")
+    log_level: str = "INFO"
+
+    @cached_property
+    def topics(self) -> Topics:
+        """Topic names for :attr:`topic_prefix`."""
+        return Topics(self.topic_prefix)
+
+    def load_routing(self) -> Routing:
+        """The routing file if configured, else :func:`demo_routing`.
+
+        Raises:
+            ConfigError: if the configured file is invalid.
+
+        """
+        return load_routing(self.routing_file) if self.routing_file else demo_routing()

@@ -1,0 +1,179 @@
+"""The state store: binder, OAuth tokens and cursors, on SQLAlchemy (SQLite default, PostgreSQL in production).
+
+Tables
+  ``binder``        (connection, key) → ERP record id, ERP version, content hash. ``key`` is a
+                    canonical id (``mercoa:bill:in_…``) or, for references, ``vendor-ref:<source id>``.
+  ``oauth_tokens``  connection → access/refresh token and expiry (refresh-token rotation persisted).
+  ``cursors``       name → opaque position (pollers).
+
+Writes are upserts so that two replicas racing on the same key leave one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, String, Text, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["BinderRow", "StateBase", "StateStore", "StoredToken"]
+
+
+class StateBase(DeclarativeBase):
+    """Declarative base of the state tables (the audit tables have their own base)."""
+
+    metadata = MetaData()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BinderRow(StateBase):
+    """One booked record (or resolved reference) on one ERP connection."""
+
+    __tablename__ = "binder"
+
+    connection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    erp_record_id: Mapped[str] = mapped_column(String(200))
+    erp_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class TokenRow(StateBase):
+    """OAuth tokens of one connection."""
+
+    __tablename__ = "oauth_tokens"
+
+    connection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CursorRow(StateBase):
+    """Position of a poller."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """An OAuth token pair as persisted."""
+
+    access_token: str
+    refresh_token: str | None
+    expires_at: datetime
+
+
+class StateStore:
+    """Async access to the state tables.
+
+    Args:
+        url: SQLAlchemy async URL, e.g. ``sqlite+aiosqlite:///state.db`` or
+            ``postgresql+asyncpg://postgres@127.0.0.1/ledgerflow``.
+
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
+            kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._session = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._dialect = self.engine.dialect.name
+
+    async def create_all(self) -> None:
+        """Create the state tables if they do not exist (idempotent)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(StateBase.metadata.create_all)
+
+    async def close(self) -> None:
+        """Dispose of the connection pool."""
+        await self.engine.dispose()
+
+    def _insert(self, table: Any) -> Any:
+        return pg_insert(table) if self._dialect == "postgresql" else sqlite_insert(table)
+
+    async def get_binding(self, connection: str, key: str) -> BinderRow | None:
+        """The binder row for ``key`` on ``connection``, or None."""
+        async with self._session() as session:
+            return await session.get(BinderRow, (connection, key))
+
+    async def put_binding(
+        self, connection: str, key: str, *, erp_record_id: str, erp_version: str | None, content_hash: str
+    ) -> None:
+        """Insert or replace the binder row for ``key`` on ``connection``."""
+        values = {
+            "connection": connection,
+            "key": key,
+            "erp_record_id": erp_record_id,
+            "erp_version": erp_version,
+            "content_hash": content_hash,
+            "updated_at": _now(),
+        }
+        stmt = self._insert(BinderRow.__table__).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["connection", "key"],
+            set_={k: stmt.excluded[k] for k in ("erp_record_id", "erp_version", "content_hash", "updated_at")},
+        )
+        async with self._session.begin() as session:
+            await session.execute(stmt)
+
+    async def count_bindings(self, connection: str) -> int:
+        """Number of binder rows on ``connection`` (tests, diagnostics)."""
+        async with self._session() as session:
+            rows = await session.execute(select(BinderRow.key).where(BinderRow.connection == connection))
+            return len(rows.all())
+
+    async def get_token(self, connection: str) -> StoredToken | None:
+        """The persisted OAuth tokens of ``connection``, or None."""
+        async with self._session() as session:
+            row = await session.get(TokenRow, connection)
+            if row is None:
+                return None
+            expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+            return StoredToken(row.access_token, row.refresh_token, expires)
+
+    async def put_token(self, connection: str, token: StoredToken) -> None:
+        """Persist rotated OAuth tokens of ``connection``."""
+        stmt = self._insert(TokenRow.__table__).values(
+            connection=connection,
+            access_token=token.access_token,
+            refresh_token=token.refresh_token,
+            expires_at=token.expires_at,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["connection"],
+            set_={k: stmt.excluded[k] for k in ("access_token", "refresh_token", "expires_at")},
+        )
+        async with self._session.begin() as session:
+            await session.execute(stmt)
+
+    async def get_cursor(self, name: str) -> str | None:
+        """The stored position of poller ``name``, or None."""
+        async with self._session() as session:
+            row = await session.get(CursorRow, name)
+            return row.position if row else None
+
+    async def put_cursor(self, name: str, position: str) -> None:
+        """Store the position of poller ``name``."""
+        stmt = self._insert(CursorRow.__table__).values(name=name, position=position, updated_at=_now())
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"], set_={"position": stmt.excluded.position, "updated_at": stmt.excluded.updated_at}
+        )
+        async with self._session.begin() as session:
+            await session.execute(stmt)

@@ -1,0 +1,52 @@
+"""Topic names (the prefix is a setting, default ``ledgerflow``); see DESIGN.md "Topics"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts import OBJECT_MODELS, Source
+
+__all__ = ["STAGES", "Topics"]
+
+STAGES = ("ingress", "transform", "connector", "audit")
+"""Pipeline stages that own a dead-letter topic ``<prefix>.dlq.<stage>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Names of every topic for one topic prefix.
+
+    >>> Topics("ledgerflow").raw("mercoa")
+    'ledgerflow.raw.mercoa'
+    """
+
+    prefix: str = "ledgerflow"
+
+    def raw(self, source: str) -> str:
+        """Topic of raw webhook bodies from ``source`` (key: source record id)."""
+        return f"{self.prefix}.raw.{source}"
+
+    def canonical(self, object_type: str) -> str:
+        """Topic of canonical ``object_type`` records (key: canonical id)."""
+        return f"{self.prefix}.{object_type}.v1"
+
+    @property
+    def results(self) -> str:
+        """Topic of ``SyncResult`` events (key: canonical id)."""
+        return f"{self.prefix}.results.v1"
+
+    def dlq(self, stage: str) -> str:
+        """Dead-letter topic of ``stage`` (value: the input as received, error in headers)."""
+        return f"{self.prefix}.dlq.{stage}"
+
+    def retry(self, stage: str, tier: int) -> str:
+        """Retry topic ``tier`` (1-based) of ``stage``, for parked transient failures."""
+        return f"{self.prefix}.retry.{stage}.{tier}"
+
+    def all(self) -> list[str]:
+        """Every topic the pipeline uses, for creation on the embedded broker and Strimzi."""
+        names = [self.raw(s.value) for s in Source]
+        names += [self.canonical(o) for o in OBJECT_MODELS]
+        names.append(self.results)
+        names += [self.dlq(s) for s in STAGES]
+        return names

@@ -1,0 +1,156 @@
+"""What every mapper sees and returns, and how a source picks the mapper for an event.
+
+* :class:`RawEvent` — one raw webhook as the ingress published it (body bytes + CloudEvents).
+* :class:`Route` — the canonical object an event becomes, its pure mapper and optional enrichment.
+* :class:`SkipEvent` — raised by a router or mapper for an event that is deliberately not mapped
+  (unknown type, informational event): counted and skipped, not an error.
+* :class:`contracts.ContractError` / ``pydantic.ValidationError`` — the record is broken: it goes
+  to ``ledgerflow.dlq.transform`` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from contracts import CanonicalRecord, ContractError
+from ledgerflow.events import EventAttributes
+
+__all__ = [
+    "Enrichers",
+    "Mapper",
+    "RawEvent",
+    "Route",
+    "Router",
+    "SkipEvent",
+    "as_date",
+    "as_datetime",
+    "as_decimal",
+    "require",
+]
+
+
+class SkipEvent(Exception):  # noqa: N818 - it is a control signal, not an error
+    """This event is deliberately not mapped; ``reason`` says why (kept in metrics and logs)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """One raw webhook from ``ledgerflow.raw.<source>``.
+
+    ``payload`` is the parsed JSON body; ``body`` the exact bytes received; ``event_type`` the
+    source's own event name (``invoice.created``, ``payable.updated``…); ``object_hint`` the object
+    named by the route (INGENIOUS, accessplanit) and ``method`` the HTTP method (accessplanit).
+    """
+
+    tenant: str
+    source: str
+    event_type: str
+    payload: Any
+    body: bytes
+    attributes: EventAttributes
+    object_hint: str | None = None
+    method: str = "POST"
+    enrichment: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Enrichers(Protocol):
+    """Ports for enrichment; each returns the fetched JSON object or raises on failure."""
+
+    def get(self, name: str) -> Any:
+        """Return the enrichment client registered under ``name`` (e.g. ``ingenious``)."""
+
+
+Mapper = Callable[[RawEvent], Sequence[CanonicalRecord]]
+"""A pure mapper: raw event in, canonical records out; raises ContractError/ValidationError/SkipEvent."""
+
+Enricher = Callable[[RawEvent, Enrichers], Awaitable[RawEvent]]
+"""Fetches what the event only points to and returns the event with ``enrichment`` filled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one kind of event is turned into one canonical object type."""
+
+    object_type: str
+    mapper: Mapper
+    enrich: Enricher | None = None
+
+
+Router = Callable[[RawEvent], Route]
+"""Picks the route for an event of one source; raises :class:`SkipEvent` for unknown types."""
+
+
+def require(mapping: Any, *path: str | int) -> Any:
+    """``mapping[path[0]][path[1]]…``, raising :class:`ContractError` naming the missing path."""
+    node = mapping
+    for i, key in enumerate(path):
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            dotted = ".".join(str(p) for p in path[: i + 1])
+            raise ContractError(f"required field {dotted} is missing") from None
+        if node is None:
+            raise ContractError(f"required field {'.'.join(str(p) for p in path[: i + 1])} is null")
+    return node
+
+
+def as_decimal(value: Any, what: str) -> Decimal:
+    """A JSON number or numeric string as ``Decimal`` (floats via ``str`` so no binary noise).
+
+    Raises:
+        ContractError: when ``value`` is not a finite number.
+
+    """
+    if isinstance(value, bool) or value is None:
+        raise ContractError(f"{what} is not a number: {value!r}")
+    try:
+        result = Decimal(str(value)) if isinstance(value, float | int) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ContractError(f"{what} is not a number: {value!r}") from None
+    if not result.is_finite():
+        raise ContractError(f"{what} is not a finite number: {value!r}")
+    return result
+
+
+def as_datetime(value: Any, what: str) -> datetime:
+    """An ISO 8601 timestamp; naive values are taken as UTC.
+
+    Raises:
+        ContractError: when it does not parse.
+
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise ContractError(f"{what} is not an ISO 8601 timestamp: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def as_date(value: Any, what: str) -> date:
+    """An ISO date, or the calendar date of an ISO timestamp as the source wrote it.
+
+    Mercoa sends dates as midnight UTC timestamps (``2021-01-31T00:00:00Z``): the date part is the
+    accounting date; it is not shifted into any time zone.
+
+    Raises:
+        ContractError: when it does not parse.
+
+    """
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    text = str(value).strip()
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        raise ContractError(f"{what} is not an ISO date: {value!r}") from None

@@ -1,0 +1,181 @@
+"""Mercoa ``invoice.*`` → canonical :class:`~contracts.Bill`.
+
+Follows Mercoa's ``InvoiceResponse`` as sent in the ``invoice.created`` webhook
+(``shared/seeds/003``, ``shared/samples/mercoa/invoice.created.json``) and the SDK's
+``InvoiceWebhook``/``InvoiceStatusChangedWebhook`` envelopes (``shared/reference/sources.md`` §2):
+
+============================  ==========================================
+Mercoa                        canonical Bill
+============================  ==========================================
+``invoice.id``                ``source_id`` (``in_…``)
+``invoice.foreignId``         ``custom_fields["foreign_id"]``
+``invoice.vendor``            ``vendor`` (id, name, foreignId → accounting_custom_id, email, address)
+``invoice.invoiceNumber``     ``bill_number``
+``invoice.invoiceDate``       ``bill_date`` (date part of the midnight-UTC timestamp)
+``invoice.dueDate``           ``due_date``
+``invoice.deductionDate``     ``posting_date`` (when the payment is deducted; used only if set)
+``invoice.currency``          ``currency``
+``invoice.lineItems[]``       ``line_items`` (``glAccountId`` → gl_account.accounting_id)
+``invoice.taxAmount``         ``tax_total`` (0 when absent)
+``invoice.shippingAmount``    ``shipping_total`` (0 when absent)
+``invoice.amount``            ``total``
+``invoice.status``            ``status`` (case-normalised; ``CANCELED``/``invoice.deleted`` → void)
+``invoice.noteToSelf``        ``memo``
+``invoice.metadata``          ``custom_fields`` (prefixed ``metadata.``)
+============================  ==========================================
+
+Amounts are JSON numbers in major units; they become ``Decimal`` through their text, so no
+float rounding enters. An invoice without line items gets one line for the whole amount
+(its GL account then stays unresolved, which the connector reports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from contracts import Action, Address, Bill, LineItem, Reference, Source, VendorRef, canonical_id
+from transformers.base import RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
+
+__all__ = ["map_invoice"]
+
+_STATUS = {
+    "DRAFT": "draft",
+    "NEW": "submitted",
+    "APPROVED": "approved",
+    "SCHEDULED": "scheduled",
+    "PENDING": "scheduled",
+    "PAID": "paid",
+    "FAILED": "approved",
+    "CANCELED": "void",
+    "CANCELLED": "void",
+    "REFUSED": "void",
+    "ARCHIVED": "void",
+}
+
+
+def _vendor(invoice: dict[str, Any]) -> VendorRef:
+    vendor = invoice.get("vendor") or {}
+    vendor_id = vendor.get("id") or invoice.get("vendorId")
+    if not vendor_id and not vendor.get("name"):
+        raise SkipEvent("invoice has no vendor yet (Mercoa drafts may lack one)")
+    business = (vendor.get("profile") or {}).get("business") or {}
+    address = business.get("address")
+    return VendorRef(
+        source_id=vendor_id,
+        accounting_custom_id=vendor.get("foreignId"),
+        name=vendor.get("name") or business.get("legalBusinessName"),
+        email=vendor.get("email") or business.get("email"),
+        address=Address(
+            line1=address.get("addressLine1"),
+            line2=address.get("addressLine2"),
+            city=address.get("city"),
+            region=address.get("stateOrProvince"),
+            postal_code=address.get("postalCode"),
+            country=address.get("country"),
+        )
+        if address
+        else None,
+    )
+
+
+def _lines(invoice: dict[str, Any], currency: str, subtotal_fallback: Decimal) -> list[LineItem]:
+    lines: list[LineItem] = []
+    for index, raw in enumerate(invoice.get("lineItems") or [], start=1):
+        where = f"invoice.lineItems[{index - 1}]"
+        gl = raw.get("glAccountId")
+        lines.append(
+            LineItem(
+                line_number=index,
+                source_id=raw.get("id"),
+                description=raw.get("description") or raw.get("name"),
+                quantity=as_decimal(raw["quantity"], f"{where}.quantity") if raw.get("quantity") is not None else None,
+                unit_price=as_decimal(raw["unitPrice"], f"{where}.unitPrice")
+                if raw.get("unitPrice") is not None
+                else None,
+                amount=as_decimal(require(raw, "amount"), f"{where}.amount"),
+                gl_account=Reference(accounting_id=str(gl)) if gl else None,
+                service_start=str(as_date(raw["serviceStartDate"], "serviceStartDate"))
+                if raw.get("serviceStartDate")
+                else None,
+                service_end=str(as_date(raw["serviceEndDate"], "serviceEndDate"))
+                if raw.get("serviceEndDate")
+                else None,
+            )
+        )
+    if not lines:
+        lines.append(LineItem(line_number=1, description=invoice.get("noteToSelf"), amount=subtotal_fallback))
+    return lines
+
+
+def map_invoice(event: RawEvent) -> Sequence[Bill]:
+    """Map one Mercoa invoice webhook to a :class:`~contracts.Bill`.
+
+    Args:
+        event: a raw ``invoice.*`` event; ``event.enrichment["invoice"]``, when present (the
+            optional re-fetch), replaces the invoice in the payload.
+
+    Returns:
+        One bill.
+
+    Raises:
+        SkipEvent: the invoice has no vendor yet or no amount (incomplete draft).
+        contracts.ContractError: a required field is missing or malformed.
+        pydantic.ValidationError: the bill does not validate (e.g. totals do not reconcile).
+
+    """
+    invoice = event.enrichment.get("invoice") or require(event.payload, "invoice")
+    source_id = str(require(invoice, "id"))
+    if invoice.get("amount") is None:
+        raise SkipEvent("invoice has no amount yet (draft)")
+    currency = str(require(invoice, "currency"))
+    total = as_decimal(invoice["amount"], "invoice.amount")
+    tax = as_decimal(invoice["taxAmount"], "invoice.taxAmount") if invoice.get("taxAmount") is not None else Decimal(0)
+    shipping = (
+        as_decimal(invoice["shippingAmount"], "invoice.shippingAmount")
+        if invoice.get("shippingAmount") is not None
+        else Decimal(0)
+    )
+    line_items = _lines(invoice, currency, total - tax - shipping)
+    subtotal = sum((line.amount for line in line_items), Decimal(0))
+
+    status_raw = str(event.payload.get("newStatus") or invoice.get("status") or "NEW").upper()
+    status = _STATUS.get(status_raw)
+    if status is None:
+        raise SkipEvent(f"unknown Mercoa invoice status {status_raw!r}")
+    action = Action.VOID if event.event_type == "invoice.deleted" or status == "void" else Action.UPSERT
+
+    metadata = {f"metadata.{k}": str(v) for k, v in (invoice.get("metadata") or {}).items()}
+    if invoice.get("foreignId"):
+        metadata["foreign_id"] = str(invoice["foreignId"])
+
+    return [
+        Bill(
+            canonical_id=canonical_id(Source.MERCOA, "bill", source_id),
+            tenant=event.tenant,
+            source=Source.MERCOA,
+            source_id=source_id,
+            source_event=event.event_type,
+            action=action,
+            source_updated_at=as_datetime(invoice["updatedAt"], "invoice.updatedAt")
+            if invoice.get("updatedAt")
+            else None,
+            custom_fields=metadata,
+            vendor=_vendor(invoice),
+            bill_number=invoice.get("invoiceNumber"),
+            bill_date=as_date(require(invoice, "invoiceDate"), "invoice.invoiceDate"),
+            due_date=as_date(invoice["dueDate"], "invoice.dueDate") if invoice.get("dueDate") else None,
+            posting_date=as_date(invoice["deductionDate"], "invoice.deductionDate")
+            if invoice.get("deductionDate")
+            else None,
+            currency=currency,
+            line_items=line_items,
+            subtotal=subtotal,
+            tax_total=tax,
+            shipping_total=shipping,
+            total=total,
+            status=status,  # type: ignore[arg-type]
+            memo=invoice.get("noteToSelf"),
+        )
+    ]
