@@ -87,7 +87,7 @@ async def ensure_topics(
         await admin.close()
 
 
-async def missing_topics(bootstrap_servers: str, names: Iterable[str], timeout: float = 3.0)  # noqa: ASYNC109 -> list[str]:
+async def missing_topics(bootstrap_servers: str, names: Iterable[str], timeout: float = 3.0) -> list[str]:  # noqa: ASYNC109
     """The topics of ``names`` the broker does not have (readiness checks).
 
     Raises:
