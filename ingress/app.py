@@ -1,0 +1,303 @@
+"""The ingress HTTP application: ``/webhooks/{tenant}/{source}[/{object}]``, health, readiness, metrics.
+
+Order of checks for a webhook (the first failure answers; nothing reaches Kafka):
+405 method → 404 tenant/source/object → 413 size → 415 content type → 401 credentials (on the
+raw bytes) → 400 JSON / envelope → publish (503 + ``Retry-After`` when the broker cannot take it)
+→ 202 ``{"event_id": …}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
+
+from ingress.problems import Problem, problem_response
+from ingress.publisher import BrokerUnavailable, Publisher
+from ingress.sources import SOURCES
+from ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
+from ledgerflow import metrics
+from ledgerflow.events import EventAttributes, deterministic_id
+from ledgerflow.settings import Routing, Settings, SourceConfig
+
+__all__ = ["create_app"]
+
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+"""Returns None when ready, else the reason it is not."""
+
+_JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
+
+
+def _problem_doc(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "instance": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+
+
+_WEBHOOK_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        "description": "The webhook body exactly as the source sends it; it is published untouched.",
+    },
+    "parameters": [
+        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "X-Webhook-Token", "in": "header", "required": False, "schema": {"type": "string"}},
+    ],
+    "responses": {
+        "202": {
+            "description": "Accepted: the broker acknowledged the write.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["event_id"],
+                        "properties": {"event_id": {"type": "string"}},
+                    }
+                }
+            },
+        },
+        "400": _problem_doc("Not JSON, or not the source's envelope."),
+        "401": _problem_doc("Credentials missing or wrong, or signed timestamp outside the tolerance."),
+        "404": _problem_doc("Unknown tenant, source or object route."),
+        "405": _problem_doc("Method not used by this source."),
+        "413": _problem_doc("Body larger than the configured limit."),
+        "415": _problem_doc("Content type is not JSON."),
+        "503": _problem_doc("The broker cannot take the event now; retry after Retry-After seconds."),
+    },
+}
+
+
+class Ingress:
+    """The webhook handler, bound to settings, routing and a publisher."""
+
+    def __init__(self, settings: Settings, routing: Routing, publisher: Publisher) -> None:
+        self.settings = settings
+        self.routing = routing
+        self.publisher = publisher
+        self.topics = settings.topics
+        self.max_body = settings.ingress_max_body_bytes
+
+    def _resolve(self, tenant: str, source: str, obj: str | None, method: str) -> tuple[SourceSpec, SourceConfig]:
+        spec = SOURCES.get(source)
+        if spec is None:
+            raise Problem(404, "unknown-source", "Unknown source", f"no source named {source!r}", outcome="not_found")
+        if method not in spec.methods:
+            allowed = ", ".join(sorted(spec.methods))
+            raise Problem(
+                405,
+                "method-not-allowed",
+                "Method not allowed",
+                f"{source} webhooks use {allowed}, not {method}",
+                outcome="method_not_allowed",
+                headers={"Allow": allowed},
+            )
+        tenant_cfg = self.routing.tenants.get(tenant)
+        if tenant_cfg is None:
+            raise Problem(404, "unknown-tenant", "Unknown tenant", f"no tenant named {tenant!r}", outcome="not_found")
+        source_cfg = tenant_cfg.sources.get(source)
+        if source_cfg is None:
+            raise Problem(
+                404,
+                "unknown-source",
+                "Source not configured",
+                f"tenant {tenant!r} has no {source} source",
+                outcome="not_found",
+            )
+        if spec.objects is None and obj is not None:
+            raise Problem(
+                404, "unknown-object", "Unknown object route", f"{source} takes no object segment", outcome="not_found"
+            )
+        if spec.objects is not None and obj not in spec.objects:
+            known = ", ".join(sorted(spec.objects))
+            raise Problem(
+                404,
+                "unknown-object",
+                "Unknown object route",
+                f"{source} object must be one of: {known}",
+                outcome="not_found",
+            )
+        return spec, source_cfg
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        too_large = Problem(
+            413,
+            "too-large",
+            "Payload too large",
+            f"webhook bodies are limited to {self.max_body} bytes",
+            outcome="too_large",
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, request: Request, tenant: str, source: str, obj: str | None) -> Response:
+        """Verify, publish and answer one webhook (see the module docstring for the order of checks)."""
+        started = time.perf_counter()
+        metrics.WEBHOOKS_IN_FLIGHT.inc()
+        outcome = "accepted"
+        label_source = source if source in SOURCES else "unknown"
+        label_tenant = tenant if tenant in self.routing.tenants else "unknown"
+        label_object = obj or "-"
+        try:
+            spec, cfg = self._resolve(tenant, source, obj, request.method)
+            body = await self._read_body(request)
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype not in _JSON_TYPES:
+                raise Problem(
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    f"expected application/json, got {ctype or 'no content type'}",
+                    outcome="unsupported_media_type",
+                )
+            wreq = WebhookRequest(
+                method=request.method,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                query=dict(request.query_params),
+                body=body,
+                object=obj,
+                received_at=time.time(),
+            )
+            try:
+                spec.verify(wreq, cfg)
+            except Unauthorized as exc:
+                raise Problem(401, "unauthorized", "Unauthorized", str(exc), outcome="unauthorized") from None
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise Problem(
+                    400, "malformed-json", "Malformed JSON", f"body is not valid JSON: {exc}", outcome="bad_request"
+                ) from None
+            try:
+                envelope = spec.describe(payload, wreq)
+            except BadEnvelope as exc:
+                raise Problem(400, "bad-envelope", "Not a webhook envelope", str(exc), outcome="bad_request") from None
+            event_id = await self._publish(tenant, spec, envelope, wreq)
+            metrics.WEBHOOK_BYTES.labels(source).inc(len(body))
+            return JSONResponse({"event_id": event_id}, status_code=202)
+        except Problem as problem:
+            outcome = problem.outcome
+            return problem_response(problem, instance=request.url.path)
+        finally:
+            metrics.WEBHOOKS_IN_FLIGHT.dec()
+            metrics.WEBHOOK_DURATION.labels(label_source).observe(time.perf_counter() - started)
+            metrics.WEBHOOKS_RECEIVED.labels(label_tenant, label_source, label_object, outcome).inc()
+
+    async def _publish(self, tenant: str, spec: SourceSpec, envelope: Envelope, wreq: WebhookRequest) -> str:
+        event_id = envelope.delivery_id or deterministic_id(tenant, spec.name, wreq.object or "", wreq.body)
+        extensions = {"sourceevent": envelope.event_type, "method": wreq.method}
+        if wreq.object:
+            extensions["object"] = wreq.object
+        attrs = EventAttributes(
+            id=event_id,
+            source=f"/tenants/{tenant}/{spec.name}",
+            type=f"io.ledgerflow.raw.{spec.name}.{envelope.event_type}",
+            tenant=tenant,
+            subject=envelope.record_id,
+            extensions=extensions,
+        )
+        try:
+            await self.publisher.publish(
+                self.topics.raw(spec.name), envelope.record_id.encode(), wreq.body, attrs.to_headers()
+            )
+        except BrokerUnavailable as exc:
+            raise Problem(
+                503,
+                "broker-unavailable",
+                "Service unavailable",
+                f"the event was not stored, retry later: {exc}",
+                outcome="unavailable",
+                headers={"Retry-After": "5"},
+            ) from None
+        return event_id
+
+
+def create_app(
+    settings: Settings,
+    routing: Routing,
+    publisher: Publisher,
+    readiness: ReadinessCheck | None = None,
+) -> FastAPI:
+    """Build the ingress ASGI app.
+
+    Args:
+        settings: process settings (body limit, topic prefix).
+        routing: tenants and their source credentials.
+        publisher: where accepted webhooks go (Kafka in production).
+        readiness: async check for ``/readyz`` (broker reachable, topics present); None = always ready.
+    """
+    ingress = Ingress(settings, routing, publisher)
+    app = FastAPI(
+        title="ledgerflow ingress",
+        version="1",
+        description="Receives accounting webhooks, verifies them on the raw bytes and publishes them to Kafka.",
+    )
+
+    methods = ["POST", "PUT", "PATCH", "DELETE"]
+
+    @app.api_route(
+        "/webhooks/{tenant}/{source}",
+        methods=methods,
+        openapi_extra=_WEBHOOK_OPENAPI,
+        response_class=Response,
+        summary="Receive a webhook from a source",
+    )
+    async def webhook(request: Request, tenant: str, source: str) -> Response:
+        return await ingress.handle(request, tenant, source, None)
+
+    @app.api_route(
+        "/webhooks/{tenant}/{source}/{object}",
+        methods=methods,
+        openapi_extra=_WEBHOOK_OPENAPI,
+        response_class=Response,
+        summary="Receive a webhook for one object type (INGENIOUS.BUILD, accessplanit)",
+    )
+    async def webhook_object(request: Request, tenant: str, source: str, object: str) -> Response:
+        return await ingress.handle(request, tenant, source, object)
+
+    @app.get("/healthz", summary="Process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Broker reachable and topics present")
+    async def readyz() -> Response:
+        reason = await readiness() if readiness else None
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

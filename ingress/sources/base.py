@@ -1,0 +1,97 @@
+"""What the ingress needs to know of a source: how it proves who it is and how its envelope looks.
+
+A :class:`SourceSpec` verifies credentials on the *raw bytes* before anything is parsed
+(:meth:`SourceSpec.verify`), then reads just enough of the parsed envelope to name the event
+and its record (:meth:`SourceSpec.describe`). Neither may touch the network or keep state.
+"""
+
+from __future__ import annotations
+
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import SecretStr
+
+from ledgerflow.settings import SourceConfig
+
+__all__ = ["BadEnvelope", "Envelope", "SourceSpec", "Unauthorized", "WebhookRequest", "any_secret_matches"]
+
+
+class Unauthorized(Exception):  # noqa: N818 - maps to HTTP 401
+    """Credentials missing, wrong, or out of their time window; the message says which (no secret in it)."""
+
+
+class BadEnvelope(Exception):  # noqa: N818 - maps to HTTP 400
+    """The body is JSON but not the source's envelope; the message names the missing/odd field."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """The parts of an HTTP request a source may look at.
+
+    ``headers`` keys are lower case; ``body`` is exactly the bytes received.
+    """
+
+    method: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    object: str | None
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the ingress publishes about an event.
+
+    ``event_type`` is the source's own event name (``invoice.created``); ``record_id`` the source's
+    record id (the Kafka key, so one record's events stay in order); ``delivery_id`` the source's
+    id of this delivery when it sends one (then it is the event id), else None.
+    """
+
+    event_type: str
+    record_id: str
+    delivery_id: str | None = None
+
+
+def any_secret_matches(presented: str | bytes, secrets: Iterable[SecretStr]) -> bool:
+    """Whether ``presented`` equals any configured secret, each compared in constant time.
+
+    Every secret is compared (no early exit), so timing does not reveal which one matched.
+    """
+    given = presented.encode() if isinstance(presented, str) else presented
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(given, secret.get_secret_value().encode())
+    return matched
+
+
+class SourceSpec(ABC):
+    """One webhook source. Subclasses set :attr:`name` and, where they apply, :attr:`objects`/:attr:`methods`."""
+
+    name: ClassVar[str]
+    objects: ClassVar[frozenset[str] | None] = None
+    """Route objects accepted (``/webhooks/{tenant}/{source}/{object}``); None = no object segment."""
+    methods: ClassVar[frozenset[str]] = frozenset({"POST"})
+    """HTTP methods the source sends."""
+    credential_headers: ClassVar[tuple[str, ...]] = ()
+    """Headers carrying credentials, for the OpenAPI document."""
+
+    @abstractmethod
+    def verify(self, request: WebhookRequest, config: SourceConfig) -> None:
+        """Check the credentials of ``request`` against ``config`` on the raw bytes.
+
+        Raises:
+            Unauthorized: with a reason that names no secret.
+        """
+
+    @abstractmethod
+    def describe(self, payload: Any, request: WebhookRequest) -> Envelope:
+        """Read the event type and record id from the parsed JSON ``payload``.
+
+        Raises:
+            BadEnvelope: when the payload is not this source's envelope.
+        """
