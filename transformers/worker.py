@@ -1,0 +1,177 @@
+"""The transformer worker: ``ledgerflow.raw.<source>`` → ``ledgerflow.<object>.v1`` (or the DLQ).
+
+For each raw event: pick the route of its source (``transformers.registry.ROUTERS``), run the
+route's enrichment if any, run the pure mapper, and publish each canonical record with a
+deterministic event id derived from the raw event id and the canonical id. Unknown event types
+are counted and skipped; records that fail validation go to ``ledgerflow.dlq.transform`` with
+the reason in headers. Commit discipline: see :mod:`ledgerflow.delivery`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from contracts import CanonicalRecord, ContractError
+from ledgerflow import metrics
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, run_batch
+from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
+from ledgerflow.settings import Settings
+from transformers.base import Enrichers, RawEvent, SkipEvent
+from transformers.registry import ROUTERS
+
+__all__ = ["GROUP_ID", "Transformer", "register"]
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "ledgerflow.transformer"
+"""Consumer group of every transformer replica."""
+
+
+class Transformer:
+    """Maps raw events to canonical records and publishes them.
+
+    Args:
+        broker: the FastStream broker used to publish outputs and dead letters.
+        settings: topic prefix.
+        enrichers: enrichment ports handed to routes that need them.
+    """
+
+    def __init__(self, broker: KafkaBroker, settings: Settings, enrichers: Enrichers) -> None:
+        self.broker = broker
+        self.topics = settings.topics
+        self.enrichers = enrichers
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        """Publish and wait for the broker's acknowledgement."""
+        await self.broker.publish(value, topic=topic, key=key, headers=headers)
+
+    def _raw_event(self, record: ConsumedRecord, source: str) -> RawEvent:
+        try:
+            attrs = EventAttributes.from_headers(header_map(record))
+        except MissingAttributeError as exc:
+            raise DeadLetter("missing-attributes", str(exc)) from None
+        try:
+            payload = orjson.loads(record.value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise DeadLetter("malformed-json", f"raw event body is not JSON: {exc}") from None
+        ext = attrs.extensions
+        return RawEvent(
+            tenant=attrs.tenant,
+            source=source,
+            event_type=ext.get("sourceevent") or attrs.type.rsplit(f"{source}.", 1)[-1],
+            payload=payload,
+            body=record.value or b"",
+            attributes=attrs,
+            object_hint=ext.get("object"),
+            method=ext.get("method", "POST"),
+        )
+
+    async def handle(self, record: ConsumedRecord) -> None:
+        """Map one raw record and publish its canonical records.
+
+        Raises:
+            DeadLetter: the event cannot be mapped (reason in the message).
+            Exception: publishing failed (the batch is redelivered).
+        """
+        source = record.topic.rsplit(".", 1)[-1]
+        router = ROUTERS.get(source)
+        if router is None:
+            raise DeadLetter("unknown-source", f"no transformer for source {source!r}")
+        event = self._raw_event(record, source)
+        object_label = event.object_hint or "-"
+        try:
+            route = router(event)
+            object_label = route.object_type
+            if route.enrich is not None:
+                event = await route.enrich(event, self.enrichers)
+            records = route.mapper(event)
+        except SkipEvent as skip:
+            metrics.TRANSFORM_EVENTS.labels(source, object_label, "skipped").inc()
+            log.info("skipped %s event %s: %s", source, event.event_type, skip.reason)
+            return
+        except (ContractError, ValidationError) as exc:
+            metrics.TRANSFORM_EVENTS.labels(source, object_label, "dead_lettered").inc()
+            raise DeadLetter("invalid-record", _reason(exc)) from None
+        except DeadLetter:
+            metrics.TRANSFORM_EVENTS.labels(source, object_label, "dead_lettered").inc()
+            raise
+        for canonical in records:
+            await self._publish_record(canonical, event.attributes)
+        metrics.TRANSFORM_EVENTS.labels(source, object_label, "mapped").inc()
+
+    async def _publish_record(self, record: CanonicalRecord, raw: EventAttributes) -> None:
+        object_type = record.object_type
+        attrs = raw.derive(
+            id=deterministic_id(raw.id, record.canonical_id),
+            type=f"io.ledgerflow.{object_type}.v1",
+            subject=record.canonical_id,
+        )
+        await self.publish(
+            self.topics.canonical(object_type),
+            record.canonical_id.encode(),
+            record.model_dump_json().encode(),
+            attrs.to_headers(),
+        )
+
+
+def _reason(exc: ContractError | ValidationError) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors(include_url=False):
+            loc = ".".join(str(p) for p in err["loc"]) or "record"
+            parts.append(f"{loc}: {err['msg']}")
+        return "; ".join(parts)
+    return str(exc)
+
+
+def register(
+    broker: KafkaBroker,
+    settings: Settings,
+    enrichers: Enrichers,
+    *,
+    concurrency: int = 16,
+    max_records: int = 500,
+) -> Transformer:
+    """Subscribe a transformer to every raw topic on ``broker`` (consumer group :data:`GROUP_ID`).
+
+    Args:
+        broker: a not-yet-started FastStream broker.
+        settings: topic prefix.
+        enrichers: enrichment ports.
+        concurrency: records of different keys handled at once within a batch.
+        max_records: largest batch fetched at once.
+
+    Returns:
+        The transformer (its :meth:`Transformer.handle` is what each record goes through).
+    """
+    transformer = Transformer(broker, settings, enrichers)
+    topics = [settings.topics.raw(source) for source in ROUTERS]
+    dlq = settings.topics.dlq("transform")
+
+    @broker.subscriber(
+        *topics,
+        group_id=GROUP_ID,
+        batch=True,
+        max_records=max_records,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_raw(body: list[bytes], msg: KafkaMessage) -> None:
+        raw: Any = msg.raw_message
+        await run_batch(
+            raw,
+            transformer.handle,
+            stage="transform",
+            dlq_topic=dlq,
+            publish=transformer.publish,
+            concurrency=concurrency,
+        )
+
+    return transformer
