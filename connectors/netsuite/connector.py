@@ -1,0 +1,155 @@
+"""NetSuite connector: SuiteTalk REST record v1, upsert by external id.
+
+Every write is ``PUT /services/rest/record/v1/<recordType>/eid:<externalId>`` ("creates or updates
+… you do not need to be concerned whether the record already exists", Oracle help
+section_156335203191; reference ``erp_apis.md`` §3.1, §3.3). The external id is derived from the
+canonical id (:func:`connectors.netsuite.mapping.external_id`), so a redelivery or a runtime retry
+of ``handle()`` updates the same record instead of creating a second one: NetSuite's own
+mechanism gives idempotency, no look-up is needed. NetSuite answers **204 No Content** with the
+record URL in ``Location``; the internal id is parsed from it.
+
+Auth (``config.credentials``): Token-Based Auth (``account_id``, ``consumer_key``,
+``consumer_secret``, ``token_id``, ``token_secret``; OAuth 1.0a HMAC-SHA256, see
+:mod:`connectors.netsuite.auth`) or OAuth 2.0 client credentials (``client_id``,
+``client_secret``, optional ``token_url``; :class:`connectors.oauth.ClientCredentialsManager`).
+
+Limits: NetSuite governs *concurrency per account*, shared by every integration of the customer
+(15 for the base service tier, +10 per SuiteCloud Plus licence; reference §3.3). Defaults take a
+third of the base tier (``max_concurrency`` 5) and 300 requests per minute; override with
+``options.max_concurrency`` / ``options.rate_limit_per_minute``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import httpx
+
+from connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from connectors.http import ErpClient, RequestAuth, loads_json
+from connectors.netsuite.auth import TokenBasedAuth
+from connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
+from connectors.netsuite.mapping import (
+    RECORD_TYPES,
+    UnresolvedReferenceError,
+    body_for,
+    external_id,
+    internal_id_from_location,
+)
+from connectors.oauth import ClientCredentialsManager
+from contracts import Action, CanonicalRecord, Operation
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
+
+__all__ = ["RECORD_PATH", "NetSuiteConnector"]
+
+RECORD_PATH = "/services/rest/record/v1"
+"""Path prefix of the REST record API below the account host."""
+
+DEFAULT_RATE_PER_MINUTE = 300.0
+DEFAULT_CONCURRENCY = 5
+
+
+def account_host(account_id: str) -> str:
+    """``https://<account>.suitetalk.api.netsuite.com`` (account id lower-cased, ``_`` → ``-``; reference §3)."""
+    return f"https://{account_id.lower().replace('_', '-')}.suitetalk.api.netsuite.com"
+
+
+class NetSuiteConnector(Connector):
+    """Books bills, vendors, customers, AR invoices and purchase orders into NetSuite.
+
+    ``config.base_url`` is the account host (``https://1234567.suitetalk.api.netsuite.com``, or the
+    sandbox's loopback URL); without it the host is derived from ``credentials.account_id``.
+
+    Raises (from :meth:`handle`):
+        Unsupported: object types other than :data:`~connectors.netsuite.mapping.RECORD_TYPES`,
+            and void/delete actions (NetSuite REST has no void; delete is not done automatically).
+        PermanentError: unresolved references (``erp.unknown_reference``), NetSuite validation
+            errors (``erp.validation``), rejected credentials (``auth.rejected``).
+        RetriableError: 429, 5xx, timeouts, NetSuite concurrency errors.
+
+    """
+
+    erp: ClassVar[str] = "netsuite"
+    supports: ClassVar[frozenset[str]] = frozenset(RECORD_TYPES)
+
+    def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
+        super().__init__(name, config, http, state)
+        creds = config.credentials
+        auth: RequestAuth
+        if creds.get("token_id"):
+            auth = TokenBasedAuth(creds)
+        else:
+            default_token_url = None
+            if config.base_url or creds.get("account_id"):
+                host = config.base_url or account_host(creds["account_id"].get_secret_value())
+                default_token_url = f"{host.rstrip('/')}/services/rest/auth/oauth2/v1/token"
+            auth = ClientCredentialsManager.from_config(
+                http, state, name, config, erp=self.erp, default_token_url=default_token_url
+            )
+        if config.base_url:
+            host = config.base_url
+        elif creds.get("account_id"):
+            host = account_host(creds["account_id"].get_secret_value())
+        else:
+            raise PermanentError("auth.config", f"connection {name!r}: NetSuite needs base_url or account_id")
+        self.client = ErpClient.for_connection(
+            http,
+            erp=self.erp,
+            connection=name,
+            config=config,
+            base_url=host.rstrip("/") + RECORD_PATH,
+            default_rate_per_minute=DEFAULT_RATE_PER_MINUTE,
+            default_concurrency=DEFAULT_CONCURRENCY,
+            errors=NETSUITE_ERRORS,
+            auth=auth,
+            extract=extract_error,
+        )
+
+    async def check(self) -> None:
+        """List one vendor bill: proves the host answers and the credentials are accepted.
+
+        Raises:
+            ConnectorError: ``auth.rejected`` for bad credentials, retriable errors when unreachable.
+
+        """
+        await self.client.request("GET", "/vendorBill", operation="check", params={"limit": 1})
+
+    async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """Upsert ``record`` by external id and return NetSuite's internal id.
+
+        Raises:
+            Unsupported, PermanentError, RetriableError: see the class docstring.
+
+        """
+        if record.object_type not in RECORD_TYPES:
+            raise Unsupported("erp.unsupported_object", f"NetSuite connector does not book {record.object_type}")
+        if record.action is not Action.UPSERT:
+            raise Unsupported(
+                "erp.unsupported_action", f"NetSuite connector does not {record.action.value} {record.object_type}"
+            )
+        try:
+            record_type, body = body_for(record, self.config.options)
+        except UnresolvedReferenceError as exc:
+            raise PermanentError("erp.unknown_reference", str(exc)) from exc
+        eid = external_id(record.canonical_id)
+        response = await self.client.request(
+            "PUT", f"/{record_type}/eid:{eid}", operation=f"{record.object_type}.upsert", json_body=body
+        )
+        internal_id = await self._internal_id(response, record_type, eid, record.object_type)
+        operation = Operation.UPDATE if ctx.existing is not None else Operation.CREATE
+        return Booked(operation=operation, erp_record_id=internal_id, http_status=response.status_code)
+
+    async def _internal_id(self, response: httpx.Response, record_type: str, eid: str, object_type: str) -> str:
+        location = response.headers.get("location")
+        if location:
+            try:
+                return internal_id_from_location(location)
+            except ValueError:
+                pass
+        # No usable Location (proxies may strip it): read the record back by external id.
+        found = await self.client.request("GET", f"/{record_type}/eid:{eid}", operation=f"{object_type}.read")
+        body = loads_json(found.content)
+        if isinstance(body, dict) and body.get("id"):
+            return str(body["id"])
+        raise PermanentError("erp.protocol", f"NetSuite returned no internal id for {record_type} eid:{eid}")

@@ -1,0 +1,65 @@
+"""NetSuite error responses → retriable / permanent, as an :class:`~connectors.http.ErrorTable`.
+
+NetSuite REST errors are RFC 7807-like ``{"type", "title", "status", "o:errorDetails": [{"detail",
+"o:errorCode", "o:errorPath"}]}`` (schema ``nsError`` in the OpenAPI description; reference
+``erp_apis.md`` §3.3, Oracle help section_156570709583). :data:`NETSUITE_ERRORS` decides by
+``o:errorCode`` first, then by HTTP status; ``config.options["error_overrides"]``
+(``{"http.<status>" | "<o:errorCode>": "retriable" | "permanent"}``) wins over both (applied by
+:meth:`connectors.http.ErpClient.for_connection`).
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
+
+__all__ = ["NETSUITE_ERRORS", "extract_error"]
+
+NETSUITE_ERRORS = DEFAULT_ERRORS.merged(
+    ErrorTable(
+        statuses={
+            409: ErrorRule(True, "netsuite.conflict"),
+            404: ErrorRule(False, "netsuite.not_found"),
+        },
+        vendor_codes={
+            "CONCURRENCY_LIMIT_EXCEEDED": ErrorRule(True, "http.429"),
+            "REQUEST_LIMIT_EXCEEDED": ErrorRule(True, "http.429"),
+            "SSS_REQUEST_LIMIT_EXCEEDED": ErrorRule(True, "http.429"),
+            "UNEXPECTED_ERROR": ErrorRule(True, "http.5xx"),
+            "RCRD_LOCKED_BY_WF": ErrorRule(True, "netsuite.record_locked"),
+            "INVALID_LOGIN": ErrorRule(False, "auth.rejected"),
+            "INVALID_LOGIN_ATTEMPT": ErrorRule(False, "auth.rejected"),
+            "INSUFFICIENT_PERMISSION": ErrorRule(False, "auth.forbidden"),
+            "INVALID_CONTENT": ErrorRule(False, "erp.validation"),
+            "USER_ERROR": ErrorRule(False, "erp.validation"),
+            "INVALID_KEY_OR_REF": ErrorRule(False, "erp.unknown_reference"),
+            "NONEXISTENT_ID": ErrorRule(False, "erp.unknown_reference"),
+            "IDEMPOTENCY_ERROR": ErrorRule(False, "erp.duplicate"),
+        },
+    )
+)
+"""NetSuite's classification table: ``o:errorCode`` → rule, then HTTP status → rule."""
+
+
+def extract_error(response: httpx.Response) -> VendorError:
+    """The first ``o:errorDetails`` entry of an nsError body: ``detail (at o:errorPath)`` and ``o:errorCode``.
+
+    Falls back to the problem ``title`` and then to the raw text for bodies that are not nsError.
+    """
+    try:
+        body = loads_json(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        details = body.get("o:errorDetails")
+        if isinstance(details, list) and details and isinstance(details[0], dict):
+            first = details[0]
+            code = first.get("o:errorCode")
+            detail = str(first.get("detail") or body.get("title") or f"HTTP {response.status_code}")
+            path = first.get("o:errorPath")
+            message = f"{detail} (at {path})" if path else detail
+            return VendorError(message[:1000], str(code) if code else None)
+        if isinstance(body.get("title"), str):
+            return VendorError(body["title"][:1000])
+    return VendorError(response.text.strip()[:1000] or f"HTTP {response.status_code}")

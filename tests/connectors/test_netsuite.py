@@ -1,0 +1,228 @@
+"""NetSuite connector: payload mapping, spec validation, TBA signing, and the connector against its sandbox."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth1.rfc5849 import signature
+from pydantic import SecretStr
+
+from connectors.http import dumps_json, loads_json
+from connectors.netsuite.auth import TokenBasedAuth
+from connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
+from connectors.netsuite.mapping import (
+    UnresolvedReferenceError,
+    bill_body,
+    body_for,
+    external_id,
+    internal_id_from_location,
+)
+from connectors.netsuite.schema import load_schemas
+from contracts import Bill, Invoice, LineItem, Reference, Vendor, VendorRef
+
+
+def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
+    values: dict[str, Any] = {
+        "canonical_id": f"mercoa:bill:{source_id}",
+        "tenant": "acme",
+        "source": "mercoa",
+        "source_id": source_id,
+        "source_event": "invoice.created",
+        "vendor": VendorRef(accounting_id="1234", name="Concrete Co"),
+        "bill_number": "VENDOR-INV-1001",
+        "bill_date": date(2024, 1, 15),
+        "due_date": date(2024, 2, 14),
+        "currency": "USD",
+        "line_items": [
+            LineItem(
+                line_number=1,
+                description="Concrete",
+                amount=Decimal("150.00"),
+                gl_account=Reference(accounting_id="58"),
+                business_unit=Reference(accounting_id="3"),
+                cost_code=Reference(accounting_id="2"),
+            )
+        ],
+        "subtotal": Decimal("150.00"),
+        "total": Decimal("150.00"),
+        "memo": "Concrete pour, Level 2",
+    }
+    values.update(overrides)
+    return Bill(**values)
+
+
+def test_external_id_is_stable_and_netsuite_safe() -> None:
+    assert external_id("mercoa:bill:inv_8f2a") == "mercoa-bill-inv_8f2a"
+    odd = external_id("mercoa:bill:a/b|c")
+    assert odd == external_id("mercoa:bill:a/b|c")
+    assert odd != external_id("mercoa:bill:a.b|c")
+    assert all(ch.isalnum() or ch in "-_" for ch in odd)
+    assert len(external_id("x:bill:" + "9" * 400)) <= 100
+
+
+def test_internal_id_from_location() -> None:
+    assert internal_id_from_location("https://h/services/rest/record/v1/vendorBill/647") == "647"
+    with pytest.raises(ValueError, match="no internal id"):
+        internal_id_from_location("https://h/services/rest/record/v1/vendorBill/eid:abc")
+
+
+def test_bill_body_follows_reference_example() -> None:
+    body = bill_body(make_bill(), {"subsidiary_id": "1"})
+    assert body["externalId"] == "mercoa-bill-inv_1"
+    assert body["entity"] == {"id": "1234"}
+    assert body["subsidiary"] == {"id": "1"}
+    assert body["tranId"] == "VENDOR-INV-1001"
+    assert body["tranDate"] == "2024-01-15"
+    assert body["dueDate"] == "2024-02-14"
+    line = body["expense"]["items"][0]
+    assert line == {
+        "account": {"id": "58"},
+        "amount": Decimal("150.00"),
+        "memo": "Concrete",
+        "department": {"id": "3"},
+        "class": {"id": "2"},
+    }
+    # Money goes out as an exact JSON number, never through float.
+    assert b'"amount":150.00' in dumps_json(body)
+
+
+def test_bill_tax_becomes_an_expense_line_on_the_tax_account() -> None:
+    bill = make_bill(tax_total=Decimal("12.38"), total=Decimal("162.38"))
+    with pytest.raises(UnresolvedReferenceError, match="tax_account"):
+        bill_body(bill, {})
+    lines = bill_body(bill, {"tax_account": "77"})["expense"]["items"]
+    assert lines[-1] == {"account": {"id": "77"}, "amount": Decimal("12.38"), "memo": "tax"}
+    assert sum(line["amount"] for line in lines) == Decimal("162.38")
+
+
+def test_vendor_without_ids_resolves_to_the_external_id_ledgerflow_upserted() -> None:
+    bill = make_bill(vendor=VendorRef(source_id="ent_9", name="Concrete Co"))
+    assert bill_body(bill, {})["entity"] == {"externalId": "mercoa-vendor-ent_9"}
+    with pytest.raises(UnresolvedReferenceError):
+        bill_body(make_bill(vendor=VendorRef(name="Nobody")), {})
+
+
+def test_line_without_gl_account_needs_a_default() -> None:
+    line = LineItem(line_number=1, amount=Decimal("150.00"))
+    bill = make_bill(line_items=[line])
+    with pytest.raises(UnresolvedReferenceError, match="GL account"):
+        bill_body(bill, {})
+    assert bill_body(bill, {"default_expense_account": 61})["expense"]["items"][0]["account"] == {"id": "61"}
+
+
+def test_vendor_and_invoice_bodies() -> None:
+    vendor = Vendor(
+        canonical_id="mercoa:vendor:ent_9",
+        tenant="acme",
+        source="mercoa",
+        source_id="ent_9",
+        source_event="counterparty.created",
+        name="Concrete Co",
+        email="ap@concrete.example",
+        active=False,
+    )
+    record_type, body = body_for(vendor, {})
+    assert record_type == "vendor"
+    assert body == {
+        "externalId": "mercoa-vendor-ent_9",
+        "companyName": "Concrete Co",
+        "email": "ap@concrete.example",
+        "isInactive": True,
+    }
+    invoice = Invoice(
+        canonical_id="monite:invoice:r1",
+        tenant="acme",
+        source="monite",
+        source_id="r1",
+        source_event="receivable.created",
+        customer=Reference(accounting_id="88"),
+        invoice_date=date(2024, 3, 1),
+        currency="USD",
+        line_items=[LineItem(line_number=1, quantity=Decimal(2), unit_price=Decimal("5.25"), amount=Decimal("10.50"))],
+        subtotal=Decimal("10.50"),
+        total=Decimal("10.50"),
+    )
+    record_type, body = body_for(invoice, {"default_item_id": "5"})
+    assert record_type == "invoice"
+    assert body["item"]["items"] == [
+        {"item": {"id": "5"}, "amount": Decimal("10.50"), "quantity": Decimal(2), "rate": Decimal("5.25")}
+    ]
+
+
+@pytest.fixture(scope="module")
+def ns_spec(shared_dir: Path) -> Path:
+    path = shared_dir / "specs" / "netsuite-oas.json"
+    if not path.is_file():
+        pytest.skip("netsuite-oas.json missing from ../shared/specs")
+    return path
+
+
+def test_mapped_bodies_validate_against_the_netsuite_description(ns_spec: Path) -> None:
+    schemas = load_schemas(ns_spec)
+    body = loads_json(dumps_json(bill_body(make_bill(), {"subsidiary_id": "1"})))
+    assert list(schemas.problems("vendorBill", body)) == []
+
+
+def test_description_rejects_misspelt_fields_wrong_types_and_read_only(ns_spec: Path) -> None:
+    schemas = load_schemas(ns_spec)
+    body = loads_json(dumps_json(bill_body(make_bill(), {})))
+    body["tranDte"] = "2024-01-15"
+    body["expense"]["items"][0]["amount"] = "150.00"
+    body["links"] = []
+    problems = {p.path: p.message for p in schemas.problems("vendorBill", body)}
+    assert "tranDte" in problems[""]
+    assert "number" in problems["expense.items[0].amount"]
+    assert "read-only" in problems["links"]
+
+
+def test_error_table_and_extractor() -> None:
+    response = httpx.Response(
+        400,
+        json={
+            "type": "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1",
+            "title": "Bad Request",
+            "status": 400,
+            "o:errorDetails": [
+                {"detail": "Invalid reference 999", "o:errorCode": "INVALID_KEY_OR_REF", "o:errorPath": "entity"}
+            ],
+        },
+    )
+    found = extract_error(response)
+    assert found.vendor_code == "INVALID_KEY_OR_REF"
+    assert found.message == "Invalid reference 999 (at entity)"
+    assert NETSUITE_ERRORS.classify(400, "INVALID_KEY_OR_REF").retriable is False
+    assert NETSUITE_ERRORS.classify(400, "CONCURRENCY_LIMIT_EXCEEDED").retriable is True
+    assert NETSUITE_ERRORS.classify(429, None).retriable is True
+    overridden = NETSUITE_ERRORS.with_overrides({"INVALID_KEY_OR_REF": "retriable"})
+    assert overridden.classify(400, "INVALID_KEY_OR_REF").retriable is True
+
+
+async def test_tba_signature_verifies_with_hmac_sha256() -> None:
+    creds = {
+        "account_id": SecretStr("1234567_sb1"),
+        "consumer_key": SecretStr("ck"),
+        "consumer_secret": SecretStr("cs"),
+        "token_id": SecretStr("tk"),
+        "token_secret": SecretStr("ts"),
+    }
+    auth = TokenBasedAuth(creds)
+    request = httpx.Request("PUT", "http://127.0.0.1:9/services/rest/record/v1/vendorBill/eid:x?replace=expense")
+    await auth.apply(request)
+    header = request.headers["Authorization"]
+    assert header.startswith('OAuth realm="1234567_SB1"')
+    assert 'oauth_signature_method="HMAC-SHA256"' in header
+    params = signature.collect_parameters(
+        uri_query=urlparse(str(request.url)).query, headers={"Authorization": header}, exclude_oauth_signature=False
+    )
+    oauth_request = OAuthRequest(str(request.url), http_method="PUT")
+    oauth_request.params = [(k, v) for k, v in params if k != "oauth_signature"]
+    oauth_request.signature = dict(params)["oauth_signature"]
+    assert signature.verify_hmac_sha256(oauth_request, "cs", "ts")
+    assert not signature.verify_hmac_sha256(oauth_request, "cs", "wrong")
