@@ -175,7 +175,7 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
             tax_total=tax,
             shipping_total=shipping,
             total=total,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             memo=invoice.get("noteToSelf"),
         )
     ]

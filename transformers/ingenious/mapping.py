@@ -1,0 +1,340 @@
+"""INGENIOUS.BUILD Custom Accounting Integration payloads → bill, purchase order, budget (and changes).
+
+Every payload is ``{"name", "subject", "data": {…}}`` (seed 000 l.87–89); the object type is
+the webhook URL's (one URL per object type, seed 000 l.61–62), carried as ``event.object_hint``.
+The "Webhook Payloads reference" with full field lists is NOT FOUND publicly (``sources.md``
+§1.1, §1.4), so only the fields below are read; those marked *assumed* are not in the seed
+and follow the seed's naming style (snake_case, ``*_id``), pending a captured payload.
+
+=====================================================  =====================================================
+INGENIOUS ``data``                                     canonical
+=====================================================  =====================================================
+``id`` (seed l.91)                                     ``source_id``
+``vendor_id`` (seed l.91)                              ``vendor.source_id``
+``accounting_company_id`` / ``_custom_id`` (l.92)      ``vendor.accounting_id`` / ``accounting_custom_id``
+``vendor_name`` *assumed*                              ``vendor.name`` (matching when unmapped, l.57)
+``project_id``, ``accounting_project_*`` (l.91–92)     ``project`` reference
+``contract_id`` (l.91)                                 bill/change ``purchase_order`` reference
+``accounting_entity_*`` (l.92; entity = GL, l.27/49)   ``gl_account`` of lines that carry none
+``accounting_cost_type_*``, ``accounting_business_unit_*`` (mapping requirements l.48–53; names by the
+``accounting_*_id`` pattern)                           ``cost_type`` / ``business_unit`` references
+``line_items[]`` (key per ``sources.md`` §1.4)         ``line_items`` / budget ``lines``
+  ``id``, ``cost_code_id`` (l.91)                      line ``source_id``, ``cost_code.source_id``
+  ``accounting_cost_code_*`` (l.92–93)                 ``cost_code`` accounting ids
+  ``qty``, ``unit_value``, ``gross_value`` (l.93)      ``quantity``, ``unit_price``, ``amount``
+  ``description`` *assumed*                            ``description``
+``number``, ``date``, ``due_date``, ``currency``,
+``tax_value``, ``total_value``, ``title``,
+``budget_id`` — all *assumed*                          document number, dates, currency, tax, total…
+=====================================================  =====================================================
+
+Accounting ids follow the three documented cases (seed 000 l.96–101): neither id → the
+reference keeps only the INGENIOUS id and name, for the connector to match by name; id only →
+the enrichment (:func:`enrich`) fetched the ``custom_id`` from the Public API into
+``event.enrichment["custom_ids"]``; both → used as sent. Amounts are major units (``Decimal``
+through their text). There is only one action, "Sync to Accounting" (seed l.19) → ``upsert``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+from contracts import (
+    Budget,
+    BudgetChange,
+    BudgetLine,
+    CanonicalRecord,
+    ContractError,
+    LineItem,
+    PurchaseOrder,
+    PurchaseOrderChange,
+    Reference,
+    Source,
+    VendorRef,
+    canonical_id,
+)
+from contracts.bill import Bill
+from transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_decimal, require
+
+__all__ = [
+    "ACCOUNTING_KINDS",
+    "enrich",
+    "map_budget",
+    "map_budget_change",
+    "map_vendor_contract",
+    "map_vendor_contract_change",
+    "map_vendor_invoice",
+]
+
+ACCOUNTING_KINDS = ("company", "project", "cost_code", "entity", "cost_type", "business_unit")
+"""The ``accounting_<kind>_id`` / ``accounting_<kind>_custom_id`` pairs an INGENIOUS payload may carry."""
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _data(event: RawEvent) -> dict[str, Any]:
+    data = require(event.payload, "data")
+    if not isinstance(data, dict):
+        raise ContractError("INGENIOUS payload field data is not an object")
+    return data
+
+
+def _pairs(node: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for kind in ACCOUNTING_KINDS:
+        acc_id = _text(node.get(f"accounting_{kind}_id"))
+        if acc_id and not _text(node.get(f"accounting_{kind}_custom_id")):
+            yield kind, acc_id
+
+
+async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
+    """Fetch the ``custom_id`` of every accounting object sent with an id but no custom id.
+
+    Looks at ``data`` and each of ``data.line_items``; results go to
+    ``enrichment["custom_ids"]["<kind>:<accounting id>"]`` (None when the object has none).
+    A tenant without INGENIOUS API options gets the event back unchanged.
+
+    Raises:
+        transformers.enrichment.EnrichmentError: the Public API call failed after retries.
+
+    """
+    client = enrichers.get("ingenious").for_tenant(event.tenant)
+    if client is None:
+        return event
+    data = event.payload.get("data") if isinstance(event.payload, dict) else None
+    if not isinstance(data, dict):
+        return event
+    nodes = [data, *[line for line in data.get("line_items") or [] if isinstance(line, dict)]]
+    wanted = dict.fromkeys(pair for node in nodes for pair in _pairs(node))
+    if not wanted:
+        return event
+    found = {f"{kind}:{acc_id}": await client.custom_id(kind, acc_id) for kind, acc_id in wanted}
+    return dataclasses.replace(event, enrichment={**event.enrichment, "custom_ids": found})
+
+
+def _ref(
+    event: RawEvent, node: dict[str, Any], kind: str, *, source_key: str | None, name_key: str | None = None
+) -> Reference | None:
+    acc_id = _text(node.get(f"accounting_{kind}_id"))
+    custom = _text(node.get(f"accounting_{kind}_custom_id"))
+    if acc_id and not custom:
+        custom = _text((event.enrichment.get("custom_ids") or {}).get(f"{kind}:{acc_id}"))
+    source_id = _text(node.get(source_key)) if source_key else None
+    name = _text(node.get(name_key)) if name_key else None
+    if not (acc_id or custom or source_id or name):
+        return None
+    return Reference(source_id=source_id, accounting_id=acc_id, accounting_custom_id=custom, name=name)
+
+
+def _vendor(event: RawEvent, data: dict[str, Any]) -> VendorRef:
+    ref = _ref(event, data, "company", source_key="vendor_id", name_key="vendor_name")
+    if ref is None:
+        raise ContractError("INGENIOUS record has no vendor: vendor_id, vendor_name and accounting_company_* are empty")
+    return VendorRef(**ref.model_dump())
+
+
+def _currency(data: dict[str, Any]) -> str:
+    return str(require(data, "currency"))
+
+
+def _lines(event: RawEvent, data: dict[str, Any]) -> list[LineItem]:
+    doc_gl = _ref(event, data, "entity", source_key=None)
+    doc_cost_type = _ref(event, data, "cost_type", source_key=None)
+    doc_unit = _ref(event, data, "business_unit", source_key=None)
+    doc_project = _ref(event, data, "project", source_key="project_id")
+    raw_lines = data.get("line_items") or []
+    if not isinstance(raw_lines, list) or not raw_lines:
+        raise ContractError("INGENIOUS record has no line_items")
+    lines: list[LineItem] = []
+    for index, raw in enumerate(raw_lines, start=1):
+        where = f"data.line_items[{index - 1}]"
+        if not isinstance(raw, dict):
+            raise ContractError(f"{where} is not an object")
+        qty = as_decimal(raw["qty"], f"{where}.qty") if raw.get("qty") is not None else None
+        unit = as_decimal(raw["unit_value"], f"{where}.unit_value") if raw.get("unit_value") is not None else None
+        if raw.get("gross_value") is not None:
+            amount = as_decimal(raw["gross_value"], f"{where}.gross_value")
+        elif qty is not None and unit is not None:
+            amount = qty * unit
+        else:
+            raise ContractError(f"{where} has neither gross_value nor qty and unit_value")
+        lines.append(
+            LineItem(
+                line_number=index,
+                source_id=_text(raw.get("id")),
+                description=_text(raw.get("description")),
+                quantity=qty,
+                unit_price=unit,
+                amount=amount,
+                cost_code=_ref(event, raw, "cost_code", source_key="cost_code_id"),
+                gl_account=_ref(event, raw, "entity", source_key=None) or doc_gl,
+                cost_type=_ref(event, raw, "cost_type", source_key=None) or doc_cost_type,
+                business_unit=_ref(event, raw, "business_unit", source_key=None) or doc_unit,
+                project=_ref(event, raw, "project", source_key="project_id") or doc_project,
+            )
+        )
+    return lines
+
+
+def _totals(data: dict[str, Any], lines: Sequence[LineItem]) -> tuple[Decimal, Decimal, Decimal]:
+    subtotal = sum((line.amount for line in lines), Decimal(0))
+    tax = as_decimal(data["tax_value"], "data.tax_value") if data.get("tax_value") is not None else Decimal(0)
+    total = subtotal + tax
+    if data.get("total_value") is not None:
+        total = as_decimal(data["total_value"], "data.total_value")
+    return subtotal, tax, total
+
+
+def _common(event: RawEvent, data: dict[str, Any], object_type: str) -> dict[str, Any]:
+    source_id = str(require(data, "id"))
+    return {
+        "canonical_id": canonical_id(Source.INGENIOUS, object_type, source_id),
+        "tenant": event.tenant,
+        "source": Source.INGENIOUS,
+        "source_id": source_id,
+        "source_event": event.event_type,
+        "custom_fields": {k: str(v) for k in ("name", "subject") if (v := event.payload.get(k)) not in (None, "")},
+    }
+
+
+def map_vendor_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """Vendor Invoice → :class:`~contracts.Bill` (see the module table).
+
+    Raises:
+        contracts.ContractError: a required field (``data.id``, ``date``, ``currency``, lines,
+            a vendor) is missing or malformed.
+        pydantic.ValidationError: totals do not reconcile, due date before invoice date.
+
+    """
+    data = _data(event)
+    lines = _lines(event, data)
+    subtotal, tax, total = _totals(data, lines)
+    contract = _text(data.get("contract_id"))
+    return [
+        Bill(
+            **_common(event, data, "bill"),
+            vendor=_vendor(event, data),
+            bill_number=_text(data.get("number")),
+            bill_date=as_date(require(data, "date"), "data.date"),
+            due_date=as_date(data["due_date"], "data.due_date") if data.get("due_date") else None,
+            currency=_currency(data),
+            line_items=lines,
+            subtotal=subtotal,
+            tax_total=tax,
+            total=total,
+            status="approved",
+            memo=_text(data.get("title")),
+            project=_ref(event, data, "project", source_key="project_id"),
+            business_unit=_ref(event, data, "business_unit", source_key=None),
+            purchase_order=Reference(source_id=contract) if contract else None,
+        )
+    ]
+
+
+def _commitment(event: RawEvent, object_type: str) -> dict[str, Any]:
+    data = _data(event)
+    lines = _lines(event, data)
+    subtotal, tax, total = _totals(data, lines)
+    return {
+        **_common(event, data, object_type),
+        "vendor": _vendor(event, data),
+        "number": _text(data.get("number")),
+        "title": _text(data.get("title")),
+        "order_date": as_date(require(data, "date"), "data.date"),
+        "currency": _currency(data),
+        "line_items": lines,
+        "subtotal": subtotal,
+        "tax_total": tax,
+        "total": total,
+        "status": "approved",
+        "project": _ref(event, data, "project", source_key="project_id"),
+    }
+
+
+def map_vendor_contract(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """Vendor Contract → :class:`~contracts.PurchaseOrder`.
+
+    Raises:
+        contracts.ContractError / pydantic.ValidationError: as :func:`map_vendor_invoice`.
+
+    """
+    return [PurchaseOrder(**_commitment(event, "purchase_order"))]
+
+
+def map_vendor_contract_change(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """Vendor Contract Change → :class:`~contracts.PurchaseOrderChange` against ``contract_id``.
+
+    Raises:
+        contracts.ContractError: ``data.contract_id`` is missing (the change has no contract), or
+            as :func:`map_vendor_invoice`.
+
+    """
+    data = _data(event)
+    contract = str(require(data, "contract_id"))
+    return [
+        PurchaseOrderChange(
+            **_commitment(event, "purchase_order_change"),
+            purchase_order=Reference(source_id=contract),
+        )
+    ]
+
+
+def _budget(event: RawEvent, object_type: str) -> dict[str, Any]:
+    data = _data(event)
+    items = _lines(event, data)
+    lines = [
+        BudgetLine(
+            line_number=item.line_number,
+            source_id=item.source_id,
+            description=item.description,
+            gl_account=item.gl_account,
+            cost_code=item.cost_code,
+            cost_type=item.cost_type,
+            amount=item.amount,
+        )
+        for item in items
+    ]
+    total = sum((line.amount for line in lines), Decimal(0))
+    if data.get("total_value") is not None:
+        total = as_decimal(data["total_value"], "data.total_value")
+    return {
+        **_common(event, data, object_type),
+        "name": _text(data.get("title") or data.get("number")),
+        "project": _ref(event, data, "project", source_key="project_id"),
+        "currency": _currency(data),
+        "start_date": as_date(data["date"], "data.date") if data.get("date") else None,
+        "lines": lines,
+        "total": total,
+    }
+
+
+def map_budget(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """Budget → :class:`~contracts.Budget` (one line per cost code line).
+
+    Raises:
+        contracts.ContractError / pydantic.ValidationError: missing id, currency or lines; lines
+            not adding up to ``total_value``.
+
+    """
+    return [Budget(**_budget(event, "budget"))]
+
+
+def map_budget_change(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """Budget Change → :class:`~contracts.BudgetChange`; line amounts are deltas (may be negative).
+
+    Raises:
+        contracts.ContractError / pydantic.ValidationError: as :func:`map_budget`.
+
+    """
+    data = _data(event)
+    budget = _text(data.get("budget_id"))
+    return [BudgetChange(**_budget(event, "budget_change"), budget=Reference(source_id=budget) if budget else None)]
+
+
+def unknown(event: RawEvent) -> SkipEvent:
+    """The :class:`SkipEvent` for an INGENIOUS route object this module does not know."""
+    return SkipEvent(f"INGENIOUS object {event.object_hint!r} is not mapped")
