@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from ingress.problems import Problem, problem_response
@@ -54,39 +56,79 @@ def _problem_doc(description: str) -> dict[str, Any]:
     }
 
 
-_WEBHOOK_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
-        "description": "The webhook body exactly as the source sends it; it is published untouched.",
-    },
-    "parameters": [
-        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
-        {"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"}},
-        {"name": "X-Webhook-Token", "in": "header", "required": False, "schema": {"type": "string"}},
-    ],
-    "responses": {
-        "202": {
-            "description": "Accepted: the broker acknowledged the write.",
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["event_id"],
-                        "properties": {"event_id": {"type": "string"}},
-                    }
-                }
-            },
-        },
-        "400": _problem_doc("Not JSON, or not the source's envelope."),
-        "401": _problem_doc("Credentials missing or wrong, or signed timestamp outside the tolerance."),
-        "404": _problem_doc("Unknown tenant, source or object route."),
-        "405": _problem_doc("Method not used by this source."),
-        "413": _problem_doc("Body larger than the configured limit."),
-        "415": _problem_doc("Content type is not JSON."),
-        "503": _problem_doc("The broker cannot take the event now; retry after Retry-After seconds."),
+_ACCEPTED_DOC: dict[str, Any] = {
+    "description": "Accepted: the broker acknowledged the write.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["event_id"],
+                "properties": {"event_id": {"type": "string"}},
+            }
+        }
     },
 }
+
+_ERROR_DOCS: dict[str, Any] = {
+    "400": _problem_doc("Not JSON, or not the source's envelope."),
+    "401": _problem_doc("Credentials missing or wrong, or signed timestamp outside the tolerance."),
+    "404": _problem_doc("Unknown tenant, source or object route."),
+    "405": _problem_doc("Method not used by this source."),
+    "413": _problem_doc("Body larger than the configured limit."),
+    "415": _problem_doc("Content type is not JSON."),
+    "503": _problem_doc("The broker cannot take the event now; retry after Retry-After seconds."),
+}
+
+
+def _webhook_openapi(spec: SourceSpec) -> dict[str, Any]:
+    """OpenAPI fragment of one source's webhook operation: body, credential headers, answers."""
+    params: list[dict[str, Any]] = [
+        {
+            "name": header,
+            "in": "header",
+            "required": False,
+            "description": f"{spec.name} credential (checked on the raw body bytes).",
+            "schema": {"type": "string"},
+        }
+        for header in spec.credential_headers
+    ]
+    params += [
+        {
+            "name": header,
+            "in": "header",
+            "required": False,
+            "description": f"Sent by {spec.name}; part of the signed content or kept as an event attribute.",
+            "schema": {"type": "string"},
+        }
+        for header in spec.extra_headers
+    ]
+    params += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": f"{spec.name} per-tenant token, when the sender cannot set a header.",
+            "schema": {"type": "string"},
+        }
+        for name in spec.credential_query
+    ]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+            "description": "The webhook body exactly as the source sends it; it is published untouched.",
+        },
+        "parameters": params,
+        "responses": {"202": _ACCEPTED_DOC, **_ERROR_DOCS},
+    }
+
+
+RETRY_AFTER_SECONDS = 5
+"""``Retry-After`` of a 503: long enough for a broker leader election, short for the sender's retry budget."""
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+_STATUS_SLUGS = {404: "not-found", 405: "method-not-allowed", 400: "bad-request"}
 
 
 class Ingress:
@@ -215,7 +257,7 @@ class Ingress:
 
     async def _publish(self, tenant: str, spec: SourceSpec, envelope: Envelope, wreq: WebhookRequest) -> str:
         event_id = envelope.delivery_id or deterministic_id(tenant, spec.name, wreq.object or "", wreq.body)
-        extensions = {"sourceevent": envelope.event_type, "method": wreq.method}
+        extensions = {**spec.extensions(wreq), "sourceevent": envelope.event_type, "method": wreq.method}
         if wreq.object:
             extensions["object"] = wreq.object
         attrs = EventAttributes(
@@ -237,9 +279,51 @@ class Ingress:
                 "Service unavailable",
                 f"the event was not stored, retry later: {exc}",
                 outcome="unavailable",
-                headers={"Retry-After": "5"},
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             ) from None
         return event_id
+
+
+def _add_source_routes(app: FastAPI, ingress: Ingress, spec: SourceSpec) -> None:
+    """Register (and document) ``/webhooks/{tenant}/<source>[/{object}]`` for each method ``spec`` uses."""
+    extra = _webhook_openapi(spec)
+    name = spec.name
+    for method in sorted(spec.methods):
+        if spec.objects is None:
+
+            async def plain(request: Request, tenant: str) -> Response:
+                return await ingress.handle(request, tenant, name, None)
+
+            app.add_api_route(
+                f"/webhooks/{{tenant}}/{name}",
+                plain,
+                methods=[method],
+                openapi_extra=extra,
+                response_class=Response,
+                operation_id=f"{name}_{method.lower()}",
+                summary=f"Receive a {name} webhook",
+                tags=["webhooks"],
+            )
+        else:
+            objects = sorted(spec.objects)
+
+            async def per_object(
+                request: Request,
+                tenant: str,
+                object: str = Path(description="Object type of this URL.", json_schema_extra={"enum": objects}),
+            ) -> Response:
+                return await ingress.handle(request, tenant, name, object)
+
+            app.add_api_route(
+                f"/webhooks/{{tenant}}/{name}/{{object}}",
+                per_object,
+                methods=[method],
+                openapi_extra=extra,
+                response_class=Response,
+                operation_id=f"{name}_{method.lower()}",
+                summary=f"Receive a {name} webhook for one object type",
+                tags=["webhooks"],
+            )
 
 
 def create_app(
@@ -263,27 +347,44 @@ def create_app(
         description="Receives accounting webhooks, verifies them on the raw bytes and publishes them to Kafka.",
     )
 
-    methods = ["POST", "PUT", "PATCH", "DELETE"]
+    for spec in SOURCES.values():
+        _add_source_routes(app, ingress, spec)
 
-    @app.api_route(
-        "/webhooks/{tenant}/{source}",
-        methods=methods,
-        openapi_extra=_WEBHOOK_OPENAPI,
-        response_class=Response,
-        summary="Receive a webhook from a source",
-    )
+    # Catch-all for unknown sources/objects and methods a source does not use: answered by the
+    # handler as problem+json (404/405) rather than by the router; not part of the document.
     async def webhook(request: Request, tenant: str, source: str) -> Response:
         return await ingress.handle(request, tenant, source, None)
 
-    @app.api_route(
-        "/webhooks/{tenant}/{source}/{object}",
-        methods=methods,
-        openapi_extra=_WEBHOOK_OPENAPI,
-        response_class=Response,
-        summary="Receive a webhook for one object type (INGENIOUS.BUILD, accessplanit)",
-    )
     async def webhook_object(request: Request, tenant: str, source: str, object: str) -> Response:
         return await ingress.handle(request, tenant, source, object)
+
+    app.add_api_route(
+        "/webhooks/{tenant}/{source}", webhook, methods=_ALL_METHODS, include_in_schema=False, response_class=Response
+    )
+    app.add_api_route(
+        "/webhooks/{tenant}/{source}/{object}",
+        webhook_object,
+        methods=_ALL_METHODS,
+        include_in_schema=False,
+        response_class=Response,
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(request: Request, exc: StarletteHTTPException) -> Response:
+        problem = Problem(
+            exc.status_code,
+            _STATUS_SLUGS.get(exc.status_code, "http-error"),
+            str(exc.detail) if exc.detail else "HTTP error",
+            f"{request.method} {request.url.path}: {exc.detail}",
+            outcome="not_found",
+            headers=dict(exc.headers or {}),
+        )
+        return problem_response(problem, instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_problem(request: Request, exc: RequestValidationError) -> Response:
+        problem = Problem(400, "bad-request", "Bad request", "the request is malformed", outcome="bad_request")
+        return problem_response(problem, instance=request.url.path)
 
     @app.get("/healthz", summary="Process is alive")
     async def healthz() -> dict[str, str]:

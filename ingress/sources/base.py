@@ -17,7 +17,20 @@ from pydantic import SecretStr
 
 from ledgerflow.settings import SourceConfig
 
-__all__ = ["BadEnvelope", "Envelope", "SourceSpec", "Unauthorized", "WebhookRequest", "any_secret_matches"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "BadEnvelope",
+    "Envelope",
+    "SourceSpec",
+    "Unauthorized",
+    "WebhookRequest",
+    "any_secret_matches",
+    "as_record_id",
+    "require_object",
+]
+
+MAX_ID_LENGTH = 256
+"""Longest record id, event type or delivery id accepted (they become Kafka keys and headers)."""
 
 
 class Unauthorized(Exception):  # noqa: N818 - maps to HTTP 401
@@ -69,6 +82,33 @@ def any_secret_matches(presented: str | bytes, secrets: Iterable[SecretStr]) -> 
     return matched
 
 
+def as_record_id(value: Any, what: str) -> str:
+    """``value`` as a record id: a non-empty string or an integer, at most :data:`MAX_ID_LENGTH` characters.
+
+    Raises:
+        BadEnvelope: when ``value`` is missing, empty, not a string/integer, or too long (``what`` names it).
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadEnvelope(f"{what} must be a string or an integer")
+    text = str(value) if isinstance(value, str) else format(value, "d")
+    if not text.strip():
+        raise BadEnvelope(f"{what} is empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise BadEnvelope(f"{what} is longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+def require_object(payload: Any, source: str) -> dict[str, Any]:
+    """``payload`` when it is a JSON object.
+
+    Raises:
+        BadEnvelope: when it is an array, string, number, boolean or null.
+    """
+    if not isinstance(payload, dict):
+        raise BadEnvelope(f"a {source} webhook body is a JSON object, not {type(payload).__name__}")
+    return payload
+
+
 class SourceSpec(ABC):
     """One webhook source. Subclasses set :attr:`name` and, where they apply, :attr:`objects`/:attr:`methods`."""
 
@@ -79,6 +119,10 @@ class SourceSpec(ABC):
     """HTTP methods the source sends."""
     credential_headers: ClassVar[tuple[str, ...]] = ()
     """Headers carrying credentials, for the OpenAPI document."""
+    credential_query: ClassVar[tuple[str, ...]] = ()
+    """Query parameters that may carry credentials (``?token=``), for the OpenAPI document."""
+    extra_headers: ClassVar[tuple[str, ...]] = ()
+    """Other headers the source sends and the ingress reads (timestamps, ids, versions), for the OpenAPI document."""
 
     @abstractmethod
     def verify(self, request: WebhookRequest, config: SourceConfig) -> None:
@@ -95,3 +139,10 @@ class SourceSpec(ABC):
         Raises:
             BadEnvelope: when the payload is not this source's envelope.
         """
+
+    def extensions(self, request: WebhookRequest) -> dict[str, str]:
+        """Extra CloudEvents extension attributes from ``request`` (name → value, published as ``ce_<name>``).
+
+        Names are lower-case alphanumerics (CloudEvents attribute naming). Default: none.
+        """
+        return {}

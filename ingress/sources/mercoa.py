@@ -43,6 +43,7 @@ class MercoaSource(SourceSpec):
 
     name: ClassVar[str] = "mercoa"
     credential_headers: ClassVar[tuple[str, ...]] = ("Authorization", "X-Webhook-Token")
+    credential_query: ClassVar[tuple[str, ...]] = ("token",)
 
     def verify(self, request: WebhookRequest, config: SourceConfig) -> None:
         """Accept the request when its token matches one of the tenant's Mercoa tokens."""
