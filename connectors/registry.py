@@ -1,0 +1,59 @@
+"""Connector classes and sandboxes by ERP kind, imported lazily so one ERP's extra is optional.
+
+``CONNECTORS[erp]`` and ``SANDBOXES[erp]`` are ``"module:attribute"`` paths; :func:`connector_class`
+and :func:`sandbox_module` import them on demand and say which extra to install when missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from connectors.base import Connector
+
+__all__ = ["CONNECTORS", "SANDBOXES", "connector_class", "sandbox_module"]
+
+CONNECTORS: dict[str, str] = {
+    "quickbooks": "connectors.quickbooks:QuickBooksConnector",
+    "xero": "connectors.xero:XeroConnector",
+    "netsuite": "connectors.netsuite:NetSuiteConnector",
+    "sap": "connectors.sap:SapConnector",
+    "coupa": "connectors.coupa:CoupaConnector",
+    "http": "connectors.webhook:WebhookConnector",
+}
+"""ERP kind (``ConnectionConfig.erp``) → connector class path."""
+
+SANDBOXES: dict[str, str] = {
+    "quickbooks": "connectors.quickbooks.sandbox",
+    "xero": "connectors.xero.sandbox",
+    "netsuite": "connectors.netsuite.sandbox",
+    "sap": "connectors.sap.sandbox",
+    "coupa": "connectors.coupa.sandbox",
+    "http": "connectors.webhook.receiver",
+}
+"""ERP kind → module with ``create_app(...)`` for the local sandbox."""
+
+
+def connector_class(erp: str) -> type[Connector]:
+    """The connector class for ``erp``.
+
+    Raises:
+        KeyError: ``erp`` is not a known ERP kind.
+        ImportError: the connector's package (or its optional dependencies) is not installed.
+    """
+    module_name, _, attr = CONNECTORS[erp].partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Connector)):
+        raise TypeError(f"{CONNECTORS[erp]} is not a Connector subclass")
+    return cls
+
+
+def sandbox_module(erp: str) -> ModuleType:
+    """The sandbox module of ``erp`` (has ``create_app``).
+
+    Raises:
+        KeyError: ``erp`` is not a known ERP kind.
+        ImportError: the sandbox extra is not installed.
+    """
+    return importlib.import_module(SANDBOXES[erp])

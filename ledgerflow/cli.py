@@ -1,0 +1,399 @@
+"""The ``ledgerflow`` command: ``up``, ``demo``, one command per service, ``sandbox``, ``topics``.
+
+Examples::
+
+    ledgerflow demo                      # everything on this machine, one real webhook, a table
+    ledgerflow demo --json               # the SyncResults as a JSON array
+    ledgerflow up                        # run until Ctrl-C; prints where to send webhooks
+    ledgerflow ingress                   # production: one service per process
+    ledgerflow transformer
+    ledgerflow connector --connection quickbooks-main
+    ledgerflow topics create
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ledgerflow import __version__
+from ledgerflow.settings import ConfigError, Routing, Settings
+
+app = typer.Typer(
+    name="ledgerflow",
+    help="Move approved accounting records from webhooks into ERPs, over Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging(settings: Settings, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else getattr(logging, settings.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # FastStream logs every message at INFO; keep it to warnings unless asked for DEBUG.
+    logging.getLogger("faststream").setLevel(max(level, logging.WARNING))
+    logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
+
+
+def _load(settings: Settings) -> Routing:
+    try:
+        return settings.load_routing()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _embedded_state(settings: Settings) -> Settings:
+    """With the embedded (memory-only) broker and default state URL, keep state in a temp file too.
+
+    Otherwise a binder from an earlier run would call records "already booked" in sandboxes that
+    forgot them.
+    """
+    default = Settings.model_fields["state_url"].default
+    if settings.kafka_bootstrap_servers is None and settings.state_url == default:
+        path = Path(tempfile.mkdtemp(prefix="ledgerflow-")) / "state.db"
+        return settings.model_copy(update={"state_url": f"sqlite+aiosqlite:///{path}"})
+    return settings
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """ledgerflow: accounting webhooks → Kafka → canonical records → ERPs."""
+    if version:
+        out.print(__version__)
+        raise typer.Exit(0)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Ingress port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Run broker, ingress, transformer, every connector and their sandboxes until Ctrl-C."""
+    settings = _embedded_state(Settings())
+    _setup_logging(settings)
+    routing = _load(settings)
+    from ledgerflow.stack import run_stack
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with run_stack(settings, routing, ingress_port=port, host=host) as stack:
+            out.print(f"[bold green]ledgerflow {__version__} is up[/bold green]")
+            out.print(f"  broker      {stack.bootstrap_servers}")
+            out.print(f"  ingress     {stack.ingress_url}  (/healthz /readyz /metrics /docs)")
+            for erp, url in stack.sandboxes.items():
+                out.print(f"  sandbox     {erp:<11} {url}  (records: {url}/_sandbox/records)")
+            for name, config in stack.connections.items():
+                out.print(f"  connection  {name:<11} {config.erp} → {config.base_url}")
+            tenant = next(iter(routing.tenants), "demo")
+            out.print("\nSend a webhook:")
+            out.print(
+                f"  curl -i -X POST {stack.ingress_url}/webhooks/{tenant}/mercoa "
+                "-H 'content-type: application/json' -H 'authorization: Bearer demo-token' "
+                "--data @../shared/samples/mercoa/invoice.created.json"
+            )
+            out.print("\nPress Ctrl-C to stop.")
+            await stop.wait()
+
+    asyncio.run(run())
+
+
+@app.command()
+def demo(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the SyncResults as a JSON array.")] = False,
+    sample: Annotated[Path | None, typer.Option(help="Mercoa webhook body to post.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 60.0,
+) -> None:
+    """Run everything, post a Mercoa invoice webhook, wait for every ERP's result; exit 0 only if all succeeded."""
+    settings = _embedded_state(Settings())
+    _setup_logging(settings, quiet=True)
+    routing = _load(settings)
+    from ledgerflow import demo as demo_mod
+    from ledgerflow.stack import run_stack
+
+    body = demo_mod.load_sample(sample)
+    payload = orjson.loads(body)
+    expected_total = Decimal(str(payload["invoice"]["amount"]))
+    canonical_id = f"mercoa:bill:{payload['invoice']['id']}"
+    tenant = "demo"
+    connections = sorted(routing.tenants[tenant].connections) if tenant in routing.tenants else []
+
+    async def run() -> list[demo_mod.DemoRow]:
+        async with run_stack(settings, routing) as stack:
+            if not json_output:
+                console.print(f"posting Mercoa {payload['eventType']} ({len(body):,} bytes) to {stack.ingress_url}")
+            event_id = await demo_mod.post_webhook(stack, body)
+            if not json_output:
+                console.print(f"accepted as event {event_id}; waiting for {len(connections)} ERP result(s)…")
+            results = await demo_mod.collect_results(
+                stack.bootstrap_servers, settings.topics.results, canonical_id, connections, timeout
+            )
+            totals = await demo_mod.sandbox_totals(stack)
+        rows = []
+        for name in connections:
+            if name not in results:
+                continue
+            result = results[name]
+            stored = totals.get(result.erp, {}).get(result.erp_record_id or "")
+            rows.append(demo_mod.DemoRow(result, stored, expected_total))
+        return rows
+
+    rows = asyncio.run(run())
+    missing = [c for c in connections if c not in {r.result.connection for r in rows}]
+    if json_output:
+        sys.stdout.write(orjson.dumps([orjson.loads(r.result.model_dump_json()) for r in rows]).decode() + "\n")
+    else:
+        table = Table(title="ledgerflow demo: Mercoa invoice → ERPs")
+        for col in ("event", "ERP", "connection", "outcome", "ERP record id", "bill total", "stored total"):
+            table.add_column(col)
+        for row in rows:
+            r = row.result
+            colour = "green" if row.ok else "red"
+            table.add_row(
+                r.event_id[:12],
+                r.erp,
+                r.connection,
+                f"[{colour}]{r.outcome.value}[/{colour}]",
+                r.erp_record_id or "-",
+                f"{r.amount} {r.currency}" if r.amount is not None else "-",
+                f"{row.stored_total}" if row.stored_total is not None else "-",
+            )
+            if r.error:
+                table.add_row("", "", "", f"[red]{r.error.code}[/red]", r.error.message, "", "")
+        out.print(table)
+        for name in missing:
+            console.print(f"[red]no result from connection {name} within {timeout:g}s[/red]")
+    ok = bool(rows) and not missing and all(r.ok for r in rows)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def ingress(
+    port: Annotated[int | None, typer.Option(help="Port (default: LEDGERFLOW_INGRESS_PORT).")] = None,
+) -> None:
+    """Run the ingress service (production: needs LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS)."""
+    settings = Settings()
+    _setup_logging(settings)
+    routing = _load(settings)
+    bootstrap = _require_bootstrap(settings)
+    from ingress.app import create_app
+    from ingress.publisher import FastStreamPublisher
+    from ledgerflow.asgi import serve
+    from ledgerflow.kafka import broker_from_settings, missing_topics
+
+    async def run() -> None:
+        broker = broker_from_settings(settings, bootstrap, embedded=False)
+        await broker.start()
+        try:
+            wanted = [settings.topics.raw(s) for s in routing_sources(routing)]
+
+            async def ready() -> str | None:
+                try:
+                    missing = await missing_topics(bootstrap, wanted)
+                except Exception as exc:  # any broker failure means "not ready"
+                    return f"broker unreachable: {type(exc).__name__}"
+                return f"missing topics: {', '.join(missing)}" if missing else None
+
+            publisher = FastStreamPublisher(broker, settings.ingress_publish_timeout_seconds)
+            app_ = create_app(settings, routing, publisher, readiness=ready)
+            async with serve(app_, host=settings.ingress_host, port=port or settings.ingress_port) as url:
+                console.print(f"ingress listening on {url}")
+                await _wait_for_signal()
+        finally:
+            await broker.stop()
+
+    asyncio.run(run())
+
+
+def routing_sources(routing: Routing) -> set[str]:
+    """Every source some tenant has configured."""
+    return {source for tenant in routing.tenants.values() for source in tenant.sources}
+
+
+def _require_bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        console.print(
+            "[red]LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS is not set[/red] (use `ledgerflow up` for the embedded stack)"
+        )
+        raise typer.Exit(2)
+    return settings.kafka_bootstrap_servers
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def transformer(
+    concurrency: Annotated[int, typer.Option(help="Records of different keys mapped at once.")] = 16,
+) -> None:
+    """Run a transformer worker (consumer group ledgerflow.transformer)."""
+    settings = Settings()
+    _setup_logging(settings)
+    routing = _load(settings)
+    bootstrap = _require_bootstrap(settings)
+    import httpx
+
+    from ledgerflow.asgi import serve
+    from ledgerflow.kafka import broker_from_settings
+    from ledgerflow.service import health_app
+    from ledgerflow.state import StateStore
+    from transformers.enrichment import EnricherSet
+    from transformers.worker import register
+
+    async def run() -> None:
+        state = StateStore(settings.state_url)
+        await state.create_all()
+        async with httpx.AsyncClient(timeout=30) as http:
+            broker = broker_from_settings(settings, bootstrap, embedded=False)
+            register(broker, settings, EnricherSet(routing, http, state), concurrency=concurrency)
+            await broker.start()
+            try:
+                async with serve(health_app(_broker_ready(broker)), host="0.0.0.0", port=settings.metrics_port):  # noqa: S104
+                    await _wait_for_signal()
+            finally:
+                await broker.stop()
+                await state.close()
+
+    asyncio.run(run())
+
+
+def _broker_ready(broker: object) -> Callable[[], Awaitable[str | None]]:
+    async def ready() -> str | None:
+        ping = getattr(broker, "ping", None)
+        if ping is not None and not await ping(timeout=3.0):
+            return "broker unreachable"
+        return None
+
+    return ready
+
+
+@app.command()
+def connector(
+    connection: Annotated[str, typer.Option(help="ERP connection name from the routing file.")],
+    concurrency: Annotated[int, typer.Option(help="Records of different keys booked at once.")] = 8,
+) -> None:
+    """Run the connector worker of one ERP connection (consumer group ledgerflow.connector.<name>)."""
+    settings = Settings()
+    _setup_logging(settings)
+    routing = _load(settings)
+    bootstrap = _require_bootstrap(settings)
+    if connection not in routing.connections:
+        console.print(f"[red]no connection named {connection!r} in the routing file[/red]")
+        raise typer.Exit(2)
+    config = routing.connections[connection]
+    if config.base_url is None:
+        console.print(
+            f"[red]connection {connection!r} has no base_url[/red] (sandboxes run only under `ledgerflow up`)"
+        )
+        raise typer.Exit(2)
+    import httpx
+
+    from connectors.registry import connector_class
+    from connectors.runtime import ConnectorRuntime, register
+    from ledgerflow.asgi import serve
+    from ledgerflow.kafka import broker_from_settings
+    from ledgerflow.service import health_app
+    from ledgerflow.state import StateStore
+
+    async def run() -> None:
+        state = StateStore(settings.state_url)
+        await state.create_all()
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as http:
+            conn = connector_class(config.erp)(connection, config, http, state)
+            broker = broker_from_settings(settings, bootstrap, embedded=False)
+
+            async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+                await broker.publish(value, topic=topic, key=key, headers=headers)
+
+            register(broker, ConnectorRuntime(conn, state, routing, publish, settings), concurrency=concurrency)
+            broker_ready = _broker_ready(broker)
+
+            async def ready() -> str | None:
+                reason = await broker_ready()
+                if reason:
+                    return reason
+                try:
+                    await conn.check()
+                except Exception as exc:  # the connector's own error says what is wrong
+                    return f"{config.erp} check failed: {exc}"
+                return None
+
+            await broker.start()
+            try:
+                async with serve(health_app(ready), host="0.0.0.0", port=settings.metrics_port):  # noqa: S104
+                    await _wait_for_signal()
+            finally:
+                await broker.stop()
+                await conn.aclose()
+                await state.close()
+
+    asyncio.run(run())
+
+
+@app.command()
+def sandbox(
+    erp: Annotated[str, typer.Argument(help="quickbooks, xero, netsuite, sap, coupa or http")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 0,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Run one ERP sandbox on its real API paths until Ctrl-C."""
+    from connectors.registry import sandbox_module
+    from ledgerflow.asgi import serve
+
+    async def run() -> None:
+        async with serve(sandbox_module(erp).create_app(), host=host, port=port) as url:
+            out.print(f"{erp} sandbox listening on {url}")
+            await _wait_for_signal()
+
+    asyncio.run(run())
+
+
+@app.command()
+def topics(
+    action: Annotated[
+        str, typer.Argument(help="'list' the topics ledgerflow uses or 'create' the missing ones")
+    ] = "list",
+) -> None:
+    """List the topics ledgerflow uses, or create the missing ones on the configured broker."""
+    settings = Settings()
+    names = settings.topics.all()
+    if action == "list":
+        for name in names:
+            out.print(name)
+        return
+    if action != "create":
+        console.print(f"[red]unknown action {action!r}[/red]: use list or create")
+        raise typer.Exit(2)
+    bootstrap = _require_bootstrap(settings)
+    from ledgerflow.kafka import ensure_topics
+
+    created = asyncio.run(ensure_topics(bootstrap, names, partitions=settings.topic_partitions))
+    out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,142 @@
+"""The embedded stack behind ``ledgerflow up`` and ``ledgerflow demo``: everything in one process.
+
+Starts, in order: the Kafka-protocol broker (embedded Tansu unless bootstrap servers are set),
+every topic, the state store, a local sandbox for each ERP connection without a ``base_url``,
+the transformer, one connector runtime per ERP connection (each in its own consumer group),
+and the ingress. Stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from faststream.kafka import KafkaBroker
+from pydantic import SecretStr
+
+from connectors.base import Connector
+from connectors.registry import connector_class, sandbox_module
+from connectors.runtime import ConnectorRuntime
+from connectors.runtime import register as register_connector
+from ingress.app import create_app
+from ingress.publisher import FastStreamPublisher
+from ledgerflow.asgi import serve
+from ledgerflow.embedded import EmbeddedBroker
+from ledgerflow.kafka import broker_from_settings, ensure_topics, missing_topics
+from ledgerflow.settings import ConnectionConfig, Routing, Settings
+from ledgerflow.state import StateStore
+from transformers.enrichment import EnricherSet
+from transformers.worker import register as register_transformer
+
+__all__ = ["RunningStack", "run_stack"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningStack:
+    """Where the running stack listens.
+
+    ``sandboxes`` maps ERP kind → sandbox base URL; ``connections`` maps connection name → the
+    (possibly sandbox-pointed) config in use.
+    """
+
+    settings: Settings
+    routing: Routing
+    bootstrap_servers: str
+    ingress_url: str
+    sandboxes: dict[str, str] = field(default_factory=dict)
+    connections: dict[str, ConnectionConfig] = field(default_factory=dict)
+    connectors: dict[str, Connector] = field(default_factory=dict)
+
+
+def _sandbox_config(erp: str, config: ConnectionConfig, base_url: str) -> ConnectionConfig:
+    """Point ``config`` at a local sandbox, filling the sandbox's demo credentials where none are set."""
+    module = sandbox_module(erp)
+    defaults: dict[str, Any] = getattr(module, "SANDBOX_CREDENTIALS", {})
+    credentials = {k: SecretStr(str(v)) for k, v in defaults.items()}
+    credentials.update(config.credentials)
+    options = {**getattr(module, "SANDBOX_OPTIONS", {}), **config.options}
+    return config.model_copy(update={"base_url": base_url, "credentials": credentials, "options": options})
+
+
+@contextlib.asynccontextmanager
+async def run_stack(
+    settings: Settings,
+    routing: Routing,
+    *,
+    ingress_port: int = 0,
+    host: str = "127.0.0.1",
+) -> AsyncIterator[RunningStack]:
+    """Run the whole pipeline in this process until the block exits.
+
+    Raises:
+        ledgerflow.embedded.EmbeddedBrokerError: the embedded broker cannot start.
+        aiokafka.errors.KafkaError: the broker cannot be reached or topics cannot be created.
+        ImportError: a configured ERP's connector or sandbox is not installed.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        embedded = settings.kafka_bootstrap_servers is None
+        if embedded:
+            broker_proc = EmbeddedBroker()
+            broker_proc.start()
+            stack.callback(broker_proc.stop)
+            bootstrap = broker_proc.bootstrap_servers
+        else:
+            bootstrap = str(settings.kafka_bootstrap_servers)
+        await ensure_topics(bootstrap, settings.topics.all(), partitions=settings.topic_partitions)
+
+        state = StateStore(settings.state_url)
+        await state.create_all()
+        stack.push_async_callback(state.close)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        stack.push_async_callback(http.aclose)
+
+        running = RunningStack(settings, routing, bootstrap, ingress_url="")
+        for name, config in routing.connections.items():
+            if config.base_url is None:
+                if config.erp not in running.sandboxes:
+                    app = sandbox_module(config.erp).create_app()
+                    running.sandboxes[config.erp] = await stack.enter_async_context(serve(app, host=host))
+                config = _sandbox_config(config.erp, config, running.sandboxes[config.erp])
+            running.connections[name] = config
+        effective = routing.model_copy(update={"connections": running.connections})
+
+        workers = broker_from_settings(settings, bootstrap, embedded=embedded)
+        register_transformer(workers, settings, EnricherSet(effective, http, state))
+        for name, config in running.connections.items():
+            connector = connector_class(config.erp)(name, config, http, state)
+            running.connectors[name] = connector
+            stack.push_async_callback(connector.aclose)
+            runtime = ConnectorRuntime(connector, state, effective, _publisher(workers), settings)
+            register_connector(workers, runtime)
+        await workers.start()
+        stack.push_async_callback(workers.stop)
+
+        ingress_broker = broker_from_settings(settings, bootstrap, embedded=embedded)
+        await ingress_broker.start()
+        stack.push_async_callback(ingress_broker.stop)
+        publisher = FastStreamPublisher(ingress_broker, settings.ingress_publish_timeout_seconds)
+        wanted = settings.topics.all()
+
+        async def ready() -> str | None:
+            try:
+                missing = await missing_topics(bootstrap, wanted)
+            except Exception as exc:  # any broker failure means "not ready"
+                return f"broker unreachable: {type(exc).__name__}"
+            return f"missing topics: {', '.join(missing)}" if missing else None
+
+        app = create_app(settings, routing, publisher, readiness=ready)
+        running.ingress_url = await stack.enter_async_context(serve(app, host=host, port=ingress_port))
+        yield running
+
+
+def _publisher(broker: KafkaBroker) -> Any:
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        await broker.publish(value, topic=topic, key=key, headers=headers)
+
+    return publish
