@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +15,9 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature
 from pydantic import SecretStr
 
+from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.http import dumps_json, loads_json
+from connectors.netsuite import NetSuiteConnector
 from connectors.netsuite.auth import TokenBasedAuth
 from connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from connectors.netsuite.mapping import (
@@ -24,8 +27,12 @@ from connectors.netsuite.mapping import (
     external_id,
     internal_id_from_location,
 )
+from connectors.netsuite.sandbox import create_app
 from connectors.netsuite.schema import load_schemas
-from contracts import Bill, Invoice, LineItem, Reference, Vendor, VendorRef
+from connectors.sandbox_kit import SandboxControl, serve
+from contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
 
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
@@ -226,3 +233,144 @@ async def test_tba_signature_verifies_with_hmac_sha256() -> None:
     oauth_request.signature = dict(params)["oauth_signature"]
     assert signature.verify_hmac_sha256(oauth_request, "cs", "ts")
     assert not signature.verify_hmac_sha256(oauth_request, "cs", "wrong")
+
+
+# --------------------------------------------------------------------------------------------
+# Against the sandbox over loopback HTTP
+
+TBA = {"consumer_key": "ck", "consumer_secret": "cs", "token_id": "tk", "token_secret": "ts"}
+
+
+@pytest.fixture
+async def ns_sandbox(shared_dir: Path) -> AsyncIterator[str]:
+    app = create_app(shared_dir / "specs" / "netsuite-oas.json", tba=TBA, vendors={"1234": "Concrete Co"})
+    async with serve(app) as base_url:
+        yield base_url
+
+
+def ns_config(base_url: str, **options: Any) -> ConnectionConfig:
+    creds = {"account_id": "1234567_SB1", **TBA}
+    return ConnectionConfig(erp="netsuite", base_url=base_url, credentials=creds, options=options)
+
+
+def ctx(key: str = "k1", existing: BinderEntry | None = None) -> HandleContext:
+    return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)
+
+
+async def test_upsert_by_eid_answers_204_location_and_updates_in_place(
+    ns_sandbox: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    connector = NetSuiteConnector("ns", ns_config(ns_sandbox), http, state)
+    await connector.check()
+    first = await connector.handle(make_bill(), ctx())
+    assert first.operation is Operation.CREATE
+    assert first.http_status == 204
+    assert first.erp_record_id
+    assert first.erp_record_id.isdigit()
+    # A redelivery (runtime retry) upserts the same record: still one vendor bill.
+    again = await connector.handle(make_bill(), ctx())
+    assert again.erp_record_id == first.erp_record_id
+    # An update with a binder entry changes the record in place.
+    changed = make_bill(memo="Concrete pour, Level 3")
+    entry = BinderEntry(erp_record_id=first.erp_record_id, erp_version=None, content_hash="h")
+    updated = await connector.handle(changed, ctx("k2", entry))
+    assert updated.operation is Operation.UPDATE
+    assert updated.erp_record_id == first.erp_record_id
+    records = await SandboxControl(http, ns_sandbox).records("vendorBill")
+    assert len(records) == 1
+    assert records[0]["record"]["memo"] == "Concrete pour, Level 3"
+    assert records[0]["record"]["externalId"] == "mercoa-bill-inv_1"
+    assert records[0]["total"] == Decimal("150.00")
+
+
+async def test_bill_for_a_vendor_upserted_by_ledgerflow_resolves_by_external_id(
+    ns_sandbox: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    connector = NetSuiteConnector("ns", ns_config(ns_sandbox), http, state)
+    vendor = Vendor(
+        canonical_id="mercoa:vendor:ent_9",
+        tenant="acme",
+        source="mercoa",
+        source_id="ent_9",
+        source_event="counterparty.created",
+        name="Rebar Ltd",
+    )
+    booked_vendor = await connector.handle(vendor, ctx("v"))
+    bill = make_bill("inv_2", vendor=VendorRef(source_id="ent_9", name="Rebar Ltd"))
+    booked = await connector.handle(bill, ctx("b"))
+    stored = await SandboxControl(http, ns_sandbox).records("vendorBill")
+    assert stored[0]["record"]["entity"] == {"externalId": "mercoa-vendor-ent_9"}
+    assert booked.erp_record_id != booked_vendor.erp_record_id
+
+
+async def test_unknown_vendor_and_invalid_content_are_permanent(
+    ns_sandbox: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    connector = NetSuiteConnector("ns", ns_config(ns_sandbox), http, state)
+    with pytest.raises(PermanentError) as unknown:
+        await connector.handle(make_bill(vendor=VendorRef(accounting_id="999")), ctx())
+    assert unknown.value.vendor_code == "INVALID_KEY_OR_REF"
+    assert unknown.value.code == "erp.unknown_reference"
+    with pytest.raises(PermanentError) as unresolved:
+        await connector.handle(make_bill(vendor=VendorRef(name="Nobody")), ctx())
+    assert unresolved.value.code == "erp.unknown_reference"
+    # A connection option that puts a bad field in the body is caught by the OAS validation.
+    bad = NetSuiteConnector("ns", ns_config(ns_sandbox, line_segments={"cost_code": "klass"}), http, state)
+    with pytest.raises(PermanentError) as invalid:
+        await bad.handle(make_bill(), ctx())
+    assert invalid.value.vendor_code == "INVALID_CONTENT"
+    assert "klass" in invalid.value.message
+
+
+async def test_429_and_5xx_are_retriable_with_retry_after(
+    ns_sandbox: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    connector = NetSuiteConnector("ns", ns_config(ns_sandbox), http, state)
+    control = SandboxControl(http, ns_sandbox)
+    await control.inject(status=429, retry_after=2, count=1)
+    with pytest.raises(RetriableError) as limited:
+        await connector.handle(make_bill(), ctx())
+    assert limited.value.retry_after == 2
+    assert limited.value.vendor_code == "CONCURRENCY_LIMIT_EXCEEDED"
+    await control.inject(status=503, count=1)
+    with pytest.raises(RetriableError):
+        await connector.handle(make_bill(), ctx())
+    assert (await connector.handle(make_bill(), ctx())).erp_record_id
+
+
+async def test_bad_tba_credentials_are_permanent(ns_sandbox: str, http: httpx.AsyncClient, state: StateStore) -> None:
+    config = ns_config(ns_sandbox)
+    config.credentials["token_secret"] = SecretStr("wrong")
+    connector = NetSuiteConnector("ns", config, http, state)
+    with pytest.raises(PermanentError) as rejected:
+        await connector.check()
+    assert rejected.value.code == "auth.rejected"
+    assert rejected.value.vendor_code == "INVALID_LOGIN"
+
+
+async def test_oauth2_client_credentials_and_unsupported_objects(
+    ns_sandbox: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    config = ConnectionConfig(
+        erp="netsuite",
+        base_url=ns_sandbox,
+        credentials={"client_id": "ledgerflow", "client_secret": "sandbox-secret"},
+    )
+    connector = NetSuiteConnector("ns-m2m", config, http, state)
+    assert (await connector.handle(make_bill(), ctx())).erp_record_id
+    payment = Payment(
+        canonical_id="mercoa:payment:tx1",
+        tenant="acme",
+        source="mercoa",
+        source_id="tx1",
+        source_event="transaction.created",
+        direction="outgoing",
+        party=Reference(accounting_id="1234"),
+        payment_date=date(2024, 2, 1),
+        currency="USD",
+        amount=Decimal("150.00"),
+    )
+    with pytest.raises(Unsupported):
+        await connector.handle(payment, ctx())
+    with pytest.raises(Unsupported):
+        await connector.handle(make_bill(action="void"), ctx())
