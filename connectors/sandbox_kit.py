@@ -1,0 +1,492 @@
+"""Building blocks for local ERP sandboxes (FastAPI apps on the ERPs' real paths).
+
+An ERP sandbox (``connectors/<erp>/sandbox.py``) builds a :class:`Sandbox` and adds its own
+routes to ``sandbox.app``. The kit gives it:
+
+* :class:`RecordStore` — in-memory records by kind (``bill``, ``vendor``…), id sequence and an
+  idempotency replay cache (:meth:`RecordStore.idempotent`: same key → the original response,
+  no second record, concurrent duplicates serialised);
+* fault injection (ASGI middleware) driven by a control API::
+
+      POST   /_sandbox/faults   {"status": 429|500|503, "count": N, "retry_after": s}
+                                {"delay": s, "count": N}          (answer late)
+                                {"drop": true, "count": N}        (close the connection unanswered)
+                                optional "path_prefix": only requests whose path starts with it
+      DELETE /_sandbox/faults   clear
+      GET    /_sandbox/faults   what is armed
+      GET    /_sandbox/records  [?kind=bill] → {"records": [{"kind", "id", "total", "record"}]}
+
+  Faults apply to every path outside ``/_sandbox/`` (also the token endpoint);
+* :class:`OAuthIssuer` — an OAuth 2.0 token endpoint (RFC 6749 §4.4, §6) that checks client
+  credentials (HTTP Basic or form fields), issues bearer tokens, rotates refresh tokens on
+  every refresh (the old one stops working) and rejects bad ones with ``invalid_grant``;
+* :class:`DecimalJSONResponse` / :func:`read_json` — JSON with exact decimals;
+* :func:`serve` — runs an app with uvicorn in this process on a free loopback port::
+
+      async with serve(create_app(), host="127.0.0.1", port=0) as base_url:
+          ...   # base_url == "http://127.0.0.1:<port>", accepting connections
+
+* :class:`SandboxControl` — a small client of the control API for tests and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import itertools
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, model_validator
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from connectors.http import dumps_json, loads_json
+
+__all__ = [
+    "DecimalJSONResponse",
+    "FaultSpec",
+    "OAuthIssuer",
+    "RecordStore",
+    "Sandbox",
+    "SandboxControl",
+    "read_json",
+    "serve",
+]
+
+CONTROL_PREFIX = "/_sandbox/"
+
+
+class DecimalJSONResponse(JSONResponse):
+    """A JSON response that writes ``Decimal`` as exact JSON numbers (see :func:`connectors.http.dumps_json`)."""
+
+    def render(self, content: Any) -> bytes:
+        """Serialise ``content``."""
+        return dumps_json(content)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body parsed as JSON with fractional numbers as ``Decimal``.
+
+    Raises:
+        ValueError: the body is not JSON.
+
+    """
+    return loads_json(await request.body())
+
+
+# --------------------------------------------------------------------------------------------
+# Records and idempotency
+
+
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    status: int
+    body: bytes
+    media_type: str | None
+    headers: tuple[tuple[str, str], ...]
+
+
+class RecordStore:
+    """In-memory records by kind, with an id sequence and an idempotency replay cache.
+
+    Records are plain dicts (the ERP's own JSON shape). Not thread-safe; used from one event loop.
+    """
+
+    def __init__(self, first_id: int = 1) -> None:
+        self.records: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._ids = itertools.count(first_id)
+        self._replays: dict[tuple[str, str], _Replay] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def next_id(self) -> str:
+        """A new numeric id, as a string (QuickBooks style; Xero sandboxes use UUIDs instead)."""
+        return str(next(self._ids))
+
+    def put(self, kind: str, record_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Store (insert or replace) ``record`` under ``kind``/``record_id`` and return it."""
+        self.records[kind][record_id] = record
+        return record
+
+    def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        """The record, or None."""
+        return self.records.get(kind, {}).get(record_id)
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        """Every record of ``kind``, in insertion order."""
+        return list(self.records.get(kind, {}).values())
+
+    def find(self, kind: str, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Records of ``kind`` for which ``predicate`` is true."""
+        return [r for r in self.records.get(kind, {}).values() if predicate(r)]
+
+    async def idempotent(self, scope: str, key: str | None, handler: Callable[[], Awaitable[Response]]) -> Response:
+        """Run ``handler`` once per (``scope``, ``key``); later calls replay the first response.
+
+        Responses with status 429 or ≥ 500 are not remembered (the request did not happen).
+        ``key`` None runs ``handler`` every time (the ERP's behaviour without a key).
+        """
+        if not key:
+            return await handler()
+        slot = (scope, key)
+        async with self._locks[slot]:
+            replay = self._replays.get(slot)
+            if replay is not None:
+                return Response(
+                    replay.body, status_code=replay.status, media_type=replay.media_type, headers=dict(replay.headers)
+                )
+            response = await handler()
+            if response.status_code != 429 and response.status_code < 500:
+                headers = tuple((k, v) for k, v in response.headers.items() if k.lower() not in ("content-length",))
+                self._replays[slot] = _Replay(response.status_code, bytes(response.body), response.media_type, headers)
+            return response
+
+
+# --------------------------------------------------------------------------------------------
+# Fault injection
+
+
+class FaultSpec(BaseModel):
+    """One armed fault: an error status, a delay or a dropped connection, for the next ``count`` requests."""
+
+    status: Literal[429, 500, 502, 503, 504] | None = Field(None, description="Answer with this status.")
+    retry_after: float | None = Field(None, ge=0, description="Retry-After seconds sent with the status.")
+    delay: float | None = Field(None, ge=0, le=120, description="Seconds to wait before handling normally.")
+    drop: bool = Field(False, description="Close the connection without a complete answer.")
+    count: int = Field(1, ge=1, le=100_000, description="Requests affected.")
+    path_prefix: str | None = Field(None, description="Only requests whose path starts with this.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FaultSpec:
+        kinds = sum((self.status is not None, self.delay is not None, self.drop))
+        if kinds != 1:
+            raise ValueError("give exactly one of status, delay, drop")
+        return self
+
+
+class _FaultMiddleware:
+    """ASGI middleware applying the armed :class:`FaultSpec` to non-control requests."""
+
+    def __init__(self, app: ASGIApp, sandbox: Sandbox) -> None:
+        self.app = app
+        self.sandbox = sandbox
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope["path"]).startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        fault = self.sandbox.take_fault(str(scope["path"]))
+        if fault is None:
+            await self.app(scope, receive, send)
+            return
+        if fault.delay is not None:
+            await asyncio.sleep(fault.delay)
+            await self.app(scope, receive, send)
+            return
+        if fault.drop:
+            # Promise a body, send none, return: the server closes the connection mid-answer.
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]})
+            return
+        assert fault.status is not None
+        response = self.sandbox.fault_response(fault)
+        await response(scope, receive, send)
+
+
+# --------------------------------------------------------------------------------------------
+# OAuth 2.0 token endpoint
+
+
+class OAuthIssuer:
+    """Issues and checks OAuth 2.0 bearer tokens for one sandbox.
+
+    Args:
+        clients: client id → client secret accepted at the token endpoint.
+        refresh_tokens: refresh tokens valid at start (the connection's configured one).
+        access_ttl: ``expires_in`` of access tokens, seconds.
+        refresh_ttl: ``x_refresh_token_expires_in`` reported (QuickBooks style), seconds.
+
+    """
+
+    def __init__(
+        self,
+        clients: Mapping[str, str],
+        *,
+        refresh_tokens: Iterable[str] = (),
+        access_ttl: int = 3600,
+        refresh_ttl: int = 8_726_400,
+    ) -> None:
+        self.clients = dict(clients)
+        self.refresh_tokens: set[str] = set(refresh_tokens)
+        self.access_tokens: dict[str, float] = {}
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.refreshes = 0
+
+    def issue_refresh_token(self) -> str:
+        """Mint a new valid refresh token (what a consent flow would hand out)."""
+        token = "rt-" + secrets.token_urlsafe(24)
+        self.refresh_tokens.add(token)
+        return token
+
+    def revoke_access_tokens(self) -> None:
+        """Invalidate every access token (forces clients to refresh)."""
+        self.access_tokens.clear()
+
+    def verify(self, authorization: str | None) -> bool:
+        """True if ``authorization`` is ``Bearer <a live access token>``."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return False
+        expires = self.access_tokens.get(authorization.removeprefix("Bearer ").strip())
+        return expires is not None and expires > time.monotonic()
+
+    def _client_ok(self, request: Request, form: Mapping[str, str]) -> bool:
+        header = request.headers.get("authorization", "")
+        client_id: str | None
+        secret: str | None
+        if header.startswith("Basic "):
+            try:
+                client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+        else:
+            client_id, secret = form.get("client_id"), form.get("client_secret")
+        if client_id is None or secret is None or client_id not in self.clients:
+            return False
+        return secrets.compare_digest(self.clients[client_id], secret)
+
+    async def token_endpoint(self, request: Request) -> Response:
+        """``POST`` handler: grants ``refresh_token`` (rotating) and ``client_credentials``."""
+        # application/x-www-form-urlencoded (RFC 6749 §4.1.3), parsed by the stdlib.
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        if not self._client_ok(request, form):
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        grant = form.get("grant_type")
+        body: dict[str, Any]
+        if grant == "refresh_token":
+            old = form.get("refresh_token", "")
+            if old not in self.refresh_tokens:
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            self.refresh_tokens.discard(old)
+            body = {"refresh_token": self.issue_refresh_token(), "x_refresh_token_expires_in": self.refresh_ttl}
+            self.refreshes += 1
+        elif grant == "client_credentials":
+            body = {}
+        else:
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        access = "at-" + secrets.token_urlsafe(24)
+        self.access_tokens[access] = time.monotonic() + self.access_ttl
+        body.update({"access_token": access, "token_type": "bearer", "expires_in": self.access_ttl})
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox
+
+
+class Sandbox:
+    """State and app of one ERP sandbox: records, faults, OAuth issuer and control routes.
+
+    Args:
+        title: app title.
+        issuer: the token issuer.
+        token_path: where the token endpoint is mounted (e.g. ``/oauth2/v1/tokens/bearer``).
+        total_of: the total of a stored record for ``/_sandbox/records`` (None if it has none).
+        fault_body: body of injected error responses, in the ERP's error shape, from (status).
+
+    The FastAPI app is :attr:`app`; ERP routes are added to it by the ERP's ``create_app``.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        issuer: OAuthIssuer,
+        token_path: str,
+        total_of: Callable[[str, dict[str, Any]], Decimal | None] = lambda kind, record: None,
+        fault_body: Callable[[int], Any] = lambda status: {"message": f"injected fault {status}"},
+        fault_headers: Callable[[int], Mapping[str, str]] = lambda status: {},
+    ) -> None:
+        self.store = RecordStore()
+        self.issuer = issuer
+        self.total_of = total_of
+        self.fault_body = fault_body
+        self.fault_headers = fault_headers
+        self.fault: FaultSpec | None = None
+        self._fault_left = 0
+        self.requests = 0
+        self.app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+        self.app.state.sandbox = self
+        self.app.add_middleware(_FaultMiddleware, sandbox=self)
+        self.app.add_api_route(token_path, issuer.token_endpoint, methods=["POST"], include_in_schema=False)
+        self.app.add_api_route("/_sandbox/faults", self._arm, methods=["POST"])
+        self.app.add_api_route("/_sandbox/faults", self._clear, methods=["DELETE"])
+        self.app.add_api_route("/_sandbox/faults", self._show, methods=["GET"])
+        self.app.add_api_route("/_sandbox/records", self._records, methods=["GET"])
+
+    def take_fault(self, path: str) -> FaultSpec | None:
+        """Consume one use of the armed fault if it applies to ``path``."""
+        self.requests += 1
+        fault = self.fault
+        if fault is None or self._fault_left <= 0:
+            return None
+        if fault.path_prefix and not path.startswith(fault.path_prefix):
+            return None
+        self._fault_left -= 1
+        if self._fault_left == 0:
+            self.fault = None
+        return fault
+
+    def fault_response(self, fault: FaultSpec) -> Response:
+        """The error response for an armed status fault (ERP error shape, Retry-After if set)."""
+        assert fault.status is not None
+        headers = dict(self.fault_headers(fault.status))
+        if fault.retry_after is not None:
+            headers["Retry-After"] = format(fault.retry_after, "g")
+        return DecimalJSONResponse(self.fault_body(fault.status), status_code=fault.status, headers=headers)
+
+    def arm(self, fault: FaultSpec) -> None:
+        """Arm ``fault`` (replacing any armed one)."""
+        self.fault = fault
+        self._fault_left = fault.count
+
+    async def _arm(self, fault: FaultSpec) -> dict[str, Any]:
+        self.arm(fault)
+        return {"armed": fault.model_dump(exclude_none=True)}
+
+    async def _clear(self) -> Response:
+        self.fault = None
+        self._fault_left = 0
+        return Response(status_code=204)
+
+    async def _show(self) -> dict[str, Any]:
+        armed = self.fault.model_dump(exclude_none=True) if self.fault else None
+        return {"armed": armed, "remaining": self._fault_left}
+
+    async def _records(self, kind: str | None = None) -> Response:
+        kinds = [kind] if kind else sorted(self.store.records)
+        listing = [
+            {"kind": k, "id": rid, "total": self.total_of(k, rec), "record": rec}
+            for k in kinds
+            for rid, rec in self.store.records.get(k, {}).items()
+        ]
+        return DecimalJSONResponse({"records": listing})
+
+
+class SandboxControl:
+    """Client of a sandbox's control API (tests, the CLI, demos).
+
+    Args:
+        http: any ``httpx.AsyncClient``.
+        base_url: the sandbox's base URL (as yielded by :func:`serve`).
+
+    """
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+
+    async def inject(
+        self,
+        *,
+        status: int | None = None,
+        count: int = 1,
+        retry_after: float | None = None,
+        delay: float | None = None,
+        drop: bool = False,
+        path_prefix: str | None = None,
+    ) -> None:
+        """Arm a fault (see :class:`FaultSpec`).
+
+        Raises:
+            httpx.HTTPStatusError: the sandbox refused the spec.
+
+        """
+        body: dict[str, Any] = {"count": count}
+        for key, value in (
+            ("status", status),
+            ("retry_after", retry_after),
+            ("delay", delay),
+            ("path_prefix", path_prefix),
+        ):
+            if value is not None:
+                body[key] = value
+        if drop:
+            body["drop"] = True
+        (await self.http.post(f"{self.base_url}/_sandbox/faults", json=body)).raise_for_status()
+
+    async def clear(self) -> None:
+        """Disarm faults."""
+        (await self.http.delete(f"{self.base_url}/_sandbox/faults")).raise_for_status()
+
+    async def records(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Stored records (``{"kind", "id", "total", "record"}``, totals as ``Decimal``)."""
+        params = {"kind": kind} if kind else None
+        response = await self.http.get(f"{self.base_url}/_sandbox/records", params=params)
+        response.raise_for_status()
+        records: list[dict[str, Any]] = loads_json(response.content)["records"]
+        return records
+
+
+# --------------------------------------------------------------------------------------------
+# Serving in-process
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the host process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, ready_timeout: float = 10.0
+) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn in this event loop; yield its base URL once it accepts connections.
+
+    Args:
+        app: the ASGI app.
+        host: interface to bind (loopback by default).
+        port: port to bind; 0 picks a free one.
+        ready_timeout: seconds to wait for the server to accept connections.
+
+    Raises:
+        RuntimeError: the server failed to start or did not become ready in time.
+
+    """
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(), name=f"sandbox-{host}:{port}")
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not server.started:
+            if task.done():
+                raise RuntimeError(f"sandbox server on {host}:{port} failed to start")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sandbox server on {host}:{port} not started within {ready_timeout}s")
+            await asyncio.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, bound), ready_timeout)
+        writer.close()
+        await writer.wait_closed()
+        shown = f"[{host}]" if ":" in host else host
+        yield f"http://{shown}:{bound}"
+    finally:
+        server.should_exit = True
+        if not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,29 @@
+"""Fixtures for connector tests: a shared HTTP client and a fresh SQLite state store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledgerflow.state import StateStore
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """The shared client a runtime would hand to connectors (short default timeout)."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture
+async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
+    """A fresh SQLite state store on disk (tables created)."""
+    store = StateStore(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    await store.create_all()
+    try:
+        yield store
+    finally:
+        await store.close()
