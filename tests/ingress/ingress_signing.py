@@ -122,8 +122,8 @@ def signed(
     elif source == "mercoa":
         headers["Authorization"] = f"Bearer {secret}"
     elif source == "monite":
-        mac = hmac.new(secret.encode(), f"{ts}.".encode() + raw, hashlib.sha256).hexdigest()
-        headers["Monite-Signature"] = f"t={ts},v1={mac}"
+        hexmac = hmac.new(secret.encode(), f"{ts}.".encode() + raw, hashlib.sha256).hexdigest()
+        headers["Monite-Signature"] = f"t={ts},v1={hexmac}"
     elif source == "accountingsuite":
         mac = hmac.new(secret.encode(), raw, hashlib.sha256).digest()
         headers["WebhookSignatureHash"] = base64.b64encode(mac).decode()
@@ -174,3 +174,31 @@ async def send(client: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
     return await client.request(
         delivery.method, delivery.path, content=delivery.body, headers=delivery.headers, params=delivery.params
     )
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, dict[str, str]]]:
+    """Every record now on ``topic`` (key, value, headers), read from the beginning up to the end offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            await consumer.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out: list[tuple[bytes | None, bytes, dict[str, str]]] = []
+        for _ in range(200):  # bounded: each getmany waits at most 200 ms
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                break
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for rec in records:
+                    out.append((rec.key, rec.value, {k: v.decode() for k, v in rec.headers}))
+        return out
+    finally:
+        await consumer.stop()

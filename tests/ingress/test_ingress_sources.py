@@ -37,7 +37,7 @@ BODY_SIGNED = ("monite", "accountingsuite", "standardwebhooks")
 def _problem(resp: httpx.Response, status: int) -> dict[str, object]:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
-    doc = orjson.loads(resp.content)
+    doc: dict[str, object] = orjson.loads(resp.content)
     assert doc["status"] == status
     return doc
 
