@@ -1,0 +1,192 @@
+"""Generic HTTP connector (erp kind ``http``): POST canonical records, signed with Standard Webhooks.
+
+For any ERP or in-house system reachable over HTTP. Each record is POSTed to
+``config.base_url`` (or ``base_url`` + ``options.paths[<object type>]``) as JSON:
+
+* by default the envelope ``{"type": "<object>.<action>", "event_id": …, "data": <canonical JSON>}``
+  (the ``type``/``data`` layout the Standard Webhooks specification recommends);
+* or, when ``options.body_template`` is set, the JSON that Jinja2 template renders in a
+  *sandboxed* environment (:class:`jinja2.sandbox.ImmutableSandboxedEnvironment`), with the
+  variables ``record`` (canonical JSON as a dict; money as decimal strings), ``object_type``,
+  ``action``, ``event_id``, ``idempotency_key`` and the filter ``tojson``.
+
+Every request carries the Standard Webhooks headers computed by the ``standardwebhooks`` package
+from ``credentials.secret`` (``whsec_…`` base64 secret): ``webhook-id`` = the runtime's
+idempotency key (stable across redeliveries, so the receiver can drop duplicates),
+``webhook-timestamp`` (Unix seconds) and ``webhook-signature`` (``v1,<base64 HMAC-SHA256>`` of
+``id.timestamp.body``).
+
+A 2xx answer is success; the ERP record id is read from the response JSON at the RFC 6901 JSON
+pointer ``options.record_id_pointer`` (e.g. ``/id``), else it is the canonical id. Other statuses
+are classified by :data:`connectors.webhook.errors.WEBHOOK_ERRORS` (429/408/5xx retriable, other 4xx
+permanent), overridable by ``options.error_overrides``. Rate limit defaults: 600 requests per
+minute, 10 in flight (``options.rate_limit_per_minute`` / ``options.max_concurrency``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
+
+from connectors.base import Booked, Connector, HandleContext, PermanentError
+from connectors.http import ErpClient, dumps_json, loads_json
+from connectors.webhook.errors import WEBHOOK_ERRORS
+from contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
+
+__all__ = ["WebhookConnector", "resolve_pointer"]
+
+DEFAULT_RATE_PER_MINUTE = 600.0
+DEFAULT_CONCURRENCY = 10
+
+
+def resolve_pointer(document: Any, pointer: str) -> Any:
+    """Resolve an RFC 6901 JSON pointer (``""`` = whole document, ``/a/0/b``; ``~1`` = ``/``, ``~0`` = ``~``).
+
+    Raises:
+        LookupError: the pointer is malformed or names something the document does not have.
+
+    """
+    if pointer == "":
+        return document
+    if not pointer.startswith("/"):
+        raise LookupError(f"JSON pointer {pointer!r} must start with '/'")
+    current = document
+    for raw in pointer[1:].split("/"):
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(current, dict) and token in current:
+            current = current[token]
+        elif isinstance(current, list) and token.isdigit() and int(token) < len(current):
+            current = current[int(token)]
+        else:
+            raise LookupError(f"JSON pointer {pointer!r}: no {token!r}")
+    return current
+
+
+class WebhookConnector(Connector):
+    """Delivers every canonical object type to an HTTP endpoint with Standard Webhooks signatures.
+
+    Raises (from :meth:`handle`):
+        PermanentError: ``auth.config`` without ``base_url`` or ``credentials.secret``;
+            ``http.template`` when the body template fails or does not render JSON; 4xx answers.
+        RetriableError: 429 (with ``Retry-After``), 408, 5xx, timeouts, connection failures.
+
+    """
+
+    erp: ClassVar[str] = "http"
+    supports: ClassVar[frozenset[str]] = frozenset(OBJECT_MODELS)
+
+    def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
+        super().__init__(name, config, http, state)
+        if not config.base_url:
+            raise PermanentError("auth.config", f"connection {name!r}: the http connector needs base_url")
+        secret = config.credentials.get("secret")
+        if secret is None:
+            raise PermanentError("auth.config", f"connection {name!r}: the http connector needs credentials.secret")
+        try:
+            self.webhook = Webhook(secret.get_secret_value())
+        except (ValueError, EmptyWebhookSecretError) as exc:  # not base64, or empty
+            raise PermanentError(
+                "auth.config", f"connection {name!r}: credentials.secret is not a valid secret"
+            ) from exc
+        self.paths: dict[str, str] = dict(config.options.get("paths", {}))
+        self.pointer: str | None = config.options.get("record_id_pointer")
+        template = config.options.get("body_template")
+        self.template: jinja2.Template | None = None
+        if template:
+            env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+            env.filters["tojson"] = lambda value: dumps_json(value).decode()
+            try:
+                self.template = env.from_string(str(template))
+            except jinja2.TemplateSyntaxError as exc:
+                raise PermanentError("http.template", f"connection {name!r}: body_template: {exc}") from exc
+        self.client = ErpClient.for_connection(
+            http,
+            erp=self.erp,
+            connection=name,
+            config=config,
+            base_url=config.base_url,
+            default_rate_per_minute=DEFAULT_RATE_PER_MINUTE,
+            default_concurrency=DEFAULT_CONCURRENCY,
+            errors=WEBHOOK_ERRORS,
+        )
+
+    async def check(self) -> None:
+        """Send a signed ``ledgerflow.ping`` event; any 2xx proves the endpoint and the secret.
+
+        Raises:
+            ConnectorError: the endpoint refuses the ping or cannot be reached.
+
+        """
+        payload = {"type": "ledgerflow.ping", "data": {"connection": self.name}}
+        msg_id = f"ping-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+        await self._post("", payload, msg_id, "check")
+
+    def body(self, record: CanonicalRecord, ctx: HandleContext) -> Any:
+        """The JSON value to send for ``record`` (default envelope or the rendered template).
+
+        Raises:
+            PermanentError: ``http.template`` when rendering fails or the output is not JSON.
+
+        """
+        data = record.model_dump(mode="json")
+        if self.template is None:
+            return {"type": f"{record.object_type}.{record.action.value}", "event_id": ctx.event_id, "data": data}
+        try:
+            rendered = self.template.render(
+                record=data,
+                object_type=record.object_type,
+                action=record.action.value,
+                event_id=ctx.event_id,
+                idempotency_key=ctx.idempotency_key,
+            )
+            return loads_json(rendered)
+        except (jinja2.TemplateError, ValueError) as exc:
+            raise PermanentError("http.template", f"body_template for {record.canonical_id}: {exc}") from exc
+
+    async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """POST ``record`` signed with ``webhook-id`` = ``ctx.idempotency_key``.
+
+        Raises:
+            PermanentError, RetriableError: see the class docstring.
+
+        """
+        response = await self._post(
+            self.paths.get(record.object_type, ""), self.body(record, ctx), ctx.idempotency_key, record.object_type
+        )
+        if record.action is not Action.UPSERT:
+            operation = Operation.VOID
+        else:
+            operation = Operation.UPDATE if ctx.existing is not None else Operation.CREATE
+        return Booked(
+            operation=operation, erp_record_id=self._record_id(response, record), http_status=response.status_code
+        )
+
+    async def _post(self, path: str, payload: Any, msg_id: str, operation: str) -> httpx.Response:
+        content = dumps_json(payload)
+        timestamp = datetime.now(UTC)
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(timestamp.timestamp())),
+            "webhook-signature": self.webhook.sign(msg_id, timestamp, content.decode()),
+        }
+        # ErpClient serialises json_body with dumps_json, which is deterministic: the bytes sent
+        # are exactly the bytes signed above.
+        return await self.client.request(
+            "POST", path, operation=f"{operation}.post", json_body=payload, headers=headers
+        )
+
+    def _record_id(self, response: httpx.Response, record: CanonicalRecord) -> str:
+        if self.pointer is None:
+            return record.canonical_id
+        try:
+            value = resolve_pointer(loads_json(response.content), self.pointer)
+        except (ValueError, LookupError):
+            return record.canonical_id
+        return str(value) if value is not None and not isinstance(value, dict | list) else record.canonical_id
