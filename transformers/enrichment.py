@@ -366,6 +366,7 @@ class EnricherSet:
     * ``ingenious``: ``api_base_url``, ``api_token`` [, ``paths``, ``cache_ttl_seconds``]
     * ``monite``: ``api_base_url``, ``client_id``, ``client_secret`` [, ``entity_id``, ``api_version``]
     * ``mercoa``: ``api_base_url``, ``api_key``, ``refetch`` (bool)
+    * ``accessplanit``: ``currency`` (ISO 4217 of records that carry none; ``for_tenant`` → str)
 
     A tenant without the options has no client for that source (routes then map what the
     webhook carried or skip with a reason). ``retry_attempts`` and ``retry_wait_max`` options
@@ -379,8 +380,11 @@ class EnricherSet:
         ingenious: dict[str, IngeniousClient] = {}
         monite: dict[str, MoniteClient] = {}
         mercoa: dict[str, MercoaClient] = {}
+        currencies: dict[str, str] = {}
         for tenant, config in routing.tenants.items():
             for source, src in config.sources.items():
+                if source == "accessplanit" and src.options.get("currency"):
+                    currencies[tenant] = str(src.options["currency"]).upper()
                 base = src.options.get("api_base_url")
                 if not base:
                     continue
@@ -418,10 +422,11 @@ class EnricherSet:
             "ingenious": TenantClients("ingenious", ingenious),
             "monite": TenantClients("monite", monite),
             "mercoa": TenantClients("mercoa", mercoa),
+            "accessplanit": TenantClients("accessplanit", currencies),
         }
 
     def get(self, name: str) -> Any:
-        """The :class:`TenantClients` of source ``name`` (``ingenious``, ``monite``, ``mercoa``).
+        """The :class:`TenantClients` of source ``name`` (``ingenious``, ``monite``, ``mercoa``, ``accessplanit``).
 
         Raises:
             KeyError: no enrichment exists for ``name``.

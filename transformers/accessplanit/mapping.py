@@ -1,0 +1,237 @@
+"""accessplanit API v2 Invoices (with Invoice Items) and Transactions → canonical invoice and payment.
+
+Fields are the ones the accessplanit Financial API feeds document (``sources.md`` §5.1, seed
+004): the feeds name them with spaces ("Invoice ID"); the JSON spelling used here drops the
+spaces (``InvoiceID``), as the ingress does when it reads the record id
+(``ingress/sources/accessplanit.py``). The webhook payload shape and the Transactions field
+table are NOT FOUND publicly (§5.1–5.2: copies truncated), so the fields marked *assumed*
+follow the same spelling. The record may sit at the top level or under ``data``.
+
+=============================================  =====================================================
+accessplanit                                   canonical
+=============================================  =====================================================
+Invoices ``InvoiceID``                         invoice ``source_id``
+``InvoiceRef``                                 ``invoice_number``
+``IssuerID``                                   ``customer.source_id`` (the invoiced account)
+``Amount`` (pence/cents), ``Tax`` (pence)      ``subtotal`` (net), ``tax_total``; total = Amount + Tax
+``DateGenerated`` / ``DateDue``                ``invoice_date`` / ``due_date``
+``DateUpdated``                                ``source_updated_at``
+``InvoiceStatus``                              ``status`` (cancel/void/credit → void), else from
+                                               ``AmountPaid`` / ``AmountOutstanding``
+``AmountPaid`` (pence)                         ``amount_paid``
+``PONumber``, ``TargetLink``                   ``custom_fields`` (po_number, target_link)
+``InvoiceItems[]``: ``InvoiceItemID``,
+``LineDescription``, ``InvoiceItemAmount``,
+``InvoiceItemTax`` (pence)                     ``line_items`` (amount, tax_amount)
+``Currency`` *assumed*, else the tenant's
+``options.currency`` (via enrichment)          ``currency``
+Transactions ``TransactionID`` *assumed*       payment ``source_id``
+``InvoiceID``, ``Amount`` (pence),
+``TransactionType`` (Payment/Refund),
+``TransactionDate``, ``PaymentMethod``,
+``Reference`` — *assumed*                      ``applied_to``, ``amount``, ``kind``, ``payment_date``,
+                                               ``method``, ``reference``
+=============================================  =====================================================
+
+The HTTP method is the action (§5.2): POST/PUT/PATCH → upsert, DELETE → void. Amounts are minor
+units → major-unit ``Decimal`` by the currency's precision. Negative transaction amounts are
+refunds (their absolute value is the amount).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from contracts import (
+    Action,
+    AppliedTo,
+    CanonicalRecord,
+    ContractError,
+    Invoice,
+    LineItem,
+    Payment,
+    Reference,
+    Source,
+    canonical_id,
+    currency_precision,
+)
+from transformers.base import Enrichers, RawEvent, as_date, as_datetime, as_decimal, require
+
+__all__ = ["enrich", "map_invoice", "map_transaction", "minor_to_major"]
+
+
+def minor_to_major(value: Any, currency: str, what: str) -> Decimal:
+    """A minor-unit amount (pence, cents) as a major-unit ``Decimal`` (``1250``, ``GBP`` → ``12.50``).
+
+    Raises:
+        contracts.ContractError: not a whole number of minor units, or an unknown currency.
+
+    """
+    amount = as_decimal(value, what)
+    if amount != amount.to_integral_value():
+        raise ContractError(f"{what} is not a whole number of minor units: {value!r}")
+    try:
+        digits = currency_precision(currency)
+    except Exception as exc:  # Babel raises several types for unknown codes
+        raise ContractError(f"{what}: unknown currency {currency!r}") from exc
+    return amount.scaleb(-digits)
+
+
+async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
+    """Add the tenant's default currency (``options.currency``) for records that carry none."""
+    currency = enrichers.get("accessplanit").for_tenant(event.tenant)
+    if not currency:
+        return event
+    return dataclasses.replace(event, enrichment={**event.enrichment, "currency": currency})
+
+
+def _record(event: RawEvent) -> dict[str, Any]:
+    body = event.payload
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        body = body["data"]
+    if not isinstance(body, dict):
+        raise ContractError("accessplanit record is not a JSON object")
+    return body
+
+
+def _currency(event: RawEvent, record: dict[str, Any]) -> str:
+    currency = record.get("Currency") or event.enrichment.get("currency")
+    if not currency:
+        raise ContractError("accessplanit record has no Currency and the tenant sets no options.currency")
+    return str(currency)
+
+
+def _action(event: RawEvent) -> Action:
+    return Action.VOID if event.method.upper() == "DELETE" else Action.UPSERT
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def map_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """An accessplanit invoice with its items → :class:`~contracts.Invoice`.
+
+    Raises:
+        contracts.ContractError: missing ``InvoiceID``, ``Amount``, ``DateGenerated``, currency;
+            amounts not in whole minor units.
+        pydantic.ValidationError: item amounts do not add up to ``Amount``, or Amount + Tax mismatch.
+
+    """
+    record = _record(event)
+    source_id = str(require(record, "InvoiceID"))
+    currency = _currency(event, record)
+    subtotal = minor_to_major(require(record, "Amount"), currency, "Amount")
+    tax = minor_to_major(record["Tax"], currency, "Tax") if record.get("Tax") is not None else Decimal(0)
+    lines: list[LineItem] = []
+    for index, item in enumerate(record.get("InvoiceItems") or [], start=1):
+        where = f"InvoiceItems[{index - 1}]"
+        lines.append(
+            LineItem(
+                line_number=index,
+                source_id=_text(item.get("InvoiceItemID")),
+                description=_text(item.get("LineDescription")),
+                amount=minor_to_major(require(item, "InvoiceItemAmount"), currency, f"{where}.InvoiceItemAmount"),
+                tax_amount=minor_to_major(item["InvoiceItemTax"], currency, f"{where}.InvoiceItemTax")
+                if item.get("InvoiceItemTax") is not None
+                else None,
+            )
+        )
+    if not lines:
+        lines = [LineItem(line_number=1, description=_text(record.get("InvoiceRef")), amount=subtotal)]
+    total = subtotal + tax
+    paid = minor_to_major(record["AmountPaid"], currency, "AmountPaid") if record.get("AmountPaid") else Decimal(0)
+    status_text = str(record.get("InvoiceStatus") or "").lower()
+    if _action(event) == Action.VOID or any(w in status_text for w in ("cancel", "void", "credit")):
+        status = "void"
+    elif paid >= total > 0 or status_text == "paid":
+        status = "paid"
+    elif paid > 0:
+        status = "partially_paid"
+    else:
+        status = "approved"
+    custom = {
+        label: str(record[key])
+        for key, label in (("PONumber", "po_number"), ("TargetLink", "target_link"))
+        if _text(record.get(key))
+    }
+    if status_text:
+        custom["invoice_status"] = str(record["InvoiceStatus"])
+    customer = _text(record.get("IssuerID"))
+    return [
+        Invoice(
+            canonical_id=canonical_id(Source.ACCESSPLANIT, "invoice", source_id),
+            tenant=event.tenant,
+            source=Source.ACCESSPLANIT,
+            source_id=source_id,
+            source_event=event.event_type,
+            action=Action.VOID if status == "void" else Action.UPSERT,
+            source_updated_at=as_datetime(record["DateUpdated"], "DateUpdated") if record.get("DateUpdated") else None,
+            custom_fields=custom,
+            customer=Reference(source_id=customer),
+            invoice_number=_text(record.get("InvoiceRef")),
+            invoice_date=as_date(require(record, "DateGenerated"), "DateGenerated"),
+            due_date=as_date(record["DateDue"], "DateDue") if record.get("DateDue") else None,
+            currency=currency,
+            line_items=lines,
+            subtotal=subtotal,
+            tax_total=tax,
+            total=total,
+            amount_paid=paid,
+            status=status,
+        )
+    ]
+
+
+def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """An accessplanit transaction (payment or refund on an invoice) → :class:`~contracts.Payment`.
+
+    Raises:
+        contracts.ContractError: missing ``TransactionID``, ``Amount``, date or currency; a zero amount.
+
+    """
+    record = _record(event)
+    source_id = str(require(record, "TransactionID"))
+    currency = _currency(event, record)
+    signed = minor_to_major(require(record, "Amount"), currency, "Amount")
+    if signed == 0:
+        raise ContractError("accessplanit transaction amount is zero")
+    kind_text = str(record.get("TransactionType") or "").lower()
+    refund = "refund" in kind_text or signed < 0
+    amount = abs(signed)
+    invoice_id = _text(record.get("InvoiceID"))
+    when = record.get("TransactionDate") or record.get("DateCreated") or record.get("DateUpdated")
+    if not when:
+        raise ContractError("accessplanit transaction has no TransactionDate")
+    return [
+        Payment(
+            canonical_id=canonical_id(Source.ACCESSPLANIT, "payment", source_id),
+            tenant=event.tenant,
+            source=Source.ACCESSPLANIT,
+            source_id=source_id,
+            source_event=event.event_type,
+            action=_action(event),
+            source_updated_at=as_datetime(record["DateUpdated"], "DateUpdated") if record.get("DateUpdated") else None,
+            direction="incoming",
+            kind="refund" if refund else "payment",
+            party=Reference(source_id=_text(record.get("IssuerID"))),
+            payment_date=as_date(when, "TransactionDate"),
+            currency=currency,
+            amount=amount,
+            status="reversed" if _action(event) == Action.VOID else "completed",
+            method=_text(record.get("PaymentMethod")),
+            reference=_text(record.get("Reference")),
+            applied_to=[
+                AppliedTo(
+                    document=Reference(source_id=invoice_id),
+                    document_canonical_id=canonical_id(Source.ACCESSPLANIT, "invoice", invoice_id),
+                    amount=amount,
+                )
+            ]
+            if invoice_id
+            else [],
+        )
+    ]

@@ -1,0 +1,447 @@
+"""Monite payables, receivables, counterparts and payment records → canonical records.
+
+Field names follow the Monite Partner API (2024-05-25) schemas as published in
+``team-monite/monite-sdk`` (``PayableResponseSchema``, ``LineItemResponse``,
+``ReceivablesInvoiceResponsePayload``, ``ReceivablesResponseItem``,
+``CounterpartOrganizationRootResponse``, ``PaymentRecordResponse``), the webhook envelope in
+``sources.md`` §3.1 and the accounting guide (seed 001). **Amounts are minor units** (``1250`` =
+12.50); percentages are minor units too (``1250`` = 12.5 %).
+
+Payable → Bill:
+
+=======================================  ================================================
+``id``                                   ``source_id``
+``counterpart_id``, ``counterpart.name``,
+``counterpart.tax_id``/``vat_number``,
+``counterpart.email``, ``.address``      ``vendor``
+``document_id``                          ``bill_number`` (vendor's invoice number)
+``issued_at`` / ``due_date``             ``bill_date`` / ``due_date``
+``currency``                             ``currency``
+line items: ``id``, ``name``,
+``description``, ``quantity``,
+``unit_price``, ``subtotal``,
+``tax`` (% minor), ``tax_amount``,
+``ledger_account_id``,
+``accounting_tax_rate_id``               ``line_items`` (amount = ``subtotal``; gl_account.source_id =
+                                         ``ledger_account_id``; tax_rate.accounting_id =
+                                         ``accounting_tax_rate_id``; seed 001 l.97 requires both)
+``subtotal``, ``tax_amount``,
+``total_amount`` (``amount``)            ``subtotal``, ``tax_total``, ``total``
+``status``                               ``status`` (waiting_to_be_paid → approved; canceled/rejected → void)
+``description``                          ``memo``
+``partner_metadata``                     ``custom_fields`` (``partner_metadata.<key>``)
+``updated_at``                           ``source_updated_at``
+=======================================  ================================================
+
+Receivable (``type = invoice``) → Invoice: ``counterpart_id``/``counterpart_name`` → customer,
+``document_id`` → number, ``issue_date``/``due_date``, ``line_items[].quantity`` ×
+``product.price.value`` (``product.ledger_account_id`` → GL), ``subtotal``,
+``total_vat_amount``, ``total_amount``, ``amount_paid``; statuses canceled/uncollectible → void
+(seed 001 l.101). Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
+two records). Payment record → payment: ``amount``, ``currency``, ``paid_at``, ``object``
+(``{id, type: payable|receivable}`` → direction and ``applied_to``), party from the document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from contracts import (
+    Action,
+    Address,
+    AppliedTo,
+    Bill,
+    CanonicalRecord,
+    ContractError,
+    Customer,
+    Invoice,
+    LineItem,
+    Party,
+    Payment,
+    Reference,
+    Source,
+    Vendor,
+    VendorRef,
+    canonical_id,
+    currency_precision,
+)
+from transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
+
+__all__ = ["enrich", "map_counterpart", "map_payable", "map_payment_record", "map_receivable", "minor_to_major"]
+
+_PAYABLE_STATUS = {
+    "draft": "draft",
+    "new": "submitted",
+    "approve_in_progress": "submitted",
+    "waiting_to_be_paid": "approved",
+    "partially_paid": "partially_paid",
+    "paid": "paid",
+    "canceled": "void",
+    "rejected": "void",
+}
+_RECEIVABLE_STATUS = {
+    "draft": "draft",
+    "issued": "approved",
+    "overdue": "approved",
+    "partially_paid": "partially_paid",
+    "paid": "paid",
+    "canceled": "void",
+    "uncollectible": "void",
+    "expired": "void",
+    "deleted": "void",
+}
+_DOCUMENT_PATH = {"payable": "/payables/{id}", "receivable": "/receivables/{id}"}
+
+
+def minor_to_major(value: Any, currency: str, what: str) -> Decimal:
+    """A Monite minor-unit integer as a major-unit ``Decimal`` (``1250``, ``USD`` → ``12.50``).
+
+    Raises:
+        contracts.ContractError: not a number, not a whole number of minor units, or unknown currency.
+
+    """
+    amount = as_decimal(value, what)
+    if amount != amount.to_integral_value():
+        raise ContractError(f"{what} is not a whole number of minor units: {value!r}")
+    try:
+        digits = currency_precision(currency)
+    except Exception as exc:  # Babel raises several types for unknown codes
+        raise ContractError(f"{what}: unknown currency {currency!r}") from exc
+    return amount.scaleb(-digits)
+
+
+def _percent(value: Any, what: str) -> Decimal:
+    return as_decimal(value, what).scaleb(-2)
+
+
+def _object_id(payload: dict[str, Any]) -> str | None:
+    obj = payload.get("object")
+    found = payload.get("object_id") or (obj.get("id") if isinstance(obj, dict) else None)
+    return str(found) if found else None
+
+
+async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
+    """Fetch the object a Monite webhook points to (and a payable's line items, a payment's document).
+
+    Fills ``enrichment["object"]``, ``["line_items"]`` (payables) and ``["document"]`` (payment
+    records). A tenant without Monite API options gets the event back unchanged.
+
+    Raises:
+        transformers.enrichment.EnrichmentError: a Monite API call failed after retries.
+
+    """
+    client = enrichers.get("monite").for_tenant(event.tenant)
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    object_id = _object_id(payload)
+    if client is None or not object_id:
+        return event
+    entity_id = payload.get("entity_id")
+    kind = event.event_type.split(".", 1)[0].lower()
+    found: dict[str, Any] = {}
+    if kind == "payable":
+        found["object"] = await client.get(f"/payables/{object_id}", entity_id=entity_id)
+        items = await client.get(f"/payables/{object_id}/line_items", entity_id=entity_id)
+        found["line_items"] = items.get("data", []) if isinstance(items, dict) else items
+    elif kind == "receivable":
+        found["object"] = await client.get(f"/receivables/{object_id}", entity_id=entity_id)
+    elif kind == "counterpart":
+        found["object"] = await client.get(f"/counterparts/{object_id}", entity_id=entity_id)
+    else:
+        record = await client.get(f"/payment_records/{object_id}", entity_id=entity_id)
+        found["object"] = record
+        document = record.get("object") or {}
+        if document.get("type") in _DOCUMENT_PATH and document.get("id"):
+            path = _DOCUMENT_PATH[document["type"]].format(id=document["id"])
+            found["document"] = await client.get(path, entity_id=entity_id)
+    return dataclasses.replace(event, enrichment={**event.enrichment, **found})
+
+
+def _object(event: RawEvent) -> dict[str, Any]:
+    obj = event.enrichment.get("object") or (event.payload.get("object") if isinstance(event.payload, dict) else None)
+    if not isinstance(obj, dict) or set(obj) <= {"id", "type"}:
+        raise SkipEvent(f"Monite {event.event_type} is a thin webhook; configure the Monite API options to fetch it")
+    return obj
+
+
+def _is_deleted(event: RawEvent) -> bool:
+    return event.event_type.lower().rsplit(".", 1)[-1] in {"deleted", "delete"}
+
+
+def _address(raw: dict[str, Any] | None) -> Address | None:
+    if not raw:
+        return None
+    return Address(
+        line1=raw.get("line1"),
+        line2=raw.get("line2"),
+        city=raw.get("city"),
+        region=raw.get("state"),
+        postal_code=raw.get("postal_code"),
+        country=raw.get("country"),
+    )
+
+
+def _common(event: RawEvent, obj: dict[str, Any], object_type: str) -> dict[str, Any]:
+    source_id = str(require(obj, "id"))
+    return {
+        "canonical_id": canonical_id(Source.MONITE, object_type, source_id),
+        "tenant": event.tenant,
+        "source": Source.MONITE,
+        "source_id": source_id,
+        "source_event": event.event_type,
+        "source_updated_at": as_datetime(obj["updated_at"], "updated_at") if obj.get("updated_at") else None,
+    }
+
+
+def _payable_lines(raw_lines: list[dict[str, Any]], currency: str) -> list[LineItem]:
+    lines: list[LineItem] = []
+    for index, raw in enumerate(raw_lines, start=1):
+        where = f"line_items[{index - 1}]"
+        qty = as_decimal(raw["quantity"], f"{where}.quantity") if raw.get("quantity") is not None else None
+        unit = (
+            minor_to_major(raw["unit_price"], currency, f"{where}.unit_price")
+            if raw.get("unit_price") is not None
+            else None
+        )
+        if raw.get("subtotal") is not None:
+            amount = minor_to_major(raw["subtotal"], currency, f"{where}.subtotal")
+        elif qty is not None and unit is not None:
+            amount = qty * unit
+        else:
+            raise ContractError(f"Monite payable {where} has neither subtotal nor quantity and unit_price")
+        ledger = raw.get("ledger_account_id")
+        tax_ref = raw.get("accounting_tax_rate_id")
+        lines.append(
+            LineItem(
+                line_number=index,
+                source_id=raw.get("id"),
+                description=raw.get("description") or raw.get("name"),
+                quantity=qty,
+                unit_price=unit,
+                amount=amount,
+                tax_amount=minor_to_major(raw["tax_amount"], currency, f"{where}.tax_amount")
+                if raw.get("tax_amount") is not None
+                else None,
+                tax_rate_percent=_percent(raw["tax"], f"{where}.tax") if raw.get("tax") is not None else None,
+                tax_rate=Reference(accounting_id=str(tax_ref)) if tax_ref else None,
+                gl_account=Reference(source_id=str(ledger)) if ledger else None,
+            )
+        )
+    return lines
+
+
+def map_payable(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """A Monite payable → :class:`~contracts.Bill` (see the module table).
+
+    Raises:
+        SkipEvent: a thin webhook that was not enriched, or a payable without amounts yet (OCR draft).
+        contracts.ContractError: missing id, currency, issue date or vendor; malformed amounts.
+        pydantic.ValidationError: totals do not reconcile.
+
+    """
+    obj = _object(event)
+    currency = str(require(obj, "currency"))
+    total_raw = obj.get("total_amount") if obj.get("total_amount") is not None else obj.get("amount")
+    if total_raw is None:
+        raise SkipEvent("Monite payable has no amount yet (draft or OCR in progress)")
+    total = minor_to_major(total_raw, currency, "total_amount")
+    tax = minor_to_major(obj["tax_amount"], currency, "tax_amount") if obj.get("tax_amount") is not None else Decimal(0)
+    raw_lines = event.enrichment.get("line_items") or obj.get("line_items") or []
+    lines = _payable_lines(list(raw_lines), currency)
+    subtotal = minor_to_major(obj["subtotal"], currency, "subtotal") if obj.get("subtotal") is not None else total - tax
+    if not lines:
+        lines = [LineItem(line_number=1, description=obj.get("description"), amount=subtotal)]
+    counterpart = obj.get("counterpart") or {}
+    if not obj.get("counterpart_id") and not counterpart.get("name"):
+        raise ContractError("Monite payable has no counterpart (vendor)")
+    status = _PAYABLE_STATUS.get(str(obj.get("status", "")).lower())
+    if status is None:
+        raise ContractError(f"unknown Monite payable status {obj.get('status')!r}")
+    void = _is_deleted(event) or status == "void"
+    metadata = {f"partner_metadata.{k}": str(v) for k, v in (obj.get("partner_metadata") or {}).items()}
+    return [
+        Bill(
+            **_common(event, obj, "bill"),
+            action=Action.VOID if void else Action.UPSERT,
+            custom_fields=metadata,
+            vendor=VendorRef(
+                source_id=obj.get("counterpart_id"),
+                name=counterpart.get("name"),
+                email=counterpart.get("email"),
+                tax_id=counterpart.get("tax_id") or counterpart.get("vat_number"),
+                address=_address(counterpart.get("address")),
+            ),
+            bill_number=obj.get("document_id"),
+            bill_date=as_date(require(obj, "issued_at"), "issued_at"),
+            due_date=as_date(obj["due_date"], "due_date") if obj.get("due_date") else None,
+            currency=currency,
+            line_items=lines,
+            subtotal=subtotal,
+            tax_total=tax,
+            total=total,
+            status=status,
+            memo=obj.get("description"),
+        )
+    ]
+
+
+def map_receivable(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """A Monite receivable of ``type = invoice`` → :class:`~contracts.Invoice`.
+
+    Raises:
+        SkipEvent: a thin webhook not enriched, or a quote / credit note.
+        contracts.ContractError: missing id, currency, issue date, customer; malformed amounts.
+        pydantic.ValidationError: totals do not reconcile.
+
+    """
+    obj = _object(event)
+    if str(obj.get("type", "invoice")) != "invoice":
+        raise SkipEvent(f"Monite receivable of type {obj.get('type')!r} is not an invoice")
+    currency = str(require(obj, "currency"))
+    lines: list[LineItem] = []
+    for index, raw in enumerate(obj.get("line_items") or [], start=1):
+        where = f"line_items[{index - 1}]"
+        product = require(raw, "product")
+        qty = as_decimal(require(raw, "quantity"), f"{where}.quantity")
+        price = require(product, "price")
+        unit = minor_to_major(require(price, "value"), currency, f"{where}.product.price.value")
+        ledger = product.get("ledger_account_id")
+        vat = (product.get("vat_rate") or {}).get("value")
+        lines.append(
+            LineItem(
+                line_number=index,
+                source_id=product.get("id"),
+                description=product.get("description") or product.get("name"),
+                quantity=qty,
+                unit_price=unit,
+                amount=qty * unit,
+                tax_rate_percent=_percent(vat, f"{where}.product.vat_rate.value") if vat is not None else None,
+                gl_account=Reference(source_id=str(ledger)) if ledger else None,
+                item=Reference(source_id=product.get("id"), name=product.get("name")),
+            )
+        )
+    total = minor_to_major(require(obj, "total_amount"), currency, "total_amount")
+    tax = (
+        minor_to_major(obj["total_vat_amount"], currency, "total_vat_amount")
+        if obj.get("total_vat_amount") is not None
+        else Decimal(0)
+    )
+    subtotal = sum((line.amount for line in lines), Decimal(0)) if lines else total - tax
+    if obj.get("subtotal") is not None:
+        subtotal = minor_to_major(obj["subtotal"], currency, "subtotal")
+    if not lines:
+        raise ContractError("Monite receivable has no line_items")
+    customer_id = obj.get("counterpart_id")
+    if not customer_id:
+        raise ContractError("Monite receivable has no counterpart_id (customer)")
+    status = _RECEIVABLE_STATUS.get(str(obj.get("status", "")).lower())
+    if status is None:
+        raise ContractError(f"unknown Monite receivable status {obj.get('status')!r}")
+    void = _is_deleted(event) or status == "void"
+    return [
+        Invoice(
+            **_common(event, obj, "invoice"),
+            action=Action.VOID if void else Action.UPSERT,
+            customer=Reference(source_id=str(customer_id), name=obj.get("counterpart_name")),
+            invoice_number=obj.get("document_id"),
+            invoice_date=as_date(require(obj, "issue_date"), "issue_date"),
+            due_date=as_date(obj["due_date"], "due_date") if obj.get("due_date") else None,
+            currency=currency,
+            line_items=lines,
+            subtotal=subtotal,
+            tax_total=tax,
+            total=total,
+            amount_paid=minor_to_major(obj["amount_paid"], currency, "amount_paid") if obj.get("amount_paid") else 0,
+            status=status,
+            memo=obj.get("memo"),
+        )
+    ]
+
+
+def map_counterpart(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """A Monite counterpart → vendor (``is_vendor``) and/or customer (``is_customer``).
+
+    Raises:
+        SkipEvent: a thin webhook not enriched, or a counterpart that is neither vendor nor customer.
+        contracts.ContractError: no id or no name.
+
+    """
+    obj = _object(event)
+    kind = str(obj.get("type", "organization"))
+    details = obj.get(kind) or obj.get("organization") or obj.get("individual") or {}
+    if kind == "individual":
+        name = " ".join(p for p in (details.get("first_name"), details.get("last_name")) if p)
+    else:
+        name = str(details.get("legal_name") or "")
+    legal = name or None
+    if not name:
+        raise ContractError(f"Monite counterpart {obj.get('id')} has no name")
+    models: list[type[Party]] = []
+    if details.get("is_vendor"):
+        models.append(Vendor)
+    if details.get("is_customer"):
+        models.append(Customer)
+    if not models:
+        raise SkipEvent("Monite counterpart is neither vendor nor customer")
+    deleted = _is_deleted(event)
+    return [
+        model(
+            **_common(event, obj, model.object_type),
+            action=Action.DELETE if deleted else Action.UPSERT,
+            name=name,
+            legal_name=legal,
+            email=details.get("email"),
+            phone=details.get("phone"),
+            tax_id=details.get("tax_id") or details.get("vat_number"),
+            address=_address(details.get("registered_address") or details.get("address")),
+            active=not deleted,
+        )
+        for model in models
+    ]
+
+
+def map_payment_record(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """A Monite payment record → :class:`~contracts.Payment` against its payable or receivable.
+
+    Raises:
+        SkipEvent: a thin webhook not enriched.
+        contracts.ContractError: missing amount, currency, date, document or its counterpart.
+
+    """
+    obj = _object(event)
+    currency = str(require(obj, "currency"))
+    target = require(obj, "object")
+    doc_type = str(require(target, "type"))
+    if doc_type not in _DOCUMENT_PATH:
+        raise SkipEvent(f"Monite payment record for a {doc_type!r} is not mapped")
+    doc_id = str(require(target, "id"))
+    document = event.enrichment.get("document") or {}
+    party_id = document.get("counterpart_id")
+    if not party_id:
+        raise ContractError(
+            f"Monite payment record {obj.get('id')}: the {doc_type} {doc_id} and its counterpart are unknown"
+        )
+    party_name = document.get("counterpart_name") or (document.get("counterpart") or {}).get("name")
+    amount = minor_to_major(require(obj, "amount"), currency, "amount")
+    outgoing = doc_type == "payable"
+    return [
+        Payment(
+            **_common(event, obj, "payment"),
+            direction="outgoing" if outgoing else "incoming",
+            party=Reference(source_id=str(party_id), name=party_name),
+            payment_date=as_date(require(obj, "paid_at"), "paid_at"),
+            currency=currency,
+            amount=amount,
+            status="completed",
+            reference=document.get("document_id"),
+            applied_to=[
+                AppliedTo(
+                    document=Reference(source_id=doc_id, name=document.get("document_id")),
+                    document_canonical_id=canonical_id(Source.MONITE, "bill" if outgoing else "invoice", doc_id),
+                    amount=amount,
+                )
+            ],
+        )
+    ]
