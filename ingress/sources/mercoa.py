@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest, any_secret_matches
+from ingress.sources.base import (
+    MAX_ID_LENGTH,
+    BadEnvelope,
+    Envelope,
+    SourceSpec,
+    Unauthorized,
+    WebhookRequest,
+    any_secret_matches,
+    as_record_id,
+)
 from ledgerflow.settings import SourceConfig
 
 __all__ = ["MercoaSource", "token_from"]
@@ -28,13 +37,14 @@ def token_from(request: WebhookRequest, header: str | None = None) -> str | None
 
 
 def _record_id(payload: dict[str, Any]) -> str | None:
+    """The id of the object the event is about, or None; raises BadEnvelope for an unusable id."""
     for family in ("invoice", "entity", "transaction", "paymentMethod"):
         obj = payload.get(family)
         if isinstance(obj, dict) and obj.get("id"):
-            return str(obj["id"])
+            return as_record_id(obj["id"], f"{family}.id")
     for key in ("counterpartyId", "entityId", "existingInvoiceId", "jobId"):
         if payload.get(key):
-            return str(payload[key])
+            return as_record_id(payload[key], key)
     return None
 
 
@@ -60,6 +70,8 @@ class MercoaSource(SourceSpec):
         event_type = payload.get("eventType")
         if not isinstance(event_type, str) or not event_type:
             raise BadEnvelope("a Mercoa webhook needs a string eventType")
+        if len(event_type) > MAX_ID_LENGTH:
+            raise BadEnvelope(f"eventType is longer than {MAX_ID_LENGTH} characters")
         record_id = _record_id(payload)
         if record_id is None:
             if event_type.startswith("invoice.") and "bulk" not in event_type:
