@@ -9,15 +9,27 @@ broken ERP never holds back another one. For each canonical record:
    (nothing is sent); different content → the connector updates the ERP record;
 4. the connector is called with an idempotency key stable across redeliveries of the event
    (the ERP's own mechanism covers a crash between the ERP write and the binder write);
-5. :class:`~connectors.base.RetriableError` is retried with exponential backoff (``stamina``),
-   honouring ``Retry-After``, a bounded number of attempts; a
-   :class:`~connectors.base.PermanentError` or exhausted retries give a ``failed`` result;
+5. :class:`~connectors.base.RetriableError` is retried in place with exponential backoff
+   (``stamina``), honouring ``Retry-After``, for a bounded number of attempts and time; then the
+   record is *parked* on ``ledgerflow.retry.connector.<tier>`` with a growing delay (so the
+   partition is not blocked), addressed to this connection only; after the last tier it is
+   dead-lettered on ``ledgerflow.dlq.connector``. A :class:`~connectors.base.PermanentError`
+   gives a ``failed`` result at once. Every attempt round publishes a ``SyncResult``;
 6. the binder is updated, then the ``SyncResult`` is published and acknowledged before the
    offset is committed (:mod:`ledgerflow.delivery`).
+
+A record carrying the header ``ledgerflow_target_connection`` (a retry from the sync-records
+API, or a parked retry) is booked only by that connection; every other connection ignores it.
+
+Ordering trade-off: while a record is parked, later events of the same record continue on the
+main topic and may be booked first. A parked version is then booked only if nothing was booked
+for that record since it was parked; otherwise it is ``skipped`` as superseded, so an older
+version never overwrites a newer one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -43,12 +55,18 @@ from connectors.base import (
 )
 from contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers, header_map, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import StateStore
 
 __all__ = ["ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
+
+TARGET_HEADER = "ledgerflow_target_connection"
+TIER_HEADER = "ledgerflow_retry_tier"
+NOT_BEFORE_HEADER = "ledgerflow_retry_not_before"
+PARKED_AT_HEADER = "ledgerflow_retry_parked_at"
+ORIGINAL_TOPIC_HEADER = "ledgerflow_retry_original_topic"
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +95,9 @@ class RetryPolicy:
         timeout: overall seconds budget for one record.
         wait_initial, wait_max: exponential backoff bounds in seconds (``Retry-After`` wins when sent,
             capped at ``wait_max_retry_after``).
+        park_delays: seconds a record waits on retry topic tier 1, 2, … after the in-place retries
+            failed; after the last tier it is dead-lettered. Each must stay below the consumer's
+            ``max.poll.interval.ms`` (10 minutes for the retry consumer).
     """
 
     def __init__(
@@ -86,7 +107,11 @@ class RetryPolicy:
         wait_initial: float = 0.2,
         wait_max: float = 5.0,
         wait_max_retry_after: float = 30.0,
+        park_delays: tuple[float, ...] = (10.0, 60.0, 300.0),
     ) -> None:
+        if any(d < 0 or d > 540 for d in park_delays):
+            raise ValueError("park delays must be between 0 and 540 seconds")
+        self.park_delays = park_delays
         self.attempts = attempts
         self.timeout = timeout
         self.wait_initial = wait_initial
@@ -100,6 +125,18 @@ class RetryPolicy:
         if exc.retry_after is not None:
             return min(max(exc.retry_after, 0.0), self.wait_max_retry_after)
         return True
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes for UTC columns: make them aware."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _sleep_until(epoch_seconds: float) -> None:
+    """Wait until the wall-clock time ``epoch_seconds`` (at most 540 s, the park bound)."""
+    delay = epoch_seconds - time.time()
+    if delay > 0:
+        await asyncio.sleep(min(delay, 540.0))
 
 
 def _amount(record: CanonicalRecord) -> tuple[Decimal | None, str | None]:
@@ -145,21 +182,32 @@ class ConnectorRuntime:
             DeadLetter: the message is not a valid canonical record (it cannot be booked at all).
             Exception: the result could not be published (the batch is redelivered).
         """
+        headers = header_map(record)
         try:
-            attrs = EventAttributes.from_headers(header_map(record))
+            attrs = EventAttributes.from_headers(headers)
         except MissingAttributeError as exc:
             raise DeadLetter("missing-attributes", str(exc)) from None
         if attrs.tenant not in self.tenants:
             return
-        object_type = record.topic.rsplit(".", 2)[-2]
+        target = headers.get(TARGET_HEADER)
+        if target and target != self.connection:
+            return
+        tier = int(headers.get(TIER_HEADER, "0") or 0)
+        if tier:
+            await _sleep_until(float(headers.get(NOT_BEFORE_HEADER, "0") or 0))
+        topic = headers.get(ORIGINAL_TOPIC_HEADER, record.topic) if tier else record.topic
+        object_type = topic.rsplit(".", 2)[-2]
         model = OBJECT_MODELS.get(object_type)
         if model is None:
-            raise DeadLetter("unknown-object", f"no canonical model for topic {record.topic}")
+            raise DeadLetter("unknown-object", f"no canonical model for topic {topic}")
         try:
             canonical = model.model_validate_json(record.value or b"")
         except ValidationError as exc:
             raise DeadLetter("invalid-record", str(exc)) from None
-        result = await self.book(canonical, attrs)
+        parked_at = float(headers.get(PARKED_AT_HEADER, "0") or 0) if tier else None
+        result = await self.book(canonical, attrs, parked_at=parked_at)
+        if result.outcome is Outcome.FAILED and result.error is not None and result.error.retriable:
+            await self._park_or_give_up(record, headers, topic, tier, result)
         await self.publish(
             self.topics.results,
             canonical.canonical_id.encode(),
@@ -177,8 +225,53 @@ class ConnectorRuntime:
                 (result.finished_at - result.accepted_at).total_seconds()
             )
 
-    async def book(self, record: CanonicalRecord, attrs: EventAttributes) -> SyncResult:
-        """Decide and perform what to do with ``record`` on this connection; never raises for ERP errors."""
+    async def _park_or_give_up(
+        self, record: ConsumedRecord, headers: dict[str, str], topic: str, tier: int, result: SyncResult
+    ) -> None:
+        """Park the record on the next retry tier for this connection, or dead-letter it after the last.
+
+        Raises:
+            DeadLetter: never (the dead letter is written here so the result is still published).
+        """
+        delays = self.retry.park_delays
+        if tier < len(delays):
+            parked = {
+                k: v
+                for k, v in headers.items()
+                if k not in (TIER_HEADER, NOT_BEFORE_HEADER, PARKED_AT_HEADER, ORIGINAL_TOPIC_HEADER, TARGET_HEADER)
+            }
+            parked.update(
+                {
+                    TARGET_HEADER: self.connection,
+                    TIER_HEADER: str(tier + 1),
+                    PARKED_AT_HEADER: headers.get(PARKED_AT_HEADER) or f"{time.time():.3f}",
+                    NOT_BEFORE_HEADER: f"{time.time() + delays[tier]:.3f}",
+                    ORIGINAL_TOPIC_HEADER: topic,
+                }
+            )
+            await self.publish(self.topics.retry("connector", tier + 1), record.key, record.value or b"", parked)
+            log.info("%s: parked %s on retry tier %d", self.connection, result.canonical_id, tier + 1)
+            return
+        error = DeadLetter(
+            "retries-exhausted",
+            result.error.message if result.error else "retriable failure",
+            attempts=result.attempts,
+        )
+        dl_headers = dead_letter_headers(record, "connector", error)
+        dl_headers[TARGET_HEADER] = self.connection
+        dl_headers["ledgerflow_dlq_original_topic"] = topic
+        await self.publish(self.topics.dlq("connector"), record.key, record.value or b"", dl_headers)
+        metrics.DLQ_MESSAGES.labels("connector", error.reason).inc()
+
+    async def book(
+        self, record: CanonicalRecord, attrs: EventAttributes, *, parked_at: float | None = None
+    ) -> SyncResult:
+        """Decide and perform what to do with ``record`` on this connection; never raises for ERP errors.
+
+        ``parked_at`` (epoch seconds) is set for a record coming back from a retry tier: if the
+        binder changed after that moment, a newer version was booked meanwhile and this one is
+        skipped as superseded.
+        """
         started = datetime.now(UTC)
         base: dict[str, Any] = {
             "event_id": attrs.id,
@@ -219,6 +312,18 @@ class ConnectorRuntime:
                 attempts=0,
                 erp_record_id=existing.erp_record_id,
                 erp_record_version=existing.erp_version,
+            )
+        if row is not None and parked_at is not None and _aware(row.updated_at).timestamp() > parked_at:
+            return result(
+                operation=Operation.SKIP,
+                outcome=Outcome.SKIPPED,
+                attempts=0,
+                erp_record_id=row.erp_record_id,
+                error=ErrorInfo(
+                    code="record.superseded",
+                    message="a newer version of this record was booked while this one waited for a retry",
+                    retriable=False,
+                ),
             )
         if existing is None and record.action is not Action.UPSERT:
             return result(
@@ -325,3 +430,23 @@ def register(
             concurrency=concurrency,
         )
         log.debug("%s: batch of %d in %.3fs", runtime.connection, len(raw), time.perf_counter() - started)
+
+    # Parked records wait out their delay in a consumer of their own, so they never hold back
+    # the canonical topics; records are in delay order within a tier, so waiting in line is exact.
+    retry_topics = [runtime.topics.retry("connector", tier) for tier in range(1, len(runtime.retry.park_delays) + 1)]
+    if retry_topics:
+
+        @broker.subscriber(
+            *retry_topics,
+            group_id=f"{group_id(runtime.connection)}.retry",
+            batch=True,
+            max_records=max_records,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_poll_interval_ms=600_000,
+        )
+        async def on_retry(body: list[bytes], msg: KafkaMessage) -> None:
+            raw: Any = msg.raw_message
+            await run_batch(
+                raw, runtime.handle, stage="connector", dlq_topic=dlq, publish=runtime.publish, concurrency=concurrency
+            )
