@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from contracts import OBJECT_MODELS, Source
 
-__all__ = ["STAGES", "Topics"]
+__all__ = ["RETRY_TIERS", "STAGES", "Topics"]
+
+RETRY_TIERS = 3
+"""Retry topics ``<prefix>.retry.connector.1..3`` where connectors park transient failures."""
 
 STAGES = ("ingress", "transform", "connector", "audit")
 """Pipeline stages that own a dead-letter topic ``<prefix>.dlq.<stage>``."""
@@ -49,4 +52,5 @@ class Topics:
         names += [self.canonical(o) for o in OBJECT_MODELS]
         names.append(self.results)
         names += [self.dlq(s) for s in STAGES]
+        names += [self.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]
         return names
