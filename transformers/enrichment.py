@@ -44,6 +44,7 @@ __all__ = [
     "EnricherSet",
     "EnrichmentError",
     "IngeniousClient",
+    "JsonApiClient",
     "MercoaClient",
     "MoniteClient",
     "RetriableEnrichmentError",
@@ -94,7 +95,7 @@ def _backoff(exc: Exception) -> bool | float:
     return False
 
 
-class _ApiClient:
+class JsonApiClient:
     """JSON GET/POST against one base URL with bounded retries; subclasses add auth and paths.
 
     Args:
@@ -193,7 +194,7 @@ DEFAULT_INGENIOUS_PATHS: dict[str, str] = {
 ``options.paths`` in the routing file."""
 
 
-class IngeniousClient(_ApiClient):
+class IngeniousClient(JsonApiClient):
     """INGENIOUS.BUILD Public API: accounting objects by id, for their ``custom_id``.
 
     Args:
@@ -246,7 +247,7 @@ class IngeniousClient(_ApiClient):
         return result
 
 
-class MoniteClient(_ApiClient):
+class MoniteClient(JsonApiClient):
     """Monite Partner API client for one entity, with its own client-credentials token.
 
     Args:
@@ -280,7 +281,7 @@ class MoniteClient(_ApiClient):
 
     async def _bearer(self) -> str:
         if self._token is None or time.monotonic() >= self._token_expiry:
-            body = await _ApiClient.request(
+            body = await JsonApiClient.request(
                 self,
                 "POST",
                 "/auth/token",
@@ -309,7 +310,7 @@ class MoniteClient(_ApiClient):
         return await self.request("GET", path, headers=headers)
 
 
-class MercoaClient(_ApiClient):
+class MercoaClient(JsonApiClient):
     """Mercoa API client (bearer API key); ``refetch`` says whether invoices are re-read before mapping."""
 
     def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str, *, refetch: bool, **kwargs: Any) -> None:
