@@ -1,0 +1,179 @@
+"""Coupa connector: invoices created as drafts then submitted; suppliers; look-up before create.
+
+Coupa has no idempotency header (reference ``erp_apis.md`` §5.3), so every write starts with a
+look-up by its natural key and ``handle()`` is a small state machine that converges whatever an
+earlier, interrupted attempt left behind:
+
+* **bill** → ``GET /api/invoices?invoice-number=…&supplier[id|number|name]=…``;
+  none → ``POST /api/invoices`` (Coupa creates it in ``draft`` status) then
+  ``PUT /api/invoices/:id/submit``; found in ``draft`` (a previous attempt created it but never
+  submitted) → update it with the current body and submit it; found submitted → for an update
+  (binder entry present) ``PUT /api/invoices/:id``, for a redelivery nothing more is sent.
+  A draft is not booked until submitted: only a submitted invoice yields a :class:`Booked`.
+* **vendor** → ``GET /api/suppliers?number=…``; none → ``POST /api/suppliers``; found →
+  ``PUT /api/suppliers/:id``.
+
+Auth: OAuth 2.0 client credentials at ``<instance>/oauth2/token`` with space-separated scopes
+(``core.invoice.read core.invoice.write core.supplier.read core.supplier.write`` by default);
+credentials ``client_id``, ``client_secret``, optional ``scope``/``token_url``. Limits: 25 requests
+per second with a burst of 20 (Compass "exception handling and error codes"): defaults
+1,500/min and 10 in flight, overridable by options.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from connectors.coupa.errors import COUPA_ERRORS, extract_error
+from connectors.coupa.mapping import (
+    UnresolvedReferenceError,
+    invoice_body,
+    invoice_lookup_params,
+    supplier_body,
+    supplier_number,
+)
+from connectors.http import ErpClient, loads_json
+from connectors.oauth import ClientCredentialsManager
+from contracts import Action, Bill, CanonicalRecord, Operation, Vendor
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
+
+__all__ = ["DEFAULT_SCOPES", "CoupaConnector"]
+
+DEFAULT_SCOPES = "core.invoice.read core.invoice.write core.supplier.read core.supplier.write"
+"""OAuth scopes requested when the connection names none."""
+
+DEFAULT_RATE_PER_MINUTE = 25.0 * 60
+DEFAULT_CONCURRENCY = 10
+
+
+def _list(response: httpx.Response) -> list[dict[str, Any]]:
+    body = loads_json(response.content)
+    if not isinstance(body, list):
+        raise PermanentError("erp.protocol", f"Coupa answered a look-up with {type(body).__name__}, not a list")
+    return [item for item in body if isinstance(item, dict)]
+
+
+def _id(body: Any, what: str) -> str:
+    if isinstance(body, dict) and body.get("id") is not None:
+        return str(body["id"])
+    raise PermanentError("erp.protocol", f"Coupa returned no id for the {what}")
+
+
+class CoupaConnector(Connector):
+    """Books bills (as submitted invoices) and vendors (suppliers) into Coupa.
+
+    ``config.base_url`` is the instance root (``https://acme.coupahost.com`` or the sandbox URL).
+
+    Raises (from :meth:`handle`):
+        Unsupported: other object types; void/delete actions.
+        PermanentError: ``erp.unknown_reference`` (supplier/account), ``erp.validation``,
+            ``coupa.invalid_state``, ``auth.rejected``, ``auth.config``.
+        RetriableError: 429 (``Retry-After``), 5xx, timeouts.
+
+    """
+
+    erp: ClassVar[str] = "coupa"
+    supports: ClassVar[frozenset[str]] = frozenset({"bill", "vendor"})
+
+    def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
+        super().__init__(name, config, http, state)
+        if not config.base_url:
+            raise PermanentError("auth.config", f"connection {name!r}: Coupa needs base_url (the instance URL)")
+        base = config.base_url.rstrip("/")
+        auth = ClientCredentialsManager.from_config(
+            http, state, name, config, erp=self.erp, default_token_url=f"{base}/oauth2/token", client_auth="body"
+        )
+        if auth.scope is None:
+            auth.scope = DEFAULT_SCOPES
+        self.client = ErpClient.for_connection(
+            http,
+            erp=self.erp,
+            connection=name,
+            config=config,
+            base_url=base,
+            default_rate_per_minute=DEFAULT_RATE_PER_MINUTE,
+            default_concurrency=DEFAULT_CONCURRENCY,
+            errors=COUPA_ERRORS,
+            auth=auth,
+            extract=extract_error,
+        )
+
+    async def check(self) -> None:
+        """Read one invoice: proves reachability, the token grant and the read scope.
+
+        Raises:
+            ConnectorError: ``auth.rejected`` for bad credentials, retriable errors when unreachable.
+
+        """
+        await self.client.request("GET", "/api/invoices", operation="check", params={"limit": 1, "fields": '["id"]'})
+
+    async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """Book ``record``; see the module docstring for the state machine.
+
+        Raises:
+            Unsupported, PermanentError, RetriableError: see the class docstring.
+
+        """
+        if record.action is not Action.UPSERT:
+            raise Unsupported("erp.unsupported_action", f"Coupa connector does not {record.action.value} records")
+        try:
+            if isinstance(record, Bill):
+                return await self._bill(record, ctx)
+            if isinstance(record, Vendor):
+                return await self._supplier(record, ctx)
+        except UnresolvedReferenceError as exc:
+            raise PermanentError("erp.unknown_reference", str(exc)) from exc
+        raise Unsupported("erp.unsupported_object", f"Coupa connector does not book {record.object_type}")
+
+    async def _bill(self, bill: Bill, ctx: HandleContext) -> Booked:
+        body = invoice_body(bill, self.config.options)
+        found = _list(
+            await self.client.request(
+                "GET", "/api/invoices", operation="bill.lookup", params=invoice_lookup_params(bill)
+            )
+        )
+        live = [inv for inv in found if inv.get("status") not in ("voided", "withdrawn")]
+        if not live:
+            created = await self.client.request("POST", "/api/invoices", operation="bill.create", json_body=body)
+            invoice_id = _id(loads_json(created.content), "invoice")
+            submitted = await self._submit(invoice_id)
+            return Booked(Operation.CREATE, invoice_id, http_status=submitted.status_code)
+        invoice = live[0]
+        invoice_id = _id(invoice, "invoice")
+        if invoice.get("status") == "draft":
+            # An earlier attempt created the draft and stopped before submitting: finish it.
+            await self.client.request("PUT", f"/api/invoices/{invoice_id}", operation="bill.update", json_body=body)
+            submitted = await self._submit(invoice_id)
+            operation = Operation.UPDATE if ctx.existing is not None else Operation.CREATE
+            return Booked(operation, invoice_id, http_status=submitted.status_code)
+        if ctx.existing is not None:
+            updated = await self.client.request(
+                "PUT", f"/api/invoices/{invoice_id}", operation="bill.update", json_body=body
+            )
+            return Booked(Operation.UPDATE, invoice_id, http_status=updated.status_code)
+        # Redelivery of a create that already went through: the invoice is booked.
+        return Booked(Operation.CREATE, invoice_id, http_status=200)
+
+    async def _submit(self, invoice_id: str) -> httpx.Response:
+        return await self.client.request("PUT", f"/api/invoices/{invoice_id}/submit", operation="bill.submit")
+
+    async def _supplier(self, vendor: Vendor, ctx: HandleContext) -> Booked:
+        body = supplier_body(vendor)
+        found = _list(
+            await self.client.request(
+                "GET", "/api/suppliers", operation="vendor.lookup", params={"number": supplier_number(vendor)}
+            )
+        )
+        if found:
+            supplier_id = _id(found[0], "supplier")
+            updated = await self.client.request(
+                "PUT", f"/api/suppliers/{supplier_id}", operation="vendor.update", json_body=body
+            )
+            operation = Operation.UPDATE if ctx.existing is not None else Operation.CREATE
+            return Booked(operation, supplier_id, http_status=updated.status_code)
+        created = await self.client.request("POST", "/api/suppliers", operation="vendor.create", json_body=body)
+        return Booked(Operation.CREATE, _id(loads_json(created.content), "supplier"), http_status=created.status_code)
