@@ -55,7 +55,7 @@ from connectors.base import (
 )
 from contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers, header_map, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers, header_map, keep_bytes, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import StateStore
@@ -417,8 +417,9 @@ def register(
         max_records=max_records,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=keep_bytes,
     )
-    async def on_canonical(body: list[bytes], msg: KafkaMessage) -> None:
+    async def on_canonical(body: Any, msg: KafkaMessage) -> None:
         started = time.perf_counter()
         raw: Any = msg.raw_message
         await run_batch(
@@ -443,9 +444,10 @@ def register(
             max_records=max_records,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=keep_bytes,
             max_poll_interval_ms=600_000,
         )
-        async def on_retry(body: list[bytes], msg: KafkaMessage) -> None:
+        async def on_retry(body: Any, msg: KafkaMessage) -> None:
             raw: Any = msg.raw_message
             await run_batch(
                 raw, runtime.handle, stage="connector", dlq_topic=dlq, publish=runtime.publish, concurrency=concurrency

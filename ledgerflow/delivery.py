@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from ledgerflow import metrics
 
-__all__ = ["ConsumedRecord", "DeadLetter", "dead_letter_headers", "header_map", "run_batch"]
+__all__ = ["ConsumedRecord", "DeadLetter", "dead_letter_headers", "header_map", "keep_bytes", "run_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,15 @@ class ConsumedRecord(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+
+
+async def keep_bytes(message: Any) -> Any:
+    """FastStream decoder that leaves message bodies as bytes.
+
+    The stages read the raw ``ConsumerRecord`` themselves; letting FastStream parse every JSON
+    body first would cost a decode per message for nothing.
+    """
+    return message.body
 
 
 def header_map(record: ConsumedRecord) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from contracts import CanonicalRecord, ContractError
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, keep_bytes, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Settings
 from transformers.base import Enrichers, RawEvent, SkipEvent
@@ -162,8 +162,9 @@ def register(
         max_records=max_records,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=keep_bytes,
     )
-    async def on_raw(body: list[bytes], msg: KafkaMessage) -> None:
+    async def on_raw(body: Any, msg: KafkaMessage) -> None:
         raw: Any = msg.raw_message
         await run_batch(
             raw,

@@ -1,0 +1,215 @@
+"""The connector runtime's decisions (binder, duplicates, retries, parking) and its Kafka wiring."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from connectors.runtime import ConnectorRuntime, RetryPolicy, content_hash, idempotency_key, register
+from contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult
+from ledgerflow.events import EventAttributes
+from ledgerflow.kafka import broker_from_settings, ensure_topics
+from ledgerflow.settings import Routing, Settings
+from ledgerflow.state import StateStore
+
+
+class ScriptedConnector(Connector):
+    """A connector whose next answers are scripted: exceptions to raise, then a Booked."""
+
+    erp = "scripted"
+    supports = frozenset({"bill"})
+
+    def __init__(self, name: str, routing: Routing, http: httpx.AsyncClient, state: StateStore) -> None:
+        super().__init__(name, routing.connections[name], http, state)
+        self.script: list[Exception] = []
+        self.calls: list[HandleContext] = []
+        self.booked: dict[str, str] = {}
+
+    async def check(self) -> None:
+        return None
+
+    async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        self.calls.append(ctx)
+        if self.script:
+            raise self.script.pop(0)
+        erp_id = self.booked.setdefault(ctx.idempotency_key, f"E{len(self.booked) + 1}")
+        op = Operation.UPDATE if ctx.existing else Operation.CREATE
+        return Booked(op, ctx.existing.erp_record_id if ctx.existing else erp_id, "0", 200)
+
+
+def _routing() -> Routing:
+    return Routing.model_validate(
+        {
+            "tenants": {"t": {"connections": ["erp-a", "erp-b"]}},
+            "connections": {"erp-a": {"erp": "http", "objects": ["bill"]}, "erp-b": {"erp": "http"}},
+        }
+    )
+
+
+def _bill(total: str = "100.00", source_id: str = "in_1") -> Bill:
+    return Bill.model_validate(
+        {
+            "canonical_id": f"mercoa:bill:{source_id}",
+            "tenant": "t",
+            "source": "mercoa",
+            "source_id": source_id,
+            "source_event": "invoice.created",
+            "vendor": {"name": "V"},
+            "bill_date": "2024-01-01",
+            "currency": "USD",
+            "line_items": [{"line_number": 1, "amount": total}],
+            "subtotal": total,
+            "total": total,
+        }
+    )
+
+
+def _attrs(event_id: str = "evt-1") -> EventAttributes:
+    return EventAttributes(id=event_id, source="/tenants/t/mercoa", type="io.ledgerflow.bill.v1", tenant="t")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    s = StateStore(f"sqlite+aiosqlite:///{tmp_path}/state.db")
+    await s.create_all()
+    yield s
+    await s.close()
+
+
+async def _noop_publish(*_: object) -> None:
+    return None
+
+
+def _runtime(store: StateStore, retry: RetryPolicy | None = None, name: str = "erp-a") -> ConnectorRuntime:
+    routing = _routing()
+    connector = ScriptedConnector(name, routing, httpx.AsyncClient(), store)
+    return ConnectorRuntime(connector, store, routing, _noop_publish, Settings(), retry or RetryPolicy(wait_initial=0))
+
+
+async def test_create_then_duplicate_then_update(store: StateStore) -> None:
+    rt = _runtime(store)
+    first = await rt.book(_bill(), _attrs("e1"))
+    assert (first.outcome, first.operation, first.erp_record_id) == (Outcome.SUCCEEDED, Operation.CREATE, "E1")
+    again = await rt.book(_bill(), _attrs("e1"))
+    assert (again.outcome, again.attempts, again.erp_record_id) == (Outcome.DUPLICATE, 0, "E1")
+    changed = await rt.book(_bill("120.00"), _attrs("e2"))
+    assert (changed.outcome, changed.operation, changed.erp_record_id) == (Outcome.SUCCEEDED, Operation.UPDATE, "E1")
+    connector = rt.connector
+    assert isinstance(connector, ScriptedConnector)
+    assert len(connector.calls) == 2
+    assert connector.calls[1].existing is not None
+    assert connector.calls[1].existing.content_hash == content_hash(_bill())
+
+
+async def test_retriable_errors_are_retried_then_succeed(store: StateStore) -> None:
+    rt = _runtime(store)
+    assert isinstance(rt.connector, ScriptedConnector)
+    rt.connector.script = [RetriableError("http.429", "slow down", retry_after=0.01), RetriableError("http.503", "x")]
+    result = await rt.book(_bill(), _attrs())
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.attempts == 3
+    keys = {c.idempotency_key for c in rt.connector.calls}
+    assert keys == {idempotency_key("erp-a", "evt-1")}, "every attempt must reuse the idempotency key"
+
+
+async def test_exhausted_retries_and_permanent_errors_fail_with_the_vendor_message(store: StateStore) -> None:
+    rt = _runtime(store, RetryPolicy(attempts=2, wait_initial=0))
+    assert isinstance(rt.connector, ScriptedConnector)
+    rt.connector.script = [RetriableError("http.500", "boom", http_status=500)] * 2
+    result = await rt.book(_bill(), _attrs())
+    assert result.outcome is Outcome.FAILED
+    assert result.error is not None
+    assert (result.error.code, result.error.retriable, result.attempts) == ("http.500", True, 2)
+
+    rt.connector.script = [PermanentError("erp.validation", "Account 999 does not exist", vendor_code="2500")]
+    failed = await rt.book(_bill(), _attrs("e9"))
+    assert failed.error is not None
+    assert (failed.outcome, failed.error.retriable, failed.error.message) == (
+        Outcome.FAILED,
+        False,
+        "Account 999 does not exist",
+    )
+    assert await store.get_binding("erp-a", "mercoa:bill:in_1") is None
+
+
+async def test_unsupported_and_unconfigured_objects_are_skipped_with_a_reason(store: StateStore) -> None:
+    rt = _runtime(store, name="erp-b")  # erp-b is configured for the default objects (bill)
+    assert isinstance(rt.connector, ScriptedConnector)
+    rt.connector.script = [Unsupported("object.unsupported", "no bills here")]
+    result = await rt.book(_bill(), _attrs())
+    assert result.outcome is Outcome.SKIPPED
+    assert result.error is not None
+    assert result.error.message == "no bills here"
+
+
+async def test_parked_version_is_superseded_by_a_newer_booking(store: StateStore) -> None:
+    rt = _runtime(store)
+    parked_at = datetime.now(UTC).timestamp() - 5
+    await rt.book(_bill("150.00"), _attrs("newer"))
+    stale = await rt.book(_bill("100.00"), _attrs("older"), parked_at=parked_at)
+    assert stale.outcome is Outcome.SKIPPED
+    assert stale.error is not None
+    assert stale.error.code == "record.superseded"
+
+
+@pytest.mark.kafka
+async def test_parked_record_comes_back_from_the_retry_topic_and_is_booked(
+    kafka_bootstrap: str, kafka_is_embedded: bool, store: StateStore, unique: str
+) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap, kafka_enable_idempotence=not kafka_is_embedded, topic_prefix=f"rt{unique}"
+    )
+    await ensure_topics(kafka_bootstrap, settings.topics.all(), partitions=2)
+    routing = _routing()
+    broker = broker_from_settings(settings, kafka_bootstrap, embedded=kafka_is_embedded)
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        await broker.publish(value, topic=topic, key=key, headers=headers)
+
+    async with httpx.AsyncClient() as http:
+        connector = ScriptedConnector("erp-a", routing, http, store)
+        # Two in-place attempts fail, the record is parked on tier 1 for 0.2 s, then it is booked.
+        connector.script = [RetriableError("http.503", "down")] * 2
+        runtime = ConnectorRuntime(
+            connector, store, routing, publish, settings, RetryPolicy(attempts=2, wait_initial=0, park_delays=(0.2,))
+        )
+        register(broker, runtime, max_records=50)
+        await broker.start()
+        try:
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+            await producer.start()
+            try:
+                headers = [(k, v.encode()) for k, v in _attrs("evt-park").to_headers().items()]
+                await producer.send_and_wait(
+                    settings.topics.canonical("bill"), _bill().model_dump_json().encode(), key=b"k", headers=headers
+                )
+            finally:
+                await producer.stop()
+            results = await _read_results(kafka_bootstrap, settings.topics.results, want=2)
+        finally:
+            await broker.stop()
+    assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.SUCCEEDED]
+    assert results[0].error is not None
+    assert results[0].error.retriable
+    assert len(connector.calls) == 3
+
+
+async def _read_results(bootstrap: str, topic: str, want: int) -> list[SyncResult]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    results: list[SyncResult] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(results) < want:
+                msg = await consumer.getone()
+                results.append(SyncResult.model_validate_json(msg.value or b"{}"))
+    finally:
+        await consumer.stop()
+    return results
