@@ -1,0 +1,190 @@
+"""Enrichment clients against local sandboxes: auth, paths, retries on 429/5xx, clear errors, caching."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from source_sandboxes import Script, ingenious_app, mercoa_app, monite_app
+from transformer_helpers import raw_event
+
+from ledgerflow.settings import Routing
+from ledgerflow.state import StateStore
+from transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
+from transformers.registry import ROUTERS
+
+FAST = {"wait_initial": 0.01, "wait_max": 0.05}
+
+
+def _http(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox")
+
+
+async def test_ingenious_custom_id_cached_and_authenticated() -> None:
+    script = Script()
+    app = ingenious_app(script, "tok", {("cost_code", "acc_cc_315"): {"id": "acc_cc_315", "custom_id": "03-3150"}})
+    async with _http(app) as http:
+        client = IngeniousClient(http, "http://sandbox", "tok", **FAST)
+        assert await client.custom_id("cost_code", "acc_cc_315") == "03-3150"
+        assert await client.custom_id("cost_code", "acc_cc_315") == "03-3150"
+        assert script.calls == ["/accounting-cost-codes/acc_cc_315"], "second read must come from the TTL cache"
+        bad = IngeniousClient(http, "http://sandbox", "wrong", **FAST)
+        with pytest.raises(EnrichmentError, match="401") as info:
+            await bad.custom_id("cost_code", "acc_cc_315")
+        assert info.value.status == 401
+
+
+async def test_ingenious_retries_429_with_retry_after_then_5xx() -> None:
+    script = Script(fail=[(429, "0.2"), (503, None)])
+    app = ingenious_app(script, "tok", {("company", "c1"): {"id": "c1", "custom_id": "V-1"}})
+    async with _http(app) as http:
+        client = IngeniousClient(http, "http://sandbox", "tok", **FAST)
+        started = time.monotonic()
+        assert await client.custom_id("company", "c1") == "V-1"
+        assert time.monotonic() - started >= 0.2, "Retry-After was not honoured"
+        assert len(script.calls) == 3
+
+
+async def test_ingenious_gives_up_after_bounded_attempts() -> None:
+    script = Script(fail=[(500, None)] * 10)
+    app = ingenious_app(script, "tok", {})
+    async with _http(app) as http:
+        client = IngeniousClient(http, "http://sandbox", "tok", attempts=3, **FAST)
+        with pytest.raises(EnrichmentError, match=r"answered 500 \(gave up after 3 attempts\)"):
+            await client.custom_id("entity", "e1")
+        assert len(script.calls) == 3
+
+
+async def test_ingenious_route_enriches_only_missing_custom_ids(tmp_path: Any) -> None:
+    script = Script()
+    app = ingenious_app(script, "tok", {("cost_code", "acc_cc_315"): {"custom_id": "03-3150"}})
+    routing = Routing.model_validate(
+        {
+            "tenants": {
+                "acme": {"sources": {"ingenious": {"options": {"api_base_url": "http://sandbox", "api_token": "tok"}}}}
+            }
+        }
+    )
+    payload = {
+        "name": "Vendor Invoice",
+        "subject": "X",
+        "data": {
+            "id": "vi_1",
+            "vendor_id": "v1",
+            "accounting_company_id": "co1",
+            "accounting_company_custom_id": "V-9",
+            "date": "2024-05-02",
+            "currency": "USD",
+            "line_items": [
+                {"cost_code_id": "cc1", "accounting_cost_code_id": "acc_cc_315", "gross_value": "10.00"},
+                {"cost_code_id": "cc2", "gross_value": "5.00"},
+            ],
+        },
+    }
+    event = raw_event("ingenious", "vendor_invoice.sync", payload, object_hint="vendor_invoice")
+    async with _http(app) as http:
+        enrichers = EnricherSet(routing, http, StateStore("sqlite+aiosqlite://"))
+        route = ROUTERS["ingenious"](event)
+        assert route.enrich is not None
+        enriched = await route.enrich(event, enrichers)
+        bill = route.mapper(enriched)[0]
+    assert script.calls == ["/accounting-cost-codes/acc_cc_315"]
+    lines = bill.model_dump()["line_items"]
+    assert lines[0]["cost_code"] == {
+        "source_id": "cc1",
+        "accounting_id": "acc_cc_315",
+        "accounting_custom_id": "03-3150",
+        "name": None,
+    }
+    assert lines[1]["cost_code"] == {
+        "source_id": "cc2",
+        "accounting_id": None,
+        "accounting_custom_id": None,
+        "name": None,
+    }
+    other = raw_event("ingenious", "vendor_invoice.sync", payload, tenant="nobody", object_hint="vendor_invoice")
+    async with _http(app) as http:
+        enrichers = EnricherSet(routing, http, StateStore("sqlite+aiosqlite://"))
+        assert await route.enrich(other, enrichers) is other, "a tenant without API options is left as is"
+
+
+async def test_monite_payable_enrichment_token_headers_and_retry() -> None:
+    payable = {
+        "id": "p1",
+        "status": "waiting_to_be_paid",
+        "currency": "USD",
+        "issued_at": "2024-05-01",
+        "counterpart_id": "cp1",
+        "subtotal": 1000,
+        "tax_amount": 100,
+        "total_amount": 1100,
+    }
+    objects = {
+        "/payables/p1": payable,
+        "/payables/p1/line_items": {"data": [{"id": "l1", "quantity": 2, "unit_price": 500, "subtotal": 1000}]},
+    }
+    script = Script(fail=[(502, None)])
+    app = monite_app(script, "cid", "secret", objects)
+    routing = Routing.model_validate(
+        {
+            "tenants": {
+                "acme": {
+                    "sources": {
+                        "monite": {
+                            "options": {
+                                "api_base_url": "http://sandbox",
+                                "client_id": "cid",
+                                "client_secret": "secret",
+                                "retry_wait_initial": 0.01,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    )
+    event = raw_event(
+        "monite", "payable.approved", {"id": "e1", "action": "payable.approved", "entity_id": "ent1", "object_id": "p1"}
+    )
+    async with _http(app) as http:
+        enrichers = EnricherSet(routing, http, StateStore("sqlite+aiosqlite://"))
+        route = ROUTERS["monite"](event)
+        assert route.enrich is not None
+        bill = route.mapper(await route.enrich(event, enrichers))[0]
+    assert script.calls == ["/auth/token", "/payables/p1", "/payables/p1", "/payables/p1/line_items"]
+    assert str(bill.total) == "11.00"
+    assert str(bill.line_items[0].unit_price) == "5.00"
+
+
+async def test_monite_bad_credentials_fail_clearly() -> None:
+    app = monite_app(Script(), "cid", "secret", {})
+    async with _http(app) as http:
+        client = MoniteClient(http, "http://sandbox", "cid", "wrong", entity_id="ent1", **FAST)
+        with pytest.raises(EnrichmentError, match=r"Monite POST /auth/token answered 401"):
+            await client.get("/payables/p1")
+
+
+async def test_mercoa_refetch_replaces_webhook_invoice(mercoa_sample: bytes) -> None:
+    import orjson
+
+    body = orjson.loads(mercoa_sample)
+    fresh = {**body["invoice"], "invoiceNumber": "INV-123-REFETCHED"}
+    script = Script(fail=[(429, "0")])
+    app = mercoa_app(script, "key", {fresh["id"]: fresh}, {})
+
+    def routing(refetch: bool) -> Routing:
+        opts = {"api_base_url": "http://sandbox", "api_key": "key", "refetch": refetch, "retry_wait_initial": 0.01}
+        return Routing.model_validate({"tenants": {"acme": {"sources": {"mercoa": {"options": opts}}}}})
+
+    event = raw_event("mercoa", "invoice.updated", body)
+    route = ROUTERS["mercoa"](event)
+    assert route.enrich is not None
+    async with _http(app) as http:
+        off = await route.enrich(event, EnricherSet(routing(False), http, StateStore("sqlite+aiosqlite://")))
+        assert off is event
+        assert script.calls == []
+        on = await route.enrich(event, EnricherSet(routing(True), http, StateStore("sqlite+aiosqlite://")))
+    assert route.mapper(on)[0].bill_number == "INV-123-REFETCHED"
+    assert script.calls == [f"/invoice/{fresh['id']}"] * 2
