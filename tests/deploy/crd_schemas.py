@@ -184,7 +184,14 @@ SCALED_OBJECT = _resource(
                                 "properties": {
                                     "offsetResetPolicy": {"enum": ["earliest", "latest"]},
                                     "sasl": {
-                                        "enum": ["none", "plaintext", "scram_sha256", "scram_sha512", "oauthbearer", "gssapi"]
+                                        "enum": [
+                                            "none",
+                                            "plaintext",
+                                            "scram_sha256",
+                                            "scram_sha512",
+                                            "oauthbearer",
+                                            "gssapi",
+                                        ]
                                     },
                                     "tls": {"enum": ["enable", "disable"]},
                                     "lagThreshold": {"pattern": "^[0-9]+$"},

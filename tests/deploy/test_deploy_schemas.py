@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 
 import jsonschema
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from tests.deploy.conftest import DEPLOY, Resource, render

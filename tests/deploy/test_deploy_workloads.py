@@ -71,7 +71,8 @@ def test_pod_security(resources: list[Resource]) -> None:
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert pod["automountServiceAccountToken"] is False, name
         tmp = [v for v in pod["volumes"] if v["name"] == "tmp"]
-        assert tmp and "emptyDir" in tmp[0], f"{name}: /tmp must be an emptyDir (read-only root filesystem)"
+        assert tmp, f"{name}: no tmp volume"
+        assert "emptyDir" in tmp[0], f"{name}: /tmp must be an emptyDir (read-only root filesystem)"
         for c in pod["containers"] + pod.get("initContainers", []):
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
@@ -80,7 +81,8 @@ def test_pod_security(resources: list[Resource]) -> None:
             assert "add" not in sc["capabilities"], (name, c["name"])
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, (name, c["name"])
             assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], (name, c["name"])
-            assert c["resources"]["requests"] and c["resources"]["limits"], (name, c["name"])
+            assert c["resources"]["requests"], (name, c["name"])
+            assert c["resources"]["limits"], (name, c["name"])
 
 
 def test_probes_hit_declared_ports(resources: list[Resource]) -> None:
@@ -106,10 +108,15 @@ def test_worker_memory_budget(resources: list[Resource]) -> None:
 
 
 def test_one_image_for_every_service(resources: list[Resource]) -> None:
-    images = {c["image"] for d in of_kind(resources, "Deployment") for c in _pod(d)["containers"] + _pod(d).get("initContainers", [])}
+    images = {
+        c["image"]
+        for d in of_kind(resources, "Deployment")
+        for c in _pod(d)["containers"] + _pod(d).get("initContainers", [])
+    }
     assert len(images) == 1, images
     (image,) = images
-    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+    assert ":" in image.rsplit("/", 1)[-1], f"{image}: pin a tag"
+    assert not image.endswith(":latest"), image
 
 
 def test_every_deployment_has_a_disruption_budget_and_an_autoscaler(resources: list[Resource]) -> None:
@@ -122,14 +129,22 @@ def test_every_deployment_has_a_disruption_budget_and_an_autoscaler(resources: l
         matching = [p for p in pdbs if _selects(p["spec"]["selector"], labels)]
         assert len(matching) == 1, f"{name}: {len(matching)} PodDisruptionBudgets select it"
         # A PDB must select only this Deployment's pods.
-        others = [o for o in deployments if o is not d and _selects(matching[0]["spec"]["selector"], o["spec"]["template"]["metadata"]["labels"])]
-        assert not others, f"PDB {matching[0]['metadata']['name']} also selects {[o['metadata']['name'] for o in others]}"
+        others = [
+            o
+            for o in deployments
+            if o is not d and _selects(matching[0]["spec"]["selector"], o["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert not others, (
+            f"PDB {matching[0]['metadata']['name']} also selects {[o['metadata']['name'] for o in others]}"
+        )
         if _service_of(d) == "ingress":
             assert hpas[name]["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
             assert hpas[name]["spec"]["minReplicas"] >= 1
         else:
             assert name in scaled, f"{name}: no KEDA ScaledObject"
-    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} <= {d["metadata"]["name"] for d in deployments}
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} <= {
+        d["metadata"]["name"] for d in deployments
+    }
 
 
 def test_scaled_objects_follow_consumer_groups_and_partitions(resources: list[Resource]) -> None:
@@ -163,7 +178,13 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
     assert {_connection_of(d) for d in connectors} == set(routing.connections)
     for d in connectors:
         name = _connection_of(d)
-        secrets = [s["secret"]["name"] for v in _pod(d)["volumes"] if "projected" in v for s in v["projected"]["sources"] if "secret" in s]
+        secrets = [
+            s["secret"]["name"]
+            for v in _pod(d)["volumes"]
+            if "projected" in v
+            for s in v["projected"]["sources"]
+            if "secret" in s
+        ]
         assert f"ledgerflow-connection-{name}" in secrets
         assert d["spec"]["template"]["metadata"]["labels"]["ledgerflow.io/connection"] == name
     # No template placeholder survives the rendering.
@@ -238,7 +259,11 @@ def test_source_secret_files_are_mounted_on_the_ingress(resources: list[Resource
 def test_services_target_container_ports(resources: list[Resource]) -> None:
     deployments = of_kind(resources, "Deployment")
     for svc in of_kind(resources, "Service"):
-        targets = [d for d in deployments if _selects({"matchLabels": svc["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"])]
+        targets = [
+            d
+            for d in deployments
+            if _selects({"matchLabels": svc["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"])
+        ]
         assert len(targets) == 1, svc["metadata"]["name"]
         names = {p["name"] for p in _main(targets[0])["ports"]}
         for port in svc["spec"]["ports"]:
@@ -288,7 +313,8 @@ def test_prod_uses_tls_and_sasl(prod: list[Resource]) -> None:
         refs = [e for e in _main(d)["envFrom"] if "secretRef" in e]
         assert refs == [{"prefix": "LEDGERFLOW_KAFKA_SASL_", "secretRef": {"name": "ledgerflow-kafka-credentials"}}]
         init = {c["name"]: c for c in _pod(d).get("initContainers", [])}
-        assert env["SSL_CERT_FILE"].startswith("/tmp/") and env["SSL_CERT_FILE"] in init["ca-bundle"]["command"][-1]
+        assert env["SSL_CERT_FILE"].startswith("/tmp/")
+        assert env["SSL_CERT_FILE"] in init["ca-bundle"]["command"][-1]
 
 
 def _allowed_ports(policies: list[Resource], labels: dict[str, str], direction: str) -> set[int]:
@@ -304,7 +330,8 @@ def test_network_policies(resources: list[Resource]) -> None:
     policies = of_kind(resources, "NetworkPolicy")
     deny = one(resources, "NetworkPolicy", "ledgerflow-default-deny")
     assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    assert "ingress" not in deny["spec"]
+    assert "egress" not in deny["spec"]
     for d in of_kind(resources, "Deployment"):
         labels = d["spec"]["template"]["metadata"]["labels"]
         service = _service_of(d)
