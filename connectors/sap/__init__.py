@@ -1,0 +1,5 @@
+"""SAP S/4HANA Cloud connector package: supplier invoices with CSRF handshake, and its sandbox."""
+
+from connectors.sap.connector import SapConnector
+
+__all__ = ["SapConnector"]

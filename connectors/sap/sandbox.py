@@ -1,0 +1,261 @@
+"""A local SAP S/4HANA ``API_SUPPLIERINVOICE_PROCESS_SRV`` sandbox: CSRF handshake, EDMX validation.
+
+What it reproduces (reference ``erp_apis.md`` §4):
+
+* SAP Gateway CSRF: any ``GET`` under the service with ``x-csrf-token: Fetch`` answers the token
+  in ``x-csrf-token`` and a session cookie (``SAP_SESSIONID``); a ``POST`` must carry both,
+  otherwise ``403`` with ``x-csrf-token: Required`` and the text "CSRF token validation failed".
+  ``POST /_sandbox/csrf/expire`` invalidates every issued token (what a session timeout does).
+* ``POST …/A_SupplierInvoice`` deep insert: properties checked against ``A_SupplierInvoiceType``
+  and the ``to_SupplierInvoiceItemGLAcct`` items against ``A_SupplierInvoiceItemGLAcctType`` from
+  the EDMX (``edmx_path``; no file → no property checks); the invoicing party must be a known
+  supplier (``M8/152``); without automatic tax the G/L items must balance the gross amount
+  (``M8/534``); the duplicate-invoice check rejects a second invoice with the same reference,
+  supplier and company code (``M8/108``). Answers 201 ``{"d": {…, "SupplierInvoice",
+  "FiscalYear"}}``.
+* ``GET …/A_SupplierInvoice?$filter=<prop> eq '<v>' and …`` (string equality conjunctions),
+  ``$select``; ``{"d": {"results": [...]}}``.
+* Auth: HTTP Basic for the configured communication users, or bearer tokens from
+  ``POST /oauth2/token`` (client credentials). Errors in the OData V2 JSON shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from connectors.sap.connector import SERVICE_PATH
+from connectors.sap.edmx import EntityType, load_entity_types, property_problems
+
+__all__ = ["TOKEN_PATH", "create_app", "odata_error"]
+
+TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
+"""Token endpoint path of the sandbox's OAuth issuer (client credentials)."""
+
+_HEADER_TYPE = "A_SupplierInvoiceType"
+_GL_TYPE = "A_SupplierInvoiceItemGLAcctType"
+_GL_NAV = "to_SupplierInvoiceItemGLAcct"
+_FILTER_TERM = re.compile(r"^\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*$")
+_DATE_MS = re.compile(r"^/Date\((-?\d+)")
+
+
+def odata_error(code: str, message: str) -> dict[str, Any]:
+    """An OData V2 error body: ``{"error": {"code", "message": {"lang", "value"}, "innererror"}}``."""
+    return {
+        "error": {
+            "code": code,
+            "message": {"lang": "en", "value": message},
+            "innererror": {"transactionid": secrets.token_hex(16).upper(), "errordetails": []},
+        }
+    }
+
+
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return DecimalJSONResponse(odata_error(code, message), status_code=status, headers=dict(headers or {}))
+
+
+def _fiscal_year(posting_date: Any) -> str:
+    if isinstance(posting_date, str):
+        if match := _DATE_MS.match(posting_date):
+            return str(datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC).year)
+        return posting_date[:4]
+    return "0000"
+
+
+def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
+    gross = record.get("InvoiceGrossAmount")
+    return Decimal(gross) if isinstance(gross, str) else None
+
+
+class _Sap:
+    def __init__(
+        self, sandbox: Sandbox, types: dict[str, EntityType] | None, users: Mapping[str, str], suppliers: set[str]
+    ) -> None:
+        self.sandbox = sandbox
+        self.store = sandbox.store
+        self.types = types
+        self.users = dict(users)
+        self.suppliers = suppliers
+        self.tokens: dict[str, str] = {}  # session id → csrf token
+        self.sequence = 5105600000
+
+    def authorised(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if self.sandbox.issuer.verify(header):
+            return True
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        expected = self.users.get(user)
+        return expected is not None and secrets.compare_digest(expected, password)
+
+    def csrf_headers(self, request: Request, response: Response) -> None:
+        if request.headers.get("x-csrf-token", "").lower() != "fetch":
+            return
+        session = request.cookies.get("SAP_SESSIONID")
+        if session is None or session not in self.tokens:
+            session = secrets.token_hex(12)
+            self.tokens[session] = secrets.token_urlsafe(18)
+        response.headers["x-csrf-token"] = self.tokens[session]
+        response.set_cookie("SAP_SESSIONID", session, httponly=True, path="/")
+
+    def csrf_ok(self, request: Request) -> bool:
+        session = request.cookies.get("SAP_SESSIONID")
+        token = request.headers.get("x-csrf-token")
+        expected = self.tokens.get(session or "")
+        return bool(token and expected and secrets.compare_digest(expected, token))
+
+    async def service_root(self, request: Request) -> Response:
+        if not self.authorised(request):
+            return _error(401, "/IWFND/CM_CONSUMER/101", "Logon failed")
+        response = DecimalJSONResponse({"d": {"EntitySets": ["A_SupplierInvoice", "A_SupplierInvoiceItemGLAcct"]}})
+        self.csrf_headers(request, response)
+        return response
+
+    def problems(self, body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return "The request body must be a JSON object"
+        items = body.get(_GL_NAV, {})
+        if not isinstance(items, dict) or not isinstance(items.get("results", []), list):
+            return f"{_GL_NAV} must be {{'results': [...]}}"
+        if self.types is not None:
+            header_type, gl_type = self.types.get(_HEADER_TYPE), self.types.get(_GL_TYPE)
+            if header_type is not None:
+                for problem in property_problems(header_type, body):
+                    return problem
+                for nav in body:
+                    if nav in header_type.navigation and nav != _GL_NAV:
+                        return f"Deep insert of {nav} is not supported by this sandbox"
+            if gl_type is not None:
+                for item in items.get("results", []):
+                    if not isinstance(item, dict):
+                        return f"{_GL_NAV} items must be objects"
+                    for problem in property_problems(gl_type, item):
+                        return problem
+        return None
+
+    async def create(self, request: Request) -> Response:
+        if not self.authorised(request):
+            return _error(401, "/IWFND/CM_CONSUMER/101", "Logon failed")
+        if not self.csrf_ok(request):
+            return Response("CSRF token validation failed", status_code=403, headers={"x-csrf-token": "Required"})
+        try:
+            body = await read_json(request)
+        except ValueError:
+            return _error(400, "/IWBEP/CM_MGW_RT/020", "The request body is not valid JSON")
+        if (problem := self.problems(body)) is not None:
+            return _error(400, "/IWBEP/CM_MGW_RT/020", problem)
+        party = body.get("InvoicingParty")
+        if party not in self.suppliers:
+            return _error(400, "M8/152", f"Vendor {party} does not exist in company code {body.get('CompanyCode')}")
+        items = body.get(_GL_NAV, {}).get("results", [])
+        if not body.get("TaxIsCalculatedAutomatically"):
+            balance = sum(
+                (
+                    Decimal(i["SupplierInvoiceItemAmount"]) * (-1 if i.get("DebitCreditCode") == "H" else 1)
+                    for i in items
+                ),
+                Decimal(0),
+            )
+            balance += Decimal(body.get("UnplannedDeliveryCost", "0")) - Decimal(body.get("ManualCashDiscount", "0"))
+            gross = Decimal(body.get("InvoiceGrossAmount", "0"))
+            if balance != gross:
+                return _error(400, "M8/534", f"Balance not zero: {gross} gross vs {balance} in items")
+        for other in self.store.all("supplier_invoice"):
+            same = all(
+                other.get(k) == body.get(k) for k in ("SupplierInvoiceIDByInvcgParty", "InvoicingParty", "CompanyCode")
+            )
+            if same:
+                return _error(
+                    400, "M8/108", f"Check if invoice already entered under document {other['SupplierInvoice']}"
+                )
+        self.sequence += 1
+        invoice = {
+            **body,
+            "SupplierInvoice": str(self.sequence),
+            "FiscalYear": _fiscal_year(body.get("PostingDate")),
+            "SupplierInvoiceStatus": "5",
+        }
+        self.store.put("supplier_invoice", f"{invoice['SupplierInvoice']}/{invoice['FiscalYear']}", invoice)
+        response = DecimalJSONResponse({"d": invoice}, status_code=201)
+        self.csrf_headers(request, response)
+        return response
+
+    async def query(self, request: Request) -> Response:
+        if not self.authorised(request):
+            return _error(401, "/IWFND/CM_CONSUMER/101", "Logon failed")
+        conditions: list[tuple[str, str]] = []
+        raw_filter = request.query_params.get("$filter", "")
+        if raw_filter:
+            for term in re.split(r"\s+and\s+", raw_filter):
+                match = _FILTER_TERM.match(term)
+                if match is None:
+                    return _error(400, "/IWBEP/CM_MGW_RT/022", f"Unsupported $filter term: {term}")
+                conditions.append((match.group(1), match.group(2).replace("''", "'")))
+        found = [
+            inv
+            for inv in self.store.all("supplier_invoice")
+            if all(str(inv.get(name)) == value for name, value in conditions)
+        ]
+        select = [s for s in request.query_params.get("$select", "").split(",") if s]
+        if select:
+            found = [{k: inv.get(k) for k in select} for inv in found]
+        response = DecimalJSONResponse({"d": {"results": found}})
+        self.csrf_headers(request, response)
+        return response
+
+
+def create_app(
+    edmx_path: Path | None = None,
+    *,
+    users: Mapping[str, str] | None = None,
+    clients: Mapping[str, str] | None = None,
+    suppliers: set[str] | frozenset[str] = frozenset({"17300001"}),
+) -> FastAPI:
+    """Build the SAP supplier invoice sandbox.
+
+    Args:
+        edmx_path: the service EDMX (``specs/sap_si.edmx``); None or missing → no property checks.
+        users: communication users accepted with HTTP Basic, user → password.
+        clients: OAuth client id → secret for client-credentials tokens at ``/oauth2/token``.
+        suppliers: supplier numbers that exist (``InvoicingParty`` values accepted).
+
+    Returns:
+        The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
+
+    """
+    sandbox = Sandbox(
+        "SAP S/4HANA supplier invoice sandbox",
+        issuer=OAuthIssuer(clients or {"ledgerflow": "sandbox-secret"}),
+        token_path=TOKEN_PATH,
+        total_of=_total,
+        fault_body=lambda status: odata_error("/IWFND/CM_BEC/026", f"Injected fault {status}"),
+    )
+    types = load_entity_types(edmx_path) if edmx_path is not None and edmx_path.is_file() else None
+    sap = _Sap(sandbox, types, users or {"LEDGERFLOW_COMM": "sandbox-password"}, set(suppliers))
+
+    async def expire_csrf() -> Response:
+        sap.tokens.clear()
+        return Response(status_code=204)
+
+    app = sandbox.app
+    app.add_api_route("/_sandbox/csrf/expire", expire_csrf, methods=["POST"])
+    app.add_api_route(SERVICE_PATH + "/", sap.service_root, methods=["GET"])
+    app.add_api_route(SERVICE_PATH, sap.service_root, methods=["GET"])
+    app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice", sap.query, methods=["GET"])
+    app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice", sap.create, methods=["POST"])
+    return app

@@ -1,0 +1,216 @@
+"""SAP connector: supplier invoice mapping, EDMX validation, CSRF refetch, look-up before create — over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from connectors.sandbox_kit import SandboxControl, serve
+from connectors.sap import SapConnector
+from connectors.sap.edmx import load_entity_types, property_problems
+from connectors.sap.errors import SAP_ERRORS, extract_error
+from connectors.sap.mapping import (
+    UnresolvedReferenceError,
+    edm_datetime,
+    invoice_reference,
+    lookup_filter,
+    supplier_invoice_body,
+)
+from connectors.sap.sandbox import create_app
+from contracts import Bill, LineItem, Operation, Reference, Vendor, VendorRef
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
+
+OPTIONS = {"company_code": "1010", "default_tax_code": "V1"}
+
+
+def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
+    values: dict[str, Any] = {
+        "canonical_id": f"monite:bill:{source_id}",
+        "tenant": "acme",
+        "source": "monite",
+        "source_id": source_id,
+        "source_event": "payable.approved",
+        "vendor": VendorRef(accounting_custom_id="17300001", name="Concrete GmbH"),
+        "bill_number": f"V-{source_id}",
+        "bill_date": date(2024, 1, 15),
+        "currency": "EUR",
+        "line_items": [
+            LineItem(
+                line_number=1,
+                description="Concrete",
+                amount=Decimal("100.00"),
+                gl_account=Reference(accounting_custom_id="61008000"),
+                business_unit=Reference(accounting_custom_id="10101101"),
+            )
+        ],
+        "subtotal": Decimal("100.00"),
+        "tax_total": Decimal("19.00"),
+        "total": Decimal("119.00"),
+    }
+    values.update(overrides)
+    return Bill(**values)
+
+
+def ctx(key: str = "k1", existing: BinderEntry | None = None) -> HandleContext:
+    return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)
+
+
+def test_supplier_invoice_body_follows_the_reference_example() -> None:
+    body = supplier_invoice_body(make_bill(), OPTIONS)
+    assert body["CompanyCode"] == "1010"
+    assert body["DocumentDate"] == "/Date(1705276800000)/"
+    assert body["PostingDate"] == body["DocumentDate"]
+    assert body["SupplierInvoiceIDByInvcgParty"] == "V-inv_1"
+    assert body["InvoicingParty"] == "17300001"
+    assert body["InvoiceGrossAmount"] == "119.00"
+    assert body["TaxIsCalculatedAutomatically"] is True
+    assert body["to_SupplierInvoiceItemGLAcct"]["results"] == [
+        {
+            "SupplierInvoiceItem": "1",
+            "CompanyCode": "1010",
+            "GLAccount": "61008000",
+            "DocumentCurrency": "EUR",
+            "SupplierInvoiceItemAmount": "100.00",
+            "DebitCreditCode": "S",
+            "TaxCode": "V1",
+            "SupplierInvoiceItemText": "Concrete",
+            "CostCenter": "10101101",
+        }
+    ]
+    assert lookup_filter(make_bill()) == "SupplierInvoiceIDByInvcgParty eq 'V-inv_1' and InvoicingParty eq '17300001'"
+
+
+def test_mapping_rules_and_unresolved_references() -> None:
+    assert edm_datetime(date(1970, 1, 2)) == "/Date(86400000)/"
+    long_number = make_bill(bill_number="A-VERY-LONG-INVOICE-NUMBER-1")
+    ref = invoice_reference(long_number)
+    assert len(ref) == 16
+    assert ref == invoice_reference(long_number)
+    quoted = make_bill(vendor=VendorRef(accounting_custom_id="O'NEIL"))
+    assert "InvoicingParty eq 'O''NEIL'" in lookup_filter(quoted)
+    with pytest.raises(UnresolvedReferenceError, match="company_code"):
+        supplier_invoice_body(make_bill(), {})
+    with pytest.raises(UnresolvedReferenceError, match="tax code"):
+        supplier_invoice_body(make_bill(), {"company_code": "1010"})
+    with pytest.raises(UnresolvedReferenceError, match="supplier number"):
+        supplier_invoice_body(make_bill(vendor=VendorRef(name="x")), OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def edmx(shared_dir: Path) -> Path:
+    path = shared_dir / "specs" / "sap_si.edmx"
+    if not path.is_file():
+        pytest.skip("sap_si.edmx missing from ../shared/specs")
+    return path
+
+
+def test_mapped_body_matches_the_edmx_types(edmx: Path) -> None:
+    types = load_entity_types(edmx)
+    body = supplier_invoice_body(make_bill(), OPTIONS)
+    assert property_problems(types["A_SupplierInvoiceType"], body) == []
+    for item in body["to_SupplierInvoiceItemGLAcct"]["results"]:
+        assert property_problems(types["A_SupplierInvoiceItemGLAcctType"], item) == []
+    bad = {**body, "InvoiceGrossAmount": 119.0, "CompanyCod": "1010", "DocumentHeaderText": "x" * 26}
+    problems = property_problems(types["A_SupplierInvoiceType"], bad)
+    assert any("CompanyCod" in p for p in problems)
+    assert any("decimal string" in p for p in problems)
+    assert any("longer than 25" in p for p in problems)
+
+
+def test_error_extraction() -> None:
+    response = httpx.Response(
+        400, json={"error": {"code": "M8/108", "message": {"lang": "en", "value": "Check if invoice already entered"}}}
+    )
+    found = extract_error(response)
+    assert (found.vendor_code, found.message) == ("M8/108", "Check if invoice already entered")
+    assert SAP_ERRORS.classify(400, "M8/108").code == "erp.duplicate"
+    assert SAP_ERRORS.classify(503, None).retriable
+
+
+@pytest.fixture
+async def sap(edmx: Path) -> AsyncIterator[str]:
+    async with serve(create_app(edmx, users={"COMM_USER": "pw"})) as base_url:
+        yield base_url
+
+
+def sap_config(base_url: str, password: str = "pw") -> ConnectionConfig:
+    return ConnectionConfig(
+        erp="sap",
+        base_url=base_url,
+        credentials={"username": "COMM_USER", "password": password},
+        options=OPTIONS,
+    )
+
+
+async def test_create_then_redelivery_finds_the_invoice(sap: str, http: httpx.AsyncClient, state: StateStore) -> None:
+    connector = SapConnector("sap", sap_config(sap), http, state)
+    await connector.check()
+    booked = await connector.handle(make_bill(), ctx())
+    assert booked.operation is Operation.CREATE
+    assert booked.http_status == 201
+    assert booked.erp_record_id == "5105600001/2024"
+    again = await connector.handle(make_bill(), ctx())
+    assert again.erp_record_id == booked.erp_record_id
+    records = await SandboxControl(http, sap).records("supplier_invoice")
+    assert len(records) == 1
+    assert records[0]["total"] == Decimal("119.00")
+    entry = BinderEntry(erp_record_id=booked.erp_record_id, erp_version=None, content_hash="h")
+    with pytest.raises(Unsupported) as update:
+        await connector.handle(make_bill(memo="changed"), ctx("k2", entry))
+    assert update.value.code == "sap.update_unsupported"
+
+
+async def test_stale_csrf_token_is_refetched_once(sap: str, http: httpx.AsyncClient, state: StateStore) -> None:
+    connector = SapConnector("sap", sap_config(sap), http, state)
+    await connector.handle(make_bill("inv_a"), ctx())
+    assert connector.csrf_fetches == 1
+    (await http.post(f"{sap}/_sandbox/csrf/expire")).raise_for_status()
+    booked = await connector.handle(make_bill("inv_b"), ctx())
+    assert booked.erp_record_id
+    assert connector.csrf_fetches == 2
+    assert len(await SandboxControl(http, sap).records("supplier_invoice")) == 2
+
+
+async def test_unbalanced_unknown_supplier_and_auth_errors_are_permanent(
+    sap: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    connector = SapConnector("sap", sap_config(sap), http, state)
+    with pytest.raises(PermanentError) as unknown:
+        await connector.handle(make_bill(vendor=VendorRef(accounting_custom_id="99999999")), ctx())
+    assert (unknown.value.vendor_code, unknown.value.code) == ("M8/152", "erp.unknown_reference")
+    untaxed = make_bill("inv_c", tax_total=Decimal(0), total=Decimal("100.00"))
+    assert (await connector.handle(untaxed, ctx())).erp_record_id
+    bad = SapConnector("sap", sap_config(sap, password="nope"), http, state)
+    with pytest.raises(PermanentError) as rejected:
+        await bad.check()
+    assert rejected.value.code == "auth.rejected"
+
+
+async def test_429_5xx_and_unsupported(sap: str, http: httpx.AsyncClient, state: StateStore) -> None:
+    connector = SapConnector("sap", sap_config(sap), http, state)
+    control = SandboxControl(http, sap)
+    await control.inject(status=429, retry_after=4)
+    with pytest.raises(RetriableError) as limited:
+        await connector.handle(make_bill(), ctx())
+    assert limited.value.retry_after == 4
+    await control.inject(status=500)
+    with pytest.raises(RetriableError):
+        await connector.handle(make_bill(), ctx())
+    vendor = Vendor(
+        canonical_id="monite:vendor:c1",
+        tenant="acme",
+        source="monite",
+        source_id="c1",
+        source_event="counterpart.created",
+        name="Concrete GmbH",
+    )
+    with pytest.raises(Unsupported):
+        await connector.handle(vendor, ctx())
