@@ -71,6 +71,8 @@ def minor_to_major(value: Any, currency: str, what: str) -> Decimal:
 
     """
     amount = as_decimal(value, what)
+    if abs(amount) >= Decimal(10) ** 15:  # 10 trillion major units: far beyond any invoice
+        raise ContractError(f"{what} is out of range: {value!r}")
     if amount != amount.to_integral_value():
         raise ContractError(f"{what} is not a whole number of minor units: {value!r}")
     try:

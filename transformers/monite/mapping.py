@@ -104,6 +104,8 @@ def minor_to_major(value: Any, currency: str, what: str) -> Decimal:
 
     """
     amount = as_decimal(value, what)
+    if abs(amount) >= MAX_MINOR_UNITS:
+        raise ContractError(f"{what} is out of range: {value!r}")
     if amount != amount.to_integral_value():
         raise ContractError(f"{what} is not a whole number of minor units: {value!r}")
     try:
@@ -111,6 +113,20 @@ def minor_to_major(value: Any, currency: str, what: str) -> Decimal:
     except Exception as exc:  # Babel raises several types for unknown codes
         raise ContractError(f"{what}: unknown currency {currency!r}") from exc
     return amount.scaleb(-digits)
+
+
+MAX_MINOR_UNITS = Decimal(10) ** 15
+"""Largest absolute minor-unit amount accepted (10 trillion in major units)."""
+MAX_QUANTITY = Decimal(10) ** 9
+"""Largest absolute quantity accepted; with :data:`MAX_MINOR_UNITS` a line product stays within
+the 28 significant digits of Decimal's default context, so cents are never lost."""
+
+
+def _quantity(value: Any, what: str) -> Decimal:
+    quantity = as_decimal(value, what)
+    if abs(quantity) >= MAX_QUANTITY:
+        raise ContractError(f"{what} is out of range: {value!r}")
+    return quantity
 
 
 def _percent(value: Any, what: str) -> Decimal:
@@ -199,7 +215,7 @@ def _payable_lines(raw_lines: list[dict[str, Any]], currency: str) -> list[LineI
     lines: list[LineItem] = []
     for index, raw in enumerate(raw_lines, start=1):
         where = f"line_items[{index - 1}]"
-        qty = as_decimal(raw["quantity"], f"{where}.quantity") if raw.get("quantity") is not None else None
+        qty = _quantity(raw["quantity"], f"{where}.quantity") if raw.get("quantity") is not None else None
         unit = (
             minor_to_major(raw["unit_price"], currency, f"{where}.unit_price")
             if raw.get("unit_price") is not None
@@ -304,7 +320,7 @@ def map_receivable(event: RawEvent) -> Sequence[CanonicalRecord]:
     for index, raw in enumerate(obj.get("line_items") or [], start=1):
         where = f"line_items[{index - 1}]"
         product = require(raw, "product")
-        qty = as_decimal(require(raw, "quantity"), f"{where}.quantity")
+        qty = _quantity(require(raw, "quantity"), f"{where}.quantity")
         price = require(product, "price")
         unit = minor_to_major(require(price, "value"), currency, f"{where}.product.price.value")
         ledger = product.get("ledger_account_id")
