@@ -9,7 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from audit_helpers import T0, MakeResult
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from contracts import Outcome
@@ -24,11 +24,11 @@ async def _schema_report(url: str) -> tuple[set[str], list[object], str]:
     try:
         async with engine.connect() as conn:
 
-            def inspect_sync(sync_conn: object) -> tuple[set[str], list[object]]:
-                tables = set(inspect(sync_conn).get_table_names())  # type: ignore[union-attr]
+            def inspect_sync(sync_conn: Connection) -> tuple[set[str], list[object]]:
+                tables = set(inspect(sync_conn).get_table_names())
                 ctx = MigrationContext.configure(
                     sync_conn, opts={"compare_type": True, "version_table": "ledgerflow_audit_version"}
-                )  # type: ignore[arg-type]
+                )
                 return tables, compare_metadata(ctx, AuditBase.metadata)
 
             tables, diff = await conn.run_sync(inspect_sync)
@@ -63,8 +63,10 @@ async def _check_migrations(url: str, make_result: MakeResult) -> None:
         got = await store.get_record(sync_record_id("mercoa:bill:in_1", "qbo-main"))
         assert got is not None
         record, attempts = got
-        assert record.amount == amount and isinstance(record.amount, Decimal)
-        assert record.attempt_count == 1 and len(attempts) == 1
+        assert record.amount == amount
+        assert isinstance(record.amount, Decimal)
+        assert record.attempt_count == 1
+        assert len(attempts) == 1
         assert record.first_attempt_at.tzinfo is not None
     finally:
         await store.close()
@@ -81,17 +83,22 @@ async def test_ingestion_is_idempotent_and_keeps_the_latest_outcome(store: Audit
     assert await store.count("sync_records") == 1
     record, attempts = await store.get_record(sync_record_id("mercoa:bill:in_1", "qbo-main")) or (None, [])
     assert record is not None
-    assert record.outcome == "succeeded" and record.erp_record_id == "101"
+    assert record.outcome == "succeeded"
+    assert record.erp_record_id == "101"
     assert record.attempt_count == 2
-    assert record.first_attempt_at == T0 and record.last_attempt_at == T0 + timedelta(minutes=5)
+    assert record.first_attempt_at == T0
+    assert record.last_attempt_at == T0 + timedelta(minutes=5)
     assert [a.outcome for a in attempts] == ["failed", "succeeded"]
-    assert attempts[0].error_code == "erp.validation" and attempts[0].http_status == 400
+    assert attempts[0].error_code == "erp.validation"
+    assert attempts[0].http_status == 400
 
     # A later failure becomes the outcome but keeps the ERP id known from the success.
     later = make_result(1, outcome=Outcome.FAILED, minutes=9)
     assert await store.ingest(later, "r-3")
     record, _ = await store.get_record(record.id) or (None, [])
-    assert record is not None and record.outcome == "failed" and record.erp_record_id == "101"
+    assert record is not None
+    assert record.outcome == "failed"
+    assert record.erp_record_id == "101"
     assert record.attempt_count == 3
 
 
@@ -111,7 +118,8 @@ async def test_filters_and_cursor_pages_have_no_gaps_or_duplicates(store: AuditS
         cursor = page.next_cursor
         if cursor is None:
             break
-    assert len(seen) == 23 and len(set(seen)) == 23
+    assert len(seen) == 23
+    assert len(set(seen)) == 23
 
     xero_failed = await store.list_records(RecordFilter(erp="xero", outcome="failed"), limit=500)
     expected = {n for n in range(23) if n % 3 == 0 and n % 4 == 0}
@@ -127,9 +135,12 @@ async def test_filters_and_cursor_pages_have_no_gaps_or_duplicates(store: AuditS
 def test_masking_keeps_last_four_of_bank_numbers_and_tokens() -> None:
     text_in = "Bank account 000123456789 (routing 021000021) rejected; Authorization: Bearer sk_abcdefgh12345678"
     masked = mask_text(text_in)
-    assert "000123456789" not in masked and "****6789" in masked
-    assert "021000021" not in masked and "****0021" in masked
-    assert "sk_abcdefgh12345678" not in masked and "Bearer ****5678" in masked
+    assert "000123456789" not in masked
+    assert "****6789" in masked
+    assert "021000021" not in masked
+    assert "****0021" in masked
+    assert "sk_abcdefgh12345678" not in masked
+    assert "Bearer ****5678" in masked
     assert mask_text("Amount 1234.56 on 2026-11-22, QuickBooks error 6240") == (
         "Amount 1234.56 on 2026-11-22, QuickBooks error 6240"
     )
