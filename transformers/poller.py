@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
+from faststream.kafka import KafkaBroker
 
 from ledgerflow.events import EventAttributes, deterministic_id
 from ledgerflow.settings import Routing
@@ -35,7 +36,14 @@ from ledgerflow.state import StateStore
 from ledgerflow.topics import Topics
 from transformers.enrichment import EnrichmentError, JsonApiClient
 
-__all__ = ["AccessplanitFeed", "AccessplanitPoller", "FeedResource", "RawPublisher", "pollers_from_routing"]
+__all__ = [
+    "AccessplanitFeed",
+    "AccessplanitPoller",
+    "FeedResource",
+    "KafkaRawPublisher",
+    "RawPublisher",
+    "pollers_from_routing",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,20 @@ class RawPublisher(Protocol):
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:
         """Write ``value`` under ``key`` with ``headers``; raise if not acknowledged."""
+
+
+class KafkaRawPublisher:
+    """:class:`RawPublisher` over a connected FastStream ``KafkaBroker`` (its producer uses ``acks=all``).
+
+    ``broker.publish`` returns once the broker acknowledged the write, or raises.
+    """
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self.broker = broker
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        """Publish and wait for the acknowledgement (see :class:`RawPublisher`)."""
+        await self.broker.publish(value, topic=topic, key=key, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
