@@ -20,7 +20,7 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,7 +84,9 @@ class _NetSuite:
         sandbox: Sandbox,
         schemas: RecordSchemas | None,
         tba: Mapping[str, str] | None,
+        accounts: frozenset[str] | None,
     ) -> None:
+        self.accounts = accounts
         self.sandbox = sandbox
         self.store = sandbox.store
         self.schemas = schemas
@@ -145,6 +147,13 @@ class _NetSuite:
             key = f"eid:{entity['externalId']}" if entity.get("externalId") else str(entity.get("id", ""))
             if self.find(kind, key) is None:
                 return _error(400, "INVALID_KEY_OR_REF", f"Invalid entity reference key {key}.", "entity")
+        if self.accounts is not None:
+            for index, line in enumerate(body.get("expense", {}).get("items", [])):
+                account = line.get("account") if isinstance(line, dict) else None
+                account_id = str(account.get("id")) if isinstance(account, dict) else None
+                if account_id not in self.accounts:
+                    path = f"expense.items[{index}].account"
+                    return _error(400, "INVALID_KEY_OR_REF", f"Invalid account reference key {account_id}.", path)
         return None
 
     async def upsert(self, request: Request, record_type: str, key: str) -> Response:
@@ -213,6 +222,8 @@ def create_app(
     tba: Mapping[str, str] | None = None,
     vendors: Mapping[str, str] | None = None,
     customers: Mapping[str, str] | None = None,
+    external_ids: Mapping[str, str] | None = None,
+    accounts: Iterable[str] | None = None,
 ) -> FastAPI:
     """Build the NetSuite sandbox FastAPI app.
 
@@ -224,6 +235,10 @@ def create_app(
             ``token_secret``), or None to accept bearer tokens only.
         vendors: seeded vendors, internal id → company name (for ``entity`` references).
         customers: seeded customers, internal id → company name.
+        external_ids: external ids of seeded vendors/customers, internal id → external id
+            (default ``seed-<internal id>``).
+        accounts: internal ids of the GL accounts that exist; expense lines booked to any other
+            account are refused with ``INVALID_KEY_OR_REF``. None accepts every account.
 
     Returns:
         The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -239,12 +254,11 @@ def create_app(
         ),
     )
     schemas = load_schemas(spec_path) if spec_path is not None and spec_path.is_file() else None
-    netsuite = _NetSuite(sandbox, schemas, tba)
+    netsuite = _NetSuite(sandbox, schemas, tba, frozenset(accounts) if accounts is not None else None)
     for kind, seeds in (("vendor", vendors or {}), ("customer", customers or {})):
         for record_id, name in seeds.items():
-            sandbox.store.put(
-                kind, record_id, {"id": record_id, "companyName": name, "externalId": f"seed-{record_id}"}
-            )
+            eid = (external_ids or {}).get(record_id, f"seed-{record_id}")
+            sandbox.store.put(kind, record_id, {"id": record_id, "companyName": name, "externalId": eid})
     app = sandbox.app
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}/{{key}}", netsuite.upsert, methods=["PUT", "PATCH"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}/{{key}}", netsuite.read, methods=["GET"])

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature
 from pydantic import SecretStr
@@ -374,3 +375,49 @@ async def test_oauth2_client_credentials_and_unsupported_objects(
         await connector.handle(payment, ctx())
     with pytest.raises(Unsupported):
         await connector.handle(make_bill(action="void"), ctx())
+
+
+# --------------------------------------------------------------------------------------------
+# The shared contract suite
+
+CONTRACT_VENDOR_EID = "mercoa-vendor-ent_acme"
+
+
+def contract_payment() -> Payment:
+    return Payment(
+        canonical_id="mercoa:payment:tx_contract",
+        tenant="contract",
+        source="mercoa",
+        source_id="tx_contract",
+        source_event="transaction.created",
+        direction="outgoing",
+        party=Reference(source_id="ent_acme"),
+        payment_date=date(2026, 3, 9),
+        currency="USD",
+        amount=Decimal("100.00"),
+    )
+
+
+class TestNetSuiteContract(ConnectorContract):
+    @pytest.fixture
+    async def target(
+        self, shared_dir: Path, http: httpx.AsyncClient, state: StateStore
+    ) -> AsyncIterator[ContractTarget]:
+        app = create_app(
+            shared_dir / "specs" / "netsuite-oas.json",
+            tba=TBA,
+            vendors={"501": "Acme Concrete Supply"},
+            external_ids={"501": CONTRACT_VENDOR_EID},
+            accounts=[KNOWN_GL],
+        )
+        async with serve(app) as base_url:
+            good = ns_config(base_url, timeout_seconds=CLIENT_TIMEOUT)
+            bad = ns_config(base_url, timeout_seconds=CLIENT_TIMEOUT)
+            bad.credentials["token_secret"] = SecretStr("not-the-secret")
+            yield ContractTarget(
+                connector=NetSuiteConnector("ns-contract", good, http, state),
+                bad_credentials=NetSuiteConnector("ns-contract-bad", bad, http, state),
+                control=SandboxControl(http, base_url),
+                bill_kind="vendorBill",
+                unsupported=contract_payment(),
+            )
