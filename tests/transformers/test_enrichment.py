@@ -10,12 +10,13 @@ import pytest
 from source_sandboxes import Script, ingenious_app, mercoa_app, monite_app
 from transformer_helpers import raw_event
 
+from contracts import Bill
 from ledgerflow.settings import Routing
 from ledgerflow.state import StateStore
 from transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
 from transformers.registry import ROUTERS
 
-FAST = {"wait_initial": 0.01, "wait_max": 0.05}
+FAST: dict[str, Any] = {"wait_initial": 0.01, "wait_max": 0.05}
 
 
 def _http(app: Any) -> httpx.AsyncClient:
@@ -153,6 +154,7 @@ async def test_monite_payable_enrichment_token_headers_and_retry() -> None:
         route = ROUTERS["monite"](event)
         assert route.enrich is not None
         bill = route.mapper(await route.enrich(event, enrichers))[0]
+    assert isinstance(bill, Bill)
     assert script.calls == ["/auth/token", "/payables/p1", "/payables/p1", "/payables/p1/line_items"]
     assert str(bill.total) == "11.00"
     assert str(bill.line_items[0].unit_price) == "5.00"
@@ -186,5 +188,7 @@ async def test_mercoa_refetch_replaces_webhook_invoice(mercoa_sample: bytes) -> 
         assert off is event
         assert script.calls == []
         on = await route.enrich(event, EnricherSet(routing(True), http, StateStore("sqlite+aiosqlite://")))
-    assert route.mapper(on)[0].bill_number == "INV-123-REFETCHED"
+    refetched = route.mapper(on)[0]
+    assert isinstance(refetched, Bill)
+    assert refetched.bill_number == "INV-123-REFETCHED"
     assert script.calls == [f"/invoice/{fresh['id']}"] * 2

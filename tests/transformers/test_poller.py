@@ -11,6 +11,7 @@ import orjson
 import pytest
 from source_sandboxes import Script, accessplanit_app
 
+from contracts import CanonicalRecord, Invoice
 from ledgerflow.events import EventAttributes, deterministic_id
 from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.settings import Routing, Settings
@@ -150,7 +151,7 @@ async def test_poller_publishes_like_the_ingress_and_mappers_accept_it(kafka_boo
     assert headers["ce_method"] == "POST"
     assert headers["ce_source"] == "/tenants/acme/accessplanit"
     assert orjson.loads(first.value) == FEEDS["invoices"][0]
-    mapped = []
+    mapped: list[CanonicalRecord] = []
     for rec in records:
         attrs = EventAttributes.from_headers({k: v for k, v in rec.headers})
         event = RawEvent(
@@ -170,4 +171,5 @@ async def test_poller_publishes_like_the_ingress_and_mappers_accept_it(kafka_boo
         "accessplanit:invoice:3",
         "accessplanit:payment:71",
     ]
+    assert isinstance(mapped[2], Invoice)
     assert str(mapped[2].total) == "36.00"

@@ -207,4 +207,5 @@ def test_accepted_documents_are_generated_at_all() -> None:
     event = raw_event("accountingsuite", "SalesInvoice.create", record)
     records = ROUTERS["accountingsuite"](event).mapper(event)
     _check(records)
+    assert isinstance(records[0], Invoice)
     assert str(records[0].total) == "12.5"
