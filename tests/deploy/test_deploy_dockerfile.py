@@ -11,11 +11,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import dockerfile  # type: ignore[import-not-found]
 import pytest
 
 from ledgerflow.settings import Settings
 from tests.deploy.conftest import DEPLOY, REPO
+
+dockerfile = pytest.importorskip("dockerfile", reason="dockerfile (dev extra) is BuildKit's Dockerfile parser")
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 IGNORE = DEPLOY / "Dockerfile.dockerignore"
@@ -25,8 +26,8 @@ def _pyproject() -> dict[str, Any]:
     return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 
 
-def _stages() -> list[list[dockerfile.Command]]:
-    stages: list[list[dockerfile.Command]] = []
+def _stages() -> list[list[Any]]:
+    stages: list[list[Any]] = []
     for cmd in dockerfile.parse_file(str(DOCKERFILE)):
         if cmd.cmd == "FROM":
             stages.append([])

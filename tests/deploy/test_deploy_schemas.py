@@ -9,11 +9,14 @@ from __future__ import annotations
 import copy
 
 import jsonschema
-import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from tests.deploy.conftest import DEPLOY, Resource, render
 from tests.deploy.crd_schemas import CRD_SCHEMAS, SCALED_OBJECT
+
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate (dev extra) ships the Kubernetes schemas"
+)
 
 # Oldest Kubernetes minor we support (HPA autoscaling/v2, PDB policy/v1 GA, seccompProfile
 # fields) and the newest the package ships.
