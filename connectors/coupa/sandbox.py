@@ -20,7 +20,7 @@ What it reproduces (reference ``erp_apis.md`` §5):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -57,7 +57,8 @@ def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
 
 
 class _Coupa:
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, accounts: frozenset[str] | None) -> None:
+        self.accounts = accounts
         self.sandbox = sandbox
         self.store = sandbox.store
 
@@ -94,6 +95,10 @@ class _Coupa:
             for field in _LINE_REQUIRED:
                 if not line.get(field):
                     problems.setdefault(f"invoice-lines[{index}].{field}", []).append("can't be blank")
+            account = line.get("account")
+            segment = account.get("segment-1") if isinstance(account, dict) else None
+            if self.accounts is not None and segment is not None and segment not in self.accounts:
+                problems.setdefault("account", []).append(f"Segment 1 - GL Account {segment} is not a valid value")
             for field in ("price", "quantity", "total"):
                 if field in line and not (isinstance(line[field], str) and _DECIMAL.match(line[field])):
                     problems.setdefault(f"invoice-lines[{index}].{field}", []).append("must be a decimal string")
@@ -220,12 +225,14 @@ def create_app(
     *,
     clients: Mapping[str, str] | None = None,
     suppliers: Mapping[str, tuple[str, str]] | None = None,
+    accounts: Iterable[str] | None = None,
 ) -> FastAPI:
     """Build the Coupa sandbox FastAPI app.
 
     Args:
         clients: OAuth client id → secret accepted at ``/oauth2/token``.
         suppliers: seeded suppliers, Coupa id → (supplier number, name).
+        accounts: valid values of account ``segment-1`` (GL account); None accepts any.
 
     Returns:
         The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -240,7 +247,7 @@ def create_app(
     )
     for supplier_id, (number, name) in (suppliers or {}).items():
         sandbox.store.put("supplier", supplier_id, {"id": int(supplier_id), "number": number, "name": name})
-    coupa = _Coupa(sandbox)
+    coupa = _Coupa(sandbox, frozenset(accounts) if accounts is not None else None)
     app = sandbox.app
     app.add_api_route("/api/invoices", coupa.list_invoices, methods=["GET"])
     app.add_api_route("/api/invoices", coupa.create_invoice, methods=["POST"])

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.coupa import CoupaConnector
@@ -16,7 +17,7 @@ from connectors.coupa.errors import COUPA_ERRORS, extract_error
 from connectors.coupa.mapping import UnresolvedReferenceError, invoice_body, invoice_lookup_params
 from connectors.coupa.sandbox import create_app
 from connectors.sandbox_kit import SandboxControl, serve
-from contracts import Bill, Invoice, LineItem, Operation, Reference, Vendor, VendorRef
+from contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
 
@@ -229,3 +230,37 @@ async def test_suppliers_upsert_by_number_and_unsupported_objects(
     )
     with pytest.raises(Unsupported):
         await connector.handle(invoice, ctx())
+
+
+# --------------------------------------------------------------------------------------------
+# The shared contract suite
+
+
+class TestCoupaContract(ConnectorContract):
+    @pytest.fixture
+    async def target(self, http: httpx.AsyncClient, state: StateStore) -> AsyncIterator[ContractTarget]:
+        app = create_app(suppliers={"31": ("S-0031", "Acme Concrete Supply")}, accounts=[KNOWN_GL])
+        async with serve(app) as base_url:
+            good = coupa_config(base_url)
+            good.options["timeout_seconds"] = CLIENT_TIMEOUT
+            bad = coupa_config(base_url, secret="not-the-secret")
+            bad.options["timeout_seconds"] = CLIENT_TIMEOUT
+            payment = Payment(
+                canonical_id="mercoa:payment:tx_contract",
+                tenant="contract",
+                source="mercoa",
+                source_id="tx_contract",
+                source_event="transaction.created",
+                direction="outgoing",
+                party=Reference(name="Acme Concrete Supply"),
+                payment_date=date(2026, 3, 9),
+                currency="USD",
+                amount=Decimal("100.00"),
+            )
+            yield ContractTarget(
+                connector=CoupaConnector("coupa-contract", good, http, state),
+                bad_credentials=CoupaConnector("coupa-contract-bad", bad, http, state),
+                control=SandboxControl(http, base_url),
+                bill_kind="invoice",
+                unsupported=payment,
+            )
