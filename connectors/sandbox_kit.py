@@ -212,7 +212,10 @@ class OAuthIssuer:
 
     Args:
         clients: client id → client secret accepted at the token endpoint.
-        refresh_tokens: refresh tokens valid at start (the connection's configured one).
+        refresh_tokens: single-use refresh tokens valid at start (rotated away on first use).
+        consent_tokens: refresh tokens that stay valid after use: each stands for a fresh consent,
+            so several connections (or test cases) can start from the same configured token;
+            the tokens they rotate to are single-use.
         access_ttl: ``expires_in`` of access tokens, seconds.
         refresh_ttl: ``x_refresh_token_expires_in`` reported (QuickBooks style), seconds.
 
@@ -223,11 +226,13 @@ class OAuthIssuer:
         clients: Mapping[str, str],
         *,
         refresh_tokens: Iterable[str] = (),
+        consent_tokens: Iterable[str] = (),
         access_ttl: int = 3600,
         refresh_ttl: int = 8_726_400,
     ) -> None:
         self.clients = dict(clients)
         self.refresh_tokens: set[str] = set(refresh_tokens)
+        self.consent_tokens: frozenset[str] = frozenset(consent_tokens)
         self.access_tokens: dict[str, float] = {}
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
@@ -275,7 +280,7 @@ class OAuthIssuer:
         body: dict[str, Any]
         if grant == "refresh_token":
             old = form.get("refresh_token", "")
-            if old not in self.refresh_tokens:
+            if old not in self.refresh_tokens and old not in self.consent_tokens:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             self.refresh_tokens.discard(old)
             body = {"refresh_token": self.issue_refresh_token(), "x_refresh_token_expires_in": self.refresh_ttl}

@@ -1,0 +1,606 @@
+"""QuickBooks Online connector (Intuit Accounting API v3, ``minorversion=75``).
+
+Mapping (``shared/reference/erp_apis.md`` §1, Intuit entity pages for Bill, Vendor, Customer,
+BillPayment, Payment, PurchaseOrder, Invoice):
+
+=====================  ==============================================================================
+canonical              QuickBooks
+=====================  ==============================================================================
+bill                   ``POST /bill`` — ``VendorRef``, ``Line[]`` of ``AccountBasedExpenseLineDetail``
+                       (``AccountRef`` = GL account, ``ClassRef`` = cost code, ``CustomerRef`` = project),
+                       ``DocNumber`` (≤ 21 chars), ``TxnDate`` (posting date, else bill date), ``DueDate``,
+                       ``CurrencyRef``, ``PrivateNote``; tax / shipping / discount as extra expense lines on
+                       the accounts in options ``tax_account`` / ``shipping_account`` / ``discount_account``
+                       (else ``default_expense_account``) so ``TotalAmt`` equals the bill total
+vendor / customer      ``POST /vendor`` / ``/customer`` (``DisplayName``, e-mail, phone, address, tax id);
+                       delete → ``Active: false`` (names cannot be deleted)
+payment (outgoing)     ``POST /billpayment`` (``PayType: Check``, ``CheckPayment.BankAccountRef``,
+                       ``Line[].LinkedTxn`` → the bills)
+payment (incoming)     ``POST /payment`` (``CustomerRef``, ``DepositToAccountRef``, ``LinkedTxn`` → invoices)
+purchase_order         ``POST /purchaseorder`` (account-based lines, like bills)
+invoice                ``POST /invoice`` (``SalesItemLineDetail`` with ``ItemRef`` = line item or option
+                       ``default_item``)
+=====================  ==============================================================================
+
+Idempotency: every create carries ``requestid=<ctx.idempotency_key>`` (Intuit replays the first
+response for a repeated id), so a redelivered record never books twice. Updates (``ctx.existing``)
+read the record first and send its current ``SyncToken``; a 5010 "Stale Object Error" from a
+concurrent writer is retriable (the next attempt re-reads). Void: bills and purchase orders
+``?operation=delete``, invoices and payments ``?operation=void``.
+
+Vendor resolution before a bill: ``vendor.accounting_id`` → binder row ``vendor-ref:<source_id>``
+→ ``select * from Vendor where DisplayName = '…'`` → create (option ``create_vendors``, default
+true); the binder row is stored after resolving. GL accounts: ``gl_account.accounting_id`` is the
+``AccountRef``; an ``accounting_custom_id`` alone is looked up as the account number (``AcctNum``);
+else option ``default_expense_account``; else ``PermanentError("reference.unresolved")``.
+
+Config: ``credentials`` ``client_id``, ``client_secret``, ``refresh_token``, ``realm_id``,
+optional ``token_url``; ``base_url`` e.g. ``https://quickbooks.api.intuit.com`` (None = the local
+sandbox: wire it with :func:`connectors.quickbooks.sandbox.sandbox_connection`). Options:
+``rate_limit_per_minute`` (500), ``max_concurrency`` (10), ``timeout_seconds``,
+``error_overrides``, ``create_vendors``, ``default_expense_account``, ``default_bank_account``,
+``default_item``, ``tax_account``, ``shipping_account``, ``discount_account``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from connectors.http import ErpClient, loads_json
+from connectors.oauth import RefreshTokenManager
+from connectors.quickbooks.errors import QUICKBOOKS_ERRORS, fault_of, quickbooks_error
+from contracts import (
+    Action,
+    Bill,
+    CanonicalRecord,
+    Customer,
+    Invoice,
+    LineItem,
+    Operation,
+    Party,
+    Payment,
+    PurchaseOrder,
+    Reference,
+    Vendor,
+)
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
+
+__all__ = ["QuickBooksConnector"]
+
+_UNSUPPORTED = {
+    "sales_order": "QuickBooks Online has no sales order entity",
+    "budget": "QuickBooks budgets are GL budgets by account and period, not project budgets; not mapped",
+    "budget_change": "QuickBooks budgets are GL budgets by account and period, not project budgets; not mapped",
+    "purchase_order_change": "QuickBooks has no change-order entity: send the updated purchase_order instead",
+    "item": "items are not synced to QuickBooks by this connector",
+}
+_VOID_OPERATION = {
+    "bill": "delete",
+    "purchaseorder": "delete",
+    "invoice": "void",
+    "payment": "void",
+    "billpayment": "void",
+}
+
+
+def _escape(value: str) -> str:
+    r"""Quote a value for the QuickBooks query language (backslash-escape ``\\`` and ``'``)."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _hash(model: Any) -> str:
+    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+
+
+class QuickBooksConnector(Connector):
+    """Books canonical records into one QuickBooks Online company (realm). See the module docstring."""
+
+    erp: ClassVar[str] = "quickbooks"
+    supports: ClassVar[frozenset[str]] = frozenset(
+        {"bill", "vendor", "customer", "payment", "purchase_order", "invoice"}
+    )
+    MINOR_VERSION: ClassVar[str] = "75"
+    TOKEN_URL: ClassVar[str] = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105
+    RATE_PER_MINUTE: ClassVar[int] = 500
+    MAX_CONCURRENCY: ClassVar[int] = 10
+
+    def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
+        super().__init__(name, config, http, state)
+        self._client: ErpClient | None = None
+        self._accounts_by_number: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def realm_id(self) -> str:
+        """The company (realm) id from the credentials.
+
+        Raises:
+            PermanentError: ``auth.config`` when missing.
+
+        """
+        realm = self.config.credentials.get("realm_id")
+        if realm is None or not realm.get_secret_value():
+            raise PermanentError("auth.config", f"connection {self.name!r}: credentials need realm_id")
+        return realm.get_secret_value()
+
+    def client(self) -> ErpClient:
+        """The connection's :class:`ErpClient` (built on first use).
+
+        Raises:
+            PermanentError: ``config.base_url`` / ``auth.config`` when the connection is not wired.
+
+        """
+        if self._client is None:
+            if not self.config.base_url:
+                raise PermanentError(
+                    "config.base_url",
+                    f"connection {self.name!r} has no base_url: point it at QuickBooks or at the local sandbox "
+                    "(connectors.quickbooks.sandbox.sandbox_connection)",
+                )
+            auth = RefreshTokenManager.from_config(
+                self.http, self.state, self.name, self.config, erp=self.erp, default_token_url=self.TOKEN_URL
+            )
+            self._client = ErpClient.for_connection(
+                self.http,
+                erp=self.erp,
+                connection=self.name,
+                config=self.config,
+                base_url=f"{self.config.base_url.rstrip('/')}/v3/company/{self.realm_id}",
+                default_rate_per_minute=self.RATE_PER_MINUTE,
+                default_concurrency=self.MAX_CONCURRENCY,
+                errors=QUICKBOOKS_ERRORS,
+                extract=quickbooks_error,
+                auth=auth,
+            )
+        return self._client
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> tuple[dict[str, Any], int]:
+        client = self.client()
+        response = await client.request(
+            method,
+            path,
+            operation=operation,
+            params={"minorversion": self.MINOR_VERSION, **(params or {})},
+            json_body=body,
+        )
+        parsed = loads_json(response.content) if response.content else {}
+        if fault_of(parsed) is not None:  # Intuit can answer 200 with a Fault
+            raise client.error_for(response)
+        if not isinstance(parsed, dict):
+            raise PermanentError("erp.response", f"QuickBooks {path}: unexpected response body")
+        return parsed, response.status_code
+
+    async def _query_one(self, entity: str, field: str, value: str) -> dict[str, Any] | None:
+        # Entity and field are constants of this module; only the value is data, and it is escaped.
+        query = f"select * from {entity} where {field} = '{_escape(value)}'"  # noqa: S608
+        body, _ = await self._call("GET", "/query", operation=f"{entity.lower()}.query", params={"query": query})
+        found = body.get("QueryResponse", {}).get(entity) or []
+        return found[0] if found else None
+
+    async def _read(self, entity: str, record_id: str) -> dict[str, Any] | None:
+        try:
+            body, _ = await self._call("GET", f"/{entity.lower()}/{record_id}", operation=f"{entity.lower()}.read")
+        except PermanentError as exc:
+            if exc.code == "erp.not_found":
+                return None
+            raise
+        record = body.get(entity)
+        return record if isinstance(record, dict) else None
+
+    async def _write(
+        self, entity: str, body: dict[str, Any], *, operation: str, request_id: str, extra: dict[str, str] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        answer, status = await self._call(
+            "POST",
+            f"/{entity.lower()}",
+            operation=operation,
+            params={"requestid": request_id[:50], **(extra or {})},
+            body=body,
+        )
+        record = answer.get(entity)
+        if not isinstance(record, dict) or "Id" not in record:
+            raise PermanentError("erp.response", f"QuickBooks {entity} answer carries no Id")
+        return record, status
+
+    # ------------------------------------------------------------------ Connector API
+
+    async def check(self) -> None:
+        """``GET /v3/company/{realmId}/companyinfo/{realmId}``: credentials, token refresh and reachability.
+
+        Raises:
+            PermanentError: bad credentials (``auth.rejected`` / ``auth.refresh_rejected``) or config.
+            RetriableError: QuickBooks unreachable, throttling or failing.
+
+        """
+        self.client()
+        await self._call("GET", f"/companyinfo/{self.realm_id}", operation="companyinfo.read")
+
+    async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """Book ``record`` (see the module docstring for the mapping).
+
+        Raises:
+            Unsupported: sales orders, budgets, change orders, items.
+            PermanentError: validation faults, unresolved references, rejected credentials.
+            RetriableError: throttling, 5xx, timeouts, stale ``SyncToken``, a bill a payment needs not booked yet.
+
+        """
+        if isinstance(record, Bill):
+            return await self._transaction("Bill", record, ctx, await self._bill_body(record, ctx))
+        if isinstance(record, PurchaseOrder):
+            return await self._transaction("PurchaseOrder", record, ctx, await self._po_body(record, ctx))
+        if isinstance(record, Invoice):
+            return await self._transaction("Invoice", record, ctx, await self._invoice_body(record, ctx))
+        if isinstance(record, Payment):
+            entity = "BillPayment" if record.direction == "outgoing" else "Payment"
+            return await self._transaction(entity, record, ctx, await self._payment_body(record, ctx))
+        if isinstance(record, Vendor | Customer):
+            return await self._party(record, ctx)
+        reason = _UNSUPPORTED.get(record.object_type, f"QuickBooks connector does not book {record.object_type}")
+        raise Unsupported("erp.unsupported_object", reason)
+
+    # ------------------------------------------------------------------ transactions
+
+    async def _transaction(
+        self, entity: str, record: CanonicalRecord, ctx: HandleContext, body: dict[str, Any] | None
+    ) -> Booked:
+        kind = entity.lower()
+        if record.action is not Action.UPSERT:
+            return await self._void(entity, ctx)
+        assert body is not None
+        current = await self._read(entity, ctx.existing.erp_record_id) if ctx.existing else None
+        if current is not None:
+            body = {**body, "Id": current["Id"], "SyncToken": current["SyncToken"]}
+            booked, status = await self._write(entity, body, operation=f"{kind}.update", request_id=ctx.idempotency_key)
+            return Booked(Operation.UPDATE, str(booked["Id"]), str(booked.get("SyncToken")), status)
+        booked, status = await self._write(entity, body, operation=f"{kind}.create", request_id=ctx.idempotency_key)
+        return Booked(Operation.CREATE, str(booked["Id"]), str(booked.get("SyncToken")), status)
+
+    async def _void(self, entity: str, ctx: HandleContext) -> Booked:
+        kind = entity.lower()
+        if ctx.existing is None:
+            raise Unsupported(
+                "erp.nothing_to_void", f"no QuickBooks {entity} was booked for this record on {self.name}"
+            )
+        current = await self._read(entity, ctx.existing.erp_record_id)
+        if current is None:  # already deleted (a redelivered void)
+            return Booked(Operation.VOID, ctx.existing.erp_record_id, ctx.existing.erp_version, 200)
+        action = _VOID_OPERATION[kind]
+        body = {"Id": current["Id"], "SyncToken": current["SyncToken"]}
+        if action == "void":
+            body["sparse"] = True
+        booked, status = await self._write(
+            entity, body, operation=f"{kind}.{action}", request_id=ctx.idempotency_key, extra={"operation": action}
+        )
+        return Booked(Operation.VOID, str(booked["Id"]), booked.get("SyncToken"), status)
+
+    async def _bill_body(self, bill: Bill, ctx: HandleContext) -> dict[str, Any] | None:
+        if bill.action is not Action.UPSERT:
+            return None
+        vendor_id = await self._party_id("Vendor", bill.vendor, ctx, create=True)
+        lines = [
+            await self._expense_line(line, f"bill {bill.canonical_id} line {line.line_number}")
+            for line in bill.line_items
+        ]
+        lines += await self._adjustment_lines(bill, len(lines))
+        body: dict[str, Any] = {
+            "VendorRef": {"value": vendor_id},
+            "Line": lines,
+            "TxnDate": (bill.posting_date or bill.bill_date).isoformat(),
+            "CurrencyRef": {"value": bill.currency},
+        }
+        if bill.due_date:
+            body["DueDate"] = bill.due_date.isoformat()
+        if bill.bill_number:
+            body["DocNumber"] = bill.bill_number[:21]
+        if bill.memo:
+            body["PrivateNote"] = bill.memo[:4000]
+        if bill.ap_account and bill.ap_account.accounting_id:
+            body["APAccountRef"] = {"value": bill.ap_account.accounting_id}
+        if bill.business_unit and bill.business_unit.accounting_id:
+            body["DepartmentRef"] = {"value": bill.business_unit.accounting_id}
+        return body
+
+    async def _po_body(self, order: PurchaseOrder, ctx: HandleContext) -> dict[str, Any] | None:
+        if order.action is not Action.UPSERT:
+            return None
+        vendor_id = await self._party_id("Vendor", order.vendor, ctx, create=True)
+        what = f"purchase order {order.canonical_id}"
+        lines = [await self._expense_line(line, f"{what} line {line.line_number}") for line in order.line_items]
+        if order.tax_total:
+            lines.append(await self._extra_line(len(lines) + 1, order.tax_total, "Tax", "tax_account", what))
+        body: dict[str, Any] = {
+            "VendorRef": {"value": vendor_id},
+            "Line": lines,
+            "TxnDate": order.order_date.isoformat(),
+            "CurrencyRef": {"value": order.currency},
+            "POStatus": "Open",
+        }
+        if order.number:
+            body["DocNumber"] = order.number[:21]
+        if order.title:
+            body["Memo"] = order.title[:4000]
+        return body
+
+    async def _invoice_body(self, invoice: Invoice, ctx: HandleContext) -> dict[str, Any] | None:
+        if invoice.action is not Action.UPSERT:
+            return None
+        customer_id = await self._party_id("Customer", invoice.customer, ctx, create=True)
+        lines = []
+        for line in invoice.line_items:
+            item = (line.item.accounting_id if line.item else None) or self.config.options.get("default_item")
+            if not item:
+                raise PermanentError(
+                    "reference.unresolved",
+                    f"invoice {invoice.canonical_id} line {line.line_number}: no item (item.accounting_id) "
+                    "and no default_item option",
+                )
+            detail: dict[str, Any] = {"ItemRef": {"value": str(item)}}
+            if line.quantity is not None:
+                detail["Qty"] = line.quantity
+            if line.unit_price is not None:
+                detail["UnitPrice"] = line.unit_price
+            entry: dict[str, Any] = {
+                "LineNum": line.line_number,
+                "Amount": line.amount,
+                "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": detail,
+            }
+            if line.description:
+                entry["Description"] = line.description[:4000]
+            lines.append(entry)
+        body: dict[str, Any] = {
+            "CustomerRef": {"value": customer_id},
+            "Line": lines,
+            "TxnDate": invoice.invoice_date.isoformat(),
+            "CurrencyRef": {"value": invoice.currency},
+        }
+        if invoice.due_date:
+            body["DueDate"] = invoice.due_date.isoformat()
+        if invoice.invoice_number:
+            body["DocNumber"] = invoice.invoice_number[:21]
+        if invoice.memo:
+            body["CustomerMemo"] = {"value": invoice.memo[:1000]}
+        return body
+
+    async def _payment_body(self, payment: Payment, ctx: HandleContext) -> dict[str, Any] | None:
+        if payment.action is not Action.UPSERT:
+            return None
+        outgoing = payment.direction == "outgoing"
+        entity = "Vendor" if outgoing else "Customer"
+        party_id = await self._party_id(entity, payment.party, ctx, create=False)
+        bank = (payment.bank_account.accounting_id if payment.bank_account else None) or self.config.options.get(
+            "default_bank_account"
+        )
+        lines = []
+        for applied in payment.applied_to:
+            txn_id = await self._document_id(applied.document, applied.document_canonical_id, payment.canonical_id)
+            lines.append(
+                {
+                    "Amount": applied.amount,
+                    "LinkedTxn": [{"TxnId": txn_id, "TxnType": "Bill" if outgoing else "Invoice"}],
+                }
+            )
+        body: dict[str, Any] = {
+            f"{entity}Ref": {"value": party_id},
+            "TotalAmt": payment.amount,
+            "TxnDate": payment.payment_date.isoformat(),
+            "CurrencyRef": {"value": payment.currency},
+            "Line": lines,
+        }
+        if outgoing:
+            if not bank:
+                raise PermanentError(
+                    "reference.unresolved",
+                    f"payment {payment.canonical_id}: no bank account (bank_account.accounting_id) "
+                    "and no default_bank_account option",
+                )
+            body["PayType"] = "Check"
+            body["CheckPayment"] = {"BankAccountRef": {"value": str(bank)}}
+            if payment.reference:
+                body["DocNumber"] = payment.reference[:21]
+        else:
+            if bank:
+                body["DepositToAccountRef"] = {"value": str(bank)}
+            if payment.reference:
+                body["PaymentRefNum"] = payment.reference[:21]
+        return body
+
+    async def _document_id(self, document: Reference, canonical: str | None, what: str) -> str:
+        if document.accounting_id:
+            return document.accounting_id
+        if canonical:
+            row = await self.state.get_binding(self.name, canonical)
+            if row is not None:
+                return row.erp_record_id
+        raise RetriableError(
+            "reference.pending",
+            f"payment {what}: document {canonical or document.source_id} is not booked on {self.name} yet",
+            retry_after=30.0,
+        )
+
+    async def _expense_line(self, line: LineItem, what: str) -> dict[str, Any]:
+        detail: dict[str, Any] = {"AccountRef": {"value": await self._account_id(line.gl_account, what)}}
+        if line.cost_code and line.cost_code.accounting_id:
+            detail["ClassRef"] = {"value": line.cost_code.accounting_id}
+        if line.project and line.project.accounting_id:
+            detail["CustomerRef"] = {"value": line.project.accounting_id}
+        entry: dict[str, Any] = {
+            "LineNum": line.line_number,
+            "Amount": line.amount,
+            "DetailType": "AccountBasedExpenseLineDetail",
+            "AccountBasedExpenseLineDetail": detail,
+        }
+        if line.description:
+            entry["Description"] = line.description[:4000]
+        return entry
+
+    async def _extra_line(self, number: int, amount: Decimal, label: str, option: str, what: str) -> dict[str, Any]:
+        account = self.config.options.get(option) or self.config.options.get("default_expense_account")
+        if not account:
+            raise PermanentError(
+                "reference.unresolved",
+                f"{what}: {label.lower()} of {amount} needs option {option} or default_expense_account",
+            )
+        return {
+            "LineNum": number,
+            "Amount": amount,
+            "Description": label,
+            "DetailType": "AccountBasedExpenseLineDetail",
+            "AccountBasedExpenseLineDetail": {"AccountRef": {"value": str(account)}},
+        }
+
+    async def _adjustment_lines(self, bill: Bill, count: int) -> list[dict[str, Any]]:
+        extra: list[dict[str, Any]] = []
+        what = f"bill {bill.canonical_id}"
+        for amount, label, option in (
+            (bill.tax_total, "Tax", "tax_account"),
+            (bill.shipping_total, "Shipping", "shipping_account"),
+            (-bill.discount_total, "Discount", "discount_account"),
+        ):
+            if amount:
+                extra.append(await self._extra_line(count + len(extra) + 1, amount, label, option, what))
+        return extra
+
+    async def _account_id(self, ref: Reference | None, what: str) -> str:
+        if ref is not None and ref.accounting_id:
+            return ref.accounting_id
+        if ref is not None and ref.accounting_custom_id:
+            number = ref.accounting_custom_id
+            if number not in self._accounts_by_number:
+                found = await self._query_one("Account", "AcctNum", number)
+                if found is None:
+                    raise PermanentError(
+                        "reference.unresolved", f"{what}: GL account number {number!r} not found in QuickBooks"
+                    )
+                self._accounts_by_number[number] = str(found["Id"])
+            return self._accounts_by_number[number]
+        default = self.config.options.get("default_expense_account")
+        if default:
+            return str(default)
+        raise PermanentError(
+            "reference.unresolved",
+            f"{what}: no GL account (gl_account.accounting_id or accounting_custom_id) and no default_expense_account",
+        )
+
+    # ------------------------------------------------------------------ vendors and customers
+
+    async def _party_id(self, entity: str, ref: Reference, ctx: HandleContext, *, create: bool) -> str:
+        """Resolve a vendor/customer reference to its QuickBooks Id (see the module docstring).
+
+        Raises:
+            PermanentError: ``reference.unresolved`` when nothing matches and creating is off or impossible.
+
+        """
+        if ref.accounting_id:
+            return ref.accounting_id
+        key = f"{entity.lower()}-ref:{ref.source_id}" if ref.source_id else None
+        if key:
+            row = await self.state.get_binding(self.name, key)
+            if row is not None:
+                return row.erp_record_id
+        name = ref.name or ref.accounting_custom_id
+        found = await self._query_one(entity, "DisplayName", name) if name else None
+        if found is None:
+            allowed = self.config.options.get("create_vendors" if entity == "Vendor" else "create_customers", True)
+            if not (create and allowed and name):
+                raise PermanentError(
+                    "reference.unresolved",
+                    f"{entity.lower()} {name or ref.source_id!r} not found in QuickBooks"
+                    + ("" if name else " (no name to match or create it by)"),
+                )
+            found = await self._create_party(entity, self._party_body(ref, name), f"{ctx.idempotency_key}-{entity[0]}")
+        party_id = str(found["Id"])
+        if key:
+            await self.state.put_binding(
+                self.name, key, erp_record_id=party_id, erp_version=str(found.get("SyncToken")), content_hash=_hash(ref)
+            )
+        return party_id
+
+    async def _create_party(self, entity: str, body: dict[str, Any], request_id: str) -> dict[str, Any]:
+        try:
+            record, _ = await self._write(entity, body, operation=f"{entity.lower()}.create", request_id=request_id)
+        except PermanentError as exc:
+            if exc.code != "erp.duplicate_name":
+                raise
+            # Created meanwhile by a concurrent record: use it.
+            found = await self._query_one(entity, "DisplayName", str(body["DisplayName"]))
+            if found is None:
+                raise
+            return found
+        return record
+
+    @staticmethod
+    def _party_body(ref: Reference | Party, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"DisplayName": name[:500]}
+        email = getattr(ref, "email", None)
+        if email:
+            body["PrimaryEmailAddr"] = {"Address": email}
+        phone = getattr(ref, "phone", None)
+        if phone:
+            body["PrimaryPhone"] = {"FreeFormNumber": phone}
+        legal = getattr(ref, "legal_name", None)
+        if legal:
+            body["CompanyName"] = legal[:100]
+        address = getattr(ref, "address", None)
+        if address is not None:
+            addr = {
+                "Line1": address.line1,
+                "Line2": address.line2,
+                "City": address.city,
+                "CountrySubDivisionCode": address.region,
+                "PostalCode": address.postal_code,
+                "Country": address.country,
+            }
+            body["BillAddr"] = {k: v for k, v in addr.items() if v}
+        return body
+
+    async def _party(self, party: Vendor | Customer, ctx: HandleContext) -> Booked:
+        entity = "Vendor" if isinstance(party, Vendor) else "Customer"
+        kind = entity.lower()
+        body = self._party_body(party, party.name)
+        if party.action is not Action.UPSERT or not party.active:
+            body = {"Active": False}
+        current: dict[str, Any] | None = None
+        if ctx.existing:
+            current = await self._read(entity, ctx.existing.erp_record_id)
+        if current is None and party.accounting_id:
+            current = await self._read(entity, party.accounting_id)
+        if current is None:
+            row = await self.state.get_binding(self.name, f"{kind}-ref:{party.source_id}")
+            current = await self._read(entity, row.erp_record_id) if row is not None else None
+        if current is None:
+            current = await self._query_one(entity, "DisplayName", party.name)
+        if current is not None:
+            update = {**body, "Id": current["Id"], "SyncToken": current["SyncToken"], "sparse": True}
+            record, status = await self._write(
+                entity, update, operation=f"{kind}.update", request_id=ctx.idempotency_key
+            )
+            operation = Operation.UPDATE if party.action is Action.UPSERT else Operation.VOID
+        elif party.action is not Action.UPSERT:
+            raise Unsupported("erp.nothing_to_void", f"{kind} {party.name!r} does not exist in QuickBooks")
+        else:
+            record, status = await self._write(entity, body, operation=f"{kind}.create", request_id=ctx.idempotency_key)
+            operation = Operation.CREATE
+        await self.state.put_binding(
+            self.name,
+            f"{kind}-ref:{party.source_id}",
+            erp_record_id=str(record["Id"]),
+            erp_version=str(record.get("SyncToken")),
+            content_hash=_hash(party),
+        )
+        return Booked(operation, str(record["Id"]), str(record.get("SyncToken")), status)

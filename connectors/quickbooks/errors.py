@@ -1,0 +1,65 @@
+"""QuickBooks Online error classification: HTTP status and Intuit ``Fault`` codes → retriable or permanent.
+
+Facts (``shared/reference/erp_apis.md`` §1.3, Intuit "Error codes" and "Top QuickBooks Online API
+errors"): faults are ``{"Fault": {"Error": [{"Message", "Detail", "code", "element"}], "type": …},
+"time": …}``, also inside a 200 answer; 5010 = stale ``SyncToken`` (another writer got there
+first: retriable, the next attempt re-reads the record), 6240 = duplicate name, 6140 = duplicate
+document number, 610 = object not found or inactive, 2500 = invalid reference id (unknown
+account, vendor…), 003001 = throttled (429), 3200/3100 = authentication/authorisation failures.
+
+Override per connection with ``options.error_overrides`` (see
+:meth:`connectors.http.ErrorTable.with_overrides`).
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
+
+__all__ = ["QUICKBOOKS_ERRORS", "fault_of", "quickbooks_error"]
+
+QUICKBOOKS_ERRORS = DEFAULT_ERRORS.merged(
+    ErrorTable(
+        vendor_codes={
+            "5010": ErrorRule(True, "erp.stale_object"),
+            "003001": ErrorRule(True, "http.429"),
+            "3001": ErrorRule(True, "http.429"),
+            "6240": ErrorRule(False, "erp.duplicate_name"),
+            "6140": ErrorRule(False, "erp.duplicate_document"),
+            "610": ErrorRule(False, "erp.not_found"),
+            "2500": ErrorRule(False, "erp.unknown_reference"),
+            "3200": ErrorRule(False, "auth.rejected"),
+            "3100": ErrorRule(False, "auth.rejected"),
+        }
+    )
+)
+"""The QuickBooks table: :data:`connectors.http.DEFAULT_ERRORS` plus Intuit fault codes."""
+
+
+def fault_of(body: object) -> VendorError | None:
+    """The first error of an Intuit ``Fault`` body as ``VendorError`` (message + code), or None if no fault."""
+    if not isinstance(body, dict):
+        return None
+    fault = body.get("Fault") or body.get("fault")
+    if not isinstance(fault, dict):
+        return None
+    errors = fault.get("Error") or fault.get("error") or []
+    if not errors or not isinstance(errors[0], dict):
+        return VendorError(f"QuickBooks {fault.get('type', 'Fault')}")
+    first = errors[0]
+    parts = [str(first.get("Message") or ""), str(first.get("Detail") or "")]
+    message = ": ".join(p for p in parts if p) or f"QuickBooks {fault.get('type', 'Fault')}"
+    if first.get("element"):
+        message += f" (element {first['element']})"
+    code = first.get("code")
+    return VendorError(message, str(code) if code is not None else None)
+
+
+def quickbooks_error(response: httpx.Response) -> VendorError:
+    """Extract the vendor message and code from a QuickBooks error response (Fault JSON, else generic)."""
+    try:
+        found = fault_of(loads_json(response.content))
+    except ValueError:
+        found = None
+    return found if found is not None else default_extract(response)

@@ -1,0 +1,587 @@
+"""A local QuickBooks Online sandbox: the Accounting API v3 on its real paths, in memory.
+
+What it reproduces (``shared/reference/erp_apis.md`` §1, Intuit "Bill" entity page, error-code list):
+
+* ``POST /oauth2/v1/tokens/bearer`` — OAuth 2.0 token endpoint, refresh tokens rotate on every
+  refresh, bad client credentials → 401 ``invalid_client``, unknown refresh token → 400
+  ``invalid_grant``;
+* ``/v3/company/{realmId}/…`` with ``Authorization: Bearer`` (401 ``AuthenticationFault`` 3200;
+  another realm → 403 ``AuthorizationFault`` 3100):
+  ``POST /{entity}`` (create; full update with ``Id`` + ``SyncToken``; sparse update with
+  ``"sparse": true``; ``?operation=delete``) for bill, vendor, customer, billpayment, payment,
+  purchaseorder, invoice; ``GET /{entity}/{id}``; ``GET /query?query=select * from X where F = '…'``;
+  ``GET /companyinfo/{realmId}``;
+* ``?requestid=`` replay: the same id answers the original response, no second record;
+* ``SyncToken`` optimistic concurrency: stale → 400 ``ValidationFault`` 5010 "Stale Object Error";
+* Fault JSON error shapes; duplicate ``DisplayName`` → 6240; unknown reference (vendor,
+  account, item, linked transaction) → 2500; unknown id → 610;
+* ``TotalAmt`` computed from the lines of bills, purchase orders and invoices;
+* bodies validated against the entity's complexType in ``Finance.xsd`` (``xmlschema``): element
+  names known, documented required elements present, simple types (decimal, date, boolean,
+  enumerations) and reference shapes right. ``Finance.xsd`` includes ``IntuitBaseTypes.xsd``
+  which is not in ``specs/``: the ``IntuitEntity`` elements (``Id``, ``SyncToken``,
+  ``MetaData``…) are accepted from :data:`INTUIT_ENTITY_ELEMENTS` and types it defines
+  (``ReferenceType``) are checked by shape. Without the spec file validation is skipped;
+* a chart of accounts with Id ``600394`` (the Mercoa sample's ``glAccountId``) and a few
+  standard accounts, and one service item.
+
+Wiring with a connector (tests, ``ledgerflow up``)::
+
+    async with serve(create_app()) as url:
+        config = sandbox_connection(ConnectionConfig(erp="quickbooks"), url)
+        connector = QuickBooksConnector("qbo", config, http, state)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from ledgerflow.settings import ConnectionConfig
+
+__all__ = [
+    "DEFAULT_CREDENTIALS",
+    "INTUIT_ENTITY_ELEMENTS",
+    "TOKEN_PATH",
+    "FinanceSchema",
+    "SandboxCredentials",
+    "create_app",
+    "default_spec_path",
+    "sandbox_connection",
+]
+
+TOKEN_PATH = "/oauth2/v1/tokens/bearer"  # noqa: S105 - a URL path, not a secret
+_NS = "{http://schema.intuit.com/finance/v3}"
+
+ENTITIES: dict[str, str] = {
+    "bill": "Bill",
+    "vendor": "Vendor",
+    "customer": "Customer",
+    "billpayment": "BillPayment",
+    "payment": "Payment",
+    "purchaseorder": "PurchaseOrder",
+    "invoice": "Invoice",
+    "account": "Account",
+    "item": "Item",
+}
+"""URL path segment → entity name (the JSON wrapper key)."""
+
+_WRITABLE = {"bill", "vendor", "customer", "billpayment", "payment", "purchaseorder", "invoice"}
+_NAMED = {"vendor", "customer"}
+_TOTALLED = {"bill", "purchaseorder", "invoice"}
+_REFS = {
+    "VendorRef": "vendor",
+    "CustomerRef": "customer",
+    "AccountRef": "account",
+    "APAccountRef": "account",
+    "BankAccountRef": "account",
+    "CCAccountRef": "account",
+    "DepositToAccountRef": "account",
+    "ARAccountRef": "account",
+    "ItemRef": "item",
+}
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "Bill": ("VendorRef", "Line"),
+    "PurchaseOrder": ("VendorRef", "Line"),
+    "Invoice": ("CustomerRef", "Line"),
+    "BillPayment": ("VendorRef", "TotalAmt", "PayType", "Line"),
+    "Payment": ("CustomerRef", "TotalAmt"),
+    "Vendor": ("DisplayName",),
+    "Customer": ("DisplayName",),
+    "Line": ("Amount", "DetailType"),
+}
+"""Elements Intuit's entity pages document as required (the XSD marks nearly all optional)."""
+
+INTUIT_ENTITY_ELEMENTS = frozenset(
+    {"Id", "SyncToken", "MetaData", "CustomField", "AttachableRef", "domain", "status", "sparse"}
+)
+"""Elements of ``IntuitEntity`` (defined in ``IntuitBaseTypes.xsd``, not in specs/) accepted on every entity."""
+
+SEEDED_ACCOUNTS: tuple[dict[str, Any], ...] = (
+    {"Id": "600394", "Name": "Job Materials", "AcctNum": "6000", "AccountType": "Expense", "Active": True},
+    {"Id": "7", "Name": "Advertising", "AcctNum": "6010", "AccountType": "Expense", "Active": True},
+    {"Id": "33", "Name": "Accounts Payable (A/P)", "AccountType": "Accounts Payable", "Active": True},
+    {"Id": "35", "Name": "Checking", "AccountType": "Bank", "Active": True},
+    {"Id": "84", "Name": "Accounts Receivable (A/R)", "AccountType": "Accounts Receivable", "Active": True},
+    {"Id": "79", "Name": "Sales of Product Income", "AccountType": "Income", "Active": True},
+)
+"""The sandbox chart of accounts (``600394`` is the Mercoa sample's ``glAccountId``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxCredentials:
+    """Credentials the sandbox accepts (and the connection config that goes with them)."""
+
+    client_id: str = "ledgerflow-sandbox"
+    client_secret: str = "sandbox-secret"  # noqa: S105 - a local sandbox's fixed demo secret
+    refresh_token: str = "sandbox-refresh-token"  # noqa: S105
+    realm_id: str = "9341453000000000"
+
+
+DEFAULT_CREDENTIALS = SandboxCredentials()
+
+
+def default_spec_path() -> Path:
+    """``$LEDGERFLOW_SPECS_DIR/Finance.xsd``, else ``../shared/specs/Finance.xsd`` beside the project."""
+    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
+    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+    return root / "Finance.xsd"
+
+
+def sandbox_connection(
+    config: ConnectionConfig, base_url: str, credentials: SandboxCredentials = DEFAULT_CREDENTIALS
+) -> ConnectionConfig:
+    """``config`` pointed at a running sandbox: its base URL, token URL and credentials (options kept)."""
+    creds = {
+        "client_id": credentials.client_id,
+        "client_secret": credentials.client_secret,
+        "refresh_token": credentials.refresh_token,
+        "realm_id": credentials.realm_id,
+        "token_url": base_url.rstrip("/") + TOKEN_PATH,
+    }
+    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": creds})
+
+
+# --------------------------------------------------------------------------------------------
+# Finance.xsd validation
+
+
+class FinanceSchema:
+    """Validates QuickBooks JSON entities against complexTypes of ``Finance.xsd``.
+
+    Errors are ``(code, element, message)`` with Intuit codes: 2010 unknown property, 2020
+    required element missing, 2030 invalid value for the element's type.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import xmlschema
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.schema = xmlschema.XMLSchema10(str(path), validation="lax")
+
+    def validate(self, entity: str, body: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """Errors of ``body`` as entity ``entity`` (e.g. ``"Bill"``); empty when valid or the type is unknown."""
+        xsd_type = self.schema.maps.types.get(_NS + entity)
+        errors: list[tuple[str, str, str]] = []
+        if xsd_type is None:
+            return errors
+        self._complex(xsd_type, entity, body, entity, errors, root=True)
+        return errors
+
+    def _complex(
+        self, xsd_type: Any, name: str, value: Any, path: str, errors: list[tuple[str, str, str]], *, root: bool = False
+    ) -> None:
+        if not isinstance(value, dict):
+            errors.append(("2030", path, f"{path} must be an object"))
+            return
+        children = {e.local_name: e for e in xsd_type.content.iter_elements() if getattr(e, "local_name", None)}
+        for key, child_value in value.items():
+            child = children.get(key)
+            if child is None:
+                if key in INTUIT_ENTITY_ELEMENTS and (root or key == "Id" or key == "CustomField"):
+                    continue
+                errors.append(("2010", f"{path}.{key}", f"Property Name:{key} specified is unsupported or invalid"))
+                continue
+            self._element(child, child_value, f"{path}.{key}", errors)
+        for required in REQUIRED.get(name, ()):
+            if value.get(required) in (None, [], ""):
+                errors.append(
+                    ("2020", f"{path}.{required}", f"Required parameter {required} is missing in the request")
+                )
+        if name == "Line" and isinstance(value.get("DetailType"), str) and value["DetailType"] not in value:
+            detail = value["DetailType"]
+            errors.append(("2020", f"{path}.{detail}", f"Required parameter {detail} is missing for DetailType"))
+
+    def _element(self, element: Any, value: Any, path: str, errors: list[tuple[str, str, str]]) -> None:
+        many = element.max_occurs is None or element.max_occurs > 1
+        if many:
+            if not isinstance(value, list):
+                errors.append(("2030", path, f"{path} must be an array"))
+                return
+            for i, item in enumerate(value):
+                self._single(element, item, f"{path}[{i}]", errors)
+        else:
+            self._single(element, value, path, errors)
+
+    def _single(self, element: Any, value: Any, path: str, errors: list[tuple[str, str, str]]) -> None:
+        xsd_type = element.type
+        name = element.local_name
+        if xsd_type is None:
+            return
+        if xsd_type.is_simple():
+            self._simple(xsd_type, value, path, errors)
+            return
+        type_name = xsd_type.local_name or ""
+        if type_name == "anyType" or xsd_type.has_simple_content():
+            # ReferenceType and friends live in IntuitBaseTypes.xsd (absent): check by shape.
+            if name.endswith("Ref") and not (isinstance(value, dict) and isinstance(value.get("value"), str)):
+                errors.append(("2030", path, f'{path} must be a reference object {{"value": "<id>"}}'))
+            return
+        self._complex(xsd_type, type_name or name, value, path, errors)
+
+    @staticmethod
+    def _simple(xsd_type: Any, value: Any, path: str, errors: list[tuple[str, str, str]]) -> None:
+        if isinstance(value, dict | list):
+            errors.append(("2030", path, f"{path} must be a single value"))
+            return
+        primitive = getattr(getattr(xsd_type, "primitive_type", None), "local_name", None)
+        if primitive in ("decimal", "double", "float") and (
+            isinstance(value, bool) or not isinstance(value, int | Decimal)
+        ):
+            errors.append(("2030", path, f"Invalid Number: {path} must be a JSON number"))
+            return
+        if primitive == "boolean" and not isinstance(value, bool):
+            errors.append(("2030", path, f"{path} must be true or false"))
+            return
+        text = (
+            ("true" if value else "false")
+            if isinstance(value, bool)
+            else (format(value, "f") if isinstance(value, Decimal) else str(value))
+        )
+        if not xsd_type.is_valid(text):
+            errors.append(("2030", path, f"Invalid value {text!r} for {path} ({xsd_type.local_name})"))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_schema(path: str) -> FinanceSchema:
+    return FinanceSchema(Path(path))
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _fault(
+    code: str, message: str, detail: str = "", element: str = "", *, kind: str = "ValidationFault", status: int = 400
+) -> Response:
+    error = {"Message": message, "Detail": detail or message, "code": code}
+    if element:
+        error["element"] = element
+    return DecimalJSONResponse({"Fault": {"Error": [error], "type": kind}, "time": _now()}, status_code=status)
+
+
+def _fault_body(status: int) -> dict[str, Any]:
+    if status == 429:
+        error = {
+            "Message": "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+            "Detail": "The request limit was reached.",
+            "code": "003001",
+        }
+        return {"Fault": {"Error": [error], "type": "SERVICE"}, "time": _now()}
+    error = {
+        "Message": "An application error has occurred while processing your request",
+        "Detail": f"System Failure Error: injected {status}",
+        "code": "10000",
+    }
+    return {"Fault": {"Error": [error], "type": "SystemFault"}, "time": _now()}
+
+
+_QUERY = re.compile(
+    r"^\s*select\s+\*\s+from\s+(\w+)(?:\s+where\s+(\w+)\s*=\s*'((?:[^'\\]|\\.)*)')?\s*(?:maxresults\s+(\d+))?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
+    value = record.get("TotalAmt")
+    return Decimal(str(value)) if value is not None else None
+
+
+class _QuickBooks:
+    """Route handlers over one :class:`Sandbox`."""
+
+    def __init__(self, sandbox: Sandbox, credentials: SandboxCredentials, schema: FinanceSchema | None) -> None:
+        self.sandbox = sandbox
+        self.store = sandbox.store
+        self.credentials = credentials
+        self.schema = schema
+        for account in SEEDED_ACCOUNTS:
+            self.store.put("account", account["Id"], {**account, "SyncToken": "0"})
+        self.store.put(
+            "item", "1", {"Id": "1", "Name": "Services", "Type": "Service", "SyncToken": "0", "Active": True}
+        )
+        self.store.put(
+            "item", "2", {"Id": "2", "Name": "Materials", "Type": "NonInventory", "SyncToken": "0", "Active": True}
+        )
+
+    def _denied(self, request: Request, realm: str) -> Response | None:
+        if not self.sandbox.issuer.verify(request.headers.get("authorization")):
+            return _fault(
+                "3200",
+                "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                kind="AuthenticationFault",
+                status=401,
+            )
+        if realm != self.credentials.realm_id:
+            return _fault(
+                "3100",
+                "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
+                kind="AuthorizationFault",
+                status=403,
+            )
+        return None
+
+    async def company_info(self, request: Request, realm: str, company: str) -> Response:
+        denied = self._denied(request, realm)
+        if denied is not None:
+            return denied
+        info = {"Id": "1", "CompanyName": "ledgerflow sandbox company", "Country": "US", "SyncToken": "0"}
+        return DecimalJSONResponse({"CompanyInfo": info, "time": _now()})
+
+    async def read(self, request: Request, realm: str, entity: str, record_id: str) -> Response:
+        denied = self._denied(request, realm)
+        if denied is not None:
+            return denied
+        if entity not in ENTITIES:
+            return _fault("4000", f"Unsupported entity {entity}", status=400)
+        record = self.store.get(entity, record_id)
+        if record is None:
+            return _fault("610", "Object Not Found", f"Object Not Found : {ENTITIES[entity]} {record_id}")
+        return DecimalJSONResponse({ENTITIES[entity]: record, "time": _now()})
+
+    async def query(self, request: Request, realm: str, query: str = "") -> Response:
+        denied = self._denied(request, realm)
+        if denied is not None:
+            return denied
+        match = _QUERY.match(query)
+        if match is None:
+            return _fault("4000", "Error parsing query", f"QueryParserError: cannot parse {query!r}")
+        entity_name, field, raw_value, limit = match.groups()
+        kind = entity_name.lower()
+        if kind not in ENTITIES:
+            return _fault("4001", "Invalid query", f"QueryValidationError: unknown entity {entity_name}")
+        records = self.store.all(kind)
+        if field is not None:
+            wanted = re.sub(r"\\(.)", r"\1", raw_value)
+            records = [r for r in records if str(r.get(field, "")) == wanted]
+        if limit:
+            records = records[: int(limit)]
+        body: dict[str, Any] = {}
+        if records:
+            body = {ENTITIES[kind]: records, "startPosition": 1, "maxResults": len(records)}
+        return DecimalJSONResponse({"QueryResponse": body, "time": _now()})
+
+    async def write(self, request: Request, realm: str, entity: str) -> Response:
+        denied = self._denied(request, realm)
+        if denied is not None:
+            return denied
+        if entity not in _WRITABLE:
+            return _fault("4000", f"Unsupported operation on {entity}", status=400)
+        try:
+            body = await read_json(request)
+        except ValueError:
+            return _fault("2010", "Request has invalid or unsupported property", "Body is not JSON")
+        if not isinstance(body, dict):
+            return _fault("2010", "Request has invalid or unsupported property", "Body must be a JSON object")
+        operation = request.query_params.get("operation")
+        request_id = request.query_params.get("requestid")
+
+        async def handler() -> Response:
+            if operation == "delete":
+                return self._delete(entity, body)
+            if operation == "void":
+                return self._void(entity, body)
+            return self._upsert(entity, body)
+
+        return await self.store.idempotent(realm, request_id, handler)
+
+    def _delete(self, kind: str, body: dict[str, Any]) -> Response:
+        record_id = str(body.get("Id", ""))
+        existing = self.store.get(kind, record_id)
+        if existing is None:
+            return _fault("610", "Object Not Found", f"Object Not Found : {ENTITIES[kind]} {record_id}")
+        if str(body.get("SyncToken")) != existing["SyncToken"]:
+            return _stale(kind, record_id)
+        del self.store.records[kind][record_id]
+        return DecimalJSONResponse(
+            {ENTITIES[kind]: {"Id": record_id, "status": "Deleted", "domain": "QBO"}, "time": _now()}
+        )
+
+    def _void(self, kind: str, body: dict[str, Any]) -> Response:
+        record_id = str(body.get("Id", ""))
+        existing = self.store.get(kind, record_id)
+        if existing is None or kind not in ("invoice", "payment", "billpayment"):
+            return _fault("610", "Object Not Found", f"Object Not Found : {ENTITIES[kind]} {record_id}")
+        if str(body.get("SyncToken")) != existing["SyncToken"]:
+            return _stale(kind, record_id)
+        voided = {
+            **existing,
+            "Line": [{**line, "Amount": Decimal(0)} for line in existing.get("Line", [])],
+            "TotalAmt": Decimal(0),
+            "PrivateNote": "Voided",
+            "SyncToken": str(int(existing["SyncToken"]) + 1),
+        }
+        if "Balance" in existing:
+            voided["Balance"] = Decimal(0)
+        self.store.put(kind, record_id, voided)
+        return DecimalJSONResponse({ENTITIES[kind]: voided, "time": _now()})
+
+    def _upsert(self, kind: str, body: dict[str, Any]) -> Response:
+        entity = ENTITIES[kind]
+        record_id = body.get("Id")
+        existing = self.store.get(kind, str(record_id)) if record_id is not None else None
+        if record_id is not None:
+            if existing is None:
+                return _fault("610", "Object Not Found", f"Object Not Found : {entity} {record_id}")
+            if str(body.get("SyncToken")) != existing["SyncToken"]:
+                return _stale(kind, str(record_id))
+            merged = {**existing, **body} if body.get("sparse") is True else dict(body)
+        else:
+            merged = dict(body)
+        for read_only in ("sparse", "MetaData", "domain", "Balance"):
+            merged.pop(read_only, None)
+        if self.schema is not None:
+            errors = self.schema.validate(entity, merged)
+            if errors:
+                code, element, message = errors[0]
+                summary = (
+                    "Request has invalid or unsupported property"
+                    if code == "2010"
+                    else (
+                        "Required param missing, need to supply the required value for the API"
+                        if code == "2020"
+                        else "Invalid value"
+                    )
+                )
+                return _fault(code, summary, message, element)
+        problem = self._references(merged)
+        if problem is not None:
+            return problem
+        if kind in _NAMED:
+            name = merged.get("DisplayName")
+            clash = self.store.find(kind, lambda r: r.get("DisplayName") == name and r["Id"] != merged.get("Id"))
+            if clash:
+                return _fault(
+                    "6240",
+                    "Duplicate Name Exists Error",
+                    f"The name supplied already exists. : Another {entity} is already using this name: "
+                    f"Id={clash[0]['Id']}",
+                )
+            merged.setdefault("Active", True)
+        if kind in _TOTALLED:
+            total = sum((Decimal(str(line.get("Amount", 0))) for line in merged.get("Line", [])), Decimal(0))
+            merged["TotalAmt"] = total
+            if kind != "purchaseorder":
+                merged["Balance"] = total
+        if kind not in _NAMED:
+            merged.setdefault("CurrencyRef", {"value": "USD", "name": "United States Dollar"})
+        if kind in _TOTALLED or kind in ("billpayment", "payment"):
+            merged.setdefault("TxnDate", date.today().isoformat())
+        now = _now()
+        if existing is None:
+            merged["Id"] = self.store.next_id()
+            merged["SyncToken"] = "0"
+            merged["MetaData"] = {"CreateTime": now, "LastUpdatedTime": now}
+        else:
+            merged["Id"] = existing["Id"]
+            merged["SyncToken"] = str(int(existing["SyncToken"]) + 1)
+            merged["MetaData"] = {**existing.get("MetaData", {}), "LastUpdatedTime": now}
+        merged["domain"] = "QBO"
+        self.store.put(kind, merged["Id"], merged)
+        return DecimalJSONResponse({entity: merged, "time": now})
+
+    def _references(self, body: Any, path: str = "") -> Response | None:
+        if isinstance(body, list):
+            for i, item in enumerate(body):
+                found = self._references(item, f"{path}[{i}]")
+                if found is not None:
+                    return found
+            return None
+        if not isinstance(body, dict):
+            return None
+        for key, value in body.items():
+            kind = _REFS.get(key)
+            if kind is not None and isinstance(value, dict):
+                ref = str(value.get("value", ""))
+                target = self.store.get(kind, ref)
+                if target is None or target.get("Active") is False:
+                    label = "Accounts" if kind == "account" else ENTITIES[kind]
+                    return _fault(
+                        "2500",
+                        "Invalid Reference Id",
+                        f"Invalid Reference Id : {label} element id {ref} not found",
+                        f"{path}.{key}".lstrip("."),
+                    )
+            elif key == "LinkedTxn" and isinstance(value, list):
+                for linked in value:
+                    txn_kind = str(linked.get("TxnType", "")).lower() if isinstance(linked, dict) else ""
+                    txn_id = str(linked.get("TxnId", "")) if isinstance(linked, dict) else ""
+                    if txn_kind not in ENTITIES or self.store.get(txn_kind, txn_id) is None:
+                        return _fault(
+                            "2500",
+                            "Invalid Reference Id",
+                            f"Invalid Reference Id : {txn_kind} {txn_id} not found",
+                            "LinkedTxn",
+                        )
+            else:
+                found = self._references(value, f"{path}.{key}")
+                if found is not None:
+                    return found
+        return None
+
+
+def _stale(kind: str, record_id: str) -> Response:
+    return _fault(
+        "5010",
+        "Stale Object Error",
+        f"Stale Object Error : You and root were working on this at the same time. root finished before you did, "
+        f"so your work was not saved. ({ENTITIES[kind]} {record_id})",
+    )
+
+
+def create_app(
+    *,
+    credentials: SandboxCredentials = DEFAULT_CREDENTIALS,
+    spec_path: Path | None = None,
+    access_ttl: int = 3600,
+) -> FastAPI:
+    """Build the QuickBooks sandbox app.
+
+    Args:
+        credentials: client, refresh token and realm the sandbox accepts.
+        spec_path: ``Finance.xsd``; default :func:`default_spec_path`; validation is skipped if absent.
+        access_ttl: lifetime of issued access tokens, seconds (Intuit: 3600).
+
+    The :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
+    validated against the spec is ``app.state.spec_validation``.
+    """
+    issuer = OAuthIssuer(
+        {credentials.client_id: credentials.client_secret},
+        consent_tokens=[credentials.refresh_token],
+        access_ttl=access_ttl,
+    )
+    sandbox = Sandbox(
+        "QuickBooks Online sandbox",
+        issuer=issuer,
+        token_path=TOKEN_PATH,
+        total_of=_total,
+        fault_body=_fault_body,
+    )
+    path = spec_path or default_spec_path()
+    schema = _load_schema(str(path)) if path.is_file() else None
+    qbo = _QuickBooks(sandbox, credentials, schema)
+    app = sandbox.app
+    app.state.spec_validation = schema is not None
+    prefix = "/v3/company/{realm}"
+    app.add_api_route(prefix + "/companyinfo/{company}", qbo.company_info, methods=["GET"])
+    app.add_api_route(prefix + "/query", qbo.query, methods=["GET"])
+    app.add_api_route(prefix + "/{entity}/{record_id}", qbo.read, methods=["GET"])
+    app.add_api_route(prefix + "/{entity}", qbo.write, methods=["POST"])
+    return app
