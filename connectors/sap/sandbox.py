@@ -25,7 +25,7 @@ import base64
 import binascii
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -80,8 +80,14 @@ def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
 
 class _Sap:
     def __init__(
-        self, sandbox: Sandbox, types: dict[str, EntityType] | None, users: Mapping[str, str], suppliers: set[str]
+        self,
+        sandbox: Sandbox,
+        types: dict[str, EntityType] | None,
+        users: Mapping[str, str],
+        suppliers: set[str],
+        gl_accounts: frozenset[str] | None,
     ) -> None:
+        self.gl_accounts = gl_accounts
         self.sandbox = sandbox
         self.store = sandbox.store
         self.types = types
@@ -163,6 +169,11 @@ class _Sap:
         if party not in self.suppliers:
             return _error(400, "M8/152", f"Vendor {party} does not exist in company code {body.get('CompanyCode')}")
         items = body.get(_GL_NAV, {}).get("results", [])
+        for item in items:
+            account = item.get("GLAccount")
+            if self.gl_accounts is not None and account not in self.gl_accounts:
+                company = item.get("CompanyCode")
+                return _error(400, "FH/103", f"G/L account {account} is not defined in company code {company}")
         if not body.get("TaxIsCalculatedAutomatically"):
             balance = sum(
                 (
@@ -225,6 +236,7 @@ def create_app(
     users: Mapping[str, str] | None = None,
     clients: Mapping[str, str] | None = None,
     suppliers: set[str] | frozenset[str] = frozenset({"17300001"}),
+    gl_accounts: Iterable[str] | None = None,
 ) -> FastAPI:
     """Build the SAP supplier invoice sandbox.
 
@@ -233,6 +245,7 @@ def create_app(
         users: communication users accepted with HTTP Basic, user → password.
         clients: OAuth client id → secret for client-credentials tokens at ``/oauth2/token``.
         suppliers: supplier numbers that exist (``InvoicingParty`` values accepted).
+        gl_accounts: G/L accounts that exist (``FH/103`` for others); None accepts any.
 
     Returns:
         The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -246,7 +259,13 @@ def create_app(
         fault_body=lambda status: odata_error("/IWFND/CM_BEC/026", f"Injected fault {status}"),
     )
     types = load_entity_types(edmx_path) if edmx_path is not None and edmx_path.is_file() else None
-    sap = _Sap(sandbox, types, users or {"LEDGERFLOW_COMM": "sandbox-password"}, set(suppliers))
+    sap = _Sap(
+        sandbox,
+        types,
+        users or {"LEDGERFLOW_COMM": "sandbox-password"},
+        set(suppliers),
+        frozenset(gl_accounts) if gl_accounts is not None else None,
+    )
 
     async def expire_csrf() -> Response:
         sap.tokens.clear()

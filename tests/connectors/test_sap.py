@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill
+from contract import entry as contract_entry
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.sandbox_kit import SandboxControl, serve
@@ -214,3 +216,58 @@ async def test_429_5xx_and_unsupported(sap: str, http: httpx.AsyncClient, state:
     )
     with pytest.raises(Unsupported):
         await connector.handle(vendor, ctx())
+
+
+# --------------------------------------------------------------------------------------------
+# The shared contract suite
+
+CONTRACT_SUPPLIER = "17300042"
+
+
+def sap_contract_bill(*args: Any, **kwargs: Any) -> Bill:
+    """The contract bill with the vendor's SAP supplier number (SAP resolves suppliers by number)."""
+    bill = contract_bill(*args, **kwargs)
+    vendor = VendorRef(source_id="ent_acme", accounting_custom_id=CONTRACT_SUPPLIER, name=bill.vendor.name)
+    return bill.model_copy(update={"vendor": vendor})
+
+
+class TestSapContract(ConnectorContract):
+    @pytest.fixture
+    async def target(self, edmx: Path, http: httpx.AsyncClient, state: StateStore) -> AsyncIterator[ContractTarget]:
+        app = create_app(edmx, users={"COMM_USER": "pw"}, suppliers={CONTRACT_SUPPLIER}, gl_accounts=[KNOWN_GL])
+        async with serve(app) as base_url:
+            good = sap_config(base_url)
+            good.options["timeout_seconds"] = CLIENT_TIMEOUT
+            bad = sap_config(base_url, password="not-the-password")
+            bad.options["timeout_seconds"] = CLIENT_TIMEOUT
+            vendor = Vendor(
+                canonical_id="mercoa:vendor:ent_acme",
+                tenant="contract",
+                source="mercoa",
+                source_id="ent_acme",
+                source_event="counterparty.created",
+                name="Acme Concrete Supply",
+            )
+            yield ContractTarget(
+                connector=SapConnector("sap-contract", good, http, state),
+                bad_credentials=SapConnector("sap-contract-bad", bad, http, state),
+                control=SandboxControl(http, base_url),
+                bill_kind="supplier_invoice",
+                unsupported=vendor,
+                make_bill=sap_contract_bill,
+            )
+
+    async def test_update_changes_the_record_in_place(self, target: ContractTarget) -> None:
+        """SAP variant: posted supplier invoices are immutable in API_SUPPLIERINVOICE_PROCESS_SRV.
+
+        The update is refused with a reason (a ``skipped`` result) and the posted invoice is left
+        exactly as it was, instead of the shared contract's in-place change.
+        """
+        first = await target.connector.handle(target.make_bill("in_update"), ctx("k-up-1"))
+        changed = target.make_bill("in_update", amounts=("60.00", "45.50"), memo="revised")
+        with pytest.raises(Unsupported) as refused:
+            await target.connector.handle(changed, ctx("k-up-2", contract_entry(first)))
+        assert refused.value.code == "sap.update_unsupported"
+        stored = await target.bills()
+        assert [s["id"] for s in stored] == [first.erp_record_id]
+        assert stored[0]["total"] == Decimal("100.00")
