@@ -10,7 +10,7 @@ sent (the INGENIOUS.BUILD ``accounting_*_id`` / ``accounting_*_custom_id`` pair,
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
@@ -103,8 +103,15 @@ def currency_precision(currency: str) -> int:
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
-    """Round ``amount`` to the minor unit of ``currency`` with banker's rounding."""
-    return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_EVEN)
+    """Round ``amount`` to the minor unit of ``currency`` with banker's rounding.
+
+    Raises:
+        ContractError: when the amount has more digits than ``Decimal`` arithmetic can hold (28).
+    """
+    try:
+        return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:
+        raise ContractError(f"amount {amount} {currency} is out of range") from None
 
 
 class Source(StrEnum):
