@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 from faststream.kafka import KafkaBroker
-from pydantic import SecretStr
 
 from connectors.base import Connector
 from connectors.registry import connector_class, sandbox_module
@@ -55,13 +54,20 @@ class RunningStack:
 
 
 def _sandbox_config(erp: str, config: ConnectionConfig, base_url: str) -> ConnectionConfig:
-    """Point ``config`` at a local sandbox, filling the sandbox's demo credentials where none are set."""
-    module = sandbox_module(erp)
-    defaults: dict[str, Any] = getattr(module, "SANDBOX_CREDENTIALS", {})
-    credentials = {k: SecretStr(str(v)) for k, v in defaults.items()}
-    credentials.update(config.credentials)
-    options = {**getattr(module, "SANDBOX_OPTIONS", {}), **config.options}
-    return config.model_copy(update={"base_url": base_url, "credentials": credentials, "options": options})
+    """Point ``config`` at a local sandbox with the credentials that sandbox accepts.
+
+    Each sandbox module provides ``sandbox_connection(config, base_url) -> ConnectionConfig``.
+
+    Raises:
+        TypeError: the ERP's sandbox module has no ``sandbox_connection``.
+    """
+    wire = getattr(sandbox_module(erp), "sandbox_connection", None)
+    if wire is None:
+        raise TypeError(f"the {erp} sandbox cannot wire a connection (no sandbox_connection)")
+    wired = wire(config, base_url)
+    if not isinstance(wired, ConnectionConfig):
+        raise TypeError(f"{erp} sandbox_connection returned {type(wired).__name__}")
+    return wired
 
 
 @contextlib.asynccontextmanager
