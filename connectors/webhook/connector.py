@@ -33,7 +33,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
-from connectors.base import Booked, Connector, HandleContext, PermanentError
+from connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
 from connectors.http import ErpClient, dumps_json, loads_json
 from connectors.webhook.errors import WEBHOOK_ERRORS
 from contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
@@ -72,7 +72,10 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
 class WebhookConnector(Connector):
     """Delivers every canonical object type to an HTTP endpoint with Standard Webhooks signatures.
 
+    It takes every canonical object type the connection lists in ``config.objects``.
+
     Raises (from :meth:`handle`):
+        Unsupported: an object type not in ``config.objects``.
         PermanentError: ``auth.config`` without ``base_url`` or ``credentials.secret``;
             ``http.template`` when the body template fails or does not render JSON; 4xx answers.
         RetriableError: 429 (with ``Retry-After``), 408, 5xx, timeouts, connection failures.
@@ -157,6 +160,10 @@ class WebhookConnector(Connector):
             PermanentError, RetriableError: see the class docstring.
 
         """
+        if record.object_type not in self.config.objects:
+            raise Unsupported(
+                "erp.unsupported_object", f"connection {self.name!r} does not take {record.object_type} records"
+            )
         response = await self._post(
             self.paths.get(record.object_type, ""), self.body(record, ctx), ctx.idempotency_key, record.object_type
         )

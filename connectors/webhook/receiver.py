@@ -3,20 +3,25 @@
 Used by the tests and by ``ledgerflow up`` as the "custom ERP" when no real endpoint is
 configured. ``POST /`` and ``POST /<path>`` verify ``webhook-id``/``webhook-timestamp``/
 ``webhook-signature`` against the raw body with the ``standardwebhooks`` package (constant-time
-compare, 5-minute timestamp tolerance), then store the delivery once per ``webhook-id``: a
+compare, 5-minute timestamp tolerance), then handle the delivery once per ``webhook-id``: a
 redelivery answers the same record id and stores nothing new (what the Standard Webhooks
-specification asks receivers to do with the message id). Answers:
+specification asks receivers to do with the message id). Like a small ERP, it keeps one record
+per canonical id: a ledgerflow envelope (``{"type": "<object>.<action>", "data": {"canonical_id":
+…}}``) upserts the record of kind ``<object>`` with that canonical id, so an update keeps its
+record id; other bodies are stored as kind ``delivery``, one per message. Answers:
 
 * 200 ``{"id": "<record id>", "duplicate": bool}`` — accepted;
 * 401 ``{"message": …}`` — missing or bad signature;
+* 422 ``{"message": …}`` — a line's GL account is not in ``known_gl_accounts`` (when given);
 * 400 — body is not JSON; injected faults through the kit's ``/_sandbox/faults``.
 
-Stored deliveries are visible at ``GET /_sandbox/records?kind=delivery`` (each with its headers
-and parsed body).
+Stored records are visible at ``GET /_sandbox/records?kind=<object>`` (each with the path, the
+last ``webhook-id`` and the parsed body).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -37,8 +42,22 @@ def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
     return None
 
 
-def create_receiver(secret: str) -> FastAPI:
+def _unknown_gl(data: Any, known: frozenset[str]) -> str | None:
+    lines = data.get("line_items") if isinstance(data, dict) else None
+    for line in lines if isinstance(lines, list) else []:
+        account = line.get("gl_account") if isinstance(line, dict) else None
+        if isinstance(account, dict):
+            code = account.get("accounting_id") or account.get("accounting_custom_id")
+            if code is not None and code not in known:
+                return str(code)
+    return None
+
+
+def create_receiver(secret: str, *, known_gl_accounts: Iterable[str] | None = None) -> FastAPI:
     """Build the receiver app for ``secret`` (``whsec_<base64>``, as configured on the connection).
+
+    ``known_gl_accounts``: when given, envelopes whose lines name another GL account (by
+    ``accounting_id`` or ``accounting_custom_id``) are refused with 422, as an ERP would.
 
     Returns:
         The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -55,6 +74,8 @@ def create_receiver(secret: str) -> FastAPI:
         total_of=_total,
     )
     by_message: dict[str, str] = {}
+    by_canonical: dict[str, str] = {}
+    known = frozenset(known_gl_accounts) if known_gl_accounts is not None else None
 
     async def receive(request: Request, path: str = "") -> Response:
         body = await request.body()
@@ -69,13 +90,20 @@ def create_receiver(secret: str) -> FastAPI:
         msg_id = request.headers["webhook-id"]
         if msg_id in by_message:
             return DecimalJSONResponse({"id": by_message[msg_id], "duplicate": True})
-        record_id = f"rcv-{sandbox.store.next_id()}"
+        data = parsed.get("data") if isinstance(parsed, dict) else None
+        if known is not None and (code := _unknown_gl(data, known)) is not None:
+            return DecimalJSONResponse({"message": f"unknown GL account {code}"}, status_code=422)
+        canonical = data.get("canonical_id") if isinstance(data, dict) else None
+        kind = "delivery"
+        if isinstance(canonical, str) and isinstance(parsed.get("type"), str):
+            kind = parsed["type"].split(".", 1)[0]
+        record_id = by_canonical.get(canonical) if isinstance(canonical, str) else None
+        if record_id is None:
+            record_id = f"rcv-{sandbox.store.next_id()}"
+            if isinstance(canonical, str):
+                by_canonical[canonical] = record_id
         by_message[msg_id] = record_id
-        sandbox.store.put(
-            "delivery",
-            record_id,
-            {"path": "/" + path, "webhook_id": msg_id, "body": parsed},
-        )
+        sandbox.store.put(kind, record_id, {"path": "/" + path, "webhook_id": msg_id, "body": parsed})
         return DecimalJSONResponse({"id": record_id, "duplicate": False})
 
     sandbox.app.add_api_route("/", receive, methods=["POST"])

@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
-from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError
+from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.sandbox_kit import SandboxControl, serve
 from connectors.webhook import WebhookConnector
 from connectors.webhook.connector import resolve_pointer
 from connectors.webhook.receiver import create_receiver
-from contracts import OBJECT_MODELS, Bill, LineItem, Operation, Reference, VendorRef
+from contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
 
@@ -90,7 +91,7 @@ async def test_signed_delivery_verified_and_deduplicated_by_webhook_id(
     again = await connector.handle(make_bill(), ctx())
     assert again.erp_record_id == booked.erp_record_id
     deliveries = [
-        r for r in await SandboxControl(http, receiver).records("delivery") if r["id"] == booked.erp_record_id
+        r for r in await SandboxControl(http, receiver).records("bill") if r["id"] == booked.erp_record_id
     ]
     assert len(deliveries) == 1
     body = deliveries[0]["record"]["body"]
@@ -163,3 +164,48 @@ async def test_statuses_map_to_retriable_and_permanent(
     with pytest.raises(PermanentError) as missing:
         WebhookConnector("hook", ConnectionConfig(erp="http", base_url=receiver), http, state)
     assert missing.value.code == "auth.config"
+
+
+async def test_object_types_outside_the_connection_are_unsupported(
+    receiver: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    narrow = config(receiver)
+    narrow.objects = ["vendor"]
+    with pytest.raises(Unsupported):
+        await WebhookConnector("hook", narrow, http, state).handle(make_bill(), ctx())
+
+
+# --------------------------------------------------------------------------------------------
+# The shared contract suite
+
+
+class TestWebhookContract(ConnectorContract):
+    @pytest.fixture
+    async def target(self, http: httpx.AsyncClient, state: StateStore) -> AsyncIterator[ContractTarget]:
+        async with serve(create_receiver(SECRET, known_gl_accounts=[KNOWN_GL])) as base_url:
+            options = {"record_id_pointer": "/id", "timeout_seconds": CLIENT_TIMEOUT}
+            good = ConnectionConfig(
+                erp="http", base_url=base_url, objects=["bill"], credentials={"secret": SECRET}, options=options
+            )
+            bad = ConnectionConfig(
+                erp="http", base_url=base_url, objects=["bill"], credentials={"secret": OTHER}, options=options
+            )
+            payment = Payment(
+                canonical_id="mercoa:payment:tx_contract",
+                tenant="contract",
+                source="mercoa",
+                source_id="tx_contract",
+                source_event="transaction.created",
+                direction="outgoing",
+                party=Reference(source_id="ent_acme"),
+                payment_date=date(2026, 3, 9),
+                currency="USD",
+                amount=Decimal("100.00"),
+            )
+            yield ContractTarget(
+                connector=WebhookConnector("hook-contract", good, http, state),
+                bad_credentials=WebhookConnector("hook-contract-bad", bad, http, state),
+                control=SandboxControl(http, base_url),
+                bill_kind="bill",
+                unsupported=payment,
+            )
