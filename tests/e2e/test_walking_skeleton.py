@@ -67,7 +67,9 @@ async def test_mercoa_invoice_lands_once_in_quickbooks_and_xero(
 
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{stack.ingress_url}/metrics")).text
-        assert 'ledgerflow_webhooks_received_total{object="-",outcome="accepted",source="mercoa",tenant="demo"}' in metrics
+        assert (
+            'ledgerflow_webhooks_received_total{object="-",outcome="accepted",source="mercoa",tenant="demo"}' in metrics
+        )
 
 
 async def _wait_for_duplicates(stack: object, settings: Settings, canonical_id: str) -> dict[str, SyncResult]:
@@ -89,7 +91,7 @@ def test_demo_command_prints_two_succeeded_results(kafka_is_embedded: bool) -> N
     if not kafka_is_embedded:
         pytest.skip("the demo command starts its own embedded broker")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERFLOW_")}
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [sys.executable, "-m", "ledgerflow.cli", "demo", "--json"],
         capture_output=True,
         text=True,

@@ -164,7 +164,9 @@ async def test_parked_record_comes_back_from_the_retry_topic_and_is_booked(
     kafka_bootstrap: str, kafka_is_embedded: bool, store: StateStore, unique: str
 ) -> None:
     settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap, kafka_enable_idempotence=not kafka_is_embedded, topic_prefix=f"rt{unique}"
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_enable_idempotence=not kafka_is_embedded,
+        topic_prefix=f"rt{unique}",
     )
     await ensure_topics(kafka_bootstrap, settings.topics.all(), partitions=2)
     routing = _routing()
