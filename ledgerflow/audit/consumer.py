@@ -1,0 +1,137 @@
+"""The results consumer: ``ledgerflow.results.v1`` and the canonical topics → the audit store.
+
+One FastStream batch subscriber in consumer group :data:`GROUP_ID` reads
+
+* ``ledgerflow.results.v1`` — each ``SyncResult`` becomes an attempt row (idempotent on ``ce_id``)
+  and updates its sync record;
+* every ``ledgerflow.<object>.v1`` — the latest canonical record per canonical id is kept, so
+  ``POST /sync-records/{id}/retry`` can re-publish it without scanning Kafka.
+
+Commit discipline is :func:`ledgerflow.delivery.run_batch` (stage ``audit``): offsets commit only
+after every row of the batch is written; a message that cannot be understood goes to
+``ledgerflow.dlq.audit`` with the reason; a database failure redelivers the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from contracts import OBJECT_MODELS, SyncResult
+from ledgerflow.audit.store import AuditStore, CanonicalEvent
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, run_batch
+from ledgerflow.settings import Settings
+
+__all__ = ["GROUP_ID", "AuditConsumer", "register"]
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "ledgerflow.audit"
+"""Consumer group of the audit service."""
+
+
+class AuditConsumer:
+    """Writes results and canonical records into the audit store.
+
+    Args:
+        store: the audit store (migrated).
+        settings: topic prefix.
+    """
+
+    def __init__(self, store: AuditStore, settings: Settings) -> None:
+        self.store = store
+        self.topics = settings.topics
+        self._canonical = {self.topics.canonical(obj): obj for obj in OBJECT_MODELS}
+
+    @property
+    def subscribed_topics(self) -> list[str]:
+        """The results topic and every canonical topic."""
+        return [self.topics.results, *self._canonical]
+
+    async def handle(self, record: ConsumedRecord) -> None:
+        """Store one consumed message.
+
+        Raises:
+            DeadLetter: no ``ce_id``, or a body that is not a ``SyncResult`` / canonical record.
+            sqlalchemy.exc.SQLAlchemyError: the database refused the write (the batch is redelivered).
+        """
+        headers = header_map(record)
+        event_id = headers.get("ce_id")
+        if not event_id:
+            raise DeadLetter("missing-attributes", "message has no ce_id header")
+        if record.topic == self.topics.results:
+            try:
+                result = SyncResult.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                raise DeadLetter("invalid-result", str(exc)) from None
+            await self.store.ingest(result, event_id)
+            return
+        object_type = self._canonical.get(record.topic)
+        if object_type is None:
+            raise DeadLetter("unknown-topic", f"the audit does not read {record.topic}")
+        try:
+            canonical = OBJECT_MODELS[object_type].model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            raise DeadLetter("invalid-record", str(exc)) from None
+        await self.store.put_canonical(
+            CanonicalEvent(
+                canonical_id=canonical.canonical_id,
+                object_type=object_type,
+                tenant=canonical.tenant,
+                event_id=event_id,
+                headers=headers,
+                body=record.value or b"",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        )
+
+
+def register(
+    broker: KafkaBroker,
+    store: AuditStore,
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    max_records: int = 500,
+    group_id: str = GROUP_ID,
+) -> AuditConsumer:
+    """Subscribe the audit consumer on ``broker`` (not yet started) in consumer group ``group_id``.
+
+    Args:
+        broker: FastStream broker; also used to publish dead letters.
+        store: the audit store.
+        settings: topic prefix.
+        concurrency: records of different keys written at once; default 1 on SQLite (one writer), else 8.
+        max_records: largest batch fetched at once.
+        group_id: consumer group (tests use a unique one).
+
+    Returns:
+        The consumer (its :meth:`AuditConsumer.handle` is what each message goes through).
+    """
+    consumer = AuditConsumer(store, settings)
+    writers = concurrency or (1 if store.dialect == "sqlite" else 8)
+    dlq = settings.topics.dlq("audit")
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        await broker.publish(value, topic=topic, key=key, headers=headers)
+
+    @broker.subscriber(
+        *consumer.subscribed_topics,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_audit(body: list[Any], msg: KafkaMessage) -> None:  # decoded bodies unused: raw records below
+        raw: Any = msg.raw_message
+        await run_batch(raw, consumer.handle, stage="audit", dlq_topic=dlq, publish=publish, concurrency=writers)
+
+    return consumer

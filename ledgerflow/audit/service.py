@@ -1,0 +1,84 @@
+"""The audit service in one call: migrate, consume results, serve the sync-records API.
+
+:func:`start_audit` is what ``ledgerflow audit`` runs and what ``ledgerflow up`` can add to its
+stack: it upgrades the schema, starts a broker with the results consumer, and serves the API
+(``/sync-records``…) together with ``/healthz``, ``/readyz`` and ``/metrics`` on one port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from ledgerflow.asgi import serve
+from ledgerflow.audit.api import create_app
+from ledgerflow.audit.consumer import GROUP_ID, register
+from ledgerflow.audit.migrate import upgrade
+from ledgerflow.audit.store import AuditStore
+from ledgerflow.kafka import broker_from_settings
+from ledgerflow.service import health_app
+from ledgerflow.settings import Settings
+
+__all__ = ["audit_app", "start_audit"]
+
+
+def audit_app(app: FastAPI, readiness: Callable[[], Awaitable[str | None]]) -> FastAPI:
+    """``app`` with ``/healthz``, ``/readyz`` and ``/metrics`` (:func:`ledgerflow.service.health_app`) mounted."""
+    app.mount("/", health_app(readiness))
+    return app
+
+
+async def start_audit(
+    stack: contextlib.AsyncExitStack,
+    bootstrap_servers: str,
+    settings: Settings,
+    *,
+    embedded: bool,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    group_id: str = GROUP_ID,
+    concurrency: int | None = None,
+) -> str:
+    """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
+
+    Args:
+        stack: the caller's exit stack (``run_stack`` in :mod:`ledgerflow.stack`).
+        bootstrap_servers: Kafka bootstrap servers.
+        settings: ``state_url`` (audit tables live beside the state tables) and topic prefix.
+        embedded: the broker is the embedded Tansu (producer idempotence off unless set).
+        host: interface the API listens on.
+        port: port of the API (0 = a free port).
+        group_id: consumer group, ``ledgerflow.audit`` by default.
+        concurrency: writers per batch (default: 1 on SQLite, 8 on PostgreSQL).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
+        aiokafka.errors.KafkaError: the broker cannot be reached.
+        OSError: the port cannot be bound.
+    """
+    await upgrade(settings.state_url)
+    store = AuditStore(settings.state_url)
+    stack.push_async_callback(store.close)
+    broker = broker_from_settings(settings, bootstrap_servers, embedded=embedded)
+    register(broker, store, settings, group_id=group_id, concurrency=concurrency)
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        await broker.publish(value, topic=topic, key=key, headers=headers)
+
+    async def ready() -> str | None:
+        if not await broker.ping(timeout=3.0):
+            return "broker unreachable"
+        try:
+            async with store.engine.connect() as conn:
+                await conn.execute(text("select 1"))
+        except Exception as exc:  # any database failure means "not ready"
+            return f"database unreachable: {type(exc).__name__}"
+        return None
+
+    await broker.start()
+    stack.push_async_callback(broker.stop)
+    app = audit_app(create_app(store, publish, settings), ready)
+    return await stack.enter_async_context(serve(app, host=host, port=port))
