@@ -1,13 +1,17 @@
 """Fixtures for the deployment tests: rendered Kustomize overlays, parsed once per session.
 
 ``kubectl kustomize`` renders offline (no cluster); the tests skip with a clear reason when
-``kubectl`` is not on the machine (Debian/Ubuntu: ``apt-get install -y kubectl``).
+``kubectl`` is not on the machine or its built-in kustomize is older than v5 (Debian bookworm's
+``kubernetes-client`` 1.20 is: use the Kubernetes project's ``kubectl`` package, 1.27 or newer).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +25,29 @@ OVERLAYS = ("dev", "prod")
 Resource = dict[str, Any]
 
 
-def kubectl() -> str:
+MIN_KUSTOMIZE = (5, 0)
+
+
+@cache
+def _kubectl() -> tuple[str | None, str]:
+    """Path of a usable kubectl, or None and why not."""
     path = shutil.which("kubectl")
     if path is None:
-        pytest.skip("kubectl not installed: `apt-get install -y kubectl` renders the Kustomize overlays offline")
+        return None, "kubectl not installed: `apt-get install -y kubectl` (Kubernetes package, >= 1.27) renders offline"
+    proc = subprocess.run(
+        [path, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30, check=False
+    )
+    version = json.loads(proc.stdout or "{}").get("kustomizeVersion", "") if proc.returncode == 0 else ""
+    found = re.match(r"v(\d+)\.(\d+)", version)
+    if not found or (int(found.group(1)), int(found.group(2))) < MIN_KUSTOMIZE:
+        return None, f"kubectl at {path} has kustomize {version or 'unknown'}; the overlays need kustomize >= v5"
+    return path, ""
+
+
+def kubectl() -> str:
+    path, reason = _kubectl()
+    if path is None:
+        pytest.skip(reason)
     return path
 
 
