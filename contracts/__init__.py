@@ -21,6 +21,7 @@ from contracts.common import (
     currency_precision,
     quantize,
 )
+from contracts.document import Document
 from contracts.invoice import Invoice
 from contracts.item import Item
 from contracts.lines import LineItem, reconcile
@@ -44,6 +45,7 @@ __all__ = [
     "ContractError",
     "CurrencyCode",
     "Customer",
+    "Document",
     "ErrorInfo",
     "Invoice",
     "Item",

@@ -8,13 +8,12 @@ NetSuite ``vendorBill``, SAP ``A_SupplierInvoice``, Coupa ``invoice``. Sources: 
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
-from contracts.common import Address, CanonicalRecord, CurrencyCode, Money, Reference, StatusLiteral
-from contracts.lines import LineItem, reconcile
+from contracts.common import Address, Reference, StatusLiteral
+from contracts.document import Document
 
 __all__ = ["Bill", "VendorRef"]
 
@@ -27,7 +26,7 @@ class VendorRef(Reference):
     address: Address | None = Field(None, description="Vendor address, used to match by name and place.")
 
 
-class Bill(CanonicalRecord):
+class Bill(Document):
     """An AP bill: what the company owes a vendor, with its line items and totals.
 
     All amounts are in :attr:`currency`, major units, as ``Decimal``. The model validates that
@@ -46,13 +45,6 @@ class Bill(CanonicalRecord):
     bill_date: date = Field(description="Invoice date printed on the vendor's invoice.")
     due_date: date | None = Field(None, description="Date the bill is due for payment.")
     posting_date: date | None = Field(None, description="Accounting (GL posting) date, when it differs.")
-    currency: CurrencyCode = Field(description="ISO 4217 currency of every amount on the bill.")
-    line_items: list[LineItem] = Field(min_length=1, description="The bill's lines, at least one.")
-    subtotal: Money = Field(description="Sum of line amounts before tax.")
-    tax_total: Money = Field(Decimal(0), description="Total tax.")
-    shipping_total: Money = Field(Decimal(0), description="Shipping or freight charged on the bill.")
-    discount_total: Money = Field(Decimal(0), description="Discounts deducted from the bill.")
-    total: Money = Field(description="Amount owed: subtotal + tax + shipping - discount.")
     status: StatusLiteral = Field("approved", description="Approval/payment status in the source.")
     memo: str | None = Field(None, description="Note or memo for the bill.")
     project: Reference | None = Field(None, description="Project or job the whole bill belongs to.")
@@ -61,17 +53,7 @@ class Bill(CanonicalRecord):
     ap_account: Reference | None = Field(None, description="Accounts-payable control account, if not default.")
 
     @model_validator(mode="after")
-    def _reconciles(self) -> Self:
-        reconcile(
-            currency=self.currency,
-            line_items=self.line_items,
-            subtotal=self.subtotal,
-            tax_total=self.tax_total,
-            shipping_total=self.shipping_total,
-            discount_total=self.discount_total,
-            total=self.total,
-            what=f"bill {self.canonical_id}",
-        )
+    def _dates_in_order(self) -> Self:
         if self.due_date is not None and self.due_date < self.bill_date:
             raise ValueError(f"due date {self.due_date} is before the bill date {self.bill_date}")
         return self

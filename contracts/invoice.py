@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from contracts.common import CanonicalRecord, CurrencyCode, Money, Reference, StatusLiteral
-from contracts.lines import LineItem, reconcile
+from contracts.common import Money, Reference, StatusLiteral
+from contracts.document import Document
 
 __all__ = ["Invoice"]
 
 
-class Invoice(CanonicalRecord):
+class Invoice(Document):
     """An AR invoice to a customer; amounts in :attr:`currency`, major units, ``Decimal``.
 
     Raises:
@@ -33,29 +33,8 @@ class Invoice(CanonicalRecord):
     invoice_number: str | None = Field(None, description="Invoice number shown to the customer.")
     invoice_date: date = Field(description="Issue date.")
     due_date: date | None = Field(None, description="Payment due date.")
-    currency: CurrencyCode = Field(description="ISO 4217 currency of every amount.")
-    line_items: list[LineItem] = Field(min_length=1, description="Invoice lines.")
-    subtotal: Money = Field(description="Sum of line amounts before tax.")
-    tax_total: Money = Field(Decimal(0), description="Total tax.")
-    shipping_total: Money = Field(Decimal(0), description="Shipping charged.")
-    discount_total: Money = Field(Decimal(0), description="Discounts given.")
-    total: Money = Field(description="Total due: subtotal + tax + shipping - discount.")
     amount_paid: Money = Field(Decimal(0), description="Amount already received against the invoice.")
     status: StatusLiteral = Field("approved", description="Status in the source.")
     memo: str | None = Field(None, description="Customer memo.")
     project: Reference | None = Field(None, description="Project or job.")
     sales_order: Reference | None = Field(None, description="Sales order the invoice fulfils.")
-
-    @model_validator(mode="after")
-    def _reconciles(self) -> Self:
-        reconcile(
-            currency=self.currency,
-            line_items=self.line_items,
-            subtotal=self.subtotal,
-            tax_total=self.tax_total,
-            shipping_total=self.shipping_total,
-            discount_total=self.discount_total,
-            total=self.total,
-            what=f"invoice {self.canonical_id}",
-        )
-        return self

@@ -8,43 +8,25 @@ INGENIOUS.BUILD Vendor Contract (a subcontract or PO) and Vendor Contract Change
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from contracts.bill import VendorRef
-from contracts.common import CanonicalRecord, CurrencyCode, Money, Reference, StatusLiteral
-from contracts.lines import LineItem, reconcile
+from contracts.common import Money, Reference, StatusLiteral
+from contracts.document import Document
 
 __all__ = ["PurchaseOrder", "PurchaseOrderChange"]
 
 
-class _Commitment(CanonicalRecord):
+class _Commitment(Document):
     vendor: VendorRef = Field(description="The vendor committed to.")
     number: str | None = Field(None, description="PO, contract or change-order number.")
     title: str | None = Field(None, description="Title or description.")
     order_date: date = Field(description="Date the commitment was made or approved.")
-    currency: CurrencyCode = Field(description="ISO 4217 currency.")
-    line_items: list[LineItem] = Field(min_length=1, description="Commitment lines (cost codes, amounts).")
-    subtotal: Money = Field(description="Sum of line amounts.")
-    tax_total: Money = Field(Decimal(0), description="Total tax.")
-    total: Money = Field(description="Committed amount: subtotal + tax.")
     status: StatusLiteral = Field("approved", description="Status in the source.")
     project: Reference | None = Field(None, description="Project the commitment belongs to.")
     retention_percent: Money | None = Field(None, description="Retainage withheld, in percent.")
-
-    @model_validator(mode="after")
-    def _reconciles(self) -> Self:
-        reconcile(
-            currency=self.currency,
-            line_items=self.line_items,
-            subtotal=self.subtotal,
-            tax_total=self.tax_total,
-            total=self.total,
-            what=f"{self.object_type} {self.canonical_id}",
-        )
-        return self
 
 
 class PurchaseOrder(_Commitment):

@@ -1,0 +1,48 @@
+"""``Document``: the base of every canonical record with line items and totals.
+
+Bills, invoices, sales orders, purchase orders and change orders share the same money fields and
+the same rule: lines, tax, shipping and discount reconcile with the total to the currency's
+precision (:func:`contracts.lines.reconcile`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from contracts.common import CanonicalRecord, CurrencyCode, Money
+from contracts.lines import LineItem, reconcile
+
+__all__ = ["Document"]
+
+
+class Document(CanonicalRecord):
+    """A record with line items and totals; every amount in :attr:`currency`, major units, ``Decimal``.
+
+    Raises:
+        pydantic.ValidationError: when lines, tax, shipping, discount and total do not reconcile.
+    """
+
+    currency: CurrencyCode = Field(description="ISO 4217 currency of every amount on the document.")
+    line_items: list[LineItem] = Field(min_length=1, description="The document's lines, at least one.")
+    subtotal: Money = Field(description="Sum of line amounts before tax.")
+    tax_total: Money = Field(Decimal(0), description="Total tax.")
+    shipping_total: Money = Field(Decimal(0), description="Shipping or freight charged.")
+    discount_total: Money = Field(Decimal(0), description="Discounts deducted.")
+    total: Money = Field(description="subtotal + tax + shipping - discount.")
+
+    @model_validator(mode="after")
+    def _reconciles(self) -> Self:
+        reconcile(
+            currency=self.currency,
+            line_items=self.line_items,
+            subtotal=self.subtotal,
+            tax_total=self.tax_total,
+            shipping_total=self.shipping_total,
+            discount_total=self.discount_total,
+            total=self.total,
+            what=f"{self.object_type} {self.canonical_id}",
+        )
+        return self
