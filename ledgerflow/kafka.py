@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,7 +46,6 @@ def _security(settings: Settings) -> BaseSecurity | None:
         password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
         cls = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}.get(mech, SASLPlaintext)
         return cls(username=user, password=password, use_ssl=use_ssl)
-    import ssl
 
     return BaseSecurity(ssl_context=ssl.create_default_context(), use_ssl=True)
 

@@ -99,7 +99,23 @@ class ConnectionConfig(BaseModel):
         default_factory=lambda: ["bill"], description="Canonical object types this connection takes."
     )
     credentials: dict[str, SecretStr] = Field(default_factory=dict, description="ERP credentials.")
+    credentials_dir: Path | None = Field(
+        None,
+        description="Folder of mounted secret files, one per credential (file name = key, content = value); "
+        "they complement `credentials` (a Kubernetes Secret mounted as a volume).",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options.")
+
+    @model_validator(mode="after")
+    def _read_credentials_dir(self) -> ConnectionConfig:
+        if self.credentials_dir is None:
+            return self
+        if not self.credentials_dir.is_dir():
+            raise ValueError(f"credentials_dir {self.credentials_dir} is not a directory")
+        for path in sorted(self.credentials_dir.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                self.credentials.setdefault(path.name, SecretStr(path.read_text(encoding="utf-8").strip()))
+        return self
 
 
 class TenantConfig(BaseModel):
@@ -188,6 +204,7 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for the brokers' TLS certificates.")
     kafka_client_id: str = "ledgerflow"
     topic_prefix: str = Field("ledgerflow", description="Prefix of every topic name.")
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics the runtime creates.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -112,3 +113,37 @@ async def test_state_store_sqlite(tmp_path: object) -> None:
 @pytest.mark.postgres
 async def test_state_store_postgres(postgres_url: str) -> None:
     await _exercise_store(postgres_url)
+
+
+def test_connection_credentials_from_a_mounted_secret_folder(tmp_path: Path) -> None:
+    from ledgerflow.settings import ConnectionConfig
+
+    (tmp_path / "client_secret").write_text("from-file\n")
+    (tmp_path / "realm_id").write_text("123")
+    (tmp_path / ".hidden").write_text("ignored")
+    config = ConnectionConfig.model_validate(
+        {"erp": "quickbooks", "credentials": {"realm_id": "inline"}, "credentials_dir": str(tmp_path)}
+    )
+    creds = {k: v.get_secret_value() for k, v in config.credentials.items()}
+    assert creds == {"realm_id": "inline", "client_secret": "from-file"}
+    with pytest.raises(ValueError, match="not a directory"):
+        ConnectionConfig.model_validate({"erp": "xero", "credentials_dir": str(tmp_path / "missing")})
+
+
+def test_kafka_security_from_settings(tmp_path: Path) -> None:
+    from faststream.security import SASLScram512
+
+    from ledgerflow.kafka import _security
+    from ledgerflow.settings import Settings
+
+    assert _security(Settings(kafka_security_protocol="PLAINTEXT")) is None
+    sasl = _security(
+        Settings(
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username="u",
+            kafka_sasl_password="p",
+        )
+    )
+    assert isinstance(sasl, SASLScram512)
+    assert sasl.use_ssl
