@@ -28,8 +28,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from ledgerflow.settings import ConnectionConfig
 
-__all__ = ["TOKEN_PATH", "create_app"]
+__all__ = ["DEFAULT_CLIENTS", "DEMO_SUPPLIERS", "TOKEN_PATH", "create_app", "sandbox_connection"]
 
 TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 """Coupa's OAuth 2.0 / OIDC token endpoint path."""
@@ -221,10 +222,24 @@ class _Coupa:
         return DecimalJSONResponse(supplier, status_code=201)
 
 
+DEMO_SUPPLIERS: dict[str, tuple[str, str]] = {"1": ("MY-DB-ID-90909", "Big Box Store")}
+"""Seeded by default: the vendor of the Mercoa sample invoice (number = its accounting custom id)."""
+
+DEFAULT_CLIENTS: dict[str, str] = {"ledgerflow": "sandbox-secret"}
+"""OAuth clients the sandbox accepts by default (see :func:`sandbox_connection`)."""
+
+
+def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
+    """``config`` pointed at a running sandbox with the default client credentials (options kept)."""
+    client_id, client_secret = next(iter(DEFAULT_CLIENTS.items()))
+    creds = {"client_id": client_id, "client_secret": client_secret, "token_url": base_url.rstrip("/") + TOKEN_PATH}
+    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": creds})
+
+
 def create_app(
     *,
     clients: Mapping[str, str] | None = None,
-    suppliers: Mapping[str, tuple[str, str]] | None = None,
+    suppliers: Mapping[str, tuple[str, str]] | None = DEMO_SUPPLIERS,
     accounts: Iterable[str] | None = None,
 ) -> FastAPI:
     """Build the Coupa sandbox FastAPI app.
@@ -240,7 +255,7 @@ def create_app(
     """
     sandbox = Sandbox(
         "Coupa Core API sandbox",
-        issuer=OAuthIssuer(clients or {"ledgerflow": "sandbox-secret"}, access_ttl=86_399),
+        issuer=OAuthIssuer(clients or DEFAULT_CLIENTS, access_ttl=86_399),
         token_path=TOKEN_PATH,
         total_of=_total,
         fault_body=lambda status: {"errors": {"base": [f"injected fault {status}"]}},

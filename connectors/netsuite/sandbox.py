@@ -10,8 +10,10 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 * Bodies are validated against the record's schema in the NetSuite OpenAPI description when one
   is given (``spec_path``; :mod:`connectors.netsuite.schema`), with unknown fields rejected;
   problems answer 400 ``INVALID_CONTENT`` with ``o:errorPath``.
-* ``entity`` references (vendor on bills and purchase orders, customer on invoices) must resolve
-  by ``id`` or ``externalId`` to a stored or seeded record, else 400 ``INVALID_KEY_OR_REF``.
+* when the sandbox is seeded with vendors (customers), ``entity`` references on bills and
+  purchase orders (invoices) must resolve by ``id`` or ``externalId`` to a stored or seeded
+  record, and with GL accounts, expense lines must name one of them; else 400
+  ``INVALID_KEY_OR_REF``.
 * Auth: OAuth 1.0a TBA (HMAC-SHA256, verified with ``oauthlib``) when ``tba`` credentials are
   given, and OAuth 2.0 bearer tokens from ``POST /services/rest/auth/oauth2/v1/token`` (client
   credentials). Anything else → 401 ``INVALID_LOGIN``.
@@ -20,6 +22,7 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -34,8 +37,9 @@ from oauthlib.oauth1.rfc5849 import signature
 from connectors.netsuite.connector import RECORD_PATH
 from connectors.netsuite.schema import RecordSchemas, load_schemas
 from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from ledgerflow.settings import ConnectionConfig
 
-__all__ = ["TOKEN_PATH", "create_app", "ns_error"]
+__all__ = ["DEFAULT_TBA", "TOKEN_PATH", "create_app", "default_spec_path", "ns_error", "sandbox_connection"]
 
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"  # noqa: S105 - a URL path, not a secret
 """NetSuite's OAuth 2.0 token endpoint path."""
@@ -87,6 +91,7 @@ class _NetSuite:
         accounts: frozenset[str] | None,
     ) -> None:
         self.accounts = accounts
+        self.strict_kinds: set[str] = set()
         self.sandbox = sandbox
         self.store = sandbox.store
         self.schemas = schemas
@@ -145,7 +150,7 @@ class _NetSuite:
             if not isinstance(entity, dict):
                 return _error(400, "USER_ERROR", f"Please enter value(s) for: {kind.capitalize()}", "entity")
             key = f"eid:{entity['externalId']}" if entity.get("externalId") else str(entity.get("id", ""))
-            if self.find(kind, key) is None:
+            if kind in self.strict_kinds and self.find(kind, key) is None:
                 return _error(400, "INVALID_KEY_OR_REF", f"Invalid entity reference key {key}.", "entity")
         if self.accounts is not None:
             for index, line in enumerate(body.get("expense", {}).get("items", [])):
@@ -215,11 +220,35 @@ class _NetSuite:
         )
 
 
+DEFAULT_TBA: dict[str, str] = {
+    "consumer_key": "ledgerflow-consumer",
+    "consumer_secret": "sandbox-consumer-secret",
+    "token_id": "ledgerflow-token",
+    "token_secret": "sandbox-token-secret",
+}
+"""TBA credentials the sandbox accepts by default (see :func:`sandbox_connection`)."""
+
+SANDBOX_ACCOUNT_ID = "1234567_SB1"
+
+
+def default_spec_path() -> Path:
+    """``$LEDGERFLOW_SPECS_DIR/netsuite-oas.json``, else ``../shared/specs/netsuite-oas.json`` beside the project."""
+    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
+    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+    return root / "netsuite-oas.json"
+
+
+def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
+    """``config`` pointed at a running sandbox with the default TBA credentials (options kept)."""
+    creds = {"account_id": SANDBOX_ACCOUNT_ID, **DEFAULT_TBA}
+    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": creds})
+
+
 def create_app(
     spec_path: Path | None = None,
     *,
     clients: Mapping[str, str] | None = None,
-    tba: Mapping[str, str] | None = None,
+    tba: Mapping[str, str] | None = DEFAULT_TBA,
     vendors: Mapping[str, str] | None = None,
     customers: Mapping[str, str] | None = None,
     external_ids: Mapping[str, str] | None = None,
@@ -228,13 +257,14 @@ def create_app(
     """Build the NetSuite sandbox FastAPI app.
 
     Args:
-        spec_path: NetSuite OpenAPI JSON (e.g. ``specs/netsuite-oas.json``); bodies of record types
-            it describes are validated against it. None or a missing file → no schema validation.
+        spec_path: NetSuite OpenAPI JSON; bodies of record types it describes are validated
+            against it. None → :func:`default_spec_path`; a missing file → no schema validation.
         clients: OAuth 2.0 client id → secret for the client-credentials token endpoint.
         tba: TBA credentials accepted (``consumer_key``, ``consumer_secret``, ``token_id``,
             ``token_secret``), or None to accept bearer tokens only.
-        vendors: seeded vendors, internal id → company name (for ``entity`` references).
-        customers: seeded customers, internal id → company name.
+        vendors: seeded vendors, internal id → company name. When given, ``entity`` references on
+            bills and purchase orders must resolve to a vendor; None accepts any reference.
+        customers: seeded customers, internal id → company name (same rule for invoices).
         external_ids: external ids of seeded vendors/customers, internal id → external id
             (default ``seed-<internal id>``).
         accounts: internal ids of the GL accounts that exist; expense lines booked to any other
@@ -253,9 +283,13 @@ def create_app(
             status, _STATUS_CODES.get(status, "UNEXPECTED_ERROR"), f"Injected fault {status}."
         ),
     )
-    schemas = load_schemas(spec_path) if spec_path is not None and spec_path.is_file() else None
+    spec_path = spec_path if spec_path is not None else default_spec_path()
+    schemas = load_schemas(spec_path) if spec_path.is_file() else None
     netsuite = _NetSuite(sandbox, schemas, tba, frozenset(accounts) if accounts is not None else None)
-    for kind, seeds in (("vendor", vendors or {}), ("customer", customers or {})):
+    for kind, seeds in (("vendor", vendors), ("customer", customers)):
+        if seeds is None:
+            continue
+        netsuite.strict_kinds.add(kind)
         for record_id, name in seeds.items():
             eid = (external_ids or {}).get(record_id, f"seed-{record_id}")
             sandbox.store.put(kind, record_id, {"id": record_id, "companyName": name, "externalId": eid})

@@ -75,14 +75,19 @@ def invoice_reference(bill: Bill) -> str:
 def invoicing_party(bill: Bill) -> str:
     """The SAP supplier number (``InvoicingParty``).
 
+    The custom id comes first (SAP supplier numbers are the human codes); an id longer than
+    ``InvoicingParty``'s 10 characters cannot be an SAP supplier number and is never truncated.
+
     Raises:
-        UnresolvedReferenceError: the vendor carries no SAP code.
+        UnresolvedReferenceError: the vendor carries no usable SAP code.
 
     """
-    party = _code(bill.vendor)
-    if not party:
-        raise UnresolvedReferenceError(f"vendor {bill.vendor.name or '?'} has no SAP supplier number")
-    return party[:10]
+    for party in (bill.vendor.accounting_custom_id, bill.vendor.accounting_id):
+        if party and len(party) <= 10:
+            return party
+    raise UnresolvedReferenceError(
+        f"vendor {bill.vendor.name or '?'} has no SAP supplier number (an accounting id of at most 10 characters)"
+    )
 
 
 def lookup_filter(bill: Bill) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -37,8 +38,9 @@ from fastapi.responses import Response
 from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
 from connectors.sap.connector import SERVICE_PATH
 from connectors.sap.edmx import EntityType, load_entity_types, property_problems
+from ledgerflow.settings import ConnectionConfig
 
-__all__ = ["TOKEN_PATH", "create_app", "odata_error"]
+__all__ = ["DEFAULT_USERS", "TOKEN_PATH", "create_app", "default_edmx_path", "odata_error", "sandbox_connection"]
 
 TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 """Token endpoint path of the sandbox's OAuth issuer (client credentials)."""
@@ -84,7 +86,7 @@ class _Sap:
         sandbox: Sandbox,
         types: dict[str, EntityType] | None,
         users: Mapping[str, str],
-        suppliers: set[str],
+        suppliers: frozenset[str] | None,
         gl_accounts: frozenset[str] | None,
     ) -> None:
         self.gl_accounts = gl_accounts
@@ -166,7 +168,7 @@ class _Sap:
         if (problem := self.problems(body)) is not None:
             return _error(400, "/IWBEP/CM_MGW_RT/020", problem)
         party = body.get("InvoicingParty")
-        if party not in self.suppliers:
+        if self.suppliers is not None and party not in self.suppliers:
             return _error(400, "M8/152", f"Vendor {party} does not exist in company code {body.get('CompanyCode')}")
         items = body.get(_GL_NAV, {}).get("results", [])
         for item in items:
@@ -230,21 +232,45 @@ class _Sap:
         return response
 
 
+DEFAULT_USERS: dict[str, str] = {"LEDGERFLOW_COMM": "sandbox-password"}
+"""Communication users the sandbox accepts by default (see :func:`sandbox_connection`)."""
+
+
+def default_edmx_path() -> Path:
+    """``$LEDGERFLOW_SPECS_DIR/sap_si.edmx``, else ``../shared/specs/sap_si.edmx`` beside the project."""
+    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
+    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+    return root / "sap_si.edmx"
+
+
+def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
+    """``config`` pointed at a running sandbox with the default communication user.
+
+    Options are kept; ``company_code`` defaults to ``1010`` (SAP's standard demo company code).
+    """
+    user, password = next(iter(DEFAULT_USERS.items()))
+    data = config.model_dump()
+    data.update(base_url=base_url, credentials={"username": user, "password": password})
+    data["options"] = {"company_code": "1010", **data.get("options", {})}
+    return ConnectionConfig.model_validate(data)
+
+
 def create_app(
     edmx_path: Path | None = None,
     *,
     users: Mapping[str, str] | None = None,
     clients: Mapping[str, str] | None = None,
-    suppliers: set[str] | frozenset[str] = frozenset({"17300001"}),
+    suppliers: Iterable[str] | None = None,
     gl_accounts: Iterable[str] | None = None,
 ) -> FastAPI:
     """Build the SAP supplier invoice sandbox.
 
     Args:
-        edmx_path: the service EDMX (``specs/sap_si.edmx``); None or missing → no property checks.
+        edmx_path: the service EDMX; None → :func:`default_edmx_path`; a missing file → no
+            property checks.
         users: communication users accepted with HTTP Basic, user → password.
         clients: OAuth client id → secret for client-credentials tokens at ``/oauth2/token``.
-        suppliers: supplier numbers that exist (``InvoicingParty`` values accepted).
+        suppliers: supplier numbers that exist (``InvoicingParty`` values accepted); None accepts any.
         gl_accounts: G/L accounts that exist (``FH/103`` for others); None accepts any.
 
     Returns:
@@ -258,12 +284,13 @@ def create_app(
         total_of=_total,
         fault_body=lambda status: odata_error("/IWFND/CM_BEC/026", f"Injected fault {status}"),
     )
-    types = load_entity_types(edmx_path) if edmx_path is not None and edmx_path.is_file() else None
+    edmx_path = edmx_path if edmx_path is not None else default_edmx_path()
+    types = load_entity_types(edmx_path) if edmx_path.is_file() else None
     sap = _Sap(
         sandbox,
         types,
-        users or {"LEDGERFLOW_COMM": "sandbox-password"},
-        set(suppliers),
+        users or DEFAULT_USERS,
+        frozenset(suppliers) if suppliers is not None else None,
         frozenset(gl_accounts) if gl_accounts is not None else None,
     )
 

@@ -31,8 +31,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connectors.http import loads_json
 from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox
+from ledgerflow.settings import ConnectionConfig
 
-__all__ = ["create_receiver"]
+__all__ = ["DEFAULT_SECRET", "create_app", "create_receiver", "sandbox_connection"]
 
 
 def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
@@ -109,3 +110,20 @@ def create_receiver(secret: str, *, known_gl_accounts: Iterable[str] | None = No
     sandbox.app.add_api_route("/", receive, methods=["POST"])
     sandbox.app.add_api_route("/{path:path}", receive, methods=["POST"])
     return sandbox.app
+
+
+DEFAULT_SECRET = "whsec_bGVkZ2VyZmxvdy1zYW5kYm94LXJlY2VpdmVyLXNlY3JldA=="  # noqa: S105 - local sandbox only
+"""The Standard Webhooks secret the default receiver verifies (see :func:`sandbox_connection`)."""
+
+
+def create_app(secret: str = DEFAULT_SECRET, *, known_gl_accounts: Iterable[str] | None = None) -> FastAPI:
+    """The receiver as the ``http`` ERP kind's sandbox (``ledgerflow up``); see :func:`create_receiver`."""
+    return create_receiver(secret, known_gl_accounts=known_gl_accounts)
+
+
+def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
+    """``config`` pointed at a running receiver: its URL, the default secret, ``record_id_pointer`` ``/id``."""
+    data = config.model_dump()
+    data.update(base_url=base_url, credentials={"secret": DEFAULT_SECRET})
+    data["options"] = {"record_id_pointer": "/id", **data.get("options", {})}
+    return ConnectionConfig.model_validate(data)

@@ -12,7 +12,7 @@ import pytest
 from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.coupa import CoupaConnector
+from connectors.coupa import CoupaConnector, sandbox
 from connectors.coupa.errors import COUPA_ERRORS, extract_error
 from connectors.coupa.mapping import UnresolvedReferenceError, invoice_body, invoice_lookup_params
 from connectors.coupa.sandbox import create_app
@@ -264,3 +264,12 @@ class TestCoupaContract(ConnectorContract):
                 bill_kind="invoice",
                 unsupported=payment,
             )
+
+
+async def test_default_sandbox_wired_by_sandbox_connection(http: httpx.AsyncClient, state: StateStore) -> None:
+    async with serve(sandbox.create_app()) as base_url:
+        connector = CoupaConnector(
+            "coupa-default", sandbox.sandbox_connection(ConnectionConfig(erp="coupa"), base_url), http, state
+        )
+        bill = make_bill(vendor=VendorRef(accounting_custom_id="MY-DB-ID-90909", name="Big Box Store"))
+        assert (await connector.handle(bill, ctx())).erp_record_id

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.http import dumps_json, loads_json
-from connectors.netsuite import NetSuiteConnector
+from connectors.netsuite import NetSuiteConnector, sandbox
 from connectors.netsuite.auth import TokenBasedAuth
 from connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from connectors.netsuite.mapping import (
@@ -421,3 +421,12 @@ class TestNetSuiteContract(ConnectorContract):
                 bill_kind="vendorBill",
                 unsupported=contract_payment(),
             )
+
+
+async def test_default_sandbox_wired_by_sandbox_connection(http: httpx.AsyncClient, state: StateStore) -> None:
+    async with serve(sandbox.create_app()) as base_url:
+        config = sandbox.sandbox_connection(ConnectionConfig(erp="netsuite", options={"subsidiary_id": 1}), base_url)
+        assert config.options == {"subsidiary_id": 1}
+        connector = NetSuiteConnector("ns-default", config, http, state)
+        await connector.check()
+        assert (await connector.handle(make_bill(), ctx())).erp_record_id

@@ -15,7 +15,7 @@ from contract import entry as contract_entry
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.sandbox_kit import SandboxControl, serve
-from connectors.sap import SapConnector
+from connectors.sap import SapConnector, sandbox
 from connectors.sap.edmx import load_entity_types, property_problems
 from connectors.sap.errors import SAP_ERRORS, extract_error
 from connectors.sap.mapping import (
@@ -139,7 +139,7 @@ def test_error_extraction() -> None:
 
 @pytest.fixture
 async def sap(edmx: Path) -> AsyncIterator[str]:
-    async with serve(create_app(edmx, users={"COMM_USER": "pw"})) as base_url:
+    async with serve(create_app(edmx, users={"COMM_USER": "pw"}, suppliers={"17300001"})) as base_url:
         yield base_url
 
 
@@ -271,3 +271,20 @@ class TestSapContract(ConnectorContract):
         stored = await target.bills()
         assert [s["id"] for s in stored] == [first.erp_record_id]
         assert stored[0]["total"] == Decimal("100.00")
+
+
+async def test_default_sandbox_wired_by_sandbox_connection(http: httpx.AsyncClient, state: StateStore) -> None:
+    async with serve(sandbox.create_app()) as base_url:
+        config = sandbox.sandbox_connection(ConnectionConfig(erp="sap"), base_url)
+        assert config.options["company_code"] == "1010"
+        connector = SapConnector("sap-default", config, http, state)
+        untaxed = make_bill(tax_total=Decimal(0), total=Decimal("100.00"))
+        assert (await connector.handle(untaxed, ctx())).erp_record_id
+
+
+def test_long_accounting_ids_are_never_truncated_into_supplier_numbers() -> None:
+    with pytest.raises(UnresolvedReferenceError, match="at most 10"):
+        lookup_filter(make_bill(vendor=VendorRef(accounting_custom_id="MY-DB-ID-90909")))
+    assert "InvoicingParty eq '4711'" in lookup_filter(
+        make_bill(vendor=VendorRef(accounting_custom_id="MY-DB-ID-90909", accounting_id="4711"))
+    )

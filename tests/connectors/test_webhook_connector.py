@@ -15,6 +15,7 @@ from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.sandbox_kit import SandboxControl, serve
 from connectors.webhook import WebhookConnector
+from connectors.webhook import receiver as receiver_module
 from connectors.webhook.connector import resolve_pointer
 from connectors.webhook.receiver import create_receiver
 from contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
@@ -90,9 +91,7 @@ async def test_signed_delivery_verified_and_deduplicated_by_webhook_id(
     # Redelivery with the same idempotency key: the receiver drops it and answers the same id.
     again = await connector.handle(make_bill(), ctx())
     assert again.erp_record_id == booked.erp_record_id
-    deliveries = [
-        r for r in await SandboxControl(http, receiver).records("bill") if r["id"] == booked.erp_record_id
-    ]
+    deliveries = [r for r in await SandboxControl(http, receiver).records("bill") if r["id"] == booked.erp_record_id]
     assert len(deliveries) == 1
     body = deliveries[0]["record"]["body"]
     assert body["type"] == "bill.upsert"
@@ -209,3 +208,13 @@ class TestWebhookContract(ConnectorContract):
                 bill_kind="bill",
                 unsupported=payment,
             )
+
+
+async def test_default_receiver_wired_by_sandbox_connection(http: httpx.AsyncClient, state: StateStore) -> None:
+    async with serve(receiver_module.create_app()) as base_url:
+        config = receiver_module.sandbox_connection(ConnectionConfig(erp="http"), base_url)
+        connector = WebhookConnector("hook-default", config, http, state)
+        await connector.check()
+        booked = await connector.handle(make_bill(), ctx())
+        assert booked.erp_record_id is not None
+        assert booked.erp_record_id.startswith("rcv-")
