@@ -33,7 +33,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def qbo_config(base_url: str, **options: Any) -> ConnectionConfig:
-    base = ConnectionConfig(erp="quickbooks", options={"timeout_seconds": CLIENT_TIMEOUT, **options})
+    base = ConnectionConfig(
+        erp="quickbooks", options={"timeout_seconds": CLIENT_TIMEOUT, "rate_limit_per_minute": 6000, **options}
+    )
     return sandbox_connection(base, base_url)
 
 

@@ -1,0 +1,595 @@
+"""Xero connector (Accounting API 2.0).
+
+Mapping (``shared/reference/erp_apis.md`` §2, developer.xero.com "Invoices", "Contacts",
+"Payments", "Purchase orders", ``xero_accounting.yaml`` schemas):
+
+=====================  ==============================================================================
+canonical              Xero
+=====================  ==============================================================================
+bill                   ``PUT /Invoices`` with ``Type: ACCPAY``: ``Contact.ContactID``, ``LineItems[]``
+                       (``Description``, ``Quantity``, ``UnitAmount``, ``LineAmount``, ``AccountCode``
+                       or ``AccountID``, ``TaxAmount``), ``Date`` (posting date, else bill date),
+                       ``DueDate``, ``InvoiceNumber`` (the vendor's number), ``CurrencyCode``,
+                       ``Status`` (``AUTHORISED`` for approved bills, ``DRAFT``/``SUBMITTED`` as in the
+                       source), ``LineAmountTypes`` (``Exclusive`` when lines carry tax, else ``NoTax``);
+                       tax not on lines, shipping and discount become lines on options ``tax_account`` /
+                       ``shipping_account`` / ``discount_account`` (else ``default_expense_account``)
+                       so ``Total`` equals the bill total. Update: ``POST /Invoices/{InvoiceID}``.
+                       Void: ``Status: VOIDED`` (``DELETED`` for drafts)
+invoice                the same with ``Type: ACCREC`` (lines: ``AccountCode`` from the GL account or
+                       option ``default_revenue_account``; ``ItemCode`` from the item's custom id)
+vendor / customer      ``PUT /Contacts`` / ``POST /Contacts/{ContactID}``; delete → ``ContactStatus: ARCHIVED``
+payment                ``PUT /Payments`` (one per applied document: ``Invoice.InvoiceID``,
+                       ``Account.Code``/``AccountID`` = bank account or option ``default_bank_account``);
+                       void → ``POST /Payments/{PaymentID}`` ``Status: DELETED``
+purchase_order         ``PUT /PurchaseOrders`` / ``POST /PurchaseOrders/{PurchaseOrderID}``
+=====================  ==============================================================================
+
+Every write carries ``Idempotency-Key: <ctx.idempotency_key>`` (Xero replays the first response
+for a repeated key) and ``xero-tenant-id``. Because ACCPAY invoice numbers are not unique in
+Xero, the binder (InvoiceID ↔ canonical id) is the record of what was booked.
+
+Vendor resolution before a bill: ``vendor.accounting_id`` (ContactID) → binder row
+``vendor-ref:<source_id>`` → ``GET /Contacts?where=ContactNumber=="<accounting_custom_id>"`` then
+``where=Name=="<name>"`` → ``PUT /Contacts`` (option ``create_vendors``, default true); the binder
+row is stored after resolving. GL accounts: ``accounting_custom_id`` or ``accounting_id`` as
+``AccountCode`` (an id shaped like a UUID goes to ``AccountID``); else option
+``default_expense_account``; else ``PermanentError("reference.unresolved")``.
+
+Config: ``credentials`` ``client_id``, ``client_secret``, ``refresh_token``, ``tenant_id``,
+optional ``token_url``; ``base_url`` ``https://api.xero.com`` (None = the local sandbox: wire it
+with :func:`connectors.xero.sandbox.sandbox_connection`). Options: ``rate_limit_per_minute``
+(60), ``max_concurrency`` (5), ``timeout_seconds``, ``error_overrides``, ``create_vendors``,
+``default_expense_account``, ``default_revenue_account``, ``default_bank_account``,
+``tax_account``, ``shipping_account``, ``discount_account``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from connectors.http import ErpClient, loads_json
+from connectors.oauth import RefreshTokenManager
+from connectors.xero.errors import XERO_ERRORS, xero_error
+from contracts import (
+    Action,
+    Bill,
+    CanonicalRecord,
+    Customer,
+    Invoice,
+    LineItem,
+    Operation,
+    Party,
+    Payment,
+    PurchaseOrder,
+    Reference,
+    Vendor,
+)
+from ledgerflow.settings import ConnectionConfig
+from ledgerflow.state import StateStore
+
+__all__ = ["XeroConnector"]
+
+_UNSUPPORTED = {
+    "budget": "Xero budgets are read-only in the Accounting API (GET /Budgets only)",
+    "budget_change": "Xero budgets are read-only in the Accounting API (GET /Budgets only)",
+    "sales_order": "Xero has no sales order document (quotes are not orders)",
+    "purchase_order_change": "Xero has no change-order document: send the updated purchase_order instead",
+    "item": "items are not synced to Xero by this connector",
+}
+_STATUS = {"draft": "DRAFT", "submitted": "SUBMITTED"}
+
+
+def _quote(value: str) -> str:
+    r"""Quote a value for a Xero ``where`` filter (backslash-escape ``\`` and ``"``)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _hash(model: Any) -> str:
+    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+
+
+class XeroConnector(Connector):
+    """Books canonical records into one Xero organisation (tenant). See the module docstring."""
+
+    erp: ClassVar[str] = "xero"
+    supports: ClassVar[frozenset[str]] = frozenset(
+        {"bill", "invoice", "vendor", "customer", "payment", "purchase_order"}
+    )
+    TOKEN_URL: ClassVar[str] = "https://identity.xero.com/connect/token"  # noqa: S105
+    RATE_PER_MINUTE: ClassVar[int] = 60
+    MAX_CONCURRENCY: ClassVar[int] = 5
+
+    def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
+        super().__init__(name, config, http, state)
+        self._client: ErpClient | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def tenant_id(self) -> str:
+        """The Xero tenant (organisation) id from the credentials.
+
+        Raises:
+            PermanentError: ``auth.config`` when missing.
+
+        """
+        tenant = self.config.credentials.get("tenant_id")
+        if tenant is None or not tenant.get_secret_value():
+            raise PermanentError("auth.config", f"connection {self.name!r}: credentials need tenant_id")
+        return tenant.get_secret_value()
+
+    def client(self) -> ErpClient:
+        """The connection's :class:`ErpClient` (built on first use).
+
+        Raises:
+            PermanentError: ``config.base_url`` / ``auth.config`` when the connection is not wired.
+
+        """
+        if self._client is None:
+            if not self.config.base_url:
+                raise PermanentError(
+                    "config.base_url",
+                    f"connection {self.name!r} has no base_url: point it at Xero or at the local sandbox "
+                    "(connectors.xero.sandbox.sandbox_connection)",
+                )
+            auth = RefreshTokenManager.from_config(
+                self.http, self.state, self.name, self.config, erp=self.erp, default_token_url=self.TOKEN_URL
+            )
+            self._client = ErpClient.for_connection(
+                self.http,
+                erp=self.erp,
+                connection=self.name,
+                config=self.config,
+                base_url=f"{self.config.base_url.rstrip('/')}/api.xro/2.0",
+                default_rate_per_minute=self.RATE_PER_MINUTE,
+                default_concurrency=self.MAX_CONCURRENCY,
+                errors=XERO_ERRORS,
+                extract=xero_error,
+                auth=auth,
+                default_headers={"xero-tenant-id": self.tenant_id},
+            )
+        return self._client
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        key: str | None = None,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> tuple[dict[str, Any], int]:
+        headers = {"Idempotency-Key": key[:128]} if key else None
+        response = await self.client().request(
+            method, path, operation=operation, params=params, json_body=body, headers=headers
+        )
+        parsed = loads_json(response.content) if response.content else {}
+        if not isinstance(parsed, dict):
+            raise PermanentError("erp.response", f"Xero {path}: unexpected response body")
+        return parsed, response.status_code
+
+    async def _write_one(
+        self,
+        method: str,
+        plural: str,
+        id_field: str,
+        document: dict[str, Any],
+        *,
+        operation: str,
+        key: str,
+        record_id: str | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        path = f"/{plural}/{record_id}" if record_id else f"/{plural}"
+        answer, status = await self._call(method, path, operation=operation, key=key, body={plural: [document]})
+        records = answer.get(plural) or []
+        if not records or not isinstance(records[0], dict) or id_field not in records[0]:
+            raise PermanentError("erp.response", f"Xero {plural} answer carries no {id_field}")
+        record = records[0]
+        if record.get("HasErrors") or record.get("ValidationErrors"):
+            messages = "; ".join(str(e.get("Message")) for e in record.get("ValidationErrors") or [])
+            raise PermanentError(
+                "erp.validation", f"Xero {plural}: {messages or 'validation errors'}", http_status=status
+            )
+        return record, status
+
+    async def _get_one(self, plural: str, record_id: str) -> dict[str, Any] | None:
+        try:
+            answer, _ = await self._call("GET", f"/{plural}/{record_id}", operation=f"{plural.lower()}.read")
+        except PermanentError as exc:
+            if exc.code == "erp.not_found" or exc.http_status == 404:
+                return None
+            raise
+        records = answer.get(plural) or []
+        return records[0] if records and isinstance(records[0], dict) else None
+
+    # ------------------------------------------------------------------ Connector API
+
+    async def check(self) -> None:
+        """``GET /api.xro/2.0/Organisation``: credentials, token refresh, tenant access and reachability.
+
+        Raises:
+            PermanentError: bad credentials (``auth.rejected`` / ``auth.refresh_rejected``), no tenant access.
+            RetriableError: Xero unreachable, throttling or failing.
+
+        """
+        await self._call("GET", "/Organisation", operation="organisation.read")
+
+    async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """Book ``record`` (see the module docstring for the mapping).
+
+        Raises:
+            Unsupported: budgets (read-only in Xero), sales orders, change orders, items.
+            PermanentError: validation errors, unresolved references, rejected credentials.
+            RetriableError: throttling (``retry_after`` from ``Retry-After``), 5xx, timeouts.
+
+        """
+        if isinstance(record, Bill):
+            return await self._document("Invoices", "InvoiceID", record, ctx, self._bill_body)
+        if isinstance(record, Invoice):
+            return await self._document("Invoices", "InvoiceID", record, ctx, self._invoice_body)
+        if isinstance(record, PurchaseOrder):
+            return await self._document("PurchaseOrders", "PurchaseOrderID", record, ctx, self._po_body)
+        if isinstance(record, Payment):
+            return await self._payment(record, ctx)
+        if isinstance(record, Vendor | Customer):
+            return await self._contact(record, ctx)
+        reason = _UNSUPPORTED.get(record.object_type, f"Xero connector does not book {record.object_type}")
+        raise Unsupported("erp.unsupported_object", reason)
+
+    # ------------------------------------------------------------------ documents
+
+    async def _document(self, plural: str, id_field: str, record: Any, ctx: HandleContext, build: Any) -> Booked:
+        kind = plural.lower()
+        if record.action is not Action.UPSERT:
+            return await self._void(plural, id_field, ctx)
+        body: dict[str, Any] = await build(record, ctx)
+        if ctx.existing is not None:
+            body[id_field] = ctx.existing.erp_record_id
+            stored, status = await self._write_one(
+                "POST",
+                plural,
+                id_field,
+                body,
+                operation=f"{kind}.update",
+                key=ctx.idempotency_key,
+                record_id=ctx.existing.erp_record_id,
+            )
+            return Booked(Operation.UPDATE, str(stored[id_field]), stored.get("UpdatedDateUTC"), status)
+        stored, status = await self._write_one(
+            "PUT", plural, id_field, body, operation=f"{kind}.create", key=ctx.idempotency_key
+        )
+        return Booked(Operation.CREATE, str(stored[id_field]), stored.get("UpdatedDateUTC"), status)
+
+    async def _void(self, plural: str, id_field: str, ctx: HandleContext) -> Booked:
+        if ctx.existing is None:
+            raise Unsupported("erp.nothing_to_void", f"no Xero {plural[:-1]} was booked for this record on {self.name}")
+        record_id = ctx.existing.erp_record_id
+        current = await self._get_one(plural, record_id)
+        if current is None:
+            raise PermanentError("erp.not_found", f"Xero {plural[:-1]} {record_id} no longer exists")
+        status_now = current.get("Status")
+        if status_now in ("VOIDED", "DELETED"):
+            return Booked(Operation.VOID, record_id, current.get("UpdatedDateUTC"), 200)
+        target = "DELETED" if status_now in ("DRAFT", "SUBMITTED") or plural == "PurchaseOrders" else "VOIDED"
+        stored, status = await self._write_one(
+            "POST",
+            plural,
+            id_field,
+            {id_field: record_id, "Status": target},
+            operation=f"{plural.lower()}.void",
+            key=ctx.idempotency_key,
+            record_id=record_id,
+        )
+        return Booked(Operation.VOID, record_id, stored.get("UpdatedDateUTC"), status)
+
+    async def _bill_body(self, bill: Bill, ctx: HandleContext) -> dict[str, Any]:
+        contact_id = await self._contact_id("Vendor", bill.vendor, ctx, create=True)
+        what = f"bill {bill.canonical_id}"
+        lines = [
+            self._line(line, f"{what} line {line.line_number}", "default_expense_account") for line in bill.line_items
+        ]
+        line_tax = sum((line.tax_amount or Decimal(0) for line in bill.line_items), Decimal(0))
+        for amount, label, option in (
+            (bill.tax_total - line_tax, "Tax", "tax_account"),
+            (bill.shipping_total, "Shipping", "shipping_account"),
+            (-bill.discount_total, "Discount", "discount_account"),
+        ):
+            if amount:
+                lines.append(self._extra_line(amount, label, option, what))
+        body: dict[str, Any] = {
+            "Type": "ACCPAY",
+            "Contact": {"ContactID": contact_id},
+            "LineItems": lines,
+            "Date": (bill.posting_date or bill.bill_date).isoformat(),
+            "CurrencyCode": bill.currency,
+            "Status": _STATUS.get(bill.status, "AUTHORISED"),
+            "LineAmountTypes": "Exclusive" if line_tax else "NoTax",
+        }
+        if bill.due_date:
+            body["DueDate"] = bill.due_date.isoformat()
+        if bill.bill_number:
+            body["InvoiceNumber"] = bill.bill_number[:255]
+        return body
+
+    async def _invoice_body(self, invoice: Invoice, ctx: HandleContext) -> dict[str, Any]:
+        contact_id = await self._contact_id("Customer", invoice.customer, ctx, create=True)
+        what = f"invoice {invoice.canonical_id}"
+        lines = []
+        for line in invoice.line_items:
+            entry = self._line(line, f"{what} line {line.line_number}", "default_revenue_account")
+            if line.item and line.item.accounting_custom_id:
+                entry["ItemCode"] = line.item.accounting_custom_id
+            lines.append(entry)
+        line_tax = sum((line.tax_amount or Decimal(0) for line in invoice.line_items), Decimal(0))
+        body: dict[str, Any] = {
+            "Type": "ACCREC",
+            "Contact": {"ContactID": contact_id},
+            "LineItems": lines,
+            "Date": invoice.invoice_date.isoformat(),
+            "CurrencyCode": invoice.currency,
+            "Status": _STATUS.get(invoice.status, "AUTHORISED"),
+            "LineAmountTypes": "Exclusive" if line_tax else "NoTax",
+        }
+        if invoice.due_date:
+            body["DueDate"] = invoice.due_date.isoformat()
+        if invoice.invoice_number:
+            body["InvoiceNumber"] = invoice.invoice_number[:255]
+        if invoice.memo:
+            body["Reference"] = invoice.memo[:255]
+        return body
+
+    async def _po_body(self, order: PurchaseOrder, ctx: HandleContext) -> dict[str, Any]:
+        contact_id = await self._contact_id("Vendor", order.vendor, ctx, create=True)
+        what = f"purchase order {order.canonical_id}"
+        lines = [
+            self._line(line, f"{what} line {line.line_number}", "default_expense_account") for line in order.line_items
+        ]
+        line_tax = sum((line.tax_amount or Decimal(0) for line in order.line_items), Decimal(0))
+        if order.tax_total - line_tax:
+            lines.append(self._extra_line(order.tax_total - line_tax, "Tax", "tax_account", what))
+        body: dict[str, Any] = {
+            "Contact": {"ContactID": contact_id},
+            "LineItems": lines,
+            "Date": order.order_date.isoformat(),
+            "CurrencyCode": order.currency,
+            "Status": _STATUS.get(order.status, "AUTHORISED"),
+            "LineAmountTypes": "Exclusive" if line_tax else "NoTax",
+        }
+        if order.number:
+            body["PurchaseOrderNumber"] = order.number[:255]
+        if order.title:
+            body["Reference"] = order.title[:255]
+        return body
+
+    def _line(self, line: LineItem, what: str, default_option: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "Description": line.description or f"Line {line.line_number}",
+            "LineAmount": line.amount,
+        }
+        if line.quantity is not None and line.unit_price is not None:
+            entry["Quantity"] = line.quantity
+            entry["UnitAmount"] = line.unit_price
+        else:
+            entry["Quantity"] = Decimal(1)
+            entry["UnitAmount"] = line.amount
+        if line.tax_amount is not None:
+            entry["TaxAmount"] = line.tax_amount
+        ref = line.gl_account
+        code = (ref.accounting_custom_id or ref.accounting_id) if ref else None
+        code = code or self.config.options.get(default_option)
+        if not code:
+            raise PermanentError(
+                "reference.unresolved",
+                f"{what}: no GL account (gl_account.accounting_custom_id or accounting_id) and no {default_option}",
+            )
+        entry["AccountID" if _is_uuid(str(code)) else "AccountCode"] = str(code)
+        return entry
+
+    def _extra_line(self, amount: Decimal, label: str, option: str, what: str) -> dict[str, Any]:
+        code = self.config.options.get(option) or self.config.options.get("default_expense_account")
+        if not code:
+            raise PermanentError(
+                "reference.unresolved",
+                f"{what}: {label.lower()} of {amount} needs option {option} or default_expense_account",
+            )
+        return {
+            "Description": label,
+            "Quantity": Decimal(1),
+            "UnitAmount": amount,
+            "LineAmount": amount,
+            "AccountCode": str(code),
+        }
+
+    # ------------------------------------------------------------------ payments
+
+    async def _payment(self, payment: Payment, ctx: HandleContext) -> Booked:
+        if payment.action is not Action.UPSERT:
+            if ctx.existing is None:
+                raise Unsupported("erp.nothing_to_void", f"no Xero payment was booked for {payment.canonical_id}")
+            last: tuple[dict[str, Any], int] | None = None
+            for payment_id in ctx.existing.erp_record_id.split(","):
+                last = await self._write_one(
+                    "POST",
+                    "Payments",
+                    "PaymentID",
+                    {"Status": "DELETED"},
+                    operation="payments.void",
+                    key=f"{ctx.idempotency_key}-{payment_id[:8]}",
+                    record_id=payment_id,
+                )
+            return Booked(Operation.VOID, ctx.existing.erp_record_id, None, last[1] if last else None)
+        if ctx.existing is not None:
+            raise Unsupported("erp.immutable", "Xero payments cannot be edited: void and re-create them in the source")
+        if not payment.applied_to:
+            raise PermanentError(
+                "reference.unresolved", f"payment {payment.canonical_id} is not applied to any document"
+            )
+        bank = payment.bank_account
+        account: dict[str, str]
+        code = (bank.accounting_custom_id or bank.accounting_id) if bank else None
+        code = code or self.config.options.get("default_bank_account")
+        if not code:
+            raise PermanentError(
+                "reference.unresolved", f"payment {payment.canonical_id}: no bank account and no default_bank_account"
+            )
+        account = {"AccountID": str(code)} if _is_uuid(str(code)) else {"Code": str(code)}
+        documents = []
+        for applied in payment.applied_to:
+            invoice_id = applied.document.accounting_id
+            if not invoice_id and applied.document_canonical_id:
+                row = await self.state.get_binding(self.name, applied.document_canonical_id)
+                invoice_id = row.erp_record_id if row else None
+            if not invoice_id:
+                raise RetriableError(
+                    "reference.pending",
+                    f"payment {payment.canonical_id}: {applied.document_canonical_id or applied.document.source_id} "
+                    f"is not booked on {self.name} yet",
+                    retry_after=30.0,
+                )
+            document: dict[str, Any] = {
+                "Invoice": {"InvoiceID": invoice_id},
+                "Account": account,
+                "Date": payment.payment_date.isoformat(),
+                "Amount": applied.amount,
+            }
+            if payment.reference:
+                document["Reference"] = payment.reference[:255]
+            documents.append(document)
+        answer, status = await self._call(
+            "PUT", "/Payments", operation="payments.create", key=ctx.idempotency_key, body={"Payments": documents}
+        )
+        ids = [str(p["PaymentID"]) for p in answer.get("Payments") or [] if isinstance(p, dict) and "PaymentID" in p]
+        if len(ids) != len(documents):
+            raise PermanentError("erp.response", "Xero Payments answer does not carry every PaymentID")
+        return Booked(Operation.CREATE, ",".join(ids), None, status)
+
+    # ------------------------------------------------------------------ contacts
+
+    async def _find_contact(self, field: str, value: str) -> dict[str, Any] | None:
+        answer, _ = await self._call(
+            "GET", "/Contacts", operation="contacts.query", params={"where": f"{field}=={_quote(value)}"}
+        )
+        contacts = [c for c in answer.get("Contacts") or [] if c.get("ContactStatus") != "ARCHIVED"]
+        return contacts[0] if contacts else None
+
+    async def _contact_id(self, role: str, ref: Reference, ctx: HandleContext, *, create: bool) -> str:
+        """Resolve a vendor/customer reference to its Xero ContactID (see the module docstring).
+
+        Raises:
+            PermanentError: ``reference.unresolved`` when nothing matches and creating is off or impossible.
+
+        """
+        if ref.accounting_id:
+            return ref.accounting_id
+        key = f"{role.lower()}-ref:{ref.source_id}" if ref.source_id else None
+        if key:
+            row = await self.state.get_binding(self.name, key)
+            if row is not None:
+                return row.erp_record_id
+        found = (
+            await self._find_contact("ContactNumber", ref.accounting_custom_id) if ref.accounting_custom_id else None
+        )
+        if found is None and ref.name:
+            found = await self._find_contact("Name", ref.name)
+        if found is None:
+            allowed = self.config.options.get("create_vendors" if role == "Vendor" else "create_customers", True)
+            if not (create and allowed and ref.name):
+                raise PermanentError(
+                    "reference.unresolved",
+                    f"{role.lower()} {ref.name or ref.source_id!r} not found in Xero"
+                    + ("" if ref.name else " (no name to match or create it by)"),
+                )
+            found, _ = await self._write_one(
+                "PUT",
+                "Contacts",
+                "ContactID",
+                self._contact_body(ref, ref.name, role),
+                operation="contacts.create",
+                key=f"{ctx.idempotency_key}-contact",
+            )
+        contact_id = str(found["ContactID"])
+        if key:
+            await self.state.put_binding(
+                self.name, key, erp_record_id=contact_id, erp_version=None, content_hash=_hash(ref)
+            )
+        return contact_id
+
+    @staticmethod
+    def _contact_body(ref: Reference | Party, name: str, role: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"Name": name[:255]}
+        number = getattr(ref, "accounting_custom_id", None)
+        if number:
+            body["ContactNumber"] = str(number)[:50]
+        email = getattr(ref, "email", None)
+        if email:
+            body["EmailAddress"] = email
+        tax_id = getattr(ref, "tax_id", None)
+        if tax_id:
+            body["TaxNumber"] = tax_id[:50]
+        phone = getattr(ref, "phone", None)
+        if phone:
+            body["Phones"] = [{"PhoneType": "DEFAULT", "PhoneNumber": phone}]
+        address = getattr(ref, "address", None)
+        if address is not None:
+            addr = {
+                "AddressType": "POBOX",
+                "AddressLine1": address.line1,
+                "AddressLine2": address.line2,
+                "City": address.city,
+                "Region": address.region,
+                "PostalCode": address.postal_code,
+                "Country": address.country,
+            }
+            body["Addresses"] = [{k: v for k, v in addr.items() if v}]
+        return body
+
+    async def _contact(self, party: Vendor | Customer, ctx: HandleContext) -> Booked:
+        role = "Vendor" if isinstance(party, Vendor) else "Customer"
+        key = f"{role.lower()}-ref:{party.source_id}"
+        archive = party.action is not Action.UPSERT or not party.active
+        body = {"ContactStatus": "ARCHIVED"} if archive else self._contact_body(party, party.name, role)
+        contact_id = ctx.existing.erp_record_id if ctx.existing else party.accounting_id
+        if contact_id is None:
+            row = await self.state.get_binding(self.name, key)
+            contact_id = row.erp_record_id if row else None
+        if contact_id is None:
+            found = await self._find_contact("Name", party.name)
+            contact_id = str(found["ContactID"]) if found else None
+        if contact_id is not None:
+            stored, status = await self._write_one(
+                "POST",
+                "Contacts",
+                "ContactID",
+                {**body, "ContactID": contact_id},
+                operation="contacts.update",
+                key=ctx.idempotency_key,
+                record_id=contact_id,
+            )
+            operation = Operation.VOID if archive else Operation.UPDATE
+        elif archive:
+            raise Unsupported("erp.nothing_to_void", f"contact {party.name!r} does not exist in Xero")
+        else:
+            stored, status = await self._write_one(
+                "PUT", "Contacts", "ContactID", body, operation="contacts.create", key=ctx.idempotency_key
+            )
+            operation = Operation.CREATE
+        await self.state.put_binding(
+            self.name, key, erp_record_id=str(stored["ContactID"]), erp_version=None, content_hash=_hash(party)
+        )
+        return Booked(operation, str(stored["ContactID"]), stored.get("UpdatedDateUTC"), status)

@@ -1,0 +1,648 @@
+"""A local Xero sandbox: the Accounting API 2.0 on its real paths, in memory.
+
+What it reproduces (``shared/reference/erp_apis.md`` §2, ``xero_accounting.yaml``,
+developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
+
+* ``POST /connect/token`` — OAuth 2.0 token endpoint (identity.xero.com), refresh tokens rotate;
+* ``GET /connections`` — the tenants the token may use;
+* ``/api.xro/2.0/…`` with ``Authorization: Bearer`` (401 problem JSON) and ``xero-tenant-id``
+  (missing or foreign → 403): ``PUT /Invoices`` (create), ``POST /Invoices/{InvoiceID}``
+  (update, ``Status`` ``VOIDED`` for authorised, ``DELETED`` for draft/submitted),
+  ``GET /Invoices/{InvoiceID}``, ``GET|PUT /Contacts`` (``where=Name=="…"``),
+  ``POST /Contacts/{ContactID}``, ``PUT /Payments``, ``POST /Payments/{PaymentID}``,
+  ``PUT /PurchaseOrders``, ``POST /PurchaseOrders/{PurchaseOrderID}``, ``GET /Organisation``;
+* ``Idempotency-Key`` replay (same key → the original response, no second record);
+* per-tenant limits (default 60 per minute, 5 concurrent) answered with 429, ``Retry-After``
+  and ``X-Rate-Limit-Problem: minute|concurrent``; ``X-MinLimit-Remaining`` on answers;
+  both limits are arguments of :func:`create_app` so demos and benchmarks can raise them;
+* Xero's error shape (``ErrorNumber``, ``Type``, ``Message``, ``Elements[].ValidationErrors[]``);
+* each invoice, contact, payment and purchase order validated against its schema in
+  ``xero_accounting.yaml`` with ``jsonschema`` (``$ref`` resolved through ``components``),
+  plus Xero's documented rules the schema does not encode: ``Type``, ``Contact`` and
+  ``LineItems`` required on invoices, property names known, account codes in the chart;
+  validation is skipped cleanly without the spec file;
+* ``SubTotal``, ``TotalTax``, ``Total`` and ``AmountDue`` computed from the lines;
+* a chart of accounts with code ``600394`` (the Mercoa sample's ``glAccountId``).
+
+Wiring with a connector (tests, ``ledgerflow up``)::
+
+    async with serve(create_app()) as url:
+        config = sandbox_connection(ConnectionConfig(erp="xero"), url)
+        connector = XeroConnector("xero", config, http, state)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import re
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from ledgerflow.settings import ConnectionConfig
+
+__all__ = [
+    "DEFAULT_CREDENTIALS",
+    "TOKEN_PATH",
+    "SandboxCredentials",
+    "XeroSchemas",
+    "create_app",
+    "default_spec_path",
+    "sandbox_connection",
+]
+
+TOKEN_PATH = "/connect/token"  # noqa: S105 - a URL path, not a secret
+API = "/api.xro/2.0"
+
+SEEDED_ACCOUNTS: tuple[dict[str, Any], ...] = (
+    {"Code": "600394", "Name": "Job Materials", "Type": "EXPENSE"},
+    {"Code": "400", "Name": "Advertising", "Type": "EXPENSE"},
+    {"Code": "429", "Name": "General Expenses", "Type": "EXPENSE"},
+    {"Code": "200", "Name": "Sales", "Type": "REVENUE"},
+    {"Code": "800", "Name": "Accounts Payable", "Type": "CURRLIAB"},
+    {"Code": "090", "Name": "Business Bank Account", "Type": "BANK", "EnablePaymentsToAccount": True},
+)
+"""The sandbox chart of accounts (``600394`` is the Mercoa sample's ``glAccountId``)."""
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "Invoice": ("Type", "Contact", "LineItems"),
+    "PurchaseOrder": ("Contact", "LineItems"),
+    "Contact": ("Name",),
+    "Payment": ("Invoice", "Account", "Amount"),
+}
+"""Fields Xero documents as required (the OpenAPI schemas list none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxCredentials:
+    """Credentials the sandbox accepts (and the connection config that goes with them)."""
+
+    client_id: str = "ledgerflow-xero-sandbox"
+    client_secret: str = "xero-sandbox-secret"  # noqa: S105 - a local sandbox's fixed demo secret
+    refresh_token: str = "xero-sandbox-refresh-token"  # noqa: S105
+    tenant_id: str = "7a2f4bde-1c8e-4c55-9c1e-5d2b6b0f6a10"
+
+
+DEFAULT_CREDENTIALS = SandboxCredentials()
+
+
+def default_spec_path() -> Path:
+    """``$LEDGERFLOW_SPECS_DIR/xero_accounting.yaml``, else ``../shared/specs/xero_accounting.yaml``."""
+    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
+    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+    return root / "xero_accounting.yaml"
+
+
+def sandbox_connection(
+    config: ConnectionConfig, base_url: str, credentials: SandboxCredentials = DEFAULT_CREDENTIALS
+) -> ConnectionConfig:
+    """``config`` pointed at a running sandbox: its base URL, token URL and credentials (options kept)."""
+    creds = {
+        "client_id": credentials.client_id,
+        "client_secret": credentials.client_secret,
+        "refresh_token": credentials.refresh_token,
+        "tenant_id": credentials.tenant_id,
+        "token_url": base_url.rstrip("/") + TOKEN_PATH,
+    }
+    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": creds})
+
+
+# --------------------------------------------------------------------------------------------
+# xero_accounting.yaml validation
+
+
+class XeroSchemas:
+    """jsonschema validators for schemas of ``xero_accounting.yaml`` (``$ref`` through ``components``)."""
+
+    def __init__(self, path: Path) -> None:
+        import jsonschema
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        with path.open(encoding="utf-8") as fh:
+            spec = yaml.load(fh, Loader=loader)  # noqa: S506 - a safe loader
+        self.components = spec["components"]
+        self._jsonschema = jsonschema
+        self._validators: dict[str, Any] = {}
+
+    def properties(self, name: str) -> set[str]:
+        """Property names of schema ``name``."""
+        return set(self.components["schemas"].get(name, {}).get("properties", {}))
+
+    def validate(self, name: str, document: Any, *, partial: bool = False) -> list[str]:
+        """Messages for ``document`` against schema ``name``, documented required fields and known names.
+
+        ``partial`` (an update naming only changed fields) skips the required-field check.
+        """
+        required = [] if partial else list(REQUIRED.get(name, ()))
+        cache_key = f"{name}:{partial}"
+        validator = self._validators.get(cache_key)
+        if validator is None:
+            schema = {
+                "allOf": [{"$ref": f"#/components/schemas/{name}"}, {"required": required}],
+                "components": self.components,
+            }
+            validator = self._jsonschema.Draft7Validator(schema)
+            self._validators[cache_key] = validator
+        messages = []
+        for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
+            where = ".".join(str(p) for p in error.absolute_path)
+            messages.append(f"{name}{'.' + where if where else ''}: {error.message}")
+        if isinstance(document, dict):
+            unknown = sorted(set(document) - self.properties(name))
+            messages += [f"{name}: unknown element {key!r}" for key in unknown]
+            if name in ("Invoice", "PurchaseOrder"):
+                known = self.properties("LineItem")
+                for i, line in enumerate(document.get("LineItems") or []):
+                    if isinstance(line, dict):
+                        messages += [f"{name}.LineItems.{i}: unknown element {k!r}" for k in sorted(set(line) - known)]
+        return messages
+
+
+@functools.lru_cache(maxsize=4)
+def _load_schemas(path: str) -> XeroSchemas:
+    return XeroSchemas(Path(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes
+
+
+def _ms_date() -> str:
+    return f"/Date({int(time.time() * 1000)}+0000)/"
+
+
+def _validation(messages: list[str], element: dict[str, Any] | None = None) -> Response:
+    body = {
+        "ErrorNumber": 10,
+        "Type": "ValidationException",
+        "Message": "A validation exception occurred",
+        "Elements": [{**(element or {}), "ValidationErrors": [{"Message": m} for m in messages]}],
+    }
+    return DecimalJSONResponse(body, status_code=400)
+
+
+def _not_found(what: str) -> Response:
+    body = {"ErrorNumber": 404, "Type": "ObjectNotFoundException", "Message": f"{what} could not be found"}
+    return DecimalJSONResponse(body, status_code=404)
+
+
+def _problem(status: int, title: str, detail: str) -> Response:
+    body = {"Type": None, "Title": title, "Status": status, "Detail": detail, "Instance": str(uuid.uuid4())}
+    return DecimalJSONResponse(body, status_code=status)
+
+
+def _fault_body(status: int) -> Any:
+    if status == 429:
+        return {"Title": "Too Many Requests", "Status": 429, "Detail": "Rate limit exceeded"}
+    return {"ErrorNumber": 500, "Type": "InternalServerError", "Message": f"An error occurred in Xero ({status})"}
+
+
+def _fault_headers(status: int) -> dict[str, str]:
+    return {"X-Rate-Limit-Problem": "minute"} if status == 429 else {}
+
+
+def _money(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def _envelope(key: str, body: Any) -> list[Any] | None:
+    """``{"Invoices": [...]}`` or a bare object → the list of documents."""
+    if isinstance(body, dict) and isinstance(body.get(key), list):
+        return list(body[key])
+    if isinstance(body, dict) and key not in body:
+        return [body]
+    return None
+
+
+def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
+    value = record.get("Total", record.get("Amount"))
+    return Decimal(str(value)) if value is not None else None
+
+
+_WHERE = re.compile(r'^\s*(\w+)\s*==\s*"((?:[^"\\]|\\.)*)"\s*$')
+
+
+class _Xero:
+    """Route handlers over one :class:`Sandbox`."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        credentials: SandboxCredentials,
+        schemas: XeroSchemas | None,
+        *,
+        minute_limit: int,
+        concurrent_limit: int,
+        latency: float,
+    ) -> None:
+        self.sandbox = sandbox
+        self.store = sandbox.store
+        self.credentials = credentials
+        self.schemas = schemas
+        self.minute_limit = minute_limit
+        self.concurrent_limit = concurrent_limit
+        self.latency = latency
+        self._calls: dict[str, deque[float]] = defaultdict(deque)
+        self._in_flight: dict[str, int] = defaultdict(int)
+        for account in SEEDED_ACCOUNTS:
+            self.store.put("account", account["Code"], {**account, "AccountID": str(uuid.uuid4()), "Status": "ACTIVE"})
+
+    # ------------------------------------------------------------------ gatekeeping
+
+    def _authorised(self, request: Request) -> Response | None:
+        if not self.sandbox.issuer.verify(request.headers.get("authorization")):
+            return _problem(401, "Unauthorized", "AuthenticationUnsuccessful")
+        if request.headers.get("xero-tenant-id") != self.credentials.tenant_id:
+            return _problem(403, "Forbidden", "AuthorizationUnsuccessful")
+        return None
+
+    async def _limited(self, request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
+        denied = self._authorised(request)
+        if denied is not None:
+            return denied
+        tenant = self.credentials.tenant_id
+        now = time.monotonic()
+        calls = self._calls[tenant]
+        while calls and calls[0] <= now - 60:
+            calls.popleft()
+        if len(calls) >= self.minute_limit:
+            wait = max(1, int(calls[0] + 60 - now + 0.999))
+            return self._throttled("minute", wait)
+        if self._in_flight[tenant] >= self.concurrent_limit:
+            return self._throttled("concurrent", 1)
+        calls.append(now)
+        self._in_flight[tenant] += 1
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            response = await handler()
+        finally:
+            self._in_flight[tenant] -= 1
+        response.headers["X-MinLimit-Remaining"] = str(max(0, self.minute_limit - len(calls)))
+        return response
+
+    @staticmethod
+    def _throttled(problem: str, retry_after: int) -> Response:
+        body = {"Title": "Too Many Requests", "Status": 429, "Detail": f"Rate limit exceeded: {problem}"}
+        headers = {"Retry-After": str(retry_after), "X-Rate-Limit-Problem": problem}
+        return DecimalJSONResponse(body, status_code=429, headers=headers)
+
+    async def _idempotent(self, request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
+        key = request.headers.get("idempotency-key")
+        return await self.store.idempotent(self.credentials.tenant_id, key, handler)
+
+    async def _body(self, request: Request) -> Any:
+        try:
+            return await read_json(request)
+        except ValueError:
+            return None
+
+    # ------------------------------------------------------------------ routes
+
+    async def connections(self, request: Request) -> Response:
+        if not self.sandbox.issuer.verify(request.headers.get("authorization")):
+            return _problem(401, "Unauthorized", "AuthenticationUnsuccessful")
+        tenant = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, self.credentials.tenant_id)),
+            "tenantId": self.credentials.tenant_id,
+            "tenantType": "ORGANISATION",
+            "tenantName": "ledgerflow sandbox organisation",
+        }
+        return DecimalJSONResponse([tenant])
+
+    async def organisation(self, request: Request) -> Response:
+        async def handler() -> Response:
+            org = {"Name": "ledgerflow sandbox organisation", "BaseCurrency": "USD", "CountryCode": "US"}
+            return DecimalJSONResponse({"Organisations": [org]})
+
+        return await self._limited(request, handler)
+
+    async def put_invoices(self, request: Request) -> Response:
+        return await self._create(request, "Invoices", "Invoice", "invoice", "InvoiceID")
+
+    async def put_purchase_orders(self, request: Request) -> Response:
+        return await self._create(request, "PurchaseOrders", "PurchaseOrder", "purchase_order", "PurchaseOrderID")
+
+    async def put_contacts(self, request: Request) -> Response:
+        return await self._create(request, "Contacts", "Contact", "contact", "ContactID")
+
+    async def put_payments(self, request: Request) -> Response:
+        return await self._create(request, "Payments", "Payment", "payment", "PaymentID")
+
+    async def _create(self, request: Request, plural: str, schema: str, kind: str, id_field: str) -> Response:
+        async def handler() -> Response:
+            documents = _envelope(plural, await self._body(request))
+            if not documents:
+                return _validation([f"The request body must carry {plural}"])
+            built: list[dict[str, Any]] = []
+            for document in documents:
+                result = self._build(schema, kind, id_field, document, None)
+                if isinstance(result, Response):
+                    return result
+                built.append(result)
+            for record in built:
+                self.store.put(kind, record[id_field], record)
+                if kind == "payment":
+                    self._apply_payment(record)
+            return DecimalJSONResponse(self._answer(plural, built))
+
+        return await self._limited(request, lambda: self._idempotent(request, handler))
+
+    async def post_invoice(self, request: Request, record_id: str) -> Response:
+        return await self._update(request, record_id, "Invoices", "Invoice", "invoice", "InvoiceID")
+
+    async def post_purchase_order(self, request: Request, record_id: str) -> Response:
+        return await self._update(
+            request, record_id, "PurchaseOrders", "PurchaseOrder", "purchase_order", "PurchaseOrderID"
+        )
+
+    async def post_contact(self, request: Request, record_id: str) -> Response:
+        return await self._update(request, record_id, "Contacts", "Contact", "contact", "ContactID")
+
+    async def post_payment(self, request: Request, record_id: str) -> Response:
+        async def handler() -> Response:
+            payment = self.store.get("payment", record_id)
+            if payment is None:
+                return _not_found("Payment")
+            documents = _envelope("Payments", await self._body(request)) or [{}]
+            if documents[0].get("Status") != "DELETED":
+                return _validation(["Payments can only be deleted (Status DELETED)"])
+            if payment.get("Status") != "DELETED":
+                payment["Status"] = "DELETED"
+                invoice = self.store.get("invoice", payment["Invoice"]["InvoiceID"])
+                if invoice is not None:
+                    invoice["AmountPaid"] = _money(invoice.get("AmountPaid")) - _money(payment["Amount"])
+                    invoice["AmountDue"] = _money(invoice["Total"]) - invoice["AmountPaid"]
+                    invoice["Status"] = "AUTHORISED"
+            return DecimalJSONResponse(self._answer("Payments", [payment]))
+
+        return await self._limited(request, lambda: self._idempotent(request, handler))
+
+    async def _update(
+        self, request: Request, record_id: str, plural: str, schema: str, kind: str, id_field: str
+    ) -> Response:
+        async def handler() -> Response:
+            current = self.store.get(kind, record_id)
+            if current is None:
+                return _not_found(schema)
+            documents = _envelope(plural, await self._body(request))
+            if not documents:
+                return _validation([f"The request body must carry {plural}"])
+            result = self._build(schema, kind, id_field, documents[0], current)
+            if isinstance(result, Response):
+                return result
+            self.store.put(kind, record_id, result)
+            return DecimalJSONResponse(self._answer(plural, [result]))
+
+        return await self._limited(request, lambda: self._idempotent(request, handler))
+
+    async def get_one(self, request: Request, record_id: str, plural: str, kind: str, schema: str) -> Response:
+        async def handler() -> Response:
+            record = self.store.get(kind, record_id)
+            return _not_found(schema) if record is None else DecimalJSONResponse(self._answer(plural, [record]))
+
+        return await self._limited(request, handler)
+
+    async def get_invoice(self, request: Request, record_id: str) -> Response:
+        return await self.get_one(request, record_id, "Invoices", "invoice", "Invoice")
+
+    async def get_purchase_order(self, request: Request, record_id: str) -> Response:
+        return await self.get_one(request, record_id, "PurchaseOrders", "purchase_order", "PurchaseOrder")
+
+    async def get_contacts(self, request: Request, where: str | None = None) -> Response:
+        async def handler() -> Response:
+            contacts = self.store.all("contact")
+            if where:
+                match = _WHERE.match(where)
+                if match is None:
+                    body = {
+                        "ErrorNumber": 16,
+                        "Type": "QueryParseException",
+                        "Message": f"Cannot parse where {where!r}",
+                    }
+                    return DecimalJSONResponse(body, status_code=400)
+                field, raw = match.groups()
+                wanted = re.sub(r"\\(.)", r"\1", raw)
+                contacts = [c for c in contacts if str(c.get(field, "")) == wanted]
+            return DecimalJSONResponse(self._answer("Contacts", contacts))
+
+        return await self._limited(request, handler)
+
+    # ------------------------------------------------------------------ documents
+
+    @staticmethod
+    def _answer(plural: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "Id": str(uuid.uuid4()),
+            "Status": "OK",
+            "ProviderName": "ledgerflow",
+            "DateTimeUTC": _ms_date(),
+            plural: records,
+        }
+
+    def _build(
+        self, schema: str, kind: str, id_field: str, document: Any, current: dict[str, Any] | None
+    ) -> dict[str, Any] | Response:
+        if not isinstance(document, dict):
+            return _validation([f"{schema} must be an object"])
+        if self.schemas is not None:
+            problems = self.schemas.validate(schema, document, partial=current is not None)
+            if problems:
+                return _validation(problems, document)
+        merged = {**(current or {}), **document}
+        if current is not None and "Status" in document:
+            problem = self._status_change(schema, current, str(document["Status"]))
+            if problem:
+                return _validation([problem], document)
+        if schema in ("Invoice", "PurchaseOrder"):
+            problem = self._contact_and_lines(merged)
+            if problem:
+                return _validation([problem], document)
+        if schema == "Contact":
+            clash = self.store.find(
+                "contact",
+                lambda c: (
+                    c.get("Name") == merged.get("Name")
+                    and c["ContactID"] != merged.get("ContactID")
+                    and c.get("ContactStatus") != "ARCHIVED"
+                ),
+            )
+            if clash:
+                return _validation(
+                    [
+                        f"The contact name {merged.get('Name')} is already assigned to another contact. "
+                        "The contact name must be unique across all active contacts."
+                    ],
+                    document,
+                )
+            merged.setdefault("ContactStatus", "ACTIVE")
+        if schema == "Payment":
+            problem = self._payment_problem(merged)
+            if problem:
+                return _validation([problem], document)
+            merged.setdefault("Status", "AUTHORISED")
+        merged[id_field] = current[id_field] if current is not None else str(uuid.uuid4())
+        merged["UpdatedDateUTC"] = _ms_date()
+        return merged
+
+    @staticmethod
+    def _status_change(schema: str, current: dict[str, Any], status: str) -> str | None:
+        now = current.get("Status", "DRAFT")
+        if status == now:
+            return None
+        if status == "VOIDED" and now != "AUTHORISED":
+            return f"{schema} not of valid status for voiding (status {now}); delete drafts instead"
+        if status == "VOIDED" and _money(current.get("AmountPaid")) > 0:
+            return "Invoice has payments applied: remove them before voiding"
+        if status == "DELETED" and now not in ("DRAFT", "SUBMITTED"):
+            return f"{schema} not of valid status for deletion (status {now}); void authorised documents instead"
+        return None
+
+    def _contact_and_lines(self, document: dict[str, Any]) -> str | None:
+        contact = document.get("Contact") or {}
+        contact_id = contact.get("ContactID")
+        if contact_id:
+            found = self.store.get("contact", str(contact_id))
+            if found is None:
+                return f"Contact with ContactID {contact_id} could not be found"
+            document["Contact"] = {"ContactID": found["ContactID"], "Name": found["Name"]}
+        elif contact.get("Name"):
+            matches = self.store.find("contact", lambda c: c.get("Name") == contact["Name"])
+            if not matches:  # Xero creates a contact named on a document
+                created = {"ContactID": str(uuid.uuid4()), "Name": contact["Name"], "ContactStatus": "ACTIVE"}
+                self.store.put("contact", created["ContactID"], created)
+                matches = [created]
+            document["Contact"] = {"ContactID": matches[0]["ContactID"], "Name": matches[0]["Name"]}
+        else:
+            return "A Contact must be specified with either ContactID or Name"
+        subtotal = Decimal(0)
+        tax = Decimal(0)
+        lines = []
+        for line in document.get("LineItems") or []:
+            code = line.get("AccountCode")
+            if code is not None and self.store.get("account", str(code)) is None:
+                return f"Account code '{code}' is not a valid code for this document."
+            account_id = line.get("AccountID")
+            known_ids = {a["AccountID"] for a in self.store.all("account")}
+            if account_id is not None and account_id not in known_ids:
+                return f"Account ID '{account_id}' is not valid for this document."
+            if code is None and account_id is None:
+                return "An Account Code must be specified for each line item"
+            quantity = _money(line.get("Quantity", 1))
+            computed = (quantity * _money(line.get("UnitAmount"))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            amount = _money(line["LineAmount"]) if line.get("LineAmount") is not None else computed
+            if line.get("UnitAmount") is not None and amount != computed:
+                return f"Line amount {amount} does not equal quantity × unit amount ({computed})"
+            tax_amount = _money(line.get("TaxAmount"))
+            lines.append({**line, "LineItemID": line.get("LineItemID") or str(uuid.uuid4()), "LineAmount": amount})
+            subtotal += amount
+            tax += tax_amount
+        document["LineItems"] = lines
+        if document.get("LineAmountTypes") == "NoTax":
+            tax = Decimal(0)
+        document["SubTotal"] = subtotal
+        document["TotalTax"] = tax
+        document["Total"] = subtotal + tax
+        document.setdefault("Status", "DRAFT")
+        document.setdefault("LineAmountTypes", "Exclusive")
+        if "Type" in document:
+            document["AmountPaid"] = _money(document.get("AmountPaid"))
+            document["AmountDue"] = document["Total"] - document["AmountPaid"]
+        return None
+
+    def _payment_problem(self, payment: dict[str, Any]) -> str | None:
+        invoice_id = (payment.get("Invoice") or {}).get("InvoiceID")
+        invoice = self.store.get("invoice", str(invoice_id)) if invoice_id else None
+        if invoice is None:
+            return f"Invoice {invoice_id} could not be found"
+        if invoice.get("Status") not in ("AUTHORISED",):
+            return "Payment can only be applied to an AUTHORISED invoice"
+        account = payment.get("Account") or {}
+        found = self.store.get("account", str(account.get("Code"))) if account.get("Code") else None
+        if found is None and account.get("AccountID"):
+            matches = self.store.find("account", lambda a: a["AccountID"] == account["AccountID"])
+            found = matches[0] if matches else None
+        if found is None or not found.get("EnablePaymentsToAccount"):
+            return "Account is not a bank account or does not accept payments"
+        if _money(payment.get("Amount")) > _money(invoice.get("AmountDue")):
+            return "Payment amount exceeds the amount outstanding on this document"
+        return None
+
+    def _apply_payment(self, payment: dict[str, Any]) -> None:
+        invoice = self.store.get("invoice", str(payment["Invoice"]["InvoiceID"]))
+        if invoice is None:
+            return
+        invoice["AmountPaid"] = _money(invoice.get("AmountPaid")) + _money(payment["Amount"])
+        invoice["AmountDue"] = _money(invoice["Total"]) - invoice["AmountPaid"]
+        if invoice["AmountDue"] == 0:
+            invoice["Status"] = "PAID"
+
+
+def create_app(
+    *,
+    credentials: SandboxCredentials = DEFAULT_CREDENTIALS,
+    spec_path: Path | None = None,
+    minute_limit: int = 60,
+    concurrent_limit: int = 5,
+    latency: float = 0.0,
+    access_ttl: int = 1800,
+) -> FastAPI:
+    """Build the Xero sandbox app.
+
+    Args:
+        credentials: client, refresh token and tenant the sandbox accepts.
+        spec_path: ``xero_accounting.yaml``; default :func:`default_spec_path`; validation is skipped if absent.
+        minute_limit: API calls per tenant per rolling minute (Xero: 60).
+        concurrent_limit: API calls per tenant in flight at once (Xero: 5).
+        latency: seconds each API call takes (to make concurrency observable in tests and demos).
+        access_ttl: lifetime of access tokens, seconds (Xero: 1800).
+
+    The :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
+    validated is ``app.state.spec_validation``. Stored invoices are records of kind ``invoice``.
+    """
+    issuer = OAuthIssuer(
+        {credentials.client_id: credentials.client_secret},
+        consent_tokens=[credentials.refresh_token],
+        access_ttl=access_ttl,
+    )
+    sandbox = Sandbox(
+        "Xero sandbox",
+        issuer=issuer,
+        token_path=TOKEN_PATH,
+        total_of=_total,
+        fault_body=_fault_body,
+        fault_headers=_fault_headers,
+    )
+    path = spec_path or default_spec_path()
+    schemas = _load_schemas(str(path)) if path.is_file() else None
+    xero = _Xero(
+        sandbox, credentials, schemas, minute_limit=minute_limit, concurrent_limit=concurrent_limit, latency=latency
+    )
+    app = sandbox.app
+    app.state.spec_validation = schemas is not None
+    app.add_api_route("/connections", xero.connections, methods=["GET"])
+    app.add_api_route(API + "/Organisation", xero.organisation, methods=["GET"])
+    app.add_api_route(API + "/Invoices", xero.put_invoices, methods=["PUT"])
+    app.add_api_route(API + "/Invoices/{record_id}", xero.post_invoice, methods=["POST"])
+    app.add_api_route(API + "/Invoices/{record_id}", xero.get_invoice, methods=["GET"])
+    app.add_api_route(API + "/PurchaseOrders", xero.put_purchase_orders, methods=["PUT"])
+    app.add_api_route(API + "/PurchaseOrders/{record_id}", xero.post_purchase_order, methods=["POST"])
+    app.add_api_route(API + "/PurchaseOrders/{record_id}", xero.get_purchase_order, methods=["GET"])
+    app.add_api_route(API + "/Contacts", xero.put_contacts, methods=["PUT"])
+    app.add_api_route(API + "/Contacts", xero.get_contacts, methods=["GET"])
+    app.add_api_route(API + "/Contacts/{record_id}", xero.post_contact, methods=["POST"])
+    app.add_api_route(API + "/Payments", xero.put_payments, methods=["PUT"])
+    app.add_api_route(API + "/Payments/{record_id}", xero.post_payment, methods=["POST"])
+    return app
