@@ -395,5 +395,122 @@ def topics(
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
 
 
+@app.command()
+def audit(
+    port: Annotated[int | None, typer.Option(help="API port (default: LEDGERFLOW_AUDIT_PORT, 8081).")] = None,
+) -> None:
+    """Run the audit service: results consumer (group ledgerflow.audit) and the sync-records API (docs/audit.md)."""
+    import contextlib
+
+    from ledgerflow.audit.service import start_audit
+    from ledgerflow.audit.settings import AuditSettings
+
+    settings = AuditSettings()
+    _setup_logging(settings)
+    bootstrap = _require_bootstrap(settings)
+    writers = None if settings.state_url.startswith("sqlite") else settings.audit_concurrency
+
+    async def run() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            url = await start_audit(
+                stack,
+                bootstrap,
+                settings,
+                embedded=False,
+                host=settings.audit_host,
+                port=settings.audit_port if port is None else port,
+                concurrency=writers,
+            )
+            console.print(f"audit API on {url}  (/sync-records /docs /healthz /readyz /metrics)")
+            await _wait_for_signal()
+
+    asyncio.run(run())
+
+
+@app.command()
+def replay(
+    mode: Annotated[str, typer.Argument(help="'dlq' (dead letters → original topics) or 'raw' (raw events again)")],
+    stage: Annotated[list[str] | None, typer.Option(help="dlq: stage(s) to read (default: all).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant (ce_tenant).")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time, ISO 8601 (raw: required).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time, ISO 8601.")] = None,
+    reason: Annotated[list[str] | None, typer.Option(help="dlq: only these reasons (ledgerflow_dlq_reason).")] = None,
+    source: Annotated[str | None, typer.Option(help="raw: the source whose raw topic is replayed.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count and list what would be replayed.")] = False,
+) -> None:
+    """Re-publish dead letters to their original topics, or a time range of raw events (docs/audit.md)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ledgerflow.replay import DeadLetterFilter, ReplaySummary, parse_time, replay_dead_letters, replay_raw
+    from ledgerflow.topics import STAGES
+
+    settings = Settings()
+    _setup_logging(settings, quiet=True)
+    bootstrap = _require_bootstrap(settings)
+    try:
+        start, end = parse_time(since), parse_time(until)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if mode not in ("dlq", "raw"):
+        console.print(f"[red]unknown mode {mode!r}[/red]: use dlq or raw")
+        raise typer.Exit(2)
+    if mode == "raw" and (source is None or start is None):
+        console.print("[red]raw replay needs --source and --since[/red]")
+        raise typer.Exit(2)
+    stages = tuple(stage or STAGES)
+    if unknown := [s for s in stages if s not in STAGES]:
+        console.print(f"[red]unknown stage(s) {', '.join(unknown)}[/red]: stages are {', '.join(STAGES)}")
+        raise typer.Exit(2)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("scanning" if dry_run else "replaying", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        async def run() -> ReplaySummary:
+            if mode == "raw":
+                assert source is not None
+                assert start is not None
+                return await replay_raw(
+                    settings,
+                    bootstrap,
+                    source,
+                    since=start,
+                    until=end,
+                    tenant=tenant,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+            filters = DeadLetterFilter(
+                stages=stages, tenant=tenant, since=start, until=end, reasons=tuple(reason or ())
+            )
+            return await replay_dead_letters(settings, bootstrap, filters, dry_run=dry_run, progress=progress)
+
+        summary = asyncio.run(run())
+
+    if dry_run:
+        table = Table(title=f"would replay {summary.replayed} message(s)")
+        for col in ("from", "time", "tenant", "reason", "ce_id", "to"):
+            table.add_column(col)
+        for item in summary.items:
+            table.add_row(
+                f"{item.topic}:{item.partition}:{item.offset}",
+                item.timestamp.isoformat(timespec="seconds"),
+                item.tenant or "-",
+                item.reason or "-",
+                item.ce_id or "-",
+                item.target_topic,
+            )
+        out.print(table)
+    verb = "would replay" if dry_run else "replayed"
+    out.print(f"{verb} {summary.replayed}, skipped {summary.skipped} (scanned {summary.scanned})")
+    if not summary.complete:
+        console.print("[yellow]the broker stopped serving before the end offsets: the replay is incomplete[/yellow]")
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

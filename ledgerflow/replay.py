@@ -42,6 +42,7 @@ __all__ = [
     "Progress",
     "ReplayItem",
     "ReplaySummary",
+    "parse_time",
     "replay_dead_letters",
     "replay_raw",
 ]
@@ -98,6 +99,21 @@ class ReplaySummary:
     items: list[ReplayItem] = field(default_factory=list)
     complete: bool = True
     """False when the broker stopped serving before the end offsets captured at start were reached."""
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time (``2026-11-22T09:00:00Z``; without an offset = UTC), or None for None.
+
+    Raises:
+        ValueError: ``value`` is not ISO 8601.
+    """
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-22T09:00:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _ms(moment: datetime) -> int:
