@@ -110,6 +110,20 @@ def contract_budget() -> Budget:
     )
 
 
+def mercoa_sample_bill(sample: bytes) -> Bill:
+    """The canonical bill the Mercoa mapper makes of the real ``invoice.created`` sample."""
+    import json
+
+    from ledgerflow.events import EventAttributes
+    from transformers.base import RawEvent
+    from transformers.mercoa.invoice import map_invoice
+
+    attributes = EventAttributes(id="evt-sample", source="mercoa", type="invoice.created", tenant="demo")
+    event = RawEvent("demo", "mercoa", "invoice.created", json.loads(sample), sample, attributes)
+    (bill,) = map_invoice(event)
+    return bill
+
+
 def ctx(key: str, existing: BinderEntry | None = None) -> HandleContext:
     """A handle context with idempotency key ``key``."""
     return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)

@@ -17,6 +17,7 @@ from contract import (
     contract_sales_order,
     ctx,
     entry,
+    mercoa_sample_bill,
 )
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -279,3 +280,14 @@ async def test_unwired_connection_says_how_to_wire_it(http: httpx.AsyncClient, s
         await connector.check()
     assert err.value.code == "config.base_url"
     assert "sandbox_connection" in err.value.message
+
+
+async def test_mercoa_sample_is_booked_with_its_amount(
+    qbo: tuple[FastAPI, str], http: httpx.AsyncClient, state: StateStore, mercoa_sample: bytes
+) -> None:
+    _, url = qbo
+    bill = mercoa_sample_bill(mercoa_sample)
+    booked = await QuickBooksConnector("c", qbo_config(url), http, state).handle(bill, ctx("k-sample"))
+    stored = await SandboxControl(http, url).records("bill")
+    assert [s["id"] for s in stored] == [booked.erp_record_id]
+    assert stored[0]["total"] == bill.total == Decimal("100")

@@ -18,6 +18,7 @@ from contract import (
     contract_budget,
     ctx,
     entry,
+    mercoa_sample_bill,
 )
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -255,3 +256,14 @@ async def test_token_rotation_persisted_on_postgres(
         await _rotation(url, http, store, app)
     finally:
         await store.close()
+
+
+async def test_mercoa_sample_is_booked_with_its_amount(
+    xero: tuple[FastAPI, str], http: httpx.AsyncClient, state: StateStore, mercoa_sample: bytes
+) -> None:
+    _, url = xero
+    bill = mercoa_sample_bill(mercoa_sample)
+    booked = await XeroConnector("c", xero_config(url), http, state).handle(bill, ctx("k-sample"))
+    stored = await SandboxControl(http, url).records("invoice")
+    assert [s["id"] for s in stored] == [booked.erp_record_id]
+    assert stored[0]["total"] == bill.total == Decimal("100")
