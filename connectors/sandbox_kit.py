@@ -308,6 +308,8 @@ class Sandbox:
         token_path: where the token endpoint is mounted (e.g. ``/oauth2/v1/tokens/bearer``).
         total_of: the total of a stored record for ``/_sandbox/records`` (None if it has none).
         fault_body: body of injected error responses, in the ERP's error shape, from (status).
+        fault_headers: extra headers of injected error responses, from (status)
+            (e.g. Xero's ``X-Rate-Limit-Problem`` on 429).
 
     The FastAPI app is :attr:`app`; ERP routes are added to it by the ERP's ``create_app``.
     """
