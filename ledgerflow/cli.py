@@ -100,6 +100,7 @@ def up(
             out.print(f"[bold green]ledgerflow {__version__} is up[/bold green]")
             out.print(f"  broker      {stack.bootstrap_servers}")
             out.print(f"  ingress     {stack.ingress_url}  (/healthz /readyz /metrics /docs)")
+            out.print(f"  audit       {stack.audit_url}  (/sync-records /docs)")
             for erp, url in stack.sandboxes.items():
                 out.print(f"  sandbox     {erp:<11} {url}  (records: {url}/_sandbox/records)")
             for name, config in stack.connections.items():

@@ -130,11 +130,15 @@ async def collect_results(
 
 
 async def sandbox_totals(stack: RunningStack) -> dict[str, dict[str, Decimal]]:
-    """ERP kind → {record id → stored bill total} from each running sandbox's ``/_sandbox/records``."""
+    """ERP kind → {record id → stored total} of every record with a total (bills, invoices) in each sandbox.
+
+    Sandboxes name their kinds as their ERP does (QuickBooks ``bill``, Xero ``invoice`` of type
+    ACCPAY), so records are not filtered by kind; ids are unique within one sandbox.
+    """
     totals: dict[str, dict[str, Decimal]] = {}
     async with httpx.AsyncClient(timeout=10) as client:
         for erp, url in stack.sandboxes.items():
-            resp = await client.get(f"{url}/_sandbox/records", params={"kind": "bill"})
+            resp = await client.get(f"{url}/_sandbox/records")
             if resp.status_code != 200:
                 continue
             records = orjson.loads(resp.content).get("records", [])

@@ -19,7 +19,14 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 
 from ledgerflow.settings import Settings
 
-__all__ = ["broker_from_settings", "ensure_topics", "missing_topics", "producer_options"]
+__all__ = [
+    "LedgerflowBroker",
+    "broker_from_settings",
+    "ensure_topics",
+    "missing_topics",
+    "producer_options",
+    "security_from_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,8 @@ def producer_options(settings: Settings, *, embedded: bool) -> dict[str, Any]:
     return {"acks": "all", "enable_idempotence": idempotence, "linger_ms": 2}
 
 
-def _security(settings: Settings) -> BaseSecurity | None:
+def security_from_settings(settings: Settings) -> BaseSecurity | None:
+    """FastStream security (TLS, SASL PLAIN or SCRAM) from the ``LEDGERFLOW_KAFKA_*`` settings; None for PLAINTEXT."""
     proto = settings.kafka_security_protocol
     if proto == "PLAINTEXT":
         return None
@@ -50,12 +58,36 @@ def _security(settings: Settings) -> BaseSecurity | None:
     return BaseSecurity(ssl_context=ssl.create_default_context(), use_ssl=True)
 
 
+class LedgerflowBroker(KafkaBroker):
+    """A FastStream ``KafkaBroker`` that starts its subscribers concurrently.
+
+    Every subscriber is a consumer joining its own group, and a join waits out the broker's
+    rebalance delay (about 3–5 s on Kafka and Tansu). FastStream starts subscribers one after
+    another, so a worker with several (a connector has two per connection, ``ledgerflow up`` a
+    dozen) took that delay times their number to become ready; here they join at once.
+    """
+
+    async def start(self) -> None:
+        """Connect, start every subscriber concurrently, then the publishers."""
+        await self.connect()
+        await asyncio.gather(*(sub.start() for sub in self.subscribers))
+        for pub in self.publishers:
+            await pub.start()
+        self.running = True
+
+
 def broker_from_settings(settings: Settings, bootstrap_servers: str, *, embedded: bool, **kwargs: Any) -> KafkaBroker:
-    """A FastStream ``KafkaBroker`` with ledgerflow's producer defaults and security settings."""
-    return KafkaBroker(
+    """A FastStream ``KafkaBroker`` with ledgerflow's producer defaults and security settings.
+
+    FastStream's per-message logs go to the ``ledgerflow.kafka.messages`` logger at DEBUG (so they
+    follow the process's logging configuration instead of printing to stdout).
+    """
+    kwargs.setdefault("logger", logging.getLogger("ledgerflow.kafka.messages"))
+    kwargs.setdefault("log_level", logging.DEBUG)
+    return LedgerflowBroker(
         bootstrap_servers,
         client_id=settings.kafka_client_id,
-        security=_security(settings),
+        security=security_from_settings(settings),
         **producer_options(settings, embedded=embedded),
         **kwargs,
     )

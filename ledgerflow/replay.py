@@ -32,7 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream.kafka.security import parse_security
 
-from ledgerflow.kafka import _security, producer_options
+from ledgerflow.kafka import producer_options, security_from_settings
 from ledgerflow.settings import Settings
 from ledgerflow.topics import STAGES
 
@@ -135,7 +135,7 @@ class _Replayer:
     """Scans topics within a time range and re-publishes the records ``select`` picks."""
 
     def __init__(self, settings: Settings, bootstrap_servers: str, *, embedded: bool, dry_run: bool) -> None:
-        self.security = parse_security(_security(settings))
+        self.security = parse_security(security_from_settings(settings))
         self.bootstrap = bootstrap_servers
         self.options = producer_options(settings, embedded=embedded)
         self.dry_run = dry_run

@@ -3,7 +3,7 @@
 Starts, in order: the Kafka-protocol broker (embedded Tansu unless bootstrap servers are set),
 every topic, the state store, a local sandbox for each ERP connection without a ``base_url``,
 the transformer, one connector runtime per ERP connection (each in its own consumer group),
-and the ingress. Stops them in reverse order.
+the audit service (results store and sync-records API), and the ingress. Stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from connectors.runtime import register as register_connector
 from ingress.app import create_app
 from ingress.publisher import FastStreamPublisher
 from ledgerflow.asgi import serve
+from ledgerflow.audit.service import start_audit
 from ledgerflow.embedded import EmbeddedBroker
 from ledgerflow.kafka import broker_from_settings, ensure_topics, missing_topics
 from ledgerflow.settings import ConnectionConfig, Routing, Settings
@@ -48,6 +49,7 @@ class RunningStack:
     routing: Routing
     bootstrap_servers: str
     ingress_url: str
+    audit_url: str = ""
     sandboxes: dict[str, str] = field(default_factory=dict)
     connections: dict[str, ConnectionConfig] = field(default_factory=dict)
     connectors: dict[str, Connector] = field(default_factory=dict)
@@ -122,6 +124,7 @@ async def run_stack(
             register_connector(workers, runtime)
         await workers.start()
         stack.push_async_callback(workers.stop)
+        running.audit_url = await start_audit(stack, bootstrap, settings, embedded=embedded, host=host)
 
         ingress_broker = broker_from_settings(settings, bootstrap, embedded=embedded)
         await ingress_broker.start()

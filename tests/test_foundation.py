@@ -133,11 +133,11 @@ def test_connection_credentials_from_a_mounted_secret_folder(tmp_path: Path) -> 
 def test_kafka_security_from_settings(tmp_path: Path) -> None:
     from faststream.security import SASLScram512
 
-    from ledgerflow.kafka import _security
+    from ledgerflow.kafka import security_from_settings
     from ledgerflow.settings import Settings
 
-    assert _security(Settings(kafka_security_protocol="PLAINTEXT")) is None
-    sasl = _security(
+    assert security_from_settings(Settings(kafka_security_protocol="PLAINTEXT")) is None
+    sasl = security_from_settings(
         Settings(
             kafka_security_protocol="SASL_SSL",
             kafka_sasl_mechanism="SCRAM-SHA-512",
