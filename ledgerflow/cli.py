@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledgerflow import __version__
-from ledgerflow.settings import ConfigError, Routing, Settings
+from ledgerflow.settings import ConfigError, Routing, Settings, all_erps_routing
 
 app = typer.Typer(
     name="ledgerflow",
@@ -123,11 +123,14 @@ def demo(
     json_output: Annotated[bool, typer.Option("--json", help="Print the SyncResults as a JSON array.")] = False,
     sample: Annotated[Path | None, typer.Option(help="Mercoa webhook body to post.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 60.0,
+    all_erps: Annotated[
+        bool, typer.Option("--all-erps", help="Book into QuickBooks, Xero, NetSuite, SAP, Coupa and HTTP at once.")
+    ] = False,
 ) -> None:
     """Run everything, post a Mercoa invoice webhook, wait for every ERP's result; exit 0 only if all succeeded."""
     settings = _embedded_state(Settings())
     _setup_logging(settings, quiet=True)
-    routing = _load(settings)
+    routing = all_erps_routing() if all_erps else _load(settings)
     from ledgerflow import demo as demo_mod
     from ledgerflow.stack import run_stack
 

@@ -39,6 +39,8 @@ __all__ = [
     "Settings",
     "SourceConfig",
     "TenantConfig",
+    "all_erps_routing",
+    "demo_routing",
     "load_routing",
 ]
 
@@ -184,6 +186,20 @@ def demo_routing() -> Routing:
                 "quickbooks": {"erp": "quickbooks", "objects": ["bill", "vendor"]},
                 "xero": {"erp": "xero", "objects": ["bill", "vendor"]},
             },
+        }
+    )
+
+
+ALL_ERPS = ("quickbooks", "xero", "netsuite", "sap", "coupa", "http")
+"""Every ERP kind ledgerflow has a connector for."""
+
+
+def all_erps_routing() -> Routing:
+    """The demo routing fanned out to one local sandbox of every ERP kind (``ledgerflow demo --all-erps``)."""
+    return Routing.model_validate(
+        {
+            "tenants": {"demo": {"sources": {"mercoa": {"tokens": ["demo-token"]}}, "connections": list(ALL_ERPS)}},
+            "connections": {erp: {"erp": erp, "objects": ["bill", "vendor"]} for erp in ALL_ERPS},
         }
     )
 

@@ -103,3 +103,28 @@ def test_demo_command_prints_two_succeeded_results(kafka_is_embedded: bool) -> N
     results = json.loads(proc.stdout)
     assert sorted(r["erp"] for r in results) == ["quickbooks", "xero"]
     assert all(r["outcome"] == "succeeded" and r["erp_record_id"] for r in results)
+
+
+async def test_one_bill_booked_in_all_five_erps_and_the_http_target(
+    kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path, mercoa_sample: bytes, unique: str
+) -> None:
+    """The `ledgerflow demo --all-erps` routing: one tenant fanned out to six ERP connections at once."""
+    from ledgerflow.settings import ALL_ERPS, all_erps_routing
+
+    settings = _settings(kafka_bootstrap, kafka_is_embedded, tmp_path, f"all{unique}")
+    payload = orjson.loads(mercoa_sample)
+    amount = Decimal(str(payload["invoice"]["amount"]))
+    async with run_stack(settings, all_erps_routing()) as stack:
+        await demo.post_webhook(stack, mercoa_sample)
+        results = await demo.collect_results(
+            stack.bootstrap_servers,
+            settings.topics.results,
+            f"mercoa:bill:{payload['invoice']['id']}",
+            list(ALL_ERPS),
+            timeout=90,
+        )
+        totals = await demo.sandbox_totals(stack)
+    assert set(results) == set(ALL_ERPS)
+    for erp, result in results.items():
+        assert result.outcome is Outcome.SUCCEEDED, (erp, result.error)
+        assert totals[erp][result.erp_record_id or ""] == amount, erp
