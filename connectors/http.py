@@ -378,6 +378,7 @@ class ErpClient:
         operation: str,
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         ok: Collection[int] = (),
     ) -> httpx.Response:
@@ -389,6 +390,7 @@ class ErpClient:
             operation: metrics label, e.g. ``"bill.create"``.
             params: query parameters.
             json_body: body, serialised with :func:`dumps_json` (Decimal-exact).
+            content: a JSON body already serialised (e.g. bytes that were signed); not with ``json_body``.
             headers: extra headers for this request.
             ok: extra non-2xx statuses the caller handles itself (e.g. 404 on a look-up).
 
@@ -402,7 +404,10 @@ class ErpClient:
                 vendor's message, or as the table says.
 
         """
-        content = dumps_json(json_body) if json_body is not None else None
+        if json_body is not None:
+            if content is not None:
+                raise ValueError("pass json_body or content, not both")
+            content = dumps_json(json_body)
         merged = {**self.default_headers, **(headers or {})}
         if content is not None:
             merged.setdefault("Content-Type", "application/json")

@@ -183,11 +183,8 @@ class WebhookConnector(Connector):
             "webhook-timestamp": str(int(timestamp.timestamp())),
             "webhook-signature": self.webhook.sign(msg_id, timestamp, content.decode()),
         }
-        # ErpClient serialises json_body with dumps_json, which is deterministic: the bytes sent
-        # are exactly the bytes signed above.
-        return await self.client.request(
-            "POST", path, operation=f"{operation}.post", json_body=payload, headers=headers
-        )
+        # The bytes sent are exactly the bytes signed above.
+        return await self.client.request("POST", path, operation=f"{operation}.post", content=content, headers=headers)
 
     def _record_id(self, response: httpx.Response, record: CanonicalRecord) -> str:
         if self.pointer is None:
