@@ -34,25 +34,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import itertools
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.http import dumps_json, loads_json
+from ledgerflow.asgi import serve
 
 __all__ = [
     "DecimalJSONResponse",
@@ -447,53 +446,3 @@ class SandboxControl:
 
 # --------------------------------------------------------------------------------------------
 # Serving in-process
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the host process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, ready_timeout: float = 10.0
-) -> AsyncIterator[str]:
-    """Run ``app`` with uvicorn in this event loop; yield its base URL once it accepts connections.
-
-    Args:
-        app: the ASGI app.
-        host: interface to bind (loopback by default).
-        port: port to bind; 0 picks a free one.
-        ready_timeout: seconds to wait for the server to accept connections.
-
-    Raises:
-        RuntimeError: the server failed to start or did not become ready in time.
-
-    """
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
-    )
-    server = _EmbeddedServer(config)
-    task = asyncio.create_task(server.serve(), name=f"sandbox-{host}:{port}")
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while not server.started:
-            if task.done():
-                raise RuntimeError(f"sandbox server on {host}:{port} failed to start")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sandbox server on {host}:{port} not started within {ready_timeout}s")
-            await asyncio.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, bound), ready_timeout)
-        writer.close()
-        await writer.wait_closed()
-        shown = f"[{host}]" if ":" in host else host
-        yield f"http://{shown}:{bound}"
-    finally:
-        server.should_exit = True
-        if not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

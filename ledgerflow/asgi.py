@@ -1,10 +1,11 @@
-"""Run an ASGI app with uvicorn inside the current event loop (``ledgerflow up``, tests, workers)."""
+"""Run an ASGI app with uvicorn inside the current event loop (``ledgerflow up``, sandboxes, tests, workers)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,31 +23,43 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on ``host:port`` (0 = a free port) until the block exits; yields the base URL.
+async def serve(
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, ready_timeout: float = 10.0, **config: Any
+) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host:port`` (0 = a free port) until the block exits; yield its base URL.
 
-    The socket is bound before uvicorn starts, so the URL is valid as soon as it is yielded.
+    The socket is bound before uvicorn starts, so the URL accepts connections as soon as it is
+    yielded. Extra keyword arguments go to ``uvicorn.Config`` (defaults: no access log, warnings
+    only, no lifespan, 1 s graceful shutdown).
 
     Raises:
-        OSError: when the port cannot be bound.
-        RuntimeError: when uvicorn fails to start.
+        OSError: the port cannot be bound.
+        RuntimeError: uvicorn stopped during start-up or did not start within ``ready_timeout`` seconds.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.setblocking(False)
     bound_port = sock.getsockname()[1]
-    cfg = uvicorn.Config(app, log_level=config.pop("log_level", "warning"), lifespan="off", **config)
-    server = _EmbeddedServer(cfg)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    config.setdefault("log_level", "warning")
+    config.setdefault("access_log", False)
+    config.setdefault("lifespan", "off")
+    config.setdefault("timeout_graceful_shutdown", 1)
+    server = _EmbeddedServer(uvicorn.Config(app, **config))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"asgi-{host}:{bound_port}")
     try:
+        deadline = time.monotonic() + ready_timeout
         while not server.started:
             if task.done():
                 task.result()
-                raise RuntimeError("uvicorn stopped during start-up")
+                raise RuntimeError(f"server on {host}:{bound_port} stopped during start-up")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server on {host}:{bound_port} did not start within {ready_timeout}s")
             await asyncio.sleep(0.01)
-        yield f"http://{host}:{bound_port}"
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        yield f"http://{shown}:{bound_port}"
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
