@@ -1,0 +1,83 @@
+"""Fixtures of the fault tests: one pipeline of real processes shared by the module's tests.
+
+Starting six Python processes costs ~20 s on a 2-core machine, so the module shares one
+pipeline; each test uses its own invoice ids and checks only its own records. A test that
+leaves a process dead does not break the next one: :func:`faults_pipeline` restarts it.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pipeline import Pipeline, PipelineConfig
+
+
+def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+async def faults_state_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for the module (the processes write the state store concurrently).
+
+    Module-scoped twin of the suite's ``postgres_url`` (which is per test); skips without PostgreSQL.
+    """
+    if not _postgres_up():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (several processes share the state store)")
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"ledgerflow_faults_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def running_pipeline(
+    kafka_bootstrap: str, kafka_is_embedded: bool, faults_state_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Pipeline]:
+    """Two QuickBooks sandboxes, ingress, transformer and two connectors, each its own OS process."""
+    tag = uuid.uuid4().hex[:8]
+    config = PipelineConfig(
+        bootstrap_servers=kafka_bootstrap,
+        embedded=kafka_is_embedded,
+        state_url=faults_state_url,
+        workdir=Path(tmp_path_factory.mktemp("faults")),
+        prefix=f"faults{tag}",
+        # Connection names are in consumer group ids: unique, so no other test's group is shared.
+        connections=(f"qbo-a-{tag}", f"qbo-b-{tag}"),
+    )
+    async with Pipeline.start(config) as pipe:
+        print(f"\npipeline ready: {', '.join(f'{k} {v:.1f}s' for k, v in pipe.ready_seconds.items())}")
+        yield pipe
+
+
+@pytest.fixture
+async def faults_pipeline(running_pipeline: Pipeline) -> AsyncIterator[Pipeline]:
+    """The shared pipeline, with every process alive and no fault armed when the test starts."""
+    for name, service in running_pipeline.services.items():
+        if not service.running:
+            await running_pipeline.restart(name)
+    for connection in running_pipeline.config.connections:
+        await running_pipeline.clear_faults(connection)
+    yield running_pipeline
+    for connection in running_pipeline.config.connections:
+        await running_pipeline.clear_faults(connection)

@@ -1,0 +1,103 @@
+"""The connector's crash window between its binder write and its ``succeeded`` result, made deterministic.
+
+``ConnectorRuntime.handle`` books the record, writes the binder row, *then* publishes the
+``SyncResult``. A worker that dies in between (kill -9 in ``test_delivery_faults.py`` hits this
+a few times per thousand records) leaves the bill booked and the offset uncommitted; the
+redelivered record finds the binder row and publishes only ``duplicate``. No ``succeeded`` result
+for that booking ever reaches ``ledgerflow.results.v1``, so the audit trail shows the record as a
+duplicate of a booking it never saw. Here the crash is a failed result publish (the broker never
+acknowledged it), which leaves exactly the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from connectors.quickbooks import QuickBooksConnector
+from connectors.quickbooks.sandbox import create_app, sandbox_connection
+from connectors.runtime import ConnectorRuntime
+from connectors.sandbox_kit import serve
+from contracts import Outcome, SyncResult
+from ledgerflow.events import EventAttributes
+from ledgerflow.settings import ConnectionConfig, Routing, Settings
+from ledgerflow.state import StateStore
+from transformers.base import RawEvent
+from transformers.mercoa.invoice import map_invoice
+
+pytestmark = pytest.mark.faults
+
+
+@dataclass
+class Record:
+    """A consumed canonical record (the parts ``ConnectorRuntime.handle`` reads)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connectors/runtime.py writes the binder before the succeeded result is acknowledged; "
+    "a crash in between leaves only a `duplicate` result for the booking",
+)
+async def test_crash_between_binder_write_and_result_still_reports_the_booking_as_succeeded(
+    tmp_path: Path, mercoa_sample: bytes
+) -> None:
+    settings = Settings(topic_prefix="crash", state_url=f"sqlite+aiosqlite:///{tmp_path}/state.db")
+    routing = Routing.model_validate(
+        {
+            "tenants": {"acme": {"sources": {"mercoa": {"tokens": ["t"]}}, "connections": ["qbo"]}},
+            "connections": {"qbo": {"erp": "quickbooks", "objects": ["bill", "vendor"]}},
+        }
+    )
+    raw = EventAttributes(id="raw-1", source="/tenants/acme/mercoa", type="io.ledgerflow.raw.mercoa", tenant="acme")
+    (bill,) = map_invoice(
+        RawEvent("acme", "mercoa", "invoice.created", orjson.loads(mercoa_sample), mercoa_sample, raw)
+    )
+    attrs = raw.derive(id="canonical-1", type="io.ledgerflow.bill.v1", subject=bill.canonical_id)
+    record = Record(
+        settings.topics.canonical("bill"),
+        0,
+        7,
+        bill.canonical_id.encode(),
+        bill.model_dump_json().encode(),
+        [(k, v.encode()) for k, v in attrs.to_headers().items()],
+    )
+    results: list[SyncResult] = []
+    broker_down = True
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        if broker_down:
+            raise ConnectionError("worker died before the broker acknowledged the result")
+        if topic == settings.topics.results:
+            results.append(SyncResult.model_validate_json(value))
+
+    state = StateStore(settings.state_url)
+    await state.create_all()
+
+    async with serve(create_app()) as url, httpx.AsyncClient() as http:
+        config = sandbox_connection(ConnectionConfig(erp="quickbooks", objects=["bill", "vendor"]), url)
+        connector = QuickBooksConnector("qbo", config, http, state)
+        runtime = ConnectorRuntime(
+            connector, state, routing.model_copy(update={"connections": {"qbo": config}}), publish, settings
+        )
+        with pytest.raises(ConnectionError):
+            await runtime.handle(record)  # booked and bound, result lost: the batch is redelivered
+        broker_down = False
+        await runtime.handle(record)  # the redelivery
+        bills = (await http.get(f"{url}/_sandbox/records", params={"kind": "bill"})).json()["records"]
+        await connector.aclose()
+    await state.close()
+
+    assert len(bills) == 1  # booked once: the binder did its job
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED]  # …but the booking is reported as a duplicate
