@@ -17,6 +17,17 @@ invoice is the booking (a redelivery or a retry after a lost answer). The SAP re
 changed through this API (only cancelled and re-posted), so an *update* of a booked bill is
 :class:`Unsupported` with that reason rather than silently ignored.
 
+Supplier (``InvoicingParty``) resolution, in order: the vendor's ``accounting_custom_id`` /
+``accounting_id`` (an SAP supplier number, ≤ 10 characters); the binder row
+``vendor-ref:<source id>`` of an earlier resolution; the Business Partner API by name —
+``GET /sap/opu/odata/sap/API_BUSINESS_PARTNER/A_Supplier?$filter=SupplierName eq '…'``
+(``SupplierFullName`` for names over 35 characters). One match is used and stored in the binder.
+Several matches are narrowed by the vendor's address, as Monite matches counterparts: country,
+then city, from ``A_BusinessPartnerAddress`` (``Country``, ``CityName``; ``A_Supplier`` itself has
+no address properties) of the candidates' business partners; still several (or no address) →
+``PermanentError("reference.ambiguous")``. No match → ``PermanentError("erp.unknown_reference")``:
+this connector does not create business partners. Reads are plain GETs (no CSRF token).
+
 Auth (``config.credentials``): communication user ``username``/``password`` (HTTP Basic) or
 OAuth 2.0 client credentials (``client_id``, ``client_secret``, ``token_url``). Limits: SAP
 publishes no per-tenant quota (reference §4.3); defaults 600 requests/min, 5 in flight.
@@ -25,6 +36,7 @@ publishes no per-tenant quota (reference §4.3); defaults 600 requests/min, 5 in
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any, ClassVar
 
 import httpx
@@ -34,18 +46,36 @@ from connectors.base import Booked, Connector, HandleContext, PermanentError, Re
 from connectors.http import ErpClient, RequestAuth, loads_json
 from connectors.oauth import ClientCredentialsManager
 from connectors.sap.errors import SAP_ERRORS, extract_error
-from connectors.sap.mapping import UnresolvedReferenceError, lookup_filter, supplier_invoice_body
-from contracts import Action, Bill, CanonicalRecord, Operation
+from connectors.sap.mapping import (
+    UnresolvedReferenceError,
+    lookup_filter,
+    odata_string,
+    supplier_invoice_body,
+    supplier_name_filter,
+    supplier_number,
+)
+from contracts import Action, Bill, CanonicalRecord, Operation, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
 
-__all__ = ["SERVICE_PATH", "BasicAuth", "SapConnector"]
+__all__ = ["BUSINESS_PARTNER_PATH", "SERVICE_PATH", "BasicAuth", "SapConnector"]
 
 SERVICE_PATH = "/sap/opu/odata/sap/API_SUPPLIERINVOICE_PROCESS_SRV"
 """Service root of the supplier invoice API below the tenant's API host."""
 
+BUSINESS_PARTNER_PATH = "/sap/opu/odata/sap/API_BUSINESS_PARTNER"
+"""Service root of the Business Partner API (``A_Supplier``, ``A_BusinessPartnerAddress``)."""
+
+MAX_NAME_MATCHES = 50
+"""``$top`` of a supplier-by-name query: more same-named suppliers than this is ambiguous anyway."""
+
 DEFAULT_RATE_PER_MINUTE = 600.0
 DEFAULT_CONCURRENCY = 5
+
+
+def _partner(supplier: dict[str, Any]) -> str:
+    """The business partner number of an ``A_Supplier`` row (the supplier number when not returned)."""
+    return str(supplier.get("BusinessPartner") or supplier["Supplier"])
 
 
 class BasicAuth:
@@ -72,8 +102,9 @@ class SapConnector(Connector):
 
     Raises (from :meth:`handle`):
         Unsupported: object types other than ``bill``; void/delete; updates of posted invoices.
-        PermanentError: unresolved supplier/account (``erp.unknown_reference``), SAP validation
-            messages, rejected credentials.
+        PermanentError: unresolved supplier/account (``erp.unknown_reference``), several suppliers
+            of the vendor's name and place (``reference.ambiguous``), SAP validation messages,
+            rejected credentials.
         RetriableError (also): a freshly fetched CSRF token refused again (``sap.csrf``).
         RetriableError: 429, 5xx, timeouts, locks.
 
@@ -104,6 +135,7 @@ class SapConnector(Connector):
             auth=auth,
             extract=extract_error,
         )
+        self.business_partner_url = config.base_url.rstrip("/") + BUSINESS_PARTNER_PATH
         self._csrf: tuple[str, str] | None = None
         self.csrf_fetches = 0
         """How many CSRF tokens this connector fetched (diagnostics, tests)."""
@@ -140,9 +172,10 @@ class SapConnector(Connector):
             raise Unsupported("erp.unsupported_object", f"SAP connector does not book {record.object_type}")
         if record.action is not Action.UPSERT:
             raise Unsupported("erp.unsupported_action", f"SAP connector does not {record.action.value} bills")
+        party = await self.resolve_supplier(record.vendor)
         try:
-            body = supplier_invoice_body(record, self.config.options)
-            query = lookup_filter(record)
+            body = supplier_invoice_body(record, self.config.options, party)
+            query = lookup_filter(record, party)
         except UnresolvedReferenceError as exc:
             raise PermanentError("erp.unknown_reference", str(exc)) from exc
         found = await self._lookup(query)
@@ -155,6 +188,101 @@ class SapConnector(Connector):
             return Booked(Operation.CREATE, found, http_status=200)
         response = await self._post("/A_SupplierInvoice", body)
         return Booked(Operation.CREATE, self._key(loads_json(response.content).get("d")), http_status=201)
+
+    async def resolve_supplier(self, vendor: VendorRef) -> str:
+        """The SAP supplier number of a bill's vendor (order: see the module docstring).
+
+        Raises:
+            PermanentError: ``erp.unknown_reference`` (no supplier of that id or name),
+                ``reference.ambiguous`` (several suppliers of that name and place).
+            RetriableError: the Business Partner API is unavailable (429, 5xx, timeouts).
+
+        """
+        number = supplier_number(vendor)
+        if number is not None:
+            return number
+        key = f"vendor-ref:{vendor.source_id}" if vendor.source_id else None
+        if key is not None:
+            row = await self.state.get_binding(self.name, key)
+            if row is not None:
+                return row.erp_record_id
+        if not vendor.name:
+            raise PermanentError(
+                "erp.unknown_reference",
+                f"vendor {vendor.source_id or '?'} has no SAP supplier number and no name to find it by",
+            )
+        candidates = await self._suppliers_named(vendor.name)
+        if not candidates:
+            raise PermanentError(
+                "erp.unknown_reference",
+                f"vendor {vendor.name!r} has no SAP supplier number and no SAP supplier has that name"
+                " (this connector does not create business partners)",
+            )
+        if len(candidates) > 1:
+            candidates = await self._narrow_by_place(vendor, candidates)
+        supplier = str(candidates[0]["Supplier"])
+        if key is not None:
+            digest = hashlib.sha256(vendor.model_dump_json().encode()).hexdigest()
+            await self.state.put_binding(self.name, key, erp_record_id=supplier, erp_version=None, content_hash=digest)
+        return supplier
+
+    async def _odata_results(self, path: str, operation: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        response = await self.client.request(
+            "GET", f"{self.business_partner_url}/{path}", operation=operation, params={**params, "$format": "json"}
+        )
+        body = loads_json(response.content)
+        data = body.get("d") if isinstance(body, dict) else None
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise PermanentError("erp.protocol", f"SAP {path} answered without d.results")
+        return [r for r in results if isinstance(r, dict) and r.get("Supplier", r.get("BusinessPartner"))]
+
+    async def _suppliers_named(self, name: str) -> list[dict[str, Any]]:
+        return await self._odata_results(
+            "A_Supplier",
+            "supplier.lookup",
+            {
+                "$filter": supplier_name_filter(name),
+                "$select": "Supplier,SupplierName,BusinessPartner",
+                "$top": str(MAX_NAME_MATCHES),
+            },
+        )
+
+    async def _narrow_by_place(self, vendor: VendorRef, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The one candidate in the vendor's country (then city), else ``reference.ambiguous``."""
+        numbers = ", ".join(sorted(str(c["Supplier"]) for c in candidates))
+        address = vendor.address
+        country = (address.country or "").strip().casefold() if address else ""
+        city = (address.city or "").strip().casefold() if address else ""
+        if country or city:
+            partners = {_partner(c) for c in candidates}
+            addresses = await self._odata_results(
+                "A_BusinessPartnerAddress",
+                "supplier.address_lookup",
+                {
+                    "$filter": " or ".join(f"BusinessPartner eq {odata_string(p)}" for p in sorted(partners)),
+                    "$select": "BusinessPartner,Country,CityName",
+                },
+            )
+            places: dict[str, list[tuple[str, str]]] = {}
+            for row in addresses:
+                found = (str(row.get("Country") or "").casefold(), str(row.get("CityName") or "").casefold())
+                places.setdefault(str(row.get("BusinessPartner")), []).append(found)
+            remaining = candidates
+            for index, wanted in ((0, country), (1, city)):
+                if not wanted or len(remaining) == 1:
+                    continue
+                remaining = [
+                    c for c in remaining if any(found[index] == wanted for found in places.get(_partner(c), []))
+                ]
+            if len(remaining) == 1:
+                return remaining
+        place = ", ".join(part for part in (address.city, address.country) if part) if address else ""
+        raise PermanentError(
+            "reference.ambiguous",
+            f"vendor {vendor.name!r}: several SAP suppliers have that name ({numbers})"
+            + (f" and none or several of them are in {place}" if place else " and the vendor has no address"),
+        )
 
     async def _lookup(self, query: str) -> str | None:
         response = await self.client.request(

@@ -8,7 +8,8 @@ navigation properties as ``{"results": [...]}``.
 
 References: the supplier (``InvoicingParty``, max 10) and G/L accounts use the SAP codes —
 ``accounting_custom_id`` first (SAP supplier/account numbers are the human codes), then
-``accounting_id``. Line account assignment defaults: business unit → ``CostCenter``, project →
+``accounting_id``; a supplier without one is resolved by the connector (binder, then by name).
+Line account assignment defaults: business unit → ``CostCenter``, project →
 ``WBSElement``, cost code → ``InternalOrder`` (``options["line_assignments"]`` overrides).
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from contracts import Bill, Reference
+from contracts import Bill, Reference, VendorRef
 from contracts.common import quantize
 
 __all__ = [
@@ -27,10 +28,19 @@ __all__ = [
     "UnresolvedReferenceError",
     "edm_datetime",
     "invoice_reference",
+    "invoicing_party",
     "lookup_filter",
     "odata_string",
     "supplier_invoice_body",
+    "supplier_name_filter",
+    "supplier_number",
 ]
+
+SUPPLIER_NAME_LENGTH = 35
+"""``SupplierName`` max length in ``A_SupplierType`` (``API_BUSINESS_PARTNER``).
+
+Longer names are matched against ``SupplierFullName`` (max 220).
+"""
 
 DEFAULT_LINE_ASSIGNMENTS: dict[str, str] = {
     "business_unit": "CostCenter",
@@ -72,39 +82,63 @@ def invoice_reference(bill: Bill) -> str:
     return "LF" + hashlib.sha256(bill.canonical_id.encode()).hexdigest()[:14].upper()
 
 
-def invoicing_party(bill: Bill) -> str:
-    """The SAP supplier number (``InvoicingParty``).
+def supplier_number(vendor: VendorRef) -> str | None:
+    """The SAP supplier number the source sent for ``vendor``, else None.
 
     The custom id comes first (SAP supplier numbers are the human codes); an id longer than
     ``InvoicingParty``'s 10 characters cannot be an SAP supplier number and is never truncated.
+    """
+    for party in (vendor.accounting_custom_id, vendor.accounting_id):
+        if party and len(party) <= 10:
+            return party
+    return None
+
+
+def invoicing_party(bill: Bill) -> str:
+    """The SAP supplier number (``InvoicingParty``) from the vendor's accounting ids (see :func:`supplier_number`).
 
     Raises:
         UnresolvedReferenceError: the vendor carries no usable SAP code.
 
     """
-    for party in (bill.vendor.accounting_custom_id, bill.vendor.accounting_id):
-        if party and len(party) <= 10:
-            return party
-    raise UnresolvedReferenceError(
-        f"vendor {bill.vendor.name or '?'} has no SAP supplier number (an accounting id of at most 10 characters)"
-    )
+    party = supplier_number(bill.vendor)
+    if party is None:
+        raise UnresolvedReferenceError(
+            f"vendor {bill.vendor.name or '?'} has no SAP supplier number (an accounting id of at most 10 characters)"
+        )
+    return party
 
 
-def lookup_filter(bill: Bill) -> str:
+def supplier_name_filter(name: str) -> str:
+    """``$filter`` of an ``A_Supplier`` query by name (``API_BUSINESS_PARTNER``, OData V2).
+
+    ``SupplierName eq '<name>'`` (quotes doubled); a name longer than ``SupplierName``'s 35
+    characters cannot equal it, so it is compared with ``SupplierFullName`` (220) instead.
+    """
+    field = "SupplierName" if len(name) <= SUPPLIER_NAME_LENGTH else "SupplierFullName"
+    return f"{field} eq {odata_string(name)}"
+
+
+def lookup_filter(bill: Bill, party: str | None = None) -> str:
     """``$filter`` of the look-up before create: ``SupplierInvoiceIDByInvcgParty`` and ``InvoicingParty``.
 
+    ``party`` is the resolved SAP supplier number; None → :func:`invoicing_party`.
+
     Raises:
-        UnresolvedReferenceError: the vendor carries no SAP code.
+        UnresolvedReferenceError: no ``party`` and the vendor carries no SAP code.
 
     """
     return (
         f"SupplierInvoiceIDByInvcgParty eq {odata_string(invoice_reference(bill))}"
-        f" and InvoicingParty eq {odata_string(invoicing_party(bill))}"
+        f" and InvoicingParty eq {odata_string(party or invoicing_party(bill))}"
     )
 
 
-def supplier_invoice_body(bill: Bill, options: Mapping[str, Any]) -> dict[str, Any]:
+def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | None = None) -> dict[str, Any]:
     """Map a canonical :class:`~contracts.Bill` to an ``A_SupplierInvoice`` deep insert with G/L lines.
+
+    ``party`` is the resolved SAP supplier number (the connector resolves it from the accounting
+    ids, the binder, or the Business Partner API by name); None → :func:`invoicing_party`.
 
     Header: ``CompanyCode`` (``options["company_code"]``, required), ``DocumentDate`` (bill date),
     ``PostingDate`` (posting date or bill date), ``SupplierInvoiceIDByInvcgParty``,
@@ -161,7 +195,7 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any]) -> dict[str, A
         "DocumentDate": edm_datetime(bill.bill_date),
         "PostingDate": edm_datetime(bill.posting_date or bill.bill_date),
         "SupplierInvoiceIDByInvcgParty": invoice_reference(bill),
-        "InvoicingParty": invoicing_party(bill),
+        "InvoicingParty": party or invoicing_party(bill),
         "DocumentCurrency": currency,
         "InvoiceGrossAmount": format(quantize(bill.total, currency), "f"),
         "TaxIsCalculatedAutomatically": taxed,

@@ -13,8 +13,15 @@ What it reproduces (reference ``erp_apis.md`` §4):
   (``M8/534``); the duplicate-invoice check rejects a second invoice with the same reference,
   supplier and company code (``M8/108``). Answers 201 ``{"d": {…, "SupplierInvoice",
   "FiscalYear"}}``.
-* ``GET …/A_SupplierInvoice?$filter=<prop> eq '<v>' and …`` (string equality conjunctions),
-  ``$select``; ``{"d": {"results": [...]}}``.
+* ``GET …/A_SupplierInvoice?$filter=<prop> eq '<v>' and …`` (string equality terms joined by
+  ``and`` / ``or``, quotes doubled inside literals), ``$select``, ``$top``;
+  ``{"d": {"results": [...]}}``.
+* Business Partner API (``API_BUSINESS_PARTNER``), read-only, from a seeded supplier list
+  (``DEFAULT_SUPPLIERS``): ``GET …/A_Supplier`` (properties ``Supplier``, ``SupplierName``,
+  ``SupplierFullName``, ``BusinessPartner``) and ``GET …/A_BusinessPartnerAddress``
+  (``BusinessPartner``, ``AddressID``, ``Country``, ``CityName``), same ``$filter`` / ``$select`` /
+  ``$top``; a property the entity type does not have is a ``400`` as in SAP Gateway. Every seeded
+  supplier is a valid ``InvoicingParty``. ``app.state.sap.queries`` counts GETs per entity set.
 * Auth: HTTP Basic for the configured communication users, or bearer tokens from
   ``POST /oauth2/token`` (client credentials). Errors in the OData V2 JSON shape.
 """
@@ -36,11 +43,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
-from connectors.sap.connector import SERVICE_PATH
+from connectors.sap.connector import BUSINESS_PARTNER_PATH, SERVICE_PATH
 from connectors.sap.edmx import EntityType, load_entity_types, property_problems
 from ledgerflow.settings import ConnectionConfig
 
-__all__ = ["DEFAULT_USERS", "TOKEN_PATH", "create_app", "default_edmx_path", "odata_error", "sandbox_connection"]
+__all__ = [
+    "DEFAULT_SUPPLIERS",
+    "DEFAULT_USERS",
+    "TOKEN_PATH",
+    "create_app",
+    "default_edmx_path",
+    "odata_error",
+    "parse_filter",
+    "sandbox_connection",
+]
 
 TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 """Token endpoint path of the sandbox's OAuth issuer (client credentials)."""
@@ -48,7 +64,54 @@ TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 _HEADER_TYPE = "A_SupplierInvoiceType"
 _GL_TYPE = "A_SupplierInvoiceItemGLAcctType"
 _GL_NAV = "to_SupplierInvoiceItemGLAcct"
-_FILTER_TERM = re.compile(r"^\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*$")
+_FILTER_TERM = re.compile(r"\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*(?:(and|or)\b|$)")
+_SUPPLIER_PROPERTIES = frozenset({"Supplier", "SupplierName", "SupplierFullName", "BusinessPartner"})
+_ADDRESS_PROPERTIES = frozenset({"BusinessPartner", "AddressID", "Country", "CityName"})
+
+DEFAULT_SUPPLIERS: tuple[dict[str, str], ...] = (
+    {"Supplier": "1000090", "SupplierName": "Big Box Store", "Country": "US", "CityName": "Chicago"},
+    {"Supplier": "17300001", "SupplierName": "Concrete GmbH", "Country": "DE", "CityName": "Walldorf"},
+    {"Supplier": "1000100", "SupplierName": "Northwind Traders", "Country": "US", "CityName": "Seattle"},
+    {"Supplier": "1000101", "SupplierName": "Northwind Traders", "Country": "GB", "CityName": "London"},
+    {"Supplier": "1000102", "SupplierName": "Northwind Traders", "Country": "GB", "CityName": "Leeds"},
+    {"Supplier": "1000120", "SupplierName": "O'Brien Lumber", "Country": "IE", "CityName": "Cork"},
+)
+"""Suppliers of the default sandbox: ``Supplier``, ``SupplierName``, address ``Country`` / ``CityName``.
+
+``1000090`` is the vendor of the Mercoa sample (``samples/mercoa/invoice.created.json``); the three
+"Northwind Traders" share a name (two in GB) to exercise narrowing by country and city.
+"""
+
+
+def parse_filter(text: str) -> list[list[tuple[str, str]]]:
+    """An OData V2 ``$filter`` of string equalities → disjunction of conjunctions of ``(property, value)``.
+
+    ``and`` binds tighter than ``or`` (no parentheses); ``''`` inside a literal is one quote.
+
+    Raises:
+        ValueError: any other syntax (the sandbox answers ``400``).
+
+    """
+    text = text.strip()
+    if not text:
+        return []
+    groups: list[list[tuple[str, str]]] = [[]]
+    position = 0
+    while position < len(text):
+        match = _FILTER_TERM.match(text, position)
+        if match is None:
+            raise ValueError(f"Unsupported $filter at: {text[position:]}")
+        groups[-1].append((match.group(1), match.group(2).replace("''", "'")))
+        position = match.end()
+        if match.group(3) == "or":
+            groups.append([])
+        elif match.group(3) is None and position < len(text):
+            raise ValueError(f"Unsupported $filter at: {text[position:]}")
+    if not groups[-1]:
+        raise ValueError("The $filter ends with an operator")
+    return groups
+
+
 _DATE_MS = re.compile(r"^/Date\((-?\d+)")
 
 
@@ -65,6 +128,27 @@ def odata_error(code: str, message: str) -> dict[str, Any]:
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     return DecimalJSONResponse(odata_error(code, message), status_code=status, headers=dict(headers or {}))
+
+
+def _entity_query(request: Request, rows: Iterable[dict[str, Any]], properties: frozenset[str] | None) -> Response:
+    """``$filter`` / ``$select`` / ``$top`` over ``rows`` → ``{"d": {"results": [...]}}`` (or an OData error)."""
+    try:
+        groups = parse_filter(request.query_params.get("$filter", ""))
+    except ValueError as exc:
+        return _error(400, "/IWBEP/CM_MGW_RT/022", str(exc))
+    select = [s for s in request.query_params.get("$select", "").split(",") if s]
+    named = {name for group in groups for name, _ in group} | set(select)
+    if properties is not None and (unknown := sorted(named - properties)):
+        return _error(400, "/IWBEP/CM_MGW_RT/021", f"Property {unknown[0]} not found in type")
+    found = [row for row in rows if not groups or any(all(str(row.get(k)) == v for k, v in g) for g in groups)]
+    top = request.query_params.get("$top")
+    if top is not None:
+        if not top.isdigit():
+            return _error(400, "/IWBEP/CM_MGW_RT/022", f"Invalid $top: {top}")
+        found = found[: int(top)]
+    if select:
+        found = [{k: row.get(k) for k in select} for row in found]
+    return DecimalJSONResponse({"d": {"results": found}})
 
 
 def _fiscal_year(posting_date: Any) -> str:
@@ -88,8 +172,36 @@ class _Sap:
         users: Mapping[str, str],
         suppliers: frozenset[str] | None,
         gl_accounts: frozenset[str] | None,
+        supplier_records: Iterable[Mapping[str, str]],
     ) -> None:
         self.gl_accounts = gl_accounts
+        self.supplier_rows: list[dict[str, Any]] = []
+        self.address_rows: list[dict[str, Any]] = []
+        for seed in supplier_records:
+            number = seed["Supplier"]
+            partner = seed.get("BusinessPartner", number)
+            name = seed.get("SupplierName", "")
+            self.supplier_rows.append(
+                {
+                    "Supplier": number,
+                    "SupplierName": name[:35],
+                    "SupplierFullName": seed.get("SupplierFullName", name),
+                    "BusinessPartner": partner,
+                }
+            )
+            if seed.get("Country") or seed.get("CityName"):
+                self.address_rows.append(
+                    {
+                        "BusinessPartner": partner,
+                        "AddressID": str(len(self.address_rows) + 1),
+                        "Country": seed.get("Country", ""),
+                        "CityName": seed.get("CityName", ""),
+                    }
+                )
+        if suppliers is not None:
+            suppliers = suppliers | {row["Supplier"] for row in self.supplier_rows}
+        self.queries: dict[str, int] = {}
+        """GET requests answered per entity set (``A_Supplier``, ``A_SupplierInvoice``, …)."""
         self.sandbox = sandbox
         self.store = sandbox.store
         self.types = types
@@ -209,25 +321,21 @@ class _Sap:
         return response
 
     async def query(self, request: Request) -> Response:
+        return self.entity_set(request, "A_SupplierInvoice", self.store.all("supplier_invoice"), None)
+
+    async def suppliers_query(self, request: Request) -> Response:
+        return self.entity_set(request, "A_Supplier", self.supplier_rows, _SUPPLIER_PROPERTIES)
+
+    async def addresses_query(self, request: Request) -> Response:
+        return self.entity_set(request, "A_BusinessPartnerAddress", self.address_rows, _ADDRESS_PROPERTIES)
+
+    def entity_set(
+        self, request: Request, name: str, rows: Iterable[dict[str, Any]], properties: frozenset[str] | None
+    ) -> Response:
         if not self.authorised(request):
             return _error(401, "/IWFND/CM_CONSUMER/101", "Logon failed")
-        conditions: list[tuple[str, str]] = []
-        raw_filter = request.query_params.get("$filter", "")
-        if raw_filter:
-            for term in re.split(r"\s+and\s+", raw_filter):
-                match = _FILTER_TERM.match(term)
-                if match is None:
-                    return _error(400, "/IWBEP/CM_MGW_RT/022", f"Unsupported $filter term: {term}")
-                conditions.append((match.group(1), match.group(2).replace("''", "'")))
-        found = [
-            inv
-            for inv in self.store.all("supplier_invoice")
-            if all(str(inv.get(name)) == value for name, value in conditions)
-        ]
-        select = [s for s in request.query_params.get("$select", "").split(",") if s]
-        if select:
-            found = [{k: inv.get(k) for k in select} for inv in found]
-        response = DecimalJSONResponse({"d": {"results": found}})
+        self.queries[name] = self.queries.get(name, 0) + 1
+        response = _entity_query(request, rows, properties)
         self.csrf_headers(request, response)
         return response
 
@@ -262,6 +370,7 @@ def create_app(
     clients: Mapping[str, str] | None = None,
     suppliers: Iterable[str] | None = None,
     gl_accounts: Iterable[str] | None = None,
+    supplier_records: Iterable[Mapping[str, str]] | None = None,
 ) -> FastAPI:
     """Build the SAP supplier invoice sandbox.
 
@@ -270,11 +379,16 @@ def create_app(
             property checks.
         users: communication users accepted with HTTP Basic, user → password.
         clients: OAuth client id → secret for client-credentials tokens at ``/oauth2/token``.
-        suppliers: supplier numbers that exist (``InvoicingParty`` values accepted); None accepts any.
+        suppliers: supplier numbers that exist (``InvoicingParty`` values accepted) besides the
+            seeded ones; None accepts any.
+        supplier_records: the Business Partner API's suppliers (``Supplier``, ``SupplierName``,
+            optional ``SupplierFullName``, ``BusinessPartner``, ``Country``, ``CityName``);
+            None → :data:`DEFAULT_SUPPLIERS`.
         gl_accounts: G/L accounts that exist (``FH/103`` for others); None accepts any.
 
     Returns:
-        The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
+        The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``,
+        the SAP state (``queries`` counters) ``app.state.sap``.
 
     """
     sandbox = Sandbox(
@@ -292,6 +406,7 @@ def create_app(
         users or DEFAULT_USERS,
         frozenset(suppliers) if suppliers is not None else None,
         frozenset(gl_accounts) if gl_accounts is not None else None,
+        DEFAULT_SUPPLIERS if supplier_records is None else supplier_records,
     )
 
     async def expire_csrf() -> Response:
@@ -304,4 +419,7 @@ def create_app(
     app.add_api_route(SERVICE_PATH, sap.service_root, methods=["GET"])
     app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice", sap.query, methods=["GET"])
     app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice", sap.create, methods=["POST"])
+    app.add_api_route(BUSINESS_PARTNER_PATH + "/A_Supplier", sap.suppliers_query, methods=["GET"])
+    app.add_api_route(BUSINESS_PARTNER_PATH + "/A_BusinessPartnerAddress", sap.addresses_query, methods=["GET"])
+    app.state.sap = sap
     return app
