@@ -103,6 +103,10 @@ def _hash(model: Any) -> str:
     return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
 
 
+_DUPLICATE_CONTACT = "is already assigned to another contact"
+"""Xero's validation message when a contact name is taken (names are unique among active contacts)."""
+
+
 class XeroConnector(Connector):
     """Books canonical records into one Xero organisation (tenant). See the module docstring."""
 
@@ -515,20 +519,40 @@ class XeroConnector(Connector):
                     f"{role.lower()} {ref.name or ref.source_id!r} not found in Xero"
                     + ("" if ref.name else " (no name to match or create it by)"),
                 )
-            found, _ = await self._write_one(
-                "PUT",
-                "Contacts",
-                "ContactID",
-                self._contact_body(ref, ref.name, role),
-                operation="contacts.create",
-                key=f"{ctx.idempotency_key}-contact",
-            )
+            found = await self._create_contact(ref, ref.name, role, ctx)
         contact_id = str(found["ContactID"])
         if key:
             await self.state.put_binding(
                 self.name, key, erp_record_id=contact_id, erp_version=None, content_hash=_hash(ref)
             )
         return contact_id
+
+    async def _create_contact(self, ref: Reference, name: str, role: str, ctx: HandleContext) -> dict[str, Any]:
+        """``PUT /Contacts``; when a concurrent record created the same name first, use that contact.
+
+        Xero keeps contact names unique among active contacts and answers a second create with a
+        validation error ("… is already assigned to another contact").
+
+        Raises:
+            PermanentError: the create failed for another reason.
+        """
+        try:
+            found, _ = await self._write_one(
+                "PUT",
+                "Contacts",
+                "ContactID",
+                self._contact_body(ref, name, role),
+                operation="contacts.create",
+                key=f"{ctx.idempotency_key}-contact",
+            )
+        except PermanentError as exc:
+            if _DUPLICATE_CONTACT not in exc.message:
+                raise
+            existing = await self._find_contact("Name", name)
+            if existing is None:
+                raise
+            return existing
+        return found
 
     @staticmethod
     def _contact_body(ref: Reference | Party, name: str, role: str) -> dict[str, Any]:

@@ -106,6 +106,20 @@ async def test_bill_is_an_authorised_accpay_invoice_with_the_payload_total(
     assert names.count(quoted) == 1
 
 
+async def test_concurrent_bills_of_a_new_vendor_share_one_contact(
+    xero: tuple[FastAPI, str], http: httpx.AsyncClient, state: StateStore
+) -> None:
+    """Two bills of a vendor Xero does not know yet, booked at once: both look it up, both try to
+    create it, Xero refuses the second name; the loser uses the winner's contact."""
+    _, url = xero
+    connector = XeroConnector("xero", xero_config(url), http, state)
+    bills = [contract_bill(f"in_race{n}", vendor="Race Lumber", vendor_source_id=f"ent_race{n}") for n in range(4)]
+    booked = await asyncio.gather(*(connector.handle(b, ctx(f"race{n}")) for n, b in enumerate(bills)))
+    assert all(b.erp_record_id for b in booked)
+    contacts = [c for c in await SandboxControl(http, url).records("contact") if c["record"]["Name"] == "Race Lumber"]
+    assert len(contacts) == 1
+
+
 async def test_unknown_account_code_carries_xero_validation_message(
     xero: tuple[FastAPI, str], http: httpx.AsyncClient, state: StateStore
 ) -> None:
