@@ -1,0 +1,121 @@
+"""A real Prometheus server scrapes a running pipeline during demo traffic; PromQL sees the series."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from ledgerflow import demo
+from ledgerflow.embedded import free_port
+from ledgerflow.settings import Settings, demo_routing
+from ledgerflow.stack import run_stack
+
+pytestmark = pytest.mark.kafka
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+async def _query(client: httpx.AsyncClient, base: str, promql: str) -> list[dict[str, Any]]:
+    resp = await client.get(f"{base}/api/v1/query", params={"query": promql})
+    resp.raise_for_status()
+    body = resp.json()
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+async def _value(client: httpx.AsyncClient, base: str, promql: str) -> float:
+    result = await _query(client, base, promql)
+    return sum(float(r["value"][1]) for r in result)
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (apt-get install prometheus)")
+async def test_prometheus_scrapes_webhook_result_and_latency_series(
+    kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path, mercoa_sample: bytes, unique: str
+) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_enable_idempotence=not kafka_is_embedded,
+        topic_prefix=f"prom{unique}",
+        topic_partitions=2,
+        state_url=f"sqlite+aiosqlite:///{tmp_path}/state.db",
+    )
+    invoices = 5
+    async with run_stack(settings, demo_routing()) as stack:
+        target = stack.ingress_url.removeprefix("http://")
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: ledgerflow\n"
+            f"    static_configs: [{{targets: ['{target}']}}]\n"
+        )
+        assert PROMETHEUS is not None
+        proc = subprocess.Popen(  # noqa: ASYNC220 - fixed binary, started once
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "prometheus.log").open("wb"),
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                for _ in range(100):
+                    try:
+                        if (await client.get(f"{base}/-/ready")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.2)
+                payload = orjson.loads(mercoa_sample)
+                for n in range(invoices):
+                    payload["invoice"]["id"] = f"in_prom-{unique}-{n}"
+                    await demo.post_webhook(stack, orjson.dumps(payload))
+                bad = await client.post(
+                    f"{stack.ingress_url}/webhooks/demo/mercoa",
+                    content=b"{}",
+                    headers={"content-type": "application/json", "authorization": "Bearer wrong"},
+                )
+                assert bad.status_code == 401
+
+                accepted = 'ledgerflow_webhooks_received_total{tenant="demo",source="mercoa",outcome="accepted"}'
+                succeeded = 'ledgerflow_connector_results_total{tenant="demo",object="bill",outcome="succeeded"}'
+                latency = "ledgerflow_end_to_end_latency_seconds_count"
+                for _ in range(150):
+                    if (
+                        await _value(client, base, accepted) >= invoices
+                        and await _value(client, base, succeeded) >= 2 * invoices
+                        and await _value(client, base, latency) >= 2 * invoices
+                    ):
+                        break
+                    await asyncio.sleep(0.2)
+                assert await _value(client, base, accepted) == invoices
+                assert await _value(client, base, 'ledgerflow_webhooks_received_total{outcome="unauthorized"}') == 1
+                by_erp = await _query(client, base, f"sum by (erp) ({succeeded})")
+                assert {r["metric"]["erp"]: float(r["value"][1]) for r in by_erp} == {
+                    "quickbooks": invoices,
+                    "xero": invoices,
+                }
+                p99 = await _value(
+                    client,
+                    base,
+                    "histogram_quantile(0.99, sum by (le) (ledgerflow_end_to_end_latency_seconds_bucket))",
+                )
+                assert 0 < p99 < 30
+                erp_requests = await _value(client, base, 'ledgerflow_erp_requests_total{status="2xx"}')
+                assert erp_requests >= 2 * invoices
+                assert await _value(client, base, 'ledgerflow_build_info{version!=""}') == 1
+        finally:
+            proc.terminate()
+            proc.wait(10)
