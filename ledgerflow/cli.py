@@ -83,9 +83,10 @@ def main(
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="Ingress port.")] = 8080,
+    audit_port: Annotated[int, typer.Option(help="Sync-records API port.")] = 8081,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
 ) -> None:
-    """Run broker, ingress, transformer, every connector and their sandboxes until Ctrl-C."""
+    """Run broker, ingress, transformer, every connector, the audit service and the sandboxes until Ctrl-C."""
     settings = _embedded_state(Settings())
     _setup_logging(settings)
     routing = _load(settings)
@@ -96,7 +97,7 @@ def up(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with run_stack(settings, routing, ingress_port=port, host=host) as stack:
+        async with run_stack(settings, routing, ingress_port=port, audit_port=audit_port, host=host) as stack:
             out.print(f"[bold green]ledgerflow {__version__} is up[/bold green]")
             out.print(f"  broker      {stack.bootstrap_servers}")
             out.print(f"  ingress     {stack.ingress_url}  (/healthz /readyz /metrics /docs)")

@@ -78,6 +78,7 @@ async def run_stack(
     routing: Routing,
     *,
     ingress_port: int = 0,
+    audit_port: int = 0,
     host: str = "127.0.0.1",
 ) -> AsyncIterator[RunningStack]:
     """Run the whole pipeline in this process until the block exits.
@@ -124,7 +125,7 @@ async def run_stack(
             register_connector(workers, runtime)
         await workers.start()
         stack.push_async_callback(workers.stop)
-        running.audit_url = await start_audit(stack, bootstrap, settings, embedded=embedded, host=host)
+        running.audit_url = await start_audit(stack, bootstrap, settings, embedded=embedded, host=host, port=audit_port)
 
         ingress_broker = broker_from_settings(settings, bootstrap, embedded=embedded)
         await ingress_broker.start()
