@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill
 from contract import entry as contract_entry
@@ -24,9 +25,10 @@ from connectors.sap.mapping import (
     invoice_reference,
     lookup_filter,
     supplier_invoice_body,
+    supplier_name_filter,
 )
-from connectors.sap.sandbox import create_app
-from contracts import Bill, LineItem, Operation, Reference, Vendor, VendorRef
+from connectors.sap.sandbox import create_app, parse_filter
+from contracts import Address, Bill, LineItem, Operation, Reference, Vendor, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
 
@@ -288,3 +290,141 @@ def test_long_accounting_ids_are_never_truncated_into_supplier_numbers() -> None
     assert "InvoicingParty eq '4711'" in lookup_filter(
         make_bill(vendor=VendorRef(accounting_custom_id="MY-DB-ID-90909", accounting_id="4711"))
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Supplier resolution: accounting id → binder row → Business Partner API by name (→ place)
+
+
+def test_supplier_name_filter_and_sandbox_filter_parser() -> None:
+    assert supplier_name_filter("O'Brien Lumber") == "SupplierName eq 'O''Brien Lumber'"
+    assert supplier_name_filter("x" * 36).startswith("SupplierFullName eq ")
+    assert parse_filter("SupplierName eq 'Smith and Sons' or Supplier eq 'O''x' and Country eq 'US'") == [
+        [("SupplierName", "Smith and Sons")],
+        [("Supplier", "O'x"), ("Country", "US")],
+    ]
+    for bad in ("Supplier ne '1'", "Supplier eq '1' or", "Supplier eq '1' Country eq 'US'"):
+        with pytest.raises(ValueError, match="filter"):
+            parse_filter(bad)
+
+
+@pytest.fixture
+async def sap_app(edmx: Path) -> AsyncIterator[tuple[str, Any]]:
+    """The default-seeded sandbox (``DEFAULT_SUPPLIERS``) with the test user; ``(base_url, app.state.sap)``."""
+    app = create_app(edmx, users={"COMM_USER": "pw"}, suppliers={"17300001"})
+    async with serve(app) as base_url:
+        yield base_url, app.state.sap
+
+
+def by_name(name: str, source_id: str | None = "ven_1", address: Address | None = None) -> VendorRef:
+    """A vendor with only a source id, a name and an address (no SAP number: Mercoa's foreignId is long)."""
+    return VendorRef(source_id=source_id, accounting_custom_id="MY-DB-ID-90909", name=name, address=address)
+
+
+def untaxed(source_id: str, vendor: VendorRef) -> Bill:
+    return make_bill(source_id, vendor=vendor, tax_total=Decimal(0), total=Decimal("100.00"))
+
+
+async def test_supplier_resolved_by_name_then_from_the_binder(
+    sap_app: tuple[str, Any], http: httpx.AsyncClient, state: StateStore
+) -> None:
+    base_url, app = sap_app
+    connector = SapConnector("sap", sap_config(base_url), http, state)
+    booked = await connector.handle(untaxed("inv_n1", by_name("Big Box Store")), ctx())
+    assert app.queries["A_Supplier"] == 1
+    row = await state.get_binding("sap", "vendor-ref:ven_1")
+    assert row is not None
+    assert row.erp_record_id == "1000090"
+    records = {r["id"]: r for r in await SandboxControl(http, base_url).records("supplier_invoice")}
+    assert records[booked.erp_record_id]["record"]["InvoicingParty"] == "1000090"
+    # Second bill of the same vendor (renamed at the source meanwhile): the binder row answers, no API call.
+    second = await connector.handle(untaxed("inv_n2", by_name("Big Box Store Inc.")), ctx("k2"))
+    assert app.queries["A_Supplier"] == 1
+    records = {r["id"]: r for r in await SandboxControl(http, base_url).records("supplier_invoice")}
+    assert records[second.erp_record_id]["record"]["InvoicingParty"] == "1000090"
+    # An SAP number sent by the source wins over the binder row.
+    assert await connector.resolve_supplier(by_name("x").model_copy(update={"accounting_id": "17300001"})) == (
+        "17300001"
+    )
+
+
+async def test_same_named_suppliers_are_narrowed_by_country_then_city(
+    sap_app: tuple[str, Any], http: httpx.AsyncClient, state: StateStore
+) -> None:
+    base_url, app = sap_app
+    connector = SapConnector("sap", sap_config(base_url), http, state)
+    in_us = by_name("Northwind Traders", "ven_us", Address(city="Seattle", country="US"))
+    assert await connector.resolve_supplier(in_us) == "1000100"
+    in_leeds = by_name("Northwind Traders", "ven_leeds", Address(city="leeds", country="gb"))
+    booked = await connector.handle(untaxed("inv_leeds", in_leeds), ctx())
+    records = {r["id"]: r for r in await SandboxControl(http, base_url).records("supplier_invoice")}
+    assert records[booked.erp_record_id]["record"]["InvoicingParty"] == "1000102"
+    assert app.queries["A_BusinessPartnerAddress"] == 2
+    row = await state.get_binding("sap", "vendor-ref:ven_leeds")
+    assert row is not None
+    assert row.erp_record_id == "1000102"
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        (None, "has no address"),
+        (Address(country="GB"), "in GB"),
+        (Address(city="Paris", country="FR"), "in Paris, FR"),
+    ],
+)
+async def test_unresolved_ambiguity_is_permanent(
+    sap_app: tuple[str, Any], http: httpx.AsyncClient, state: StateStore, address: Address | None, why: str
+) -> None:
+    base_url, _ = sap_app
+    connector = SapConnector("sap", sap_config(base_url), http, state)
+    with pytest.raises(PermanentError) as ambiguous:
+        await connector.handle(untaxed("inv_amb", by_name("Northwind Traders", address=address)), ctx())
+    assert ambiguous.value.code == "reference.ambiguous"
+    assert not ambiguous.value.retriable
+    assert "1000100, 1000101, 1000102" in str(ambiguous.value)
+    assert why in str(ambiguous.value)
+    assert await state.get_binding("sap", "vendor-ref:ven_1") is None
+    assert await SandboxControl(http, base_url).records("supplier_invoice") == []
+
+
+async def test_unknown_supplier_name_is_permanent_and_quotes_are_escaped(
+    sap_app: tuple[str, Any], http: httpx.AsyncClient, state: StateStore
+) -> None:
+    base_url, app = sap_app
+    connector = SapConnector("sap", sap_config(base_url), http, state)
+    with pytest.raises(PermanentError) as unknown:
+        await connector.handle(untaxed("inv_u", by_name("No Such Vendor Ltd")), ctx())
+    assert unknown.value.code == "erp.unknown_reference"
+    assert "No Such Vendor Ltd" in str(unknown.value)
+    assert await state.get_binding("sap", "vendor-ref:ven_1") is None
+    with pytest.raises(PermanentError) as nameless:
+        await connector.handle(untaxed("inv_u2", VendorRef(source_id="ven_2")), ctx())
+    assert nameless.value.code == "erp.unknown_reference"
+    assert app.queries["A_Supplier"] == 1
+    assert await connector.resolve_supplier(by_name("O'Brien Lumber", None)) == "1000120"
+
+
+async def test_supplier_lookup_outage_is_retriable(
+    sap_app: tuple[str, Any], http: httpx.AsyncClient, state: StateStore
+) -> None:
+    base_url, _ = sap_app
+    connector = SapConnector("sap", sap_config(base_url), http, state)
+    await SandboxControl(http, base_url).inject(status=503)
+    with pytest.raises(RetriableError):
+        await connector.handle(untaxed("inv_o", by_name("Big Box Store")), ctx())
+    assert await state.get_binding("sap", "vendor-ref:ven_1") is None
+
+
+async def test_mercoa_sample_vendor_is_found_by_name_in_the_default_sandbox(
+    mercoa_sample: bytes, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    vendor = orjson.loads(mercoa_sample)["invoice"]["vendor"]
+    ref = VendorRef(source_id=vendor["id"], accounting_custom_id=vendor["foreignId"], name=vendor["name"])
+    async with serve(sandbox.create_app()) as base_url:
+        config = sandbox.sandbox_connection(ConnectionConfig(erp="sap"), base_url)
+        connector = SapConnector("sap-default", config, http, state)
+        assert await connector.resolve_supplier(ref) == "1000090"
+        booked = await connector.handle(untaxed("inv_mercoa", ref), ctx())
+        records = await SandboxControl(http, base_url).records("supplier_invoice")
+        assert [r["record"]["InvoicingParty"] for r in records if r["id"] == booked.erp_record_id] == ["1000090"]
