@@ -154,17 +154,31 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def _records_on(bootstrap: str, topic: str) -> int:
+async def _records_on(bootstrap: str, topic: str, limit_s: float = 120.0) -> int:
+    """How many records ``topic`` holds, counted by reading them all.
+
+    (Tansu's offsets are not dense under batched writes, so end − start offsets is not a count.)
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        starts = await consumer.beginning_offsets(tps)
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps)
+        count = 0
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                break
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            count += sum(len(records) for records in batches.values())
+        return count
     finally:
         await consumer.stop()
 
