@@ -47,6 +47,7 @@ def _setup_logging(settings: Settings, quiet: bool = False) -> None:
     # FastStream logs every message at INFO; keep it to warnings unless asked for DEBUG.
     logging.getLogger("faststream").setLevel(max(level, logging.WARNING))
     logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
+    logging.getLogger("ledgerflow.kafka.messages").setLevel(max(level, logging.WARNING))
 
 
 def _load(settings: Settings) -> Routing:

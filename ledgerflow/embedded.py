@@ -8,9 +8,12 @@ producers talking to it run with idempotence off (see :mod:`ledgerflow.kafka`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +25,13 @@ log = logging.getLogger(__name__)
 
 class EmbeddedBrokerError(RuntimeError):
     """The embedded broker could not be found or did not start (the message says why)."""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when ledgerflow dies (even by kill -9)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -81,6 +91,8 @@ class EmbeddedBroker:
             return
         url = f"tcp://{self.host}:{self.port}"
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        # Its own session: a Ctrl-C in the terminal reaches ledgerflow, which stops the workers
+        # first and the broker last, instead of killing the broker under them.
         self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, arguments we build
             [
                 self.binary(),
@@ -94,6 +106,8 @@ class EmbeddedBroker:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
