@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     bodies = _payloads(args.payload)
+    load_before = os.getloadavg()
     contenders = [c for c in ("baseline_app", "ingress_app") if not args.only or c.startswith(args.only)]
     rows = [measure(c, args, bodies) for c in contenders]
     if args.json:
@@ -266,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['name']:10} {r['accepted_per_s']:9.0f} {r['p50_ms']:9.1f} {r['p99_ms']:9.1f} {r['p999_ms']:9.1f} "
             f"{r['peak_rss_mib']:9.0f} {r['accepted_total']:9d} {r['records_on_topic']:9d}  {other or ''}"
         )
+    print(
+        f"load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} "
+        "(other processes on the machine skew every figure)"
+    )
     if len(rows) == 2 and rows[0]["accepted_per_s"]:
         print(f"ingress / baseline throughput: {rows[1]['accepted_per_s'] / rows[0]['accepted_per_s']:.2f}x")
     return 0
