@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from ledgerflow import demo
 from ledgerflow.embedded import free_port
@@ -33,6 +34,29 @@ async def _query(client: httpx.AsyncClient, base: str, promql: str) -> list[dict
 async def _value(client: httpx.AsyncClient, base: str, promql: str) -> float:
     result = await _query(client, base, promql)
     return sum(float(r["value"][1]) for r in result)
+
+
+def _local_counts() -> dict[str, float]:
+    """This process's counter values now (what Prometheus will see before the test's traffic)."""
+
+    def total(name: str, **labels: str) -> float:
+        found = 0.0
+        for metric in REGISTRY.collect():
+            for sample in metric.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    found += sample.value
+        return found
+
+    results = "ledgerflow_connector_results_total"
+    return {
+        "accepted": total("ledgerflow_webhooks_received_total", tenant="demo", source="mercoa", outcome="accepted"),
+        "unauthorized": total("ledgerflow_webhooks_received_total", tenant="demo", outcome="unauthorized"),
+        "succeeded": total(results, tenant="demo", object="bill", outcome="succeeded"),
+        "quickbooks": total(results, tenant="demo", object="bill", outcome="succeeded", erp="quickbooks"),
+        "xero": total(results, tenant="demo", object="bill", outcome="succeeded", erp="xero"),
+        "latency": total("ledgerflow_end_to_end_latency_seconds_count"),
+        "erp_2xx": total("ledgerflow_erp_requests_total", status="2xx"),
+    }
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (apt-get install prometheus)")
@@ -78,6 +102,8 @@ async def test_prometheus_scrapes_webhook_result_and_latency_series(
                     except httpx.TransportError:
                         pass
                     await asyncio.sleep(0.2)
+                # Counters are process-wide and other tests in this process count too: compare deltas.
+                before = _local_counts()
                 payload = orjson.loads(mercoa_sample)
                 for n in range(invoices):
                     payload["invoice"]["id"] = f"in_prom-{unique}-{n}"
@@ -94,18 +120,19 @@ async def test_prometheus_scrapes_webhook_result_and_latency_series(
                 latency = "ledgerflow_end_to_end_latency_seconds_count"
                 for _ in range(150):
                     if (
-                        await _value(client, base, accepted) >= invoices
-                        and await _value(client, base, succeeded) >= 2 * invoices
-                        and await _value(client, base, latency) >= 2 * invoices
+                        await _value(client, base, accepted) >= before["accepted"] + invoices
+                        and await _value(client, base, succeeded) >= before["succeeded"] + 2 * invoices
+                        and await _value(client, base, latency) >= before["latency"] + 2 * invoices
                     ):
                         break
                     await asyncio.sleep(0.2)
-                assert await _value(client, base, accepted) == invoices
-                assert await _value(client, base, 'ledgerflow_webhooks_received_total{outcome="unauthorized"}') == 1
+                assert await _value(client, base, accepted) == before["accepted"] + invoices
+                unauthorized = 'ledgerflow_webhooks_received_total{tenant="demo",outcome="unauthorized"}'
+                assert await _value(client, base, unauthorized) == before["unauthorized"] + 1
                 by_erp = await _query(client, base, f"sum by (erp) ({succeeded})")
                 assert {r["metric"]["erp"]: float(r["value"][1]) for r in by_erp} == {
-                    "quickbooks": invoices,
-                    "xero": invoices,
+                    "quickbooks": before["quickbooks"] + invoices,
+                    "xero": before["xero"] + invoices,
                 }
                 p99 = await _value(
                     client,
@@ -114,7 +141,7 @@ async def test_prometheus_scrapes_webhook_result_and_latency_series(
                 )
                 assert 0 < p99 < 30
                 erp_requests = await _value(client, base, 'ledgerflow_erp_requests_total{status="2xx"}')
-                assert erp_requests >= 2 * invoices
+                assert erp_requests >= before["erp_2xx"] + 2 * invoices
                 assert await _value(client, base, 'ledgerflow_build_info{version!=""}') == 1
         finally:
             proc.terminate()
