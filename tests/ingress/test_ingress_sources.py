@@ -18,7 +18,6 @@ from ingress_signing import (
     SIGNED_SOURCES,
     TENANT,
     WRONG,
-    Delivery,
     RecordingPublisher,
     payload,
     send,
@@ -78,7 +77,7 @@ async def test_missing_credentials_refused(
 
 
 @pytest.mark.parametrize("source", SIGNED_SOURCES)
-@pytest.mark.parametrize("offset", [-301, 301])
+@pytest.mark.parametrize("offset", [-310, 310])
 async def test_stale_or_future_timestamp_refused(
     client: httpx.AsyncClient, publisher: RecordingPublisher, source: str, offset: int
 ) -> None:
@@ -284,5 +283,23 @@ async def test_redelivery_keeps_event_id(client: httpx.AsyncClient) -> None:
     assert (await send(client, other)).json() != first.json()
 
 
-async def test_delivery_dataclass_defaults() -> None:
-    assert Delivery("/p", b"{}").method == "POST"
+@pytest.mark.parametrize("source", SIGNED_SOURCES)
+async def test_tolerance_is_a_tenant_setting(source: str) -> None:
+    secret = SECRETS[source][NEW]
+    routing = Routing.model_validate(
+        {
+            "tenants": {
+                "strict": {"sources": {source: {"tokens": [secret], "tolerance_seconds": 60}}},
+                "lenient": {"sources": {source: {"tokens": [secret], "tolerance_seconds": 900}}},
+            }
+        }
+    )
+    publisher = RecordingPublisher()
+    app = create_app(Settings(), routing, publisher)
+    aged = int(time.time()) - 400
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i") as c:
+        strict = await send(c, signed(source, "strict", payload(source, "r"), secret, timestamp=aged))
+        lenient = await send(c, signed(source, "lenient", payload(source, "r"), secret, timestamp=aged))
+        recent = await send(c, signed(source, "strict", payload(source, "r"), secret, timestamp=int(time.time()) - 30))
+    assert (strict.status_code, lenient.status_code, recent.status_code) == (401, 202, 202)
+    assert len(publisher.records) == 2
