@@ -4,7 +4,9 @@ For each raw event: pick the route of its source (``transformers.registry.ROUTER
 route's enrichment if any, run the pure mapper, and publish each canonical record with a
 deterministic event id derived from the raw event id and the canonical id. Unknown event types
 are counted and skipped; records that fail validation go to ``ledgerflow.dlq.transform`` with
-the reason in headers. Commit discipline: see :mod:`ledgerflow.delivery`.
+the reason in headers; so do events whose enrichment failed after the client's bounded retries
+(reason ``enrichment-failed``, replayable once the source API is back). Commit discipline: see
+:mod:`ledgerflow.delivery`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, keep_byt
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Settings
 from transformers.base import Enrichers, RawEvent, SkipEvent
+from transformers.enrichment import EnrichmentError
 from transformers.registry import ROUTERS
 
 __all__ = ["GROUP_ID", "Transformer", "register"]
@@ -99,6 +102,12 @@ class Transformer:
         except (ContractError, ValidationError) as exc:
             metrics.TRANSFORM_EVENTS.labels(source, object_label, "dead_lettered").inc()
             raise DeadLetter("invalid-record", _reason(exc)) from None
+        except EnrichmentError as exc:
+            # The enrichment client already retried (bounded, honouring Retry-After): park the event
+            # in the dead-letter topic, from where `ledgerflow replay dlq --reason enrichment-failed`
+            # sends it back once the source API is healthy, instead of blocking the partition.
+            metrics.TRANSFORM_EVENTS.labels(source, object_label, "dead_lettered").inc()
+            raise DeadLetter("enrichment-failed", str(exc)) from None
         except DeadLetter:
             metrics.TRANSFORM_EVENTS.labels(source, object_label, "dead_lettered").inc()
             raise
