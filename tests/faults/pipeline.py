@@ -371,17 +371,6 @@ class Pipeline:
             if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
         )
 
-    async def end_offset_total(self, topic: str) -> int:
-        """Messages written to ``topic`` so far (sum of its partitions' end offsets)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.config.bootstrap_servers, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = await _partitions(consumer, topic)
-            ends = await consumer.end_offsets(partitions) if partitions else {}
-            return sum(ends.values())
-        finally:
-            await consumer.stop()
-
     def assert_alive(self) -> None:
         """Raise :class:`ServiceFailedError` if any service exited on its own."""
         for service in self.services.values():
@@ -425,10 +414,15 @@ class Pipeline:
 
 
 async def read_topics(bootstrap_servers: str, topics: Iterable[str]) -> list[ConsumedMessage]:
-    """Every message on ``topics`` from the beginning up to the end offsets seen at the start of the read.
+    """Every message on ``topics`` from the beginning until the topics are drained (no consumer group).
+
+    Drained means: past the end offsets reported at the start of the read *and* one fetch that
+    returned nothing. The end offsets alone are not trusted: the embedded Tansu broker reports a
+    log end below its last record batch (consumer groups commit offsets beyond it), so a read
+    that stops there misses the newest messages.
 
     Raises:
-        TimeoutError: the end was not reached within 30 seconds.
+        TimeoutError: not drained within 30 seconds.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
@@ -443,15 +437,14 @@ async def read_topics(bootstrap_servers: str, topics: Iterable[str]) -> list[Con
         ends = await consumer.end_offsets(partitions)
         out: list[ConsumedMessage] = []
         async with asyncio.timeout(30):
-            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            while True:
+                batch = await consumer.getmany(timeout_ms=300, max_records=5000)
                 for tp, records in batch.items():
                     for r in records:
-                        if r.offset >= ends[tp]:
-                            continue
                         headers = {k: v.decode("utf-8", "replace") for k, v in r.headers}
                         out.append(ConsumedMessage(tp.topic, tp.partition, r.offset, r.key, r.value or b"", headers))
-        return out
+                if not batch and not [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                    return out
     finally:
         await consumer.stop()
 
