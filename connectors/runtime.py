@@ -34,6 +34,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -85,6 +86,16 @@ def content_hash(record: CanonicalRecord) -> str:
     """SHA-256 of what would be booked: the record without the fields that only describe the event."""
     body = record.model_dump_json(exclude={"source_event", "source_updated_at"})
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    """A binder row to write once the record's result is acknowledged."""
+
+    key: str
+    erp_record_id: str
+    erp_version: str | None
+    content_hash: str
 
 
 class RetryPolicy:
@@ -205,7 +216,7 @@ class ConnectorRuntime:
         except ValidationError as exc:
             raise DeadLetter("invalid-record", str(exc)) from None
         parked_at = float(headers.get(PARKED_AT_HEADER, "0") or 0) if tier else None
-        result = await self.book(canonical, attrs, parked_at=parked_at)
+        result, binding = await self._book(canonical, attrs, parked_at=parked_at)
         if result.outcome is Outcome.FAILED and result.error is not None and result.error.retriable:
             await self._park_or_give_up(record, headers, topic, tier, result)
         await self.publish(
@@ -218,6 +229,11 @@ class ConnectorRuntime:
                 subject=canonical.canonical_id,
             ).to_headers(),
         )
+        # The binder is written only once the result is acknowledged. A crash before this line
+        # redelivers the record; the binder does not know it yet, so the connector books again
+        # with the same idempotency key, the ERP answers with the record it already has, and the
+        # same `succeeded` result (same deterministic event id) is published again.
+        await self._bind(binding)
         erp = self.connector.erp
         metrics.CONNECTOR_RESULTS.labels(attrs.tenant, object_type, erp, self.connection, result.outcome.value).inc()
         if result.accepted_at is not None:
@@ -266,12 +282,21 @@ class ConnectorRuntime:
     async def book(
         self, record: CanonicalRecord, attrs: EventAttributes, *, parked_at: float | None = None
     ) -> SyncResult:
-        """Decide and perform what to do with ``record`` on this connection; never raises for ERP errors.
+        """Decide and perform what to do with ``record`` on this connection, and update the binder.
 
-        ``parked_at`` (epoch seconds) is set for a record coming back from a retry tier: if the
-        binder changed after that moment, a newer version was booked meanwhile and this one is
-        skipped as superseded.
+        Never raises for ERP errors. ``parked_at`` (epoch seconds) is set for a record coming back
+        from a retry tier: if the binder changed after that moment, a newer version was booked
+        meanwhile and this one is skipped as superseded. (:meth:`handle` writes the binder only
+        after the result is acknowledged; this method is for callers without a results topic.)
         """
+        result, binding = await self._book(record, attrs, parked_at=parked_at)
+        await self._bind(binding)
+        return result
+
+    async def _book(
+        self, record: CanonicalRecord, attrs: EventAttributes, *, parked_at: float | None = None
+    ) -> tuple[SyncResult, _Binding | None]:
+        """What :meth:`book` does, returning the binder row to write instead of writing it."""
         started = datetime.now(UTC)
         base: dict[str, Any] = {
             "event_id": attrs.id,
@@ -289,13 +314,17 @@ class ConnectorRuntime:
         def result(**fields: Any) -> SyncResult:
             return SyncResult(**base, finished_at=datetime.now(UTC), **fields)
 
+        def done(**fields: Any) -> tuple[SyncResult, None]:
+            """A result that needs no binder write."""
+            return result(**fields), None
+
         if record.object_type not in self.objects or record.object_type not in self.connector.supports:
             why = (
                 f"connection {self.connection} is not configured for {record.object_type}"
                 if record.object_type not in self.objects
                 else f"{self.connector.erp} connector does not support {record.object_type}"
             )
-            return result(
+            return done(
                 operation=Operation.SKIP,
                 outcome=Outcome.SKIPPED,
                 attempts=0,
@@ -306,7 +335,7 @@ class ConnectorRuntime:
         row = await self.state.get_binding(self.connection, record.canonical_id)
         existing = BinderEntry(row.erp_record_id, row.erp_version, row.content_hash) if row else None
         if existing is not None and existing.content_hash == digest:
-            return result(
+            return done(
                 operation=Operation.SKIP,
                 outcome=Outcome.DUPLICATE,
                 attempts=0,
@@ -314,7 +343,7 @@ class ConnectorRuntime:
                 erp_record_version=existing.erp_version,
             )
         if row is not None and parked_at is not None and _aware(row.updated_at).timestamp() > parked_at:
-            return result(
+            return done(
                 operation=Operation.SKIP,
                 outcome=Outcome.SKIPPED,
                 attempts=0,
@@ -326,7 +355,7 @@ class ConnectorRuntime:
                 ),
             )
         if existing is None and record.action is not Action.UPSERT:
-            return result(
+            return done(
                 operation=Operation.SKIP,
                 outcome=Outcome.SKIPPED,
                 attempts=0,
@@ -357,7 +386,7 @@ class ConnectorRuntime:
                     booked = await self.connector.handle(record, ctx)
             assert booked is not None
         except Unsupported as exc:
-            return result(
+            return done(
                 operation=Operation.SKIP,
                 outcome=Outcome.SKIPPED,
                 attempts=attempts,
@@ -365,7 +394,7 @@ class ConnectorRuntime:
             )
         except ConnectorError as exc:
             log.warning("%s: %s failed after %d attempt(s): %s", self.connection, record.canonical_id, attempts, exc)
-            return result(
+            return done(
                 operation=Operation.UPDATE if existing else Operation.CREATE,
                 outcome=Outcome.FAILED,
                 attempts=attempts,
@@ -374,15 +403,7 @@ class ConnectorRuntime:
                     code=exc.code, message=exc.message, retriable=exc.retriable, vendor_code=exc.vendor_code
                 ),
             )
-        if booked.erp_record_id is not None:
-            await self.state.put_binding(
-                self.connection,
-                record.canonical_id,
-                erp_record_id=booked.erp_record_id,
-                erp_version=booked.erp_version,
-                content_hash=digest,
-            )
-        return result(
+        succeeded = result(
             operation=booked.operation,
             outcome=Outcome.SUCCEEDED,
             attempts=max(attempts, booked.attempts),
@@ -390,6 +411,19 @@ class ConnectorRuntime:
             erp_record_version=booked.erp_version,
             http_status=booked.http_status,
         )
+        if booked.erp_record_id is None:
+            return succeeded, None
+        return succeeded, _Binding(record.canonical_id, booked.erp_record_id, booked.erp_version, digest)
+
+    async def _bind(self, binding: _Binding | None) -> None:
+        if binding is not None:
+            await self.state.put_binding(
+                self.connection,
+                binding.key,
+                erp_record_id=binding.erp_record_id,
+                erp_version=binding.erp_version,
+                content_hash=binding.content_hash,
+            )
 
 
 def register(

@@ -11,7 +11,6 @@ from decimal import Decimal
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from audit_helpers import make_result
 
 from contracts import Bill, Outcome, SyncResult, VendorRef
 from ledgerflow.audit.api import TARGET_CONNECTION_HEADER
@@ -21,6 +20,7 @@ from ledgerflow.audit.tables import sync_record_id
 from ledgerflow.events import EventAttributes
 from ledgerflow.kafka import ensure_topics
 from ledgerflow.settings import Settings
+from tests.audit.audit_helpers import make_result
 
 pytestmark = pytest.mark.kafka
 

@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from audit_helpers import T0, MakeResult
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -17,6 +16,7 @@ from ledgerflow.audit.masking import mask_text, mask_tree
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
 from ledgerflow.audit.tables import AuditBase, sync_record_id
+from tests.audit.audit_helpers import T0, MakeResult
 
 
 async def _schema_report(url: str) -> tuple[set[str], list[object], str]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.coupa import CoupaConnector, sandbox
@@ -20,6 +19,7 @@ from connectors.sandbox_kit import SandboxControl, serve
 from contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
+from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:

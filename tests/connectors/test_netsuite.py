@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 from oauthlib.oauth1.rfc5849 import signature
 from pydantic import SecretStr
 
@@ -34,6 +33,7 @@ from connectors.sandbox_kit import SandboxControl, serve
 from contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
+from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:

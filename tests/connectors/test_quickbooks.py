@@ -9,16 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from contract import (
-    CLIENT_TIMEOUT,
-    ConnectorContract,
-    ContractTarget,
-    contract_bill,
-    contract_sales_order,
-    ctx,
-    entry,
-    mercoa_sample_bill,
-)
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -29,6 +19,16 @@ from connectors.sandbox_kit import SandboxControl, serve
 from contracts import Action, Operation, Vendor
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
+from tests.connectors.contract import (
+    CLIENT_TIMEOUT,
+    ConnectorContract,
+    ContractTarget,
+    contract_bill,
+    contract_sales_order,
+    ctx,
+    entry,
+    mercoa_sample_bill,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,8 +11,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill
-from contract import entry as contract_entry
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.sandbox_kit import SandboxControl, serve
@@ -31,6 +29,8 @@ from connectors.sap.sandbox import create_app, parse_filter
 from contracts import Address, Bill, LineItem, Operation, Reference, Vendor, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
+from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill
+from tests.connectors.contract import entry as contract_entry
 
 OPTIONS = {"company_code": "1010", "default_tax_code": "V1"}
 

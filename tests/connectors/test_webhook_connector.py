@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from connectors.sandbox_kit import SandboxControl, serve
@@ -21,6 +20,7 @@ from connectors.webhook.receiver import create_receiver
 from contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
+from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 SECRET = "whsec_" + base64.b64encode(b"ledgerflow-test-secret-0123456789").decode()
 OTHER = "whsec_" + base64.b64encode(b"some-other-secret-9876543210abcd").decode()

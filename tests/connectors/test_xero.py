@@ -10,16 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from contract import (
-    CLIENT_TIMEOUT,
-    ConnectorContract,
-    ContractTarget,
-    contract_bill,
-    contract_budget,
-    ctx,
-    entry,
-    mercoa_sample_bill,
-)
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -30,6 +20,16 @@ from connectors.xero.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH, create_app,
 from contracts import Action, AppliedTo, Operation, Payment, Reference
 from ledgerflow.settings import ConnectionConfig
 from ledgerflow.state import StateStore
+from tests.connectors.contract import (
+    CLIENT_TIMEOUT,
+    ConnectorContract,
+    ContractTarget,
+    contract_bill,
+    contract_budget,
+    ctx,
+    entry,
+    mercoa_sample_bill,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,12 +1,11 @@
-"""The connector's crash window between its binder write and its ``succeeded`` result, made deterministic.
+"""The connector's crash window between booking a record and its ``succeeded`` result, made deterministic.
 
-``ConnectorRuntime.handle`` books the record, writes the binder row, *then* publishes the
-``SyncResult``. A worker that dies in between (kill -9 in ``test_delivery_faults.py`` hits this
-a few times per thousand records) leaves the bill booked and the offset uncommitted; the
-redelivered record finds the binder row and publishes only ``duplicate``. No ``succeeded`` result
-for that booking ever reaches ``ledgerflow.results.v1``, so the audit trail shows the record as a
-duplicate of a booking it never saw. Here the crash is a failed result publish (the broker never
-acknowledged it), which leaves exactly the same state.
+``ConnectorRuntime.handle`` used to write the binder row *before* publishing the ``SyncResult``:
+a worker that died in between (kill -9 in ``test_delivery_faults.py`` hit this a few times per
+thousand records) left the bill booked and the offset uncommitted, and the redelivered record
+found the binder row and published only ``duplicate`` — no ``succeeded`` result for that booking
+ever reached ``ledgerflow.results.v1``. The binder is now written after the result is
+acknowledged. Here the crash is a failed result publish (the broker never acknowledged it).
 """
 
 from __future__ import annotations
@@ -45,11 +44,6 @@ class Record:
     headers: Sequence[tuple[str, bytes]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connectors/runtime.py writes the binder before the succeeded result is acknowledged; "
-    "a crash in between leaves only a `duplicate` result for the booking",
-)
 async def test_crash_between_binder_write_and_result_still_reports_the_booking_as_succeeded(
     tmp_path: Path, mercoa_sample: bytes
 ) -> None:
@@ -92,12 +86,12 @@ async def test_crash_between_binder_write_and_result_still_reports_the_booking_a
             connector, state, routing.model_copy(update={"connections": {"qbo": config}}), publish, settings
         )
         with pytest.raises(ConnectionError):
-            await runtime.handle(record)  # booked and bound, result lost: the batch is redelivered
+            await runtime.handle(record)  # booked, result lost: the batch is redelivered
         broker_down = False
         await runtime.handle(record)  # the redelivery
         bills = (await http.get(f"{url}/_sandbox/records", params={"kind": "bill"})).json()["records"]
         await connector.aclose()
     await state.close()
 
-    assert len(bills) == 1  # booked once: the binder did its job
-    assert [r.outcome for r in results] == [Outcome.SUCCEEDED]  # …but the booking is reported as a duplicate
+    assert len(bills) == 1  # booked once: the ERP idempotency key (requestid) replayed the first answer
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED]  # and the booking is reported as succeeded

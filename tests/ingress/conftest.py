@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from ingress_signing import TENANT, RecordingPublisher, routing_dict
 
 from ingress.app import create_app
 from ledgerflow.settings import Routing, Settings
+from tests.ingress.ingress_signing import TENANT, RecordingPublisher, routing_dict
 
 
 @pytest.fixture

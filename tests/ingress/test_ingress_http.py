@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
-from ingress_signing import NEW, SECRETS, TENANT, RecordingPublisher, payload, send, signed
 
 from ingress.app import create_app
 from ingress.readiness import build_readiness
 from ledgerflow.settings import Routing, Settings
+from tests.ingress.ingress_signing import NEW, SECRETS, TENANT, RecordingPublisher, payload, send, signed
 
 TOKEN = SECRETS["mercoa"][NEW]
 AUTH = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}

@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from ingress_signing import (
+
+from ingress.app import create_app
+from ingress.publisher import FastStreamPublisher
+from ledgerflow.kafka import broker_from_settings, ensure_topics
+from ledgerflow.settings import Routing, Settings
+from tests.ingress.ingress_signing import (
     NEW,
     OLD,
     SECRETS,
@@ -24,11 +29,6 @@ from ingress_signing import (
     tampered,
     without_credentials,
 )
-
-from ingress.app import create_app
-from ingress.publisher import FastStreamPublisher
-from ledgerflow.kafka import broker_from_settings, ensure_topics
-from ledgerflow.settings import Routing, Settings
 
 pytestmark = pytest.mark.kafka
 

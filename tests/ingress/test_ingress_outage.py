@@ -17,13 +17,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
-from ingress_signing import NEW, SECRETS, TENANT, payload, read_topic, routing_dict, send, signed
 
 from ingress.app import create_app
 from ingress.publisher import FastStreamPublisher
 from ledgerflow.embedded import EmbeddedBroker, free_port
 from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.settings import Routing, Settings
+from tests.ingress.ingress_signing import NEW, SECRETS, TENANT, payload, read_topic, routing_dict, send, signed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(60)]
 

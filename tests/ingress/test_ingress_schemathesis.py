@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import schemathesis
 from hypothesis import HealthCheck, settings
-from ingress_signing import TENANT, RecordingPublisher, routing_dict
 
 from ingress.app import create_app
 from ledgerflow.settings import Routing, Settings
+from tests.ingress.ingress_signing import TENANT, RecordingPublisher, routing_dict
 
 PUBLISHER = RecordingPublisher()
 APP = create_app(Settings(ingress_max_body_bytes=64 * 1024), Routing.model_validate(routing_dict(TENANT)), PUBLISHER)

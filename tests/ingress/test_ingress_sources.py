@@ -11,7 +11,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from ingress_signing import (
+
+from ingress.app import create_app
+from ledgerflow.settings import Routing, Settings
+from tests.ingress.ingress_signing import (
     NEW,
     OLD,
     SECRETS,
@@ -25,9 +28,6 @@ from ingress_signing import (
     tampered,
     without_credentials,
 )
-
-from ingress.app import create_app
-from ledgerflow.settings import Routing, Settings
 
 ALL = list(SECRETS)
 BODY_SIGNED = ("monite", "accountingsuite", "standardwebhooks")

@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from source_sandboxes import Script, ingenious_app, mercoa_app, monite_app
-from transformer_helpers import raw_event
 
 from contracts import Bill
 from ledgerflow.settings import Routing
 from ledgerflow.state import StateStore
+from tests.transformers.source_sandboxes import Script, ingenious_app, mercoa_app, monite_app
+from tests.transformers.transformer_helpers import raw_event
 from transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
 from transformers.registry import ROUTERS
 

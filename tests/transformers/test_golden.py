@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from transformer_helpers import map_event, raw_event
+
+from tests.transformers.transformer_helpers import map_event, raw_event
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(GOLDEN.glob("*/*.input.json"))

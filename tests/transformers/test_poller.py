@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from source_sandboxes import Script, accessplanit_app
 
 from contracts import CanonicalRecord, Invoice
 from ledgerflow.events import EventAttributes, deterministic_id
 from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import StateStore
+from tests.transformers.source_sandboxes import Script, accessplanit_app
 from transformers.base import RawEvent
 from transformers.poller import AccessplanitFeed, AccessplanitPoller, KafkaRawPublisher, pollers_from_routing
 from transformers.registry import ROUTERS

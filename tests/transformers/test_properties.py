@@ -10,9 +10,9 @@ from typing import Any
 import pydantic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformer_helpers import raw_event
 
 from contracts import Bill, CanonicalRecord, ContractError, Invoice, Payment, SalesOrder, quantize
+from tests.transformers.transformer_helpers import raw_event
 from transformers.base import SkipEvent
 from transformers.registry import ROUTERS
 

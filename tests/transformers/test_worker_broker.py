@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from source_sandboxes import Script, monite_app
 
 from contracts import OBJECT_MODELS
 from ledgerflow.asgi import serve
@@ -20,6 +19,7 @@ from ledgerflow.events import EventAttributes, deterministic_id
 from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import StateStore
+from tests.transformers.source_sandboxes import Script, monite_app
 from transformers.enrichment import EnricherSet
 from transformers.worker import register
 
