@@ -60,6 +60,7 @@ from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers,
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import StateStore
+from ledgerflow.topics import Topics
 
 __all__ = ["ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
 
@@ -72,9 +73,9 @@ ORIGINAL_TOPIC_HEADER = "ledgerflow_retry_original_topic"
 log = logging.getLogger(__name__)
 
 
-def group_id(connection: str) -> str:
-    """Consumer group of ``connection``: ``ledgerflow.connector.<connection>``."""
-    return f"ledgerflow.connector.{connection}"
+def group_id(connection: str, topics: Topics | None = None) -> str:
+    """Consumer group of ``connection``: ``<prefix>.connector.<connection>`` (prefix ``ledgerflow`` by default)."""
+    return (topics or Topics()).group(f"connector.{connection}")
 
 
 def idempotency_key(connection: str, event_id: str) -> str:
@@ -446,7 +447,7 @@ def register(
 
     @broker.subscriber(
         *topics,
-        group_id=group_id(runtime.connection),
+        group_id=group_id(runtime.connection, runtime.topics),
         batch=True,
         max_records=max_records,
         auto_offset_reset="earliest",
@@ -473,7 +474,7 @@ def register(
 
         @broker.subscriber(
             *retry_topics,
-            group_id=f"{group_id(runtime.connection)}.retry",
+            group_id=f"{group_id(runtime.connection, runtime.topics)}.retry",
             batch=True,
             max_records=max_records,
             auto_offset_reset="earliest",

@@ -46,6 +46,13 @@ class Topics:
         """Retry topic ``tier`` (1-based) of ``stage``, for parked transient failures."""
         return f"{self.prefix}.retry.{stage}.{tier}"
 
+    def group(self, role: str) -> str:
+        """Consumer group of a role: ``<prefix>.transformer``, ``<prefix>.connector.<name>``, ``<prefix>.audit``.
+
+        Deriving groups from the prefix keeps two pipelines sharing one Kafka cluster apart.
+        """
+        return f"{self.prefix}.{role}"
+
     def all(self) -> list[str]:
         """Every topic the pipeline uses, for creation on the embedded broker and Strimzi."""
         names = [self.raw(s.value) for s in Source]

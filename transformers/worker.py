@@ -29,12 +29,12 @@ from transformers.base import Enrichers, RawEvent, SkipEvent
 from transformers.enrichment import EnrichmentError
 from transformers.registry import ROUTERS
 
-__all__ = ["GROUP_ID", "Transformer", "register"]
+__all__ = ["GROUP_ROLE", "Transformer", "register"]
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "ledgerflow.transformer"
-"""Consumer group of every transformer replica."""
+GROUP_ROLE = "transformer"
+"""Every transformer replica consumes in group ``<prefix>.transformer`` (``ledgerflow.transformer``)."""
 
 
 class Transformer:
@@ -148,7 +148,7 @@ def register(
     concurrency: int = 16,
     max_records: int = 500,
 ) -> Transformer:
-    """Subscribe a transformer to every raw topic on ``broker`` (consumer group :data:`GROUP_ID`).
+    """Subscribe a transformer to every raw topic on ``broker`` (consumer group ``<prefix>.transformer``).
 
     Args:
         broker: a not-yet-started FastStream broker.
@@ -166,7 +166,7 @@ def register(
 
     @broker.subscriber(
         *topics,
-        group_id=GROUP_ID,
+        group_id=settings.topics.group(GROUP_ROLE),
         batch=True,
         max_records=max_records,
         auto_offset_reset="earliest",

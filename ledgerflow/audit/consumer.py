@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from contracts import OBJECT_MODELS, SyncResult
 from ledgerflow.audit.store import AuditStore, CanonicalEvent
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, keep_bytes, run_batch
 from ledgerflow.settings import Settings
 
 __all__ = ["GROUP_ID", "AuditConsumer", "register"]
@@ -32,7 +32,7 @@ __all__ = ["GROUP_ID", "AuditConsumer", "register"]
 log = logging.getLogger(__name__)
 
 GROUP_ID = "ledgerflow.audit"
-"""Consumer group of the audit service."""
+"""The audit's consumer group with the default prefix (``<prefix>.audit`` in general)."""
 
 
 class AuditConsumer:
@@ -100,7 +100,7 @@ def register(
     *,
     concurrency: int | None = None,
     max_records: int = 500,
-    group_id: str = GROUP_ID,
+    group_id: str | None = None,
 ) -> AuditConsumer:
     """Subscribe the audit consumer on ``broker`` (not yet started) in consumer group ``group_id``.
 
@@ -110,7 +110,7 @@ def register(
         settings: topic prefix.
         concurrency: records of different keys written at once; default 1 on SQLite (one writer), else 8.
         max_records: largest batch fetched at once.
-        group_id: consumer group (tests use a unique one).
+        group_id: consumer group; default ``<prefix>.audit``.
 
     Returns:
         The consumer (its :meth:`AuditConsumer.handle` is what each message goes through).
@@ -124,11 +124,12 @@ def register(
 
     @broker.subscriber(
         *consumer.subscribed_topics,
-        group_id=group_id,
+        group_id=group_id or settings.topics.group("audit"),
         batch=True,
         max_records=max_records,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=keep_bytes,
     )
     async def on_audit(body: list[Any], msg: KafkaMessage) -> None:  # decoded bodies unused: raw records below
         raw: Any = msg.raw_message

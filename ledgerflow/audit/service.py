@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from ledgerflow.asgi import serve
 from ledgerflow.audit.api import create_app
-from ledgerflow.audit.consumer import GROUP_ID, register
+from ledgerflow.audit.consumer import register
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.kafka import broker_from_settings
@@ -39,7 +39,7 @@ async def start_audit(
     embedded: bool,
     host: str = "127.0.0.1",
     port: int = 0,
-    group_id: str = GROUP_ID,
+    group_id: str | None = None,
     concurrency: int | None = None,
 ) -> str:
     """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
@@ -51,7 +51,7 @@ async def start_audit(
         embedded: the broker is the embedded Tansu (producer idempotence off unless set).
         host: interface the API listens on.
         port: port of the API (0 = a free port).
-        group_id: consumer group, ``ledgerflow.audit`` by default.
+        group_id: consumer group, ``<prefix>.audit`` by default.
         concurrency: writers per batch (default: 1 on SQLite, 8 on PostgreSQL).
 
     Raises:
