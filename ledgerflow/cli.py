@@ -202,23 +202,15 @@ def ingress(
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
     from ingress.app import create_app
-    from ingress.publisher import FastStreamPublisher
+    from ingress.publisher import FastStreamPublisher, ingress_broker
+    from ingress.readiness import build_readiness
     from ledgerflow.asgi import serve
-    from ledgerflow.kafka import broker_from_settings, missing_topics
 
     async def run() -> None:
-        broker = broker_from_settings(settings, bootstrap, embedded=False)
+        broker = ingress_broker(settings, bootstrap, embedded=False)
         await broker.start()
         try:
-            wanted = [settings.topics.raw(s) for s in routing_sources(routing)]
-
-            async def ready() -> str | None:
-                try:
-                    missing = await missing_topics(bootstrap, wanted)
-                except Exception as exc:  # any broker failure means "not ready"
-                    return f"broker unreachable: {type(exc).__name__}"
-                return f"missing topics: {', '.join(missing)}" if missing else None
-
+            ready = build_readiness(bootstrap, [settings.topics.raw(s) for s in routing_sources(routing)])
             publisher = FastStreamPublisher(broker, settings.ingress_publish_timeout_seconds)
             app_ = create_app(settings, routing, publisher, readiness=ready)
             async with serve(app_, host=settings.ingress_host, port=port or settings.ingress_port) as url:

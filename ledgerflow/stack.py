@@ -21,12 +21,14 @@ from connectors.base import Connector
 from connectors.registry import connector_class, sandbox_module
 from connectors.runtime import ConnectorRuntime
 from connectors.runtime import register as register_connector
+from contracts import Source
 from ingress.app import create_app
-from ingress.publisher import FastStreamPublisher
+from ingress.publisher import FastStreamPublisher, ingress_broker
+from ingress.readiness import build_readiness
 from ledgerflow.asgi import serve
 from ledgerflow.audit.service import start_audit
 from ledgerflow.embedded import EmbeddedBroker
-from ledgerflow.kafka import broker_from_settings, ensure_topics, missing_topics
+from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.state import StateStore
 from transformers.enrichment import EnricherSet
@@ -127,19 +129,11 @@ async def run_stack(
         stack.push_async_callback(workers.stop)
         running.audit_url = await start_audit(stack, bootstrap, settings, embedded=embedded, host=host, port=audit_port)
 
-        ingress_broker = broker_from_settings(settings, bootstrap, embedded=embedded)
-        await ingress_broker.start()
-        stack.push_async_callback(ingress_broker.stop)
-        publisher = FastStreamPublisher(ingress_broker, settings.ingress_publish_timeout_seconds)
-        wanted = settings.topics.all()
-
-        async def ready() -> str | None:
-            try:
-                missing = await missing_topics(bootstrap, wanted)
-            except Exception as exc:  # any broker failure means "not ready"
-                return f"broker unreachable: {type(exc).__name__}"
-            return f"missing topics: {', '.join(missing)}" if missing else None
-
+        publisher_broker = ingress_broker(settings, bootstrap, embedded=embedded)
+        await publisher_broker.start()
+        stack.push_async_callback(publisher_broker.stop)
+        publisher = FastStreamPublisher(publisher_broker, settings.ingress_publish_timeout_seconds)
+        ready = build_readiness(bootstrap, [settings.topics.raw(s.value) for s in Source])
         app = create_app(settings, routing, publisher, readiness=ready)
         running.ingress_url = await stack.enter_async_context(serve(app, host=host, port=ingress_port))
         yield running
