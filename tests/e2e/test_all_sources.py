@@ -1,0 +1,97 @@
+"""Every source end to end: signed webhooks of all five sources posted to the running ingress,
+through the broker and the transformer, reach their canonical topics as the golden files say,
+and are booked by an ERP connection that takes every object type (the generic HTTP target)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from contracts import OBJECT_MODELS, Outcome
+from ledgerflow import demo
+from ledgerflow.asgi import serve
+from ledgerflow.settings import Routing, Settings
+from ledgerflow.stack import run_stack
+from tests.ingress.ingress_signing import NEW, SECRETS, Delivery, send, signed
+from tests.transformers.source_sandboxes import Script, monite_app
+from tests.transformers.test_worker_broker import GOLDEN, _cases, _drain
+
+pytestmark = pytest.mark.kafka
+
+
+def _routing(monite_url: str) -> dict[str, Any]:
+    sources: dict[str, Any] = {name: {"tokens": [pair[NEW]]} for name, pair in SECRETS.items()}
+    sources["monite"]["options"] = {"api_base_url": monite_url, "client_id": "cid", "client_secret": "secret"}
+    return {
+        "tenants": {"acme": {"sources": sources, "connections": ["inhouse"]}},
+        "connections": {"inhouse": {"erp": "http", "objects": list(OBJECT_MODELS)}},
+    }
+
+
+def _delivery(source: str, spec: dict[str, Any], n: int) -> Delivery:
+    body = json.dumps(spec["payload"]).encode()
+    delivery = signed(source, "acme", body, SECRETS[source][NEW], msg_id=f"msg_{n}")
+    if spec.get("object_hint"):
+        delivery.path = f"/webhooks/acme/{source}/{spec['object_hint']}"
+    delivery.method = spec.get("method", "POST")
+    return delivery
+
+
+async def test_webhooks_of_every_source_reach_their_canonical_topics_and_the_erp(
+    kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path, shared_dir: Path, unique: str
+) -> None:
+    spec_path = GOLDEN / "monite" / "payable.input.json"
+    monite_spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    object_id = monite_spec["payload"]["object_id"]
+    objects = {
+        f"/payables/{object_id}": monite_spec["enrichment"]["object"],
+        f"/payables/{object_id}/line_items": monite_spec["enrichment"]["line_items"],
+    }
+    monite_expected = json.loads(spec_path.with_name("payable.expected.json").read_text(encoding="utf-8"))
+    cases = [*_cases(shared_dir), ("monite", monite_spec, monite_expected)]
+    assert {source for source, _, _ in cases} == {"ingenious", "mercoa", "monite", "accountingsuite", "accessplanit"}
+
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_enable_idempotence=not kafka_is_embedded,
+        topic_prefix=f"src{unique}",
+        topic_partitions=2,
+        state_url=f"sqlite+aiosqlite:///{tmp_path}/state.db",
+    )
+    async with serve(monite_app(Script(), "cid", "secret", objects)) as monite_url:
+        routing = Routing.model_validate(_routing(monite_url))
+        async with run_stack(settings, routing) as stack, httpx.AsyncClient(base_url=stack.ingress_url) as client:
+            for n, (source, spec, _) in enumerate(cases):
+                resp = await send(client, _delivery(source, spec, n))
+                assert resp.status_code == 202, (source, spec["event_type"], resp.text)
+            expected = [want for _, _, wants in cases for want in wants]
+            topics = [settings.topics.canonical(o) for o in OBJECT_MODELS]
+            canonical: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(30):
+                found = await _drain(stack.bootstrap_servers, topics, idle=0.5)
+                canonical = {}
+                for topic, messages in found.items():
+                    for msg in messages:
+                        record = json.loads(msg.value)
+                        canonical.setdefault(record["canonical_id"], []).append(
+                            {"object_type": topic.split(".")[-2], **record}
+                        )
+                if all(want["canonical_id"] in canonical for want in expected):
+                    break
+            for want in expected:
+                assert want in canonical.get(want["canonical_id"], []), want["canonical_id"]
+
+            ids = sorted({want["canonical_id"] for want in expected})
+            results = {}
+            for canonical_id in ids:
+                got = await demo.collect_results(
+                    stack.bootstrap_servers, settings.topics.results, canonical_id, ["inhouse"], timeout=30
+                )
+                results[canonical_id] = got.get("inhouse")
+    missing = [cid for cid, r in results.items() if r is None]
+    assert not missing, f"no result for {missing}"
+    assert {cid: r.outcome for cid, r in results.items() if r and r.outcome is not Outcome.SUCCEEDED} == {}
