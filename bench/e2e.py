@@ -791,7 +791,7 @@ def _erp_pair() -> tuple[str, str]:
 async def _state_url(tag: str, workdir: Path) -> tuple[str, Callable[[], Awaitable[None]]]:
     """A fresh PostgreSQL database on 127.0.0.1:5432 when it answers (shared by replicas), else SQLite."""
     try:
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
         admin = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="postgres", timeout=2)
     except (OSError, ImportError, Exception):
@@ -1247,8 +1247,10 @@ async def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
             watcher = ResultsWatcher(cluster.broker.bootstrap_servers, Topics(prefixes["pipeline"]).results)
             await watcher.start()
             conn_args = ["--concurrency", str(opts.connector_concurrency)]
-            started_workers = await asyncio.gather(
-                _start_worker(cluster, "transformer-1", [LEDGERFLOW, "transformer"], env_p),
+            # The transformer first: it creates the state tables. Workers running StateStore.create_all
+            # at the same moment on a fresh PostgreSQL database race on CREATE TABLE (UniqueViolation).
+            transformer = await _start_worker(cluster, "transformer-1", [LEDGERFLOW, "transformer"], env_p)
+            connectors = await asyncio.gather(
                 *(
                     _start_worker(
                         cluster,
@@ -1259,7 +1261,8 @@ async def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
                     for name in sandboxes
                 ),
             )
-            conns = {name: [service] for name, service in zip(sandboxes, started_workers[1:], strict=True)}
+            started_workers = [transformer, *connectors]
+            conns = {name: [service] for name, service in zip(sandboxes, connectors, strict=True)}
             pipeline = Pipeline(f"http://127.0.0.1:{port_p}", ingress, [started_workers[0]], conns)
             if await _warm(pipeline, watcher, mercoa, 90) == 0:
                 raise RuntimeError("no SyncResult came back from the warm-up events")
