@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, Text, select
+from sqlalchemy import DateTime, MetaData, String, Text, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -23,6 +23,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
 __all__ = ["BinderRow", "StateBase", "StateStore", "StoredToken"]
+
+
+_DDL_LOCK_KEY = 0x1ED6E2F10
+"""Advisory lock id held while creating the state tables on PostgreSQL."""
 
 
 class StateBase(DeclarativeBase):
@@ -97,8 +101,14 @@ class StateStore:
         self._dialect = self.engine.dialect.name
 
     async def create_all(self) -> None:
-        """Create the state tables if they do not exist (idempotent)."""
+        """Create the state tables if they do not exist (idempotent, safe from several processes at once).
+
+        On PostgreSQL a transaction-scoped advisory lock serialises concurrent start-ups: two
+        workers racing ``CREATE TABLE IF NOT EXISTS`` otherwise fail on the catalog's unique index.
+        """
         async with self.engine.begin() as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
             await conn.run_sync(StateBase.metadata.create_all)
 
     async def close(self) -> None:

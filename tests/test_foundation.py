@@ -147,3 +147,15 @@ def test_kafka_security_from_settings(tmp_path: Path) -> None:
     )
     assert isinstance(sasl, SASLScram512)
     assert sasl.use_ssl
+
+
+@pytest.mark.postgres
+async def test_state_tables_created_by_several_processes_at_once(postgres_url: str) -> None:
+    stores = [StateStore(postgres_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(store.create_all() for store in stores))
+        await stores[0].put_binding("c", "k", erp_record_id="1", erp_version=None, content_hash="h")
+        assert await stores[3].count_bindings("c") == 1
+    finally:
+        for store in stores:
+            await store.close()
