@@ -10,10 +10,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = ["MIGRATIONS", "alembic_config", "upgrade"]
+
+_MIGRATION_LOCK_KEY = 0x1ED6E2F11
+"""Advisory lock id held while migrating the audit tables on PostgreSQL."""
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 """Folder of the Alembic environment and its ``versions/``."""
@@ -37,7 +41,8 @@ def _upgrade_on(connection: Connection, revision: str) -> None:
 async def upgrade(url: str | AsyncEngine, revision: str = "head") -> None:
     """Bring the audit tables at ``url`` (an async URL or engine) up to ``revision``; idempotent.
 
-    Runs inside the caller's event loop over one connection, in one transaction.
+    Runs inside the caller's event loop over one connection, in one transaction. On PostgreSQL a
+    transaction-scoped advisory lock makes replicas that start together migrate one at a time.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or a migration fails.
@@ -46,6 +51,8 @@ async def upgrade(url: str | AsyncEngine, revision: str = "head") -> None:
     engine = create_async_engine(url) if isinstance(url, str) else url
     try:
         async with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             await connection.run_sync(_upgrade_on, revision)
     finally:
         if isinstance(url, str):

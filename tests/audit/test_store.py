@@ -146,3 +146,13 @@ def test_masking_keeps_last_four_of_bank_numbers_and_tokens() -> None:
     )
     tree = mask_tree({"bank": {"account_number": "99887766", "account_number_last4": "7766", "iban": 12345}})
     assert tree == {"bank": {"account_number": "****7766", "account_number_last4": "7766", "iban": "****2345"}}
+
+
+@pytest.mark.postgres
+async def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
+    import asyncio
+
+    from ledgerflow.audit.migrate import upgrade
+
+    await asyncio.gather(*(upgrade(postgres_url) for _ in range(3)))
+    await upgrade(postgres_url)
