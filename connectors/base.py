@@ -132,6 +132,32 @@ class Connector(ABC):
         self.http = http
         self.state = state
 
+    def credential(self, key: str) -> str:
+        """The connection's credential ``key`` (e.g. ``realm_id``), as plain text.
+
+        Raises:
+            PermanentError: ``auth.config`` when it is missing or empty.
+        """
+        value = self.config.credentials.get(key)
+        if value is None or not value.get_secret_value():
+            raise PermanentError("auth.config", f"connection {self.name!r}: credentials need {key}")
+        return value.get_secret_value()
+
+    def api_root(self, erp_label: str, sandbox_module: str) -> str:
+        """``config.base_url`` without a trailing slash.
+
+        Raises:
+            PermanentError: ``config.base_url`` when the connection has none, naming the ERP and the
+                sandbox module whose ``sandbox_connection`` wires a local sandbox.
+        """
+        if not self.config.base_url:
+            raise PermanentError(
+                "config.base_url",
+                f"connection {self.name!r} has no base_url: point it at {erp_label} or at the local sandbox "
+                f"({sandbox_module}.sandbox_connection)",
+            )
+        return self.config.base_url.rstrip("/")
+
     @abstractmethod
     async def check(self) -> None:
         """Verify credentials and reachability (backs readiness).

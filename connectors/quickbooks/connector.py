@@ -125,10 +125,7 @@ class QuickBooksConnector(Connector):
             PermanentError: ``auth.config`` when missing.
 
         """
-        realm = self.config.credentials.get("realm_id")
-        if realm is None or not realm.get_secret_value():
-            raise PermanentError("auth.config", f"connection {self.name!r}: credentials need realm_id")
-        return realm.get_secret_value()
+        return self.credential("realm_id")
 
     def client(self) -> ErpClient:
         """The connection's :class:`ErpClient` (built on first use).
@@ -138,12 +135,7 @@ class QuickBooksConnector(Connector):
 
         """
         if self._client is None:
-            if not self.config.base_url:
-                raise PermanentError(
-                    "config.base_url",
-                    f"connection {self.name!r} has no base_url: point it at QuickBooks or at the local sandbox "
-                    "(connectors.quickbooks.sandbox.sandbox_connection)",
-                )
+            root = self.api_root("QuickBooks", "connectors.quickbooks.sandbox")
             auth = RefreshTokenManager.from_config(
                 self.http, self.state, self.name, self.config, erp=self.erp, default_token_url=self.TOKEN_URL
             )
@@ -152,7 +144,7 @@ class QuickBooksConnector(Connector):
                 erp=self.erp,
                 connection=self.name,
                 config=self.config,
-                base_url=f"{self.config.base_url.rstrip('/')}/v3/company/{self.realm_id}",
+                base_url=f"{root}/v3/company/{self.realm_id}",
                 default_rate_per_minute=self.RATE_PER_MINUTE,
                 default_concurrency=self.MAX_CONCURRENCY,
                 errors=QUICKBOOKS_ERRORS,

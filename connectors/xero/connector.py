@@ -132,10 +132,7 @@ class XeroConnector(Connector):
             PermanentError: ``auth.config`` when missing.
 
         """
-        tenant = self.config.credentials.get("tenant_id")
-        if tenant is None or not tenant.get_secret_value():
-            raise PermanentError("auth.config", f"connection {self.name!r}: credentials need tenant_id")
-        return tenant.get_secret_value()
+        return self.credential("tenant_id")
 
     def client(self) -> ErpClient:
         """The connection's :class:`ErpClient` (built on first use).
@@ -145,12 +142,7 @@ class XeroConnector(Connector):
 
         """
         if self._client is None:
-            if not self.config.base_url:
-                raise PermanentError(
-                    "config.base_url",
-                    f"connection {self.name!r} has no base_url: point it at Xero or at the local sandbox "
-                    "(connectors.xero.sandbox.sandbox_connection)",
-                )
+            root = self.api_root("Xero", "connectors.xero.sandbox")
             auth = RefreshTokenManager.from_config(
                 self.http, self.state, self.name, self.config, erp=self.erp, default_token_url=self.TOKEN_URL
             )
@@ -159,7 +151,7 @@ class XeroConnector(Connector):
                 erp=self.erp,
                 connection=self.name,
                 config=self.config,
-                base_url=f"{self.config.base_url.rstrip('/')}/api.xro/2.0",
+                base_url=f"{root}/api.xro/2.0",
                 default_rate_per_minute=self.RATE_PER_MINUTE,
                 default_concurrency=self.MAX_CONCURRENCY,
                 errors=XERO_ERRORS,
