@@ -35,12 +35,14 @@ import asyncio
 import base64
 import binascii
 import itertools
+import os
 import secrets
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -62,9 +64,21 @@ __all__ = [
     "SandboxControl",
     "read_json",
     "serve",
+    "spec_file",
 ]
 
 CONTROL_PREFIX = "/_sandbox/"
+
+
+def spec_file(name: str) -> Path:
+    """Where a vendor's API description lives.
+
+    ``$LEDGERFLOW_SPECS_DIR/<name>``, else ``../shared/specs/<name>`` beside the project. The file
+    may not exist: sandboxes then skip validation.
+    """
+    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
+    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+    return root / name
 
 
 class DecimalJSONResponse(JSONResponse):

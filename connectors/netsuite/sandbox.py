@@ -22,7 +22,6 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +35,7 @@ from oauthlib.oauth1.rfc5849 import signature
 
 from connectors.netsuite.connector import RECORD_PATH
 from connectors.netsuite.schema import RecordSchemas, load_schemas
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
 from ledgerflow.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_TBA", "TOKEN_PATH", "create_app", "default_spec_path", "ns_error", "sandbox_connection"]
@@ -233,9 +232,7 @@ SANDBOX_ACCOUNT_ID = "1234567_SB1"
 
 def default_spec_path() -> Path:
     """``$LEDGERFLOW_SPECS_DIR/netsuite-oas.json``, else ``../shared/specs/netsuite-oas.json`` beside the project."""
-    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
-    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
-    return root / "netsuite-oas.json"
+    return spec_file("netsuite-oas.json")
 
 
 def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:

@@ -35,7 +35,6 @@ Wiring with a connector (tests, ``ledgerflow up``)::
 from __future__ import annotations
 
 import functools
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
 from ledgerflow.settings import ConnectionConfig
 
 __all__ = [
@@ -135,9 +134,7 @@ DEFAULT_CREDENTIALS = SandboxCredentials()
 
 def default_spec_path() -> Path:
     """``$LEDGERFLOW_SPECS_DIR/Finance.xsd``, else ``../shared/specs/Finance.xsd`` beside the project."""
-    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
-    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
-    return root / "Finance.xsd"
+    return spec_file("Finance.xsd")
 
 
 def sandbox_connection(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -42,7 +41,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
 from connectors.sap.connector import BUSINESS_PARTNER_PATH, SERVICE_PATH
 from connectors.sap.edmx import EntityType, load_entity_types, property_problems
 from ledgerflow.settings import ConnectionConfig
@@ -346,9 +345,7 @@ DEFAULT_USERS: dict[str, str] = {"LEDGERFLOW_COMM": "sandbox-password"}
 
 def default_edmx_path() -> Path:
     """``$LEDGERFLOW_SPECS_DIR/sap_si.edmx``, else ``../shared/specs/sap_si.edmx`` beside the project."""
-    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
-    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
-    return root / "sap_si.edmx"
+    return spec_file("sap_si.edmx")
 
 
 def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import re
 import time
 import uuid
@@ -49,7 +48,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
 from ledgerflow.settings import ConnectionConfig
 
 __all__ = [
@@ -99,9 +98,7 @@ DEFAULT_CREDENTIALS = SandboxCredentials()
 
 def default_spec_path() -> Path:
     """``$LEDGERFLOW_SPECS_DIR/xero_accounting.yaml``, else ``../shared/specs/xero_accounting.yaml``."""
-    base = os.environ.get("LEDGERFLOW_SPECS_DIR")
-    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
-    return root / "xero_accounting.yaml"
+    return spec_file("xero_accounting.yaml")
 
 
 def sandbox_connection(
