@@ -42,7 +42,7 @@ def connector_class(erp: str) -> type[Connector]:
         ImportError: the connector's package (or its optional dependencies) is not installed.
     """
     module_name, _, attr = CONNECTORS[erp].partition(":")
-    module = importlib.import_module(module_name)
+    module = _import(module_name, extra=_EXTRAS.get(erp))
     cls = getattr(module, attr)
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
         raise TypeError(f"{CONNECTORS[erp]} is not a Connector subclass")
@@ -56,4 +56,19 @@ def sandbox_module(erp: str) -> ModuleType:
         KeyError: ``erp`` is not a known ERP kind.
         ImportError: the sandbox extra is not installed.
     """
-    return importlib.import_module(SANDBOXES[erp])
+    return _import(SANDBOXES[erp], extra="sandbox")
+
+
+_EXTRAS = {"netsuite": "netsuite", "http": "http"}
+"""ERP kinds whose connector needs an optional extra of the ledgerflow package."""
+
+
+def _import(module_name: str, *, extra: str | None) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if extra is None or (exc.name or "").startswith(("connectors", "ledgerflow")):
+            raise
+        raise ImportError(
+            f"{module_name} needs {exc.name!r}: install the extra with pip install 'ledgerflow[{extra}]'"
+        ) from exc
