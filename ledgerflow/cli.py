@@ -28,8 +28,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from contracts import OBJECT_MODELS
 from ledgerflow import __version__
+from ledgerflow.lag import lag_reporter
 from ledgerflow.settings import ConfigError, Routing, Settings, all_erps_routing
+from ledgerflow.topics import RETRY_TIERS
 
 app = typer.Typer(
     name="ledgerflow",
@@ -260,7 +263,8 @@ def transformer(
     from ledgerflow.service import health_app
     from ledgerflow.state import StateStore
     from transformers.enrichment import EnricherSet
-    from transformers.worker import register
+    from transformers.registry import ROUTERS
+    from transformers.worker import GROUP_ROLE, register
 
     async def run() -> None:
         state = StateStore(settings.state_url)
@@ -270,7 +274,11 @@ def transformer(
             register(broker, settings, EnricherSet(routing, http, state), concurrency=concurrency)
             await broker.start()
             try:
-                async with serve(health_app(_broker_ready(broker)), host="0.0.0.0", port=settings.metrics_port):  # noqa: S104
+                raw_topics = [settings.topics.raw(source) for source in ROUTERS]
+                async with (
+                    serve(health_app(_broker_ready(broker)), host="0.0.0.0", port=settings.metrics_port),  # noqa: S104
+                    lag_reporter(bootstrap, [(settings.topics.group(GROUP_ROLE), raw_topics)]),
+                ):
                     await _wait_for_signal()
             finally:
                 await broker.stop()
@@ -311,7 +319,7 @@ def connector(
     import httpx
 
     from connectors.registry import connector_class
-    from connectors.runtime import ConnectorRuntime, register
+    from connectors.runtime import ConnectorRuntime, group_id, register
     from ledgerflow.asgi import serve
     from ledgerflow.kafka import broker_from_settings
     from ledgerflow.service import health_app
@@ -342,7 +350,13 @@ def connector(
 
             await broker.start()
             try:
-                async with serve(health_app(ready), host="0.0.0.0", port=settings.metrics_port):  # noqa: S104
+                canonical = [settings.topics.canonical(o) for o in OBJECT_MODELS]
+                retries = [settings.topics.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]
+                group = group_id(connection, settings.topics)
+                async with (
+                    serve(health_app(ready), host="0.0.0.0", port=settings.metrics_port),  # noqa: S104
+                    lag_reporter(bootstrap, [(group, canonical), (f"{group}.retry", retries)]),
+                ):
                     await _wait_for_signal()
             finally:
                 await broker.stop()
@@ -420,6 +434,8 @@ def audit(
                 concurrency=writers,
             )
             console.print(f"audit API on {url}  (/sync-records /docs /healthz /readyz /metrics)")
+            audit_topics = [settings.topics.results] + [settings.topics.canonical(o) for o in OBJECT_MODELS]
+            await stack.enter_async_context(lag_reporter(bootstrap, [(settings.topics.group("audit"), audit_topics)]))
             await _wait_for_signal()
 
     asyncio.run(run())

@@ -111,7 +111,7 @@ async def collect_results(
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         while not partitions:
-            await consumer.client.force_metadata_update()
+            await consumer.topics()  # refreshes the cluster metadata
             partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)

@@ -19,9 +19,9 @@ from faststream.kafka import KafkaBroker
 
 from connectors.base import Connector
 from connectors.registry import connector_class, sandbox_module
-from connectors.runtime import ConnectorRuntime
+from connectors.runtime import ConnectorRuntime, group_id
 from connectors.runtime import register as register_connector
-from contracts import Source
+from contracts import OBJECT_MODELS, Source
 from ingress.app import create_app
 from ingress.publisher import FastStreamPublisher, ingress_broker
 from ingress.readiness import build_readiness
@@ -29,8 +29,10 @@ from ledgerflow.asgi import serve
 from ledgerflow.audit.service import start_audit
 from ledgerflow.embedded import EmbeddedBroker
 from ledgerflow.kafka import broker_from_settings, ensure_topics
+from ledgerflow.lag import lag_reporter
 from ledgerflow.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.state import StateStore
+from ledgerflow.topics import RETRY_TIERS
 from transformers.enrichment import EnricherSet
 from transformers.worker import register as register_transformer
 
@@ -127,6 +129,14 @@ async def run_stack(
             register_connector(workers, runtime)
         await workers.start()
         stack.push_async_callback(workers.stop)
+        topics = settings.topics
+        canonical = [topics.canonical(o) for o in OBJECT_MODELS]
+        retries = [topics.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]
+        watched = [(topics.group("transformer"), [topics.raw(s.value) for s in Source])]
+        for name in running.connections:
+            watched += [(group_id(name, topics), canonical), (f"{group_id(name, topics)}.retry", retries)]
+        watched.append((topics.group("audit"), [topics.results, *canonical]))
+        await stack.enter_async_context(lag_reporter(bootstrap, watched))
         running.audit_url = await start_audit(stack, bootstrap, settings, embedded=embedded, host=host, port=audit_port)
 
         publisher_broker = ingress_broker(settings, bootstrap, embedded=embedded)
