@@ -60,7 +60,7 @@ from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers,
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import StateStore
-from ledgerflow.topics import Topics
+from ledgerflow.topics import RETRY_TIERS, Topics
 
 __all__ = ["ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
 
@@ -123,12 +123,32 @@ class RetryPolicy:
     ) -> None:
         if any(d < 0 or d > 540 for d in park_delays):
             raise ValueError("park delays must be between 0 and 540 seconds")
+        if len(park_delays) > RETRY_TIERS:
+            raise ValueError(f"at most {RETRY_TIERS} park delays (one per retry topic)")
         self.park_delays = park_delays
         self.attempts = attempts
         self.timeout = timeout
         self.wait_initial = wait_initial
         self.wait_max = wait_max
         self.wait_max_retry_after = wait_max_retry_after
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> RetryPolicy:
+        """The policy a connection's routing options ask for (``options.retry``), defaults otherwise.
+
+        Keys: ``attempts``, ``timeout``, ``wait_initial``, ``wait_max``, ``wait_max_retry_after``
+        (seconds) and ``park_delays`` (a list of seconds, one per retry tier).
+
+        Raises:
+            ValueError: an unknown key or a park delay outside 0–540 s.
+        """
+        raw = dict(options.get("retry") or {})
+        unknown = set(raw) - {"attempts", "timeout", "wait_initial", "wait_max", "wait_max_retry_after", "park_delays"}
+        if unknown:
+            raise ValueError(f"unknown retry option(s): {', '.join(sorted(unknown))}")
+        if "park_delays" in raw:
+            raw["park_delays"] = tuple(float(d) for d in raw["park_delays"])
+        return cls(**raw)
 
     def hook(self, exc: Exception) -> bool | float:
         """Stamina backoff hook: retry RetriableError, waiting ``Retry-After`` when the ERP sent one."""
@@ -183,7 +203,7 @@ class ConnectorRuntime:
         self.state = state
         self.publish = publish
         self.topics = settings.topics
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_options(routing.connections[self.connection].options)
         self.tenants = routing.tenants_for(self.connection)
         self.objects = set(routing.connections[self.connection].objects)
 
