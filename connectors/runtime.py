@@ -4,7 +4,9 @@ One consumer group per ERP connection (``ledgerflow.connector.<connection>``), s
 broken ERP never holds back another one. For each canonical record:
 
 1. records of tenants not routed to this connection are ignored (counted);
-2. object types the connection does not take give a ``skipped`` result with the reason;
+2. object types the connection does not take give a ``skipped`` result with the reason, and so
+   do documents not yet approved in the source (draft, submitted) unless the connection's option
+   ``book_unapproved`` is true: ledgerflow books approved records;
 3. the binder says whether the record was booked already: same content hash → ``duplicate``
    (nothing is sent); different content → the connector updates the ERP record;
 4. the connector is called with an idempotency key stable across redeliveries of the event
@@ -63,6 +65,9 @@ from ledgerflow.state import StateStore
 from ledgerflow.topics import RETRY_TIERS, Topics
 
 __all__ = ["ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
+
+_UNAPPROVED = frozenset({"draft", "submitted"})
+"""Document statuses that are not yet approved in the source: not booked unless a connection asks."""
 
 TARGET_HEADER = "ledgerflow_target_connection"
 TIER_HEADER = "ledgerflow_retry_tier"
@@ -206,6 +211,7 @@ class ConnectorRuntime:
         self.retry = retry or RetryPolicy.from_options(routing.connections[self.connection].options)
         self.tenants = routing.tenants_for(self.connection)
         self.objects = set(routing.connections[self.connection].objects)
+        self.book_unapproved = bool(routing.connections[self.connection].options.get("book_unapproved", False))
 
     async def handle(self, record: ConsumedRecord) -> None:
         """Book one canonical record and publish its SyncResult.
@@ -352,6 +358,19 @@ class ConnectorRuntime:
                 error=ErrorInfo(code="object.unsupported", message=why, retriable=False),
             )
 
+        status = getattr(record, "status", None)
+        if status in _UNAPPROVED and not self.book_unapproved:
+            return done(
+                operation=Operation.SKIP,
+                outcome=Outcome.SKIPPED,
+                attempts=0,
+                error=ErrorInfo(
+                    code="record.not_approved",
+                    message=f"{record.object_type} is {status} in {record.source.value}: only approved records "
+                    "are booked (connection option book_unapproved: true books drafts too)",
+                    retriable=False,
+                ),
+            )
         digest = content_hash(record)
         row = await self.state.get_binding(self.connection, record.canonical_id)
         existing = BinderEntry(row.erp_record_id, row.erp_version, row.content_hash) if row else None

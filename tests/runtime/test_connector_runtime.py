@@ -215,3 +215,16 @@ async def _read_results(bootstrap: str, topic: str, want: int) -> list[SyncResul
     finally:
         await consumer.stop()
     return results
+
+
+async def test_unapproved_documents_are_skipped_unless_the_connection_books_them(store: StateStore) -> None:
+    draft = _bill().model_copy(update={"status": "draft"})
+    skipped = await _runtime(store).book(draft, _attrs("d1"))
+    assert skipped.outcome is Outcome.SKIPPED
+    assert skipped.error is not None
+    assert skipped.error.code == "record.not_approved"
+    routing = _routing()
+    routing.connections["erp-a"].options["book_unapproved"] = True
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    runtime = ConnectorRuntime(connector, store, routing, _noop_publish, Settings(), RetryPolicy(wait_initial=0))
+    assert (await runtime.book(draft, _attrs("d2"))).outcome is Outcome.SUCCEEDED
