@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ledgerflow.embedded import EmbeddedBroker
+from tests.databases import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -61,35 +61,11 @@ def kafka_is_embedded() -> bool:
     return not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 
 
-def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """An async SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped afterwards."""
-    if not _postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    import asyncpg
-
-    name = f"ledgerflow_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

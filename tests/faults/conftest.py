@@ -7,7 +7,6 @@ leaves a process dead does not break the next one: :func:`faults_pipeline` resta
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +14,7 @@ from pathlib import Path
 import pytest
 from pipeline import Pipeline, PipelineConfig
 
-
-def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+from tests.databases import fresh_database, postgres_up
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +23,10 @@ async def faults_state_url() -> AsyncIterator[str]:
 
     Module-scoped twin of the suite's ``postgres_url`` (which is per test); skips without PostgreSQL.
     """
-    if not _postgres_up():
+    if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (several processes share the state store)")
-    import asyncpg  # type: ignore[import-untyped]
-
-    name = f"ledgerflow_faults_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with fresh_database("ledgerflow_faults") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
