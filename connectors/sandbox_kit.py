@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.http import dumps_json, loads_json
 from ledgerflow.asgi import serve
+from ledgerflow.settings import ConnectionConfig
 
 __all__ = [
     "DecimalJSONResponse",
@@ -62,12 +63,18 @@ __all__ = [
     "RecordStore",
     "Sandbox",
     "SandboxControl",
+    "point_at",
     "read_json",
     "serve",
     "spec_file",
 ]
 
 CONTROL_PREFIX = "/_sandbox/"
+
+
+def point_at(config: ConnectionConfig, base_url: str, credentials: Mapping[str, str]) -> ConnectionConfig:
+    """``config`` pointed at a running sandbox: its base URL and the credentials it accepts (options kept)."""
+    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": credentials})
 
 
 def spec_file(name: str) -> Path:

@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json
 from ledgerflow.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_CLIENTS", "DEMO_SUPPLIERS", "TOKEN_PATH", "create_app", "sandbox_connection"]
@@ -233,7 +233,7 @@ def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionCon
     """``config`` pointed at a running sandbox with the default client credentials (options kept)."""
     client_id, client_secret = next(iter(DEFAULT_CLIENTS.items()))
     creds = {"client_id": client_id, "client_secret": client_secret, "token_url": base_url.rstrip("/") + TOKEN_PATH}
-    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": creds})
+    return point_at(config, base_url, creds)
 
 
 def create_app(

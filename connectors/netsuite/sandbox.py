@@ -35,7 +35,7 @@ from oauthlib.oauth1.rfc5849 import signature
 
 from connectors.netsuite.connector import RECORD_PATH
 from connectors.netsuite.schema import RecordSchemas, load_schemas
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
 from ledgerflow.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_TBA", "TOKEN_PATH", "create_app", "default_spec_path", "ns_error", "sandbox_connection"]
@@ -238,7 +238,7 @@ def default_spec_path() -> Path:
 def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
     """``config`` pointed at a running sandbox with the default TBA credentials (options kept)."""
     creds = {"account_id": SANDBOX_ACCOUNT_ID, **DEFAULT_TBA}
-    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": creds})
+    return point_at(config, base_url, creds)
 
 
 def create_app(

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -46,7 +46,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
+from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
 from ledgerflow.settings import ConnectionConfig
 
 __all__ = [
@@ -141,14 +141,7 @@ def sandbox_connection(
     config: ConnectionConfig, base_url: str, credentials: SandboxCredentials = DEFAULT_CREDENTIALS
 ) -> ConnectionConfig:
     """``config`` pointed at a running sandbox: its base URL, token URL and credentials (options kept)."""
-    creds = {
-        "client_id": credentials.client_id,
-        "client_secret": credentials.client_secret,
-        "refresh_token": credentials.refresh_token,
-        "realm_id": credentials.realm_id,
-        "token_url": base_url.rstrip("/") + TOKEN_PATH,
-    }
-    return ConnectionConfig.model_validate({**config.model_dump(), "base_url": base_url, "credentials": creds})
+    return point_at(config, base_url, {**asdict(credentials), "token_url": base_url.rstrip("/") + TOKEN_PATH})
 
 
 # --------------------------------------------------------------------------------------------
