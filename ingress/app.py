@@ -83,35 +83,20 @@ _ERROR_DOCS: dict[str, Any] = {
 
 def _webhook_openapi(spec: SourceSpec) -> dict[str, Any]:
     """OpenAPI fragment of one source's webhook operation: body, credential headers, answers."""
-    params: list[dict[str, Any]] = [
-        {
-            "name": header,
-            "in": "header",
-            "required": False,
-            "description": f"{spec.name} credential (checked on the raw body bytes).",
-            "schema": {"type": "string"},
-        }
-        for header in spec.credential_headers
+
+    def param(name: str, where: str, description: str) -> dict[str, Any]:
+        return {"name": name, "in": where, "required": False, "description": description, "schema": {"type": "string"}}
+
+    params = [
+        param(h, "header", f"{spec.name} credential (checked on the raw body bytes).") for h in spec.credential_headers
     ]
     params += [
-        {
-            "name": header,
-            "in": "header",
-            "required": False,
-            "description": f"Sent by {spec.name}; part of the signed content or kept as an event attribute.",
-            "schema": {"type": "string"},
-        }
-        for header in spec.extra_headers
+        param(h, "header", f"Sent by {spec.name}; part of the signed content or kept as an event attribute.")
+        for h in spec.extra_headers
     ]
     params += [
-        {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "description": f"{spec.name} per-tenant token, when the sender cannot set a header.",
-            "schema": {"type": "string"},
-        }
-        for name in spec.credential_query
+        param(q, "query", f"{spec.name} per-tenant token, when the sender cannot set a header.")
+        for q in spec.credential_query
     ]
     return {
         "requestBody": {
