@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import OBJECT_MODELS
-from ledgerflow import __version__
+from ledgerflow import __version__, aio
 from ledgerflow.lag import lag_reporter
 from ledgerflow.settings import ConfigError, Routing, Settings, all_erps_routing
 from ledgerflow.topics import RETRY_TIERS
@@ -120,7 +120,7 @@ def up(
             out.print("\nPress Ctrl-C to stop.")
             await stop.wait()
 
-    asyncio.run(run())
+    aio.run(run(), settings.event_loop)
 
 
 @app.command()
@@ -166,7 +166,7 @@ def demo(
             rows.append(demo_mod.DemoRow(result, stored, expected_total))
         return rows
 
-    rows = asyncio.run(run())
+    rows = aio.run(run(), settings.event_loop)
     missing = [c for c in connections if c not in {r.result.connection for r in rows}]
     if json_output:
         sys.stdout.write(orjson.dumps([orjson.loads(r.result.model_dump_json()) for r in rows]).decode() + "\n")
@@ -222,7 +222,7 @@ def ingress(
         finally:
             await broker.stop()
 
-    asyncio.run(run())
+    aio.run(run(), settings.event_loop)
 
 
 def routing_sources(routing: Routing) -> set[str]:
@@ -284,7 +284,7 @@ def transformer(
                 await broker.stop()
                 await state.close()
 
-    asyncio.run(run())
+    aio.run(run(), settings.event_loop)
 
 
 def _broker_ready(broker: object) -> Callable[[], Awaitable[str | None]]:
@@ -363,7 +363,7 @@ def connector(
                 await conn.aclose()
                 await state.close()
 
-    asyncio.run(run())
+    aio.run(run(), settings.event_loop)
 
 
 @app.command()
@@ -381,7 +381,7 @@ def sandbox(
             out.print(f"{erp} sandbox listening on {url}")
             await _wait_for_signal()
 
-    asyncio.run(run())
+    aio.run(run(), Settings().event_loop)
 
 
 @app.command()
@@ -403,7 +403,7 @@ def topics(
     bootstrap = _require_bootstrap(settings)
     from ledgerflow.kafka import ensure_topics
 
-    created = asyncio.run(ensure_topics(bootstrap, names, partitions=settings.topic_partitions))
+    created = aio.run(ensure_topics(bootstrap, names, partitions=settings.topic_partitions), settings.event_loop)
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
 
 
@@ -438,7 +438,7 @@ def audit(
             await stack.enter_async_context(lag_reporter(bootstrap, [(settings.topics.group("audit"), audit_topics)]))
             await _wait_for_signal()
 
-    asyncio.run(run())
+    aio.run(run(), settings.event_loop)
 
 
 @app.command()
@@ -503,7 +503,7 @@ def replay(
             )
             return await replay_dead_letters(settings, bootstrap, filters, dry_run=dry_run, progress=progress)
 
-        summary = asyncio.run(run())
+        summary = aio.run(run(), settings.event_loop)
 
     if dry_run:
         table = Table(title=f"would replay {summary.replayed} message(s)")

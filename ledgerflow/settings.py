@@ -237,6 +237,9 @@ class Settings(BaseSettings):
     )
     metrics_port: int = Field(9100, description="Port of /metrics, /healthz and /readyz for workers.")
     log_level: str = "INFO"
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="Event loop of every service: uvloop when installed (auto), or the stdlib loop."
+    )
 
     @cached_property
     def topics(self) -> Topics:
