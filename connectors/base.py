@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import httpx
+from cachetools import TTLCache
 
 from contracts import CanonicalRecord, Operation
 from ledgerflow.settings import ConnectionConfig
@@ -121,6 +122,13 @@ class Connector(ABC):
         http: the shared ``httpx.AsyncClient`` (the runtime owns and closes it).
         state: the state store (reference binder rows, persisted OAuth tokens).
 
+    Reference binder rows (``vendor-ref:<source id>`` → the ERP's vendor id, and the like) are
+    read through :meth:`reference_id` and written through :meth:`remember_reference`, which keep
+    them in an in-process cache for ``options.reference_cache_seconds`` (default 300; 0 turns the
+    cache off). Every bill of a vendor needs that vendor's ERP id; without the cache each one cost
+    a state-store round trip. A vendor merged or deleted in the ERP meanwhile is noticed by the
+    ERP's answer (a failed result) at most that long after.
+
     """
 
     erp: ClassVar[str]
@@ -131,6 +139,32 @@ class Connector(ABC):
         self.config = config
         self.http = http
         self.state = state
+        ttl = float(config.options.get("reference_cache_seconds", 300))
+        self._references: TTLCache[str, str] | None = TTLCache(maxsize=50_000, ttl=ttl) if ttl > 0 else None
+
+    async def reference_id(self, key: str) -> str | None:
+        """The ERP id bound to reference ``key`` (e.g. ``vendor-ref:<source id>``) on this connection, or None.
+
+        Served from the in-process cache when fresh, else read from the state store (and cached).
+        """
+        if self._references is not None and (cached := self._references.get(key)) is not None:
+            return cached
+        row = await self.state.get_binding(self.name, key)
+        if row is None:
+            return None
+        if self._references is not None:
+            self._references[key] = row.erp_record_id
+        return row.erp_record_id
+
+    async def remember_reference(
+        self, key: str, erp_record_id: str, *, erp_version: str | None, content_hash: str
+    ) -> None:
+        """Bind reference ``key`` to the ERP id ``erp_record_id`` in the state store and the cache."""
+        await self.state.put_binding(
+            self.name, key, erp_record_id=erp_record_id, erp_version=erp_version, content_hash=content_hash
+        )
+        if self._references is not None:
+            self._references[key] = erp_record_id
 
     def credential(self, key: str) -> str:
         """The connection's credential ``key`` (e.g. ``realm_id``), as plain text.

@@ -17,8 +17,9 @@ broken ERP never holds back another one. For each canonical record:
    partition is not blocked), addressed to this connection only; after the last tier it is
    dead-lettered on ``ledgerflow.dlq.connector``. A :class:`~connectors.base.PermanentError`
    gives a ``failed`` result at once. Every attempt round publishes a ``SyncResult``;
-6. the binder is updated, then the ``SyncResult`` is published and acknowledged before the
-   offset is committed (:mod:`ledgerflow.delivery`).
+6. the ``SyncResult`` is published and acknowledged, then the binder is updated (for a whole
+   batch at once, :class:`BatchBinder`: one read and one upsert per batch), then the offsets are
+   committed (:mod:`ledgerflow.delivery`).
 
 A record carrying the header ``ledgerflow_target_connection`` (a retry from the sync-records
 API, or a parked retry) is booked only by that connection; every other connection ignores it.
@@ -35,7 +36,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -61,10 +62,10 @@ from ledgerflow import metrics
 from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers, header_map, keep_bytes, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Routing, Settings
-from ledgerflow.state import StateStore
+from ledgerflow.state import BinderRow, BindingValues, StateStore
 from ledgerflow.topics import RETRY_TIERS, Topics
 
-__all__ = ["ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
+__all__ = ["BatchBinder", "ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
 
 _UNAPPROVED = frozenset({"draft", "submitted"})
 """Document statuses that are not yet approved in the source: not booked unless a connection asks."""
@@ -95,13 +96,67 @@ def content_hash(record: CanonicalRecord) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Binding:
-    """A binder row to write once the record's result is acknowledged."""
+class _Bound:
+    """What the binder holds for one record: the ERP's id and version, the booked hash, when."""
 
-    key: str
     erp_record_id: str
     erp_version: str | None
     content_hash: str
+    updated_at: datetime
+
+
+class BatchBinder:
+    """The binder rows of one consumer batch: read in one query up front, written in one upsert at the end.
+
+    :meth:`load` reads the rows of the batch's record keys (the canonical ids); :meth:`get` answers
+    from them (a key not loaded costs one query); :meth:`put` records a booking in memory, so a
+    later record of the same key in the batch sees it; :meth:`flush` writes every booking of the
+    batch. The runtime flushes after every result of the batch was acknowledged and before the
+    offsets are committed, so what the binder says is never ahead of the results topic.
+
+    Args:
+        state: the state store.
+        connection: the ERP connection whose rows these are.
+    """
+
+    def __init__(self, state: StateStore, connection: str) -> None:
+        self.state = state
+        self.connection = connection
+        self._rows: dict[str, _Bound | None] = {}
+        self._pending: dict[str, BindingValues] = {}
+
+    async def load(self, keys: Collection[str]) -> None:
+        """Read the rows of ``keys`` (one query per 500 keys); absent keys are remembered as absent."""
+        wanted = [k for k in keys if k not in self._rows]
+        found = await self.state.get_bindings(self.connection, wanted)
+        for key in wanted:
+            row = found.get(key)
+            self._rows[key] = _bound(row) if row is not None else None
+
+    async def get(self, key: str) -> _Bound | None:
+        """The row of ``key`` as this batch knows it (its own bookings included), or None."""
+        if key not in self._rows:
+            row = await self.state.get_binding(self.connection, key)
+            self._rows[key] = _bound(row) if row is not None else None
+        return self._rows[key]
+
+    def put(self, values: BindingValues) -> None:
+        """Record a booking; it is written by :meth:`flush`."""
+        self._pending[values.key] = values
+        self._rows[values.key] = _Bound(
+            values.erp_record_id, values.erp_version, values.content_hash, datetime.now(UTC)
+        )
+
+    async def flush(self) -> int:
+        """Write the batch's bookings in one upsert; return how many rows were written."""
+        pending = list(self._pending.values())
+        self._pending.clear()
+        await self.state.put_bindings(self.connection, pending)
+        return len(pending)
+
+
+def _bound(row: BinderRow) -> _Bound:
+    return _Bound(row.erp_record_id, row.erp_version, row.content_hash, _aware(row.updated_at))
 
 
 class RetryPolicy:
@@ -213,13 +268,47 @@ class ConnectorRuntime:
         self.objects = set(routing.connections[self.connection].objects)
         self.book_unapproved = bool(routing.connections[self.connection].options.get("book_unapproved", False))
 
-    async def handle(self, record: ConsumedRecord) -> None:
+    def batch_binder(self) -> BatchBinder:
+        """A :class:`BatchBinder` for one batch of this connection's records."""
+        return BatchBinder(self.state, self.connection)
+
+    async def handle_batch(self, records: Sequence[ConsumedRecord], *, concurrency: int) -> None:
+        """Book a batch (:func:`~ledgerflow.delivery.run_batch`) with its binder rows read and written in bulk.
+
+        The rows of every record key are read in one query first; the bookings are written in one
+        upsert once every result of the batch is acknowledged (also when a record failed and the
+        batch will be redelivered: what was booked and acknowledged stays known, so the
+        redelivery answers ``duplicate`` instead of calling the ERP again).
+
+        Raises:
+            Exception: a result or dead letter could not be written (the batch is redelivered).
+        """
+        binder = self.batch_binder()
+        await binder.load({r.key.decode("utf-8", "replace") for r in records if r.key})
+        try:
+            await run_batch(
+                records,
+                lambda record: self.handle(record, binder),
+                stage="connector",
+                dlq_topic=self.topics.dlq("connector"),
+                publish=self.publish,
+                concurrency=concurrency,
+            )
+        finally:
+            await binder.flush()
+
+    async def handle(self, record: ConsumedRecord, binder: BatchBinder | None = None) -> None:
         """Book one canonical record and publish its SyncResult.
+
+        ``binder`` is the batch's (:meth:`handle_batch`); without one the record's binder row is
+        read and written on its own.
 
         Raises:
             DeadLetter: the message is not a valid canonical record (it cannot be booked at all).
             Exception: the result could not be published (the batch is redelivered).
         """
+        own_binder = binder is None
+        binder = binder or self.batch_binder()
         headers = header_map(record)
         try:
             attrs = EventAttributes.from_headers(headers)
@@ -243,7 +332,7 @@ class ConnectorRuntime:
         except ValidationError as exc:
             raise DeadLetter("invalid-record", str(exc)) from None
         parked_at = float(headers.get(PARKED_AT_HEADER, "0") or 0) if tier else None
-        result, binding = await self._book(canonical, attrs, parked_at=parked_at)
+        result, binding = await self._book(canonical, attrs, binder, parked_at=parked_at)
         if result.outcome is Outcome.FAILED and result.error is not None and result.error.retriable:
             await self._park_or_give_up(record, headers, topic, tier, result)
         await self.publish(
@@ -256,11 +345,15 @@ class ConnectorRuntime:
                 subject=canonical.canonical_id,
             ).to_headers(),
         )
-        # The binder is written only once the result is acknowledged. A crash before this line
-        # redelivers the record; the binder does not know it yet, so the connector books again
-        # with the same idempotency key, the ERP answers with the record it already has, and the
-        # same `succeeded` result (same deterministic event id) is published again.
-        await self._bind(binding)
+        # The binder is written only once the result is acknowledged (by the batch, after every
+        # result of it). A crash before that redelivers the record; the binder does not know it
+        # yet, so the connector books again with the same idempotency key, the ERP answers with
+        # the record it already has, and the same `succeeded` result (same deterministic event
+        # id) is published again.
+        if binding is not None:
+            binder.put(binding)
+        if own_binder:
+            await binder.flush()
         erp = self.connector.erp
         metrics.CONNECTOR_RESULTS.labels(attrs.tenant, object_type, erp, self.connection, result.outcome.value).inc()
         if result.accepted_at is not None:
@@ -316,13 +409,16 @@ class ConnectorRuntime:
         meanwhile and this one is skipped as superseded. (:meth:`handle` writes the binder only
         after the result is acknowledged; this method is for callers without a results topic.)
         """
-        result, binding = await self._book(record, attrs, parked_at=parked_at)
-        await self._bind(binding)
+        binder = self.batch_binder()
+        result, binding = await self._book(record, attrs, binder, parked_at=parked_at)
+        if binding is not None:
+            binder.put(binding)
+        await binder.flush()
         return result
 
     async def _book(
-        self, record: CanonicalRecord, attrs: EventAttributes, *, parked_at: float | None = None
-    ) -> tuple[SyncResult, _Binding | None]:
+        self, record: CanonicalRecord, attrs: EventAttributes, binder: BatchBinder, *, parked_at: float | None = None
+    ) -> tuple[SyncResult, BindingValues | None]:
         """What :meth:`book` does, returning the binder row to write instead of writing it."""
         started = datetime.now(UTC)
         base: dict[str, Any] = {
@@ -372,7 +468,7 @@ class ConnectorRuntime:
                 ),
             )
         digest = content_hash(record)
-        row = await self.state.get_binding(self.connection, record.canonical_id)
+        row = await binder.get(record.canonical_id)
         existing = BinderEntry(row.erp_record_id, row.erp_version, row.content_hash) if row else None
         if existing is not None and existing.content_hash == digest:
             return done(
@@ -382,7 +478,7 @@ class ConnectorRuntime:
                 erp_record_id=existing.erp_record_id,
                 erp_record_version=existing.erp_version,
             )
-        if row is not None and parked_at is not None and _aware(row.updated_at).timestamp() > parked_at:
+        if row is not None and parked_at is not None and row.updated_at.timestamp() > parked_at:
             return done(
                 operation=Operation.SKIP,
                 outcome=Outcome.SKIPPED,
@@ -453,17 +549,7 @@ class ConnectorRuntime:
         )
         if booked.erp_record_id is None:
             return succeeded, None
-        return succeeded, _Binding(record.canonical_id, booked.erp_record_id, booked.erp_version, digest)
-
-    async def _bind(self, binding: _Binding | None) -> None:
-        if binding is not None:
-            await self.state.put_binding(
-                self.connection,
-                binding.key,
-                erp_record_id=binding.erp_record_id,
-                erp_version=binding.erp_version,
-                content_hash=binding.content_hash,
-            )
+        return succeeded, BindingValues(record.canonical_id, booked.erp_record_id, booked.erp_version, digest)
 
 
 def register(
@@ -482,7 +568,6 @@ def register(
         max_records: largest batch fetched at once.
     """
     topics = [runtime.topics.canonical(obj) for obj in OBJECT_MODELS]
-    dlq = runtime.topics.dlq("connector")
 
     @broker.subscriber(
         *topics,
@@ -496,14 +581,7 @@ def register(
     async def on_canonical(body: Any, msg: KafkaMessage) -> None:
         started = time.perf_counter()
         raw: Any = msg.raw_message
-        await run_batch(
-            raw,
-            runtime.handle,
-            stage="connector",
-            dlq_topic=dlq,
-            publish=runtime.publish,
-            concurrency=concurrency,
-        )
+        await runtime.handle_batch(raw, concurrency=concurrency)
         log.debug("%s: batch of %d in %.3fs", runtime.connection, len(raw), time.perf_counter() - started)
 
     # Parked records wait out their delay in a consumer of their own, so they never hold back
@@ -523,6 +601,4 @@ def register(
         )
         async def on_retry(body: Any, msg: KafkaMessage) -> None:
             raw: Any = msg.raw_message
-            await run_batch(
-                raw, runtime.handle, stage="connector", dlq_topic=dlq, publish=runtime.publish, concurrency=concurrency
-            )
+            await runtime.handle_batch(raw, concurrency=concurrency)

@@ -501,10 +501,8 @@ class QuickBooksConnector(Connector):
         if ref.accounting_id:
             return ref.accounting_id
         key = f"{entity.lower()}-ref:{ref.source_id}" if ref.source_id else None
-        if key:
-            row = await self.state.get_binding(self.name, key)
-            if row is not None:
-                return row.erp_record_id
+        if key and (bound := await self.reference_id(key)) is not None:
+            return bound
         name = ref.name or ref.accounting_custom_id
         found = await self._query_one(entity, "DisplayName", name) if name else None
         if found is None:
@@ -518,8 +516,8 @@ class QuickBooksConnector(Connector):
             found = await self._create_party(entity, self._party_body(ref, name), f"{ctx.idempotency_key}-{entity[0]}")
         party_id = str(found["Id"])
         if key:
-            await self.state.put_binding(
-                self.name, key, erp_record_id=party_id, erp_version=str(found.get("SyncToken")), content_hash=_hash(ref)
+            await self.remember_reference(
+                key, party_id, erp_version=str(found.get("SyncToken")), content_hash=_hash(ref)
             )
         return party_id
 
@@ -573,8 +571,8 @@ class QuickBooksConnector(Connector):
         if current is None and party.accounting_id:
             current = await self._read(entity, party.accounting_id)
         if current is None:
-            row = await self.state.get_binding(self.name, f"{kind}-ref:{party.source_id}")
-            current = await self._read(entity, row.erp_record_id) if row is not None else None
+            bound = await self.reference_id(f"{kind}-ref:{party.source_id}")
+            current = await self._read(entity, bound) if bound is not None else None
         if current is None:
             current = await self._query_one(entity, "DisplayName", party.name)
         if current is not None:
@@ -588,10 +586,9 @@ class QuickBooksConnector(Connector):
         else:
             record, status = await self._write(entity, body, operation=f"{kind}.create", request_id=ctx.idempotency_key)
             operation = Operation.CREATE
-        await self.state.put_binding(
-            self.name,
+        await self.remember_reference(
             f"{kind}-ref:{party.source_id}",
-            erp_record_id=str(record["Id"]),
+            str(record["Id"]),
             erp_version=str(record.get("SyncToken")),
             content_hash=_hash(party),
         )

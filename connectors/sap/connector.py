@@ -202,10 +202,8 @@ class SapConnector(Connector):
         if number is not None:
             return number
         key = f"vendor-ref:{vendor.source_id}" if vendor.source_id else None
-        if key is not None:
-            row = await self.state.get_binding(self.name, key)
-            if row is not None:
-                return row.erp_record_id
+        if key is not None and (bound := await self.reference_id(key)) is not None:
+            return bound
         if not vendor.name:
             raise PermanentError(
                 "erp.unknown_reference",
@@ -223,7 +221,7 @@ class SapConnector(Connector):
         supplier = str(candidates[0]["Supplier"])
         if key is not None:
             digest = hashlib.sha256(vendor.model_dump_json().encode()).hexdigest()
-            await self.state.put_binding(self.name, key, erp_record_id=supplier, erp_version=None, content_hash=digest)
+            await self.remember_reference(key, supplier, erp_version=None, content_hash=digest)
         return supplier
 
     async def _odata_results(self, path: str, operation: str, params: dict[str, str]) -> list[dict[str, Any]]:

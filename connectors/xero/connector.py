@@ -494,10 +494,8 @@ class XeroConnector(Connector):
         if ref.accounting_id:
             return ref.accounting_id
         key = f"{role.lower()}-ref:{ref.source_id}" if ref.source_id else None
-        if key:
-            row = await self.state.get_binding(self.name, key)
-            if row is not None:
-                return row.erp_record_id
+        if key and (bound := await self.reference_id(key)) is not None:
+            return bound
         found = (
             await self._find_contact("ContactNumber", ref.accounting_custom_id) if ref.accounting_custom_id else None
         )
@@ -514,9 +512,7 @@ class XeroConnector(Connector):
             found = await self._create_contact(ref, ref.name, role, ctx)
         contact_id = str(found["ContactID"])
         if key:
-            await self.state.put_binding(
-                self.name, key, erp_record_id=contact_id, erp_version=None, content_hash=_hash(ref)
-            )
+            await self.remember_reference(key, contact_id, erp_version=None, content_hash=_hash(ref))
         return contact_id
 
     async def _create_contact(self, ref: Reference, name: str, role: str, ctx: HandleContext) -> dict[str, Any]:
@@ -582,8 +578,7 @@ class XeroConnector(Connector):
         body = {"ContactStatus": "ARCHIVED"} if archive else self._contact_body(party, party.name, role)
         contact_id = ctx.existing.erp_record_id if ctx.existing else party.accounting_id
         if contact_id is None:
-            row = await self.state.get_binding(self.name, key)
-            contact_id = row.erp_record_id if row else None
+            contact_id = await self.reference_id(key)
         if contact_id is None:
             found = await self._find_contact("Name", party.name)
             contact_id = str(found["ContactID"]) if found else None
@@ -605,7 +600,5 @@ class XeroConnector(Connector):
                 "PUT", "Contacts", "ContactID", body, operation="contacts.create", key=ctx.idempotency_key
             )
             operation = Operation.CREATE
-        await self.state.put_binding(
-            self.name, key, erp_record_id=str(stored["ContactID"]), erp_version=None, content_hash=_hash(party)
-        )
+        await self.remember_reference(key, str(stored["ContactID"]), erp_version=None, content_hash=_hash(party))
         return Booked(operation, str(stored["ContactID"]), stored.get("UpdatedDateUTC"), status)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -228,3 +228,107 @@ async def test_unapproved_documents_are_skipped_unless_the_connection_books_them
     connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
     runtime = ConnectorRuntime(connector, store, routing, _noop_publish, Settings(), RetryPolicy(wait_initial=0))
     assert (await runtime.book(draft, _attrs("d2"))).outcome is Outcome.SUCCEEDED
+
+
+class _Record:
+    """A consumed record as aiokafka hands it over (the fields the runtime reads)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+    def __init__(self, bill: Bill, event_id: str, offset: int) -> None:
+        self.topic = "ledgerflow.canonical.bill.v1"
+        self.partition = 0
+        self.offset = offset
+        self.key = bill.canonical_id.encode()
+        self.value = bill.model_dump_json().encode()
+        self.headers = [(k, v.encode()) for k, v in _attrs(event_id).to_headers().items()]
+
+
+def _count_selects(store: StateStore) -> list[str]:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def before(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "INSERT")):
+            seen.append(statement.split()[0].upper())
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", before)
+    return seen
+
+
+async def test_a_batch_reads_its_binder_rows_in_one_query_and_writes_them_in_one_upsert(store: StateStore) -> None:
+    published: list[SyncResult] = []
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        published.append(SyncResult.model_validate_json(value))
+
+    routing = _routing()
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(connector, store, routing, publish, Settings(), RetryPolicy(wait_initial=0))
+    await rt.book(_bill(source_id="in_0"), _attrs("e-0"))  # booked before the batch
+    statements = _count_selects(store)
+    batch = [_Record(_bill(source_id=f"in_{i}"), f"e-{i}", i) for i in range(5)]
+    batch.append(_Record(_bill(source_id="in_3"), "e-3-again", 5))  # same record again, same batch
+    batch.append(_Record(_bill("120.00", source_id="in_3"), "e-3-changed", 6))  # then changed
+
+    await rt.handle_batch(batch, concurrency=4)
+
+    assert statements == ["SELECT", "INSERT"], statements
+    outcomes = [(r.canonical_id, r.outcome, r.operation) for r in published]
+    assert outcomes.count(("mercoa:bill:in_0", Outcome.DUPLICATE, Operation.SKIP)) == 1
+    in_3 = [(o, op) for cid, o, op in outcomes if cid == "mercoa:bill:in_3"]
+    assert in_3 == [
+        (Outcome.SUCCEEDED, Operation.CREATE),
+        (Outcome.DUPLICATE, Operation.SKIP),
+        (Outcome.SUCCEEDED, Operation.UPDATE),
+    ]
+    assert await store.count_bindings("erp-a") == 5
+    row = await store.get_binding("erp-a", "mercoa:bill:in_3")
+    assert row is not None
+    assert row.content_hash == content_hash(_bill("120.00", source_id="in_3"))
+
+
+async def test_bookings_of_a_failed_batch_are_still_written(store: StateStore) -> None:
+    calls = 0
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        nonlocal calls
+        calls += 1
+        if SyncResult.model_validate_json(value).canonical_id == "mercoa:bill:in_2":
+            raise ConnectionError("broker gone")
+
+    routing = _routing()
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(connector, store, routing, publish, Settings(), RetryPolicy(wait_initial=0))
+    batch = [_Record(_bill(source_id=f"in_{i}"), f"e-{i}", i) for i in range(3)]
+    with pytest.raises(ConnectionError):
+        await rt.handle_batch(batch, concurrency=1)
+    assert calls == 3
+    # in_0 and in_1 had their results acknowledged: the binder knows them, the redelivery is a duplicate.
+    assert await store.get_binding("erp-a", "mercoa:bill:in_0") is not None
+    assert await store.get_binding("erp-a", "mercoa:bill:in_1") is not None
+    assert await store.get_binding("erp-a", "mercoa:bill:in_2") is None
+
+
+async def test_reference_ids_are_cached_and_the_cache_can_be_turned_off(store: StateStore) -> None:
+    routing = _routing()
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    assert await connector.reference_id("vendor-ref:v1") is None
+    await connector.remember_reference("vendor-ref:v1", "56", erp_version=None, content_hash="h")
+    statements = _count_selects(store)
+    assert await connector.reference_id("vendor-ref:v1") == "56"
+    assert statements == []  # served from the cache
+    assert (await store.get_binding("erp-a", "vendor-ref:v1")) is not None
+    statements.clear()
+
+    routing.connections["erp-a"].options["reference_cache_seconds"] = 0
+    uncached = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    assert await uncached.reference_id("vendor-ref:v1") == "56"
+    assert await uncached.reference_id("vendor-ref:v1") == "56"
+    assert statements == ["SELECT", "SELECT"]
