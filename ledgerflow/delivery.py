@@ -23,7 +23,15 @@ from typing import Any, Protocol
 
 from ledgerflow import metrics
 
-__all__ = ["ConsumedRecord", "DeadLetter", "dead_letter_headers", "header_map", "keep_bytes", "run_batch"]
+__all__ = [
+    "ConsumedRecord",
+    "DeadLetter",
+    "PipelinedWrites",
+    "dead_letter_headers",
+    "header_map",
+    "keep_bytes",
+    "run_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,46 @@ def dead_letter_headers(record: ConsumedRecord, stage: str, error: DeadLetter) -
 
 Publish = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[Any]]
 """``publish(topic, key, value, headers)`` that returns once the broker acknowledged."""
+
+Enqueue = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable["asyncio.Future[Any]"]]
+"""``enqueue(topic, key, value, headers)``: hand the record to the producer, return its acknowledgement future."""
+
+
+class PipelinedWrites:
+    """The writes of one batch, handed to the producer at once and acknowledged together.
+
+    Awaiting every write's acknowledgement before the next caps a stage at
+    ``concurrency / ack latency`` records per second (16 / ~4 ms on a loopback broker).
+    :meth:`publish` only waits until the producer has the record (in call order, so records of one
+    key keep their order on their partition) and keeps its acknowledgement; :meth:`wait` awaits all
+    of them. Call :meth:`wait` before the batch's offsets are committed: the guarantee of
+    :func:`run_batch` (every record's outcome durable before the commit) holds at the commit.
+
+    Args:
+        enqueue: hands one record to the producer and returns its acknowledgement future (FastStream:
+            ``broker.publish(..., no_confirm=True)``).
+    """
+
+    def __init__(self, enqueue: Enqueue) -> None:
+        self._enqueue = enqueue
+        self._acks: list[asyncio.Future[Any]] = []
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        """Hand one record to the producer (a :data:`Publish` whose acknowledgement :meth:`wait` awaits)."""
+        self._acks.append(await self._enqueue(topic, key, value, headers))
+
+    async def wait(self) -> int:
+        """Await every acknowledgement; return how many writes were acknowledged.
+
+        Raises:
+            Exception: the first write the broker refused (after the producer's own retries).
+        """
+        acks, self._acks = self._acks, []
+        results = await asyncio.gather(*acks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(results)
 
 
 async def run_batch(

@@ -2,7 +2,9 @@
 
 For each raw event: pick the route of its source (``transformers.registry.ROUTERS``), run the
 route's enrichment if any, run the pure mapper, and publish each canonical record with a
-deterministic event id derived from the raw event id and the canonical id. Unknown event types
+deterministic event id derived from the raw event id and the canonical id. The writes of a batch
+are pipelined (:class:`~ledgerflow.delivery.PipelinedWrites`): handed to the producer as soon as
+they are mapped, acknowledged together before the batch's offsets are committed. Unknown event types
 are counted and skipped; records that fail validation go to ``ledgerflow.dlq.transform`` with
 the reason in headers; so do events whose enrichment failed after the client's bounded retries
 (reason ``enrichment-failed``, replayable once the source API is back). Commit discipline: see
@@ -11,7 +13,9 @@ the reason in headers; so do events whose enrichment failed after the client's b
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,7 +26,7 @@ from pydantic import ValidationError
 
 from contracts import CanonicalRecord, ContractError
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, keep_bytes, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, PipelinedWrites, Publish, header_map, keep_bytes, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Settings
 from transformers.base import Enrichers, RawEvent, SkipEvent
@@ -55,6 +59,37 @@ class Transformer:
         """Publish and wait for the broker's acknowledgement."""
         await self.broker.publish(value, topic=topic, key=key, headers=headers)
 
+    async def enqueue(
+        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[Any]:
+        """Hand the record to the producer; return the future of the broker's acknowledgement."""
+        ack = await self.broker.publish(value, topic=topic, key=key, headers=headers, no_confirm=True)
+        assert isinstance(ack, asyncio.Future)
+        return ack
+
+    async def handle_batch(self, records: Sequence[ConsumedRecord], *, concurrency: int) -> None:
+        """Map a batch (:func:`~ledgerflow.delivery.run_batch`), its outputs and dead letters pipelined.
+
+        Every output is handed to the producer as soon as it is mapped; the acknowledgements are
+        awaited together at the end (:class:`~ledgerflow.delivery.PipelinedWrites`), before the
+        offsets are committed.
+
+        Raises:
+            Exception: a write was refused (the batch is redelivered; outputs have deterministic ids).
+        """
+        writes = PipelinedWrites(self.enqueue)
+        try:
+            await run_batch(
+                records,
+                lambda record: self.handle(record, writes.publish),
+                stage="transform",
+                dlq_topic=self.topics.dlq("transform"),
+                publish=writes.publish,
+                concurrency=concurrency,
+            )
+        finally:
+            await writes.wait()
+
     def _raw_event(self, record: ConsumedRecord, source: str) -> RawEvent:
         try:
             attrs = EventAttributes.from_headers(header_map(record))
@@ -76,8 +111,8 @@ class Transformer:
             method=ext.get("method", "POST"),
         )
 
-    async def handle(self, record: ConsumedRecord) -> None:
-        """Map one raw record and publish its canonical records.
+    async def handle(self, record: ConsumedRecord, publish: Publish | None = None) -> None:
+        """Map one raw record and publish its canonical records (through ``publish``, default :meth:`publish`).
 
         Raises:
             DeadLetter: the event cannot be mapped (reason in the message).
@@ -112,17 +147,17 @@ class Transformer:
             metrics.TRANSFORM_EVENTS.labels(source, object_label, "dead_lettered").inc()
             raise
         for canonical in records:
-            await self._publish_record(canonical, event.attributes)
+            await self._publish_record(canonical, event.attributes, publish or self.publish)
         metrics.TRANSFORM_EVENTS.labels(source, object_label, "mapped").inc()
 
-    async def _publish_record(self, record: CanonicalRecord, raw: EventAttributes) -> None:
+    async def _publish_record(self, record: CanonicalRecord, raw: EventAttributes, publish: Publish) -> None:
         object_type = record.object_type
         attrs = raw.derive(
             id=deterministic_id(raw.id, record.canonical_id),
             type=f"io.ledgerflow.{object_type}.v1",
             subject=record.canonical_id,
         )
-        await self.publish(
+        await publish(
             self.topics.canonical(object_type),
             record.canonical_id.encode(),
             record.model_dump_json().encode(),
@@ -162,7 +197,6 @@ def register(
     """
     transformer = Transformer(broker, settings, enrichers)
     topics = [settings.topics.raw(source) for source in ROUTERS]
-    dlq = settings.topics.dlq("transform")
 
     @broker.subscriber(
         *topics,
@@ -175,13 +209,6 @@ def register(
     )
     async def on_raw(body: Any, msg: KafkaMessage) -> None:
         raw: Any = msg.raw_message
-        await run_batch(
-            raw,
-            transformer.handle,
-            stage="transform",
-            dlq_topic=dlq,
-            publish=transformer.publish,
-            concurrency=concurrency,
-        )
+        await transformer.handle_batch(raw, concurrency=concurrency)
 
     return transformer

@@ -1,0 +1,95 @@
+"""``ledgerflow.delivery``: batches in key order, dead letters, and pipelined writes on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from ledgerflow.delivery import DeadLetter, PipelinedWrites, run_batch
+from ledgerflow.kafka import broker_from_settings, ensure_topics
+from ledgerflow.settings import Settings
+
+
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+    def __init__(self, key: str, offset: int, value: str) -> None:
+        self.topic, self.partition, self.offset = "in", 0, offset
+        self.key, self.value, self.headers = key.encode(), value.encode(), [("ce_id", f"e{offset}".encode())]
+
+
+async def _read_all(bootstrap: str, topics: list[str], expected: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: list[Any] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(seen) < expected:
+                batches = await consumer.getmany(timeout_ms=500)
+                seen.extend(r for records in batches.values() for r in records)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+@pytest.mark.kafka
+async def test_pipelined_writes_keep_key_order_and_dead_letters(kafka_bootstrap: str, unique: str) -> None:
+    out, dlq = f"{unique}.out", f"{unique}.dlq"
+    await ensure_topics(kafka_bootstrap, [out, dlq], partitions=3)
+    broker = broker_from_settings(Settings(), kafka_bootstrap, embedded=True)
+    await broker.connect()
+    try:
+
+        async def enqueue(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> Any:
+            return await broker.publish(value, topic=topic, key=key, headers=headers, no_confirm=True)
+
+        writes = PipelinedWrites(enqueue)
+
+        async def handle(record: Any) -> None:
+            if record.value == b"broken":
+                raise DeadLetter("invalid-record", "cannot map")
+            await writes.publish(out, record.key, record.value, {"n": str(record.offset)})
+
+        batch = [_Record(f"k{i % 4}", i, f"v{i}") for i in range(40)]
+        batch.append(_Record("k1", 40, "broken"))
+        await run_batch(batch, handle, stage="test", dlq_topic=dlq, publish=writes.publish, concurrency=8)
+        assert await writes.wait() == 41
+    finally:
+        await broker.stop()
+
+    seen = await _read_all(kafka_bootstrap, [out, dlq], 41)
+    outputs = [r for r in seen if r.topic == out]
+    for key in ("k0", "k1", "k2", "k3"):
+        offsets = [int(dict(r.headers)["n"]) for r in outputs if r.key == key.encode()]
+        assert offsets == sorted(offsets)
+        assert len(offsets) == 10
+    (dead,) = [r for r in seen if r.topic == dlq]
+    assert dict(dead.headers)["ledgerflow_dlq_reason"] == b"invalid-record"
+
+
+async def test_a_refused_write_fails_the_wait() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def enqueue(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> Any:
+        ack: asyncio.Future[Any] = loop.create_future()
+        if value == b"refused":
+            ack.set_exception(ConnectionError("not leader"))
+        else:
+            ack.set_result(None)
+        return ack
+
+    writes = PipelinedWrites(enqueue)
+    await writes.publish("t", None, b"fine", {})
+    await writes.publish("t", None, b"refused", {})
+    with pytest.raises(ConnectionError):
+        await writes.wait()
+    assert await writes.wait() == 0  # nothing left pending
