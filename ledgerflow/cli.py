@@ -256,9 +256,8 @@ def transformer(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
-    import httpx
-
     from ledgerflow.asgi import serve
+    from ledgerflow.http import worker_http_client
     from ledgerflow.kafka import broker_from_settings
     from ledgerflow.service import health_app
     from ledgerflow.state import StateStore
@@ -269,7 +268,7 @@ def transformer(
     async def run() -> None:
         state = StateStore(settings.state_url)
         await state.create_all()
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with worker_http_client(settings.http_transport) as http:
             broker = broker_from_settings(settings, bootstrap, embedded=False)
             register(broker, settings, EnricherSet(routing, http, state), concurrency=concurrency)
             await broker.start()
@@ -316,11 +315,10 @@ def connector(
             f"[red]connection {connection!r} has no base_url[/red] (sandboxes run only under `ledgerflow up`)"
         )
         raise typer.Exit(2)
-    import httpx
-
     from connectors.registry import connector_class
     from connectors.runtime import ConnectorRuntime, group_id, register
     from ledgerflow.asgi import serve
+    from ledgerflow.http import worker_http_client
     from ledgerflow.kafka import broker_from_settings
     from ledgerflow.service import health_app
     from ledgerflow.state import StateStore
@@ -328,7 +326,7 @@ def connector(
     async def run() -> None:
         state = StateStore(settings.state_url)
         await state.create_all()
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as http:
+        async with worker_http_client(settings.http_transport) as http:
             conn = connector_class(config.erp)(connection, config, http, state)
             broker = broker_from_settings(settings, bootstrap, embedded=False)
 

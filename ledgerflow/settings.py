@@ -237,6 +237,9 @@ class Settings(BaseSettings):
     )
     metrics_port: int = Field(9100, description="Port of /metrics, /healthz and /readyz for workers.")
     log_level: str = "INFO"
+    http_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="Transport of the workers' outbound HTTP client (ledgerflow.http)."
+    )
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of every service: uvloop when installed (auto), or the stdlib loop."
     )

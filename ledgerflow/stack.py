@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from faststream.kafka import KafkaBroker
 
 from connectors.base import Connector
@@ -28,6 +27,7 @@ from ingress.readiness import build_readiness
 from ledgerflow.asgi import serve
 from ledgerflow.audit.service import start_audit
 from ledgerflow.embedded import EmbeddedBroker
+from ledgerflow.http import worker_http_client
 from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.lag import lag_reporter
 from ledgerflow.settings import ConnectionConfig, Routing, Settings
@@ -106,7 +106,7 @@ async def run_stack(
         state = StateStore(settings.state_url)
         await state.create_all()
         stack.push_async_callback(state.close)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        http = worker_http_client(settings.http_transport)
         stack.push_async_callback(http.aclose)
 
         running = RunningStack(settings, routing, bootstrap, ingress_url="")

@@ -8,13 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ledgerflow.http import worker_http_client
 from ledgerflow.state import StateStore
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """The shared client a runtime would hand to connectors (short default timeout)."""
-    async with httpx.AsyncClient(timeout=5.0) as client:
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """The shared client a worker hands to connectors (short timeout), on each transport it offers."""
+    async with worker_http_client(request.param, timeout=httpx.Timeout(5.0)) as client:
         yield client
 
 
