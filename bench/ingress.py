@@ -8,7 +8,7 @@ For each contender, in turn, on loopback:
 2. the server under uvicorn (uvloop + httptools, one process) in a subprocess:
 
    * ``ingress`` — :func:`ingress.app.create_app` with the Mercoa source (token check, envelope,
-     CloudEvents headers, metrics) publishing through :class:`ingress.publisher.FastStreamPublisher`
+     CloudEvents headers, metrics) publishing through :class:`ingress.publisher.KafkaPublisher`
      (``acks=all``, waits for the acknowledgement before 202);
    * ``baseline`` — :func:`baseline_app`, the naive ingress: a bare ASGI app that awaits one aiokafka
      ``send_and_wait`` (``acks=all``) per request and answers 202, with no checks at all;
@@ -57,21 +57,21 @@ def _env_bootstrap() -> str:
 def ingress_app() -> Any:
     """uvicorn factory: the real ingress for tenant ``bench`` (Mercoa token ``bench-token``)."""
     from ingress.app import create_app
-    from ingress.publisher import FastStreamPublisher, ingress_broker
+    from ingress.publisher import KafkaPublisher, ingress_producer
     from ledgerflow.settings import Routing, Settings
 
     settings = Settings(kafka_bootstrap_servers=_env_bootstrap(), topic_prefix=PREFIX)
     routing = Routing.model_validate({"tenants": {TENANT: {"sources": {"mercoa": {"tokens": [TOKEN]}}}}})
-    broker = ingress_broker(settings, _env_bootstrap(), embedded=True)
-    app = create_app(settings, routing, FastStreamPublisher(broker, settings.ingress_publish_timeout_seconds))
+    producer = ingress_producer(settings, _env_bootstrap(), embedded=True)
+    app = create_app(settings, routing, KafkaPublisher(producer, settings.ingress_publish_timeout_seconds))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
-        await broker.connect()
+        await producer.start()
         try:
             yield
         finally:
-            await broker.stop()
+            await producer.stop()
 
     app.router.lifespan_context = lifespan
     return app

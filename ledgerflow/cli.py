@@ -205,22 +205,22 @@ def ingress(
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
     from ingress.app import create_app
-    from ingress.publisher import FastStreamPublisher, ingress_broker
+    from ingress.publisher import KafkaPublisher, ingress_producer
     from ingress.readiness import build_readiness
     from ledgerflow.asgi import serve
 
     async def run() -> None:
-        broker = ingress_broker(settings, bootstrap, embedded=False)
-        await broker.start()
+        producer = ingress_producer(settings, bootstrap, embedded=False)
+        await producer.start()
         try:
             ready = build_readiness(bootstrap, [settings.topics.raw(s) for s in routing_sources(routing)])
-            publisher = FastStreamPublisher(broker, settings.ingress_publish_timeout_seconds)
+            publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
             app_ = create_app(settings, routing, publisher, readiness=ready)
             async with serve(app_, host=settings.ingress_host, port=port or settings.ingress_port) as url:
                 console.print(f"ingress listening on {url}")
                 await _wait_for_signal()
         finally:
-            await broker.stop()
+            await producer.stop()
 
     aio.run(run(), settings.event_loop)
 

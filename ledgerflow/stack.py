@@ -22,7 +22,7 @@ from connectors.runtime import ConnectorRuntime, group_id
 from connectors.runtime import register as register_connector
 from contracts import OBJECT_MODELS, Source
 from ingress.app import create_app
-from ingress.publisher import FastStreamPublisher, ingress_broker
+from ingress.publisher import KafkaPublisher, ingress_producer
 from ingress.readiness import build_readiness
 from ledgerflow.asgi import serve
 from ledgerflow.audit.service import start_audit
@@ -139,10 +139,10 @@ async def run_stack(
         await stack.enter_async_context(lag_reporter(bootstrap, watched))
         running.audit_url = await start_audit(stack, bootstrap, settings, embedded=embedded, host=host, port=audit_port)
 
-        publisher_broker = ingress_broker(settings, bootstrap, embedded=embedded)
-        await publisher_broker.start()
-        stack.push_async_callback(publisher_broker.stop)
-        publisher = FastStreamPublisher(publisher_broker, settings.ingress_publish_timeout_seconds)
+        producer = ingress_producer(settings, bootstrap, embedded=embedded)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
         ready = build_readiness(bootstrap, [settings.topics.raw(s.value) for s in Source])
         app = create_app(settings, routing, publisher, readiness=ready)
         running.ingress_url = await stack.enter_async_context(serve(app, host=host, port=ingress_port))

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from ingress.app import create_app
-from ingress.publisher import FastStreamPublisher
-from ledgerflow.kafka import broker_from_settings, ensure_topics
+from ingress.publisher import KafkaPublisher, ingress_producer
+from ledgerflow.kafka import ensure_topics
 from ledgerflow.settings import Routing, Settings
 from tests.ingress.ingress_signing import (
     NEW,
@@ -39,15 +39,15 @@ BODY_SIGNED = ("monite", "accountingsuite", "standardwebhooks")
 @pytest.fixture(scope="module")
 async def kafka_client(kafka_bootstrap: str) -> AsyncIterator[httpx.AsyncClient]:
     await ensure_topics(kafka_bootstrap, [SETTINGS.topics.raw(s) for s in SECRETS], partitions=2)
-    broker = broker_from_settings(SETTINGS, kafka_bootstrap, embedded=True)
-    await broker.connect()
+    producer = ingress_producer(SETTINGS, kafka_bootstrap, embedded=True)
+    await producer.start()
     try:
-        publisher = FastStreamPublisher(broker, SETTINGS.ingress_publish_timeout_seconds)
+        publisher = KafkaPublisher(producer, SETTINGS.ingress_publish_timeout_seconds)
         app = create_app(SETTINGS, Routing.model_validate(routing_dict(TENANT)), publisher)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
             yield c
     finally:
-        await broker.stop()
+        await producer.stop()
 
 
 @pytest.mark.parametrize("source", list(SECRETS))

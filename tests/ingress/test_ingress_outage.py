@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 
 from ingress.app import create_app
-from ingress.publisher import FastStreamPublisher
+from ingress.publisher import KafkaPublisher, ingress_producer
 from ledgerflow.embedded import EmbeddedBroker, free_port
-from ledgerflow.kafka import broker_from_settings, ensure_topics
+from ledgerflow.kafka import ensure_topics
 from ledgerflow.settings import Routing, Settings
 from tests.ingress.ingress_signing import NEW, SECRETS, TENANT, payload, read_topic, routing_dict, send, signed
 
@@ -56,9 +56,9 @@ async def test_broker_outage_and_recovery(own_broker: EmbeddedBroker) -> None:
     port = own_broker.port
     bootstrap = own_broker.bootstrap_servers
     await _create_topic(bootstrap)
-    kafka = broker_from_settings(SETTINGS, bootstrap, embedded=True)
-    await kafka.connect()
-    app = create_app(SETTINGS, Routing.model_validate(routing_dict(TENANT)), FastStreamPublisher(kafka, 1.0))
+    kafka = ingress_producer(SETTINGS, bootstrap, embedded=True)
+    await kafka.start()
+    app = create_app(SETTINGS, Routing.model_validate(routing_dict(TENANT)), KafkaPublisher(kafka, 1.0))
     http_port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="off"))
     serving = asyncio.create_task(server.serve())
@@ -104,7 +104,7 @@ async def test_broker_outage_and_recovery(own_broker: EmbeddedBroker) -> None:
             # single record acked at offset 1 next to a 4-record batch at 0..3) — a test-broker
             # defect, not an ingress one. So the strict check below covers what the ingress
             # acknowledged once the backlog was flushed.
-            await asyncio.wait_for(kafka.config.producer.flush(), 10)  # type: ignore[attr-defined]
+            await asyncio.wait_for(kafka.flush(), 10)
             after = await asyncio.gather(*(deliver(f"post-{i}") for i in range(10)))
             assert [r.status_code for r in after] == [202] * 10
             settled = [f"post-{i}" for i in range(10)]
