@@ -18,13 +18,17 @@ Phases (:func:`run`):
    a bare ASGI app that writes the body to Kafka with ``acks=all`` and answers 202, no checks), each
    at saturation (closed loop) and at a fixed rate, with the Mercoa sample (minified) and a small
    INGENIOUS vendor invoice;
-2. **naive baseline** — :func:`naive_pipeline` in its own process: one aiokafka consumer that
+2. **transformer through the broker** — :mod:`bench.transformer`: ``ledgerflow transformer`` and
+   a naive aiokafka worker (``json.loads`` + a dict copy of the mapped fields), each fed 10,000
+   raw Mercoa invoices and then 10,000 INGENIOUS vendor invoices preloaded faster than it
+   consumes; outputs per second and per CPU-second of the worker;
+3. **naive baseline** — :func:`naive_pipeline` in its own process: one aiokafka consumer that
    ``json.loads`` each raw event and posts a bill synchronously to each QuickBooks sandbox, no
    binder, no retries, no results topic;
-3. **end to end** — the ledgerflow pipeline at 100 events/s, at saturation and at the measured
+4. **end to end** — the ledgerflow pipeline at 100 events/s, at saturation and at the measured
    sustained rate; latency = ``SyncResult.finished_at − accepted_at`` (``accepted_at`` is the
    ingress's ``ce_time``), also against the result's Kafka timestamp;
-4. **scaling** — a second transformer and a second replica of the first connector join their
+5. **scaling** — a second transformer and a second replica of the first connector join their
    consumer groups; the saturation run is repeated; then the 1,000 events/s run, last and on
    this scaled-out pipeline, because far above capacity it leaves a backlog behind its drain
    timeout that would skew any run after it.
@@ -681,6 +685,7 @@ def transformer_microbench(template: bytes, seconds: float) -> dict[str, Any]:
     does per record minus Kafka: ``orjson.loads``, the router, the mapper (pydantic validation of
     the canonical ``Bill``) and ``model_dump_json`` of the output.
     """
+    from bench.transformer import baseline_copy
     from ledgerflow.events import EventAttributes
     from transformers.base import RawEvent
     from transformers.registry import ROUTERS
@@ -697,31 +702,8 @@ def transformer_microbench(template: bytes, seconds: float) -> dict[str, Any]:
         for record in router(event).mapper(event):
             record.model_dump_json()
 
-    invoice_fields = (
-        "id",
-        "status",
-        "amount",
-        "currency",
-        "invoiceNumber",
-        "invoiceDate",
-        "dueDate",
-        "deductionDate",
-        "createdAt",
-        "updatedAt",
-        "noteToSelf",
-        "vendorId",
-        "payerId",
-        "foreignId",
-        "serviceStartDate",
-        "serviceEndDate",
-    )
-    line_fields = ("id", "description", "quantity", "unitPrice", "amount", "currency", "glAccountId", "metadata")
-
     def baseline_once() -> None:
-        invoice = json.loads(body)["invoice"]
-        copy = {k: invoice.get(k) for k in invoice_fields}
-        copy["vendor"] = dict(invoice.get("vendor") or {})
-        copy["lineItems"] = [{k: line.get(k) for k in line_fields} for line in invoice.get("lineItems") or []]
+        baseline_copy(body)
 
     def rate(fn: Callable[[], None]) -> float:
         fn()
@@ -757,6 +739,7 @@ class Options:
     drain_timeout: float = 60.0
     connector_concurrency: int = 32
     micro_seconds: float = 2.0
+    transformer_events: int = 10_000
     warmup: float = 0.5
     keep: bool = False
 
@@ -773,6 +756,7 @@ class Options:
             drain_timeout=30.0,
             connector_concurrency=8,
             micro_seconds=0.2,
+            transformer_events=200,
             warmup=0.1,
         )
 
@@ -1236,16 +1220,30 @@ async def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
                 wait_http(f"http://127.0.0.1:{port_p}/readyz", 90, cluster),
             )
 
-            log("phase 1/4: ingress")
+            log("phase 1/5: ingress")
             url_i = f"http://127.0.0.1:{port_i}"
             report["ingress"] = await _ingress_phase(cluster, solo, url_i, env_i, (mercoa, ingenious), opts, log)
 
-            log("phase 2/4: naive baseline pipeline")
+            log("phase 2/5: transformer through the broker")
+            from bench import transformer as transformer_bench
+
+            report["transformer"] = await transformer_bench.measure(
+                cluster.broker.bootstrap_servers,
+                transformer_bench.spawner(cluster),
+                cluster.retire,
+                LEDGERFLOW,
+                lambda prefix: _env(cluster, prefix, routing_file, state_url),
+                transformer_bench.workloads(),
+                opts.transformer_events,
+                log,
+            )
+
+            log("phase 3/5: naive baseline pipeline")
             qbo_urls = [url for erp, url in sandboxes.values() if erp == "quickbooks"]
             report["naive"] = await _naive_phase(cluster, solo, url_i, env_i, mercoa, qbo_urls, opts, log)
             cluster.retire(solo)
 
-            log("phase 3/4: ledgerflow end to end")
+            log("phase 4/5: ledgerflow end to end")
             watcher = ResultsWatcher(cluster.broker.bootstrap_servers, Topics(prefixes["pipeline"]).results)
             await watcher.start()
             conn_args = ["--concurrency", str(opts.connector_concurrency)]
@@ -1283,7 +1281,7 @@ async def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
             log(_line(runs["sustained"]))
             report["e2e"] = runs
 
-            log("phase 4/4: scaling (2 transformers, 2 replicas of one connector)")
+            log("phase 5/5: scaling (2 transformers, 2 replicas of one connector)")
             first_conn = next(iter(conns))
             extra = await asyncio.gather(
                 _start_worker(cluster, "transformer-2", [LEDGERFLOW, "transformer"], env_p),

@@ -103,3 +103,17 @@ def test_processes_costs_and_scaling_are_measured(smoke_report: tuple[str, dict[
     assert micro["ledgerflow_events_per_s"] > 0
     assert micro["baseline_events_per_s"] > 0
     assert {t["target"] for t in data["targets"]} >= {"peak RSS per worker", "sustained end to end"}
+
+
+def test_transformer_through_the_broker_is_measured_beside_its_baseline(
+    smoke_report: tuple[str, dict[str, Any], str],
+) -> None:
+    markdown, data, _ = smoke_report
+    through = data["transformer"]
+    assert set(through) == {"mercoa", "ingenious"}
+    for workload, contenders in through.items():
+        assert set(contenders) == {"ledgerflow", "baseline"}
+        for contender, figures in contenders.items():
+            assert figures["outputs"] == figures["events"] > 0, (workload, contender)
+            assert figures["events_per_cpu_s"] > 0, (workload, contender)
+    assert "Transformer through the broker" in markdown
