@@ -263,6 +263,7 @@ class ConnectorRuntime:
         self.state = state
         self.publish = publish
         self.topics = settings.topics
+        self.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
         self.retry = retry or RetryPolicy.from_options(routing.connections[self.connection].options)
         self.tenants = routing.tenants_for(self.connection)
         self.objects = set(routing.connections[self.connection].objects)
@@ -577,6 +578,7 @@ def register(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=keep_bytes,
+        fetch_max_wait_ms=runtime.fetch_max_wait_ms,
     )
     async def on_canonical(body: Any, msg: KafkaMessage) -> None:
         started = time.perf_counter()
@@ -598,6 +600,7 @@ def register(
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=keep_bytes,
             max_poll_interval_ms=600_000,
+            fetch_max_wait_ms=runtime.fetch_max_wait_ms,
         )
         async def on_retry(body: Any, msg: KafkaMessage) -> None:
             raw: Any = msg.raw_message

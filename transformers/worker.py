@@ -206,6 +206,7 @@ def register(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=keep_bytes,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     async def on_raw(body: Any, msg: KafkaMessage) -> None:
         raw: Any = msg.raw_message

@@ -130,6 +130,7 @@ def register(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=keep_bytes,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     async def on_audit(body: list[Any], msg: KafkaMessage) -> None:  # decoded bodies unused: raw records below
         raw: Any = msg.raw_message
