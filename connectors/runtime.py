@@ -140,6 +140,15 @@ class BatchBinder:
             self._rows[key] = _bound(row) if row is not None else None
         return self._rows[key]
 
+    def forget(self, key: str) -> None:
+        """Drop what was read for ``key`` (not this batch's own bookings): the next :meth:`get` reads it again.
+
+        For a parked record that waited out its delay: what the batch read before the wait may
+        be older than a booking made meanwhile by the main consumer.
+        """
+        if key not in self._pending:
+            self._rows.pop(key, None)
+
     def put(self, values: BindingValues) -> None:
         """Record a booking; it is written by :meth:`flush`."""
         self._pending[values.key] = values
@@ -323,6 +332,8 @@ class ConnectorRuntime:
         tier = int(headers.get(TIER_HEADER, "0") or 0)
         if tier:
             await _sleep_until(float(headers.get(NOT_BEFORE_HEADER, "0") or 0))
+            if record.key:
+                binder.forget(record.key.decode("utf-8", "replace"))
         topic = headers.get(ORIGINAL_TOPIC_HEADER, record.topic) if tier else record.topic
         object_type = topic.rsplit(".", 2)[-2]
         model = OBJECT_MODELS.get(object_type)

@@ -332,3 +332,40 @@ async def test_reference_ids_are_cached_and_the_cache_can_be_turned_off(store: S
     assert await uncached.reference_id("vendor-ref:v1") == "56"
     assert await uncached.reference_id("vendor-ref:v1") == "56"
     assert statements == ["SELECT", "SELECT"]
+
+
+async def test_a_parked_record_rereads_the_binder_after_its_wait(store: StateStore) -> None:
+    """What a retry batch read before a parked record's delay must not hide a booking made meanwhile."""
+    import time
+
+    from connectors.runtime import NOT_BEFORE_HEADER, PARKED_AT_HEADER, TARGET_HEADER, TIER_HEADER
+
+    published: list[SyncResult] = []
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        published.append(SyncResult.model_validate_json(value))
+
+    routing = _routing()
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(connector, store, routing, publish, Settings(), RetryPolicy(wait_initial=0))
+    parked = _Record(_bill("100.00"), "e-old", 0)
+    now = time.time()
+    parked.headers = [
+        *parked.headers,
+        (TARGET_HEADER, b"erp-a"),
+        (TIER_HEADER, b"1"),
+        (PARKED_AT_HEADER, f"{now - 5:.3f}".encode()),
+        (NOT_BEFORE_HEADER, f"{now + 0.5:.3f}".encode()),
+    ]
+    retry_batch = asyncio.create_task(rt.handle_batch([parked], concurrency=1))
+    await asyncio.sleep(0.1)  # the batch has read the (empty) binder and waits out the delay
+    await _runtime(store).book(_bill("150.00"), _attrs("e-new"))  # the main consumer books a newer version
+    await retry_batch
+
+    (result,) = published
+    assert result.outcome is Outcome.SKIPPED
+    assert result.error is not None
+    assert result.error.code == "record.superseded"
+    row = await store.get_binding("erp-a", "mercoa:bill:in_1")
+    assert row is not None
+    assert row.content_hash == content_hash(_bill("150.00"))
