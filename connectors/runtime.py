@@ -44,7 +44,6 @@ from typing import Any
 
 import stamina
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
@@ -59,7 +58,7 @@ from connectors.base import (
 )
 from contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers, header_map, keep_bytes, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers, header_map, raw_records, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import BinderRow, BindingValues, StateStore
@@ -588,14 +587,13 @@ def register(
         max_records=max_records,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=keep_bytes,
+        decoder=raw_records,
         fetch_max_wait_ms=runtime.fetch_max_wait_ms,
     )
-    async def on_canonical(body: Any, msg: KafkaMessage) -> None:
+    async def on_canonical(records: Any) -> None:
         started = time.perf_counter()
-        raw: Any = msg.raw_message
-        await runtime.handle_batch(raw, concurrency=concurrency)
-        log.debug("%s: batch of %d in %.3fs", runtime.connection, len(raw), time.perf_counter() - started)
+        await runtime.handle_batch(records, concurrency=concurrency)
+        log.debug("%s: batch of %d in %.3fs", runtime.connection, len(records), time.perf_counter() - started)
 
     # Parked records wait out their delay in a consumer of their own, so they never hold back
     # the canonical topics; records are in delay order within a tier, so waiting in line is exact.
@@ -609,10 +607,9 @@ def register(
             max_records=max_records,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=keep_bytes,
+            decoder=raw_records,
             max_poll_interval_ms=600_000,
             fetch_max_wait_ms=runtime.fetch_max_wait_ms,
         )
-        async def on_retry(body: Any, msg: KafkaMessage) -> None:
-            raw: Any = msg.raw_message
-            await runtime.handle_batch(raw, concurrency=concurrency)
+        async def on_retry(records: Any) -> None:
+            await runtime.handle_batch(records, concurrency=concurrency)

@@ -29,7 +29,7 @@ __all__ = [
     "PipelinedWrites",
     "dead_letter_headers",
     "header_map",
-    "keep_bytes",
+    "raw_records",
     "run_batch",
 ]
 
@@ -47,13 +47,15 @@ class ConsumedRecord(Protocol):
     headers: Sequence[tuple[str, bytes]]
 
 
-async def keep_bytes(message: Any) -> Any:
-    """FastStream decoder that leaves message bodies as bytes.
+async def raw_records(message: Any) -> Any:
+    """FastStream decoder of batch subscribers: the handler's body is the batch's aiokafka ``ConsumerRecord`` s.
 
-    The stages read the raw ``ConsumerRecord`` themselves; letting FastStream parse every JSON
-    body first would cost a decode per message for nothing.
+    The stages read keys, headers and offsets themselves. Letting FastStream parse every JSON body
+    would cost a decode per message for nothing, and asking for the message through a
+    ``msg: KafkaMessage`` parameter made FastStream's dependency injection resolve it in a worker
+    thread on every batch (a measurable share of a worker's CPU when batches are small).
     """
-    return message.body
+    return message.raw_message
 
 
 def header_map(record: ConsumedRecord) -> dict[str, str]:

@@ -20,13 +20,12 @@ from typing import Any
 
 import orjson
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from contracts import CanonicalRecord, ContractError
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, PipelinedWrites, Publish, header_map, keep_bytes, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, PipelinedWrites, Publish, header_map, raw_records, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Settings
 from transformers.base import Enrichers, RawEvent, SkipEvent
@@ -205,11 +204,10 @@ def register(
         max_records=max_records,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=keep_bytes,
+        decoder=raw_records,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    async def on_raw(body: Any, msg: KafkaMessage) -> None:
-        raw: Any = msg.raw_message
-        await transformer.handle_batch(raw, concurrency=concurrency)
+    async def on_raw(records: Any) -> None:
+        await transformer.handle_batch(records, concurrency=concurrency)
 
     return transformer

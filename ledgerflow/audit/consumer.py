@@ -18,13 +18,12 @@ import logging
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from contracts import OBJECT_MODELS, SyncResult
 from ledgerflow.audit.store import AuditStore, CanonicalEvent
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, keep_bytes, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, raw_records, run_batch
 from ledgerflow.settings import Settings
 
 __all__ = ["GROUP_ID", "AuditConsumer", "register"]
@@ -129,11 +128,10 @@ def register(
         max_records=max_records,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=keep_bytes,
+        decoder=raw_records,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    async def on_audit(body: list[Any], msg: KafkaMessage) -> None:  # decoded bodies unused: raw records below
-        raw: Any = msg.raw_message
-        await run_batch(raw, consumer.handle, stage="audit", dlq_topic=dlq, publish=publish, concurrency=writers)
+    async def on_audit(records: Any) -> None:
+        await run_batch(records, consumer.handle, stage="audit", dlq_topic=dlq, publish=publish, concurrency=writers)
 
     return consumer
