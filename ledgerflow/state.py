@@ -26,7 +26,7 @@ from sqlalchemy.pool import StaticPool
 __all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken"]
 
 _IN_CHUNK = 500
-"""Keys per ``IN (…)`` list, and rows per multi-row ``INSERT``, when reading and writing binder rows in bulk."""
+"""Keys per ``IN (…)`` list when reading binder rows in bulk."""
 
 
 _DDL_LOCK_KEY = 0x1ED6E2F10
@@ -188,14 +188,16 @@ class StateStore:
             }
             for row in latest.values()
         ]
+        stmt = self._insert(BinderRow.__table__)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["connection", "key"],
+            set_={k: stmt.excluded[k] for k in ("erp_record_id", "erp_version", "content_hash", "updated_at")},
+        )
+        # One statement with a list of parameter sets: SQLAlchemy batches it into multi-row
+        # INSERTs ("insertmanyvalues") and compiles it once, where a .values(rows) statement was
+        # compiled anew for every batch size (a twentieth of a connector's CPU under py-spy).
         async with self._session.begin() as session:
-            for start in range(0, len(values), _IN_CHUNK):
-                stmt = self._insert(BinderRow.__table__).values(values[start : start + _IN_CHUNK])
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["connection", "key"],
-                    set_={k: stmt.excluded[k] for k in ("erp_record_id", "erp_version", "content_hash", "updated_at")},
-                )
-                await session.execute(stmt)
+            await session.execute(stmt, values)
 
     async def count_bindings(self, connection: str) -> int:
         """Number of binder rows on ``connection`` (tests, diagnostics)."""
