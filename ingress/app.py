@@ -166,23 +166,25 @@ class Ingress:
             )
         return spec, source_cfg
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        too_large = Problem(
+    def _too_large(self) -> Problem:
+        return Problem(
             413,
             "too-large",
             "Payload too large",
             f"webhook bodies are limited to {self.max_body} bytes",
             outcome="too_large",
         )
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise too_large
+            raise self._too_large()
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_body:
-                raise too_large
+                raise self._too_large()
             chunks.append(chunk)
         return b"".join(chunks)
 
