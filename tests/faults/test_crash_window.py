@@ -10,8 +10,6 @@ acknowledged. Here the crash is a failed result publish (the broker never acknow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,22 +24,11 @@ from contracts import Outcome, SyncResult
 from ledgerflow.events import EventAttributes
 from ledgerflow.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.state import StateStore
+from tests.records import FakeRecord
 from transformers.base import RawEvent
 from transformers.mercoa.invoice import map_invoice
 
 pytestmark = pytest.mark.faults
-
-
-@dataclass
-class Record:
-    """A consumed canonical record (the parts ``ConnectorRuntime.handle`` reads)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
 
 async def test_crash_between_binder_write_and_result_still_reports_the_booking_as_succeeded(
@@ -59,7 +46,7 @@ async def test_crash_between_binder_write_and_result_still_reports_the_booking_a
         RawEvent("acme", "mercoa", "invoice.created", orjson.loads(mercoa_sample), mercoa_sample, raw)
     )
     attrs = raw.derive(id="canonical-1", type="io.ledgerflow.bill.v1", subject=bill.canonical_id)
-    record = Record(
+    record = FakeRecord(
         settings.topics.canonical("bill"),
         0,
         7,

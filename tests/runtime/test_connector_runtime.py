@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from ledgerflow.events import EventAttributes
 from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import StateStore
+from tests.records import FakeRecord
 
 
 class ScriptedConnector(Connector):
@@ -230,23 +231,24 @@ async def test_unapproved_documents_are_skipped_unless_the_connection_books_them
     assert (await runtime.book(draft, _attrs("d2"))).outcome is Outcome.SUCCEEDED
 
 
-class _Record:
-    """A consumed record as aiokafka hands it over (the fields the runtime reads)."""
+def _record(bill: Bill, event_id: str, offset: int) -> FakeRecord:
+    """``bill`` as the connector consumes it from the canonical topic."""
+    headers = _attrs(event_id).to_headers()
+    return FakeRecord.of(
+        "ledgerflow.canonical.bill.v1", offset, bill.canonical_id, bill.model_dump_json().encode(), headers
+    )
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
-    def __init__(self, bill: Bill, event_id: str, offset: int) -> None:
-        self.topic = "ledgerflow.canonical.bill.v1"
-        self.partition = 0
-        self.offset = offset
-        self.key = bill.canonical_id.encode()
-        self.value = bill.model_dump_json().encode()
-        self.headers = [(k, v.encode()) for k, v in _attrs(event_id).to_headers().items()]
+def _collecting_runtime(store: StateStore) -> tuple[ConnectorRuntime, list[SyncResult]]:
+    """A runtime on connection ``erp-a`` whose published SyncResults land in the returned list."""
+    published: list[SyncResult] = []
+
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        published.append(SyncResult.model_validate_json(value))
+
+    routing = _routing()
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    return ConnectorRuntime(connector, store, routing, publish, Settings(), RetryPolicy(wait_initial=0)), published
 
 
 def _count_selects(store: StateStore) -> list[str]:
@@ -263,19 +265,12 @@ def _count_selects(store: StateStore) -> list[str]:
 
 
 async def test_a_batch_reads_its_binder_rows_in_one_query_and_writes_them_in_one_upsert(store: StateStore) -> None:
-    published: list[SyncResult] = []
-
-    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-        published.append(SyncResult.model_validate_json(value))
-
-    routing = _routing()
-    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
-    rt = ConnectorRuntime(connector, store, routing, publish, Settings(), RetryPolicy(wait_initial=0))
+    rt, published = _collecting_runtime(store)
     await rt.book(_bill(source_id="in_0"), _attrs("e-0"))  # booked before the batch
     statements = _count_selects(store)
-    batch = [_Record(_bill(source_id=f"in_{i}"), f"e-{i}", i) for i in range(5)]
-    batch.append(_Record(_bill(source_id="in_3"), "e-3-again", 5))  # same record again, same batch
-    batch.append(_Record(_bill("120.00", source_id="in_3"), "e-3-changed", 6))  # then changed
+    batch = [_record(_bill(source_id=f"in_{i}"), f"e-{i}", i) for i in range(5)]
+    batch.append(_record(_bill(source_id="in_3"), "e-3-again", 5))  # same record again, same batch
+    batch.append(_record(_bill("120.00", source_id="in_3"), "e-3-changed", 6))  # then changed
 
     await rt.handle_batch(batch, concurrency=4)
 
@@ -306,7 +301,7 @@ async def test_bookings_of_a_failed_batch_are_still_written(store: StateStore) -
     routing = _routing()
     connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
     rt = ConnectorRuntime(connector, store, routing, publish, Settings(), RetryPolicy(wait_initial=0))
-    batch = [_Record(_bill(source_id=f"in_{i}"), f"e-{i}", i) for i in range(3)]
+    batch = [_record(_bill(source_id=f"in_{i}"), f"e-{i}", i) for i in range(3)]
     with pytest.raises(ConnectionError):
         await rt.handle_batch(batch, concurrency=1)
     assert calls == 3
@@ -340,15 +335,8 @@ async def test_a_parked_record_rereads_the_binder_after_its_wait(store: StateSto
 
     from connectors.runtime import NOT_BEFORE_HEADER, PARKED_AT_HEADER, TARGET_HEADER, TIER_HEADER
 
-    published: list[SyncResult] = []
-
-    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-        published.append(SyncResult.model_validate_json(value))
-
-    routing = _routing()
-    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
-    rt = ConnectorRuntime(connector, store, routing, publish, Settings(), RetryPolicy(wait_initial=0))
-    parked = _Record(_bill("100.00"), "e-old", 0)
+    rt, published = _collecting_runtime(store)
+    parked = _record(_bill("100.00"), "e-old", 0)
     now = time.time()
     parked.headers = [
         *parked.headers,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,19 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from ledgerflow.delivery import DeadLetter, PipelinedWrites, run_batch
 from ledgerflow.kafka import broker_from_settings, ensure_topics
 from ledgerflow.settings import Settings
-
-
-class _Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-    def __init__(self, key: str, offset: int, value: str) -> None:
-        self.topic, self.partition, self.offset = "in", 0, offset
-        self.key, self.value, self.headers = key.encode(), value.encode(), [("ce_id", f"e{offset}".encode())]
+from tests.records import FakeRecord
 
 
 async def _read_all(bootstrap: str, topics: list[str], expected: int) -> list[Any]:
@@ -59,8 +46,8 @@ async def test_pipelined_writes_keep_key_order_and_dead_letters(kafka_bootstrap:
                 raise DeadLetter("invalid-record", "cannot map")
             await writes.publish(out, record.key, record.value, {"n": str(record.offset)})
 
-        batch = [_Record(f"k{i % 4}", i, f"v{i}") for i in range(40)]
-        batch.append(_Record("k1", 40, "broken"))
+        batch = [FakeRecord.of("in", i, f"k{i % 4}", f"v{i}".encode(), {"ce_id": f"e{i}"}) for i in range(40)]
+        batch.append(FakeRecord.of("in", 40, "k1", b"broken", {"ce_id": "e40"}))
         await run_batch(batch, handle, stage="test", dlq_topic=dlq, publish=writes.publish, concurrency=8)
         assert await writes.wait() == 41
     finally:
