@@ -61,9 +61,15 @@ class Transformer:
     async def enqueue(
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
     ) -> asyncio.Future[Any]:
-        """Hand the record to the producer; return the future of the broker's acknowledgement."""
+        """Hand the record to the producer; return the future of the broker's acknowledgement.
+
+        Raises:
+            TypeError: the broker returned something other than an acknowledgement future.
+            aiokafka.errors.KafkaError: the producer refused the record (buffer, size, closed).
+        """
         ack = await self.broker.publish(value, topic=topic, key=key, headers=headers, no_confirm=True)
-        assert isinstance(ack, asyncio.Future)
+        if not isinstance(ack, asyncio.Future):  # FastStream returns the producer's future with no_confirm
+            raise TypeError(f"expected the acknowledgement future from the broker, got {type(ack).__name__}")
         return ack
 
     async def handle_batch(self, records: Sequence[ConsumedRecord], *, concurrency: int) -> None:
