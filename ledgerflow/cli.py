@@ -266,7 +266,7 @@ def transformer(
     from transformers.worker import GROUP_ROLE, register
 
     async def run() -> None:
-        state = StateStore(settings.state_url)
+        state = StateStore.from_settings(settings)
         await state.create_all()
         async with worker_http_client(settings.http_transport) as http:
             broker = broker_from_settings(settings, bootstrap, embedded=False)
@@ -324,7 +324,7 @@ def connector(
     from ledgerflow.state import StateStore
 
     async def run() -> None:
-        state = StateStore(settings.state_url)
+        state = StateStore.from_settings(settings)
         await state.create_all()
         async with worker_http_client(settings.http_transport) as http:
             conn = connector_class(config.erp)(connection, config, http, state)

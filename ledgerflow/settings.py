@@ -237,6 +237,12 @@ class Settings(BaseSettings):
         "every fetch this long, which adds up to it per pipeline stage (500 ms, the Kafka default, "
         "measured as a 0.5 s end-to-end median at 100 events/s).",
     )
+    state_pool_size: int = Field(
+        10, ge=1, description="State-store connections a process keeps open (PostgreSQL; SQLite ignores it)."
+    )
+    state_max_overflow: int = Field(
+        20, ge=0, description="Extra state-store connections a process may open at peaks (closed when returned)."
+    )
     ingress_host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
     ingress_port: int = 8080
     ingress_max_body_bytes: int = Field(1_048_576, ge=1, description="Largest webhook body accepted (413 above).")

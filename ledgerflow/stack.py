@@ -103,7 +103,7 @@ async def run_stack(
             bootstrap = str(settings.kafka_bootstrap_servers)
         await ensure_topics(bootstrap, settings.topics.all(), partitions=settings.topic_partitions)
 
-        state = StateStore(settings.state_url)
+        state = StateStore.from_settings(settings)
         await state.create_all()
         stack.push_async_callback(state.close)
         http = worker_http_client(settings.http_transport)

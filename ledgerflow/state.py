@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
+from ledgerflow.settings import Settings
+
 __all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken"]
 
 _IN_CHUNK = 500
@@ -120,6 +122,15 @@ class StateStore:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
         self._dialect = self.engine.dialect.name
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StateStore:
+        """The store at ``LEDGERFLOW_STATE_URL`` with the ``LEDGERFLOW_STATE_POOL_SIZE`` / ``…_MAX_OVERFLOW`` pool.
+
+        Each process holds at most pool size + overflow connections: size PostgreSQL's
+        ``max_connections`` for the replicas of every worker times that.
+        """
+        return cls(settings.state_url, pool_size=settings.state_pool_size, max_overflow=settings.state_max_overflow)
 
     async def create_all(self) -> None:
         """Create the state tables if they do not exist (idempotent, safe from several processes at once).
