@@ -44,7 +44,6 @@ from typing import Any
 
 import stamina
 from faststream.kafka import KafkaBroker
-from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from connectors.base import (
@@ -58,7 +57,7 @@ from connectors.base import (
 )
 from contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, dead_letter_headers, header_map, raw_records, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, batch_subscriber, dead_letter_headers, header_map, run_batch
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Routing, Settings
 from ledgerflow.state import BinderRow, BindingValues, StateStore
@@ -580,14 +579,11 @@ def register(
     """
     topics = [runtime.topics.canonical(obj) for obj in OBJECT_MODELS]
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
         *topics,
         group_id=group_id(runtime.connection, runtime.topics),
-        batch=True,
         max_records=max_records,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=raw_records,
         fetch_max_wait_ms=runtime.fetch_max_wait_ms,
     )
     async def on_canonical(records: Any) -> None:
@@ -600,16 +596,13 @@ def register(
     retry_topics = [runtime.topics.retry("connector", tier) for tier in range(1, len(runtime.retry.park_delays) + 1)]
     if retry_topics:
 
-        @broker.subscriber(
+        @batch_subscriber(
+            broker,
             *retry_topics,
             group_id=f"{group_id(runtime.connection, runtime.topics)}.retry",
-            batch=True,
             max_records=max_records,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=raw_records,
-            max_poll_interval_ms=600_000,
             fetch_max_wait_ms=runtime.fetch_max_wait_ms,
+            max_poll_interval_ms=600_000,
         )
         async def on_retry(records: Any) -> None:
             await runtime.handle_batch(records, concurrency=concurrency)

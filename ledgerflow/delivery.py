@@ -21,12 +21,16 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from faststream.kafka import KafkaBroker
+from faststream.middlewares import AckPolicy
+
 from ledgerflow import metrics
 
 __all__ = [
     "ConsumedRecord",
     "DeadLetter",
     "PipelinedWrites",
+    "batch_subscriber",
     "dead_letter_headers",
     "header_map",
     "raw_records",
@@ -56,6 +60,35 @@ async def raw_records(message: Any) -> Any:
     thread on every batch (a measurable share of a worker's CPU when batches are small).
     """
     return message.raw_message
+
+
+def batch_subscriber(
+    broker: KafkaBroker,
+    *topics: str,
+    group_id: str,
+    max_records: int,
+    fetch_max_wait_ms: int,
+    **extra: Any,
+) -> Callable[[Callable[[Any], Awaitable[None]]], object]:
+    """The subscriber decorator every consuming stage uses, with the delivery discipline of this module.
+
+    Batches of at most ``max_records`` in consumer group ``group_id``, from the earliest offset
+    for a new group, offsets committed only when the handler returns (``NACK_ON_ERROR``: an
+    exception seeks back and the batch is redelivered), bodies handed over as raw records
+    (:func:`raw_records`). ``extra`` goes to FastStream as is (e.g. ``max_poll_interval_ms``).
+    """
+    decorator: Callable[[Callable[[Any], Awaitable[None]]], object] = broker.subscriber(
+        *topics,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=raw_records,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        **extra,
+    )
+    return decorator
 
 
 def header_map(record: ConsumedRecord) -> dict[str, str]:

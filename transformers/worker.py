@@ -20,12 +20,19 @@ from typing import Any
 
 import orjson
 from faststream.kafka import KafkaBroker
-from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from contracts import CanonicalRecord, ContractError
 from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, PipelinedWrites, Publish, header_map, raw_records, run_batch
+from ledgerflow.delivery import (
+    ConsumedRecord,
+    DeadLetter,
+    PipelinedWrites,
+    Publish,
+    batch_subscriber,
+    header_map,
+    run_batch,
+)
 from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.settings import Settings
 from transformers.base import Enrichers, RawEvent, SkipEvent
@@ -203,14 +210,11 @@ def register(
     transformer = Transformer(broker, settings, enrichers)
     topics = [settings.topics.raw(source) for source in ROUTERS]
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
         *topics,
         group_id=settings.topics.group(GROUP_ROLE),
-        batch=True,
         max_records=max_records,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=raw_records,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     async def on_raw(records: Any) -> None:

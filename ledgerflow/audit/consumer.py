@@ -18,12 +18,11 @@ import logging
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from contracts import OBJECT_MODELS, SyncResult
 from ledgerflow.audit.store import AuditStore, CanonicalEvent
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, header_map, raw_records, run_batch
+from ledgerflow.delivery import ConsumedRecord, DeadLetter, batch_subscriber, header_map, run_batch
 from ledgerflow.settings import Settings
 
 __all__ = ["GROUP_ID", "AuditConsumer", "register"]
@@ -121,14 +120,11 @@ def register(
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
         await broker.publish(value, topic=topic, key=key, headers=headers)
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
         *consumer.subscribed_topics,
         group_id=group_id or settings.topics.group("audit"),
-        batch=True,
         max_records=max_records,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=raw_records,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     async def on_audit(records: Any) -> None:
