@@ -57,6 +57,23 @@ class LoadResult:
         return self.statuses[status] / self.seconds if self.seconds else 0.0
 
 
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one HTTP/1.1 response (head and ``Content-Length`` body); return its status and head.
+
+    Raises:
+        asyncio.IncompleteReadError, ValueError: the server closed early or sent no valid head.
+    """
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+            break
+    if length:
+        await reader.readexactly(length)
+    return int(head[9:12]), head
+
+
 async def _connection(
     host: str, port: int, requests: list[bytes], start_at: float, stop_at: float, out: dict[str, Any], offset: int
 ) -> None:
@@ -71,15 +88,7 @@ async def _connection(
                 return
             writer.write(requests[i % len(requests)])
             i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-                    break
-            if length:
-                await reader.readexactly(length)
+            status, head = await read_response(reader)
             if status == 202:
                 out["accepted"] += 1
             if now >= start_at:

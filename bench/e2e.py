@@ -227,19 +227,6 @@ class LoadResult:
         }
 
 
-async def _read_status(reader: asyncio.StreamReader) -> int:
-    """Read one HTTP/1.1 response (head and ``Content-Length`` body); return its status."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-            break
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12])
-
-
 async def fixed_rate(
     base_url: str, load: Workload, tag: str, rate: float, seconds: float, *, connections: int = 64
 ) -> LoadResult:
@@ -251,7 +238,7 @@ async def fixed_rate(
     shows in the latency (no coordinated omission). Events still unsent 30 s after the last was
     due are counted in ``not_sent``.
     """
-    from bench.common import build_request
+    from bench.common import build_request, read_response
 
     out = LoadResult("fixed-rate", rate, None)
     total = max(1, int(rate * seconds))
@@ -274,7 +261,7 @@ async def fixed_rate(
                 body = load.body(record_id(tag, i))
                 writer.write(build_request("POST", load.path, f"{host}:{port}", load.headers, body))
                 out.sent += 1
-                status = await _read_status(reader)
+                status, _ = await read_response(reader)
                 if status == 202:
                     out.accepted += 1
                     out.latencies_ms.append((time.perf_counter() - due) * 1000)
@@ -295,7 +282,7 @@ async def fixed_rate(
 async def saturate(base_url: str, load: Workload, tag: str, concurrency: int, seconds: float) -> LoadResult:
     """Closed-loop load: ``concurrency`` keep-alive connections each post the next event (a new record id)
     as soon as the last is answered, for ``seconds``."""
-    from bench.common import build_request
+    from bench.common import build_request, read_response
 
     out = LoadResult("saturation", None, concurrency)
     counter = iter(range(10**9))
@@ -310,7 +297,7 @@ async def saturate(base_url: str, load: Workload, tag: str, concurrency: int, se
                 body = load.body(record_id(tag, next(counter)))
                 writer.write(build_request("POST", load.path, f"{host}:{port}", load.headers, body))
                 out.sent += 1
-                if await _read_status(reader) == 202:
+                if (await read_response(reader))[0] == 202:
                     out.accepted += 1
                     out.latencies_ms.append((time.perf_counter() - started) * 1000)
                 else:
