@@ -2,7 +2,7 @@
 
 What runs (every address is loopback, every phase has a deadline):
 
-* the embedded Tansu broker (``ledgerflow.embedded.EmbeddedBroker``);
+* the embedded Tansu broker (``ledgerflow.core.embedded.EmbeddedBroker``);
 * two ERP sandboxes, ``ledgerflow sandbox ERP --port N`` (QuickBooks + Xero when the Xero connector
   and sandbox import, else two QuickBooks sandboxes);
 * ``ledgerflow ingress``, ``ledgerflow transformer`` and ``ledgerflow connector --connection X``
@@ -66,7 +66,7 @@ import orjson
 import psutil
 import yaml
 
-from ledgerflow.embedded import EmbeddedBroker, free_port
+from ledgerflow.core.embedded import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -136,7 +136,7 @@ def mercoa_template() -> tuple[bytes, str]:
         payload = orjson.loads(path.read_bytes())
         origin = str(path.relative_to(ROOT.parent))
     else:
-        from ledgerflow.demo import FALLBACK_INVOICE
+        from ledgerflow.app.demo import FALLBACK_INVOICE
 
         payload = orjson.loads(orjson.dumps(FALLBACK_INVOICE))
         lines = payload["invoice"]["lineItems"]
@@ -557,7 +557,7 @@ def sandbox_app(erp: str) -> Any:
     """
     import inspect
 
-    from connectors.registry import sandbox_module
+    from ledgerflow.connectors.registry import sandbox_module
 
     create_app = sandbox_module(erp).create_app
     params = inspect.signature(create_app).parameters
@@ -576,9 +576,8 @@ async def naive_pipeline(bootstrap: str, topic: str, sandboxes: list[str], out_p
     ``ce_time`` to the last POST answered. Runs until SIGTERM or ``deadline`` (epoch seconds).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS as QBO
-    from connectors.quickbooks.sandbox import TOKEN_PATH
+    from ledgerflow.connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS as QBO
+    from ledgerflow.connectors.quickbooks.sandbox import TOKEN_PATH
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -672,10 +671,11 @@ def transformer_microbench(template: bytes, seconds: float) -> dict[str, Any]:
     does per record minus Kafka: ``orjson.loads``, the router, the mapper (pydantic validation of
     the canonical ``Bill``) and ``model_dump_json`` of the output.
     """
+    from ledgerflow.transformers.base import RawEvent
+    from ledgerflow.transformers.registry import ROUTERS
+
     from bench.transformer import baseline_copy
-    from ledgerflow.events import EventAttributes
-    from transformers.base import RawEvent
-    from transformers.registry import ROUTERS
+    from ledgerflow.core.events import EventAttributes
 
     body = template.replace(PLACEHOLDER.encode(), b"in_microbench-0000001")
     attrs = EventAttributes(
@@ -750,7 +750,7 @@ class Options:
 
 def _erp_pair() -> tuple[str, str]:
     """(erp A, erp B): QuickBooks + Xero when Xero's connector and sandbox import, else two QuickBooks."""
-    from connectors.registry import connector_class, sandbox_module
+    from ledgerflow.connectors.registry import connector_class, sandbox_module
 
     try:
         connector_class("xero")
@@ -791,8 +791,9 @@ async def _nothing() -> None:
 
 def _routing(sandboxes: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """Routing YAML content: tenant ``bench`` (Mercoa token, INGENIOUS header) → every sandbox connection."""
-    from connectors.registry import sandbox_module
-    from ledgerflow.settings import ConnectionConfig
+    from ledgerflow.connectors.registry import sandbox_module
+
+    from ledgerflow.core.settings import ConnectionConfig
 
     connections = {}
     for name, (erp, url) in sandboxes.items():
@@ -816,8 +817,8 @@ def _routing(sandboxes: dict[str, tuple[str, str]]) -> dict[str, Any]:
 
 
 async def ensure_topics(bootstrap: str, names: list[str], *, partitions: int) -> None:
-    """Create the missing topics (:func:`ledgerflow.kafka.ensure_topics`)."""
-    from ledgerflow.kafka import ensure_topics as create
+    """Create the missing topics (:func:`ledgerflow.core.kafka.ensure_topics`)."""
+    from ledgerflow.core.kafka import ensure_topics as create
 
     await create(bootstrap, names, partitions=partitions)
 
@@ -1177,7 +1178,7 @@ async def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
         sampler = asyncio.create_task(cluster.sampler())
         try:
             cluster.broker.start()
-            from ledgerflow.topics import Topics
+            from ledgerflow.core.topics import Topics
 
             sandboxes: dict[str, tuple[str, str]] = {}
             ports = []

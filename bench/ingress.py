@@ -4,11 +4,11 @@
 
 For each contender, in turn, on loopback:
 
-1. a fresh embedded Tansu broker (:class:`ledgerflow.embedded.EmbeddedBroker`) and its raw topic;
+1. a fresh embedded Tansu broker (:class:`ledgerflow.core.embedded.EmbeddedBroker`) and its raw topic;
 2. the server under uvicorn (uvloop + httptools, one process) in a subprocess:
 
-   * ``ingress`` — :func:`ingress.app.create_app` with the Mercoa source (token check, envelope,
-     CloudEvents headers, metrics) publishing through :class:`ingress.publisher.KafkaPublisher`
+   * ``ingress`` — :func:`ledgerflow.ingress.app.create_app` with the Mercoa source (token check, envelope,
+     CloudEvents headers, metrics) publishing through :class:`ledgerflow.ingress.publisher.KafkaPublisher`
      (``acks=all``, waits for the acknowledgement before 202);
    * ``baseline`` — :func:`baseline_app`, the naive ingress: a bare ASGI app that awaits one aiokafka
      ``send_and_wait`` (``acks=all``) per request and answers 202, with no checks at all;
@@ -56,9 +56,10 @@ def _env_bootstrap() -> str:
 
 def ingress_app() -> Any:
     """uvicorn factory: the real ingress for tenant ``bench`` (Mercoa token ``bench-token``)."""
-    from ingress.app import create_app
-    from ingress.publisher import KafkaPublisher, ingress_producer
-    from ledgerflow.settings import Routing, Settings
+    from ledgerflow.ingress.app import create_app
+    from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
+
+    from ledgerflow.core.settings import Routing, Settings
 
     settings = Settings(kafka_bootstrap_servers=_env_bootstrap(), topic_prefix=PREFIX)
     routing = Routing.model_validate({"tenants": {TENANT: {"sources": {"mercoa": {"tokens": [TOKEN]}}}}})
@@ -185,8 +186,8 @@ async def _records_on(bootstrap: str, topic: str, limit_s: float = 120.0) -> int
 
 def measure(factory: str, args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
     """Run one contender (``bench.ingress:<factory>``) on a fresh broker; return its figures."""
-    from ledgerflow.embedded import EmbeddedBroker
-    from ledgerflow.kafka import ensure_topics
+    from ledgerflow.core.embedded import EmbeddedBroker
+    from ledgerflow.core.kafka import ensure_topics
 
     topic = f"{PREFIX}.raw.mercoa"
     with EmbeddedBroker() as broker:

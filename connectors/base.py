@@ -16,10 +16,10 @@ from typing import ClassVar
 
 import httpx
 from cachetools import TTLCache
+from ledgerflow.contracts import CanonicalRecord, Operation
 
-from contracts import CanonicalRecord, Operation
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = [
     "BinderEntry",

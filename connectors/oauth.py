@@ -1,4 +1,4 @@
-"""OAuth 2.0 token managers for ERP connections, persisted in the :class:`~ledgerflow.state.StateStore`.
+"""OAuth 2.0 token managers for ERP connections, persisted in the :class:`~ledgerflow.core.state.StateStore`.
 
 Two grants (RFC 6749):
 
@@ -14,7 +14,7 @@ Two grants (RFC 6749):
 
 Both refresh ``refresh_margin`` seconds ahead of expiry, hold an ``asyncio.Lock`` so that
 concurrent requests refresh once, re-read the store inside the lock (another replica may have
-rotated already), and implement :class:`connectors.http.RequestAuth` (``apply`` sets
+rotated already), and implement :class:`ledgerflow.connectors.http.RequestAuth` (``apply`` sets
 ``Authorization: Bearer …``; ``invalidate`` forgets an access token the ERP rejected).
 
 Token endpoint client authentication is HTTP Basic by default (Intuit and Xero both document
@@ -36,12 +36,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
+from ledgerflow.connectors.base import PermanentError, RetriableError
+from ledgerflow.connectors.http import parse_retry_after
 
-from connectors.base import PermanentError, RetriableError
-from connectors.http import parse_retry_after
-from ledgerflow.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore, StoredToken
+from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore, StoredToken
 
 __all__ = ["ClientCredentialsManager", "OAuthTokenManager", "RefreshTokenManager", "TokenRejected"]
 

@@ -9,27 +9,27 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from connectors.base import Connector
+from ledgerflow.connectors.base import Connector
 
 __all__ = ["CONNECTORS", "SANDBOXES", "connector_class", "sandbox_module"]
 
 CONNECTORS: dict[str, str] = {
-    "quickbooks": "connectors.quickbooks:QuickBooksConnector",
-    "xero": "connectors.xero:XeroConnector",
-    "netsuite": "connectors.netsuite:NetSuiteConnector",
-    "sap": "connectors.sap:SapConnector",
-    "coupa": "connectors.coupa:CoupaConnector",
-    "http": "connectors.webhook:WebhookConnector",
+    "quickbooks": "ledgerflow.connectors.quickbooks:QuickBooksConnector",
+    "xero": "ledgerflow.connectors.xero:XeroConnector",
+    "netsuite": "ledgerflow.connectors.netsuite:NetSuiteConnector",
+    "sap": "ledgerflow.connectors.sap:SapConnector",
+    "coupa": "ledgerflow.connectors.coupa:CoupaConnector",
+    "http": "ledgerflow.connectors.webhook:WebhookConnector",
 }
 """ERP kind (``ConnectionConfig.erp``) → connector class path."""
 
 SANDBOXES: dict[str, str] = {
-    "quickbooks": "connectors.quickbooks.sandbox",
-    "xero": "connectors.xero.sandbox",
-    "netsuite": "connectors.netsuite.sandbox",
-    "sap": "connectors.sap.sandbox",
-    "coupa": "connectors.coupa.sandbox",
-    "http": "connectors.webhook.receiver",
+    "quickbooks": "ledgerflow.connectors.quickbooks.sandbox",
+    "xero": "ledgerflow.connectors.xero.sandbox",
+    "netsuite": "ledgerflow.connectors.netsuite.sandbox",
+    "sap": "ledgerflow.connectors.sap.sandbox",
+    "coupa": "ledgerflow.connectors.coupa.sandbox",
+    "http": "ledgerflow.connectors.webhook.receiver",
 }
 """ERP kind → module with ``create_app(...)`` for the local sandbox."""
 

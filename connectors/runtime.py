@@ -11,15 +11,15 @@ broken ERP never holds back another one. For each canonical record:
    (nothing is sent); different content → the connector updates the ERP record;
 4. the connector is called with an idempotency key stable across redeliveries of the event
    (the ERP's own mechanism covers a crash between the ERP write and the binder write);
-5. :class:`~connectors.base.RetriableError` is retried in place with exponential backoff
+5. :class:`~ledgerflow.connectors.base.RetriableError` is retried in place with exponential backoff
    (``stamina``), honouring ``Retry-After``, for a bounded number of attempts and time; then the
    record is *parked* on ``ledgerflow.retry.connector.<tier>`` with a growing delay (so the
    partition is not blocked), addressed to this connection only; after the last tier it is
-   dead-lettered on ``ledgerflow.dlq.connector``. A :class:`~connectors.base.PermanentError`
+   dead-lettered on ``ledgerflow.dlq.connector``. A :class:`~ledgerflow.connectors.base.PermanentError`
    gives a ``failed`` result at once. Every attempt round publishes a ``SyncResult``;
 6. the ``SyncResult`` is published and acknowledged, then the binder is updated (for a whole
    batch at once, :class:`BatchBinder`: one read and one upsert per batch), then the offsets are
-   committed (:mod:`ledgerflow.delivery`).
+   committed (:mod:`ledgerflow.core.delivery`).
 
 A record carrying the header ``ledgerflow_target_connection`` (a retry from the sync-records
 API, or a parked retry) is booked only by that connection; every other connection ignores it.
@@ -44,9 +44,7 @@ from typing import Any
 
 import stamina
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
-
-from connectors.base import (
+from ledgerflow.connectors.base import (
     BinderEntry,
     Booked,
     Connector,
@@ -55,13 +53,22 @@ from connectors.base import (
     RetriableError,
     Unsupported,
 )
-from contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
-from ledgerflow import metrics
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, batch_subscriber, dead_letter_headers, header_map, run_batch
-from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
-from ledgerflow.settings import Routing, Settings
-from ledgerflow.state import BinderRow, BindingValues, StateStore
-from ledgerflow.topics import RETRY_TIERS, Topics
+from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
+from pydantic import ValidationError
+
+from ledgerflow.core import metrics
+from ledgerflow.core.delivery import (
+    ConsumedRecord,
+    DeadLetter,
+    batch_subscriber,
+    dead_letter_headers,
+    header_map,
+    run_batch,
+)
+from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
+from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.core.state import BinderRow, BindingValues, StateStore
+from ledgerflow.core.topics import RETRY_TIERS, Topics
 
 __all__ = ["BatchBinder", "ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
 
@@ -281,7 +288,7 @@ class ConnectorRuntime:
         return BatchBinder(self.state, self.connection)
 
     async def handle_batch(self, records: Sequence[ConsumedRecord], *, concurrency: int) -> None:
-        """Book a batch (:func:`~ledgerflow.delivery.run_batch`) with its binder rows read and written in bulk.
+        """Book a batch (:func:`~ledgerflow.core.delivery.run_batch`) with its binder rows read and written in bulk.
 
         The rows of every record key are read in one query first; the bookings are written in one
         upsert once every result of the batch is acknowledged (also when a record failed and the

@@ -49,12 +49,12 @@ from urllib.parse import parse_qsl
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from ledgerflow.connectors.http import dumps_json, loads_json
 from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connectors.http import dumps_json, loads_json
-from ledgerflow.asgi import serve
-from ledgerflow.settings import ConnectionConfig
+from ledgerflow.core.asgi import serve
+from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DecimalJSONResponse",
@@ -89,7 +89,7 @@ def spec_file(name: str) -> Path:
 
 
 class DecimalJSONResponse(JSONResponse):
-    """A JSON response that writes ``Decimal`` as exact JSON numbers (see :func:`connectors.http.dumps_json`)."""
+    """A JSON response that writes ``Decimal`` as exact JSON numbers (:func:`~ledgerflow.connectors.http.dumps_json`)."""
 
     def render(self, content: Any) -> bytes:
         """Serialise ``content``."""

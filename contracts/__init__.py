@@ -6,9 +6,9 @@ canonical object type to its model; :func:`topic_for` gives its topic name.
 
 from __future__ import annotations
 
-from contracts.bill import Bill, VendorRef
-from contracts.budget import Budget, BudgetChange, BudgetLine
-from contracts.common import (
+from ledgerflow.contracts.bill import Bill, VendorRef
+from ledgerflow.contracts.budget import Budget, BudgetChange, BudgetLine
+from ledgerflow.contracts.common import (
     Action,
     Address,
     CanonicalRecord,
@@ -21,15 +21,15 @@ from contracts.common import (
     currency_precision,
     quantize,
 )
-from contracts.document import Document
-from contracts.invoice import Invoice
-from contracts.item import Item
-from contracts.lines import LineItem, reconcile
-from contracts.party import BankAccount, Customer, Party, Vendor
-from contracts.payment import AppliedTo, Payment
-from contracts.purchase_order import PurchaseOrder, PurchaseOrderChange
-from contracts.sales_order import SalesOrder
-from contracts.sync_result import ErrorInfo, Operation, Outcome, SyncResult
+from ledgerflow.contracts.document import Document
+from ledgerflow.contracts.invoice import Invoice
+from ledgerflow.contracts.item import Item
+from ledgerflow.contracts.lines import LineItem, reconcile
+from ledgerflow.contracts.party import BankAccount, Customer, Party, Vendor
+from ledgerflow.contracts.payment import AppliedTo, Payment
+from ledgerflow.contracts.purchase_order import PurchaseOrder, PurchaseOrderChange
+from ledgerflow.contracts.sales_order import SalesOrder
+from ledgerflow.contracts.sync_result import ErrorInfo, Operation, Outcome, SyncResult
 
 __all__ = [
     "OBJECT_MODELS",

@@ -10,10 +10,9 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar, Self
 
+from ledgerflow.contracts.common import Address, Reference, StatusLiteral
+from ledgerflow.contracts.document import Document
 from pydantic import Field, model_validator
-
-from contracts.common import Address, Reference, StatusLiteral
-from contracts.document import Document
 
 __all__ = ["Bill", "VendorRef"]
 
@@ -30,7 +29,7 @@ class Bill(Document):
     """An AP bill: what the company owes a vendor, with its line items and totals.
 
     All amounts are in :attr:`currency`, major units, as ``Decimal``. The model validates that
-    line amounts, tax and total reconcile (see :func:`contracts.lines.reconcile`).
+    line amounts, tax and total reconcile (see :func:`ledgerflow.contracts.lines.reconcile`).
 
     Raises:
         pydantic.ValidationError: on a missing field, a bad date or currency, or totals that

@@ -2,7 +2,7 @@
 
 Bills, invoices, sales orders, purchase orders and change orders share the same money fields and
 the same rule: lines, tax, shipping and discount reconcile with the total to the currency's
-precision (:func:`contracts.lines.reconcile`).
+precision (:func:`ledgerflow.contracts.lines.reconcile`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Self
 
+from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money
+from ledgerflow.contracts.lines import LineItem, reconcile
 from pydantic import Field, model_validator
-
-from contracts.common import CanonicalRecord, CurrencyCode, Money
-from contracts.lines import LineItem, reconcile
 
 __all__ = ["Document"]
 

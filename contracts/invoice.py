@@ -11,10 +11,9 @@ from datetime import date
 from decimal import Decimal
 from typing import ClassVar
 
+from ledgerflow.contracts.common import Money, Reference, StatusLiteral
+from ledgerflow.contracts.document import Document
 from pydantic import Field
-
-from contracts.common import Money, Reference, StatusLiteral
-from contracts.document import Document
 
 __all__ = ["Invoice"]
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ledgerflow.contracts.common import Address, CanonicalRecord, CurrencyCode
 from pydantic import BaseModel, ConfigDict, Field
-
-from contracts.common import Address, CanonicalRecord, CurrencyCode
 
 __all__ = ["BankAccount", "Customer", "Party", "Vendor"]
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar, Literal
 
+from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money, Reference
 from pydantic import BaseModel, ConfigDict, Field
-
-from contracts.common import CanonicalRecord, CurrencyCode, Money, Reference
 
 __all__ = ["AppliedTo", "Payment"]
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar
 
+from ledgerflow.contracts.bill import VendorRef
+from ledgerflow.contracts.common import Money, Reference, StatusLiteral
+from ledgerflow.contracts.document import Document
 from pydantic import Field
-
-from contracts.bill import VendorRef
-from contracts.common import Money, Reference, StatusLiteral
-from contracts.document import Document
 
 __all__ = ["PurchaseOrder", "PurchaseOrderChange"]
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar
 
+from ledgerflow.contracts.common import Reference, StatusLiteral
+from ledgerflow.contracts.document import Document
 from pydantic import Field
-
-from contracts.common import Reference, StatusLiteral
-from contracts.document import Document
 
 __all__ = ["SalesOrder"]
 

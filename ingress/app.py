@@ -15,18 +15,18 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
+from ledgerflow.ingress.problems import Problem, problem_response
+from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher
+from ledgerflow.ingress.sources import SOURCES
+from ledgerflow.ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ingress.problems import Problem, problem_response
-from ingress.publisher import BrokerUnavailable, Publisher
-from ingress.sources import SOURCES
-from ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
-from ledgerflow import metrics
-from ledgerflow.events import EventAttributes, deterministic_id
-from ledgerflow.settings import Routing, Settings, SourceConfig
+from ledgerflow.core import metrics
+from ledgerflow.core.events import EventAttributes, deterministic_id
+from ledgerflow.core.settings import Routing, Settings, SourceConfig
 
 __all__ = ["create_app"]
 

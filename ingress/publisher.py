@@ -9,13 +9,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 
-from ledgerflow.kafka import producer_options, security_from_settings
-from ledgerflow.settings import Settings
+from ledgerflow.core.kafka import producer_options, security_from_settings
+from ledgerflow.core.settings import Settings
 
 __all__ = ["INGRESS_PRODUCER_OPTIONS", "BrokerUnavailable", "KafkaPublisher", "Publisher", "ingress_producer"]
 
 INGRESS_PRODUCER_OPTIONS: dict[str, Any] = {"max_batch_size": 512 * 1024}
-"""Producer options the ingress adds to :func:`ledgerflow.kafka.producer_options` (durability unchanged).
+"""Producer options the ingress adds to :func:`ledgerflow.core.kafka.producer_options` (durability unchanged).
 
 Webhook bodies are ~1–20 KB; with aiokafka's default 16 KB batches every body travels alone in
 its partition's batch and the single in-flight produce request per broker caps throughput near
@@ -71,7 +71,7 @@ class KafkaPublisher:
 def ingress_producer(settings: Settings, bootstrap_servers: str, *, embedded: bool) -> AIOKafkaProducer:
     """The ingress's aiokafka producer: ledgerflow's durable defaults, security settings, large batches.
 
-    :func:`ledgerflow.kafka.producer_options` (``acks=all``, idempotence off only on the embedded
+    :func:`ledgerflow.core.kafka.producer_options` (``acks=all``, idempotence off only on the embedded
     broker) plus :data:`INGRESS_PRODUCER_OPTIONS`, and TLS/SASL from the ``LEDGERFLOW_KAFKA_*``
     settings. Start it (``await producer.start()``) before publishing; stop it on shutdown.
     """

@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka.errors import KafkaError
 
-from ledgerflow.kafka import missing_topics
+from ledgerflow.core.kafka import missing_topics
 
 __all__ = ["MissingTopics", "build_readiness"]
 
 MissingTopics = Callable[[str, list[str], float], Awaitable[list[str]]]
-"""Signature of :func:`ledgerflow.kafka.missing_topics` (bootstrap servers, topic names, timeout)."""
+"""Signature of :func:`ledgerflow.core.kafka.missing_topics` (bootstrap servers, topic names, timeout)."""
 
 
 def build_readiness(
@@ -30,14 +30,14 @@ def build_readiness(
     check: MissingTopics = missing_topics,
     clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[], Awaitable[str | None]]:
-    """A readiness check for :func:`ingress.app.create_app`: None when ready, else the reason.
+    """A readiness check for :func:`ledgerflow.ingress.app.create_app`: None when ready, else the reason.
 
     Args:
         bootstrap_servers: the Kafka bootstrap servers the ingress publishes to.
         topics: topics that must exist (the raw topic of every source).
         cache_seconds: how long an answer (ready or not) is reused.
         timeout: seconds the broker has to answer one check.
-        check: the metadata query, :func:`ledgerflow.kafka.missing_topics` by default.
+        check: the metadata query, :func:`ledgerflow.core.kafka.missing_topics` by default.
         clock: monotonic seconds (tests replace it).
 
     The returned coroutine never raises: an unreachable broker is a reason, not an error.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ledgerflow.embedded import EmbeddedBroker
+from ledgerflow.core.embedded import EmbeddedBroker
 from tests.databases import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class FakeRecord:
-    """What aiokafka hands a stage per record (:class:`ledgerflow.delivery.ConsumedRecord`)."""
+    """What aiokafka hands a stage per record (:class:`ledgerflow.core.delivery.ConsumedRecord`)."""
 
     topic: str
     partition: int

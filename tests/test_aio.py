@@ -1,4 +1,4 @@
-"""``ledgerflow.aio.run``: the event loop every service runs on."""
+"""``ledgerflow.core.aio.run``: the event loop every service runs on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ledgerflow import aio
+from ledgerflow.core import aio
 
 
 async def _loop_module() -> str:

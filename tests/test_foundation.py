@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from ledgerflow.contracts import Bill
 from pydantic import ValidationError
 
-from contracts import Bill
-from ledgerflow.events import EventAttributes
-from ledgerflow.kafka import ensure_topics, missing_topics
-from ledgerflow.state import StateStore, StoredToken
+from ledgerflow.core.events import EventAttributes
+from ledgerflow.core.kafka import ensure_topics, missing_topics
+from ledgerflow.core.state import StateStore, StoredToken
 
 
 @pytest.mark.kafka
@@ -116,7 +116,7 @@ async def test_state_store_postgres(postgres_url: str) -> None:
 
 
 def test_connection_credentials_from_a_mounted_secret_folder(tmp_path: Path) -> None:
-    from ledgerflow.settings import ConnectionConfig
+    from ledgerflow.core.settings import ConnectionConfig
 
     (tmp_path / "client_secret").write_text("from-file\n")
     (tmp_path / "realm_id").write_text("123")
@@ -133,8 +133,8 @@ def test_connection_credentials_from_a_mounted_secret_folder(tmp_path: Path) -> 
 def test_kafka_security_from_settings(tmp_path: Path) -> None:
     from faststream.security import SASLScram512
 
-    from ledgerflow.kafka import security_from_settings
-    from ledgerflow.settings import Settings
+    from ledgerflow.core.kafka import security_from_settings
+    from ledgerflow.core.settings import Settings
 
     assert security_from_settings(Settings(kafka_security_protocol="PLAINTEXT")) is None
     sasl = security_from_settings(

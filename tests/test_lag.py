@@ -9,8 +9,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
-from ledgerflow.kafka import ensure_topics
-from ledgerflow.lag import group_lag, lag_reporter
+from ledgerflow.core.kafka import ensure_topics
+from ledgerflow.core.lag import group_lag, lag_reporter
 
 pytestmark = pytest.mark.kafka
 

@@ -16,8 +16,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from contracts import CanonicalRecord, ContractError
-from ledgerflow.events import EventAttributes
+from ledgerflow.contracts import CanonicalRecord, ContractError
+
+from ledgerflow.core.events import EventAttributes
 
 __all__ = [
     "Enrichers",

@@ -36,8 +36,8 @@ import stamina
 from aiolimiter import AsyncLimiter
 from cachetools import TTLCache
 
-from ledgerflow.settings import Routing, SourceConfig
-from ledgerflow.state import StateStore
+from ledgerflow.core.settings import Routing, SourceConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = [
     "DEFAULT_INGENIOUS_PATHS",

@@ -8,7 +8,7 @@ resource (``invoices``, ``transactions``) the poller asks for records with
 ``ledgerflow.raw.accessplanit`` with the same key, body and CloudEvents headers the ingress
 gives a webhook (``ce_sourceevent``, ``ce_object``, ``ce_method``; deterministic ``ce_id`` from
 tenant, source, resource and body, as ``ingress/app.py`` computes it). The cursor in
-:class:`~ledgerflow.state.StateStore` advances only after the broker acknowledged a page.
+:class:`~ledgerflow.core.state.StateStore` advances only after the broker acknowledged a page.
 
 ``ge`` rather than ``gt``: records sharing the cursor's timestamp are read again rather than
 lost; re-published bodies get the same deterministic id, so later stages drop them.
@@ -29,12 +29,12 @@ from typing import Any, Protocol
 import httpx
 import orjson
 from faststream.kafka import KafkaBroker
+from ledgerflow.transformers.enrichment import EnrichmentError, JsonApiClient
 
-from ledgerflow.events import EventAttributes, deterministic_id
-from ledgerflow.settings import Routing
-from ledgerflow.state import StateStore
-from ledgerflow.topics import Topics
-from transformers.enrichment import EnrichmentError, JsonApiClient
+from ledgerflow.core.events import EventAttributes, deterministic_id
+from ledgerflow.core.settings import Routing
+from ledgerflow.core.state import StateStore
+from ledgerflow.core.topics import Topics
 
 __all__ = [
     "AccessplanitFeed",
@@ -111,7 +111,7 @@ class AccessplanitFeed(JsonApiClient):
         Returns the records of an OData ``{"value": [...]}`` answer or of a bare JSON list.
 
         Raises:
-            transformers.enrichment.EnrichmentError: the feed could not be read.
+            ledgerflow.transformers.enrichment.EnrichmentError: the feed could not be read.
 
         """
         params = {"$orderby": f"{resource.cursor_field} asc", "$top": str(top), "$skip": str(skip)}
@@ -190,7 +190,7 @@ class AccessplanitPoller:
         """Publish every record of ``resource`` changed since its cursor; return how many.
 
         Raises:
-            transformers.enrichment.EnrichmentError: the feed could not be read (cursor unchanged).
+            ledgerflow.transformers.enrichment.EnrichmentError: the feed could not be read (cursor unchanged).
             Exception: the publisher's error when the broker did not acknowledge (cursor unchanged
                 for that page).
 

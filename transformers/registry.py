@@ -1,13 +1,13 @@
 """Source name → router: the one table the transformer worker consults.
 
-Each router maps a :class:`~transformers.base.RawEvent` of its source to a
-:class:`~transformers.base.Route` or raises :class:`~transformers.base.SkipEvent`.
+Each router maps a :class:`~ledgerflow.transformers.base.RawEvent` of its source to a
+:class:`~ledgerflow.transformers.base.Route` or raises :class:`~ledgerflow.transformers.base.SkipEvent`.
 """
 
 from __future__ import annotations
 
-from transformers import accessplanit, accountingsuite, ingenious, mercoa, monite
-from transformers.base import Router
+from ledgerflow.transformers import accessplanit, accountingsuite, ingenious, mercoa, monite
+from ledgerflow.transformers.base import Router
 
 __all__ = ["ROUTERS"]
 

@@ -1,14 +1,14 @@
 """The transformer worker: ``ledgerflow.raw.<source>`` → ``ledgerflow.<object>.v1`` (or the DLQ).
 
-For each raw event: pick the route of its source (``transformers.registry.ROUTERS``), run the
+For each raw event: pick the route of its source (``ledgerflow.transformers.registry.ROUTERS``), run the
 route's enrichment if any, run the pure mapper, and publish each canonical record with a
 deterministic event id derived from the raw event id and the canonical id. The writes of a batch
-are pipelined (:class:`~ledgerflow.delivery.PipelinedWrites`): handed to the producer as soon as
+are pipelined (:class:`~ledgerflow.core.delivery.PipelinedWrites`): handed to the producer as soon as
 they are mapped, acknowledged together before the batch's offsets are committed. Unknown event types
 are counted and skipped; records that fail validation go to ``ledgerflow.dlq.transform`` with
 the reason in headers; so do events whose enrichment failed after the client's bounded retries
 (reason ``enrichment-failed``, replayable once the source API is back). Commit discipline: see
-:mod:`ledgerflow.delivery`.
+:mod:`ledgerflow.core.delivery`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from typing import Any
 
 import orjson
 from faststream.kafka import KafkaBroker
+from ledgerflow.contracts import CanonicalRecord, ContractError
+from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent
+from ledgerflow.transformers.enrichment import EnrichmentError
+from ledgerflow.transformers.registry import ROUTERS
 from pydantic import ValidationError
 
-from contracts import CanonicalRecord, ContractError
-from ledgerflow import metrics
-from ledgerflow.delivery import (
+from ledgerflow.core import metrics
+from ledgerflow.core.delivery import (
     ConsumedRecord,
     DeadLetter,
     PipelinedWrites,
@@ -33,11 +36,8 @@ from ledgerflow.delivery import (
     header_map,
     run_batch,
 )
-from ledgerflow.events import EventAttributes, MissingAttributeError, deterministic_id
-from ledgerflow.settings import Settings
-from transformers.base import Enrichers, RawEvent, SkipEvent
-from transformers.enrichment import EnrichmentError
-from transformers.registry import ROUTERS
+from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
+from ledgerflow.core.settings import Settings
 
 __all__ = ["GROUP_ROLE", "Transformer", "register"]
 
@@ -80,10 +80,10 @@ class Transformer:
         return ack
 
     async def handle_batch(self, records: Sequence[ConsumedRecord], *, concurrency: int) -> None:
-        """Map a batch (:func:`~ledgerflow.delivery.run_batch`), its outputs and dead letters pipelined.
+        """Map a batch (:func:`~ledgerflow.core.delivery.run_batch`), its outputs and dead letters pipelined.
 
         Every output is handed to the producer as soon as it is mapped; the acknowledgements are
-        awaited together at the end (:class:`~ledgerflow.delivery.PipelinedWrites`), before the
+        awaited together at the end (:class:`~ledgerflow.core.delivery.PipelinedWrites`), before the
         offsets are committed.
 
         Raises:

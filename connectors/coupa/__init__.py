@@ -1,5 +1,5 @@
 """Coupa connector package: draft-then-submit invoices, suppliers, and its sandbox."""
 
-from connectors.coupa.connector import CoupaConnector
+from ledgerflow.connectors.coupa.connector import CoupaConnector
 
 __all__ = ["CoupaConnector"]

@@ -25,21 +25,21 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import httpx
-
-from connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
-from connectors.coupa.errors import COUPA_ERRORS, extract_error
-from connectors.coupa.mapping import (
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
+from ledgerflow.connectors.coupa.mapping import (
     UnresolvedReferenceError,
     invoice_body,
     invoice_lookup_params,
     supplier_body,
     supplier_number,
 )
-from connectors.http import ErpClient, loads_json
-from connectors.oauth import ClientCredentialsManager
-from contracts import Action, Bill, CanonicalRecord, Operation, Vendor
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.connectors.http import ErpClient, loads_json
+from ledgerflow.connectors.oauth import ClientCredentialsManager
+from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, Vendor
+
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = ["DEFAULT_SCOPES", "CoupaConnector"]
 

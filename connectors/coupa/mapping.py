@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from contracts import Bill, LineItem, Reference, Vendor
-from contracts.common import quantize
+from ledgerflow.contracts import Bill, LineItem, Reference, Vendor
+from ledgerflow.contracts.common import quantize
 
 __all__ = [
     "DEFAULT_ACCOUNT_SEGMENTS",

@@ -26,9 +26,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json
-from ledgerflow.settings import ConnectionConfig
+from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_CLIENTS", "DEMO_SUPPLIERS", "TOKEN_PATH", "create_app", "sandbox_connection"]
 
@@ -250,7 +250,7 @@ def create_app(
         accounts: valid values of account ``segment-1`` (GL account); None accepts any.
 
     Returns:
-        The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
+        The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
 
     """
     sandbox = Sandbox(

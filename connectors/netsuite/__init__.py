@@ -1,5 +1,5 @@
 """NetSuite connector package: SuiteTalk REST record v1 upsert by external id, and its sandbox."""
 
-from connectors.netsuite.connector import NetSuiteConnector
+from ledgerflow.connectors.netsuite.connector import NetSuiteConnector
 
 __all__ = ["NetSuiteConnector"]

@@ -4,7 +4,7 @@ TBA signs every request with the integration's consumer key/secret and the user'
 id/secret, realm = the account id (reference ``erp_apis.md`` §3.3; Oracle help "Token-based
 Authentication"). Tokens do not expire, so there is nothing to refresh. The signature itself is
 computed by ``oauthlib`` (``SIGNATURE_HMAC_SHA256``); this module only adapts it to
-:class:`connectors.http.RequestAuth`.
+:class:`ledgerflow.connectors.http.RequestAuth`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from typing import Literal, cast
 
 import httpx
+from ledgerflow.connectors.base import PermanentError
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256, SIGNATURE_TYPE_AUTH_HEADER, Client
 from pydantic import SecretStr
-
-from connectors.base import PermanentError
 
 __all__ = ["TBA_CREDENTIALS", "TokenBasedAuth"]
 

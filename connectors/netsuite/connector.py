@@ -3,15 +3,15 @@
 Every write is ``PUT /services/rest/record/v1/<recordType>/eid:<externalId>`` ("creates or updates
 … you do not need to be concerned whether the record already exists", Oracle help
 section_156335203191; reference ``erp_apis.md`` §3.1, §3.3). The external id is derived from the
-canonical id (:func:`connectors.netsuite.mapping.external_id`), so a redelivery or a runtime retry
+canonical id (:func:`ledgerflow.connectors.netsuite.mapping.external_id`), so a redelivery or a runtime retry
 of ``handle()`` updates the same record instead of creating a second one: NetSuite's own
 mechanism gives idempotency, no look-up is needed. NetSuite answers **204 No Content** with the
 record URL in ``Location``; the internal id is parsed from it.
 
 Auth (``config.credentials``): Token-Based Auth (``account_id``, ``consumer_key``,
 ``consumer_secret``, ``token_id``, ``token_secret``; OAuth 1.0a HMAC-SHA256, see
-:mod:`connectors.netsuite.auth`) or OAuth 2.0 client credentials (``client_id``,
-``client_secret``, optional ``token_url``; :class:`connectors.oauth.ClientCredentialsManager`).
+:mod:`ledgerflow.connectors.netsuite.auth`) or OAuth 2.0 client credentials (``client_id``,
+``client_secret``, optional ``token_url``; :class:`ledgerflow.connectors.oauth.ClientCredentialsManager`).
 
 Limits: NetSuite governs *concurrency per account*, shared by every integration of the customer
 (15 for the base service tier, +10 per SuiteCloud Plus licence; reference §3.3). Defaults take a
@@ -24,22 +24,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 import httpx
-
-from connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
-from connectors.http import ErpClient, RequestAuth, loads_json
-from connectors.netsuite.auth import TokenBasedAuth
-from connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
-from connectors.netsuite.mapping import (
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
+from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
+from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
+from ledgerflow.connectors.netsuite.mapping import (
     RECORD_TYPES,
     UnresolvedReferenceError,
     body_for,
     external_id,
     internal_id_from_location,
 )
-from connectors.oauth import ClientCredentialsManager
-from contracts import Action, CanonicalRecord, Operation
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.connectors.oauth import ClientCredentialsManager
+from ledgerflow.contracts import Action, CanonicalRecord, Operation
+
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = ["RECORD_PATH", "NetSuiteConnector"]
 
@@ -62,7 +62,7 @@ class NetSuiteConnector(Connector):
     sandbox's loopback URL); without it the host is derived from ``credentials.account_id``.
 
     Raises (from :meth:`handle`):
-        Unsupported: object types other than :data:`~connectors.netsuite.mapping.RECORD_TYPES`,
+        Unsupported: object types other than :data:`~ledgerflow.connectors.netsuite.mapping.RECORD_TYPES`,
             and void/delete actions (NetSuite REST has no void; delete is not done automatically).
         PermanentError: unresolved references (``erp.unknown_reference``), NetSuite validation
             errors (``erp.validation``), rejected credentials (``auth.rejected``).

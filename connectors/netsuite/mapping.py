@@ -5,7 +5,7 @@ Field names follow the NetSuite REST record API and its OpenAPI description (``v
 the account's metadata catalog; captured copy ``specs/netsuite-oas.json``) and the assembled
 example in ``reference/erp_apis.md`` §3.2. Amounts are JSON *numbers* in NetSuite (``"type":
 "number"``): the bodies keep them as :class:`decimal.Decimal` and
-:func:`connectors.http.dumps_json` writes them as exact JSON numbers (never through ``float``).
+:func:`ledgerflow.connectors.http.dumps_json` writes them as exact JSON numbers (never through ``float``).
 
 Reference resolution (a NetSuite reference is ``{"id": internal id}`` or ``{"externalId": …}``):
 ``accounting_id`` → ``{"id"}`` (NetSuite's internal id is what the REST API keys on, so it comes
@@ -24,8 +24,18 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from contracts import Bill, CanonicalRecord, Customer, Invoice, LineItem, Party, PurchaseOrder, Reference, Vendor
-from contracts.common import quantize
+from ledgerflow.contracts import (
+    Bill,
+    CanonicalRecord,
+    Customer,
+    Invoice,
+    LineItem,
+    Party,
+    PurchaseOrder,
+    Reference,
+    Vendor,
+)
+from ledgerflow.contracts.common import quantize
 
 __all__ = [
     "RECORD_TYPES",

@@ -8,7 +8,7 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
   ``PATCH /<recordType>/<id>`` updates, ``GET /<recordType>/<id | eid:…>`` reads,
   ``GET /<recordType>`` lists (``items`` of ``{id, links}``).
 * Bodies are validated against the record's schema in the NetSuite OpenAPI description when one
-  is given (``spec_path``; :mod:`connectors.netsuite.schema`), with unknown fields rejected;
+  is given (``spec_path``; :mod:`ledgerflow.connectors.netsuite.schema`), with unknown fields rejected;
   problems answer 400 ``INVALID_CONTENT`` with ``o:errorPath``.
 * when the sandbox is seeded with vendors (customers), ``entity`` references on bills and
   purchase orders (invoices) must resolve by ``id`` or ``externalId`` to a stored or seeded
@@ -31,12 +31,12 @@ from urllib.parse import urlparse
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from ledgerflow.connectors.netsuite.connector import RECORD_PATH
+from ledgerflow.connectors.netsuite.schema import RecordSchemas, load_schemas
+from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
 from oauthlib.oauth1.rfc5849 import signature
 
-from connectors.netsuite.connector import RECORD_PATH
-from connectors.netsuite.schema import RecordSchemas, load_schemas
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
-from ledgerflow.settings import ConnectionConfig
+from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_TBA", "TOKEN_PATH", "create_app", "default_spec_path", "ns_error", "sandbox_connection"]
 
@@ -268,7 +268,7 @@ def create_app(
             account are refused with ``INVALID_KEY_OR_REF``. None accepts every account.
 
     Returns:
-        The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
+        The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
 
     """
     sandbox = Sandbox(

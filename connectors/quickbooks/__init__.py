@@ -1,5 +1,5 @@
-"""QuickBooks Online connector and its local sandbox (``connectors.quickbooks.sandbox``)."""
+"""QuickBooks Online connector and its local sandbox (``ledgerflow.connectors.quickbooks.sandbox``)."""
 
-from connectors.quickbooks.connector import QuickBooksConnector
+from ledgerflow.connectors.quickbooks.connector import QuickBooksConnector
 
 __all__ = ["QuickBooksConnector"]

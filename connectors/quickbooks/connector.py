@@ -36,7 +36,7 @@ else option ``default_expense_account``; else ``PermanentError("reference.unreso
 
 Config: ``credentials`` ``client_id``, ``client_secret``, ``refresh_token``, ``realm_id``,
 optional ``token_url``; ``base_url`` e.g. ``https://quickbooks.api.intuit.com`` (None = the local
-sandbox: wire it with :func:`connectors.quickbooks.sandbox.sandbox_connection`). Options:
+sandbox: wire it with :func:`ledgerflow.connectors.quickbooks.sandbox.sandbox_connection`). Options:
 ``rate_limit_per_minute`` (500), ``max_concurrency`` (10), ``timeout_seconds``,
 ``error_overrides``, ``create_vendors``, ``default_expense_account``, ``default_bank_account``,
 ``default_item``, ``tax_account``, ``shipping_account``, ``discount_account``.
@@ -49,12 +49,11 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
-
-from connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.http import ErpClient, loads_json
-from connectors.oauth import RefreshTokenManager
-from connectors.quickbooks.errors import QUICKBOOKS_ERRORS, fault_of, quickbooks_error
-from contracts import (
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.http import ErpClient, loads_json
+from ledgerflow.connectors.oauth import RefreshTokenManager
+from ledgerflow.connectors.quickbooks.errors import QUICKBOOKS_ERRORS, fault_of, quickbooks_error
+from ledgerflow.contracts import (
     Action,
     Bill,
     CanonicalRecord,
@@ -68,8 +67,9 @@ from contracts import (
     Reference,
     Vendor,
 )
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = ["QuickBooksConnector"]
 
@@ -135,7 +135,7 @@ class QuickBooksConnector(Connector):
 
         """
         if self._client is None:
-            root = self.api_root("QuickBooks", "connectors.quickbooks.sandbox")
+            root = self.api_root("QuickBooks", "ledgerflow.connectors.quickbooks.sandbox")
             auth = RefreshTokenManager.from_config(
                 self.http, self.state, self.name, self.config, erp=self.erp, default_token_url=self.TOKEN_URL
             )

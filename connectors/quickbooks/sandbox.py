@@ -45,9 +45,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
-from ledgerflow.settings import ConnectionConfig
+from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
@@ -549,7 +549,7 @@ def create_app(
         spec_path: ``Finance.xsd``; default :func:`default_spec_path`; validation is skipped if absent.
         access_ttl: lifetime of issued access tokens, seconds (Intuit: 3600).
 
-    The :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
+    The :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
     validated against the spec is ``app.state.spec_validation``.
     """
     issuer = OAuthIssuer(

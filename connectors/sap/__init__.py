@@ -1,5 +1,5 @@
 """SAP S/4HANA Cloud connector package: supplier invoices with CSRF handshake, and its sandbox."""
 
-from connectors.sap.connector import SapConnector
+from ledgerflow.connectors.sap.connector import SapConnector
 
 __all__ = ["SapConnector"]

@@ -2,7 +2,7 @@
 
 One bill becomes one deep insert ``POST …/A_SupplierInvoice`` with its G/L lines in
 ``to_SupplierInvoiceItemGLAcct`` (reference ``erp_apis.md`` §4.1–4.2;
-:mod:`connectors.sap.mapping`).
+:mod:`ledgerflow.connectors.sap.mapping`).
 
 CSRF (SAP Gateway): writes need a token fetched with ``GET <service root>`` and
 ``x-csrf-token: Fetch``; the answer carries the token and the session cookies, and the POST must
@@ -40,13 +40,11 @@ import hashlib
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import SecretStr
-
-from connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.http import ErpClient, RequestAuth, loads_json
-from connectors.oauth import ClientCredentialsManager
-from connectors.sap.errors import SAP_ERRORS, extract_error
-from connectors.sap.mapping import (
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
+from ledgerflow.connectors.oauth import ClientCredentialsManager
+from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
+from ledgerflow.connectors.sap.mapping import (
     UnresolvedReferenceError,
     lookup_filter,
     odata_string,
@@ -54,9 +52,11 @@ from connectors.sap.mapping import (
     supplier_name_filter,
     supplier_number,
 )
-from contracts import Action, Bill, CanonicalRecord, Operation, VendorRef
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, VendorRef
+from pydantic import SecretStr
+
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = ["BUSINESS_PARTNER_PATH", "SERVICE_PATH", "BasicAuth", "SapConnector"]
 
@@ -79,7 +79,7 @@ def _partner(supplier: dict[str, Any]) -> str:
 
 
 class BasicAuth:
-    """HTTP Basic for an SAP communication user (implements :class:`connectors.http.RequestAuth`)."""
+    """HTTP Basic for an SAP communication user (implements :class:`ledgerflow.connectors.http.RequestAuth`)."""
 
     def __init__(self, username: SecretStr, password: SecretStr) -> None:
         raw = f"{username.get_secret_value()}:{password.get_secret_value()}".encode()
@@ -98,7 +98,7 @@ class SapConnector(Connector):
 
     ``config.base_url`` is the tenant's API host (``https://my000000-api.s4hana.cloud.sap`` or the
     sandbox URL). Options: ``company_code`` (required), ``default_tax_code``,
-    ``default_gl_account``, ``line_assignments`` (see :mod:`connectors.sap.mapping`).
+    ``default_gl_account``, ``line_assignments`` (see :mod:`ledgerflow.connectors.sap.mapping`).
 
     Raises (from :meth:`handle`):
         Unsupported: object types other than ``bill``; void/delete; updates of posted invoices.

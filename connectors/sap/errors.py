@@ -1,4 +1,4 @@
-"""SAP OData V2 error responses → retriable / permanent, as an :class:`~connectors.http.ErrorTable`.
+"""SAP OData V2 error responses → retriable / permanent, as an :class:`~ledgerflow.connectors.http.ErrorTable`.
 
 SAP Gateway answers ``{"error": {"code": "M8/108", "message": {"lang": "en", "value": "…"},
 "innererror": {…, "errordetails": [...]}}}`` (reference ``erp_apis.md`` §4.3). Message codes are
@@ -10,8 +10,7 @@ handled by the connector (refetch once) before this table is consulted.
 from __future__ import annotations
 
 import httpx
-
-from connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
+from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 
 __all__ = ["SAP_ERRORS", "extract_error"]
 

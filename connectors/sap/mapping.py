@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from contracts import Bill, Reference, VendorRef
-from contracts.common import quantize
+from ledgerflow.contracts import Bill, Reference, VendorRef
+from ledgerflow.contracts.common import quantize
 
 __all__ = [
     "DEFAULT_LINE_ASSIGNMENTS",

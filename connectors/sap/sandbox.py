@@ -40,11 +40,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
+from ledgerflow.connectors.sap.connector import BUSINESS_PARTNER_PATH, SERVICE_PATH
+from ledgerflow.connectors.sap.edmx import EntityType, load_entity_types, property_problems
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
-from connectors.sap.connector import BUSINESS_PARTNER_PATH, SERVICE_PATH
-from connectors.sap.edmx import EntityType, load_entity_types, property_problems
-from ledgerflow.settings import ConnectionConfig
+from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DEFAULT_SUPPLIERS",
@@ -384,7 +384,7 @@ def create_app(
         gl_accounts: G/L accounts that exist (``FH/103`` for others); None accepts any.
 
     Returns:
-        The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``,
+        The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``,
         the SAP state (``queries`` counters) ``app.state.sap``.
 
     """

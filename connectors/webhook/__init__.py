@@ -1,5 +1,5 @@
 """Generic HTTP connector (erp kind ``http``): Standard Webhooks-signed POSTs, and its receiver."""
 
-from connectors.webhook.connector import WebhookConnector
+from ledgerflow.connectors.webhook.connector import WebhookConnector
 
 __all__ = ["WebhookConnector"]

@@ -18,7 +18,7 @@ idempotency key (stable across redeliveries, so the receiver can drop duplicates
 
 A 2xx answer is success; the ERP record id is read from the response JSON at the RFC 6901 JSON
 pointer ``options.record_id_pointer`` (e.g. ``/id``), else it is the canonical id. Other statuses
-are classified by :data:`connectors.webhook.errors.WEBHOOK_ERRORS` (429/408/5xx retriable, other 4xx
+are classified by :data:`ledgerflow.connectors.webhook.errors.WEBHOOK_ERRORS` (429/408/5xx retriable, other 4xx
 permanent), overridable by ``options.error_overrides``. Rate limit defaults: 600 requests per
 minute, 10 in flight (``options.rate_limit_per_minute`` / ``options.max_concurrency``).
 """
@@ -31,14 +31,14 @@ from typing import Any, ClassVar
 import httpx
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from ledgerflow.connectors.http import ErpClient, dumps_json, loads_json
+from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
+from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
-from connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
-from connectors.http import ErpClient, dumps_json, loads_json
-from connectors.webhook.errors import WEBHOOK_ERRORS
-from contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = ["WebhookConnector", "resolve_pointer"]
 

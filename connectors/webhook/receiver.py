@@ -27,11 +27,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from ledgerflow.connectors.http import loads_json
+from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from connectors.http import loads_json
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox
-from ledgerflow.settings import ConnectionConfig
+from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_SECRET", "create_app", "create_receiver", "sandbox_connection"]
 
@@ -61,7 +61,7 @@ def create_receiver(secret: str, *, known_gl_accounts: Iterable[str] | None = No
     ``accounting_id`` or ``accounting_custom_id``) are refused with 422, as an ERP would.
 
     Returns:
-        The FastAPI app; its :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
+        The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
 
     Raises:
         ValueError: ``secret`` is not a valid Standard Webhooks secret.

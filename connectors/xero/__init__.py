@@ -1,5 +1,5 @@
-"""Xero connector and its local sandbox (``connectors.xero.sandbox``)."""
+"""Xero connector and its local sandbox (``ledgerflow.connectors.xero.sandbox``)."""
 
-from connectors.xero.connector import XeroConnector
+from ledgerflow.connectors.xero.connector import XeroConnector
 
 __all__ = ["XeroConnector"]

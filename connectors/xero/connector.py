@@ -38,7 +38,7 @@ row is stored after resolving. GL accounts: ``accounting_custom_id`` or ``accoun
 
 Config: ``credentials`` ``client_id``, ``client_secret``, ``refresh_token``, ``tenant_id``,
 optional ``token_url``; ``base_url`` ``https://api.xero.com`` (None = the local sandbox: wire it
-with :func:`connectors.xero.sandbox.sandbox_connection`). Options: ``rate_limit_per_minute``
+with :func:`ledgerflow.connectors.xero.sandbox.sandbox_connection`). Options: ``rate_limit_per_minute``
 (60), ``max_concurrency`` (5), ``timeout_seconds``, ``error_overrides``, ``create_vendors``,
 ``default_expense_account``, ``default_revenue_account``, ``default_bank_account``,
 ``tax_account``, ``shipping_account``, ``discount_account``.
@@ -52,12 +52,11 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
-
-from connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.http import ErpClient, loads_json
-from connectors.oauth import RefreshTokenManager
-from connectors.xero.errors import XERO_ERRORS, xero_error
-from contracts import (
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.http import ErpClient, loads_json
+from ledgerflow.connectors.oauth import RefreshTokenManager
+from ledgerflow.connectors.xero.errors import XERO_ERRORS, xero_error
+from ledgerflow.contracts import (
     Action,
     Bill,
     CanonicalRecord,
@@ -71,8 +70,9 @@ from contracts import (
     Reference,
     Vendor,
 )
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 
 __all__ = ["XeroConnector"]
 
@@ -142,7 +142,7 @@ class XeroConnector(Connector):
 
         """
         if self._client is None:
-            root = self.api_root("Xero", "connectors.xero.sandbox")
+            root = self.api_root("Xero", "ledgerflow.connectors.xero.sandbox")
             auth = RefreshTokenManager.from_config(
                 self.http, self.state, self.name, self.config, erp=self.erp, default_token_url=self.TOKEN_URL
             )

@@ -9,14 +9,13 @@ contact…); ``ObjectNotFoundException`` a 404; 429 carries ``Retry-After`` and
 problem JSON (``{"Title": "Unauthorized", "Detail": "AuthenticationUnsuccessful"}``).
 
 Vendor codes in the table are the exception ``Type``. Override per connection with
-``options.error_overrides`` (see :meth:`connectors.http.ErrorTable.with_overrides`).
+``options.error_overrides`` (see :meth:`ledgerflow.connectors.http.ErrorTable.with_overrides`).
 """
 
 from __future__ import annotations
 
 import httpx
-
-from connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
+from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
 
 __all__ = ["XERO_ERRORS", "xero_error"]
 
@@ -32,7 +31,7 @@ XERO_ERRORS = DEFAULT_ERRORS.merged(
         }
     )
 )
-"""The Xero table: :data:`connectors.http.DEFAULT_ERRORS` plus Xero exception types."""
+"""The Xero table: :data:`ledgerflow.connectors.http.DEFAULT_ERRORS` plus Xero exception types."""
 
 
 def xero_error(response: httpx.Response) -> VendorError:

@@ -47,9 +47,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
 
-from connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
-from ledgerflow.settings import ConnectionConfig
+from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
@@ -599,7 +599,7 @@ def create_app(
         latency: seconds each API call takes (to make concurrency observable in tests and demos).
         access_ttl: lifetime of access tokens, seconds (Xero: 1800).
 
-    The :class:`~connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
+    The :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
     validated is ``app.state.spec_validation``. Stored invoices are records of kind ``invoice``.
     """
     issuer = OAuthIssuer(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ingress.sources.accessplanit import AccessplanitSource
-from ingress.sources.accountingsuite import AccountingSuiteSource
-from ingress.sources.base import SourceSpec
-from ingress.sources.ingenious import IngeniousSource
-from ingress.sources.mercoa import MercoaSource
-from ingress.sources.monite import MoniteSource
-from ingress.sources.standardwebhooks import StandardWebhooksSource
+from ledgerflow.ingress.sources.accessplanit import AccessplanitSource
+from ledgerflow.ingress.sources.accountingsuite import AccountingSuiteSource
+from ledgerflow.ingress.sources.base import SourceSpec
+from ledgerflow.ingress.sources.ingenious import IngeniousSource
+from ledgerflow.ingress.sources.mercoa import MercoaSource
+from ledgerflow.ingress.sources.monite import MoniteSource
+from ledgerflow.ingress.sources.standardwebhooks import StandardWebhooksSource
 
 __all__ = ["SOURCES"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ingress.sources.base import (
+from ledgerflow.ingress.sources.base import (
     BadEnvelope,
     Envelope,
     SourceSpec,
@@ -26,7 +26,8 @@ from ingress.sources.base import (
     as_record_id,
     require_object,
 )
-from ledgerflow.settings import SourceConfig
+
+from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["DEFAULT_HEADER", "ID_FIELDS", "AccessplanitSource"]
 

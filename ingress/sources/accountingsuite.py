@@ -18,7 +18,7 @@ import base64
 import hmac
 from typing import Any, ClassVar
 
-from ingress.sources.base import (
+from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
     Envelope,
@@ -28,7 +28,8 @@ from ingress.sources.base import (
     as_record_id,
     require_object,
 )
-from ledgerflow.settings import SourceConfig
+
+from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["SIGNATURE_HEADER", "VERSION_HEADER", "AccountingSuiteSource", "body_signature"]
 

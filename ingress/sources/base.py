@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
-from ledgerflow.settings import SourceConfig
+from ledgerflow.core.settings import SourceConfig
 
 __all__ = [
     "MAX_ID_LENGTH",

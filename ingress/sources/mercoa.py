@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ingress.sources.base import (
+from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
     Envelope,
@@ -21,7 +21,8 @@ from ingress.sources.base import (
     any_secret_matches,
     as_record_id,
 )
-from ledgerflow.settings import SourceConfig
+
+from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["MercoaSource", "token_from"]
 

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 from typing import Any, ClassVar
 
-from ingress.sources.base import (
+from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
     Envelope,
@@ -30,7 +30,8 @@ from ingress.sources.base import (
     as_record_id,
     require_object,
 )
-from ledgerflow.settings import SourceConfig
+
+from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["SIGNATURE_HEADER", "MoniteSource", "parse_signature_header"]
 

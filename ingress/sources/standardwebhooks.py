@@ -21,10 +21,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import EmptyWebhookSecretError
-
-from ingress.sources.base import (
+from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
     Envelope,
@@ -34,7 +31,10 @@ from ingress.sources.base import (
     as_record_id,
     require_object,
 )
-from ledgerflow.settings import SourceConfig
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["ID_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "StandardWebhooksSource"]
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from contracts import ErrorInfo, Operation, Outcome, SyncResult
+from ledgerflow.contracts import ErrorInfo, Operation, Outcome, SyncResult
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 

@@ -11,15 +11,15 @@ from decimal import Decimal
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from contracts import Bill, Outcome, SyncResult, VendorRef
 from ledgerflow.audit.api import TARGET_CONNECTION_HEADER
 from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.audit.tables import sync_record_id
-from ledgerflow.events import EventAttributes
-from ledgerflow.kafka import ensure_topics
-from ledgerflow.settings import Settings
+from ledgerflow.contracts import Bill, Outcome, SyncResult, VendorRef
+
+from ledgerflow.core.events import EventAttributes
+from ledgerflow.core.kafka import ensure_topics
+from ledgerflow.core.settings import Settings
 from tests.audit.audit_helpers import make_result
 
 pytestmark = pytest.mark.kafka

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ledgerflow.kafka import ensure_topics
-from ledgerflow.replay import REPLAYED_FROM_HEADER, DeadLetterFilter, replay_dead_letters, replay_raw
-from ledgerflow.settings import Settings
+from ledgerflow.app.replay import REPLAYED_FROM_HEADER, DeadLetterFilter, replay_dead_letters, replay_raw
+from ledgerflow.core.kafka import ensure_topics
+from ledgerflow.core.settings import Settings
 
 pytestmark = pytest.mark.kafka
 
@@ -167,7 +167,7 @@ async def test_raw_replay_republishes_a_time_range_onto_the_raw_topic(env: tuple
 def test_cli_dry_run_lists_and_replay_summarises(env: tuple[Settings, str]) -> None:
     from typer.testing import CliRunner
 
-    from ledgerflow.cli import app
+    from ledgerflow.app.cli import app
 
     settings, bootstrap = env
     environ = {

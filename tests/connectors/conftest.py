@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledgerflow.http import worker_http_client
-from ledgerflow.state import StateStore
+from ledgerflow.core.http import worker_http_client
+from ledgerflow.core.state import StateStore
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])

@@ -27,10 +27,27 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
-from connectors.base import BinderEntry, Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.sandbox_kit import SandboxControl
-from contracts import Bill, Budget, BudgetLine, CanonicalRecord, LineItem, Operation, Reference, SalesOrder, VendorRef
+from ledgerflow.connectors.base import (
+    BinderEntry,
+    Booked,
+    Connector,
+    HandleContext,
+    PermanentError,
+    RetriableError,
+    Unsupported,
+)
+from ledgerflow.connectors.sandbox_kit import SandboxControl
+from ledgerflow.contracts import (
+    Bill,
+    Budget,
+    BudgetLine,
+    CanonicalRecord,
+    LineItem,
+    Operation,
+    Reference,
+    SalesOrder,
+    VendorRef,
+)
 
 KNOWN_GL = "600394"
 UNKNOWN_GL = "999999"
@@ -114,9 +131,10 @@ def mercoa_sample_bill(sample: bytes) -> Bill:
     """The canonical bill the Mercoa mapper makes of the real ``invoice.created`` sample."""
     import json
 
-    from ledgerflow.events import EventAttributes
-    from transformers.base import RawEvent
-    from transformers.mercoa.invoice import map_invoice
+    from ledgerflow.transformers.base import RawEvent
+    from ledgerflow.transformers.mercoa.invoice import map_invoice
+
+    from ledgerflow.core.events import EventAttributes
 
     attributes = EventAttributes(id="evt-sample", source="mercoa", type="invoice.created", tenant="demo")
     event = RawEvent("demo", "mercoa", "invoice.created", json.loads(sample), sample, attributes)

@@ -9,16 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
+from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.coupa import CoupaConnector, sandbox
+from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
+from ledgerflow.connectors.coupa.mapping import UnresolvedReferenceError, invoice_body, invoice_lookup_params
+from ledgerflow.connectors.coupa.sandbox import create_app
+from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
+from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
 
-from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.coupa import CoupaConnector, sandbox
-from connectors.coupa.errors import COUPA_ERRORS, extract_error
-from connectors.coupa.mapping import UnresolvedReferenceError, invoice_body, invoice_lookup_params
-from connectors.coupa.sandbox import create_app
-from connectors.sandbox_kit import SandboxControl, serve
-from contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 

@@ -12,27 +12,27 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from oauthlib.oauth1.rfc5849 import signature
-from pydantic import SecretStr
-
-from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.http import dumps_json, loads_json
-from connectors.netsuite import NetSuiteConnector, sandbox
-from connectors.netsuite.auth import TokenBasedAuth
-from connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
-from connectors.netsuite.mapping import (
+from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.http import dumps_json, loads_json
+from ledgerflow.connectors.netsuite import NetSuiteConnector, sandbox
+from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
+from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
+from ledgerflow.connectors.netsuite.mapping import (
     UnresolvedReferenceError,
     bill_body,
     body_for,
     external_id,
     internal_id_from_location,
 )
-from connectors.netsuite.sandbox import create_app
-from connectors.netsuite.schema import load_schemas
-from connectors.sandbox_kit import SandboxControl, serve
-from contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.connectors.netsuite.sandbox import create_app
+from ledgerflow.connectors.netsuite.schema import load_schemas
+from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
+from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
+from oauthlib.oauth1.rfc5849 import signature
+from pydantic import SecretStr
+
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 

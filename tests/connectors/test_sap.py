@@ -11,13 +11,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-
-from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.sandbox_kit import SandboxControl, serve
-from connectors.sap import SapConnector, sandbox
-from connectors.sap.edmx import load_entity_types, property_problems
-from connectors.sap.errors import SAP_ERRORS, extract_error
-from connectors.sap.mapping import (
+from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
+from ledgerflow.connectors.sap import SapConnector, sandbox
+from ledgerflow.connectors.sap.edmx import load_entity_types, property_problems
+from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
+from ledgerflow.connectors.sap.mapping import (
     UnresolvedReferenceError,
     edm_datetime,
     invoice_reference,
@@ -25,10 +24,11 @@ from connectors.sap.mapping import (
     supplier_invoice_body,
     supplier_name_filter,
 )
-from connectors.sap.sandbox import create_app, parse_filter
-from contracts import Address, Bill, LineItem, Operation, Reference, Vendor, VendorRef
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.connectors.sap.sandbox import create_app, parse_filter
+from ledgerflow.contracts import Address, Bill, LineItem, Operation, Reference, Vendor, VendorRef
+
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill
 from tests.connectors.contract import entry as contract_entry
 

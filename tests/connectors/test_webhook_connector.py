@@ -10,16 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
+from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
+from ledgerflow.connectors.webhook import WebhookConnector
+from ledgerflow.connectors.webhook import receiver as receiver_module
+from ledgerflow.connectors.webhook.connector import resolve_pointer
+from ledgerflow.connectors.webhook.receiver import create_receiver
+from ledgerflow.contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
 
-from connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.sandbox_kit import SandboxControl, serve
-from connectors.webhook import WebhookConnector
-from connectors.webhook import receiver as receiver_module
-from connectors.webhook.connector import resolve_pointer
-from connectors.webhook.receiver import create_receiver
-from contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 SECRET = "whsec_" + base64.b64encode(b"ledgerflow-test-secret-0123456789").decode()

@@ -11,15 +11,15 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from ledgerflow.connectors.base import PermanentError, RetriableError
+from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
+from ledgerflow.connectors.xero import XeroConnector
+from ledgerflow.connectors.xero.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH, create_app, sandbox_connection
+from ledgerflow.contracts import Action, AppliedTo, Operation, Payment, Reference
 from pydantic import SecretStr
 
-from connectors.base import PermanentError, RetriableError
-from connectors.sandbox_kit import SandboxControl, serve
-from connectors.xero import XeroConnector
-from connectors.xero.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH, create_app, sandbox_connection
-from contracts import Action, AppliedTo, Operation, Payment, Reference
-from ledgerflow.settings import ConnectionConfig
-from ledgerflow.state import StateStore
+from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.state import StateStore
 from tests.connectors.contract import (
     CLIENT_TIMEOUT,
     ConnectorContract,

@@ -19,7 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-import ledgerflow.metrics
+import ledgerflow.core.metrics
 from tests.deploy.conftest import DEPLOY, Resource, of_kind, one
 
 DASHBOARD = DEPLOY / "base" / "monitoring" / "ledgerflow-dashboard.json"
@@ -48,7 +48,7 @@ def known_series() -> dict[str, set[str]]:
     from faststream.prometheus.container import MetricsContainer
 
     known: dict[str, set[str]] = {}
-    for value in vars(ledgerflow.metrics).values():
+    for value in vars(ledgerflow.core.metrics).values():
         if isinstance(value, MetricWrapperBase):
             known.update(_series(value))
     container = MetricsContainer(CollectorRegistry(), custom_label_names=[])

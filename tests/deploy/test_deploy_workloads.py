@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
+from ledgerflow.contracts import OBJECT_MODELS
 
-from contracts import OBJECT_MODELS
-from ledgerflow.settings import Routing, Settings
-from ledgerflow.topics import Topics
+from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.core.topics import Topics
 from tests.deploy.conftest import Resource, by_name, of_kind, one
 
 SERVICES = {"ingress", "transformer", "audit", "connector"}
@@ -353,7 +353,7 @@ def test_network_policies(resources: list[Resource]) -> None:
 def test_commands_exist_in_the_cli(resources: list[Resource]) -> None:
     import typer
 
-    from ledgerflow.cli import app
+    from ledgerflow.app.cli import app
 
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     pending = []

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from ledgerflow.contracts import OBJECT_MODELS, Outcome
 
-from contracts import OBJECT_MODELS, Outcome
-from ledgerflow import demo
-from ledgerflow.asgi import serve
-from ledgerflow.settings import Routing, Settings
-from ledgerflow.stack import run_stack
+from ledgerflow.app import demo
+from ledgerflow.app.stack import run_stack
+from ledgerflow.core.asgi import serve
+from ledgerflow.core.settings import Routing, Settings
 from tests.ingress.ingress_signing import NEW, SECRETS, Delivery, send, signed
 from tests.transformers.source_sandboxes import Script, monite_app
 from tests.transformers.test_worker_broker import GOLDEN, _cases, _drain

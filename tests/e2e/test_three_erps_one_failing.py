@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from ledgerflow.connectors.sandbox_kit import SandboxControl
+from ledgerflow.contracts import Outcome, SyncResult
 
-from connectors.sandbox_kit import SandboxControl
-from contracts import Outcome, SyncResult
-from ledgerflow import demo
-from ledgerflow.settings import Routing, Settings
-from ledgerflow.stack import run_stack
+from ledgerflow.app import demo
+from ledgerflow.app.stack import run_stack
+from ledgerflow.core.settings import Routing, Settings
 from tests.transformers.test_worker_broker import _drain
 
 pytestmark = pytest.mark.kafka

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from ledgerflow.contracts import Outcome, SyncResult
 
-from contracts import Outcome, SyncResult
-from ledgerflow import demo
-from ledgerflow.settings import Settings, demo_routing
-from ledgerflow.stack import run_stack
+from ledgerflow.app import demo
+from ledgerflow.app.stack import run_stack
+from ledgerflow.core.settings import Settings, demo_routing
 
 pytestmark = pytest.mark.kafka
 
@@ -92,7 +92,7 @@ def test_demo_command_prints_two_succeeded_results(kafka_is_embedded: bool) -> N
         pytest.skip("the demo command starts its own embedded broker")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERFLOW_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "ledgerflow.cli", "demo", "--json"],
+        [sys.executable, "-m", "ledgerflow.app.cli", "demo", "--json"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -109,7 +109,7 @@ async def test_one_bill_booked_in_all_five_erps_and_the_http_target(
     kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path, mercoa_sample: bytes, unique: str
 ) -> None:
     """The `ledgerflow demo --all-erps` routing: one tenant fanned out to six ERP connections at once."""
-    from ledgerflow.settings import ALL_ERPS, all_erps_routing
+    from ledgerflow.core.settings import ALL_ERPS, all_erps_routing
 
     settings = _settings(kafka_bootstrap, kafka_is_embedded, tmp_path, f"all{unique}")
     payload = orjson.loads(mercoa_sample)

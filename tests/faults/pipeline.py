@@ -1,6 +1,6 @@
 """Run the ledgerflow pipeline as separate OS processes, for fault tests (kill -9, restarts, outages).
 
-Every service is ``sys.executable -m ledgerflow.cli <command>`` started with :class:`subprocess.Popen`:
+Every service is ``sys.executable -m ledgerflow.app.cli <command>`` started with :class:`subprocess.Popen`:
 
 * one QuickBooks sandbox per ERP connection (``ledgerflow sandbox quickbooks --port N``), each
   its own process, so each connection has an ERP that can fail on its own;
@@ -46,12 +46,12 @@ from typing import IO, Any
 import httpx
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from ledgerflow.connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH
-from ledgerflow.kafka import ensure_topics
-from ledgerflow.state import StateStore
-from ledgerflow.topics import Topics
+from ledgerflow.core.kafka import ensure_topics
+from ledgerflow.core.state import StateStore
+from ledgerflow.core.topics import Topics
 
 __all__ = ["ConsumedMessage", "Pipeline", "PipelineConfig", "Service", "ServiceFailedError", "free_port"]
 
@@ -266,7 +266,7 @@ class Pipeline:
                 "LEDGERFLOW_LOG_LEVEL": "WARNING",
             }
         )
-        cli = [sys.executable, "-m", "ledgerflow.cli"]
+        cli = [sys.executable, "-m", "ledgerflow.app.cli"]
         for connection in cfg.connections:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
@@ -379,7 +379,7 @@ class Pipeline:
                 raise ServiceFailedError(f"{service.name} exited with {code}:\n{service.log_tail()}")
 
     async def arm_fault(self, connection: str, **spec: Any) -> None:
-        """Arm a fault on ``connection``'s sandbox (``POST /_sandbox/faults``; see ``connectors.sandbox_kit``)."""
+        """Arm a fault on ``connection``'s sandbox (``POST /_sandbox/faults``, ``ledgerflow.connectors.sandbox_kit``)."""
         response = await self.http.post(f"{self.sandbox_urls[connection]}/_sandbox/faults", json=spec)
         response.raise_for_status()
 

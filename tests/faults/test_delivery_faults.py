@@ -28,10 +28,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from ledgerflow.contracts import Outcome, SyncResult
 from pipeline import Pipeline, read_topics
 
-from contracts import Outcome, SyncResult
-from ledgerflow.events import deterministic_id
+from ledgerflow.core.events import deterministic_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 

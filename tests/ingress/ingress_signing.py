@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 import orjson
-
-from ingress.publisher import BrokerUnavailable
+from ledgerflow.ingress.publisher import BrokerUnavailable
 
 OLD = "old"
 NEW = "new"
@@ -49,7 +48,7 @@ TENANT = "acme"
 
 @dataclass
 class RecordingPublisher:
-    """A :class:`ingress.publisher.Publisher` that keeps what it was given (or fails when ``down``)."""
+    """A :class:`ledgerflow.ingress.publisher.Publisher` that keeps what it was given (or fails when ``down``)."""
 
     records: list[tuple[str, bytes, bytes, dict[str, str]]] = field(default_factory=list)
     down: bool = False

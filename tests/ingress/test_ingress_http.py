@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
+from ledgerflow.ingress.app import create_app
+from ledgerflow.ingress.readiness import build_readiness
 
-from ingress.app import create_app
-from ingress.readiness import build_readiness
-from ledgerflow.settings import Routing, Settings
+from ledgerflow.core.settings import Routing, Settings
 from tests.ingress.ingress_signing import NEW, SECRETS, TENANT, RecordingPublisher, payload, send, signed
 
 TOKEN = SECRETS["mercoa"][NEW]
@@ -201,7 +201,7 @@ async def test_readiness_cached_and_reasons() -> None:
 
 @pytest.mark.kafka
 async def test_readiness_against_real_broker(kafka_bootstrap: str, unique: str) -> None:
-    from ledgerflow.kafka import ensure_topics
+    from ledgerflow.core.kafka import ensure_topics
 
     topics = [f"ready-{unique}.raw.mercoa"]
     ready = build_readiness(kafka_bootstrap, topics, cache_seconds=0)

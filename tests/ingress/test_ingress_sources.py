@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from ledgerflow.ingress.app import create_app
 
-from ingress.app import create_app
-from ledgerflow.settings import Routing, Settings
+from ledgerflow.core.settings import Routing, Settings
 from tests.ingress.ingress_signing import (
     NEW,
     OLD,

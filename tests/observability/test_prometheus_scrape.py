@@ -13,10 +13,10 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from ledgerflow import demo
-from ledgerflow.embedded import free_port
-from ledgerflow.settings import Settings, demo_routing
-from ledgerflow.stack import run_stack
+from ledgerflow.app import demo
+from ledgerflow.app.stack import run_stack
+from ledgerflow.core.embedded import free_port
+from ledgerflow.core.settings import Settings, demo_routing
 
 pytestmark = pytest.mark.kafka
 

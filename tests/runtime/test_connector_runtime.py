@@ -10,14 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.runtime import ConnectorRuntime, RetryPolicy, content_hash, idempotency_key, register
+from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult
 
-from connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
-from connectors.runtime import ConnectorRuntime, RetryPolicy, content_hash, idempotency_key, register
-from contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult
-from ledgerflow.events import EventAttributes
-from ledgerflow.kafka import broker_from_settings, ensure_topics
-from ledgerflow.settings import Routing, Settings
-from ledgerflow.state import StateStore
+from ledgerflow.core.events import EventAttributes
+from ledgerflow.core.kafka import broker_from_settings, ensure_topics
+from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.core.state import StateStore
 from tests.records import FakeRecord
 
 
@@ -333,7 +333,7 @@ async def test_a_parked_record_rereads_the_binder_after_its_wait(store: StateSto
     """What a retry batch read before a parked record's delay must not hide a booking made meanwhile."""
     import time
 
-    from connectors.runtime import NOT_BEFORE_HEADER, PARKED_AT_HEADER, TARGET_HEADER, TIER_HEADER
+    from ledgerflow.connectors.runtime import NOT_BEFORE_HEADER, PARKED_AT_HEADER, TARGET_HEADER, TIER_HEADER
 
     rt, published = _collecting_runtime(store)
     parked = _record(_bill("100.00"), "e-old", 0)

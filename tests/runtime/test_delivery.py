@@ -1,4 +1,4 @@
-"""``ledgerflow.delivery``: batches in key order, dead letters, and pipelined writes on a real broker."""
+"""``ledgerflow.core.delivery``: batches in key order, dead letters, and pipelined writes on a real broker."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ledgerflow.delivery import DeadLetter, PipelinedWrites, run_batch
-from ledgerflow.kafka import broker_from_settings, ensure_topics
-from ledgerflow.settings import Settings
+from ledgerflow.core.delivery import DeadLetter, PipelinedWrites, run_batch
+from ledgerflow.core.kafka import broker_from_settings, ensure_topics
+from ledgerflow.core.settings import Settings
 from tests.records import FakeRecord
 
 

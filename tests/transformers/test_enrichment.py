@@ -7,14 +7,14 @@ from typing import Any
 
 import httpx
 import pytest
+from ledgerflow.contracts import Bill
+from ledgerflow.transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
+from ledgerflow.transformers.registry import ROUTERS
 
-from contracts import Bill
-from ledgerflow.settings import Routing
-from ledgerflow.state import StateStore
+from ledgerflow.core.settings import Routing
+from ledgerflow.core.state import StateStore
 from tests.transformers.source_sandboxes import Script, ingenious_app, mercoa_app, monite_app
 from tests.transformers.transformer_helpers import raw_event
-from transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
-from transformers.registry import ROUTERS
 
 FAST: dict[str, Any] = {"wait_initial": 0.01, "wait_max": 0.05}
 

@@ -9,16 +9,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from ledgerflow.contracts import CanonicalRecord, Invoice
+from ledgerflow.transformers.base import RawEvent
+from ledgerflow.transformers.poller import AccessplanitFeed, AccessplanitPoller, KafkaRawPublisher, pollers_from_routing
+from ledgerflow.transformers.registry import ROUTERS
 
-from contracts import CanonicalRecord, Invoice
-from ledgerflow.events import EventAttributes, deterministic_id
-from ledgerflow.kafka import broker_from_settings, ensure_topics
-from ledgerflow.settings import Routing, Settings
-from ledgerflow.state import StateStore
+from ledgerflow.core.events import EventAttributes, deterministic_id
+from ledgerflow.core.kafka import broker_from_settings, ensure_topics
+from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.core.state import StateStore
 from tests.transformers.source_sandboxes import Script, accessplanit_app
-from transformers.base import RawEvent
-from transformers.poller import AccessplanitFeed, AccessplanitPoller, KafkaRawPublisher, pollers_from_routing
-from transformers.registry import ROUTERS
 
 
 def _invoice(n: int, updated: str) -> dict[str, Any]:

@@ -12,16 +12,16 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.transformers.enrichment import EnricherSet
+from ledgerflow.transformers.worker import register
 
-from contracts import OBJECT_MODELS
-from ledgerflow.asgi import serve
-from ledgerflow.events import EventAttributes, deterministic_id
-from ledgerflow.kafka import broker_from_settings, ensure_topics
-from ledgerflow.settings import Routing, Settings
-from ledgerflow.state import StateStore
+from ledgerflow.core.asgi import serve
+from ledgerflow.core.events import EventAttributes, deterministic_id
+from ledgerflow.core.kafka import broker_from_settings, ensure_topics
+from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.core.state import StateStore
 from tests.transformers.source_sandboxes import Script, monite_app
-from transformers.enrichment import EnricherSet
-from transformers.worker import register
 
 pytestmark = pytest.mark.kafka
 

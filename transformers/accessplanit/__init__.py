@@ -7,8 +7,8 @@ currency (``options.currency``) through enrichment, for records that carry none.
 
 from __future__ import annotations
 
-from transformers.accessplanit.mapping import enrich, map_invoice, map_transaction
-from transformers.base import RawEvent, Route, SkipEvent
+from ledgerflow.transformers.accessplanit.mapping import enrich, map_invoice, map_transaction
+from ledgerflow.transformers.base import RawEvent, Route, SkipEvent
 
 __all__ = ["ROUTES", "route"]
 

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from contracts import (
+from ledgerflow.contracts import (
     Action,
     AppliedTo,
     CanonicalRecord,
@@ -58,7 +58,7 @@ from contracts import (
     canonical_id,
     currency_precision,
 )
-from transformers.base import Enrichers, RawEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.transformers.base import Enrichers, RawEvent, as_date, as_datetime, as_decimal, require
 
 __all__ = ["enrich", "map_invoice", "map_transaction", "minor_to_major"]
 

@@ -8,7 +8,7 @@ by AccountingSuite over time (a "backward compatible" change, seed 002): unknown
 
 from __future__ import annotations
 
-from transformers.accountingsuite.mapping import (
+from ledgerflow.transformers.accountingsuite.mapping import (
     map_cash_receipt,
     map_cash_sale,
     map_company,
@@ -16,7 +16,7 @@ from transformers.accountingsuite.mapping import (
     map_sales_invoice,
     map_sales_order,
 )
-from transformers.base import RawEvent, Route, SkipEvent
+from ledgerflow.transformers.base import RawEvent, Route, SkipEvent
 
 __all__ = ["ROUTES", "route"]
 

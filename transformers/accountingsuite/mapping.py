@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from contracts import (
+from ledgerflow.contracts import (
     Action,
     AppliedTo,
     CanonicalRecord,
@@ -71,7 +71,7 @@ from contracts import (
     Vendor,
     canonical_id,
 )
-from transformers.base import RawEvent, SkipEvent, as_date, as_decimal, require
+from ledgerflow.transformers.base import RawEvent, SkipEvent, as_date, as_decimal, require
 
 __all__ = ["map_cash_receipt", "map_cash_sale", "map_company", "map_item", "map_sales_invoice", "map_sales_order"]
 

@@ -3,13 +3,13 @@
 Objects (seed 000 l.4–9) and their canonical types: ``vendor_invoice`` → bill,
 ``vendor_contract`` → purchase_order, ``vendor_contract_change`` → purchase_order_change,
 ``budget`` → budget, ``budget_change`` → budget_change. All routes enrich missing accounting
-``custom_id`` values through the Public API (:func:`transformers.ingenious.mapping.enrich`).
+``custom_id`` values through the Public API (:func:`ledgerflow.transformers.ingenious.mapping.enrich`).
 """
 
 from __future__ import annotations
 
-from transformers.base import RawEvent, Route
-from transformers.ingenious.mapping import (
+from ledgerflow.transformers.base import RawEvent, Route
+from ledgerflow.transformers.ingenious.mapping import (
     enrich,
     map_budget,
     map_budget_change,

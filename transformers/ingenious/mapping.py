@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from contracts import (
+from ledgerflow.contracts import (
     Budget,
     BudgetChange,
     BudgetLine,
@@ -56,8 +56,8 @@ from contracts import (
     VendorRef,
     canonical_id,
 )
-from contracts.bill import Bill
-from transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_decimal, require
+from ledgerflow.contracts.bill import Bill
+from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_decimal, require
 
 __all__ = [
     "ACCOUNTING_KINDS",
@@ -99,7 +99,7 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     A tenant without INGENIOUS API options gets the event back unchanged.
 
     Raises:
-        transformers.enrichment.EnrichmentError: the Public API call failed after retries.
+        ledgerflow.transformers.enrichment.EnrichmentError: the Public API call failed after retries.
 
     """
     client = enrichers.get("ingenious").for_tenant(event.tenant)

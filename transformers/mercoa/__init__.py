@@ -21,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from contracts import CanonicalRecord
-from transformers.base import Enrichers, RawEvent, Route, SkipEvent
-from transformers.mercoa.entity import enrich_counterparty, map_counterparty, map_entity, map_payment_method
-from transformers.mercoa.invoice import map_invoice
-from transformers.mercoa.transaction import map_transaction
+from ledgerflow.contracts import CanonicalRecord
+from ledgerflow.transformers.base import Enrichers, RawEvent, Route, SkipEvent
+from ledgerflow.transformers.mercoa.entity import enrich_counterparty, map_counterparty, map_entity, map_payment_method
+from ledgerflow.transformers.mercoa.invoice import map_invoice
+from ledgerflow.transformers.mercoa.transaction import map_transaction
 
 __all__ = ["enrich_bulk", "enrich_invoice", "map_bulk", "route"]
 
@@ -38,7 +38,7 @@ async def enrich_invoice(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     """Re-fetch the invoice (``GET /invoice/{id}``) when the tenant enabled ``options.refetch``.
 
     Raises:
-        transformers.enrichment.EnrichmentError: the Mercoa API call failed after retries.
+        ledgerflow.transformers.enrichment.EnrichmentError: the Mercoa API call failed after retries.
 
     """
     client = enrichers.get("mercoa").for_tenant(event.tenant)
@@ -55,7 +55,7 @@ async def enrich_bulk(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     """Fetch every invoice a bulk event lists without an error, when re-fetch is enabled.
 
     Raises:
-        transformers.enrichment.EnrichmentError: a Mercoa API call failed after retries.
+        ledgerflow.transformers.enrichment.EnrichmentError: a Mercoa API call failed after retries.
 
     """
     client = enrichers.get("mercoa").for_tenant(event.tenant)

@@ -36,7 +36,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from contracts import (
+from ledgerflow.contracts import (
     Action,
     Address,
     BankAccount,
@@ -48,7 +48,7 @@ from contracts import (
     Vendor,
     canonical_id,
 )
-from transformers.base import Enrichers, RawEvent, SkipEvent, as_datetime, require
+from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_datetime, require
 
 __all__ = [
     "enrich_counterparty",
@@ -214,7 +214,7 @@ async def enrich_counterparty(event: RawEvent, enrichers: Enrichers) -> RawEvent
     """Fetch every counterparty entity a ``counterparty.*`` webhook names (``GET /entity/{id}``).
 
     Raises:
-        transformers.enrichment.EnrichmentError: the Mercoa API call failed after retries.
+        ledgerflow.transformers.enrichment.EnrichmentError: the Mercoa API call failed after retries.
 
     """
     client = enrichers.get("mercoa").for_tenant(event.tenant)

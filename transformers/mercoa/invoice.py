@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from contracts import Action, Address, Bill, LineItem, Reference, Source, VendorRef, canonical_id
-from transformers.base import RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.contracts import Action, Address, Bill, LineItem, Reference, Source, VendorRef, canonical_id
+from ledgerflow.transformers.base import RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
 
 __all__ = ["map_invoice"]
 

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from contracts import AppliedTo, CanonicalRecord, ContractError, Payment, Reference, Source, canonical_id
-from transformers.base import RawEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.contracts import AppliedTo, CanonicalRecord, ContractError, Payment, Reference, Source, canonical_id
+from ledgerflow.transformers.base import RawEvent, as_date, as_datetime, as_decimal, require
 
 __all__ = ["map_transaction"]
 

@@ -19,8 +19,14 @@ major-unit ``Decimal`` by the currency's precision.
 
 from __future__ import annotations
 
-from transformers.base import RawEvent, Route, SkipEvent
-from transformers.monite.mapping import enrich, map_counterpart, map_payable, map_payment_record, map_receivable
+from ledgerflow.transformers.base import RawEvent, Route, SkipEvent
+from ledgerflow.transformers.monite.mapping import (
+    enrich,
+    map_counterpart,
+    map_payable,
+    map_payment_record,
+    map_receivable,
+)
 
 __all__ = ["route"]
 

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from contracts import (
+from ledgerflow.contracts import (
     Action,
     Address,
     AppliedTo,
@@ -68,7 +68,7 @@ from contracts import (
     canonical_id,
     currency_precision,
 )
-from transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
 
 __all__ = ["enrich", "map_counterpart", "map_payable", "map_payment_record", "map_receivable", "minor_to_major"]
 
@@ -146,7 +146,7 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     records). A tenant without Monite API options gets the event back unchanged.
 
     Raises:
-        transformers.enrichment.EnrichmentError: a Monite API call failed after retries.
+        ledgerflow.transformers.enrichment.EnrichmentError: a Monite API call failed after retries.
 
     """
     client = enrichers.get("monite").for_tenant(event.tenant)

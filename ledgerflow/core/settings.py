@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ledgerflow.topics import Topics
+from ledgerflow.core.topics import Topics
 
 __all__ = [
     "ConfigError",
@@ -252,7 +252,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9100, description="Port of /metrics, /healthz and /readyz for workers.")
     log_level: str = "INFO"
     http_transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="Transport of the workers' outbound HTTP client (ledgerflow.http)."
+        "aiohttp", description="Transport of the workers' outbound HTTP client (ledgerflow.core.http)."
     )
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of every service: uvloop when installed (auto), or the stdlib loop."

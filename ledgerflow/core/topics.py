@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import OBJECT_MODELS, Source
+from ledgerflow.contracts import OBJECT_MODELS, Source
 
 __all__ = ["RETRY_TIERS", "STAGES", "Topics"]
 

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from ledgerflow.settings import Settings
+from ledgerflow.core.settings import Settings
 
 __all__ = [
     "LedgerflowBroker",
@@ -79,10 +79,10 @@ class LedgerflowBroker(KafkaBroker):
 def broker_from_settings(settings: Settings, bootstrap_servers: str, *, embedded: bool, **kwargs: Any) -> KafkaBroker:
     """A FastStream ``KafkaBroker`` with ledgerflow's producer defaults and security settings.
 
-    FastStream's per-message logs go to the ``ledgerflow.kafka.messages`` logger at DEBUG (so they
+    FastStream's per-message logs go to the ``ledgerflow.core.kafka.messages`` logger at DEBUG (so they
     follow the process's logging configuration instead of printing to stdout).
     """
-    kwargs.setdefault("logger", logging.getLogger("ledgerflow.kafka.messages"))
+    kwargs.setdefault("logger", logging.getLogger("ledgerflow.core.kafka.messages"))
     kwargs.setdefault("log_level", logging.DEBUG)
     return LedgerflowBroker(
         bootstrap_servers,

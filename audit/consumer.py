@@ -7,7 +7,7 @@ One FastStream batch subscriber in consumer group :data:`GROUP_ID` reads
 * every ``ledgerflow.<object>.v1`` — the latest canonical record per canonical id is kept, so
   ``POST /sync-records/{id}/retry`` can re-publish it without scanning Kafka.
 
-Commit discipline is :func:`ledgerflow.delivery.run_batch` (stage ``audit``): offsets commit only
+Commit discipline is :func:`ledgerflow.core.delivery.run_batch` (stage ``audit``): offsets commit only
 after every row of the batch is written; a message that cannot be understood goes to
 ``ledgerflow.dlq.audit`` with the reason; a database failure redelivers the batch.
 """
@@ -18,12 +18,12 @@ import logging
 from typing import Any
 
 from faststream.kafka import KafkaBroker
+from ledgerflow.audit.store import AuditStore, CanonicalEvent
+from ledgerflow.contracts import OBJECT_MODELS, SyncResult
 from pydantic import ValidationError
 
-from contracts import OBJECT_MODELS, SyncResult
-from ledgerflow.audit.store import AuditStore, CanonicalEvent
-from ledgerflow.delivery import ConsumedRecord, DeadLetter, batch_subscriber, header_map, run_batch
-from ledgerflow.settings import Settings
+from ledgerflow.core.delivery import ConsumedRecord, DeadLetter, batch_subscriber, header_map, run_batch
+from ledgerflow.core.settings import Settings
 
 __all__ = ["GROUP_ID", "AuditConsumer", "register"]
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
-from ledgerflow import metrics
+from ledgerflow.core import metrics
 
 __all__ = [
     "ConsumedRecord",

@@ -28,11 +28,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts import OBJECT_MODELS
-from ledgerflow import __version__, aio
-from ledgerflow.lag import lag_reporter
-from ledgerflow.settings import ConfigError, Routing, Settings, all_erps_routing
-from ledgerflow.topics import RETRY_TIERS
+from ledgerflow import __version__
+from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.core import aio
+from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.settings import ConfigError, Routing, Settings, all_erps_routing
+from ledgerflow.core.topics import RETRY_TIERS
 
 app = typer.Typer(
     name="ledgerflow",
@@ -50,7 +51,7 @@ def _setup_logging(settings: Settings, quiet: bool = False) -> None:
     # FastStream logs every message at INFO; keep it to warnings unless asked for DEBUG.
     logging.getLogger("faststream").setLevel(max(level, logging.WARNING))
     logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
-    logging.getLogger("ledgerflow.kafka.messages").setLevel(max(level, logging.WARNING))
+    logging.getLogger("ledgerflow.core.kafka.messages").setLevel(max(level, logging.WARNING))
 
 
 def _load(settings: Settings) -> Routing:
@@ -94,7 +95,7 @@ def up(
     settings = _embedded_state(Settings())
     _setup_logging(settings)
     routing = _load(settings)
-    from ledgerflow.stack import run_stack
+    from ledgerflow.app.stack import run_stack
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -136,8 +137,8 @@ def demo(
     settings = _embedded_state(Settings())
     _setup_logging(settings, quiet=True)
     routing = all_erps_routing() if all_erps else _load(settings)
-    from ledgerflow import demo as demo_mod
-    from ledgerflow.stack import run_stack
+    from ledgerflow.app import demo as demo_mod
+    from ledgerflow.app.stack import run_stack
 
     body = demo_mod.load_sample(sample)
     payload = orjson.loads(body)
@@ -204,10 +205,10 @@ def ingress(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
-    from ingress.app import create_app
-    from ingress.publisher import KafkaPublisher, ingress_producer
-    from ingress.readiness import build_readiness
-    from ledgerflow.asgi import serve
+    from ledgerflow.core.asgi import serve
+    from ledgerflow.ingress.app import create_app
+    from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
+    from ledgerflow.ingress.readiness import build_readiness
 
     async def run() -> None:
         producer = ingress_producer(settings, bootstrap, embedded=False)
@@ -256,14 +257,14 @@ def transformer(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
-    from ledgerflow.asgi import serve
-    from ledgerflow.http import worker_http_client
-    from ledgerflow.kafka import broker_from_settings
-    from ledgerflow.service import health_app
-    from ledgerflow.state import StateStore
-    from transformers.enrichment import EnricherSet
-    from transformers.registry import ROUTERS
-    from transformers.worker import GROUP_ROLE, register
+    from ledgerflow.core.asgi import serve
+    from ledgerflow.core.http import worker_http_client
+    from ledgerflow.core.kafka import broker_from_settings
+    from ledgerflow.core.service import health_app
+    from ledgerflow.core.state import StateStore
+    from ledgerflow.transformers.enrichment import EnricherSet
+    from ledgerflow.transformers.registry import ROUTERS
+    from ledgerflow.transformers.worker import GROUP_ROLE, register
 
     async def run() -> None:
         state = StateStore.from_settings(settings)
@@ -315,13 +316,13 @@ def connector(
             f"[red]connection {connection!r} has no base_url[/red] (sandboxes run only under `ledgerflow up`)"
         )
         raise typer.Exit(2)
-    from connectors.registry import connector_class
-    from connectors.runtime import ConnectorRuntime, group_id, register
-    from ledgerflow.asgi import serve
-    from ledgerflow.http import worker_http_client
-    from ledgerflow.kafka import broker_from_settings
-    from ledgerflow.service import health_app
-    from ledgerflow.state import StateStore
+    from ledgerflow.connectors.registry import connector_class
+    from ledgerflow.connectors.runtime import ConnectorRuntime, group_id, register
+    from ledgerflow.core.asgi import serve
+    from ledgerflow.core.http import worker_http_client
+    from ledgerflow.core.kafka import broker_from_settings
+    from ledgerflow.core.service import health_app
+    from ledgerflow.core.state import StateStore
 
     async def run() -> None:
         state = StateStore.from_settings(settings)
@@ -371,8 +372,8 @@ def sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
 ) -> None:
     """Run one ERP sandbox on its real API paths until Ctrl-C."""
-    from connectors.registry import sandbox_module
-    from ledgerflow.asgi import serve
+    from ledgerflow.connectors.registry import sandbox_module
+    from ledgerflow.core.asgi import serve
 
     async def run() -> None:
         async with serve(sandbox_module(erp).create_app(), host=host, port=port) as url:
@@ -399,7 +400,7 @@ def topics(
         console.print(f"[red]unknown action {action!r}[/red]: use list or create")
         raise typer.Exit(2)
     bootstrap = _require_bootstrap(settings)
-    from ledgerflow.kafka import ensure_topics
+    from ledgerflow.core.kafka import ensure_topics
 
     created = aio.run(ensure_topics(bootstrap, names, partitions=settings.topic_partitions), settings.event_loop)
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
@@ -453,8 +454,8 @@ def replay(
     """Re-publish dead letters to their original topics, or a time range of raw events (docs/audit.md)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ledgerflow.replay import DeadLetterFilter, ReplaySummary, parse_time, replay_dead_letters, replay_raw
-    from ledgerflow.topics import STAGES
+    from ledgerflow.app.replay import DeadLetterFilter, ReplaySummary, parse_time, replay_dead_letters, replay_raw
+    from ledgerflow.core.topics import STAGES
 
     settings = Settings()
     _setup_logging(settings, quiet=True)

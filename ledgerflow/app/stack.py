@@ -16,25 +16,25 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
-from connectors.base import Connector
-from connectors.registry import connector_class, sandbox_module
-from connectors.runtime import ConnectorRuntime, group_id
-from connectors.runtime import register as register_connector
-from contracts import OBJECT_MODELS, Source
-from ingress.app import create_app
-from ingress.publisher import KafkaPublisher, ingress_producer
-from ingress.readiness import build_readiness
-from ledgerflow.asgi import serve
 from ledgerflow.audit.service import start_audit
-from ledgerflow.embedded import EmbeddedBroker
-from ledgerflow.http import worker_http_client
-from ledgerflow.kafka import broker_from_settings, ensure_topics
-from ledgerflow.lag import lag_reporter
-from ledgerflow.settings import ConnectionConfig, Routing, Settings
-from ledgerflow.state import StateStore
-from ledgerflow.topics import RETRY_TIERS
-from transformers.enrichment import EnricherSet
-from transformers.worker import register as register_transformer
+from ledgerflow.connectors.base import Connector
+from ledgerflow.connectors.registry import connector_class, sandbox_module
+from ledgerflow.connectors.runtime import ConnectorRuntime, group_id
+from ledgerflow.connectors.runtime import register as register_connector
+from ledgerflow.contracts import OBJECT_MODELS, Source
+from ledgerflow.core.asgi import serve
+from ledgerflow.core.embedded import EmbeddedBroker
+from ledgerflow.core.http import worker_http_client
+from ledgerflow.core.kafka import broker_from_settings, ensure_topics
+from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
+from ledgerflow.core.state import StateStore
+from ledgerflow.core.topics import RETRY_TIERS
+from ledgerflow.ingress.app import create_app
+from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
+from ledgerflow.ingress.readiness import build_readiness
+from ledgerflow.transformers.enrichment import EnricherSet
+from ledgerflow.transformers.worker import register as register_transformer
 
 __all__ = ["RunningStack", "run_stack"]
 
@@ -88,7 +88,7 @@ async def run_stack(
     """Run the whole pipeline in this process until the block exits.
 
     Raises:
-        ledgerflow.embedded.EmbeddedBrokerError: the embedded broker cannot start.
+        ledgerflow.core.embedded.EmbeddedBrokerError: the embedded broker cannot start.
         aiokafka.errors.KafkaError: the broker cannot be reached or topics cannot be created.
         ImportError: a configured ERP's connector or sandbox is not installed.
     """

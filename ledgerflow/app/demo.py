@@ -20,8 +20,8 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from contracts import Outcome, SyncResult
-from ledgerflow.stack import RunningStack
+from ledgerflow.app.stack import RunningStack
+from ledgerflow.contracts import Outcome, SyncResult
 
 __all__ = ["FALLBACK_INVOICE", "DemoRow", "collect_results", "load_sample", "post_webhook", "sandbox_totals"]
 

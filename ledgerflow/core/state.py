@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
-from ledgerflow.settings import Settings
+from ledgerflow.core.settings import Settings
 
 __all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken"]
 

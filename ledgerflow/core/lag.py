@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from ledgerflow.metrics import CONSUMER_LAG
+from ledgerflow.core.metrics import CONSUMER_LAG
 
 __all__ = ["group_lag", "lag_reporter"]
 
@@ -52,7 +52,7 @@ async def group_lag(
 async def lag_reporter(
     bootstrap_servers: str, groups: Iterable[tuple[str, Sequence[str]]], *, interval: float = 15.0
 ) -> AsyncIterator[None]:
-    """Update :data:`~ledgerflow.metrics.CONSUMER_LAG` for each (group, topics) every ``interval`` s.
+    """Update :data:`~ledgerflow.core.metrics.CONSUMER_LAG` for each (group, topics) every ``interval`` s.
 
     Runs in the background while the block runs; broker errors are logged and retried at the
     next interval (lag is an observation, never a reason to stop a worker).

@@ -2,7 +2,7 @@
 
 Used when no bootstrap servers are configured (``ledgerflow up``, ``ledgerflow demo``) and by the
 test suite. Tansu keeps data in memory only and answers ``InitProducerId`` with an error, so
-producers talking to it run with idempotence off (see :mod:`ledgerflow.kafka`).
+producers talking to it run with idempotence off (see :mod:`ledgerflow.core.kafka`).
 """
 
 from __future__ import annotations

@@ -11,22 +11,22 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from sqlalchemy import text
-
-from ledgerflow.asgi import serve
 from ledgerflow.audit.api import create_app
 from ledgerflow.audit.consumer import register
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore
-from ledgerflow.kafka import broker_from_settings
-from ledgerflow.service import health_app
-from ledgerflow.settings import Settings
+from sqlalchemy import text
+
+from ledgerflow.core.asgi import serve
+from ledgerflow.core.kafka import broker_from_settings
+from ledgerflow.core.service import health_app
+from ledgerflow.core.settings import Settings
 
 __all__ = ["audit_app", "start_audit"]
 
 
 def audit_app(app: FastAPI, readiness: Callable[[], Awaitable[str | None]]) -> FastAPI:
-    """``app`` with ``/healthz``, ``/readyz`` and ``/metrics`` (:func:`ledgerflow.service.health_app`) mounted."""
+    """``app`` with ``/healthz``, ``/readyz`` and ``/metrics`` (:func:`ledgerflow.core.service.health_app`) mounted."""
     app.mount("/", health_app(readiness))
     return app
 
@@ -45,7 +45,7 @@ async def start_audit(
     """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
 
     Args:
-        stack: the caller's exit stack (``run_stack`` in :mod:`ledgerflow.stack`).
+        stack: the caller's exit stack (``run_stack`` in :mod:`ledgerflow.app.stack`).
         bootstrap_servers: Kafka bootstrap servers.
         settings: ``state_url`` (audit tables live beside the state tables) and topic prefix.
         embedded: the broker is the embedded Tansu (producer idempotence off unless set).

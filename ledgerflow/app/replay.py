@@ -32,9 +32,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream.kafka.security import parse_security
 
-from ledgerflow.kafka import producer_options, security_from_settings
-from ledgerflow.settings import Settings
-from ledgerflow.topics import STAGES
+from ledgerflow.core.kafka import producer_options, security_from_settings
+from ledgerflow.core.settings import Settings
+from ledgerflow.core.topics import STAGES
 
 __all__ = [
     "REPLAYED_FROM_HEADER",

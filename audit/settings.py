@@ -1,10 +1,10 @@
-"""Settings of the audit service: the shared :class:`~ledgerflow.settings.Settings` plus its API port."""
+"""Settings of the audit service: the shared :class:`~ledgerflow.core.settings.Settings` plus its API port."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from ledgerflow.settings import Settings
+from ledgerflow.core.settings import Settings
 
 __all__ = ["AuditSettings"]
 
