@@ -28,13 +28,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
+from ledgerflow import __version__
 from ledgerflow.audit.masking import mask_text, mask_tree
 from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
 from ledgerflow.audit.tables import SyncAttemptRow, SyncRecordRow
 from ledgerflow.contracts import Outcome
-from pydantic import BaseModel, Field
-
-from ledgerflow import __version__
 from ledgerflow.core.events import deterministic_id
 from ledgerflow.core.settings import Settings
 

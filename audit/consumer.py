@@ -18,10 +18,10 @@ import logging
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from ledgerflow.audit.store import AuditStore, CanonicalEvent
-from ledgerflow.contracts import OBJECT_MODELS, SyncResult
 from pydantic import ValidationError
 
+from ledgerflow.audit.store import AuditStore, CanonicalEvent
+from ledgerflow.contracts import OBJECT_MODELS, SyncResult
 from ledgerflow.core.delivery import ConsumedRecord, DeadLetter, batch_subscriber, header_map, run_batch
 from ledgerflow.core.settings import Settings
 

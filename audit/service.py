@@ -11,12 +11,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
+from sqlalchemy import text
+
 from ledgerflow.audit.api import create_app
 from ledgerflow.audit.consumer import register
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore
-from sqlalchemy import text
-
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.kafka import broker_from_settings
 from ledgerflow.core.service import health_app

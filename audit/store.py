@@ -26,13 +26,14 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from ledgerflow.audit.tables import CanonicalRecordRow, SyncAttemptRow, SyncRecordRow, UtcDateTime, sync_record_id
-from ledgerflow.contracts import SyncResult
 from sqlalchemy import CursorResult, Table, and_, case, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from ledgerflow.audit.tables import CanonicalRecordRow, SyncAttemptRow, SyncRecordRow, UtcDateTime, sync_record_id
+from ledgerflow.contracts import SyncResult
 
 __all__ = ["AuditStore", "CanonicalEvent", "InvalidCursorError", "RecordFilter", "RecordPage"]
 

@@ -576,6 +576,7 @@ async def naive_pipeline(bootstrap: str, topic: str, sandboxes: list[str], out_p
     ``ce_time`` to the last POST answered. Runs until SIGTERM or ``deadline`` (epoch seconds).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
     from ledgerflow.connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS as QBO
     from ledgerflow.connectors.quickbooks.sandbox import TOKEN_PATH
 
@@ -671,11 +672,10 @@ def transformer_microbench(template: bytes, seconds: float) -> dict[str, Any]:
     does per record minus Kafka: ``orjson.loads``, the router, the mapper (pydantic validation of
     the canonical ``Bill``) and ``model_dump_json`` of the output.
     """
-    from ledgerflow.transformers.base import RawEvent
-    from ledgerflow.transformers.registry import ROUTERS
-
     from bench.transformer import baseline_copy
     from ledgerflow.core.events import EventAttributes
+    from ledgerflow.transformers.base import RawEvent
+    from ledgerflow.transformers.registry import ROUTERS
 
     body = template.replace(PLACEHOLDER.encode(), b"in_microbench-0000001")
     attrs = EventAttributes(
@@ -792,7 +792,6 @@ async def _nothing() -> None:
 def _routing(sandboxes: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """Routing YAML content: tenant ``bench`` (Mercoa token, INGENIOUS header) → every sandbox connection."""
     from ledgerflow.connectors.registry import sandbox_module
-
     from ledgerflow.core.settings import ConnectionConfig
 
     connections = {}

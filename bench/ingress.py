@@ -56,10 +56,9 @@ def _env_bootstrap() -> str:
 
 def ingress_app() -> Any:
     """uvicorn factory: the real ingress for tenant ``bench`` (Mercoa token ``bench-token``)."""
+    from ledgerflow.core.settings import Routing, Settings
     from ledgerflow.ingress.app import create_app
     from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
-
-    from ledgerflow.core.settings import Routing, Settings
 
     settings = Settings(kafka_bootstrap_servers=_env_bootstrap(), topic_prefix=PREFIX)
     routing = Routing.model_validate({"tenants": {TENANT: {"sources": {"mercoa": {"tokens": [TOKEN]}}}}})

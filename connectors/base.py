@@ -16,8 +16,8 @@ from typing import ClassVar
 
 import httpx
 from cachetools import TTLCache
-from ledgerflow.contracts import CanonicalRecord, Operation
 
+from ledgerflow.contracts import CanonicalRecord, Operation
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

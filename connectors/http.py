@@ -49,8 +49,8 @@ from typing import Any, Protocol
 import httpx
 import orjson
 from aiolimiter import AsyncLimiter
-from ledgerflow.connectors.base import ConnectorError, PermanentError, RetriableError
 
+from ledgerflow.connectors.base import ConnectorError, PermanentError, RetriableError
 from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
 from ledgerflow.core.settings import ConnectionConfig
 

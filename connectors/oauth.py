@@ -36,9 +36,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
+
 from ledgerflow.connectors.base import PermanentError, RetriableError
 from ledgerflow.connectors.http import parse_retry_after
-
 from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore, StoredToken

@@ -44,6 +44,8 @@ from typing import Any
 
 import stamina
 from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
 from ledgerflow.connectors.base import (
     BinderEntry,
     Booked,
@@ -54,8 +56,6 @@ from ledgerflow.connectors.base import (
     Unsupported,
 )
 from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
-from pydantic import ValidationError
-
 from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
     ConsumedRecord,

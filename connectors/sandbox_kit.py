@@ -49,10 +49,10 @@ from urllib.parse import parse_qsl
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from ledgerflow.connectors.http import dumps_json, loads_json
 from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.settings import ConnectionConfig
 
@@ -89,7 +89,7 @@ def spec_file(name: str) -> Path:
 
 
 class DecimalJSONResponse(JSONResponse):
-    """A JSON response that writes ``Decimal`` as exact JSON numbers (:func:`~ledgerflow.connectors.http.dumps_json`)."""
+    """A JSON response writing ``Decimal`` as exact JSON numbers (:func:`~ledgerflow.connectors.http.dumps_json`)."""
 
     def render(self, content: Any) -> bytes:
         """Serialise ``content``."""

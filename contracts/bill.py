@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar, Self
 
+from pydantic import Field, model_validator
+
 from ledgerflow.contracts.common import Address, Reference, StatusLiteral
 from ledgerflow.contracts.document import Document
-from pydantic import Field, model_validator
 
 __all__ = ["Bill", "VendorRef"]
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar, Self
 
-from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money, Reference, quantize
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money, Reference, quantize
 
 __all__ = ["Budget", "BudgetChange", "BudgetLine"]
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Self
 
+from pydantic import Field, model_validator
+
 from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money
 from ledgerflow.contracts.lines import LineItem, reconcile
-from pydantic import Field, model_validator
 
 __all__ = ["Document"]
 

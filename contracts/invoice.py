@@ -11,9 +11,10 @@ from datetime import date
 from decimal import Decimal
 from typing import ClassVar
 
+from pydantic import Field
+
 from ledgerflow.contracts.common import Money, Reference, StatusLiteral
 from ledgerflow.contracts.document import Document
-from pydantic import Field
 
 __all__ = ["Invoice"]
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money, Reference
 from pydantic import Field
+
+from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money, Reference
 
 __all__ = ["Item"]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from ledgerflow.contracts.common import ContractError, Money, Quantity, Rate, Reference, quantize
 from pydantic import BaseModel, ConfigDict, Field
+
+from ledgerflow.contracts.common import ContractError, Money, Quantity, Rate, Reference, quantize
 
 __all__ = ["LineItem", "reconcile"]
 

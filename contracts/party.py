@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ledgerflow.contracts.common import Address, CanonicalRecord, CurrencyCode
 from pydantic import BaseModel, ConfigDict, Field
+
+from ledgerflow.contracts.common import Address, CanonicalRecord, CurrencyCode
 
 __all__ = ["BankAccount", "Customer", "Party", "Vendor"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar, Literal
 
-from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money, Reference
 from pydantic import BaseModel, ConfigDict, Field
+
+from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money, Reference
 
 __all__ = ["AppliedTo", "Payment"]
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar
 
+from pydantic import Field
+
 from ledgerflow.contracts.bill import VendorRef
 from ledgerflow.contracts.common import Money, Reference, StatusLiteral
 from ledgerflow.contracts.document import Document
-from pydantic import Field
 
 __all__ = ["PurchaseOrder", "PurchaseOrderChange"]
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar
 
+from pydantic import Field
+
 from ledgerflow.contracts.common import Reference, StatusLiteral
 from ledgerflow.contracts.document import Document
-from pydantic import Field
 
 __all__ = ["SalesOrder"]
 

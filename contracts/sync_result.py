@@ -11,8 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from ledgerflow.contracts.common import Money
 from pydantic import BaseModel, ConfigDict, Field
+
+from ledgerflow.contracts.common import Money
 
 __all__ = ["ErrorInfo", "Operation", "Outcome", "SyncResult"]
 

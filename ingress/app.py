@@ -15,10 +15,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from ledgerflow.ingress.problems import Problem, problem_response
-from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher
-from ledgerflow.ingress.sources import SOURCES
-from ledgerflow.ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
@@ -27,6 +23,10 @@ from starlette.types import Receive, Scope, Send
 from ledgerflow.core import metrics
 from ledgerflow.core.events import EventAttributes, deterministic_id
 from ledgerflow.core.settings import Routing, Settings, SourceConfig
+from ledgerflow.ingress.problems import Problem, problem_response
+from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher
+from ledgerflow.ingress.sources import SOURCES
+from ledgerflow.ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
 
 __all__ = ["create_app"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from ledgerflow.contracts import Bill
 from pydantic import ValidationError
 
+from ledgerflow.contracts import Bill
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.kafka import ensure_topics, missing_topics
 from ledgerflow.core.state import StateStore, StoredToken

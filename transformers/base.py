@@ -17,7 +17,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from ledgerflow.contracts import CanonicalRecord, ContractError
-
 from ledgerflow.core.events import EventAttributes
 
 __all__ = [

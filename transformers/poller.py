@@ -29,12 +29,12 @@ from typing import Any, Protocol
 import httpx
 import orjson
 from faststream.kafka import KafkaBroker
-from ledgerflow.transformers.enrichment import EnrichmentError, JsonApiClient
 
 from ledgerflow.core.events import EventAttributes, deterministic_id
 from ledgerflow.core.settings import Routing
 from ledgerflow.core.state import StateStore
 from ledgerflow.core.topics import Topics
+from ledgerflow.transformers.enrichment import EnrichmentError, JsonApiClient
 
 __all__ = [
     "AccessplanitFeed",

@@ -20,12 +20,9 @@ from typing import Any
 
 import orjson
 from faststream.kafka import KafkaBroker
-from ledgerflow.contracts import CanonicalRecord, ContractError
-from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent
-from ledgerflow.transformers.enrichment import EnrichmentError
-from ledgerflow.transformers.registry import ROUTERS
 from pydantic import ValidationError
 
+from ledgerflow.contracts import CanonicalRecord, ContractError
 from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
     ConsumedRecord,
@@ -38,6 +35,9 @@ from ledgerflow.core.delivery import (
 )
 from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.core.settings import Settings
+from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent
+from ledgerflow.transformers.enrichment import EnrichmentError
+from ledgerflow.transformers.registry import ROUTERS
 
 __all__ = ["GROUP_ROLE", "Transformer", "register"]
 

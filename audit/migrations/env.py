@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from ledgerflow.audit.tables import AuditBase
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from ledgerflow.audit.tables import AuditBase
 
 VERSION_TABLE = "ledgerflow_audit_version"
 

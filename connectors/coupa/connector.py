@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import httpx
+
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
 from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
 from ledgerflow.connectors.coupa.mapping import (
@@ -37,7 +38,6 @@ from ledgerflow.connectors.coupa.mapping import (
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, Vendor
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

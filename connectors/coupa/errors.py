@@ -11,6 +11,7 @@ in XML; reference ``erp_apis.md`` §5.3, Compass "Differences between XML and JS
 from __future__ import annotations
 
 import httpx
+
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 
 __all__ = ["COUPA_ERRORS", "extract_error"]

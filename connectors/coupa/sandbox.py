@@ -26,8 +26,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json
 
+from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_CLIENTS", "DEMO_SUPPLIERS", "TOKEN_PATH", "create_app", "sandbox_connection"]

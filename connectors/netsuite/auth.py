@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import Literal, cast
 
 import httpx
-from ledgerflow.connectors.base import PermanentError
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256, SIGNATURE_TYPE_AUTH_HEADER, Client
 from pydantic import SecretStr
+
+from ledgerflow.connectors.base import PermanentError
 
 __all__ = ["TBA_CREDENTIALS", "TokenBasedAuth"]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import httpx
+
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
 from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
@@ -37,7 +38,6 @@ from ledgerflow.connectors.netsuite.mapping import (
 )
 from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.contracts import Action, CanonicalRecord, Operation
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

@@ -11,6 +11,7 @@ NetSuite REST errors are RFC 7807-like ``{"type", "title", "status", "o:errorDet
 from __future__ import annotations
 
 import httpx
+
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 
 __all__ = ["NETSUITE_ERRORS", "extract_error"]

@@ -31,11 +31,11 @@ from urllib.parse import urlparse
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from oauthlib.oauth1.rfc5849 import signature
+
 from ledgerflow.connectors.netsuite.connector import RECORD_PATH
 from ledgerflow.connectors.netsuite.schema import RecordSchemas, load_schemas
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
-from oauthlib.oauth1.rfc5849 import signature
-
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_TBA", "TOKEN_PATH", "create_app", "default_spec_path", "ns_error", "sandbox_connection"]

@@ -14,6 +14,7 @@ Override per connection with ``options.error_overrides`` (see
 from __future__ import annotations
 
 import httpx
+
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
 
 __all__ = ["QUICKBOOKS_ERRORS", "fault_of", "quickbooks_error"]

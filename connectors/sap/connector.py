@@ -40,6 +40,8 @@ import hashlib
 from typing import Any, ClassVar
 
 import httpx
+from pydantic import SecretStr
+
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.oauth import ClientCredentialsManager
@@ -53,8 +55,6 @@ from ledgerflow.connectors.sap.mapping import (
     supplier_number,
 )
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, VendorRef
-from pydantic import SecretStr
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

@@ -10,6 +10,7 @@ handled by the connector (refetch once) before this table is consulted.
 from __future__ import annotations
 
 import httpx
+
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 
 __all__ = ["SAP_ERRORS", "extract_error"]

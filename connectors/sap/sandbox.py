@@ -40,10 +40,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
 from ledgerflow.connectors.sap.connector import BUSINESS_PARTNER_PATH, SERVICE_PATH
 from ledgerflow.connectors.sap.edmx import EntityType, load_entity_types, property_problems
-
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [

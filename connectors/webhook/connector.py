@@ -31,12 +31,12 @@ from typing import Any, ClassVar
 import httpx
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
+
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
 from ledgerflow.connectors.http import ErpClient, dumps_json, loads_json
 from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
 from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
-from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

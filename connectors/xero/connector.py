@@ -52,6 +52,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
+
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
@@ -70,7 +71,6 @@ from ledgerflow.contracts import (
     Reference,
     Vendor,
 )
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

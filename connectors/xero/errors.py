@@ -15,6 +15,7 @@ Vendor codes in the table are the exception ``Type``. Override per connection wi
 from __future__ import annotations
 
 import httpx
+
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
 
 __all__ = ["XERO_ERRORS", "xero_error"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ledgerflow.core.settings import SourceConfig
 from ledgerflow.ingress.sources.base import (
     BadEnvelope,
     Envelope,
@@ -26,8 +27,6 @@ from ledgerflow.ingress.sources.base import (
     as_record_id,
     require_object,
 )
-
-from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["DEFAULT_HEADER", "ID_FIELDS", "AccessplanitSource"]
 

@@ -18,6 +18,7 @@ import base64
 import hmac
 from typing import Any, ClassVar
 
+from ledgerflow.core.settings import SourceConfig
 from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
@@ -28,8 +29,6 @@ from ledgerflow.ingress.sources.base import (
     as_record_id,
     require_object,
 )
-
-from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["SIGNATURE_HEADER", "VERSION_HEADER", "AccountingSuiteSource", "body_signature"]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ledgerflow.core.settings import SourceConfig
 from ledgerflow.ingress.sources.base import (
     BadEnvelope,
     Envelope,
@@ -25,8 +26,6 @@ from ledgerflow.ingress.sources.base import (
     as_record_id,
     require_object,
 )
-
-from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["DEFAULT_HEADER", "IngeniousSource"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ledgerflow.core.settings import SourceConfig
 from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
@@ -21,8 +22,6 @@ from ledgerflow.ingress.sources.base import (
     any_secret_matches,
     as_record_id,
 )
-
-from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["MercoaSource", "token_from"]
 

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 from typing import Any, ClassVar
 
+from ledgerflow.core.settings import SourceConfig
 from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
@@ -30,8 +31,6 @@ from ledgerflow.ingress.sources.base import (
     as_record_id,
     require_object,
 )
-
-from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["SIGNATURE_HEADER", "MoniteSource", "parse_signature_header"]
 

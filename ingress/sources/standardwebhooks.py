@@ -21,6 +21,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+from ledgerflow.core.settings import SourceConfig
 from ledgerflow.ingress.sources.base import (
     MAX_ID_LENGTH,
     BadEnvelope,
@@ -31,10 +35,6 @@ from ledgerflow.ingress.sources.base import (
     as_record_id,
     require_object,
 )
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import EmptyWebhookSecretError
-
-from ledgerflow.core.settings import SourceConfig
 
 __all__ = ["ID_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "StandardWebhooksSource"]
 

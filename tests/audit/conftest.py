@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore
-
 from tests.audit.audit_helpers import MakeResult
 from tests.audit.audit_helpers import make_result as _make_result
 

@@ -11,12 +11,12 @@ from decimal import Decimal
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
 from ledgerflow.audit.api import TARGET_CONNECTION_HEADER
 from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.audit.tables import sync_record_id
 from ledgerflow.contracts import Bill, Outcome, SyncResult, VendorRef
-
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.settings import Settings

@@ -8,14 +8,14 @@ from decimal import Decimal
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from ledgerflow.audit.masking import mask_text, mask_tree
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
 from ledgerflow.audit.tables import AuditBase, sync_record_id
 from ledgerflow.contracts import Outcome
-from sqlalchemy import Connection, inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from tests.audit.audit_helpers import T0, MakeResult
 
 

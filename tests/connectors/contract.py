@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from ledgerflow.connectors.base import (
     BinderEntry,
     Booked,
@@ -131,10 +132,9 @@ def mercoa_sample_bill(sample: bytes) -> Bill:
     """The canonical bill the Mercoa mapper makes of the real ``invoice.created`` sample."""
     import json
 
+    from ledgerflow.core.events import EventAttributes
     from ledgerflow.transformers.base import RawEvent
     from ledgerflow.transformers.mercoa.invoice import map_invoice
-
-    from ledgerflow.core.events import EventAttributes
 
     attributes = EventAttributes(id="evt-sample", source="mercoa", type="invoice.created", tenant="demo")
     event = RawEvent("demo", "mercoa", "invoice.created", json.loads(sample), sample, attributes)

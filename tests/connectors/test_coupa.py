@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.coupa import CoupaConnector, sandbox
 from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
@@ -16,7 +17,6 @@ from ledgerflow.connectors.coupa.mapping import UnresolvedReferenceError, invoic
 from ledgerflow.connectors.coupa.sandbox import create_app
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget

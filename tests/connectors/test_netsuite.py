@@ -12,6 +12,9 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from oauthlib.oauth1.rfc5849 import signature
+from pydantic import SecretStr
+
 from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.connectors.netsuite import NetSuiteConnector, sandbox
@@ -28,9 +31,6 @@ from ledgerflow.connectors.netsuite.sandbox import create_app
 from ledgerflow.connectors.netsuite.schema import load_schemas
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
-from oauthlib.oauth1.rfc5849 import signature
-from pydantic import SecretStr
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget

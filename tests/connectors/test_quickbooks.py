@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
+
 from ledgerflow.connectors.base import PermanentError
 from ledgerflow.connectors.quickbooks import QuickBooksConnector
 from ledgerflow.connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH, create_app, sandbox_connection
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.contracts import Action, Operation, Vendor
-from pydantic import SecretStr
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import (

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.connectors.sap import SapConnector, sandbox
@@ -26,7 +27,6 @@ from ledgerflow.connectors.sap.mapping import (
 )
 from ledgerflow.connectors.sap.sandbox import create_app, parse_filter
 from ledgerflow.contracts import Address, Bill, LineItem, Operation, Reference, Vendor, VendorRef
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill

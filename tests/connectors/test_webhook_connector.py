@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.connectors.webhook import WebhookConnector
@@ -17,7 +18,6 @@ from ledgerflow.connectors.webhook import receiver as receiver_module
 from ledgerflow.connectors.webhook.connector import resolve_pointer
 from ledgerflow.connectors.webhook.receiver import create_receiver
 from ledgerflow.contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget

@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
+
 from ledgerflow.connectors.base import PermanentError, RetriableError
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.connectors.xero import XeroConnector
 from ledgerflow.connectors.xero.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH, create_app, sandbox_connection
 from ledgerflow.contracts import Action, AppliedTo, Operation, Payment, Reference
-from pydantic import SecretStr
-
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import (

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from ledgerflow.contracts import OBJECT_MODELS
 
+from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.topics import Topics
 from tests.deploy.conftest import Resource, by_name, of_kind, one

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from ledgerflow.contracts import OBJECT_MODELS, Outcome
 
 from ledgerflow.app import demo
 from ledgerflow.app.stack import run_stack
+from ledgerflow.contracts import OBJECT_MODELS, Outcome
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.settings import Routing, Settings
 from tests.ingress.ingress_signing import NEW, SECRETS, Delivery, send, signed

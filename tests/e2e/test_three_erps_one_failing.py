@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from ledgerflow.connectors.sandbox_kit import SandboxControl
-from ledgerflow.contracts import Outcome, SyncResult
 
 from ledgerflow.app import demo
 from ledgerflow.app.stack import run_stack
+from ledgerflow.connectors.sandbox_kit import SandboxControl
+from ledgerflow.contracts import Outcome, SyncResult
 from ledgerflow.core.settings import Routing, Settings
 from tests.transformers.test_worker_broker import _drain
 

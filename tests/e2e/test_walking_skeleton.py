@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from ledgerflow.contracts import Outcome, SyncResult
 
 from ledgerflow.app import demo
 from ledgerflow.app.stack import run_stack
+from ledgerflow.contracts import Outcome, SyncResult
 from ledgerflow.core.settings import Settings, demo_routing
 
 pytestmark = pytest.mark.kafka

@@ -46,9 +46,9 @@ from typing import IO, Any
 import httpx
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from ledgerflow.connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH
 from prometheus_client.parser import text_string_to_metric_families
 
+from ledgerflow.connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.state import StateStore
 from ledgerflow.core.topics import Topics
@@ -379,7 +379,7 @@ class Pipeline:
                 raise ServiceFailedError(f"{service.name} exited with {code}:\n{service.log_tail()}")
 
     async def arm_fault(self, connection: str, **spec: Any) -> None:
-        """Arm a fault on ``connection``'s sandbox (``POST /_sandbox/faults``, ``ledgerflow.connectors.sandbox_kit``)."""
+        """Arm a fault on ``connection``'s sandbox (``POST /_sandbox/faults``, see ``connectors/sandbox_kit.py``)."""
         response = await self.http.post(f"{self.sandbox_urls[connection]}/_sandbox/faults", json=spec)
         response.raise_for_status()
 

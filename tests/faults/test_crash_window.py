@@ -15,17 +15,17 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+
 from ledgerflow.connectors.quickbooks import QuickBooksConnector
 from ledgerflow.connectors.quickbooks.sandbox import create_app, sandbox_connection
 from ledgerflow.connectors.runtime import ConnectorRuntime
 from ledgerflow.connectors.sandbox_kit import serve
 from ledgerflow.contracts import Outcome, SyncResult
-from ledgerflow.transformers.base import RawEvent
-from ledgerflow.transformers.mercoa.invoice import map_invoice
-
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
+from ledgerflow.transformers.base import RawEvent
+from ledgerflow.transformers.mercoa.invoice import map_invoice
 from tests.records import FakeRecord
 
 pytestmark = pytest.mark.faults

@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from ledgerflow.contracts import Outcome, SyncResult
 from pipeline import Pipeline, read_topics
 
+from ledgerflow.contracts import Outcome, SyncResult
 from ledgerflow.core.events import deterministic_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]

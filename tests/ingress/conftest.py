@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from ledgerflow.ingress.app import create_app
 
 from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.ingress.app import create_app
 from tests.ingress.ingress_signing import TENANT, RecordingPublisher, routing_dict
 
 

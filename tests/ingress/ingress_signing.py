@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import orjson
+
 from ledgerflow.ingress.publisher import BrokerUnavailable
 
 OLD = "old"

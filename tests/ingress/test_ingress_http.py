@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
-from ledgerflow.ingress.app import create_app
-from ledgerflow.ingress.readiness import build_readiness
 
 from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.ingress.app import create_app
+from ledgerflow.ingress.readiness import build_readiness
 from tests.ingress.ingress_signing import NEW, SECRETS, TENANT, RecordingPublisher, payload, send, signed
 
 TOKEN = SECRETS["mercoa"][NEW]

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from ledgerflow.ingress.app import create_app
-from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
 
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.ingress.app import create_app
+from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
 from tests.ingress.ingress_signing import (
     NEW,
     OLD,

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
-from ledgerflow.ingress.app import create_app
-from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
 
 from ledgerflow.core.embedded import EmbeddedBroker, free_port
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.ingress.app import create_app
+from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
 from tests.ingress.ingress_signing import NEW, SECRETS, TENANT, payload, read_topic, routing_dict, send, signed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(60)]

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import schemathesis
 from hypothesis import HealthCheck, settings
-from ledgerflow.ingress.app import create_app
 
 from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.ingress.app import create_app
 from tests.ingress.ingress_signing import TENANT, RecordingPublisher, routing_dict
 
 PUBLISHER = RecordingPublisher()

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from ledgerflow.ingress.app import create_app
 
 from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.ingress.app import create_app
 from tests.ingress.ingress_signing import (
     NEW,
     OLD,

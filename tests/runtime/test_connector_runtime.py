@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.runtime import ConnectorRuntime, RetryPolicy, content_hash, idempotency_key, register
 from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult
-
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings

@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from ledgerflow.contracts import Bill
-from ledgerflow.transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
-from ledgerflow.transformers.registry import ROUTERS
 
+from ledgerflow.contracts import Bill
 from ledgerflow.core.settings import Routing
 from ledgerflow.core.state import StateStore
+from ledgerflow.transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
+from ledgerflow.transformers.registry import ROUTERS
 from tests.transformers.source_sandboxes import Script, ingenious_app, mercoa_app, monite_app
 from tests.transformers.transformer_helpers import raw_event
 

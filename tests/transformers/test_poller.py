@@ -9,15 +9,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from ledgerflow.contracts import CanonicalRecord, Invoice
-from ledgerflow.transformers.base import RawEvent
-from ledgerflow.transformers.poller import AccessplanitFeed, AccessplanitPoller, KafkaRawPublisher, pollers_from_routing
-from ledgerflow.transformers.registry import ROUTERS
 
+from ledgerflow.contracts import CanonicalRecord, Invoice
 from ledgerflow.core.events import EventAttributes, deterministic_id
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
+from ledgerflow.transformers.base import RawEvent
+from ledgerflow.transformers.poller import AccessplanitFeed, AccessplanitPoller, KafkaRawPublisher, pollers_from_routing
+from ledgerflow.transformers.registry import ROUTERS
 from tests.transformers.source_sandboxes import Script, accessplanit_app
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pydantic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ledgerflow.contracts import Bill, CanonicalRecord, ContractError, Invoice, Payment, SalesOrder, quantize
 from ledgerflow.transformers.base import SkipEvent
 from ledgerflow.transformers.registry import ROUTERS
-
 from tests.transformers.transformer_helpers import raw_event
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

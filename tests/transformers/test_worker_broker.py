@@ -12,15 +12,15 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from ledgerflow.contracts import OBJECT_MODELS
-from ledgerflow.transformers.enrichment import EnricherSet
-from ledgerflow.transformers.worker import register
 
+from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.events import EventAttributes, deterministic_id
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
+from ledgerflow.transformers.enrichment import EnricherSet
+from ledgerflow.transformers.worker import register
 from tests.transformers.source_sandboxes import Script, monite_app
 
 pytestmark = pytest.mark.kafka

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+
 from ledgerflow.contracts import CanonicalRecord
+from ledgerflow.core.events import EventAttributes
 from ledgerflow.transformers.base import RawEvent
 from ledgerflow.transformers.registry import ROUTERS
-
-from ledgerflow.core.events import EventAttributes
 
 
 def raw_event(

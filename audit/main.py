@@ -1,0 +1,72 @@
+"""The audit service's one entry: :func:`run_audit` (``ledgerflow audit`` and the stack).
+
+Migrates the audit tables, consumes the results and canonical topics (group ``<prefix>.audit``),
+serves the sync-records API with ``/healthz``, ``/readyz`` and ``/metrics``
+(:func:`~ledgerflow.audit.service.start_audit`), and optionally reports the group's consumer lag;
+stops everything when the block exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ledgerflow.audit.service import start_audit
+from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.service import LagWatch
+from ledgerflow.core.settings import Settings
+
+__all__ = ["RunningAudit", "audit_lag_watch", "run_audit"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningAudit:
+    """A started audit service: the API's base URL, and its consumer group with its topics."""
+
+    url: str
+    watched: LagWatch
+
+
+def audit_lag_watch(settings: Settings) -> LagWatch:
+    """The audit group and its topics: the results topic and every canonical topic."""
+    topics = settings.topics
+    return [(topics.group("audit"), [topics.results, *(topics.canonical(o) for o in OBJECT_MODELS)])]
+
+
+@contextlib.asynccontextmanager
+async def run_audit(
+    settings: Settings,
+    bootstrap_servers: str,
+    *,
+    embedded: bool,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    concurrency: int | None = None,
+    report_lag: bool = True,
+) -> AsyncIterator[RunningAudit]:
+    """Run the audit service until the block exits.
+
+    Args:
+        settings: ``state_url`` (audit tables live beside the state tables) and topic prefix.
+        bootstrap_servers: Kafka bootstrap servers.
+        embedded: the broker is the embedded Tansu.
+        host: interface the API listens on.
+        port: port of the API (0 = a free port).
+        concurrency: writers per batch (default: 1 on SQLite, 8 on PostgreSQL).
+        report_lag: report the audit group's consumer lag (off when the caller reports it).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
+        aiokafka.errors.KafkaError: the broker cannot be reached.
+        OSError: the port cannot be bound.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        url = await start_audit(
+            stack, bootstrap_servers, settings, embedded=embedded, host=host, port=port, concurrency=concurrency
+        )
+        watched = audit_lag_watch(settings)
+        if report_lag:
+            await stack.enter_async_context(lag_reporter(bootstrap_servers, watched))
+        yield RunningAudit(url, watched)

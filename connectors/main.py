@@ -1,0 +1,138 @@
+"""The connector service's one entry: :func:`run_connector` (``ledgerflow connector`` and the stack).
+
+For one ERP connection: builds its connector (:func:`~ledgerflow.connectors.registry.connector_class`),
+starts a FastStream broker with the :class:`~ledgerflow.connectors.runtime.ConnectorRuntime`
+subscribed to every canonical topic (group ``<prefix>.connector.<connection>``) and to the retry
+topics (group ``….retry``), optionally the ``/healthz``/``/readyz``/``/metrics`` server (ready while
+the broker answers and the ERP's ``check`` passes) and the consumer-lag reporter; stops them in
+reverse order and closes the connector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from faststream.kafka import KafkaBroker
+
+from ledgerflow.connectors.base import Connector
+from ledgerflow.connectors.registry import connector_class
+from ledgerflow.connectors.runtime import ConnectorRuntime, group_id, register
+from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.core.asgi import serve
+from ledgerflow.core.http import worker_http_client
+from ledgerflow.core.kafka import broker_from_settings
+from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.service import LagWatch, Readiness, broker_readiness, health_app
+from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.core.state import StateStore
+from ledgerflow.core.topics import RETRY_TIERS
+
+__all__ = ["RunningConnector", "connector_lag_watch", "run_connector"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningConnector:
+    """A started connection: its broker, connector and runtime, and its consumer groups with their topics."""
+
+    broker: KafkaBroker
+    connector: Connector
+    runtime: ConnectorRuntime
+    watched: LagWatch
+
+
+def connector_lag_watch(connection: str, settings: Settings) -> LagWatch:
+    """The groups of ``connection`` and their topics: the canonical topics, and the retry tiers."""
+    topics = settings.topics
+    group = group_id(connection, topics)
+    canonical = [topics.canonical(o) for o in OBJECT_MODELS]
+    retries = [topics.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]
+    return [(group, canonical), (f"{group}.retry", retries)]
+
+
+def _publisher(broker: KafkaBroker) -> Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[Any]]:
+    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        await broker.publish(value, topic=topic, key=key, headers=headers)
+
+    return publish
+
+
+def _ready(broker: KafkaBroker, connector: Connector) -> Readiness:
+    broker_ready = broker_readiness(broker)
+
+    async def ready() -> str | None:
+        reason = await broker_ready()
+        if reason:
+            return reason
+        try:
+            await connector.check()
+        except Exception as exc:  # the connector's own error says what is wrong
+            return f"{connector.erp} check failed: {exc}"
+        return None
+
+    return ready
+
+
+@contextlib.asynccontextmanager
+async def run_connector(
+    settings: Settings,
+    routing: Routing,
+    connection: str,
+    bootstrap_servers: str,
+    *,
+    embedded: bool,
+    http: httpx.AsyncClient | None = None,
+    state: StateStore | None = None,
+    concurrency: int = 8,
+    health_port: int | None = None,
+    health_host: str = "0.0.0.0",  # noqa: S104 - the probes and the scrape come from outside the pod
+    report_lag: bool = True,
+) -> AsyncIterator[RunningConnector]:
+    """Run the connector of ``connection`` until the block exits.
+
+    Args:
+        settings: topic prefix, Kafka client and HTTP transport settings.
+        routing: tenants and connections; ``routing.connections[connection]`` is the ERP's config
+            (with ``base_url`` set: the stack points a connection without one at a local sandbox first).
+        connection: the ERP connection's name.
+        bootstrap_servers: Kafka bootstrap servers.
+        embedded: the broker is the embedded Tansu (producer idempotence off unless set).
+        http: the outbound HTTP client (one is made, and closed, when None).
+        state: the state store: binder and reference cache (one is opened, created and closed when None).
+        concurrency: records of different keys booked at once (bounded further by the ERP rate limit).
+        health_port: serve ``/healthz``, ``/readyz`` and ``/metrics`` there; None: no server.
+        health_host: interface of that server.
+        report_lag: report the consumer lag of the connection's groups (off when the caller reports it).
+
+    Raises:
+        KeyError: ``connection`` is not in ``routing``.
+        ImportError: the ERP's connector is not installed (its extra is missing).
+        aiokafka.errors.KafkaError: the broker cannot be reached.
+        OSError: the health port cannot be bound.
+    """
+    config = routing.connections[connection]
+    async with contextlib.AsyncExitStack() as stack:
+        if state is None:
+            state = StateStore.from_settings(settings)
+            await state.create_all()
+            stack.push_async_callback(state.close)
+        if http is None:
+            http = await stack.enter_async_context(worker_http_client(settings.http_transport))
+        connector = connector_class(config.erp)(connection, config, http, state)
+        stack.push_async_callback(connector.aclose)
+        broker = broker_from_settings(settings, bootstrap_servers, embedded=embedded)
+        runtime = ConnectorRuntime(connector, state, routing, _publisher(broker), settings)
+        register(broker, runtime, concurrency=concurrency)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+        watched = connector_lag_watch(connection, settings)
+        if health_port is not None:
+            await stack.enter_async_context(
+                serve(health_app(_ready(broker, connector)), host=health_host, port=health_port)
+            )
+        if report_lag:
+            await stack.enter_async_context(lag_reporter(bootstrap_servers, watched))
+        yield RunningConnector(broker, connector, runtime, watched)
