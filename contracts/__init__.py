@@ -19,6 +19,7 @@ from ledgerflow.contracts.common import (
     Source,
     canonical_id,
     currency_precision,
+    erp_identifiers,
     quantize,
 )
 from ledgerflow.contracts.document import Document
@@ -65,6 +66,7 @@ __all__ = [
     "VendorRef",
     "canonical_id",
     "currency_precision",
+    "erp_identifiers",
     "quantize",
     "reconcile",
 ]

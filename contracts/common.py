@@ -2,9 +2,9 @@
 
 Money is always :class:`decimal.Decimal` and serialises to a JSON *string* (``"100.00"``), never a
 float, so no amount loses precision on its way through Kafka. Every reference to another
-accounting object keeps the id the source system uses *and* whatever accounting ids the source
-sent (the INGENIOUS.BUILD ``accounting_*_id`` / ``accounting_*_custom_id`` pair, Mercoa
-``foreignId``, Monite ``external_id``), so a connector can resolve it in the ERP without guessing.
+accounting object keeps the ids the source system uses (``source_id``, ``source_accounting_id``)
+apart from the ERP identifiers the source knows (``accounting_id``, ``accounting_custom_id``), so
+a connector resolves it in the ERP without guessing and never sends a source id to an ERP.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "Source",
     "canonical_id",
     "currency_precision",
+    "erp_identifiers",
     "quantize",
 ]
 
@@ -147,27 +148,59 @@ def canonical_id(source: str, object_type: str, source_id: str) -> str:
 class Reference(BaseModel):
     """A pointer to another accounting object (vendor, GL account, cost code, project, tax rate…).
 
-    Resolution order in connectors: ``accounting_custom_id`` (the ERP's own human code, e.g. GL
-    account number ``6000``), then ``accounting_id`` (the ERP's internal id), then the binder
-    entry for ``source_id``, then ``name``.
+    Two kinds of id live here and are never confused:
+
+    * **Source ids** — ``source_id`` (the object's id in the source, e.g. an INGENIOUS
+      ``vendor_id``) and ``source_accounting_id`` (the source's *own* id of the accounting
+      mapping record it keeps for the ERP object, e.g. INGENIOUS ``accounting_company_id``,
+      Monite ``ledger_account_id``). Connectors never send either to an ERP; enrichment uses
+      ``source_accounting_id`` to fetch the ERP identifier from the source's API.
+    * **ERP identifiers** — ``accounting_id`` (the ERP's internal id: QuickBooks ``Id``, Xero
+      ``ContactID``, NetSuite internal id) and ``accounting_custom_id`` (the ERP identifier a user
+      typed into the source: an account number, supplier number, cost code — INGENIOUS
+      ``*_custom_id``, seed 000 l.68–69 and l.98–101, Monite ledger account ``nominal_code``).
+
+    Resolution order in connectors (:func:`erp_identifiers`): ``accounting_id``, then
+    ``accounting_custom_id`` looked up as the ERP's number/code, then the binder entry for
+    ``source_id``, then ``name``, then the connection's default.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source_id: str | None = Field(None, description="Id of the object in the source system.")
-    accounting_id: str | None = Field(
-        None, description="Id of the object in the accounting system, as the source sent it."
+    source_id: str | None = Field(None, description="Id of the object in the source system (never sent to an ERP).")
+    source_accounting_id: str | None = Field(
+        None,
+        description=(
+            "The source's own id of its accounting-mapping record (INGENIOUS `accounting_*_id`, Monite "
+            "`ledger_account_id`); never an ERP id, never sent to an ERP."
+        ),
     )
+    accounting_id: str | None = Field(None, description="The object's internal id in the ERP, when the source knows it.")
     accounting_custom_id: str | None = Field(
         None,
-        description="Human-facing accounting code (GL account number, cost code) as the source sent it.",
+        description=(
+            "The object's identifier in the ERP as a user keyed it into the source: GL account number, "
+            "supplier number, cost code (INGENIOUS `*_custom_id`, Monite `nominal_code`)."
+        ),
     )
-    name: str | None = Field(None, description="Display name, used for matching when no id resolves.")
+    name: str | None = Field(None, description="Display name, used for matching when no ERP identifier is known.")
 
     @property
     def resolved(self) -> bool:
-        """Whether any accounting id is known (otherwise the connector matches by name)."""
+        """Whether an ERP identifier is known (otherwise the connector matches by name or uses a default)."""
         return bool(self.accounting_id or self.accounting_custom_id)
+
+
+def erp_identifiers(ref: Reference | None) -> tuple[str | None, str | None, str | None]:
+    """The ERP-side identifiers of ``ref``: ``(erp id, erp number/code, name)``.
+
+    The only values a connector may send to an ERP or look up in it. Source ids
+    (``source_id``, ``source_accounting_id``) are never returned; a missing reference gives
+    ``(None, None, None)``.
+    """
+    if ref is None:
+        return None, None, None
+    return ref.accounting_id or None, ref.accounting_custom_id or None, ref.name or None
 
 
 class Address(BaseModel):

@@ -220,16 +220,18 @@ class IngeniousClient(JsonApiClient):
         super().__init__(http, base_url, name="INGENIOUS", limiter=AsyncLimiter(reads_per_minute, 60), **kwargs)
         self._token = api_token
         self.paths = {**DEFAULT_INGENIOUS_PATHS, **(paths or {})}
-        self._cache: TTLCache[tuple[str, str], str | None] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
+        self._cache: TTLCache[tuple[str, str], tuple[str | None, str | None]] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
 
     async def _headers(self) -> dict[str, str]:
         return {"Accept": "application/json", "Authorization": f"Bearer {self._token}"}
 
-    async def custom_id(self, kind: str, accounting_id: str) -> str | None:
-        """The ``custom_id`` of accounting object ``kind`` (``company``, ``cost_code``…) with ``accounting_id``.
+    async def accounting_object(self, kind: str, accounting_id: str) -> tuple[str | None, str | None]:
+        """``(custom_id, name)`` of accounting object ``kind`` (``company``, ``cost_code``…) with INGENIOUS id ``accounting_id``.
 
-        Returns None when the object has no custom id. The response may wrap the record in
-        ``data`` (the Public API's unified entity shape); both are read.
+        ``custom_id`` is the ERP identifier the user gave the object (seed 000 l.68–69), None when
+        it has none; ``name`` is its display name (for a name lookup in the ERP), None when absent.
+        The response may wrap the record in ``data`` (the Public API's unified entity shape);
+        both are read. Answers are cached for ``cache_ttl`` seconds.
 
         Raises:
             KeyError: ``kind`` has no configured path.
@@ -241,10 +243,25 @@ class IngeniousClient(JsonApiClient):
             return self._cache[key]
         body = await self.request("GET", self.paths[kind].format(id=accounting_id))
         record = body.get("data", body) if isinstance(body, dict) else {}
-        value = record.get("custom_id") if isinstance(record, dict) else None
-        result = str(value) if value not in (None, "") else None
+        if not isinstance(record, dict):
+            record = {}
+        custom, name = record.get("custom_id"), record.get("name")
+        result = (
+            str(custom) if custom not in (None, "") else None,
+            str(name) if name not in (None, "") else None,
+        )
         self._cache[key] = result
         return result
+
+    async def custom_id(self, kind: str, accounting_id: str) -> str | None:
+        """The ``custom_id`` of accounting object ``kind`` with INGENIOUS id ``accounting_id`` (None when unset).
+
+        Raises:
+            KeyError: ``kind`` has no configured path.
+            EnrichmentError: the API call failed.
+
+        """
+        return (await self.accounting_object(kind, accounting_id))[0]
 
 
 class MoniteClient(JsonApiClient):

@@ -60,7 +60,7 @@ async def test_ingenious_gives_up_after_bounded_attempts() -> None:
 
 async def test_ingenious_route_enriches_only_missing_custom_ids(tmp_path: Any) -> None:
     script = Script()
-    app = ingenious_app(script, "tok", {("cost_code", "acc_cc_315"): {"custom_id": "03-3150"}})
+    app = ingenious_app(script, "tok", {("cost_code", "acc_cc_315"): {"custom_id": "03-3150", "name": "Concrete"}})
     routing = Routing.model_validate(
         {
             "tenants": {
@@ -93,14 +93,17 @@ async def test_ingenious_route_enriches_only_missing_custom_ids(tmp_path: Any) -
         bill = route.mapper(enriched)[0]
     assert script.calls == ["/accounting-cost-codes/acc_cc_315"]
     lines = bill.model_dump()["line_items"]
+    # INGENIOUS's internal id stays a source id; only the custom id (the ERP's) is an ERP identifier.
     assert lines[0]["cost_code"] == {
         "source_id": "cc1",
-        "accounting_id": "acc_cc_315",
+        "source_accounting_id": "acc_cc_315",
+        "accounting_id": None,
         "accounting_custom_id": "03-3150",
-        "name": None,
+        "name": "Concrete",
     }
     assert lines[1]["cost_code"] == {
         "source_id": "cc2",
+        "source_accounting_id": None,
         "accounting_id": None,
         "accounting_custom_id": None,
         "name": None,

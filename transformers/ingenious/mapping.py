@@ -11,7 +11,7 @@ INGENIOUS ``data``                                     canonical
 =====================================================  =====================================================
 ``id`` (seed l.91)                                     ``source_id``
 ``vendor_id`` (seed l.91)                              ``vendor.source_id``
-``accounting_company_id`` / ``_custom_id`` (l.92)      ``vendor.accounting_id`` / ``accounting_custom_id``
+``accounting_company_id`` / ``_custom_id`` (l.92)      ``vendor.source_accounting_id`` / ``accounting_custom_id``
 ``vendor_name`` *assumed*                              ``vendor.name`` (matching when unmapped, l.57)
 ``project_id``, ``accounting_project_*`` (l.91–92)     ``project`` reference
 ``contract_id`` (l.91)                                 bill/change ``purchase_order`` reference
@@ -28,10 +28,15 @@ INGENIOUS ``data``                                     canonical
 ``budget_id`` — all *assumed*                          document number, dates, currency, tax, total…
 =====================================================  =====================================================
 
-Accounting ids follow the three documented cases (seed 000 l.96–101): neither id → the
-reference keeps only the INGENIOUS id and name, for the connector to match by name; id only →
-the enrichment (:func:`enrich`) fetched the ``custom_id`` from the Public API into
-``event.enrichment["custom_ids"]``; both → used as sent. Amounts are major units (``Decimal``
+Accounting ids follow the three documented cases (seed 000 l.96–101). ``accounting_*_id`` is
+INGENIOUS's *internal* id of its accounting object (l.100: "Populated (INGENIOUS internal ID)"):
+it goes to ``source_accounting_id`` and never reaches an ERP. ``accounting_*_custom_id`` is the
+identifier in the accounting system (l.68–69) → ``accounting_custom_id``, which connectors send
+or look up. So: both → the custom id is used; internal id only → the enrichment (:func:`enrich`)
+fetched the ``custom_id`` from the Public API into ``event.enrichment["custom_ids"]``, and when
+the object has none (or the tenant has no API options) the connector resolves the reference by
+name or the connection's default; neither → the reference keeps only the INGENIOUS id and
+name, for the connector to match by name or fall back to the connection's default. Amounts are major units (``Decimal``
 through their text). There is only one action, "Sync to Accounting" (seed l.19) → ``upsert``.
 """
 
@@ -92,11 +97,13 @@ def _pairs(node: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
-    """Fetch the ``custom_id`` of every accounting object sent with an id but no custom id.
+    """Fetch the ``custom_id`` and name of every accounting object sent with an id but no custom id.
 
     Looks at ``data`` and each of ``data.line_items``; results go to
-    ``enrichment["custom_ids"]["<kind>:<accounting id>"]`` (None when the object has none).
-    A tenant without INGENIOUS API options gets the event back unchanged.
+    ``enrichment["custom_ids"]["<kind>:<accounting id>"]`` (None when the object has none) and
+    ``enrichment["names"]["<kind>:<accounting id>"]`` (for a name lookup in the ERP when the
+    object has no custom id). A tenant without INGENIOUS API options gets the event back
+    unchanged: its references then resolve by name or the connection's defaults.
 
     Raises:
         ledgerflow.transformers.enrichment.EnrichmentError: the Public API call failed after retries.
@@ -112,8 +119,11 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     wanted = dict.fromkeys(pair for node in nodes for pair in _pairs(node))
     if not wanted:
         return event
-    found = {f"{kind}:{acc_id}": await client.custom_id(kind, acc_id) for kind, acc_id in wanted}
-    return dataclasses.replace(event, enrichment={**event.enrichment, "custom_ids": found})
+    custom_ids: dict[str, str | None] = {}
+    names: dict[str, str | None] = {}
+    for kind, acc_id in wanted:
+        custom_ids[f"{kind}:{acc_id}"], names[f"{kind}:{acc_id}"] = await client.accounting_object(kind, acc_id)
+    return dataclasses.replace(event, enrichment={**event.enrichment, "custom_ids": custom_ids, "names": names})
 
 
 def _ref(
@@ -121,13 +131,14 @@ def _ref(
 ) -> Reference | None:
     acc_id = _text(node.get(f"accounting_{kind}_id"))
     custom = _text(node.get(f"accounting_{kind}_custom_id"))
-    if acc_id and not custom:
-        custom = _text((event.enrichment.get("custom_ids") or {}).get(f"{kind}:{acc_id}"))
     source_id = _text(node.get(source_key)) if source_key else None
     name = _text(node.get(name_key)) if name_key else None
+    if acc_id and not custom:
+        custom = _text((event.enrichment.get("custom_ids") or {}).get(f"{kind}:{acc_id}"))
+        name = name or _text((event.enrichment.get("names") or {}).get(f"{kind}:{acc_id}"))
     if not (acc_id or custom or source_id or name):
         return None
-    return Reference(source_id=source_id, accounting_id=acc_id, accounting_custom_id=custom, name=name)
+    return Reference(source_id=source_id, source_accounting_id=acc_id, accounting_custom_id=custom, name=name)
 
 
 def _vendor(event: RawEvent, data: dict[str, Any]) -> VendorRef:
