@@ -175,7 +175,9 @@ class Reference(BaseModel):
             "`ledger_account_id`); never an ERP id, never sent to an ERP."
         ),
     )
-    accounting_id: str | None = Field(None, description="The object's internal id in the ERP, when the source knows it.")
+    accounting_id: str | None = Field(
+        None, description="The object's internal id in the ERP, when the source knows it."
+    )
     accounting_custom_id: str | None = Field(
         None,
         description=(

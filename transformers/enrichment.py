@@ -220,13 +220,15 @@ class IngeniousClient(JsonApiClient):
         super().__init__(http, base_url, name="INGENIOUS", limiter=AsyncLimiter(reads_per_minute, 60), **kwargs)
         self._token = api_token
         self.paths = {**DEFAULT_INGENIOUS_PATHS, **(paths or {})}
-        self._cache: TTLCache[tuple[str, str], tuple[str | None, str | None]] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
+        self._cache: TTLCache[tuple[str, str], tuple[str | None, str | None]] = TTLCache(
+            maxsize=cache_size, ttl=cache_ttl
+        )
 
     async def _headers(self) -> dict[str, str]:
         return {"Accept": "application/json", "Authorization": f"Bearer {self._token}"}
 
     async def accounting_object(self, kind: str, accounting_id: str) -> tuple[str | None, str | None]:
-        """``(custom_id, name)`` of accounting object ``kind`` (``company``, ``cost_code``…) with INGENIOUS id ``accounting_id``.
+        """``(custom_id, name)`` of the accounting object ``kind`` (``company``, ``cost_code``…) with that INGENIOUS id.
 
         ``custom_id`` is the ERP identifier the user gave the object (seed 000 l.68–69), None when
         it has none; ``name`` is its display name (for a name lookup in the ERP), None when absent.
