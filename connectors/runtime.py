@@ -21,6 +21,9 @@ broken ERP never holds back another one. For each canonical record:
    batch at once, :class:`BatchBinder`: one read and one upsert per batch), then the offsets are
    committed (:mod:`ledgerflow.core.delivery`).
 
+The binder lives in :mod:`ledgerflow.connectors.binder`, the retry policy and the parking headers
+in :mod:`ledgerflow.connectors.retry`; this module consumes and dispatches.
+
 A record carrying the header ``ledgerflow_target_connection`` (a retry from the sync-records
 API, or a parked retry) is booked only by that connection; every other connection ignores it.
 
@@ -32,12 +35,9 @@ version never overwrites a newer one.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -52,9 +52,10 @@ from ledgerflow.connectors.base import (
     Connector,
     ConnectorError,
     HandleContext,
-    RetriableError,
     Unsupported,
 )
+from ledgerflow.connectors.binder import BatchBinder, content_hash, idempotency_key
+from ledgerflow.connectors.retry import TARGET_HEADER, Parked, RetryPolicy, parked_headers, sleep_until
 from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
 from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
@@ -67,19 +68,13 @@ from ledgerflow.core.delivery import (
 )
 from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.core.settings import Routing, Settings
-from ledgerflow.core.state import BinderRow, BindingValues, StateStore
-from ledgerflow.core.topics import RETRY_TIERS, Topics
+from ledgerflow.core.state import BindingValues, StateStore
+from ledgerflow.core.topics import Topics
 
-__all__ = ["BatchBinder", "ConnectorRuntime", "RetryPolicy", "content_hash", "group_id", "idempotency_key", "register"]
+__all__ = ["ConnectorRuntime", "group_id", "register"]
 
 _UNAPPROVED = frozenset({"draft", "submitted"})
 """Document statuses that are not yet approved in the source: not booked unless a connection asks."""
-
-TARGET_HEADER = "ledgerflow_target_connection"
-TIER_HEADER = "ledgerflow_retry_tier"
-NOT_BEFORE_HEADER = "ledgerflow_retry_not_before"
-PARKED_AT_HEADER = "ledgerflow_retry_parked_at"
-ORIGINAL_TOPIC_HEADER = "ledgerflow_retry_original_topic"
 
 log = logging.getLogger(__name__)
 
@@ -87,162 +82,6 @@ log = logging.getLogger(__name__)
 def group_id(connection: str, topics: Topics | None = None) -> str:
     """Consumer group of ``connection``: ``<prefix>.connector.<connection>`` (prefix ``ledgerflow`` by default)."""
     return (topics or Topics()).group(f"connector.{connection}")
-
-
-def idempotency_key(connection: str, event_id: str) -> str:
-    """A 36-character key stable for (connection, event): QuickBooks ``requestid``, Xero ``Idempotency-Key``."""
-    return hashlib.sha256(f"{connection}\x00{event_id}".encode()).hexdigest()[:36]
-
-
-def content_hash(record: CanonicalRecord) -> str:
-    """SHA-256 of what would be booked: the record without the fields that only describe the event."""
-    body = record.model_dump_json(exclude={"source_event", "source_updated_at"})
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class _Bound:
-    """What the binder holds for one record: the ERP's id and version, the booked hash, when."""
-
-    erp_record_id: str
-    erp_version: str | None
-    content_hash: str
-    updated_at: datetime
-
-
-class BatchBinder:
-    """The binder rows of one consumer batch: read in one query up front, written in one upsert at the end.
-
-    :meth:`load` reads the rows of the batch's record keys (the canonical ids); :meth:`get` answers
-    from them (a key not loaded costs one query); :meth:`put` records a booking in memory, so a
-    later record of the same key in the batch sees it; :meth:`flush` writes every booking of the
-    batch. The runtime flushes after every result of the batch was acknowledged and before the
-    offsets are committed, so what the binder says is never ahead of the results topic.
-
-    Args:
-        state: the state store.
-        connection: the ERP connection whose rows these are.
-    """
-
-    def __init__(self, state: StateStore, connection: str) -> None:
-        self.state = state
-        self.connection = connection
-        self._rows: dict[str, _Bound | None] = {}
-        self._pending: dict[str, BindingValues] = {}
-
-    async def load(self, keys: Collection[str]) -> None:
-        """Read the rows of ``keys`` (one query per 500 keys); absent keys are remembered as absent."""
-        wanted = [k for k in keys if k not in self._rows]
-        found = await self.state.get_bindings(self.connection, wanted)
-        for key in wanted:
-            row = found.get(key)
-            self._rows[key] = _bound(row) if row is not None else None
-
-    async def get(self, key: str) -> _Bound | None:
-        """The row of ``key`` as this batch knows it (its own bookings included), or None."""
-        if key not in self._rows:
-            row = await self.state.get_binding(self.connection, key)
-            self._rows[key] = _bound(row) if row is not None else None
-        return self._rows[key]
-
-    def forget(self, key: str) -> None:
-        """Drop what was read for ``key`` (not this batch's own bookings): the next :meth:`get` reads it again.
-
-        For a parked record that waited out its delay: what the batch read before the wait may
-        be older than a booking made meanwhile by the main consumer.
-        """
-        if key not in self._pending:
-            self._rows.pop(key, None)
-
-    def put(self, values: BindingValues) -> None:
-        """Record a booking; it is written by :meth:`flush`."""
-        self._pending[values.key] = values
-        self._rows[values.key] = _Bound(
-            values.erp_record_id, values.erp_version, values.content_hash, datetime.now(UTC)
-        )
-
-    async def flush(self) -> int:
-        """Write the batch's bookings in one upsert; return how many rows were written."""
-        pending = list(self._pending.values())
-        self._pending.clear()
-        await self.state.put_bindings(self.connection, pending)
-        return len(pending)
-
-
-def _bound(row: BinderRow) -> _Bound:
-    return _Bound(row.erp_record_id, row.erp_version, row.content_hash, _aware(row.updated_at))
-
-
-class RetryPolicy:
-    """How often and how long a retriable ERP error is retried in place.
-
-    Args:
-        attempts: total attempts including the first.
-        timeout: overall seconds budget for one record.
-        wait_initial, wait_max: exponential backoff bounds in seconds (``Retry-After`` wins when sent,
-            capped at ``wait_max_retry_after``).
-        park_delays: seconds a record waits on retry topic tier 1, 2, … after the in-place retries
-            failed; after the last tier it is dead-lettered. Each must stay below the consumer's
-            ``max.poll.interval.ms`` (10 minutes for the retry consumer).
-    """
-
-    def __init__(
-        self,
-        attempts: int = 5,
-        timeout: float = 60.0,
-        wait_initial: float = 0.2,
-        wait_max: float = 5.0,
-        wait_max_retry_after: float = 30.0,
-        park_delays: tuple[float, ...] = (10.0, 60.0, 300.0),
-    ) -> None:
-        if any(d < 0 or d > 540 for d in park_delays):
-            raise ValueError("park delays must be between 0 and 540 seconds")
-        if len(park_delays) > RETRY_TIERS:
-            raise ValueError(f"at most {RETRY_TIERS} park delays (one per retry topic)")
-        self.park_delays = park_delays
-        self.attempts = attempts
-        self.timeout = timeout
-        self.wait_initial = wait_initial
-        self.wait_max = wait_max
-        self.wait_max_retry_after = wait_max_retry_after
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> RetryPolicy:
-        """The policy a connection's routing options ask for (``options.retry``), defaults otherwise.
-
-        Keys: ``attempts``, ``timeout``, ``wait_initial``, ``wait_max``, ``wait_max_retry_after``
-        (seconds) and ``park_delays`` (a list of seconds, one per retry tier).
-
-        Raises:
-            ValueError: an unknown key or a park delay outside 0–540 s.
-        """
-        raw = dict(options.get("retry") or {})
-        unknown = set(raw) - {"attempts", "timeout", "wait_initial", "wait_max", "wait_max_retry_after", "park_delays"}
-        if unknown:
-            raise ValueError(f"unknown retry option(s): {', '.join(sorted(unknown))}")
-        if "park_delays" in raw:
-            raw["park_delays"] = tuple(float(d) for d in raw["park_delays"])
-        return cls(**raw)
-
-    def hook(self, exc: Exception) -> bool | float:
-        """Stamina backoff hook: retry RetriableError, waiting ``Retry-After`` when the ERP sent one."""
-        if not isinstance(exc, RetriableError):
-            return False
-        if exc.retry_after is not None:
-            return min(max(exc.retry_after, 0.0), self.wait_max_retry_after)
-        return True
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes for UTC columns: make them aware."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-async def _sleep_until(epoch_seconds: float) -> None:
-    """Wait until the wall-clock time ``epoch_seconds`` (at most 540 s, the park bound)."""
-    delay = epoch_seconds - time.time()
-    if delay > 0:
-        await asyncio.sleep(min(delay, 540.0))
 
 
 def _amount(record: CanonicalRecord) -> tuple[Decimal | None, str | None]:
@@ -334,12 +173,12 @@ class ConnectorRuntime:
         target = headers.get(TARGET_HEADER)
         if target and target != self.connection:
             return
-        tier = int(headers.get(TIER_HEADER, "0") or 0)
-        if tier:
-            await _sleep_until(float(headers.get(NOT_BEFORE_HEADER, "0") or 0))
+        parked = Parked.from_headers(headers)
+        if parked.tier:
+            await sleep_until(parked.not_before)
             if record.key:
                 binder.forget(record.key.decode("utf-8", "replace"))
-        topic = headers.get(ORIGINAL_TOPIC_HEADER, record.topic) if tier else record.topic
+        topic = (parked.original_topic or record.topic) if parked.tier else record.topic
         object_type = topic.rsplit(".", 2)[-2]
         model = OBJECT_MODELS.get(object_type)
         if model is None:
@@ -348,10 +187,9 @@ class ConnectorRuntime:
             canonical = model.model_validate_json(record.value or b"")
         except ValidationError as exc:
             raise DeadLetter("invalid-record", str(exc)) from None
-        parked_at = float(headers.get(PARKED_AT_HEADER, "0") or 0) if tier else None
-        result, binding = await self._book(canonical, attrs, binder, parked_at=parked_at)
+        result, binding = await self._book(canonical, attrs, binder, parked_at=parked.parked_at)
         if result.outcome is Outcome.FAILED and result.error is not None and result.error.retriable:
-            await self._park_or_give_up(record, headers, topic, tier, result)
+            await self._park_or_give_up(record, headers, topic, parked.tier, result)
         await self.publish(
             self.topics.results,
             canonical.canonical_id.encode(),
@@ -388,19 +226,8 @@ class ConnectorRuntime:
         """
         delays = self.retry.park_delays
         if tier < len(delays):
-            parked = {
-                k: v
-                for k, v in headers.items()
-                if k not in (TIER_HEADER, NOT_BEFORE_HEADER, PARKED_AT_HEADER, ORIGINAL_TOPIC_HEADER, TARGET_HEADER)
-            }
-            parked.update(
-                {
-                    TARGET_HEADER: self.connection,
-                    TIER_HEADER: str(tier + 1),
-                    PARKED_AT_HEADER: headers.get(PARKED_AT_HEADER) or f"{time.time():.3f}",
-                    NOT_BEFORE_HEADER: f"{time.time() + delays[tier]:.3f}",
-                    ORIGINAL_TOPIC_HEADER: topic,
-                }
+            parked = parked_headers(
+                headers, connection=self.connection, tier=tier + 1, delay=delays[tier], original_topic=topic
             )
             await self.publish(self.topics.retry("connector", tier + 1), record.key, record.value or b"", parked)
             log.info("%s: parked %s on retry tier %d", self.connection, result.canonical_id, tier + 1)

@@ -39,7 +39,7 @@ from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent
 from ledgerflow.transformers.enrichment import EnrichmentError
 from ledgerflow.transformers.registry import ROUTERS
 
-__all__ = ["GROUP_ROLE", "Transformer", "register"]
+__all__ = ["GROUP_ROLE", "Transformer", "raw_topics", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,11 @@ def _reason(exc: ContractError | ValidationError) -> str:
     return str(exc)
 
 
+def raw_topics(settings: Settings) -> list[str]:
+    """The topics the transformer consumes: ``<prefix>.raw.<source>`` of every routed source (``ROUTERS``)."""
+    return [settings.topics.raw(source) for source in ROUTERS]
+
+
 def register(
     broker: KafkaBroker,
     settings: Settings,
@@ -208,7 +213,7 @@ def register(
         The transformer (its :meth:`Transformer.handle` is what each record goes through).
     """
     transformer = Transformer(broker, settings, enrichers)
-    topics = [settings.topics.raw(source) for source in ROUTERS]
+    topics = raw_topics(settings)
 
     @batch_subscriber(
         broker,

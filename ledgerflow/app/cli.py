@@ -18,7 +18,6 @@ import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -29,11 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ledgerflow import __version__
-from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.core import aio
-from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.settings import ConfigError, Routing, Settings, all_erps_routing
-from ledgerflow.core.topics import RETRY_TIERS
 
 app = typer.Typer(
     name="ledgerflow",
@@ -205,30 +201,16 @@ def ingress(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
-    from ledgerflow.core.asgi import serve
-    from ledgerflow.ingress.app import create_app
-    from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
-    from ledgerflow.ingress.readiness import build_readiness
+    from ledgerflow.ingress.main import run_ingress
 
     async def run() -> None:
-        producer = ingress_producer(settings, bootstrap, embedded=False)
-        await producer.start()
-        try:
-            ready = build_readiness(bootstrap, [settings.topics.raw(s) for s in routing_sources(routing)])
-            publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
-            app_ = create_app(settings, routing, publisher, readiness=ready)
-            async with serve(app_, host=settings.ingress_host, port=port or settings.ingress_port) as url:
-                console.print(f"ingress listening on {url}")
-                await _wait_for_signal()
-        finally:
-            await producer.stop()
+        async with run_ingress(
+            settings, routing, bootstrap, embedded=False, host=settings.ingress_host, port=port or settings.ingress_port
+        ) as url:
+            console.print(f"ingress listening on {url}")
+            await _wait_for_signal()
 
     aio.run(run(), settings.event_loop)
-
-
-def routing_sources(routing: Routing) -> set[str]:
-    """Every source some tenant has configured."""
-    return {source for tenant in routing.tenants.values() for source in tenant.sources}
 
 
 def _require_bootstrap(settings: Settings) -> str:
@@ -257,44 +239,15 @@ def transformer(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
-    from ledgerflow.core.asgi import serve
-    from ledgerflow.core.http import worker_http_client
-    from ledgerflow.core.kafka import broker_from_settings
-    from ledgerflow.core.service import health_app
-    from ledgerflow.core.state import StateStore
-    from ledgerflow.transformers.enrichment import EnricherSet
-    from ledgerflow.transformers.registry import ROUTERS
-    from ledgerflow.transformers.worker import GROUP_ROLE, register
+    from ledgerflow.transformers.main import run_transformer
 
     async def run() -> None:
-        state = StateStore.from_settings(settings)
-        await state.create_all()
-        async with worker_http_client(settings.http_transport) as http:
-            broker = broker_from_settings(settings, bootstrap, embedded=False)
-            register(broker, settings, EnricherSet(routing, http, state), concurrency=concurrency)
-            await broker.start()
-            try:
-                raw_topics = [settings.topics.raw(source) for source in ROUTERS]
-                async with (
-                    serve(health_app(_broker_ready(broker)), host="0.0.0.0", port=settings.metrics_port),  # noqa: S104
-                    lag_reporter(bootstrap, [(settings.topics.group(GROUP_ROLE), raw_topics)]),
-                ):
-                    await _wait_for_signal()
-            finally:
-                await broker.stop()
-                await state.close()
+        async with run_transformer(
+            settings, routing, bootstrap, embedded=False, concurrency=concurrency, health_port=settings.metrics_port
+        ):
+            await _wait_for_signal()
 
     aio.run(run(), settings.event_loop)
-
-
-def _broker_ready(broker: object) -> Callable[[], Awaitable[str | None]]:
-    async def ready() -> str | None:
-        ping = getattr(broker, "ping", None)
-        if ping is not None and not await ping(timeout=3.0):
-            return "broker unreachable"
-        return None
-
-    return ready
 
 
 @app.command()
@@ -316,51 +269,19 @@ def connector(
             f"[red]connection {connection!r} has no base_url[/red] (sandboxes run only under `ledgerflow up`)"
         )
         raise typer.Exit(2)
-    from ledgerflow.connectors.registry import connector_class
-    from ledgerflow.connectors.runtime import ConnectorRuntime, group_id, register
-    from ledgerflow.core.asgi import serve
-    from ledgerflow.core.http import worker_http_client
-    from ledgerflow.core.kafka import broker_from_settings
-    from ledgerflow.core.service import health_app
-    from ledgerflow.core.state import StateStore
+    from ledgerflow.connectors.main import run_connector
 
     async def run() -> None:
-        state = StateStore.from_settings(settings)
-        await state.create_all()
-        async with worker_http_client(settings.http_transport) as http:
-            conn = connector_class(config.erp)(connection, config, http, state)
-            broker = broker_from_settings(settings, bootstrap, embedded=False)
-
-            async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-                await broker.publish(value, topic=topic, key=key, headers=headers)
-
-            register(broker, ConnectorRuntime(conn, state, routing, publish, settings), concurrency=concurrency)
-            broker_ready = _broker_ready(broker)
-
-            async def ready() -> str | None:
-                reason = await broker_ready()
-                if reason:
-                    return reason
-                try:
-                    await conn.check()
-                except Exception as exc:  # the connector's own error says what is wrong
-                    return f"{config.erp} check failed: {exc}"
-                return None
-
-            await broker.start()
-            try:
-                canonical = [settings.topics.canonical(o) for o in OBJECT_MODELS]
-                retries = [settings.topics.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]
-                group = group_id(connection, settings.topics)
-                async with (
-                    serve(health_app(ready), host="0.0.0.0", port=settings.metrics_port),  # noqa: S104
-                    lag_reporter(bootstrap, [(group, canonical), (f"{group}.retry", retries)]),
-                ):
-                    await _wait_for_signal()
-            finally:
-                await broker.stop()
-                await conn.aclose()
-                await state.close()
+        async with run_connector(
+            settings,
+            routing,
+            connection,
+            bootstrap,
+            embedded=False,
+            concurrency=concurrency,
+            health_port=settings.metrics_port,
+        ):
+            await _wait_for_signal()
 
     aio.run(run(), settings.event_loop)
 
@@ -411,9 +332,7 @@ def audit(
     port: Annotated[int | None, typer.Option(help="API port (default: LEDGERFLOW_AUDIT_PORT, 8081).")] = None,
 ) -> None:
     """Run the audit service: results consumer (group ledgerflow.audit) and the sync-records API (docs/audit.md)."""
-    import contextlib
-
-    from ledgerflow.audit.service import start_audit
+    from ledgerflow.audit.main import run_audit
     from ledgerflow.audit.settings import AuditSettings
 
     settings = AuditSettings()
@@ -422,19 +341,15 @@ def audit(
     writers = None if settings.state_url.startswith("sqlite") else settings.audit_concurrency
 
     async def run() -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            url = await start_audit(
-                stack,
-                bootstrap,
-                settings,
-                embedded=False,
-                host=settings.audit_host,
-                port=settings.audit_port if port is None else port,
-                concurrency=writers,
-            )
-            console.print(f"audit API on {url}  (/sync-records /docs /healthz /readyz /metrics)")
-            audit_topics = [settings.topics.results] + [settings.topics.canonical(o) for o in OBJECT_MODELS]
-            await stack.enter_async_context(lag_reporter(bootstrap, [(settings.topics.group("audit"), audit_topics)]))
+        async with run_audit(
+            settings,
+            bootstrap,
+            embedded=False,
+            host=settings.audit_host,
+            port=settings.audit_port if port is None else port,
+            concurrency=writers,
+        ) as audit_:
+            console.print(f"audit API on {audit_.url}  (/sync-records /docs /healthz /readyz /metrics)")
             await _wait_for_signal()
 
     aio.run(run(), settings.event_loop)

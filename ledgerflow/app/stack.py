@@ -12,29 +12,21 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from faststream.kafka import KafkaBroker
-
-from ledgerflow.audit.service import start_audit
+from ledgerflow.audit.main import run_audit
 from ledgerflow.connectors.base import Connector
-from ledgerflow.connectors.registry import connector_class, sandbox_module
-from ledgerflow.connectors.runtime import ConnectorRuntime, group_id
-from ledgerflow.connectors.runtime import register as register_connector
-from ledgerflow.contracts import OBJECT_MODELS, Source
+from ledgerflow.connectors.main import run_connector
+from ledgerflow.connectors.registry import sandbox_module
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.embedded import EmbeddedBroker
 from ledgerflow.core.http import worker_http_client
-from ledgerflow.core.kafka import broker_from_settings, ensure_topics
+from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
-from ledgerflow.core.topics import RETRY_TIERS
-from ledgerflow.ingress.app import create_app
-from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
-from ledgerflow.ingress.readiness import build_readiness
-from ledgerflow.transformers.enrichment import EnricherSet
-from ledgerflow.transformers.worker import register as register_transformer
+from ledgerflow.ingress.main import run_ingress
+from ledgerflow.transformers.main import run_transformer
 
 __all__ = ["RunningStack", "run_stack"]
 
@@ -119,38 +111,28 @@ async def run_stack(
             running.connections[name] = config
         effective = routing.model_copy(update={"connections": running.connections})
 
-        workers = broker_from_settings(settings, bootstrap, embedded=embedded)
-        register_transformer(workers, settings, EnricherSet(effective, http, state))
-        for name, config in running.connections.items():
-            connector = connector_class(config.erp)(name, config, http, state)
-            running.connectors[name] = connector
-            stack.push_async_callback(connector.aclose)
-            runtime = ConnectorRuntime(connector, state, effective, _publisher(workers), settings)
-            register_connector(workers, runtime)
-        await workers.start()
-        stack.push_async_callback(workers.stop)
-        topics = settings.topics
-        canonical = [topics.canonical(o) for o in OBJECT_MODELS]
-        retries = [topics.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]
-        watched = [(topics.group("transformer"), [topics.raw(s.value) for s in Source])]
+        # Each service through its one entry (the same as its CLI command), sharing the HTTP
+        # client and the state store; one lag reporter watches every service's groups.
+        watched: LagWatch = []
+        transformer = await stack.enter_async_context(
+            run_transformer(settings, effective, bootstrap, embedded=embedded, http=http, state=state, report_lag=False)
+        )
+        watched += transformer.watched
         for name in running.connections:
-            watched += [(group_id(name, topics), canonical), (f"{group_id(name, topics)}.retry", retries)]
-        watched.append((topics.group("audit"), [topics.results, *canonical]))
+            conn = await stack.enter_async_context(
+                run_connector(
+                    settings, effective, name, bootstrap, embedded=embedded, http=http, state=state, report_lag=False
+                )
+            )
+            running.connectors[name] = conn.connector
+            watched += conn.watched
+        audit = await stack.enter_async_context(
+            run_audit(settings, bootstrap, embedded=embedded, host=host, port=audit_port, report_lag=False)
+        )
+        running.audit_url = audit.url
+        watched += audit.watched
         await stack.enter_async_context(lag_reporter(bootstrap, watched))
-        running.audit_url = await start_audit(stack, bootstrap, settings, embedded=embedded, host=host, port=audit_port)
-
-        producer = ingress_producer(settings, bootstrap, embedded=embedded)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
-        publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
-        ready = build_readiness(bootstrap, [settings.topics.raw(s.value) for s in Source])
-        app = create_app(settings, routing, publisher, readiness=ready)
-        running.ingress_url = await stack.enter_async_context(serve(app, host=host, port=ingress_port))
+        running.ingress_url = await stack.enter_async_context(
+            run_ingress(settings, routing, bootstrap, embedded=embedded, host=host, port=ingress_port)
+        )
         yield running
-
-
-def _publisher(broker: KafkaBroker) -> Any:
-    async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-        await broker.publish(value, topic=topic, key=key, headers=headers)
-
-    return publish

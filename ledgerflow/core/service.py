@@ -1,4 +1,11 @@
-"""The small HTTP side of every worker: ``/healthz``, ``/readyz`` and ``/metrics``."""
+"""The small HTTP side of every worker (``/healthz``, ``/readyz``, ``/metrics``) and what each service's entry shares.
+
+Each service has one entry, ``ledgerflow.<service>.main``: an async context manager that starts
+the service and stops it when the block exits, used both by its CLI command and by the
+in-process stack (:mod:`ledgerflow.app.stack`). The consumer groups a service consumes in, with
+their topics, are its :data:`LagWatch`: the entry reports their lag itself, or hands them to the
+caller (the stack reports the lag of every service from one reporter).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-__all__ = ["health_app"]
+__all__ = ["LagWatch", "Readiness", "broker_readiness", "health_app"]
 
 Readiness = Callable[[], Awaitable[str | None]]
 """Returns None when ready, else the reason."""
+
+LagWatch = list[tuple[str, list[str]]]
+"""(consumer group, its topics) for each group a service consumes in (:func:`ledgerflow.core.lag.lag_reporter`)."""
+
+
+def broker_readiness(broker: object, timeout: float = 3.0) -> Readiness:
+    """A readiness check that is ready while ``broker`` (a FastStream broker) answers a ping within ``timeout`` s."""
+
+    async def ready() -> str | None:
+        ping = getattr(broker, "ping", None)
+        if ping is not None and not await ping(timeout=timeout):
+            return "broker unreachable"
+        return None
+
+    return ready
 
 
 def health_app(readiness: Readiness | None = None) -> Starlette:

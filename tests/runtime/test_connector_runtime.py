@@ -12,7 +12,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
-from ledgerflow.connectors.runtime import ConnectorRuntime, RetryPolicy, content_hash, idempotency_key, register
+from ledgerflow.connectors.binder import content_hash, idempotency_key
+from ledgerflow.connectors.retry import RetryPolicy
+from ledgerflow.connectors.runtime import ConnectorRuntime, register
 from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
@@ -333,7 +335,7 @@ async def test_a_parked_record_rereads_the_binder_after_its_wait(store: StateSto
     """What a retry batch read before a parked record's delay must not hide a booking made meanwhile."""
     import time
 
-    from ledgerflow.connectors.runtime import NOT_BEFORE_HEADER, PARKED_AT_HEADER, TARGET_HEADER, TIER_HEADER
+    from ledgerflow.connectors.retry import NOT_BEFORE_HEADER, PARKED_AT_HEADER, TARGET_HEADER, TIER_HEADER
 
     rt, published = _collecting_runtime(store)
     parked = _record(_bill("100.00"), "e-old", 0)
