@@ -17,6 +17,7 @@ from typing import ClassVar
 import httpx
 from cachetools import TTLCache
 
+from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import CanonicalRecord, Operation
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
@@ -104,13 +105,20 @@ class HandleContext:
 
 @dataclass(frozen=True, slots=True)
 class Booked:
-    """What the connector did: the operation, the ERP's record id and version, and HTTP facts."""
+    """What the connector did: the operation, the ERP's record id and version, and HTTP facts.
+
+    For documents, ``stored`` is what the ERP's answer says it holds (mapped by the connector,
+    see :mod:`ledgerflow.connectors.verify`) and ``counterparty_id`` the ERP id of the vendor or
+    customer sent; the runtime compares both with the canonical document (read-back verification).
+    """
 
     operation: Operation
     erp_record_id: str | None
     erp_version: str | None = None
     http_status: int | None = None
     attempts: int = 1
+    stored: StoredDocument | None = None
+    counterparty_id: str | None = None
 
 
 class Connector(ABC):
@@ -209,6 +217,19 @@ class Connector(ABC):
             RetriableError, PermanentError, Unsupported: see the module docstring.
 
         """
+
+    async def read_back(self, record: CanonicalRecord, booked: Booked) -> StoredDocument | None:
+        """What the ERP holds for ``record`` just booked as ``booked`` (read-back verification hook).
+
+        Called by the runtime after a create or update of a document when ``booked.stored`` is
+        None. Override it to read the record (``GET`` by ``booked.erp_record_id``) and map it onto a
+        :class:`~ledgerflow.connectors.verify.StoredDocument`; the default returns None (the
+        booking is counted as not verifiable, not failed).
+
+        Raises:
+            RetriableError, PermanentError: the read failed (the result is ``failed`` with that error).
+        """
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources the connector holds beyond the shared HTTP client."""

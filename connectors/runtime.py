@@ -35,6 +35,7 @@ version never overwrites a newer one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,7 +57,18 @@ from ledgerflow.connectors.base import (
 )
 from ledgerflow.connectors.binder import BatchBinder, content_hash, idempotency_key
 from ledgerflow.connectors.retry import TARGET_HEADER, Parked, RetryPolicy, parked_headers, sleep_until
-from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, ErrorInfo, Operation, Outcome, SyncResult
+from ledgerflow.connectors.verify import MISMATCH, compare, describe, verification_enabled
+from ledgerflow.contracts import (
+    OBJECT_MODELS,
+    Action,
+    CanonicalRecord,
+    Difference,
+    Document,
+    ErrorInfo,
+    Operation,
+    Outcome,
+    SyncResult,
+)
 from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
     ConsumedRecord,
@@ -121,6 +133,7 @@ class ConnectorRuntime:
         self.tenants = routing.tenants_for(self.connection)
         self.objects = set(routing.connections[self.connection].objects)
         self.book_unapproved = bool(routing.connections[self.connection].options.get("book_unapproved", False))
+        self.verify_read_back = verification_enabled(routing.connections[self.connection].options)
 
     def batch_binder(self) -> BatchBinder:
         """A :class:`BatchBinder` for one batch of this connection's records."""
@@ -383,17 +396,76 @@ class ConnectorRuntime:
                     code=exc.code, message=exc.message, retriable=exc.retriable, vendor_code=exc.vendor_code
                 ),
             )
-        succeeded = result(
-            operation=booked.operation,
-            outcome=Outcome.SUCCEEDED,
-            attempts=max(attempts, booked.attempts),
-            erp_record_id=booked.erp_record_id,
-            erp_record_version=booked.erp_version,
-            http_status=booked.http_status,
-        )
+        try:
+            differences = await self._read_back(record, booked)
+        except ConnectorError as exc:
+            log.warning("%s: read-back of %s failed: %s", self.connection, record.canonical_id, exc)
+            return done(
+                operation=booked.operation,
+                outcome=Outcome.FAILED,
+                attempts=max(attempts, booked.attempts),
+                erp_record_id=booked.erp_record_id,
+                http_status=exc.http_status,
+                error=ErrorInfo(
+                    code=exc.code,
+                    message=f"booked, but the read-back failed: {exc.message}",
+                    retriable=exc.retriable,
+                    vendor_code=exc.vendor_code,
+                ),
+            )
+        booked_fields: dict[str, Any] = {
+            "operation": booked.operation,
+            "attempts": max(attempts, booked.attempts),
+            "erp_record_id": booked.erp_record_id,
+            "erp_record_version": booked.erp_version,
+            "http_status": booked.http_status,
+        }
+        if differences:
+            log.error("%s: %s", self.connection, describe(differences, self.connector.erp))
+            mismatched = result(
+                **booked_fields,
+                outcome=Outcome.FAILED,
+                error=ErrorInfo(
+                    code=MISMATCH,
+                    message=describe(differences, self.connector.erp),
+                    retriable=False,
+                    differences=differences,
+                ),
+            )
+            if booked.erp_record_id is None:
+                return mismatched, None
+            # Bound (the ERP record exists, a new version updates it) under a hash that never equals
+            # the content's, so the same content sent again is written again instead of `duplicate`.
+            unverified = hashlib.sha256(f"mismatch\x00{digest}".encode()).hexdigest()
+            return mismatched, BindingValues(record.canonical_id, booked.erp_record_id, booked.erp_version, unverified)
+        succeeded = result(**booked_fields, outcome=Outcome.SUCCEEDED)
         if booked.erp_record_id is None:
             return succeeded, None
         return succeeded, BindingValues(record.canonical_id, booked.erp_record_id, booked.erp_version, digest)
+
+    async def _read_back(self, record: CanonicalRecord, booked: Booked) -> list[Difference]:
+        """Compare the ERP's record of a booked document with ``record`` (:mod:`ledgerflow.connectors.verify`).
+
+        Returns the differences (empty when it matches, when the record is not a document, when
+        nothing was created or updated, when the connector cannot read back, or when the
+        connection's option ``verify_read_back`` is false). Counts ``ledgerflow_readback_total``.
+
+        Raises:
+            ConnectorError: the connector's read of the record failed.
+        """
+        if not isinstance(record, Document) or booked.operation not in (Operation.CREATE, Operation.UPDATE):
+            return []
+        labels = (record.tenant, record.object_type, self.connector.erp, self.connection)
+        if not self.verify_read_back:
+            metrics.READ_BACK.labels(*labels, "disabled").inc()
+            return []
+        stored = booked.stored or await self.connector.read_back(record, booked)
+        if stored is None:
+            metrics.READ_BACK.labels(*labels, "unavailable").inc()
+            return []
+        differences = compare(record, stored, counterparty_id=booked.counterparty_id)
+        metrics.READ_BACK.labels(*labels, "mismatched" if differences else "matched").inc()
+        return differences
 
 
 def register(

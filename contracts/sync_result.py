@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledgerflow.contracts.common import Money
 
-__all__ = ["ErrorInfo", "Operation", "Outcome", "SyncResult"]
+__all__ = ["Difference", "ErrorInfo", "Operation", "Outcome", "SyncResult"]
 
 
 class Operation(StrEnum):
@@ -40,6 +40,21 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
+class Difference(BaseModel):
+    """One field where the ERP's record differs from the canonical document (read-back verification).
+
+    ``field`` names the canonical figure (``total``, ``tax_total``, ``date``, ``line[2].amount``…);
+    ``expected`` is the source's value and ``actual`` the ERP's, both as strings (amounts at the
+    currency's minor unit, dates ISO 8601).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(description="Canonical field that differs, e.g. `total`, `line[2].amount`.")
+    expected: str = Field(description="The source document's value.")
+    actual: str = Field(description="The ERP record's value.")
+
+
 class ErrorInfo(BaseModel):
     """Why an attempt failed: a stable code, the vendor's message, and whether a retry may help."""
 
@@ -49,6 +64,9 @@ class ErrorInfo(BaseModel):
     message: str = Field(description="Human-readable message, the ERP's own text where it sent one.")
     retriable: bool = Field(description="Whether retrying the same request may succeed.")
     vendor_code: str | None = Field(None, description="The ERP's own error code (QuickBooks `6240`…).")
+    differences: list[Difference] | None = Field(
+        None, description="For `erp.mismatch`: each field where the ERP's record differs from the source."
+    )
 
 
 class SyncResult(BaseModel):

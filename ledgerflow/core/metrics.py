@@ -19,6 +19,7 @@ __all__ = [
     "END_TO_END_LATENCY",
     "ERP_REQUESTS",
     "ERP_REQUEST_DURATION",
+    "READ_BACK",
     "RETRIES",
     "STAGE_DURATION",
     "STAGE_IN_FLIGHT",
@@ -66,6 +67,11 @@ CONNECTOR_RESULTS = Counter(
     "ledgerflow_connector_results_total",
     "SyncResults written by connectors, by outcome (succeeded, failed, skipped, duplicate).",
     ["tenant", "object", "erp", "connection", "outcome"],
+)
+READ_BACK = Counter(
+    "ledgerflow_readback_total",
+    "Read-back verifications of booked documents, by result (matched, mismatched, unavailable, disabled).",
+    ["tenant", "object", "erp", "connection", "result"],
 )
 ERP_REQUESTS = Counter(
     "ledgerflow_erp_requests_total",

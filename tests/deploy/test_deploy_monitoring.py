@@ -143,6 +143,7 @@ def test_alerts_cover_what_matters(prod: list[Resource]) -> None:
     assert "ledgerflow_consumer_lag_messages" in used
     assert "ledgerflow_end_to_end_latency_seconds_bucket" in used
     assert "outcome" in used["ledgerflow_webhooks_received_total"]
+    assert "result" in used["ledgerflow_readback_total"]
 
 
 def test_promtool_checks_the_rules(prod: list[Resource], tmp_path: Path) -> None:
@@ -163,6 +164,11 @@ def _webhooks(source: str, outcome: str) -> str:
 def _results(erp: str, connection: str, outcome: str) -> str:
     labels = f'tenant="acme",object="bill",erp="{erp}",connection="{connection}",outcome="{outcome}"'
     return f"ledgerflow_connector_results_total{{{labels}}}"
+
+
+def _read_back(erp: str, connection: str, result: str) -> str:
+    labels = f'tenant="acme",object="bill",erp="{erp}",connection="{connection}",result="{result}"'
+    return f"ledgerflow_readback_total{{{labels}}}"
 
 
 def _lag(group: str, topic: str, pod: str) -> str:
@@ -242,6 +248,18 @@ RULE_TESTS: list[dict[str, Any]] = [
                 "values": "0+10x60",
             },
             {
+                "series": _read_back("xero", "xero-main", "mismatched"),
+                "values": "0x20 1x40",
+            },
+            {
+                "series": _read_back("quickbooks", "quickbooks-main", "matched"),
+                "values": "0+10x60",
+            },
+            {
+                "series": _read_back("quickbooks", "quickbooks-main", "mismatched"),
+                "values": "0x60",
+            },
+            {
                 "series": _lag("ledgerflow.connector.xero-main", "ledgerflow.bill.v1", "a"),
                 "values": "5000x60",
             },
@@ -276,6 +294,24 @@ RULE_TESTS: list[dict[str, Any]] = [
                     {
                         "exp_labels": {"severity": "critical", "erp": "xero", "connection": "xero-main"},
                         "exp_annotations": {"summary": "20% of records to xero-main (xero) fail"},
+                    }
+                ],
+            },
+            # One xero-main bill read back different from its source: critical at once; quickbooks-main is clean.
+            {
+                "eval_time": "30m",
+                "alertname": "LedgerflowERPRecordMismatch",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "erp": "xero",
+                            "connection": "xero-main",
+                            "object": "bill",
+                        },
+                        "exp_annotations": {
+                            "summary": "bill records in xero-main (xero) differ from their source documents"
+                        },
                     }
                 ],
             },
