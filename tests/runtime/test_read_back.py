@@ -139,7 +139,7 @@ async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
 
 
 def _count(result: str) -> float:
-    return metrics.READ_BACK.labels("t", "bill", "altering", "erp", result)._value.get()
+    return float(metrics.READ_BACK.labels("t", "bill", "altering", "erp", result)._value.get())
 
 
 async def test_a_mismatch_fails_the_result_and_the_same_content_is_written_again(store: StateStore) -> None:
