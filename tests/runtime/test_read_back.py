@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from ledgerflow.connectors.base import Booked, Connector, HandleContext
-from ledgerflow.connectors.runtime import ConnectorRuntime, RetryPolicy
+from ledgerflow.connectors.retry import RetryPolicy
+from ledgerflow.connectors.runtime import ConnectorRuntime
 from ledgerflow.connectors.verify import MISMATCH, StoredDocument, StoredLine, compare, verification_enabled
 from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome
 from ledgerflow.core import metrics
