@@ -2,7 +2,9 @@
 
 An input file holds ``tenant``, ``event_type``, optional ``object_hint``/``method``, the
 ``enrichment`` the route's enricher would have fetched, and the raw ``payload`` (or
-``payload_from_shared``: a path under ``../shared``). Regenerate with
+``payload_from_shared``: a path under ``../shared``). A case whose document must not be booked
+expects ``{"skipped": reason}`` (:class:`SkipEvent`) or ``{"error": reason}`` (a contract error:
+dead letter) instead of the list of canonical records. Regenerate with
 ``LEDGERFLOW_UPDATE_GOLDEN=1`` after reviewing a deliberate change; CI never sets it.
 """
 
@@ -11,9 +13,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from ledgerflow.contracts import ContractError
+from ledgerflow.transformers.base import SkipEvent
 from tests.transformers.transformer_helpers import map_event, raw_event
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -58,9 +64,21 @@ def test_golden(path: Path, request: pytest.FixtureRequest) -> None:
         method=spec.get("method", "POST"),
         enrichment=spec.get("enrichment"),
     )
-    records = map_event(event)
-    actual = [{"object_type": r.object_type, **r.model_dump(mode="json")} for r in records]
+    actual: Any
+    try:
+        records = map_event(event)
+    except SkipEvent as exc:
+        actual = {"skipped": exc.reason}
+    except (ContractError, ValidationError) as exc:
+        actual = {"error": str(exc).splitlines()[0] if isinstance(exc, ContractError) else _first_error(exc)}
+    else:
+        actual = [{"object_type": r.object_type, **r.model_dump(mode="json")} for r in records]
     expected_path = path.with_name(path.name.replace(".input.", ".expected."))
     if UPDATE:
         expected_path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     assert actual == json.loads(expected_path.read_text(encoding="utf-8"))
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error's message, without pydantic's version-specific URL."""
+    return str(exc.errors()[0]["msg"])

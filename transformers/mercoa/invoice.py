@@ -13,7 +13,7 @@ Mercoa                        canonical Bill
 ``invoice.invoiceNumber``     ``bill_number``
 ``invoice.invoiceDate``       ``bill_date`` (date part of the midnight-UTC timestamp)
 ``invoice.dueDate``           ``due_date``
-``invoice.deductionDate``     ``posting_date`` (when the payment is deducted; used only if set)
+``invoice.deductionDate``     ``custom_fields["deduction_date"]`` — a *payment* date, not booked
 ``invoice.currency``          ``currency``
 ``invoice.lineItems[]``       ``line_items`` (``glAccountId`` → gl_account.accounting_id)
 ``invoice.taxAmount``         ``tax_total`` (0 when absent)
@@ -23,6 +23,29 @@ Mercoa                        canonical Bill
 ``invoice.noteToSelf``        ``memo``
 ``invoice.metadata``          ``custom_fields`` (prefixed ``metadata.``)
 ============================  ==========================================
+
+Date semantics (Mercoa ``InvoiceResponse``, seed 003 l.94–97 and l.250–253;
+``docs.mercoa.com/api-reference/invoice``):
+
+==========================  ========================================================  ==================
+Mercoa field                meaning in Mercoa                                         canonical
+==========================  ========================================================  ==================
+``invoiceDate``             date printed on the vendor's invoice (document date)      ``bill_date``
+``dueDate``                 date the vendor wants to be paid by                       ``due_date``
+(none)                      Mercoa has no GL posting date                             ``posting_date``
+                                                                                      unset: the ERP posts
+                                                                                      on ``bill_date``
+``deductionDate``           when funds are scheduled to leave the payer's account     kept in
+                            (a payment date)                                          ``custom_fields``
+``processedAt``             when Mercoa initiated the payment                         kept in
+                                                                                      ``custom_fields``
+``settlementDate``          when the funds reach the vendor                           kept in
+                                                                                      ``custom_fields``
+``serviceStartDate``/``…End``  the period the invoice covers                          line ``service_*``
+==========================  ========================================================  ==================
+
+Booking a bill on its ``deductionDate`` would put it in the period it is *paid* in, not the
+one it was incurred in; the payment dates belong to the payment (:mod:`.transaction`).
 
 Amounts are JSON numbers in major units; they become ``Decimal`` through their text, so no
 float rounding enters. An invoice without line items gets one line for the whole amount
@@ -149,6 +172,13 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
     metadata = {f"metadata.{k}": str(v) for k, v in (invoice.get("metadata") or {}).items()}
     if invoice.get("foreignId"):
         metadata["foreign_id"] = str(invoice["foreignId"])
+    for key, label in (
+        ("deductionDate", "deduction_date"),
+        ("processedAt", "processed_at"),
+        ("settlementDate", "settlement_date"),
+    ):
+        if invoice.get(key):
+            metadata[label] = str(as_date(invoice[key], f"invoice.{key}"))
 
     return [
         Bill(
@@ -166,9 +196,6 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
             bill_number=invoice.get("invoiceNumber"),
             bill_date=as_date(require(invoice, "invoiceDate"), "invoice.invoiceDate"),
             due_date=as_date(invoice["dueDate"], "invoice.dueDate") if invoice.get("dueDate") else None,
-            posting_date=as_date(invoice["deductionDate"], "invoice.deductionDate")
-            if invoice.get("deductionDate")
-            else None,
             currency=currency,
             line_items=line_items,
             subtotal=subtotal,

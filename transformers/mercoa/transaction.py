@@ -1,25 +1,45 @@
-"""Mercoa ``transaction.*`` → canonical :class:`~contracts.Payment`.
+"""Mercoa ``transaction.*`` → canonical :class:`~contracts.Payment` — only money that moved.
 
 Follows ``TransactionWebhook`` (``eventType``, ``transaction``) from the SDK fixture
-``mercoa-finance/csharp`` ``TransactionWebhookTest.cs`` and ``sources.md`` §2.1–2.2:
+``mercoa-finance/csharp`` ``TransactionWebhookTest.cs``, the SDK's ``TransactionStatus`` enum
+(CREATED, PENDING, QUEUED, COMPLETED, FAILED, REVERSED, CANCELED) and ``sources.md`` §2.1–2.2:
 
 ===============================================  ==============================================
 Mercoa ``transaction``                           canonical Payment
 ===============================================  ==============================================
 ``id``                                           ``source_id`` (``trx_…``)
-``status`` (CREATED, PENDING, COMPLETED,
-FAILED, REVERSED…) / eventType                   ``status`` pending/completed/failed/reversed;
-                                                 ``transaction.returned`` → ``kind = return``
-``amount`` / ``currency`` (when sent), else
-the sum of ``invoices[].amount``, their currency ``amount``, ``currency``
-``invoices[]``                                   ``applied_to`` (bill canonical ids)
-``invoices[0].vendor`` (payee)                   ``party`` (``foreignId`` → accounting_custom_id)
-``invoices[0].settlementDate`` / ``deductionDate``
-/ ``transaction.createdAt``                      ``payment_date``
+``status`` / eventType suffix                    see *Status* below
+``amount`` (**minor units**, see *Units*) and
+``currency``, else the sum of ``invoices[].amount``
+(major units) and their currency                 ``amount``, ``currency``
+``invoices[]``                                   ``applied_to`` (bill canonical ids, major units)
+``vendor`` / ``invoices[0].vendor`` (payee)      ``party`` (``foreignId`` → accounting_custom_id)
+``payer`` (when the payee is a customer)         ``party`` of an incoming payment
+dates, see *Dates*                               ``payment_date``
 ``paymentDestination.type``                      ``method`` (bankAccount, check, …)
 ``paymentSource`` (id, accountName)              ``bank_account`` (no account number)
 ``updatedAt``                                    ``source_updated_at``
 ===============================================  ==============================================
+
+*Status.* Only a settled transaction is booked. ``CREATED``, ``PENDING``, ``QUEUED`` (and
+``transaction.created``/``.pending``) are skipped with that reason: no money has moved yet.
+``COMPLETED`` → ``upsert`` with ``status = completed``. ``FAILED``, ``CANCELED``, ``REVERSED``
+and the ``transaction.failed``/``.returned``/``.reversed`` events → ``action = void`` with
+``status = failed``/``reversed`` (``kind = return`` for a return): the connector voids or
+reverses the payment it booked when the transaction completed, and books nothing when it
+never did.
+
+*Units.* The API reference's invoice example (seed 003 l.56, l.254–260; the same object in
+``shared/samples/mercoa/invoice.created.json``) shows an invoice of ``amount: 100`` USD paid by a
+``COMPLETED`` transaction of ``amount: 10000`` USD: invoice amounts are major units,
+transaction amounts **minor units** (cents). The transaction amount is converted by the
+currency's precision (CLDR) and, when the transaction lists its invoices, must equal the sum
+of their amounts — otherwise the record is refused with both figures rather than booked.
+
+*Dates.* An outgoing (AP) payment is dated when the funds leave the payer's account:
+``processedAt``, else ``deductionDate`` (scheduled deduction), else the transaction's
+``updatedAt`` (when Mercoa marked it completed). An incoming payment is dated when the funds
+arrive: ``settlementDate``, else the same fallbacks.
 
 Mercoa transactions move money from the payer entity to the vendor: ``direction = outgoing``,
 unless the payee is the platform's own customer (an AR receipt) → ``incoming`` from the payer.
@@ -31,10 +51,21 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from ledgerflow.contracts import AppliedTo, CanonicalRecord, ContractError, Payment, Reference, Source, canonical_id
-from ledgerflow.transformers.base import RawEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.contracts import (
+    Action,
+    AppliedTo,
+    CanonicalRecord,
+    ContractError,
+    Payment,
+    Reference,
+    Source,
+    canonical_id,
+    currency_precision,
+    quantize,
+)
+from ledgerflow.transformers.base import RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
 
-__all__ = ["map_transaction"]
+__all__ = ["map_transaction", "transaction_amount"]
 
 _STATUS = {
     "CREATED": "pending",
@@ -48,6 +79,7 @@ _STATUS = {
     "REVERSED": "reversed",
     "RETURNED": "reversed",
 }
+_EVENT_STATUS = {"COMPLETED", "FAILED", "REVERSED", "RETURNED", "PENDING", "CREATED"}
 
 
 def _party(entity: dict[str, Any] | None, fallback_id: Any) -> Reference:
@@ -62,45 +94,91 @@ def _party(entity: dict[str, Any] | None, fallback_id: Any) -> Reference:
     )
 
 
-def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
-    """Map one Mercoa transaction webhook to a :class:`~contracts.Payment`.
+def transaction_amount(trx: dict[str, Any], invoices: list[dict[str, Any]]) -> tuple[Decimal, str]:
+    """The amount (major units, ``Decimal``) and currency of a Mercoa transaction.
+
+    ``transaction.amount`` is in minor units (see the module's *Units*); without it, the sum of
+    the invoices' ``amount`` (major units) is the amount.
 
     Raises:
+        contracts.ContractError: no amount and no invoices, no currency, a fractional minor-unit
+            amount, or an amount that differs from the sum of the invoices it pays.
+
+    """
+    currency = trx.get("currency") or (invoices[0].get("currency") if invoices else None)
+    if not currency:
+        raise ContractError("Mercoa transaction has no currency")
+    currency = str(currency).upper()
+    invoice_sum = (
+        sum(
+            (as_decimal(require(inv, "amount"), f"transaction.invoices[{i}].amount") for i, inv in enumerate(invoices)),
+            Decimal(0),
+        )
+        if invoices
+        else None
+    )
+    if trx.get("amount") is None:
+        if invoice_sum is None:
+            raise ContractError("Mercoa transaction has neither amount nor invoices")
+        return invoice_sum, currency
+    minor = as_decimal(trx["amount"], "transaction.amount")
+    if minor != minor.to_integral_value():
+        raise ContractError(f"Mercoa transaction.amount {trx['amount']!r} is not a whole number of minor units")
+    try:
+        amount = minor.scaleb(-currency_precision(currency))
+    except Exception as exc:  # Babel raises several types for unknown codes
+        raise ContractError(f"Mercoa transaction: unknown currency {currency!r}") from exc
+    if invoice_sum is not None and quantize(invoice_sum, currency) != quantize(amount, currency):
+        raise ContractError(
+            f"Mercoa transaction.amount {trx['amount']} (minor units = {amount} {currency}) differs from the "
+            f"{invoice_sum} {currency} of the invoices it pays"
+        )
+    return amount, currency
+
+
+def _status(event: RawEvent, trx: dict[str, Any]) -> str:
+    suffix = event.event_type.rsplit(".", 1)[-1].upper()
+    status_raw = suffix if suffix in _EVENT_STATUS else str(trx.get("status") or suffix).upper()
+    status = _STATUS.get(status_raw)
+    if status is None:
+        raise ContractError(f"unknown Mercoa transaction status {status_raw!r}")
+    return status
+
+
+def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
+    """Map one Mercoa transaction webhook to a :class:`~contracts.Payment` (see the module table).
+
+    Raises:
+        SkipEvent: the transaction is not settled yet (created, pending, queued).
         contracts.ContractError: no transaction id, no invoices and no amount, unknown status,
-            no currency.
+            no currency, no date, an amount that does not match its invoices.
         pydantic.ValidationError: a non-positive amount or bad currency.
 
     """
     trx = require(event.payload, "transaction")
     source_id = str(require(trx, "id"))
-    invoices = [inv for inv in trx.get("invoices") or [] if isinstance(inv, dict)]
-    suffix = event.event_type.rsplit(".", 1)[-1].upper()
-    status_raw = str(trx.get("status") or suffix).upper()
-    if suffix in {"REVERSED", "RETURNED", "FAILED", "COMPLETED"}:
-        status_raw = suffix
-    status = _STATUS.get(status_raw)
-    if status is None:
-        raise ContractError(f"unknown Mercoa transaction status {status_raw!r}")
-    if trx.get("amount") is not None:
-        amount = as_decimal(trx["amount"], "transaction.amount")
-    elif invoices:
-        amount = sum(
-            (as_decimal(require(inv, "amount"), f"transaction.invoices[{i}].amount") for i, inv in enumerate(invoices)),
-            Decimal(0),
+    status = _status(event, trx)
+    if status == "pending":
+        raise SkipEvent(
+            f"Mercoa transaction {source_id} is {str(trx.get('status') or event.event_type)!r}: not settled, "
+            "booked when it completes"
         )
-    else:
-        raise ContractError("Mercoa transaction has neither amount nor invoices")
-    currency = trx.get("currency") or (invoices[0].get("currency") if invoices else None)
-    if not currency:
-        raise ContractError("Mercoa transaction has no currency")
+    invoices = [inv for inv in trx.get("invoices") or [] if isinstance(inv, dict)]
+    amount, currency = transaction_amount(trx, invoices)
     first = invoices[0] if invoices else {}
-    vendor = first.get("vendor") or {}
+    vendor = trx.get("vendor") or first.get("vendor") or {}
     incoming = bool(vendor.get("isCustomer"))
-    party = _party(first.get("payer"), first.get("payerId")) if incoming else _party(vendor, first.get("vendorId"))
-    when = first.get("settlementDate") if status == "completed" else None
-    when = when or first.get("deductionDate") or trx.get("createdAt")
+    if incoming:
+        party = _party(trx.get("payer") or first.get("payer"), trx.get("payerId") or first.get("payerId"))
+    else:
+        party = _party(vendor, trx.get("vendorId") or first.get("vendorId"))
+    dates = [first.get("processedAt"), first.get("deductionDate"), trx.get("updatedAt"), trx.get("createdAt")]
+    if incoming:
+        dates.insert(0, first.get("settlementDate"))
+    when = next((d for d in dates if d), None)
     if not when:
-        raise ContractError("Mercoa transaction has no settlement, deduction or creation date")
+        raise ContractError("Mercoa transaction has no processed, deduction, settlement or update date")
+    reversal = status in {"failed", "reversed"}
     source = trx.get("paymentSource") or {}
     destination = trx.get("paymentDestination") or {}
     return [
@@ -110,12 +188,13 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
             source=Source.MERCOA,
             source_id=source_id,
             source_event=event.event_type,
+            action=Action.VOID if reversal else Action.UPSERT,
             source_updated_at=as_datetime(trx["updatedAt"], "transaction.updatedAt") if trx.get("updatedAt") else None,
             direction="incoming" if incoming else "outgoing",
-            kind="return" if event.event_type == "transaction.returned" else "payment",
+            kind="return" if event.event_type.lower() == "transaction.returned" else "payment",
             party=party,
             payment_date=as_date(when, "transaction date"),
-            currency=str(currency),
+            currency=currency,
             amount=amount,
             status=status,
             method=destination.get("type") or trx.get("type"),
