@@ -56,6 +56,7 @@ from ledgerflow.connectors.base import (
     Unsupported,
 )
 from ledgerflow.connectors.binder import BatchBinder, content_hash, idempotency_key
+from ledgerflow.connectors.references import ReferenceMapError, apply_reference_map
 from ledgerflow.connectors.retry import TARGET_HEADER, Parked, RetryPolicy, parked_headers, sleep_until
 from ledgerflow.connectors.verify import MISMATCH, compare, describe, verification_enabled
 from ledgerflow.contracts import (
@@ -297,6 +298,16 @@ class ConnectorRuntime:
         def done(**fields: Any) -> tuple[SyncResult, None]:
             """A result that needs no binder write."""
             return result(**fields), None
+
+        try:
+            record = apply_reference_map(record, self.connector.config.options)
+        except ReferenceMapError as exc:
+            return done(
+                operation=Operation.SKIP,
+                outcome=Outcome.FAILED,
+                attempts=0,
+                error=ErrorInfo(code="config.reference_map", message=str(exc), retriable=False),
+            )
 
         if record.object_type not in self.objects or record.object_type not in self.connector.supports:
             why = (

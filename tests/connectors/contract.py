@@ -20,18 +20,21 @@ must accept GL account ``600394`` (the sandbox seeds it) and reject ``999999``. 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from ledgerflow.connectors.base import (
     BinderEntry,
     Booked,
     Connector,
+    ConnectorError,
     HandleContext,
     PermanentError,
     RetriableError,
@@ -169,6 +172,8 @@ class ContractTarget:
     bill_kind: str
     unsupported: CanonicalRecord
     make_bill: Callable[..., Bill] = field(default=contract_bill)
+    canonical_json: bool = False
+    """The ERP receives the canonical JSON itself (in-house ERPs over HTTP)."""
 
     async def bills(self) -> list[dict[str, Any]]:
         """Bills stored in the sandbox (``{"kind", "id", "total", "record"}``)."""
@@ -277,3 +282,109 @@ class ConnectorContract:
         with pytest.raises(Unsupported) as err:
             await target.connector.handle(target.unsupported, ctx("k-unsupported"))
         assert err.value.message
+
+    @pytest.mark.parametrize("case", ["custom_id", "internal_id_only", "neither"])
+    async def test_ingenious_internal_ids_never_reach_the_erp(self, target: ContractTarget, case: str) -> None:
+        """Seed 000's three accounting-id cases, for vendor, GL account, cost code and project.
+
+        Whatever the connector does with the bill (books it, or refuses it with a reason), no
+        request it sends carries an INGENIOUS internal id (``accounting_*_id``) — in a body, a
+        path or a query — and with custom ids present it uses them.
+        """
+        bill = ingenious_bill(case)
+        internal = {ref for ref in INGENIOUS_INTERNAL_IDS.values()}
+        sent: list[str] = []
+
+        async def capture(request: httpx.Request) -> None:
+            await request.aread()
+            sent.append(f"{request.method} {request.url} {request.content.decode('utf-8', 'replace')}")
+
+        http = target.connector.http
+        http.event_hooks["request"].append(capture)
+        refusal: ConnectorError | None = None
+        try:
+            await target.connector.handle(bill, ctx(f"k-ingenious-{case}"))
+        except (Unsupported, PermanentError) as exc:
+            refusal = exc  # a precise refusal is fine; what matters is what was sent
+        finally:
+            http.event_hooks["request"].remove(capture)
+        assert sent or (refusal is not None and refusal.message), "the connector neither sent nor refused"
+        if target.canonical_json:
+            # in-house ERPs receive the canonical JSON: the ids may only appear labelled as source ids
+            sent = [re.sub(r'"source_accounting_id":\s*"[^"]*"', "", line) for line in sent]
+        leaked = sorted({i for i in internal for line in sent if i in line})
+        assert not leaked, f"INGENIOUS internal ids sent to the ERP: {leaked}"
+        if case == "custom_id" and refusal is None:
+            used = {c for c in INGENIOUS_CUSTOM_IDS.values() if any(c in line for line in sent)}
+            assert used, "custom ids present, but the connector sent none of them"
+
+
+INGENIOUS_INTERNAL_IDS = {
+    "company": "ingint-company-88",
+    "entity": "ingint-entity-5",
+    "cost_code": "ingint-costcode-310",
+    "project": "ingint-project-9",
+}
+"""INGENIOUS internal ids (``accounting_<kind>_id``) used by :func:`ingenious_bill`."""
+INGENIOUS_CUSTOM_IDS = {"company": "V-00412", "entity": KNOWN_GL, "cost_code": "03-3000", "project": "JOB-2024-017"}
+"""ERP identifiers (``accounting_<kind>_custom_id``) used by :func:`ingenious_bill`."""
+
+
+def ingenious_bill(case: str) -> Bill:
+    """The canonical bill the INGENIOUS mapper makes of a vendor invoice in one of seed 000's cases.
+
+    ``custom_id``: internal and custom ids set; ``internal_id_only``: only ``accounting_*_id``
+    (no Public API configured, so no custom id was fetched); ``neither``: no accounting ids.
+    """
+    from ledgerflow.core.events import EventAttributes
+    from ledgerflow.transformers.base import RawEvent
+    from ledgerflow.transformers.ingenious.mapping import map_vendor_invoice
+
+    def ids(kind: str) -> dict[str, str]:
+        if case == "neither":
+            return {}
+        found = {f"accounting_{kind}_id": INGENIOUS_INTERNAL_IDS[kind]}
+        if case == "custom_id":
+            found[f"accounting_{kind}_custom_id"] = INGENIOUS_CUSTOM_IDS[kind]
+        return found
+
+    data: dict[str, Any] = {
+        "id": f"vi_{case}",
+        "vendor_id": "ing-vendor-1",
+        "vendor_name": "Acme Concrete Supply",
+        "project_id": "ing-project-1",
+        "number": f"VI-{case[:6]}",
+        "date": "2026-03-02",
+        "due_date": "2026-04-01",
+        "currency": "USD",
+        **ids("company"),
+        **ids("project"),
+        **ids("entity"),
+        "line_items": [
+            {
+                "id": "li1",
+                "cost_code_id": "ing-cc-1",
+                "description": "Concrete pour",
+                "gross_value": "60.00",
+                **ids("cost_code"),
+            },
+            {
+                "id": "li2",
+                "cost_code_id": "ing-cc-1",
+                "description": "Rebar",
+                "gross_value": "40.00",
+                **ids("cost_code"),
+            },
+        ],
+    }
+    import json
+
+    payload = {"name": "Vendor Invoice", "subject": data["number"], "data": data}
+    body = json.dumps(payload).encode()
+    attributes = EventAttributes(id=f"evt-{case}", source="ingenious", type="vendor_invoice", tenant="contract")
+    event = RawEvent(
+        "contract", "ingenious", "vendor_invoice.sync", payload, body, attributes, object_hint="vendor_invoice"
+    )
+    (bill,) = map_vendor_invoice(event)
+    assert isinstance(bill, Bill)
+    return bill

@@ -207,6 +207,7 @@ class TestWebhookContract(ConnectorContract):
                 control=SandboxControl(http, base_url),
                 bill_kind="bill",
                 unsupported=payment,
+                canonical_json=True,
             )
 
 

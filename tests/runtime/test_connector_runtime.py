@@ -15,7 +15,7 @@ from ledgerflow.connectors.base import Booked, Connector, HandleContext, Permane
 from ledgerflow.connectors.binder import content_hash, idempotency_key
 from ledgerflow.connectors.retry import RetryPolicy
 from ledgerflow.connectors.runtime import ConnectorRuntime, register
-from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult
+from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult, VendorRef
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
@@ -33,6 +33,7 @@ class ScriptedConnector(Connector):
         super().__init__(name, routing.connections[name], http, state)
         self.script: list[Exception] = []
         self.calls: list[HandleContext] = []
+        self.records: list[CanonicalRecord] = []
         self.booked: dict[str, str] = {}
 
     async def check(self) -> None:
@@ -40,6 +41,7 @@ class ScriptedConnector(Connector):
 
     async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
         self.calls.append(ctx)
+        self.records.append(record)
         if self.script:
             raise self.script.pop(0)
         erp_id = self.booked.setdefault(ctx.idempotency_key, f"E{len(self.booked) + 1}")
@@ -359,3 +361,31 @@ async def test_a_parked_record_rereads_the_binder_after_its_wait(store: StateSto
     row = await store.get_binding("erp-a", "mercoa:bill:in_1")
     assert row is not None
     assert row.content_hash == content_hash(_bill("150.00"))
+
+
+async def test_the_connections_reference_map_is_applied_before_the_connector_sees_the_record(
+    store: StateStore,
+) -> None:
+    routing = _routing()
+    routing.connections["erp-a"].options["reference_map"] = {"vendor": {"ent_v": "56"}}
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(connector, store, routing, _noop_publish, Settings(), RetryPolicy(wait_initial=0))
+    bill = _bill().model_copy(update={"vendor": VendorRef(source_id="ent_v", name="V")})
+    result = await rt.book(bill, _attrs("e-map"))
+    assert result.outcome is Outcome.SUCCEEDED
+    (seen,) = connector.records
+    assert isinstance(seen, Bill)
+    assert (seen.vendor.source_id, seen.vendor.accounting_id) == ("ent_v", "56")
+
+
+async def test_a_malformed_reference_map_fails_with_what_to_configure(store: StateStore) -> None:
+    routing = _routing()
+    routing.connections["erp-a"].options["reference_map"] = {"ledger": {"x": "1"}}
+    connector = ScriptedConnector("erp-a", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(connector, store, routing, _noop_publish, Settings(), RetryPolicy(wait_initial=0))
+    result = await rt.book(_bill(), _attrs("e-bad-map"))
+    assert result.outcome is Outcome.FAILED
+    assert result.error is not None
+    assert result.error.code == "config.reference_map"
+    assert "unknown reference kind" in result.error.message
+    assert connector.records == []
