@@ -22,6 +22,7 @@ from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch, broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
+from ledgerflow.transformers.declarative import tenant_routers
 from ledgerflow.transformers.enrichment import EnricherSet
 from ledgerflow.transformers.worker import GROUP_ROLE, Transformer, raw_topics, register
 
@@ -69,7 +70,9 @@ async def run_transformer(
         aiokafka.errors.KafkaError: the broker cannot be reached.
         sqlalchemy.exc.SQLAlchemyError: the state store cannot be opened.
         OSError: the health port cannot be bound.
+        ledgerflow.transformers.declarative.MappingError: a tenant's mapping file does not fit the contracts.
     """
+    mapped = tenant_routers(routing)  # every tenant's mapping file checked before anything starts
     async with contextlib.AsyncExitStack() as stack:
         if state is None:
             state = StateStore.from_settings(settings)
@@ -78,7 +81,13 @@ async def run_transformer(
         if http is None:
             http = await stack.enter_async_context(worker_http_client(settings.http_transport))
         broker = broker_from_settings(settings, bootstrap_servers, embedded=embedded)
-        transformer = register(broker, settings, EnricherSet(routing, http, state), concurrency=concurrency)
+        transformer = register(
+            broker,
+            settings,
+            EnricherSet(routing, http, state),
+            concurrency=concurrency,
+            tenant_routers=mapped,
+        )
         await broker.start()
         stack.push_async_callback(broker.stop)
         watched: LagWatch = [(settings.topics.group(GROUP_ROLE), raw_topics(settings))]

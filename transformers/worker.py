@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -35,7 +35,7 @@ from ledgerflow.core.delivery import (
 )
 from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.core.settings import Settings
-from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent
+from ledgerflow.transformers.base import Enrichers, RawEvent, Router, SkipEvent
 from ledgerflow.transformers.enrichment import EnrichmentError
 from ledgerflow.transformers.registry import ROUTERS
 
@@ -54,12 +54,22 @@ class Transformer:
         broker: the FastStream broker used to publish outputs and dead letters.
         settings: topic prefix.
         enrichers: enrichment ports handed to routes that need them.
+        tenant_routers: ``(tenant, source)`` → router of a tenant's declarative mapping file
+            (:func:`ledgerflow.transformers.declarative.tenant_routers`); they take precedence over
+            the source's built-in router for that tenant.
     """
 
-    def __init__(self, broker: KafkaBroker, settings: Settings, enrichers: Enrichers) -> None:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        settings: Settings,
+        enrichers: Enrichers,
+        tenant_routers: Mapping[tuple[str, str], Router] | None = None,
+    ) -> None:
         self.broker = broker
         self.topics = settings.topics
         self.enrichers = enrichers
+        self.tenant_routers = dict(tenant_routers or {})
 
     async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
         """Publish and wait for the broker's acknowledgement."""
@@ -135,6 +145,7 @@ class Transformer:
         if router is None:
             raise DeadLetter("unknown-source", f"no transformer for source {source!r}")
         event = self._raw_event(record, source)
+        router = self.tenant_routers.get((event.tenant, source), router)
         object_label = event.object_hint or "-"
         try:
             route = router(event)
@@ -199,6 +210,7 @@ def register(
     *,
     concurrency: int = 16,
     max_records: int = 500,
+    tenant_routers: Mapping[tuple[str, str], Router] | None = None,
 ) -> Transformer:
     """Subscribe a transformer to every raw topic on ``broker`` (consumer group ``<prefix>.transformer``).
 
@@ -208,11 +220,12 @@ def register(
         enrichers: enrichment ports.
         concurrency: records of different keys handled at once within a batch.
         max_records: largest batch fetched at once.
+        tenant_routers: routers of tenants' declarative mapping files (see :class:`Transformer`).
 
     Returns:
         The transformer (its :meth:`Transformer.handle` is what each record goes through).
     """
-    transformer = Transformer(broker, settings, enrichers)
+    transformer = Transformer(broker, settings, enrichers, tenant_routers)
     topics = raw_topics(settings)
 
     @batch_subscriber(

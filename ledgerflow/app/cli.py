@@ -58,6 +58,19 @@ def _load(settings: Settings) -> Routing:
         raise typer.Exit(2) from None
 
 
+def _check_mappings(routing: Routing) -> None:
+    """Load every tenant's mapping file; on a problem print each ``FILE:LINE: message`` and exit 2."""
+    from ledgerflow.transformers.declarative import MappingError, tenant_routers
+
+    try:
+        tenant_routers(routing)
+    except MappingError as exc:
+        console.print(f"[red]{len(exc.problems)} problem(s) in mapping files:[/red]")
+        for problem in exc.problems:
+            console.print(problem, markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
 def _embedded_state(settings: Settings) -> Settings:
     """With the embedded (memory-only) broker and default state URL, keep state in a temp file too.
 
@@ -91,6 +104,7 @@ def up(
     settings = _embedded_state(Settings())
     _setup_logging(settings)
     routing = _load(settings)
+    _check_mappings(routing)
     from ledgerflow.app.stack import run_stack
 
     async def run() -> None:
@@ -239,6 +253,7 @@ def transformer(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
+    _check_mappings(routing)
     from ledgerflow.transformers.main import run_transformer
 
     async def run() -> None:
@@ -325,6 +340,76 @@ def topics(
 
     created = aio.run(ensure_topics(bootstrap, names, partitions=settings.topic_partitions), settings.event_loop)
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
+
+
+mapping_app = typer.Typer(help="Declarative mapping files (docs/mappings.md).", no_args_is_help=True)
+app.add_typer(mapping_app, name="mapping")
+
+
+@mapping_app.command("test")
+def mapping_test(
+    file: Annotated[Path, typer.Argument(help="The mapping file (YAML).")],
+    input_: Annotated[Path, typer.Option("--input", help="A sample event body (JSON).")],
+    event_type: Annotated[
+        str | None, typer.Option(help="The event type (default: the body's `type`, as Standard Webhooks sends).")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant written into the record.")] = "test",
+    setting: Annotated[
+        list[str] | None, typer.Option(help="A tenant source option NAME=VALUE read by setting() (repeatable).")
+    ] = None,
+    expect: Annotated[
+        Path | None, typer.Option(help="Golden file: exit 1 unless the record equals this JSON.")
+    ] = None,
+) -> None:
+    """Map SAMPLE with FILE and print the canonical record as JSON, or the validation errors.
+
+    Exit codes: 0 mapped (and equal to --expect), 1 the record is invalid, skipped or differs from
+    --expect, 2 the mapping file itself is broken (errors name FILE:LINE) or the sample is unreadable.
+    """
+    from pydantic import ValidationError
+
+    from ledgerflow.contracts import ContractError
+    from ledgerflow.transformers.base import SkipEvent
+    from ledgerflow.transformers.declarative import MappingError, load_mapping, map_payload, parse_body
+
+    try:
+        mapping = load_mapping(file)
+    except MappingError as exc:
+        console.print(f"[red]{len(exc.problems)} problem(s) in the mapping file:[/red]")
+        for problem in exc.problems:
+            console.print(problem, markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        payload = parse_body(input_.read_bytes())
+    except (OSError, ContractError) as exc:
+        console.print(f"[red]cannot read the sample {input_}:[/red] {exc}", markup=True)
+        raise typer.Exit(2) from None
+    kind = event_type or (payload.get("type") if isinstance(payload, dict) else None)
+    if not isinstance(kind, str) or not kind:
+        console.print("[red]the sample has no string `type`: give --event-type[/red]")
+        raise typer.Exit(2)
+    options = dict(item.split("=", 1) for item in setting or [] if "=" in item)
+    try:
+        record = map_payload(mapping, payload, event_type=kind, tenant=tenant, settings=options)
+    except SkipEvent as skip:
+        console.print(f"[yellow]skipped:[/yellow] {skip.reason}", highlight=False)
+        raise typer.Exit(1) from None
+    except ValidationError as exc:
+        console.print(f"[red]the record does not satisfy the {exc.title} contract:[/red]")
+        for err in exc.errors(include_url=False):
+            console.print(f"  {'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}", highlight=False)
+        raise typer.Exit(1) from None
+    except ContractError as exc:
+        console.print(f"[red]the record is invalid:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    actual = {"object_type": record.object_type, **orjson.loads(record.model_dump_json())}
+    sys.stdout.write(orjson.dumps(actual, option=orjson.OPT_INDENT_2).decode() + "\n")
+    if expect is not None:
+        wanted = orjson.loads(expect.read_bytes())
+        if wanted != actual:
+            differing = sorted(k for k in {*wanted, *actual} if wanted.get(k) != actual.get(k))
+            console.print(f"[red]differs from {expect} in:[/red] {', '.join(differing)}")
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -78,6 +78,11 @@ class SourceConfig(BaseModel):
     digest: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="HMAC digest (AccountingSuite).")
     encoding: Literal["base64", "hex"] = Field("base64", description="Signature encoding (AccountingSuite).")
     options: dict[str, Any] = Field(default_factory=dict, description="Source-specific options.")
+    mapping: Path | None = Field(
+        None,
+        description="Declarative mapping file (docs/mappings.md) for this tenant's events of the source; "
+        "Standard Webhooks without one: the shipped identity mapping for canonical payloads.",
+    )
 
     def all_secrets(self) -> list[SecretStr]:
         """Inline secrets plus those in :attr:`secrets_file`, in that order.
