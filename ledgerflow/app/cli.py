@@ -357,9 +357,7 @@ def mapping_test(
     setting: Annotated[
         list[str] | None, typer.Option(help="A tenant source option NAME=VALUE read by setting() (repeatable).")
     ] = None,
-    expect: Annotated[
-        Path | None, typer.Option(help="Golden file: exit 1 unless the record equals this JSON.")
-    ] = None,
+    expect: Annotated[Path | None, typer.Option(help="Golden file: exit 1 unless the record equals this JSON.")] = None,
 ) -> None:
     """Map SAMPLE with FILE and print the canonical record as JSON, or the validation errors.
 

@@ -1,4 +1,4 @@
-"""Every source end to end: signed webhooks of all five sources posted to the running ingress,
+"""Every source end to end: signed webhooks of every source (Standard Webhooks included) posted to the running ingress,
 through the broker and the transformer, reach their canonical topics as the golden files say,
 and are booked by an ERP connection that takes every object type (the generic HTTP target)."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from ledgerflow.app import demo
 from ledgerflow.app.stack import run_stack
-from ledgerflow.contracts import OBJECT_MODELS, Outcome
+from ledgerflow.contracts import OBJECT_MODELS, Outcome, Source
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.settings import Routing, Settings
 from tests.ingress.ingress_signing import NEW, SECRETS, Delivery, send, signed
@@ -22,12 +22,20 @@ from tests.transformers.test_worker_broker import GOLDEN, _cases, _drain
 
 pytestmark = pytest.mark.kafka
 
+MAPPINGS = Path(__file__).resolve().parents[2] / "docs" / "mappings"
+MAPPING_GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "mappings"
+
 
 def _routing(monite_url: str) -> dict[str, Any]:
     sources: dict[str, Any] = {name: {"tokens": [pair[NEW]]} for name, pair in SECRETS.items()}
     sources["monite"]["options"] = {"api_base_url": monite_url, "client_id": "cid", "client_secret": "secret"}
+    fieldops = {"tokens": [SECRETS["standardwebhooks"][NEW]], "mapping": str(MAPPINGS / "fieldops.yaml")}
     return {
-        "tenants": {"acme": {"sources": sources, "connections": ["inhouse"]}},
+        "tenants": {
+            "acme": {"sources": sources, "connections": ["inhouse"]},
+            # A sender ledgerflow has no code for, mapped by a tenant's mapping file (docs/mappings.md).
+            "fieldco": {"sources": {"standardwebhooks": fieldops}, "connections": ["inhouse"]},
+        },
         "connections": {"inhouse": {"erp": "http", "objects": list(OBJECT_MODELS)}},
     }
 
@@ -53,7 +61,7 @@ async def test_webhooks_of_every_source_reach_their_canonical_topics_and_the_erp
     }
     monite_expected = json.loads(spec_path.with_name("payable.expected.json").read_text(encoding="utf-8"))
     cases = [*_cases(shared_dir), ("monite", monite_spec, monite_expected)]
-    assert {source for source, _, _ in cases} == {"ingenious", "mercoa", "monite", "accountingsuite", "accessplanit"}
+    assert {source for source, _, _ in cases} == {s.value for s in Source}
 
     settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap,
@@ -68,7 +76,13 @@ async def test_webhooks_of_every_source_reach_their_canonical_topics_and_the_erp
             for n, (source, spec, _) in enumerate(cases):
                 resp = await send(client, _delivery(source, spec, n))
                 assert resp.status_code == 202, (source, spec["event_type"], resp.text)
-            expected = [want for _, _, wants in cases for want in wants]
+            fieldops_body = (MAPPINGS / "fieldops.expense.approved.json").read_bytes()
+            resp = await send(
+                client, signed("standardwebhooks", "fieldco", fieldops_body, SECRETS["standardwebhooks"][NEW])
+            )
+            assert resp.status_code == 202, resp.text
+            fieldops_bill = json.loads((MAPPING_GOLDEN / "fieldops.expense.approved.expected.json").read_text())
+            expected = [want for _, _, wants in cases for want in wants] + [{**fieldops_bill, "tenant": "fieldco"}]
             topics = [settings.topics.canonical(o) for o in OBJECT_MODELS]
             canonical: dict[str, list[dict[str, Any]]] = {}
             for _ in range(30):

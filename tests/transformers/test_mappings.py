@@ -82,6 +82,7 @@ def test_tenant_setting_fills_a_missing_currency_and_a_missing_lookup_key_is_a_p
     payload = json.loads((EXAMPLES / "fieldops.expense.approved.json").read_text(encoding="utf-8"))
     del payload["data"]["currency"]
     bill = map_payload(mapping, payload, event_type="expense.approved", settings={"currency": "JPY"})
+    assert isinstance(bill, Bill)
     assert bill.currency == "JPY"
     assert bill.total == Decimal(150000)  # JPY has no minor unit: cents are yen
     payload["data"]["items"][0]["category"] = "travel"
@@ -200,6 +201,7 @@ def test_tenant_mapping_files_come_from_the_routing_file_and_take_over_that_tena
     event = raw_event("standardwebhooks", "expense.approved", payload)
     route = routers[("acme", "standardwebhooks")](event)
     (bill,) = route.mapper(event)
+    assert isinstance(bill, Bill)
     assert route.object_type == "bill"
     assert (bill.currency, bill.total) == ("GBP", Decimal("1500.00"))
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.contracts import OBJECT_MODELS, Source
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.events import EventAttributes, deterministic_id
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
@@ -129,7 +129,7 @@ async def test_raw_events_of_every_source_become_canonical_events(
         }
     )
     cases = [*_cases(shared), ("monite", monite_spec, monite_expected)]
-    assert {source for source, _, _ in cases} == {"ingenious", "mercoa", "monite", "accountingsuite", "accessplanit"}
+    assert {source for source, _, _ in cases} == {s.value for s in Source}
 
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import jmespath.exceptions
 from jmespath import functions
 
 from ledgerflow.contracts import currency_precision
@@ -58,13 +59,15 @@ class MappingFunctions(functions.Functions):
         self._root = root
 
     def _get_allowed_pytypes(self, types: Any) -> Any:
-        allowed, subtypes = super()._get_allowed_pytypes(types)
+        parent: Any = super()  # the type stubs do not list jmespath's type-check hooks
+        allowed, subtypes = parent._get_allowed_pytypes(types)
         allowed = [*allowed, "Decimal"] if "float" in allowed else allowed
         subtypes = [(*group, "Decimal") if "float" in group else group for group in subtypes]
         return allowed, subtypes
 
     def _convert_to_jmespath_type(self, pyobject: Any) -> Any:
-        return "number" if pyobject == "Decimal" else super()._convert_to_jmespath_type(pyobject)
+        parent: Any = super()
+        return "number" if pyobject == "Decimal" else parent._convert_to_jmespath_type(pyobject)
 
     @functions.signature({"types": []})
     def _func_to_number(self, arg: Any) -> Decimal | None:
@@ -76,12 +79,13 @@ class MappingFunctions(functions.Functions):
             return arg
         if isinstance(arg, Decimal):
             return format(arg, "f")
-        result: str = super()._func_to_string(arg)
-        return result
+        parent: Any = super()
+        return str(parent._func_to_string(arg))
 
     @functions.signature({"types": []})
     def _func_type(self, arg: Any) -> str:
-        return "number" if isinstance(arg, Decimal) else str(super()._func_type(arg))
+        parent: Any = super()
+        return "number" if isinstance(arg, Decimal) else str(parent._func_type(arg))
 
     @functions.signature({"types": ["string"]}, {"types": ["string", "number", "null"]})
     def _func_lookup(self, table: str, key: Any) -> Any:
@@ -89,7 +93,7 @@ class MappingFunctions(functions.Functions):
             return None
         values = self._lookups.get(table)
         if values is None:
-            raise functions.exceptions.JMESPathError(f"lookup(): the mapping file has no lookup table {table!r}")
+            raise jmespath.exceptions.JMESPathError(f"lookup(): the mapping file has no lookup table {table!r}")
         return values.get(format(key, "f") if isinstance(key, Decimal) else str(key))
 
     @functions.signature({"types": ["string"]})
