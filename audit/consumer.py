@@ -22,7 +22,14 @@ from pydantic import ValidationError
 
 from ledgerflow.audit.store import AuditStore, CanonicalEvent
 from ledgerflow.contracts import OBJECT_MODELS, SyncResult
-from ledgerflow.core.delivery import ConsumedRecord, DeadLetter, batch_subscriber, header_map, run_batch
+from ledgerflow.core.delivery import (
+    ConsumedRecord,
+    DeadLetter,
+    DurableOutcomes,
+    batch_subscriber,
+    header_map,
+    run_batch,
+)
 from ledgerflow.core.settings import Settings
 
 __all__ = ["GROUP_ID", "AuditConsumer", "register"]
@@ -116,6 +123,7 @@ def register(
     consumer = AuditConsumer(store, settings)
     writers = concurrency or (1 if store.dialect == "sqlite" else 8)
     dlq = settings.topics.dlq("audit")
+    durable = DurableOutcomes()
 
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
         await broker.publish(value, topic=topic, key=key, headers=headers)
@@ -128,6 +136,20 @@ def register(
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     async def on_audit(records: Any) -> None:
-        await run_batch(records, consumer.handle, stage="audit", dlq_topic=dlq, publish=publish, concurrency=writers)
+        completed: list[ConsumedRecord] = []
+        try:
+            await run_batch(
+                records,
+                consumer.handle,
+                stage="audit",
+                dlq_topic=dlq,
+                publish=publish,
+                concurrency=writers,
+                durable=durable,
+                completed=completed,
+            )
+        finally:
+            # Each completed record's row is committed (or its dead letter acknowledged) already.
+            durable.remember(completed)
 
     return consumer

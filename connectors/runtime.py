@@ -74,6 +74,7 @@ from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
     ConsumedRecord,
     DeadLetter,
+    DurableOutcomes,
     batch_subscriber,
     dead_letter_headers,
     header_map,
@@ -135,6 +136,7 @@ class ConnectorRuntime:
         self.objects = set(routing.connections[self.connection].objects)
         self.book_unapproved = bool(routing.connections[self.connection].options.get("book_unapproved", False))
         self.verify_read_back = verification_enabled(routing.connections[self.connection].options)
+        self.durable = DurableOutcomes()
 
     def batch_binder(self) -> BatchBinder:
         """A :class:`BatchBinder` for one batch of this connection's records."""
@@ -153,6 +155,7 @@ class ConnectorRuntime:
         """
         binder = self.batch_binder()
         await binder.load({r.key.decode("utf-8", "replace") for r in records if r.key})
+        completed: list[ConsumedRecord] = []
         try:
             await run_batch(
                 records,
@@ -161,9 +164,14 @@ class ConnectorRuntime:
                 dlq_topic=self.topics.dlq("connector"),
                 publish=self.publish,
                 concurrency=concurrency,
+                durable=self.durable,
+                completed=completed,
             )
         finally:
             await binder.flush()
+            # Results and dead letters of the completed records are acknowledged and the binder
+            # knows their bookings: a redelivery of this batch skips them.
+            self.durable.remember(completed)
 
     async def handle(self, record: ConsumedRecord, binder: BatchBinder | None = None) -> None:
         """Book one canonical record and publish its SyncResult.

@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from ledgerflow.contracts import CanonicalRecord, ContractError
 from ledgerflow.core.events import EventAttributes
@@ -29,7 +33,11 @@ __all__ = [
     "as_date",
     "as_datetime",
     "as_decimal",
+    "as_int",
+    "as_object",
+    "as_objects",
     "require",
+    "shape_checked",
 ]
 
 
@@ -83,9 +91,119 @@ class Route:
     mapper: Mapper
     enrich: Enricher | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mapper", shape_checked(self.mapper))
+
 
 Router = Callable[[RawEvent], Route]
 """Picks the route for an event of one source; raises :class:`SkipEvent` for unknown types."""
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of ``value``'s type, for messages (``object``, ``array``, ``string``…)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    return type(value).__name__
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object; ``{}`` for null or absent.
+
+    Every mapper reads nested objects through this, so a sender putting an array or a string where
+    the vendor's schema has an object gets a precise ``invalid-record`` reason.
+
+    Raises:
+        ContractError: ``value`` is present and not an object (names ``what`` and the type found).
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ContractError(f"{what} must be a JSON object, got {_kind(value)}")
+    return value
+
+
+def as_objects(value: Any, what: str) -> list[dict[str, Any]]:
+    """``value`` when it is a JSON array of objects; ``[]`` for null or absent.
+
+    Raises:
+        ContractError: ``value`` is not an array, or one of its elements is not an object
+            (names ``what[index]``).
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ContractError(f"{what} must be a JSON array, got {_kind(value)}")
+    for index, element in enumerate(value):
+        if not isinstance(element, dict):
+            raise ContractError(f"{what}[{index}] must be a JSON object, got {_kind(element)}")
+    return value
+
+
+def as_int(value: Any, what: str) -> int:
+    """A JSON integer, or a string of ASCII decimal digits, as ``int``.
+
+    Raises:
+        ContractError: anything else (booleans, fractions, non-ASCII digits such as ``²``, text).
+    """
+    if isinstance(value, bool):
+        raise ContractError(f"{what} is not an integer: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isascii() and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise ContractError(f"{what} is not an integer: {str(value)[:40]!r}")
+
+
+class UnexpectedShapeError(ContractError):
+    """A mapper met a shape its validation did not foresee (the safety net of :func:`shape_checked`)."""
+
+
+_SHAPE_SURPRISES = (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError, RecursionError)
+
+
+def shape_checked(mapper: Mapper) -> Mapper:
+    """``mapper`` with any Python error a surprising input shape causes turned into :class:`UnexpectedShapeError`.
+
+    The mappers validate the shapes they read (:func:`require`, :func:`as_object`,
+    :func:`as_objects`…); this is the safety net behind that validation, so no input, however
+    broken, makes a mapper raise anything but ``ContractError``, ``pydantic.ValidationError`` or
+    :class:`SkipEvent`. The message names the exception, its text and the mapper function and
+    line where it happened, which is what the dead letter's reason carries. :class:`Route` applies
+    it to every mapper.
+    """
+    if getattr(mapper, "__shape_checked__", False):
+        return mapper
+
+    def checked(event: RawEvent) -> Sequence[CanonicalRecord]:
+        try:
+            return mapper(event)
+        except (ContractError, SkipEvent, ValidationError):
+            raise
+        except _SHAPE_SURPRISES as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{frame.name} ({Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno})"
+            raise UnexpectedShapeError(
+                f"{event.source} {event.event_type}: unexpected payload shape: {type(exc).__name__}: "
+                f"{str(exc)[:300]} in {where}"
+            ) from exc
+
+    checked.__shape_checked__ = True  # type: ignore[attr-defined]
+    checked.__name__ = getattr(mapper, "__name__", "mapper")
+    checked.__doc__ = mapper.__doc__
+    checked.__wrapped__ = mapper  # type: ignore[attr-defined]
+    return checked
 
 
 def require(mapping: Any, *path: str | int) -> Any:

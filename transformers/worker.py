@@ -27,6 +27,7 @@ from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
     ConsumedRecord,
     DeadLetter,
+    DurableOutcomes,
     PipelinedWrites,
     Publish,
     batch_subscriber,
@@ -70,6 +71,7 @@ class Transformer:
         self.topics = settings.topics
         self.enrichers = enrichers
         self.tenant_routers = dict(tenant_routers or {})
+        self.durable = DurableOutcomes()
 
     async def publish(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
         """Publish and wait for the broker's acknowledgement."""
@@ -94,12 +96,15 @@ class Transformer:
 
         Every output is handed to the producer as soon as it is mapped; the acknowledgements are
         awaited together at the end (:class:`~ledgerflow.core.delivery.PipelinedWrites`), before the
-        offsets are committed.
+        offsets are committed. Records already made durable by an earlier delivery of the batch
+        are skipped (:class:`~ledgerflow.core.delivery.DurableOutcomes`); one that raises an
+        unexpected error is dead-lettered after bounded attempts and the others proceed.
 
         Raises:
             Exception: a write was refused (the batch is redelivered; outputs have deterministic ids).
         """
         writes = PipelinedWrites(self.enqueue)
+        completed: list[ConsumedRecord] = []
         try:
             await run_batch(
                 records,
@@ -108,9 +113,14 @@ class Transformer:
                 dlq_topic=self.topics.dlq("transform"),
                 publish=writes.publish,
                 concurrency=concurrency,
+                durable=self.durable,
+                completed=completed,
             )
         finally:
             await writes.wait()
+            # Every write of the completed records is acknowledged: a redelivery of this batch
+            # (another record's write failed) skips them instead of publishing them again.
+            self.durable.remember(completed)
 
     def _raw_event(self, record: ConsumedRecord, source: str) -> RawEvent:
         try:

@@ -9,18 +9,28 @@ Every worker consumes with FastStream batch subscribers and ``AckPolicy.NACK_ON_
    result event, or its dead letter — :func:`dead_letter`);
 4. only when every record of the batch has its durable outcome does the handler return, and
    FastStream commits the batch's offsets. If anything could not be made durable (the broker
-   refused a write), the handler raises, FastStream seeks back, and the batch is redelivered;
-   later stages drop what they already did by event id / binder (at-least-once, effectively-once).
+   refused a write, the state store is unreachable: :func:`is_infrastructure_error`), the handler
+   raises, FastStream seeks back, and the batch is redelivered; later stages drop what they
+   already did by event id / binder (at-least-once, effectively-once).
+
+No record can stall a stage: any other exception a record causes (a bug, an input shape nobody
+foresaw) is retried in place a bounded number of times and then becomes a dead letter with the
+reason ``unexpected-error``, the exception's type and message and the stage, while the batch's
+other records proceed. A redelivered batch never re-publishes what was already made durable: the
+stage remembers the records whose outcome was acknowledged (:class:`DurableOutcomes`) and
+:func:`run_batch` skips them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+import sqlalchemy.exc
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
@@ -29,10 +39,12 @@ from ledgerflow.core import metrics
 __all__ = [
     "ConsumedRecord",
     "DeadLetter",
+    "DurableOutcomes",
     "PipelinedWrites",
     "batch_subscriber",
     "dead_letter_headers",
     "header_map",
+    "is_infrastructure_error",
     "raw_records",
     "run_batch",
 ]
@@ -97,13 +109,18 @@ def header_map(record: ConsumedRecord) -> dict[str, str]:
 
 
 class DeadLetter(Exception):  # noqa: N818 - it names the outcome
-    """Raised by a stage handler to dead-letter the record: ``reason`` is a short slug, ``detail`` the why."""
+    """Raised by a stage handler to dead-letter the record: ``reason`` is a short slug, ``detail`` the why.
 
-    def __init__(self, reason: str, detail: str, *, attempts: int = 1) -> None:
+    ``exception`` is the unexpected exception behind an ``unexpected-error`` dead letter (its type
+    goes into the headers).
+    """
+
+    def __init__(self, reason: str, detail: str, *, attempts: int = 1, exception: BaseException | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
         self.attempts = attempts
+        self.exception = exception
 
 
 def dead_letter_headers(record: ConsumedRecord, stage: str, error: DeadLetter) -> dict[str, str]:
@@ -120,6 +137,8 @@ def dead_letter_headers(record: ConsumedRecord, stage: str, error: DeadLetter) -
             "ledgerflow_dlq_original_offset": str(record.offset),
         }
     )
+    if error.exception is not None:
+        headers["ledgerflow_dlq_exception"] = f"{type(error.exception).__module__}.{type(error.exception).__qualname__}"
     return headers
 
 
@@ -167,6 +186,68 @@ class PipelinedWrites:
         return len(results)
 
 
+UNEXPECTED_ERROR = "unexpected-error"
+"""Dead-letter reason of a record whose handling raised an exception nobody foresaw (after bounded attempts)."""
+
+_INFRASTRUCTURE = (
+    KafkaError,
+    OSError,  # includes ConnectionError and TimeoutError (asyncio.TimeoutError since 3.11)
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,
+)
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the stage's infrastructure failed (not the record).
+
+    Kafka errors (a refused or timed-out write), OS-level connection errors and timeouts, and the
+    state store being unreachable (SQLAlchemy operational, interface, disconnection and pool
+    timeout errors) are not the record's fault: :func:`run_batch` lets them fail the batch, which
+    is redelivered once the infrastructure is back, instead of dead-lettering good records.
+    """
+    return isinstance(exc, _INFRASTRUCTURE)
+
+
+class DurableOutcomes:
+    """The records of one stage whose outcome was made durable, so a redelivered batch skips them.
+
+    A batch is redelivered from its first offsets when any record of it could not be made
+    durable; without this, every record handled before the failure would be handled (and its
+    output published) again on each round. The stage calls :meth:`remember` with the records
+    :func:`run_batch` completed once their writes are acknowledged. Records are identified by
+    topic, partition, offset and a hash of key and value, so a topic re-created with offsets from
+    zero is not mistaken for the old one. At most ``capacity`` records are remembered (oldest
+    forgotten first): enough for several batches' redeliveries, bounded in memory.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
+
+    @staticmethod
+    def _id(record: ConsumedRecord) -> tuple[str, int, int, int]:
+        return (record.topic, record.partition, record.offset, hash((record.key, record.value)))
+
+    def __contains__(self, record: ConsumedRecord) -> bool:
+        return self._id(record) in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, records: Iterable[ConsumedRecord]) -> None:
+        """Mark ``records`` as durably handled (call only after their writes were acknowledged)."""
+        for record in records:
+            self._seen[self._id(record)] = None
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+
+def _unexpected(exc: Exception, attempts: int) -> DeadLetter:
+    return DeadLetter(UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}", attempts=attempts, exception=exc)
+
+
 async def run_batch(
     records: Iterable[ConsumedRecord],
     handle: Callable[[ConsumedRecord], Awaitable[None]],
@@ -175,20 +256,61 @@ async def run_batch(
     dlq_topic: str,
     publish: Publish,
     concurrency: int,
+    attempts: int = 3,
+    retry_wait: float = 0.05,
+    durable: DurableOutcomes | None = None,
+    completed: list[ConsumedRecord] | None = None,
 ) -> None:
     """Handle a batch: same key in order, different keys concurrently (at most ``concurrency``).
 
     ``handle`` either returns (its output is durable), raises :class:`DeadLetter` (the record is
-    written to ``dlq_topic`` here, unchanged, with the reason in headers), or raises anything else
-    (propagated after the other keys finish, so the batch is redelivered).
+    written to ``dlq_topic`` here, unchanged, with the reason in headers), raises an
+    infrastructure error (:func:`is_infrastructure_error`: propagated after the other keys
+    finish, so the batch is redelivered; the records of that key after it wait for the
+    redelivery, keeping their order), or raises anything else: then the record is tried again in
+    place, up to ``attempts`` times in all (``retry_wait`` seconds, doubling, between tries), and
+    then dead-lettered with reason ``unexpected-error`` (headers name the exception type, its
+    message and the stage); its key's later records proceed.
+
+    Records in ``durable`` (made durable by an earlier delivery of this batch) are skipped. Each
+    record whose outcome (output or dead letter) was handed over is appended to ``completed``;
+    the caller passes those to :meth:`DurableOutcomes.remember` once the writes are acknowledged.
 
     Raises:
-        Exception: the first unexpected error of any record, after all groups ran.
+        Exception: the first infrastructure error of any record (or of writing a dead letter),
+            after all groups ran.
     """
     groups: dict[tuple[str, int, bytes | None], list[ConsumedRecord]] = defaultdict(list)
     for record in records:
+        if durable is not None and record in durable:
+            metrics.REDELIVERED_SKIPPED.labels(stage).inc()
+            continue
         groups[(record.topic, record.partition, record.key)].append(record)
     gate = asyncio.Semaphore(max(1, concurrency))
+    tries = max(1, attempts)
+
+    async def handle_bounded(record: ConsumedRecord) -> None:
+        for attempt in range(1, tries + 1):
+            try:
+                await handle(record)
+                return
+            except DeadLetter:
+                raise
+            except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
+                if attempt == tries:
+                    log.exception(
+                        "%s: %s[%d]@%d failed %d time(s) with an unexpected error; dead-lettering it",
+                        stage,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        attempt,
+                    )
+                    raise _unexpected(exc, attempt) from exc
+                metrics.RETRIES.labels(stage, "-").inc()
+                await asyncio.sleep(retry_wait * 2 ** (attempt - 1))
 
     async def run_group(group: list[ConsumedRecord]) -> None:
         async with gate:
@@ -196,13 +318,15 @@ async def run_batch(
                 metrics.STAGE_IN_FLIGHT.labels(stage).inc()
                 try:
                     with metrics.STAGE_DURATION.labels(stage).time():
-                        await handle(record)
+                        await handle_bounded(record)
                 except DeadLetter as dl:
                     log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, dl)
                     await publish(dlq_topic, record.key, record.value or b"", dead_letter_headers(record, stage, dl))
                     metrics.DLQ_MESSAGES.labels(stage, dl.reason).inc()
                 finally:
                     metrics.STAGE_IN_FLIGHT.labels(stage).dec()
+                if completed is not None:
+                    completed.append(record)
 
     results = await asyncio.gather(*(run_group(g) for g in groups.values()), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]

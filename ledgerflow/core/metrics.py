@@ -20,6 +20,7 @@ __all__ = [
     "ERP_REQUESTS",
     "ERP_REQUEST_DURATION",
     "READ_BACK",
+    "REDELIVERED_SKIPPED",
     "RETRIES",
     "STAGE_DURATION",
     "STAGE_IN_FLIGHT",
@@ -91,6 +92,11 @@ END_TO_END_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 RETRIES = Counter("ledgerflow_retries_total", "Retried attempts, by stage and ERP.", ["stage", "erp"])
+REDELIVERED_SKIPPED = Counter(
+    "ledgerflow_redelivered_skipped_total",
+    "Records of a redelivered batch skipped because their outcome was already durable, by stage.",
+    ["stage"],
+)
 DLQ_MESSAGES = Counter("ledgerflow_dlq_messages_total", "Messages written to a dead-letter topic.", ["stage", "reason"])
 CONSUMER_LAG = Gauge(
     "ledgerflow_consumer_lag_messages",

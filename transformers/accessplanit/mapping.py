@@ -58,7 +58,7 @@ from ledgerflow.contracts import (
     canonical_id,
     currency_precision,
 )
-from ledgerflow.transformers.base import Enrichers, RawEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.transformers.base import Enrichers, RawEvent, as_date, as_datetime, as_decimal, as_objects, require
 
 __all__ = ["enrich", "map_invoice", "map_transaction", "minor_to_major"]
 
@@ -129,7 +129,7 @@ def map_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
     subtotal = minor_to_major(require(record, "Amount"), currency, "Amount")
     tax = minor_to_major(record["Tax"], currency, "Tax") if record.get("Tax") is not None else Decimal(0)
     lines: list[LineItem] = []
-    for index, item in enumerate(record.get("InvoiceItems") or [], start=1):
+    for index, item in enumerate(as_objects(record.get("InvoiceItems"), "InvoiceItems"), start=1):
         where = f"InvoiceItems[{index - 1}]"
         lines.append(
             LineItem(

@@ -71,7 +71,15 @@ from ledgerflow.contracts import (
     Vendor,
     canonical_id,
 )
-from ledgerflow.transformers.base import RawEvent, SkipEvent, as_date, as_decimal, require
+from ledgerflow.transformers.base import (
+    RawEvent,
+    SkipEvent,
+    as_date,
+    as_decimal,
+    as_int,
+    as_objects,
+    require,
+)
 
 __all__ = ["map_cash_receipt", "map_cash_sale", "map_company", "map_item", "map_sales_invoice", "map_sales_order"]
 
@@ -83,7 +91,11 @@ def _text(value: Any) -> str | None:
 def _record(event: RawEvent) -> dict[str, Any]:
     if not isinstance(event.payload, dict):
         raise ContractError("AccountingSuite webhook body is not a JSON object")
-    return event.payload
+    record = event.payload
+    as_objects(record.get("LineItems"), "LineItems")
+    if record.get("AdditionalAttributes") is not None and not isinstance(record["AdditionalAttributes"], list):
+        raise ContractError("AdditionalAttributes must be a JSON array")
+    return record
 
 
 def _deleted(event: RawEvent) -> bool:
@@ -182,7 +194,7 @@ def map_item(event: RawEvent) -> Sequence[CanonicalRecord]:
 
 def _lines(record: dict[str, Any]) -> list[LineItem]:
     lines: list[LineItem] = []
-    for index, raw in enumerate(record.get("LineItems") or [], start=1):
+    for index, raw in enumerate(as_objects(record.get("LineItems"), "LineItems"), start=1):
         where = f"LineItems[{index - 1}]"
         qty = as_decimal(raw["QtyUnits"], f"{where}.QtyUnits") if raw.get("QtyUnits") is not None else None
         price = as_decimal(raw["PriceUnits"], f"{where}.PriceUnits") if raw.get("PriceUnits") is not None else None
@@ -191,7 +203,7 @@ def _lines(record: dict[str, Any]) -> list[LineItem]:
             price = None  # LineTotal is net of the line discount, so quantity × price no longer equals it
         lines.append(
             LineItem(
-                line_number=int(raw.get("LineNumber") or index),
+                line_number=as_int(raw["LineNumber"], f"{where}.LineNumber") if raw.get("LineNumber") else index,
                 source_id=_text(raw.get("LineID")),
                 description=_text(raw.get("ProductDescription")),
                 quantity=qty,
@@ -259,7 +271,10 @@ def _invoice(event: RawEvent, record: dict[str, Any]) -> Invoice:
         fields["status"] = "paid"
     elif fields["status"] == "approved" and Decimal(0) < paid < total:
         fields["status"] = "partially_paid"
-    order = next((_ref(line, "Order") for line in record.get("LineItems") or [] if line.get("Order_Key")), None)
+    order = next(
+        (_ref(line, "Order") for line in as_objects(record.get("LineItems"), "LineItems") if line.get("Order_Key")),
+        None,
+    )
     project = _ref(record, "Project")
     return Invoice(
         **fields,
@@ -345,7 +360,7 @@ def map_cash_receipt(event: RawEvent) -> Sequence[CanonicalRecord]:
             document_canonical_id=canonical_id(Source.ACCOUNTINGSUITE, "invoice", str(line["Document_Key"])),
             amount=as_decimal(require(line, "Payment"), f"LineItems[{i}].Payment"),
         )
-        for i, line in enumerate(record.get("LineItems") or [])
+        for i, line in enumerate(as_objects(record.get("LineItems"), "LineItems"))
         if line.get("Document_Key") and line.get("Payment")
     ]
     deleted = _deleted(event)

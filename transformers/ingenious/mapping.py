@@ -62,7 +62,7 @@ from ledgerflow.contracts import (
     canonical_id,
 )
 from ledgerflow.contracts.bill import Bill
-from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_decimal, require
+from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_decimal, as_object, require
 
 __all__ = [
     "ACCOUNTING_KINDS",
@@ -134,8 +134,8 @@ def _ref(
     source_id = _text(node.get(source_key)) if source_key else None
     name = _text(node.get(name_key)) if name_key else None
     if acc_id and not custom:
-        custom = _text((event.enrichment.get("custom_ids") or {}).get(f"{kind}:{acc_id}"))
-        name = name or _text((event.enrichment.get("names") or {}).get(f"{kind}:{acc_id}"))
+        custom = _text(as_object(event.enrichment.get("custom_ids"), "fetched custom ids").get(f"{kind}:{acc_id}"))
+        name = name or _text(as_object(event.enrichment.get("names"), "fetched names").get(f"{kind}:{acc_id}"))
     if not (acc_id or custom or source_id or name):
         return None
     return Reference(source_id=source_id, source_accounting_id=acc_id, accounting_custom_id=custom, name=name)

@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from ledgerflow.contracts import CanonicalRecord
-from ledgerflow.transformers.base import Enrichers, RawEvent, Route, SkipEvent
+from ledgerflow.transformers.base import Enrichers, RawEvent, Route, SkipEvent, as_object, as_objects
 from ledgerflow.transformers.mercoa.entity import enrich_counterparty, map_counterparty, map_entity, map_payment_method
 from ledgerflow.transformers.mercoa.invoice import map_invoice
 from ledgerflow.transformers.mercoa.transaction import map_transaction
@@ -61,8 +61,8 @@ async def enrich_bulk(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     client = enrichers.get("mercoa").for_tenant(event.tenant)
     if client is None or not client.refetch:
         return event
-    items = event.payload.get("data") or []
-    ids = [str(item["id"]) for item in items if isinstance(item, dict) and item.get("id") and not item.get("error")]
+    items = as_objects(as_object(event.payload, "webhook body").get("data"), "data")
+    ids = [str(item["id"]) for item in items if item.get("id") and not item.get("error")]
     invoices = [await client.invoice(invoice_id) for invoice_id in ids]
     return dataclasses.replace(event, enrichment={**event.enrichment, "invoices": invoices})
 
@@ -82,7 +82,7 @@ def map_bulk(event: RawEvent) -> Sequence[CanonicalRecord]:
     if not invoices:
         raise SkipEvent("Mercoa bulk event lists no invoice created without error")
     records: list[CanonicalRecord] = []
-    for invoice in invoices:
+    for invoice in as_objects(invoices, "fetched invoices"):
         single = dataclasses.replace(event, enrichment={"invoice": invoice}, payload={"invoice": invoice})
         records += map_invoice(single)
     return records

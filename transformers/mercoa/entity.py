@@ -48,7 +48,15 @@ from ledgerflow.contracts import (
     Vendor,
     canonical_id,
 )
-from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_datetime, require
+from ledgerflow.transformers.base import (
+    Enrichers,
+    RawEvent,
+    SkipEvent,
+    as_datetime,
+    as_object,
+    as_objects,
+    require,
+)
 
 __all__ = [
     "enrich_counterparty",
@@ -74,6 +82,8 @@ def mask_bank_account(method: dict[str, Any]) -> BankAccount | None:
     if str(method.get("type", "")).lower() != "bankaccount":
         return None
     currencies = method.get("supportedCurrencies") or []
+    if not isinstance(currencies, list):
+        raise ContractError("paymentMethod.supportedCurrencies must be a JSON array")
     return BankAccount(
         source_id=method.get("id"),
         account_name=method.get("accountName"),
@@ -87,17 +97,18 @@ def mask_bank_account(method: dict[str, Any]) -> BankAccount | None:
 
 
 def _profile(entity: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    profile = entity.get("profile") or {}
-    business = profile.get("business")
+    profile = as_object(entity.get("profile"), "entity.profile")
+    business = as_object(profile.get("business"), "entity.profile.business")
     if business:
         return business, business.get("legalBusinessName")
-    individual = profile.get("individual") or {}
-    name = individual.get("name") or {}
+    individual = as_object(profile.get("individual"), "entity.profile.individual")
+    name = as_object(individual.get("name"), "entity.profile.individual.name")
     full = " ".join(p for p in (name.get("firstName"), name.get("middleName"), name.get("lastName")) if p)
     return individual, full or None
 
 
-def _address(raw: dict[str, Any] | None) -> Address | None:
+def _address(value: Any) -> Address | None:
+    raw = as_object(value, "entity.profile address")
     if not raw:
         return None
     return Address(
@@ -133,16 +144,19 @@ def entity_records(
         contracts.ContractError: no id or no name.
 
     """
+    entity = as_object(entity, "entity")
     model = kind or _kind(entity)
     source_id = str(require(entity, "id"))
     details, legal = _profile(entity)
     name = entity.get("name") or legal
     if not name:
         raise ContractError(f"Mercoa entity {source_id} has no name")
-    phone = details.get("phone") or {}
-    tax = ((details.get("taxId") or {}).get("ein") or {}).get("number")
+    phone = as_object(details.get("phone"), "entity.profile phone")
+    tax_ids = as_object(details.get("taxId"), "entity.profile taxId")
+    tax = as_object(tax_ids.get("ein"), "entity.profile taxId.ein").get("number")
     if bank_accounts is None:
-        bank_accounts = [b for m in entity.get("paymentMethods") or [] if (b := mask_bank_account(m))]
+        methods = as_objects(entity.get("paymentMethods"), "entity.paymentMethods")
+        bank_accounts = [b for m in methods if (b := mask_bank_account(m))]
     custom = {"foreign_id": str(entity["foreignId"])} if entity.get("foreignId") else {}
     return [
         model(
@@ -176,7 +190,7 @@ def map_entity(event: RawEvent) -> Sequence[CanonicalRecord]:
         contracts.ContractError: no ``entity`` object, id or name.
 
     """
-    entity = require(event.payload, "entity")
+    entity = as_object(require(event.payload, "entity"), "entity")
     return entity_records(event, entity, active=event.event_type != "entity.deleted")
 
 
@@ -191,20 +205,27 @@ def map_payment_method(event: RawEvent) -> Sequence[CanonicalRecord]:
         contracts.ContractError: no ``entity`` or ``paymentMethod`` object.
 
     """
-    entity = require(event.payload, "entity")
-    method = require(event.payload, "paymentMethod")
+    entity = as_object(require(event.payload, "entity"), "entity")
+    method = as_object(require(event.payload, "paymentMethod"), "paymentMethod")
     method_id = method.get("id")
-    accounts = [
-        b for m in entity.get("paymentMethods") or [] if m.get("id") != method_id and (b := mask_bank_account(m))
-    ]
+    methods = as_objects(entity.get("paymentMethods"), "entity.paymentMethods")
+    accounts = [b for m in methods if m.get("id") != method_id and (b := mask_bank_account(m))]
     if event.event_type != "paymentMethod.deleted" and (masked := mask_bank_account(method)):
         accounts.append(masked)
     return entity_records(event, entity, bank_accounts=accounts)
 
 
-def _counterparty_ids(payload: dict[str, Any]) -> list[tuple[str, type[Party]]]:
-    ids: list[tuple[str, type[Party]]] = [(str(i), Vendor) for i in payload.get("payeeId") or []]
-    ids += [(str(i), Customer) for i in payload.get("payorId") or []]
+def _id_list(payload: dict[str, Any], field: str) -> list[Any]:
+    ids = payload.get(field) or []
+    if not isinstance(ids, list) or any(isinstance(i, dict | list) or i is None for i in ids):
+        raise ContractError(f"{field} must be a JSON array of ids")
+    return ids
+
+
+def _counterparty_ids(payload: Any) -> list[tuple[str, type[Party]]]:
+    payload = as_object(payload, "Mercoa counterparty webhook body")
+    ids: list[tuple[str, type[Party]]] = [(str(i), Vendor) for i in _id_list(payload, "payeeId")]
+    ids += [(str(i), Customer) for i in _id_list(payload, "payorId")]
     if payload.get("counterpartyId"):
         ids.append((str(payload["counterpartyId"]), Vendor))
     return ids
@@ -236,7 +257,7 @@ def map_counterparty(event: RawEvent) -> Sequence[CanonicalRecord]:
     ids = _counterparty_ids(event.payload)
     if not ids:
         raise SkipEvent("Mercoa counterparty event names no counterparty")
-    fetched = event.enrichment.get("entities")
+    fetched = as_object(event.enrichment.get("entities"), "fetched entities")
     if not fetched:
         raise SkipEvent("Mercoa counterparty event carries only ids; configure options.api_key to fetch them")
     records: list[CanonicalRecord] = []

@@ -59,7 +59,16 @@ from decimal import Decimal
 from typing import Any
 
 from ledgerflow.contracts import Action, Address, Bill, LineItem, Reference, Source, VendorRef, canonical_id
-from ledgerflow.transformers.base import RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.transformers.base import (
+    RawEvent,
+    SkipEvent,
+    as_date,
+    as_datetime,
+    as_decimal,
+    as_object,
+    as_objects,
+    require,
+)
 
 __all__ = ["map_invoice"]
 
@@ -79,12 +88,13 @@ _STATUS = {
 
 
 def _vendor(invoice: dict[str, Any]) -> VendorRef:
-    vendor = invoice.get("vendor") or {}
+    vendor = as_object(invoice.get("vendor"), "invoice.vendor")
     vendor_id = vendor.get("id") or invoice.get("vendorId")
     if not vendor_id and not vendor.get("name"):
         raise SkipEvent("invoice has no vendor yet (Mercoa drafts may lack one)")
-    business = (vendor.get("profile") or {}).get("business") or {}
-    address = business.get("address")
+    profile = as_object(vendor.get("profile"), "invoice.vendor.profile")
+    business = as_object(profile.get("business"), "invoice.vendor.profile.business")
+    address = as_object(business.get("address"), "invoice.vendor.profile.business.address")
     return VendorRef(
         source_id=vendor_id,
         accounting_custom_id=vendor.get("foreignId"),
@@ -105,7 +115,7 @@ def _vendor(invoice: dict[str, Any]) -> VendorRef:
 
 def _lines(invoice: dict[str, Any], currency: str, subtotal_fallback: Decimal) -> list[LineItem]:
     lines: list[LineItem] = []
-    for index, raw in enumerate(invoice.get("lineItems") or [], start=1):
+    for index, raw in enumerate(as_objects(invoice.get("lineItems"), "invoice.lineItems"), start=1):
         where = f"invoice.lineItems[{index - 1}]"
         gl = raw.get("glAccountId")
         lines.append(
@@ -148,7 +158,7 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
         pydantic.ValidationError: the bill does not validate (e.g. totals do not reconcile).
 
     """
-    invoice = event.enrichment.get("invoice") or require(event.payload, "invoice")
+    invoice = as_object(event.enrichment.get("invoice") or require(event.payload, "invoice"), "invoice")
     source_id = str(require(invoice, "id"))
     if invoice.get("amount") is None:
         raise SkipEvent("invoice has no amount yet (draft)")
@@ -163,13 +173,15 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
     line_items = _lines(invoice, currency, total - tax - shipping)
     subtotal = sum((line.amount for line in line_items), Decimal(0))
 
-    status_raw = str(event.payload.get("newStatus") or invoice.get("status") or "NEW").upper()
+    status_raw = str(
+        as_object(event.payload, "webhook body").get("newStatus") or invoice.get("status") or "NEW"
+    ).upper()
     status = _STATUS.get(status_raw)
     if status is None:
         raise SkipEvent(f"unknown Mercoa invoice status {status_raw!r}")
     action = Action.VOID if event.event_type == "invoice.deleted" or status == "void" else Action.UPSERT
 
-    metadata = {f"metadata.{k}": str(v) for k, v in (invoice.get("metadata") or {}).items()}
+    metadata = {f"metadata.{k}": str(v) for k, v in as_object(invoice.get("metadata"), "invoice.metadata").items()}
     if invoice.get("foreignId"):
         metadata["foreign_id"] = str(invoice["foreignId"])
     for key, label in (

@@ -63,7 +63,16 @@ from ledgerflow.contracts import (
     currency_precision,
     quantize,
 )
-from ledgerflow.transformers.base import RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.transformers.base import (
+    RawEvent,
+    SkipEvent,
+    as_date,
+    as_datetime,
+    as_decimal,
+    as_object,
+    as_objects,
+    require,
+)
 
 __all__ = ["map_transaction", "transaction_amount"]
 
@@ -82,8 +91,8 @@ _STATUS = {
 _EVENT_STATUS = {"COMPLETED", "FAILED", "REVERSED", "RETURNED", "PENDING", "CREATED"}
 
 
-def _party(entity: dict[str, Any] | None, fallback_id: Any) -> Reference:
-    entity = entity or {}
+def _party(value: Any, fallback_id: Any, what: str) -> Reference:
+    entity = as_object(value, what)
     party_id = entity.get("id") or fallback_id
     if not party_id and not entity.get("name"):
         raise ContractError("Mercoa transaction has no payee or payer")
@@ -155,7 +164,7 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
         pydantic.ValidationError: a non-positive amount or bad currency.
 
     """
-    trx = require(event.payload, "transaction")
+    trx = as_object(require(event.payload, "transaction"), "transaction")
     source_id = str(require(trx, "id"))
     status = _status(event, trx)
     if status == "pending":
@@ -163,15 +172,17 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
             f"Mercoa transaction {source_id} is {str(trx.get('status') or event.event_type)!r}: not settled, "
             "booked when it completes"
         )
-    invoices = [inv for inv in trx.get("invoices") or [] if isinstance(inv, dict)]
+    invoices = as_objects(trx.get("invoices"), "transaction.invoices")
     amount, currency = transaction_amount(trx, invoices)
     first = invoices[0] if invoices else {}
-    vendor = trx.get("vendor") or first.get("vendor") or {}
+    vendor = as_object(trx.get("vendor") or first.get("vendor"), "transaction vendor")
     incoming = bool(vendor.get("isCustomer"))
     if incoming:
-        party = _party(trx.get("payer") or first.get("payer"), trx.get("payerId") or first.get("payerId"))
+        party = _party(
+            trx.get("payer") or first.get("payer"), trx.get("payerId") or first.get("payerId"), "transaction payer"
+        )
     else:
-        party = _party(vendor, trx.get("vendorId") or first.get("vendorId"))
+        party = _party(vendor, trx.get("vendorId") or first.get("vendorId"), "transaction vendor")
     dates = [first.get("processedAt"), first.get("deductionDate"), trx.get("updatedAt"), trx.get("createdAt")]
     if incoming:
         dates.insert(0, first.get("settlementDate"))
@@ -179,8 +190,8 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
     if not when:
         raise ContractError("Mercoa transaction has no processed, deduction, settlement or update date")
     reversal = status in {"failed", "reversed"}
-    source = trx.get("paymentSource") or {}
-    destination = trx.get("paymentDestination") or {}
+    source = as_object(trx.get("paymentSource"), "transaction.paymentSource")
+    destination = as_object(trx.get("paymentDestination"), "transaction.paymentDestination")
     return [
         Payment(
             canonical_id=canonical_id(Source.MERCOA, "payment", source_id),

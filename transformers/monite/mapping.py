@@ -68,7 +68,17 @@ from ledgerflow.contracts import (
     canonical_id,
     currency_precision,
 )
-from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_datetime, as_decimal, require
+from ledgerflow.transformers.base import (
+    Enrichers,
+    RawEvent,
+    SkipEvent,
+    as_date,
+    as_datetime,
+    as_decimal,
+    as_object,
+    as_objects,
+    require,
+)
 
 __all__ = ["enrich", "map_counterpart", "map_payable", "map_payment_record", "map_receivable", "minor_to_major"]
 
@@ -186,7 +196,8 @@ def _is_deleted(event: RawEvent) -> bool:
     return event.event_type.lower().rsplit(".", 1)[-1] in {"deleted", "delete"}
 
 
-def _address(raw: dict[str, Any] | None) -> Address | None:
+def _address(value: Any) -> Address | None:
+    raw = as_object(value, "address")
     if not raw:
         return None
     return Address(
@@ -264,19 +275,21 @@ def map_payable(event: RawEvent) -> Sequence[CanonicalRecord]:
         raise SkipEvent("Monite payable has no amount yet (draft or OCR in progress)")
     total = minor_to_major(total_raw, currency, "total_amount")
     tax = minor_to_major(obj["tax_amount"], currency, "tax_amount") if obj.get("tax_amount") is not None else Decimal(0)
-    raw_lines = event.enrichment.get("line_items") or obj.get("line_items") or []
-    lines = _payable_lines(list(raw_lines), currency)
+    raw_lines = as_objects(event.enrichment.get("line_items") or obj.get("line_items"), "line_items")
+    lines = _payable_lines(raw_lines, currency)
     subtotal = minor_to_major(obj["subtotal"], currency, "subtotal") if obj.get("subtotal") is not None else total - tax
     if not lines:
         lines = [LineItem(line_number=1, description=obj.get("description"), amount=subtotal)]
-    counterpart = obj.get("counterpart") or {}
+    counterpart = as_object(obj.get("counterpart"), "counterpart")
     if not obj.get("counterpart_id") and not counterpart.get("name"):
         raise ContractError("Monite payable has no counterpart (vendor)")
     status = _PAYABLE_STATUS.get(str(obj.get("status", "")).lower())
     if status is None:
         raise ContractError(f"unknown Monite payable status {obj.get('status')!r}")
     void = _is_deleted(event) or status == "void"
-    metadata = {f"partner_metadata.{k}": str(v) for k, v in (obj.get("partner_metadata") or {}).items()}
+    metadata = {
+        f"partner_metadata.{k}": str(v) for k, v in as_object(obj.get("partner_metadata"), "partner_metadata").items()
+    }
     return [
         Bill(
             **_common(event, obj, "bill"),
@@ -317,14 +330,14 @@ def map_receivable(event: RawEvent) -> Sequence[CanonicalRecord]:
         raise SkipEvent(f"Monite receivable of type {obj.get('type')!r} is not an invoice")
     currency = str(require(obj, "currency"))
     lines: list[LineItem] = []
-    for index, raw in enumerate(obj.get("line_items") or [], start=1):
+    for index, raw in enumerate(as_objects(obj.get("line_items"), "line_items"), start=1):
         where = f"line_items[{index - 1}]"
-        product = require(raw, "product")
+        product = as_object(require(raw, "product"), f"{where}.product")
         qty = _quantity(require(raw, "quantity"), f"{where}.quantity")
-        price = require(product, "price")
+        price = as_object(require(product, "price"), f"{where}.product.price")
         unit = minor_to_major(require(price, "value"), currency, f"{where}.product.price.value")
         ledger = product.get("ledger_account_id")
-        vat = (product.get("vat_rate") or {}).get("value")
+        vat = as_object(product.get("vat_rate"), f"{where}.product.vat_rate").get("value")
         lines.append(
             LineItem(
                 line_number=index,
@@ -386,7 +399,7 @@ def map_counterpart(event: RawEvent) -> Sequence[CanonicalRecord]:
     """
     obj = _object(event)
     kind = str(obj.get("type", "organization"))
-    details = obj.get(kind) or obj.get("organization") or obj.get("individual") or {}
+    details = as_object(obj.get(kind) or obj.get("organization") or obj.get("individual"), f"counterpart.{kind}")
     if kind == "individual":
         name = " ".join(p for p in (details.get("first_name"), details.get("last_name")) if p)
     else:
@@ -428,18 +441,20 @@ def map_payment_record(event: RawEvent) -> Sequence[CanonicalRecord]:
     """
     obj = _object(event)
     currency = str(require(obj, "currency"))
-    target = require(obj, "object")
+    target = as_object(require(obj, "object"), "object")
     doc_type = str(require(target, "type"))
     if doc_type not in _DOCUMENT_PATH:
         raise SkipEvent(f"Monite payment record for a {doc_type!r} is not mapped")
     doc_id = str(require(target, "id"))
-    document = event.enrichment.get("document") or {}
+    document = as_object(event.enrichment.get("document"), "fetched document")
     party_id = document.get("counterpart_id")
     if not party_id:
         raise ContractError(
             f"Monite payment record {obj.get('id')}: the {doc_type} {doc_id} and its counterpart are unknown"
         )
-    party_name = document.get("counterpart_name") or (document.get("counterpart") or {}).get("name")
+    party_name = document.get("counterpart_name") or as_object(document.get("counterpart"), "document.counterpart").get(
+        "name"
+    )
     amount = minor_to_major(require(obj, "amount"), currency, "amount")
     outgoing = doc_type == "payable"
     return [
