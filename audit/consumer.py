@@ -5,7 +5,10 @@ One FastStream batch subscriber in consumer group :data:`GROUP_ID` reads
 * ``ledgerflow.results.v1`` — each ``SyncResult`` becomes an attempt row (idempotent on ``ce_id``)
   and updates its sync record;
 * every ``ledgerflow.<object>.v1`` — the latest canonical record per canonical id is kept, so
-  ``POST /sync-records/{id}/retry`` can re-publish it without scanning Kafka.
+  ``POST /v1/sync-records/{id}/retry`` can re-publish it without scanning Kafka;
+* every ``ledgerflow.dlq.<stage>`` (ingress, transform, connector, audit) — each dead letter is
+  stored byte for byte with its stage, reason and detail, so the API lists and replays it. A dead
+  letter is never dead-lettered again (anything is storable), so ``ledgerflow.dlq.audit`` cannot loop.
 
 Commit discipline is :func:`ledgerflow.core.delivery.run_batch` (stage ``audit``): offsets commit only
 after every row of the batch is written; a message that cannot be understood goes to
@@ -15,12 +18,13 @@ after every row of the batch is written; a message that cannot be understood goe
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
-from ledgerflow.audit.store import AuditStore, CanonicalEvent
+from ledgerflow.audit.store import AuditStore, CanonicalEvent, DeadLetterIn, document_number
 from ledgerflow.contracts import OBJECT_MODELS, SyncResult
 from ledgerflow.core.delivery import (
     ConsumedRecord,
@@ -31,8 +35,9 @@ from ledgerflow.core.delivery import (
     run_batch,
 )
 from ledgerflow.core.settings import Settings
+from ledgerflow.core.topics import STAGES
 
-__all__ = ["GROUP_ID", "AuditConsumer", "register"]
+__all__ = ["GROUP_ID", "AuditConsumer", "register", "trace_id"]
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,12 @@ class AuditConsumer:
         self.store = store
         self.topics = settings.topics
         self._canonical = {self.topics.canonical(obj): obj for obj in OBJECT_MODELS}
+        self._dlq = {self.topics.dlq(stage): stage for stage in STAGES}
 
     @property
     def subscribed_topics(self) -> list[str]:
-        """The results topic and every canonical topic."""
-        return [self.topics.results, *self._canonical]
+        """The results topic, every canonical topic and every dead-letter topic."""
+        return [self.topics.results, *self._canonical, *self._dlq]
 
     async def handle(self, record: ConsumedRecord) -> None:
         """Store one consumed message.
@@ -66,6 +72,21 @@ class AuditConsumer:
             sqlalchemy.exc.SQLAlchemyError: the database refused the write (the batch is redelivered).
         """
         headers = header_map(record)
+        stage = self._dlq.get(record.topic)
+        if stage is not None:
+            await self.store.put_dead_letter(
+                DeadLetterIn(
+                    stage=stage,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+                    key=record.key,
+                    value=record.value or b"",
+                    headers=headers,
+                )
+            )
+            return
         event_id = headers.get("ce_id")
         if not event_id:
             raise DeadLetter("missing-attributes", "message has no ce_id header")
@@ -74,7 +95,7 @@ class AuditConsumer:
                 result = SyncResult.model_validate_json(record.value or b"")
             except ValidationError as exc:
                 raise DeadLetter("invalid-result", str(exc)) from None
-            await self.store.ingest(result, event_id)
+            await self.store.ingest(result, event_id, trace_id=trace_id(headers.get("traceparent")))
             return
         object_type = self._canonical.get(record.topic)
         if object_type is None:
@@ -94,8 +115,16 @@ class AuditConsumer:
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
+                source_id=canonical.source_id[:400],
+                document_number=document_number(canonical.model_dump(mode="json")),
             )
         )
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id (32 hex chars) of a W3C ``traceparent``, or None when absent or malformed."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
 def register(

@@ -2,7 +2,7 @@
 
 :func:`start_audit` is what ``ledgerflow audit`` runs and what ``ledgerflow up`` can add to its
 stack: it upgrades the schema, starts a broker with the results consumer, and serves the API
-(``/sync-records``…) together with ``/healthz``, ``/readyz`` and ``/metrics`` on one port.
+(``/v1/…``) and the console (``/console``) together with ``/healthz``, ``/readyz`` and ``/metrics`` on one port.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from ledgerflow.audit.api import create_app
+from ledgerflow.audit.auth import Authenticator, KeyStore, OidcConfig, OidcVerifier
+from ledgerflow.audit.console import install_console
 from ledgerflow.audit.consumer import register
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore
@@ -26,8 +29,12 @@ __all__ = ["audit_app", "start_audit"]
 
 
 def audit_app(app: FastAPI, readiness: Callable[[], Awaitable[str | None]]) -> FastAPI:
-    """``app`` with ``/healthz``, ``/readyz`` and ``/metrics`` (:func:`ledgerflow.core.service.health_app`) mounted."""
-    app.mount("/", health_app(readiness))
+    """``app`` with ``/healthz``, ``/readyz`` and ``/metrics`` (:func:`ledgerflow.core.service.health_app`) added.
+
+    The routes are added to ``app`` itself (not mounted at ``/``), so an unknown path is still
+    answered by ``app``: a problem+json 404.
+    """
+    app.router.routes.extend(health_app(readiness).routes)
     return app
 
 
@@ -41,6 +48,8 @@ async def start_audit(
     port: int = 0,
     group_id: str | None = None,
     concurrency: int | None = None,
+    oidc: OidcConfig | None = None,
+    key_hasher: PasswordHasher | None = None,
 ) -> str:
     """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
 
@@ -53,6 +62,8 @@ async def start_audit(
         port: port of the API (0 = a free port).
         group_id: consumer group, ``<prefix>.audit`` by default.
         concurrency: writers per batch (default: 1 on SQLite, 8 on PostgreSQL).
+        oidc: accept OIDC access tokens of this provider besides API keys.
+        key_hasher: Argon2 parameters of API keys (tests use cheaper ones).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -80,5 +91,9 @@ async def start_audit(
 
     await broker.start()
     stack.push_async_callback(broker.stop)
-    app = audit_app(create_app(store, publish, settings), ready)
+    verifier = OidcVerifier(oidc) if oidc is not None else None
+    authenticator = Authenticator(KeyStore(store.engine, key_hasher), verifier)
+    app = create_app(store, publish, settings, authenticator=authenticator)
+    install_console(app)
+    app = audit_app(app, ready)
     return await stack.enter_async_context(serve(app, host=host, port=port))

@@ -22,7 +22,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
@@ -32,10 +32,42 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from ledgerflow.audit.tables import CanonicalRecordRow, SyncAttemptRow, SyncRecordRow, UtcDateTime, sync_record_id
+from ledgerflow.audit.tables import (
+    CanonicalRecordRow,
+    DeadLetterRow,
+    SyncAttemptRow,
+    SyncRecordRow,
+    UtcDateTime,
+    sync_record_id,
+)
 from ledgerflow.contracts import SyncResult
+from ledgerflow.core.deadletters import DeadLetterInfo
+from ledgerflow.core.events import deterministic_id
 
-__all__ = ["AuditStore", "CanonicalEvent", "InvalidCursorError", "RecordFilter", "RecordPage"]
+__all__ = [
+    "AuditStore",
+    "CanonicalEvent",
+    "ConnectionHealth",
+    "DeadLetterFilter",
+    "DeadLetterIn",
+    "DeadLetterPage",
+    "InvalidCursorError",
+    "RecordFilter",
+    "RecordPage",
+    "document_number",
+]
+
+DOCUMENT_NUMBER_FIELDS = ("bill_number", "invoice_number", "po_number", "order_number", "document_number", "number")
+"""Canonical fields holding a document's number, in the order they are looked for (search by number)."""
+
+
+def document_number(record: Mapping[str, Any]) -> str | None:
+    """The document number of a canonical record (bill, invoice, PO, order…), or None when it has none."""
+    for name in DOCUMENT_NUMBER_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str) and value:
+            return value[:200]
+    return None
 
 
 class InvalidCursorError(ValueError):
@@ -58,6 +90,75 @@ class RecordFilter:
     outcome: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    search: str | None = None
+    """Exact source id, document number, event id (canonical or result) or sync record id."""
+    tenants: tuple[str, ...] | None = None
+    """Only these tenants (the caller's visibility); None = every tenant."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Filters of :meth:`AuditStore.list_dead_letters`; ``None``/empty means "any".
+
+    ``since`` (inclusive) and ``until`` (exclusive) bound the time it was dead-lettered.
+    ``tenants`` is the caller's visibility: dead letters without a tenant are then hidden.
+    """
+
+    stages: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    tenant: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str | None = None
+    """Exact event id (``ce_id``) or dead letter id."""
+    tenants: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterIn:
+    """A message read from ``ledgerflow.dlq.<stage>``: where it was read, its bytes and headers.
+
+    ``timestamp`` is the Kafka timestamp (when it was dead-lettered).
+    """
+
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    """One page of dead letters and the cursor of the next page (None on the last page)."""
+
+    dead_letters: list[DeadLetterRow]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionHealth:
+    """One ERP connection as the audit sees it.
+
+    ``error_rate`` is failed / all attempts finished in the window (None without attempts);
+    ``health`` is ``healthy`` (no failure in the window), ``degraded`` (some) or ``failing``
+    (the latest attempt failed and nothing succeeded in the window), or ``idle``.
+    """
+
+    connection: str
+    erp: str
+    tenants: list[str]
+    records: int
+    failed_records: int
+    last_success_at: datetime | None
+    last_attempt_at: datetime | None
+    attempts_in_window: int
+    failures_in_window: int
+    error_rate: float | None
+    health: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +182,13 @@ class CanonicalEvent:
     topic: str
     partition: int
     offset: int
+    source_id: str | None = None
+    document_number: str | None = None
 
 
-def _encode_cursor(row: SyncRecordRow) -> str:
-    raw = orjson.dumps({"c": row.created_at.isoformat(), "i": row.id})
+def _encode_cursor(row: SyncRecordRow | DeadLetterRow) -> str:
+    created = row.created_at if isinstance(row, SyncRecordRow) else row.dead_lettered_at
+    raw = orjson.dumps({"c": created.isoformat(), "i": row.id})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -103,6 +207,69 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _record_conditions(filters: RecordFilter) -> list[Any]:
+    conditions: list[Any] = []
+    for column, value in (
+        (SyncRecordRow.tenant, filters.tenant),
+        (SyncRecordRow.source, filters.source),
+        (SyncRecordRow.object_type, filters.object_type),
+        (SyncRecordRow.erp, filters.erp),
+        (SyncRecordRow.connection, filters.connection),
+        (SyncRecordRow.outcome, filters.outcome),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if filters.tenants is not None:
+        conditions.append(SyncRecordRow.tenant.in_(filters.tenants))
+    if filters.since is not None:
+        conditions.append(SyncRecordRow.last_attempt_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(SyncRecordRow.last_attempt_at < filters.until)
+    if filters.search:
+        q = filters.search.strip()
+        by_canonical = select(CanonicalRecordRow.canonical_id).where(
+            or_(
+                CanonicalRecordRow.document_number == q,
+                CanonicalRecordRow.source_id == q,
+                CanonicalRecordRow.event_id == q,
+            )
+        )
+        by_attempt = select(SyncAttemptRow.sync_record_id).where(
+            or_(SyncAttemptRow.event_id == q, SyncAttemptRow.result_event_id == q)
+        )
+        conditions.append(
+            or_(
+                SyncRecordRow.id == q,
+                SyncRecordRow.canonical_id == q,
+                SyncRecordRow.canonical_id.endswith(":" + q, autoescape=True),
+                SyncRecordRow.last_event_id == q,
+                SyncRecordRow.canonical_id.in_(by_canonical),
+                SyncRecordRow.id.in_(by_attempt),
+            )
+        )
+    return conditions
+
+
+def _dead_letter_conditions(filters: DeadLetterFilter) -> list[Any]:
+    conditions: list[Any] = []
+    if filters.stages:
+        conditions.append(DeadLetterRow.stage.in_(filters.stages))
+    if filters.reasons:
+        conditions.append(DeadLetterRow.reason.in_(filters.reasons))
+    if filters.tenant is not None:
+        conditions.append(DeadLetterRow.tenant == filters.tenant)
+    if filters.tenants is not None:
+        conditions.append(DeadLetterRow.tenant.in_(filters.tenants))
+    if filters.since is not None:
+        conditions.append(DeadLetterRow.dead_lettered_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(DeadLetterRow.dead_lettered_at < filters.until)
+    if filters.search:
+        q = filters.search.strip()
+        conditions.append(or_(DeadLetterRow.id == q, DeadLetterRow.event_id == q))
+    return conditions
 
 
 class AuditStore:
@@ -129,8 +296,11 @@ class AuditStore:
     def _insert(self, table: Any) -> Any:
         return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
-    async def ingest(self, result: SyncResult, result_event_id: str) -> bool:
-        """Store one ``SyncResult`` (``result_event_id``: its message's ``ce_id``).
+    async def ingest(self, result: SyncResult, result_event_id: str, *, trace_id: str | None = None) -> bool:
+        """Store one ``SyncResult`` (``result_event_id``: its message's ``ce_id``; ``trace_id``: W3C trace id).
+
+        The attempt keeps the whole error object (``error``: code, message, retriable, vendor code
+        and whatever detail the connector attached, such as read-back differences).
 
         Returns:
             True if it was new, False if that event was stored already (nothing changed).
@@ -161,6 +331,8 @@ class AuditStore:
             "started_at": result.started_at,
             "finished_at": result.finished_at,
             "recorded_at": now,
+            "trace_id": trace_id,
+            "error": error.model_dump(mode="json") if error else None,
         }
         record = {
             "id": record_id,
@@ -249,6 +421,8 @@ class AuditStore:
             "partition": event.partition,
             "offset": event.offset,
             "recorded_at": _now(),
+            "source_id": event.source_id,
+            "document_number": event.document_number,
         }
         stmt = self._insert(CanonicalRecordRow.__table__).values(**values)
         stmt = stmt.on_conflict_do_update(
@@ -274,6 +448,8 @@ class AuditStore:
             topic=row.topic,
             partition=row.partition,
             offset=row.offset,
+            source_id=row.source_id,
+            document_number=row.document_number,
         )
 
     async def list_records(self, filters: RecordFilter, *, limit: int = 100, cursor: str | None = None) -> RecordPage:
@@ -290,21 +466,7 @@ class AuditStore:
         """
         if not 1 <= limit <= 500:
             raise ValueError("limit must be between 1 and 500")
-        stmt = select(SyncRecordRow)
-        for column, value in (
-            (SyncRecordRow.tenant, filters.tenant),
-            (SyncRecordRow.source, filters.source),
-            (SyncRecordRow.object_type, filters.object_type),
-            (SyncRecordRow.erp, filters.erp),
-            (SyncRecordRow.connection, filters.connection),
-            (SyncRecordRow.outcome, filters.outcome),
-        ):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        if filters.since is not None:
-            stmt = stmt.where(SyncRecordRow.last_attempt_at >= filters.since)
-        if filters.until is not None:
-            stmt = stmt.where(SyncRecordRow.last_attempt_at < filters.until)
+        stmt = select(SyncRecordRow).where(*_record_conditions(filters))
         if cursor is not None:
             created, ident = _decode_cursor(cursor)
             stmt = stmt.where(
@@ -342,12 +504,223 @@ class AuditStore:
                 .values(retry_event_id=retry_event_id, retry_requested_at=_now())
             )
 
+    async def count_outcomes(self, filters: RecordFilter) -> dict[str, int]:
+        """Records matching ``filters`` per latest outcome (``{"failed": 3, "succeeded": 120}``)."""
+        stmt = (
+            select(SyncRecordRow.outcome, func.count())
+            .where(*_record_conditions(filters))
+            .group_by(SyncRecordRow.outcome)
+        )
+        async with self._session() as session:
+            rows = (await session.execute(stmt)).all()
+        return {str(outcome): int(n) for outcome, n in rows}
+
+    async def facets(self, tenants: tuple[str, ...] | None) -> dict[str, list[str]]:
+        """Distinct tenants, sources, connections and object types of the visible records (filter choices)."""
+        out: dict[str, list[str]] = {}
+        async with self._session() as session:
+            for name, column in (
+                ("tenant", SyncRecordRow.tenant),
+                ("source", SyncRecordRow.source),
+                ("connection", SyncRecordRow.connection),
+                ("object_type", SyncRecordRow.object_type),
+            ):
+                stmt = select(column).distinct().order_by(column).limit(500)
+                if tenants is not None:
+                    stmt = stmt.where(SyncRecordRow.tenant.in_(tenants))
+                out[name] = [str(v) for v in (await session.scalars(stmt)).all()]
+        return out
+
+    async def put_dead_letter(self, letter: DeadLetterIn) -> bool:
+        """Store one dead letter (idempotent on its topic, partition and offset). True if it was new."""
+        info = DeadLetterInfo.of(letter.headers)
+        values = {
+            "id": deterministic_id("dead-letter", letter.topic, str(letter.partition), str(letter.offset)),
+            "stage": info.stage or letter.stage,
+            "reason": info.reason[:200],
+            "detail": info.detail,
+            "attempts": info.attempts,
+            "topic": letter.topic,
+            "partition": letter.partition,
+            "offset": letter.offset,
+            "original_topic": info.original_topic,
+            "original_partition": info.original_partition,
+            "original_offset": info.original_offset,
+            "tenant": info.tenant[:100] if info.tenant else None,
+            "event_id": info.event_id[:200] if info.event_id else None,
+            "event_type": info.event_type[:200] if info.event_type else None,
+            "trace_id": info.trace_id,
+            "key": letter.key,
+            "value": letter.value,
+            "headers": dict(letter.headers),
+            "dead_lettered_at": letter.timestamp,
+            "recorded_at": _now(),
+            "replay_count": 0,
+        }
+        stmt = self._insert(DeadLetterRow.__table__).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        async with self._session.begin() as session:
+            inserted = await session.execute(stmt)
+        return cast(CursorResult[Any], inserted).rowcount == 1
+
+    async def list_dead_letters(
+        self, filters: DeadLetterFilter, *, limit: int = 100, cursor: str | None = None
+    ) -> DeadLetterPage:
+        """One page of dead letters matching ``filters``, newest first (dead-letter time, id descending).
+
+        Raises:
+            InvalidCursorError: ``cursor`` is not one this store produced.
+            ValueError: ``limit`` is out of range (1–500).
+        """
+        if not 1 <= limit <= 500:
+            raise ValueError("limit must be between 1 and 500")
+        stmt = select(DeadLetterRow).where(*_dead_letter_conditions(filters))
+        if cursor is not None:
+            created, ident = _decode_cursor(cursor)
+            stmt = stmt.where(
+                or_(
+                    DeadLetterRow.dead_lettered_at < created,
+                    and_(DeadLetterRow.dead_lettered_at == created, DeadLetterRow.id < ident),
+                )
+            )
+        stmt = stmt.order_by(DeadLetterRow.dead_lettered_at.desc(), DeadLetterRow.id.desc()).limit(limit + 1)
+        async with self._session() as session:
+            rows = list((await session.scalars(stmt)).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return DeadLetterPage(rows, _encode_cursor(rows[-1]) if more and rows else None)
+
+    async def dead_letters_in_order(self, filters: DeadLetterFilter, *, limit: int) -> list[DeadLetterRow]:
+        """Up to ``limit`` dead letters matching ``filters`` in the order they were written (per partition).
+
+        Replaying in this order keeps the order of each original key, as ``ledgerflow replay`` does.
+        """
+        stmt = (
+            select(DeadLetterRow)
+            .where(*_dead_letter_conditions(filters))
+            .order_by(DeadLetterRow.topic, DeadLetterRow.partition, DeadLetterRow.offset)
+            .limit(limit)
+        )
+        async with self._session() as session:
+            return list((await session.scalars(stmt)).all())
+
+    async def count_dead_letters(self, filters: DeadLetterFilter) -> dict[str, int]:
+        """Dead letters matching ``filters`` per stage."""
+        stmt = (
+            select(DeadLetterRow.stage, func.count())
+            .where(*_dead_letter_conditions(filters))
+            .group_by(DeadLetterRow.stage)
+        )
+        async with self._session() as session:
+            rows = (await session.execute(stmt)).all()
+        return {str(stage): int(n) for stage, n in rows}
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRow | None:
+        """One dead letter, or None when unknown."""
+        async with self._session() as session:
+            return await session.get(DeadLetterRow, dead_letter_id)
+
+    async def mark_replayed(self, dead_letter_ids: list[str]) -> None:
+        """Count one more replay of each of ``dead_letter_ids`` (now)."""
+        if not dead_letter_ids:
+            return
+        async with self._session.begin() as session:
+            await session.execute(
+                update(DeadLetterRow)
+                .where(DeadLetterRow.id.in_(dead_letter_ids))
+                .values(replay_count=DeadLetterRow.replay_count + 1, last_replayed_at=_now())
+            )
+
+    async def connections(
+        self, tenants: tuple[str, ...] | None, *, window: timedelta = timedelta(hours=24)
+    ) -> list[ConnectionHealth]:
+        """Every connection with records visible to ``tenants``: counts, last success, error rate in ``window``."""
+        since = _now() - window
+        visible = [] if tenants is None else [SyncRecordRow.tenant.in_(tenants)]
+        records = (
+            select(
+                SyncRecordRow.connection,
+                SyncRecordRow.erp,
+                func.count(),
+                func.sum(case((SyncRecordRow.outcome == "failed", 1), else_=0)),
+                func.max(SyncRecordRow.last_attempt_at),
+            )
+            .where(*visible)
+            .group_by(SyncRecordRow.connection, SyncRecordRow.erp)
+            .order_by(SyncRecordRow.connection)
+        )
+        attempts = (
+            select(
+                SyncRecordRow.connection,
+                func.count(),
+                func.sum(case((SyncAttemptRow.outcome == "failed", 1), else_=0)),
+            )
+            .join(SyncRecordRow, SyncRecordRow.id == SyncAttemptRow.sync_record_id)
+            .where(SyncAttemptRow.finished_at >= since, *visible)
+            .group_by(SyncRecordRow.connection)
+        )
+        successes = (
+            select(SyncRecordRow.connection, func.max(SyncAttemptRow.finished_at))
+            .join(SyncRecordRow, SyncRecordRow.id == SyncAttemptRow.sync_record_id)
+            .where(SyncAttemptRow.outcome == "succeeded", *visible)
+            .group_by(SyncRecordRow.connection)
+        )
+        latest = (
+            select(SyncRecordRow.connection, SyncRecordRow.tenant, SyncRecordRow.outcome, SyncRecordRow.last_attempt_at)
+            .where(*visible)
+            .order_by(SyncRecordRow.last_attempt_at.desc())
+        )
+        async with self._session() as session:
+            by_conn = (await session.execute(records)).all()
+            window_counts = {c: (int(n), int(f or 0)) for c, n, f in (await session.execute(attempts)).all()}
+            last_success = {
+                c: UtcDateTime().process_result_value(t, self.engine.dialect)
+                for c, t in (await session.execute(successes)).all()
+            }
+            tenant_rows = (
+                await session.execute(select(SyncRecordRow.connection, SyncRecordRow.tenant).where(*visible).distinct())
+            ).all()
+            latest_outcome: dict[str, str] = {}
+            for conn, _tenant, outcome, _at in (await session.execute(latest.limit(5000))).all():
+                latest_outcome.setdefault(conn, outcome)
+        tenants_of: dict[str, set[str]] = {}
+        for conn, tenant in tenant_rows:
+            tenants_of.setdefault(conn, set()).add(tenant)
+        out = []
+        for conn, erp, n, failed, last in by_conn:
+            total, failures = window_counts.get(conn, (0, 0))
+            rate = failures / total if total else None
+            if total == 0:
+                health = "idle"
+            elif failures == 0:
+                health = "healthy"
+            elif latest_outcome.get(conn) == "failed" and failures == total:
+                health = "failing"
+            else:
+                health = "degraded"
+            out.append(
+                ConnectionHealth(
+                    connection=conn,
+                    erp=erp,
+                    tenants=sorted(tenants_of.get(conn, set())),
+                    records=int(n),
+                    failed_records=int(failed or 0),
+                    last_success_at=last_success.get(conn),
+                    last_attempt_at=UtcDateTime().process_result_value(last, self.engine.dialect),
+                    attempts_in_window=total,
+                    failures_in_window=failures,
+                    error_rate=rate,
+                    health=health,
+                )
+            )
+        return out
+
     async def count(self, table: str) -> int:
         """Rows in ``table`` (``sync_records``, ``sync_attempts`` or ``canonical_records``): tests, diagnostics."""
         model: Mapping[str, Any] = {
             "sync_records": SyncRecordRow,
             "sync_attempts": SyncAttemptRow,
             "canonical_records": CanonicalRecordRow,
+            "dead_letters": DeadLetterRow,
         }
         async with self._session() as session:
             return int(await session.scalar(select(func.count()).select_from(model[table])) or 0)

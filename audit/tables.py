@@ -9,7 +9,15 @@
     a redelivered result is stored once.
 ``canonical_records``
     The latest canonical record per canonical id, as published on ``ledgerflow.<object>.v1``
-    (JSON body and CloudEvents headers): what ``POST /sync-records/{id}/retry`` re-publishes.
+    (JSON body and CloudEvents headers): what ``POST /v1/sync-records/{id}/retry`` re-publishes;
+    its source id and document number (bill/invoice/PO number) are kept for search.
+``dead_letters``
+    One row per message on a ``ledgerflow.dlq.<stage>`` topic (unique on its topic, partition
+    and offset): stage, reason, detail, the original coordinates, and key, value and headers
+    byte for byte, so it can be replayed from the API.
+``api_keys``
+    Keys of the sync-records API and console: a public key id, the Argon2id hash of the secret
+    (never the secret), scopes and tenants, creation, last use and revocation times.
 
 Amounts are :class:`~decimal.Decimal` end to end: ``NUMERIC(24, 6)`` on PostgreSQL and a
 decimal string on SQLite (whose ``NUMERIC`` affinity would round-trip through a float).
@@ -30,6 +38,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -43,8 +52,10 @@ from sqlalchemy.types import TypeEngine
 from ledgerflow.core.events import deterministic_id
 
 __all__ = [
+    "ApiKeyRow",
     "AuditBase",
     "CanonicalRecordRow",
+    "DeadLetterRow",
     "DecimalAmount",
     "SyncAttemptRow",
     "SyncRecordRow",
@@ -172,12 +183,18 @@ class SyncAttemptRow(AuditBase):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime] = mapped_column(UtcDateTime())
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class CanonicalRecordRow(AuditBase):
     """The latest canonical record per canonical id (body and CloudEvents headers as published)."""
 
     __tablename__ = "canonical_records"
+    __table_args__ = (
+        Index("ix_canonical_records_document_number", "document_number"),
+        Index("ix_canonical_records_source_id", "source_id"),
+    )
 
     canonical_id: Mapped[str] = mapped_column(String(400), primary_key=True)
     object_type: Mapped[str] = mapped_column(String(50))
@@ -189,3 +206,55 @@ class CanonicalRecordRow(AuditBase):
     partition: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    source_id: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    document_number: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class DeadLetterRow(AuditBase):
+    """One dead letter of any stage, as read from ``ledgerflow.dlq.<stage>`` (replayable byte for byte)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint("topic", "partition", "offset", name="uq_dead_letters_position"),
+        Index("ix_dead_letters_order", "dead_lettered_at", "id"),
+        Index("ix_dead_letters_stage_reason", "stage", "reason"),
+        Index("ix_dead_letters_tenant", "tenant"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    topic: Mapped[str] = mapped_column(String(250))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    original_topic: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    original_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    original_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    event_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    dead_lettered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    replay_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class ApiKeyRow(AuditBase):
+    """An API key: public id, Argon2id hash of its secret, scopes and tenants (``*`` = every tenant)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    tenants: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -85,12 +85,24 @@ from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import BindingValues, StateStore
 from ledgerflow.core.topics import Topics
 
-__all__ = ["ConnectorRuntime", "group_id", "register"]
+__all__ = ["ConnectorRuntime", "group_id", "register", "result_event_id"]
 
 _UNAPPROVED = frozenset({"draft", "submitted"})
 """Document statuses that are not yet approved in the source: not booked unless a connection asks."""
 
 log = logging.getLogger(__name__)
+
+
+def result_event_id(event_id: str, connection: str, tier: int = 0) -> str:
+    """``ce_id`` of the ``SyncResult`` of canonical event ``event_id`` on ``connection``, attempt round ``tier``.
+
+    One id per attempt round: the first round (tier 0, from the canonical topic) and each round
+    from retry topic ``tier`` get their own, so the audit stores every attempt as its own row; a
+    redelivery of the same round publishes the same id again (stored once).
+    """
+    if tier == 0:
+        return deterministic_id(event_id, connection)
+    return deterministic_id(event_id, connection, f"retry-tier-{tier}")
 
 
 def group_id(connection: str, topics: Topics | None = None) -> str:
@@ -217,7 +229,7 @@ class ConnectorRuntime:
             canonical.canonical_id.encode(),
             result.model_dump_json().encode(),
             attrs.derive(
-                id=deterministic_id(attrs.id, self.connection),
+                id=result_event_id(attrs.id, self.connection, parked.tier),
                 type="io.ledgerflow.sync_result.v1",
                 subject=canonical.canonical_id,
             ).to_headers(),

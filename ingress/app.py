@@ -22,8 +22,8 @@ from starlette.types import Receive, Scope, Send
 
 from ledgerflow.core import metrics
 from ledgerflow.core.events import EventAttributes, deterministic_id
+from ledgerflow.core.problems import Problem, problem_doc, problem_response
 from ledgerflow.core.settings import Routing, Settings, SourceConfig
-from ledgerflow.ingress.problems import Problem, problem_response
 from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher
 from ledgerflow.ingress.sources import SOURCES
 from ledgerflow.ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
@@ -34,27 +34,6 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when ready, else the reason it is not."""
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
-
-
-def _problem_doc(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/problem+json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "instance": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
 
 
 _ACCEPTED_DOC: dict[str, Any] = {
@@ -71,13 +50,13 @@ _ACCEPTED_DOC: dict[str, Any] = {
 }
 
 _ERROR_DOCS: dict[str, Any] = {
-    "400": _problem_doc("Not JSON, or not the source's envelope."),
-    "401": _problem_doc("Credentials missing or wrong, or signed timestamp outside the tolerance."),
-    "404": _problem_doc("Unknown tenant, source or object route."),
-    "405": _problem_doc("Method not used by this source."),
-    "413": _problem_doc("Body larger than the configured limit."),
-    "415": _problem_doc("Content type is not JSON."),
-    "503": _problem_doc("The broker cannot take the event now; retry after Retry-After seconds."),
+    "400": problem_doc("Not JSON, or not the source's envelope."),
+    "401": problem_doc("Credentials missing or wrong, or signed timestamp outside the tolerance."),
+    "404": problem_doc("Unknown tenant, source or object route."),
+    "405": problem_doc("Method not used by this source."),
+    "413": problem_doc("Body larger than the configured limit."),
+    "415": problem_doc("Content type is not JSON."),
+    "503": problem_doc("The broker cannot take the event now; retry after Retry-After seconds."),
 }
 
 

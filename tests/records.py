@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ class FakeRecord:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @classmethod
     def of(cls, topic: str, offset: int, key: str, value: bytes, headers: dict[str, str]) -> FakeRecord:

@@ -453,6 +453,7 @@ def replay(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ledgerflow.app.replay import DeadLetterFilter, ReplaySummary, parse_time, replay_dead_letters, replay_raw
+    from ledgerflow.audit.masking import mask_text
     from ledgerflow.core.topics import STAGES
 
     settings = Settings()
@@ -504,14 +505,15 @@ def replay(
 
     if dry_run:
         table = Table(title=f"would replay {summary.replayed} message(s)")
-        for col in ("from", "time", "tenant", "reason", "ce_id", "to"):
-            table.add_column(col)
+        for col in ("from", "time", "tenant", "reason", "detail", "ce_id", "to"):
+            table.add_column(col, overflow="fold")
         for item in summary.items:
             table.add_row(
                 f"{item.topic}:{item.partition}:{item.offset}",
                 item.timestamp.isoformat(timespec="seconds"),
                 item.tenant or "-",
                 item.reason or "-",
+                mask_text(item.detail) if item.detail else "-",
                 item.ce_id or "-",
                 item.target_topic,
             )

@@ -32,6 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream.kafka.security import parse_security
 
+from ledgerflow.core.deadletters import REPLAYED_FROM_HEADER, DeadLetterFilter, DeadLetterInfo, replay_headers
 from ledgerflow.core.kafka import producer_options, security_from_settings
 from ledgerflow.core.settings import Settings
 from ledgerflow.core.topics import STAGES
@@ -49,29 +50,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REPLAYED_FROM_HEADER = "ledgerflow_replayed_from"
-"""Header added to every replayed message: ``<topic>:<partition>:<offset>`` it was read from."""
-_DLQ_PREFIX = "ledgerflow_dlq_"
 _MAX_IDLE_POLLS = 15
 """Empty one-second polls in a row after which a replay gives up on unfinished partitions."""
 
 Progress = Callable[[int, int], None]
 """``progress(scanned, total)``: called as messages are read (``total`` = messages in range at start)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterFilter:
-    """Which dead letters to replay; empty / None fields match everything.
-
-    ``since`` is inclusive and ``until`` exclusive, both compared with the dead letter's Kafka
-    timestamp (when it was dead-lettered).
-    """
-
-    stages: Sequence[str] = STAGES
-    tenant: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    reasons: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +69,8 @@ class ReplayItem:
     tenant: str | None
     ce_id: str | None
     reason: str | None
+    detail: str | None = None
+    """The dead letter's error detail (``ledgerflow_dlq_detail``); None for raw events."""
 
 
 @dataclass(slots=True)
@@ -126,9 +111,7 @@ def _headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
 
 
 def _replay_headers(record: ConsumerRecord[Any, Any]) -> list[tuple[str, bytes]]:
-    kept = [(k, v) for k, v in record.headers if not k.startswith(_DLQ_PREFIX) and k != REPLAYED_FROM_HEADER]
-    kept.append((REPLAYED_FROM_HEADER, f"{record.topic}:{record.partition}:{record.offset}".encode()))
-    return kept
+    return replay_headers(record.headers, record.topic, record.partition, record.offset)
 
 
 class _Replayer:
@@ -245,14 +228,15 @@ async def replay_dead_letters(
         ValueError: an unknown stage.
         aiokafka.errors.KafkaError: the broker cannot be reached or refuses a write.
     """
-    unknown = [s for s in filters.stages if s not in STAGES]
+    unknown = filters.unknown_stages()
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
     reasons = set(filters.reasons)
 
     def select(record: ConsumerRecord[Any, Any]) -> ReplayItem | None:
         headers = _headers(record)
-        target = headers.get("ledgerflow_dlq_original_topic")
+        info = DeadLetterInfo.of(headers)
+        target = info.original_topic
         reason = headers.get("ledgerflow_dlq_reason")
         if not target:
             log.warning("dead letter %s[%d]@%d has no original topic", record.topic, record.partition, record.offset)
@@ -270,6 +254,7 @@ async def replay_dead_letters(
             tenant=headers.get("ce_tenant"),
             ce_id=headers.get("ce_id"),
             reason=reason,
+            detail=info.detail,
         )
 
     topics = [settings.topics.dlq(stage) for stage in dict.fromkeys(filters.stages)]

@@ -61,6 +61,8 @@ class ConsumedRecord(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+    timestamp: int
+    """Kafka timestamp, epoch milliseconds."""
 
 
 async def raw_records(message: Any) -> Any:

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ledgerflow.audit.api import TARGET_CONNECTION_HEADER
+from ledgerflow.audit.auth import KeyStore
 from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.audit.tables import sync_record_id
@@ -20,6 +21,7 @@ from ledgerflow.contracts import Bill, Outcome, SyncResult, VendorRef
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.settings import Settings
+from tests.audit.api_helpers import CHEAP_HASHER
 from tests.audit.audit_helpers import make_result
 
 pytestmark = pytest.mark.kafka
@@ -148,21 +150,33 @@ async def test_results_are_recorded_listed_masked_and_retried(audit: Audit) -> N
         dead = await _read_all(audit.bootstrap, topics.dlq("audit"))
         assert [h["ledgerflow_dlq_reason"] for _, _, h in dead] == ["invalid-result"]
         assert await store.count("sync_attempts") == 2
+        # The audit's own dead letter is stored too (every stage's dead letters are), and not looped.
+        await _wait_for(store, "dead_letters", 1)
+        api_key = (await KeyStore(store.engine, CHEAP_HASHER).create("ops", ["redrive"], ["acme"])).key
     finally:
         await store.close()
 
-    async with httpx.AsyncClient(base_url=audit.url) as client:
-        listed = (await client.get("/sync-records", params={"tenant": "acme"})).json()
+    async with httpx.AsyncClient(base_url=audit.url) as anonymous:
+        refused = await anonymous.get("/v1/sync-records")
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+
+    async with httpx.AsyncClient(base_url=audit.url, headers={"authorization": f"Bearer {api_key}"}) as client:
+        letters = (await client.get("/v1/dead-letters", params={"stage": "audit"})).json()["data"]
+        # A dead letter without a tenant is visible only to keys of every tenant.
+        assert letters == []
+        listed = (await client.get("/v1/sync-records", params={"tenant": "acme"})).json()
         assert {r["connection"] for r in listed["data"]} == {"xero-main", "qbo-main"}
         assert listed["next_cursor"] is None
-        only_failed = (await client.get("/sync-records", params={"outcome": "failed"})).json()["data"]
+        only_failed = (await client.get("/v1/sync-records", params={"outcome": "failed"})).json()["data"]
         assert [r["connection"] for r in only_failed] == ["xero-main"]
         assert only_failed[0]["amount"] == "1234.56"
-        assert (await client.get("/sync-records", params={"limit": 501})).status_code == 422
-        assert (await client.get("/sync-records", params={"cursor": "zzz"})).status_code == 400
+        # Bad parameters are RFC 9457 problems with status 400 (FastAPI's 422 was not a problem document).
+        assert (await client.get("/v1/sync-records", params={"limit": 501})).status_code == 400
+        assert (await client.get("/v1/sync-records", params={"cursor": "zzz"})).status_code == 400
 
         xero_id = sync_record_id(CANONICAL_ID, "xero-main")
-        detail = (await client.get(f"/sync-records/{xero_id}")).json()
+        detail = (await client.get(f"/v1/sync-records/{xero_id}")).json()
         assert detail["attempt_count"] == 1
         message = detail["attempts"][0]["error_message"]
         assert "000123456789" not in message
@@ -171,17 +185,17 @@ async def test_results_are_recorded_listed_masked_and_retried(audit: Audit) -> N
         assert detail["canonical_record"]["custom_fields"]["vendor_bank_account_number"] == "****6789"
         assert detail["canonical_record"]["total"] == "1234.56"
 
-        assert (await client.get("/sync-records/unknown")).status_code == 404
-        assert (await client.post("/sync-records/unknown/retry")).status_code == 404
+        assert (await client.get("/v1/sync-records/unknown")).status_code == 404
+        assert (await client.post("/v1/sync-records/unknown/retry")).status_code == 404
         qbo_id = sync_record_id(CANONICAL_ID, "qbo-main")
-        assert (await client.post(f"/sync-records/{qbo_id}/retry")).status_code == 409
+        assert (await client.post(f"/v1/sync-records/{qbo_id}/retry")).status_code == 409
 
-        first = await client.post(f"/sync-records/{xero_id}/retry")
+        first = await client.post(f"/v1/sync-records/{xero_id}/retry")
         assert first.status_code == 202, first.text
-        again = await client.post(f"/sync-records/{xero_id}/retry")
+        again = await client.post(f"/v1/sync-records/{xero_id}/retry")
         assert again.json()["event_id"] == first.json()["event_id"]  # same event until a result arrives
-        openapi = (await client.get("/openapi.json")).json()
-        assert {"/sync-records", "/sync-records/{record_id}", "/sync-records/{record_id}/retry"} <= set(
+        openapi = (await client.get("/v1/openapi.json")).json()
+        assert {"/v1/sync-records", "/v1/sync-records/{record_id}", "/v1/sync-records/{record_id}/retry"} <= set(
             openapi["paths"]
         )
         assert (await client.get("/healthz")).status_code == 200

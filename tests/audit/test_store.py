@@ -8,11 +8,12 @@ from decimal import Decimal
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ledgerflow.audit.masking import mask_text, mask_tree
-from ledgerflow.audit.migrate import upgrade
+from ledgerflow.audit.migrate import alembic_config, upgrade
 from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
 from ledgerflow.audit.tables import AuditBase, sync_record_id
 from ledgerflow.contracts import Outcome
@@ -51,8 +52,16 @@ async def _check_migrations(url: str, make_result: MakeResult) -> None:
     await upgrade(url)
     await upgrade(url)  # idempotent: already at head
     tables, diff, version = await _schema_report(url)
-    assert {"sync_records", "sync_attempts", "canonical_records", "ledgerflow_audit_version"} <= tables
-    assert version == "0001"
+    assert {
+        "sync_records",
+        "sync_attempts",
+        "canonical_records",
+        "dead_letters",
+        "api_keys",
+        "ledgerflow_audit_version",
+    } <= tables
+    # One linear history, applied up to its single head.
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert diff == [], f"models and migrations disagree: {diff}"
 
     store = AuditStore(url)

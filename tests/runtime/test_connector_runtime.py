@@ -199,16 +199,19 @@ async def test_parked_record_comes_back_from_the_retry_topic_and_is_booked(
                 )
             finally:
                 await producer.stop()
-            results = await _read_results(kafka_bootstrap, settings.topics.results, want=2)
+            result_ids: list[str] = []
+            results = await _read_results(kafka_bootstrap, settings.topics.results, want=2, ids=result_ids)
         finally:
             await broker.stop()
     assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.SUCCEEDED]
+    # Each attempt round is its own result event (the audit stores two attempts, not one).
+    assert len(set(result_ids)) == 2
     assert results[0].error is not None
     assert results[0].error.retriable
     assert len(connector.calls) == 3
 
 
-async def _read_results(bootstrap: str, topic: str, want: int) -> list[SyncResult]:
+async def _read_results(bootstrap: str, topic: str, want: int, ids: list[str] | None = None) -> list[SyncResult]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     results: list[SyncResult] = []
@@ -217,6 +220,8 @@ async def _read_results(bootstrap: str, topic: str, want: int) -> list[SyncResul
             while len(results) < want:
                 msg = await consumer.getone()
                 results.append(SyncResult.model_validate_json(msg.value or b"{}"))
+                if ids is not None:
+                    ids.append(dict(msg.headers)["ce_id"].decode())
     finally:
         await consumer.stop()
     return results
