@@ -163,6 +163,65 @@ async def test_monite_payable_enrichment_token_headers_and_retry() -> None:
     assert str(bill.line_items[0].unit_price) == "5.00"
 
 
+async def test_monite_ledger_accounts_and_tax_rates_are_resolved_from_the_api() -> None:
+    payable = {
+        "id": "p2",
+        "status": "waiting_to_be_paid",
+        "currency": "EUR",
+        "issued_at": "2024-05-01",
+        "counterpart_id": "cp1",
+        "subtotal": 1500,
+        "tax_amount": 285,
+        "total_amount": 1785,
+    }
+    lines = [
+        {"id": "l1", "subtotal": 1000, "ledger_account_id": "la-1", "accounting_tax_rate_id": "tr-1"},
+        {"id": "l2", "subtotal": 500, "ledger_account_id": "la-unknown"},
+    ]
+    objects = {
+        "/payables/p2": payable,
+        "/payables/p2/line_items": {"data": lines},
+        "/ledger_accounts/la-1": {"id": "la-1", "name": "Office Expenses", "nominal_code": "6810"},
+        "/accounting_tax_rates/tr-1": {"id": "tr-1", "code": "INPUT19", "name": "VSt 19 %"},
+    }
+    script = Script()
+    app = monite_app(script, "cid", "secret", objects)
+    routing = Routing.model_validate(
+        {
+            "tenants": {
+                "acme": {
+                    "sources": {
+                        "monite": {
+                            "options": {"api_base_url": "http://sandbox", "client_id": "cid", "client_secret": "secret"}
+                        }
+                    }
+                }
+            }
+        }
+    )
+    event = raw_event(
+        "monite", "payable.approved", {"id": "e2", "action": "payable.approved", "entity_id": "ent1", "object_id": "p2"}
+    )
+    async with _http(app) as http:
+        enrichers = EnricherSet(routing, http, StateStore("sqlite+aiosqlite://"))
+        route = ROUTERS["monite"](event)
+        assert route.enrich is not None
+        bill = route.mapper(await route.enrich(event, enrichers))[0]
+    assert isinstance(bill, Bill)
+    assert "/ledger_accounts/la-1" in script.calls
+    assert "/accounting_tax_rates/tr-1" in script.calls
+    first, second = bill.line_items
+    assert first.gl_account is not None
+    assert (first.gl_account.accounting_custom_id, first.gl_account.name) == ("6810", "Office Expenses")
+    assert first.gl_account.source_accounting_id == "la-1"
+    assert first.gl_account.accounting_id is None  # Monite's id is never an ERP id
+    assert first.tax_rate is not None
+    assert first.tax_rate.accounting_custom_id == "INPUT19"
+    # an account Monite does not know (404) keeps only its Monite id: the connection's map or default decides
+    assert second.gl_account is not None
+    assert (second.gl_account.source_accounting_id, second.gl_account.accounting_custom_id) == ("la-unknown", None)
+
+
 async def test_monite_bad_credentials_fail_clearly() -> None:
     app = monite_app(Script(), "cid", "secret", {})
     async with _http(app) as http:

@@ -22,11 +22,12 @@ line items: ``id``, ``name``,
 ``unit_price``, ``subtotal``,
 ``tax`` (% minor), ``tax_amount``,
 ``ledger_account_id``,
-``accounting_tax_rate_id``               ``line_items`` (amount = ``subtotal``; gl_account.source_id =
-                                         ``ledger_account_id``; tax_rate.accounting_id =
-                                         ``accounting_tax_rate_id``; seed 001 l.97 requires both)
+``accounting_tax_rate_id``               ``line_items`` (amount = ``subtotal``; ``gl_account`` and
+                                         ``tax_rate`` references, see *Ledger accounts*;
+                                         seed 001 l.97 requires both)
 ``subtotal``, ``tax_amount``,
-``total_amount`` (``amount``)            ``subtotal``, ``tax_total``, ``total``
+``discount`` (invoice-level),
+``total_amount`` (``amount``)            ``subtotal``, ``tax_total``, ``discount_total``, ``total``
 ``status``                               ``status`` (waiting_to_be_paid → approved; canceled/rejected → void)
 ``description``                          ``memo``
 ``partner_metadata``                     ``custom_fields`` (``partner_metadata.<key>``)
@@ -35,9 +36,36 @@ line items: ``id``, ``name``,
 
 Receivable (``type = invoice``) → Invoice: ``counterpart_id``/``counterpart_name`` → customer,
 ``document_id`` → number, ``issue_date``/``due_date``, ``line_items[].quantity`` ×
-``product.price.value`` (``product.ledger_account_id`` → GL), ``subtotal``,
-``total_vat_amount``, ``total_amount``, ``amount_paid``; statuses canceled/uncollectible → void
-(seed 001 l.101). Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
+``product.price.value`` (``product.ledger_account_id`` → GL), ``total_vat_amount``,
+``total_amount``, ``amount_paid``; statuses canceled/uncollectible → void (seed 001 l.101).
+
+*Discounts* (seed 001 l.110–112: "Accounts Receivable invoices with invoice-level discounts
+cannot be pushed to accounting systems. However, invoices with line item discounts are pushed").
+A receivable with an invoice-level ``discount`` is refused with that reason (dead letter), never
+booked without it. A line item's ``discount`` (``{amount, type}``: minor units when ``type =
+amount``, percent minor units — ``1000`` = 10 % — when ``percentage``) is booked as its own
+line right after the discounted one: negative amount, same GL account, tax rate and item,
+description ``Discount: <product>``; the ERP's tax is computed on the discounted amount as
+Monite does. ``total_before_vat`` of the line, when sent, is authoritative for the discounted
+amount; otherwise it is quantity × price − discount, rounded half-up to the minor unit. A payable's
+invoice-level ``discount`` is a bill discount (``discount_total``).
+
+*Ledger accounts.* ``ledger_account_id`` and ``accounting_tax_rate_id`` are Monite's own ids of
+the ledger accounts and tax rates it pulled from the accounting system (seed 001 l.333–363), not
+ERP ids: they go to ``source_accounting_id``. Enrichment fetches ``GET /ledger_accounts/{id}`` and
+``GET /accounting_tax_rates/{id}``; the account's ``nominal_code`` (the ERP's account code, e.g.
+``200`` Sales) and the tax rate's ``code`` become ``accounting_custom_id``, their ``name`` the
+reference name (a 404 leaves the reference with the Monite id only). Whether
+``accounting_tax_rate_id`` could also be the platform's own id is not stated in the public
+material; it is treated as Monite's, so it is never sent unresolved. A connection's
+``options.reference_map`` overrides both
+(:mod:`ledgerflow.connectors.references`); without enrichment the connector matches by that map
+or falls back to its default account.
+
+Dates: ``issued_at`` (payable) / ``issue_date`` (receivable) is the document date printed on the
+invoice → ``bill_date``/``invoice_date``; ``due_date`` → ``due_date``; Monite sends no posting
+date, so the ERP posts on the document date. A payment record's ``paid_at`` is when the money
+moved → ``payment_date``. Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
 two records). Payment record → payment: ``amount``, ``currency``, ``paid_at``, ``object``
 (``{id, type: payable|receivable}`` → direction and ``applied_to``), party from the document.
 """
@@ -46,7 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from ledgerflow.contracts import (
@@ -67,6 +95,7 @@ from ledgerflow.contracts import (
     VendorRef,
     canonical_id,
     currency_precision,
+    quantize,
 )
 from ledgerflow.transformers.base import (
     Enrichers,
@@ -79,6 +108,7 @@ from ledgerflow.transformers.base import (
     as_objects,
     require,
 )
+from ledgerflow.transformers.enrichment import EnrichmentError
 
 __all__ = ["enrich", "map_counterpart", "map_payable", "map_payment_record", "map_receivable", "minor_to_major"]
 
@@ -182,7 +212,74 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
         if document.get("type") in _DOCUMENT_PATH and document.get("id"):
             path = _DOCUMENT_PATH[document["type"]].format(id=document["id"])
             found["document"] = await client.get(path, entity_id=entity_id)
+    if kind in {"payable", "receivable"}:
+        lines = found.get("line_items") or (found.get("object") or {}).get("line_items") or []
+        ledger_ids, tax_ids = _accounting_ids(lines)
+        found["ledger_accounts"] = {
+            i: await _optional_get(client, f"/ledger_accounts/{i}", entity_id) for i in sorted(ledger_ids)
+        }
+        found["tax_rates"] = {
+            i: await _optional_get(client, f"/accounting_tax_rates/{i}", entity_id) for i in sorted(tax_ids)
+        }
     return dataclasses.replace(event, enrichment={**event.enrichment, **found})
+
+
+async def _optional_get(client: Any, path: str, entity_id: Any) -> Any:
+    """``GET path``, or ``{}`` when Monite answers 404 (the line keeps its Monite id only).
+
+    Raises:
+        ledgerflow.transformers.enrichment.EnrichmentError: any other failure after retries.
+    """
+    try:
+        return await client.get(path, entity_id=entity_id)
+    except EnrichmentError as exc:
+        if exc.status == 404:
+            return {}
+        raise
+
+
+def _accounting_ids(lines: Any) -> tuple[set[str], set[str]]:
+    """Monite ledger account and accounting tax rate ids used by payable lines or receivable products."""
+    ledger: set[str] = set()
+    tax: set[str] = set()
+    for line in lines if isinstance(lines, list) else []:
+        if not isinstance(line, dict):
+            continue
+        product = line.get("product") if isinstance(line.get("product"), dict) else {}
+        for node in (line, product):
+            if node.get("ledger_account_id"):
+                ledger.add(str(node["ledger_account_id"]))
+            if node.get("accounting_tax_rate_id"):
+                tax.add(str(node["accounting_tax_rate_id"]))
+    return ledger, tax
+
+
+def _account_ref(event: RawEvent, ledger_id: Any) -> Reference | None:
+    """The GL account reference of a Monite ``ledger_account_id`` (see *Ledger accounts*)."""
+    if not ledger_id:
+        return None
+    account = as_object(
+        as_object(event.enrichment.get("ledger_accounts"), "ledger accounts").get(str(ledger_id)), "ledger account"
+    )
+    code, name = account.get("nominal_code"), account.get("name")
+    return Reference(
+        source_accounting_id=str(ledger_id),
+        accounting_custom_id=str(code) if code not in (None, "") else None,
+        name=str(name) if name else None,
+    )
+
+
+def _tax_ref(event: RawEvent, tax_id: Any) -> Reference | None:
+    """The tax rate reference of a Monite ``accounting_tax_rate_id`` (see *Ledger accounts*)."""
+    if not tax_id:
+        return None
+    rate = as_object(as_object(event.enrichment.get("tax_rates"), "tax rates").get(str(tax_id)), "tax rate")
+    code, name = rate.get("code"), rate.get("name")
+    return Reference(
+        source_accounting_id=str(tax_id),
+        accounting_custom_id=str(code) if code not in (None, "") else None,
+        name=str(name) if name else None,
+    )
 
 
 def _object(event: RawEvent) -> dict[str, Any]:
@@ -222,7 +319,7 @@ def _common(event: RawEvent, obj: dict[str, Any], object_type: str) -> dict[str,
     }
 
 
-def _payable_lines(raw_lines: list[dict[str, Any]], currency: str) -> list[LineItem]:
+def _payable_lines(event: RawEvent, raw_lines: list[dict[str, Any]], currency: str) -> list[LineItem]:
     lines: list[LineItem] = []
     for index, raw in enumerate(raw_lines, start=1):
         where = f"line_items[{index - 1}]"
@@ -252,8 +349,8 @@ def _payable_lines(raw_lines: list[dict[str, Any]], currency: str) -> list[LineI
                 if raw.get("tax_amount") is not None
                 else None,
                 tax_rate_percent=_percent(raw["tax"], f"{where}.tax") if raw.get("tax") is not None else None,
-                tax_rate=Reference(accounting_id=str(tax_ref)) if tax_ref else None,
-                gl_account=Reference(source_id=str(ledger)) if ledger else None,
+                tax_rate=_tax_ref(event, tax_ref),
+                gl_account=_account_ref(event, ledger),
             )
         )
     return lines
@@ -276,8 +373,13 @@ def map_payable(event: RawEvent) -> Sequence[CanonicalRecord]:
     total = minor_to_major(total_raw, currency, "total_amount")
     tax = minor_to_major(obj["tax_amount"], currency, "tax_amount") if obj.get("tax_amount") is not None else Decimal(0)
     raw_lines = as_objects(event.enrichment.get("line_items") or obj.get("line_items"), "line_items")
-    lines = _payable_lines(raw_lines, currency)
-    subtotal = minor_to_major(obj["subtotal"], currency, "subtotal") if obj.get("subtotal") is not None else total - tax
+    lines = _payable_lines(event, raw_lines, currency)
+    discount = minor_to_major(obj["discount"], currency, "discount") if obj.get("discount") else Decimal(0)
+    subtotal = (
+        minor_to_major(obj["subtotal"], currency, "subtotal")
+        if obj.get("subtotal") is not None
+        else total - tax + discount
+    )
     if not lines:
         lines = [LineItem(line_number=1, description=obj.get("description"), amount=subtotal)]
     counterpart = as_object(obj.get("counterpart"), "counterpart")
@@ -309,6 +411,7 @@ def map_payable(event: RawEvent) -> Sequence[CanonicalRecord]:
             line_items=lines,
             subtotal=subtotal,
             tax_total=tax,
+            discount_total=discount,
             total=total,
             status=status,
             memo=obj.get("description"),
@@ -329,39 +432,19 @@ def map_receivable(event: RawEvent) -> Sequence[CanonicalRecord]:
     if str(obj.get("type", "invoice")) != "invoice":
         raise SkipEvent(f"Monite receivable of type {obj.get('type')!r} is not an invoice")
     currency = str(require(obj, "currency"))
+    _refuse_invoice_level_discount(obj, currency)
     lines: list[LineItem] = []
-    for index, raw in enumerate(as_objects(obj.get("line_items"), "line_items"), start=1):
-        where = f"line_items[{index - 1}]"
-        product = as_object(require(raw, "product"), f"{where}.product")
-        qty = _quantity(require(raw, "quantity"), f"{where}.quantity")
-        price = as_object(require(product, "price"), f"{where}.product.price")
-        unit = minor_to_major(require(price, "value"), currency, f"{where}.product.price.value")
-        ledger = product.get("ledger_account_id")
-        vat = as_object(product.get("vat_rate"), f"{where}.product.vat_rate").get("value")
-        lines.append(
-            LineItem(
-                line_number=index,
-                source_id=product.get("id"),
-                description=product.get("description") or product.get("name"),
-                quantity=qty,
-                unit_price=unit,
-                amount=qty * unit,
-                tax_rate_percent=_percent(vat, f"{where}.product.vat_rate.value") if vat is not None else None,
-                gl_account=Reference(source_id=str(ledger)) if ledger else None,
-                item=Reference(source_id=product.get("id"), name=product.get("name")),
-            )
-        )
+    for index, raw in enumerate(as_objects(obj.get("line_items"), "line_items")):
+        lines += _receivable_lines(event, raw, currency, f"line_items[{index}]", len(lines) + 1)
     total = minor_to_major(require(obj, "total_amount"), currency, "total_amount")
     tax = (
         minor_to_major(obj["total_vat_amount"], currency, "total_vat_amount")
         if obj.get("total_vat_amount") is not None
         else Decimal(0)
     )
-    subtotal = sum((line.amount for line in lines), Decimal(0)) if lines else total - tax
-    if obj.get("subtotal") is not None:
-        subtotal = minor_to_major(obj["subtotal"], currency, "subtotal")
     if not lines:
         raise ContractError("Monite receivable has no line_items")
+    subtotal = sum((line.amount for line in lines), Decimal(0))
     customer_id = obj.get("counterpart_id")
     if not customer_id:
         raise ContractError("Monite receivable has no counterpart_id (customer)")
@@ -387,6 +470,76 @@ def map_receivable(event: RawEvent) -> Sequence[CanonicalRecord]:
             memo=obj.get("memo"),
         )
     ]
+
+
+def _refuse_invoice_level_discount(obj: dict[str, Any], currency: str) -> None:
+    """Raise when a receivable carries an invoice-level discount (see *Discounts*).
+
+    Raises:
+        contracts.ContractError: naming the discount and the documented limitation.
+    """
+    discount = as_object(obj.get("discount"), "discount")
+    if not discount.get("amount"):
+        return
+    kind = str(discount.get("type") or "amount")
+    shown = (
+        f"{_percent(discount['amount'], 'discount.amount')} %"
+        if kind == "percentage"
+        else f"{minor_to_major(discount['amount'], currency, 'discount.amount')} {currency}"
+    )
+    raise ContractError(
+        f"Monite receivable {obj.get('id')} has an invoice-level discount of {shown}: Monite documents invoices "
+        "with invoice-level discounts as not pushable to accounting systems (only line item discounts are); "
+        "move the discount to the line items in Monite"
+    )
+
+
+def _receivable_lines(
+    event: RawEvent, raw: dict[str, Any], currency: str, where: str, line_number: int
+) -> list[LineItem]:
+    """One receivable line item → its line, plus a negative discount line when it has a discount."""
+    product = as_object(require(raw, "product"), f"{where}.product")
+    qty = _quantity(require(raw, "quantity"), f"{where}.quantity")
+    price = as_object(require(product, "price"), f"{where}.product.price")
+    unit = minor_to_major(require(price, "value"), currency, f"{where}.product.price.value")
+    vat = as_object(product.get("vat_rate"), f"{where}.product.vat_rate").get("value")
+    name = product.get("description") or product.get("name")
+    shared: dict[str, Any] = {
+        "tax_rate_percent": _percent(vat, f"{where}.product.vat_rate.value") if vat is not None else None,
+        "gl_account": _account_ref(event, product.get("ledger_account_id")),
+        "tax_rate": _tax_ref(event, product.get("accounting_tax_rate_id")),
+        "item": Reference(source_id=product.get("id"), name=product.get("name")),
+    }
+    gross = qty * unit
+    line = LineItem(
+        line_number=line_number,
+        source_id=product.get("id"),
+        description=name,
+        quantity=qty,
+        unit_price=unit,
+        amount=gross,
+        **shared,
+    )
+    discount = as_object(raw.get("discount"), f"{where}.discount")
+    if not discount.get("amount"):
+        return [line]
+    if raw.get("total_before_vat") is not None:
+        net = minor_to_major(raw["total_before_vat"], currency, f"{where}.total_before_vat")
+        off = quantize(gross, currency) - net
+    elif str(discount.get("type") or "amount") == "percentage":
+        rate = _percent(discount["amount"], f"{where}.discount.amount")
+        off = (gross * rate / 100).quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP)
+    else:
+        off = minor_to_major(discount["amount"], currency, f"{where}.discount.amount")
+    if off <= 0 or off > quantize(gross, currency):
+        raise ContractError(f"Monite receivable {where}: discount {off} {currency} is not within the line's {gross}")
+    discount_line = LineItem(
+        line_number=line_number + 1,
+        description=f"Discount: {name}" if name else "Discount",
+        amount=-off,
+        **shared,
+    )
+    return [line, discount_line]
 
 
 def map_counterpart(event: RawEvent) -> Sequence[CanonicalRecord]:
