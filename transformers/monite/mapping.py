@@ -245,7 +245,8 @@ def _accounting_ids(lines: Any) -> tuple[set[str], set[str]]:
     for line in lines if isinstance(lines, list) else []:
         if not isinstance(line, dict):
             continue
-        product = line.get("product") if isinstance(line.get("product"), dict) else {}
+        raw_product = line.get("product")
+        product: dict[str, Any] = raw_product if isinstance(raw_product, dict) else {}
         for node in (line, product):
             if node.get("ledger_account_id"):
                 ledger.add(str(node["ledger_account_id"]))
