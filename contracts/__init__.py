@@ -25,7 +25,7 @@ from ledgerflow.contracts.common import (
 from ledgerflow.contracts.document import Document
 from ledgerflow.contracts.invoice import Invoice
 from ledgerflow.contracts.item import Item
-from ledgerflow.contracts.lines import LineItem, reconcile
+from ledgerflow.contracts.lines import LineItem, check_minor_units, header_tax, line_tax, minor_unit, reconcile
 from ledgerflow.contracts.party import BankAccount, Customer, Party, Vendor
 from ledgerflow.contracts.payment import AppliedTo, Payment
 from ledgerflow.contracts.purchase_order import PurchaseOrder, PurchaseOrderChange
@@ -66,8 +66,12 @@ __all__ = [
     "Vendor",
     "VendorRef",
     "canonical_id",
+    "check_minor_units",
     "currency_precision",
     "erp_identifiers",
+    "header_tax",
+    "line_tax",
+    "minor_unit",
     "quantize",
     "reconcile",
 ]

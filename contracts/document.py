@@ -13,7 +13,7 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from ledgerflow.contracts.common import CanonicalRecord, CurrencyCode, Money
-from ledgerflow.contracts.lines import LineItem, reconcile
+from ledgerflow.contracts.lines import LineItem, header_tax, reconcile
 
 __all__ = ["Document"]
 
@@ -31,7 +31,11 @@ class Document(CanonicalRecord):
     tax_total: Money = Field(Decimal(0), description="Total tax.")
     shipping_total: Money = Field(Decimal(0), description="Shipping or freight charged.")
     discount_total: Money = Field(Decimal(0), description="Discounts deducted.")
-    total: Money = Field(description="subtotal + tax + shipping - discount.")
+    total: Money = Field(description="subtotal + tax + shipping - discount (tax not added when tax_inclusive).")
+    tax_inclusive: bool = Field(
+        False,
+        description="Whether line amounts (and so the subtotal) include tax; tax_total is then the part that is tax.",
+    )
 
     @model_validator(mode="after")
     def _reconciles(self) -> Self:
@@ -42,7 +46,13 @@ class Document(CanonicalRecord):
             tax_total=self.tax_total,
             shipping_total=self.shipping_total,
             discount_total=self.discount_total,
+            tax_inclusive=self.tax_inclusive,
             total=self.total,
             what=f"{self.object_type} {self.canonical_id}",
         )
         return self
+
+    @property
+    def header_tax(self) -> Decimal:
+        """Tax no line carries: ``tax_total`` minus the lines' ``tax_amount`` (document currency)."""
+        return header_tax(self.line_items, self.tax_total)
