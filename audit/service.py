@@ -20,7 +20,7 @@ from ledgerflow.audit.console import install_console
 from ledgerflow.audit.consumer import register
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore
-from ledgerflow.core.asgi import serve
+from ledgerflow.core.asgi import HttpLimits, serve
 from ledgerflow.core.kafka import broker_from_settings
 from ledgerflow.core.service import health_app
 from ledgerflow.core.settings import Settings
@@ -96,4 +96,4 @@ async def start_audit(
     app = create_app(store, publish, settings, authenticator=authenticator)
     install_console(app)
     app = audit_app(app, ready)
-    return await stack.enter_async_context(serve(app, host=host, port=port))
+    return await stack.enter_async_context(serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)))

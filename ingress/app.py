@@ -8,6 +8,7 @@ raw bytes) → 400 JSON / envelope → publish (503 + ``Retry-After`` when the b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,11 +25,13 @@ from ledgerflow.core import metrics
 from ledgerflow.core.events import EventAttributes, deterministic_id
 from ledgerflow.core.problems import Problem, problem_doc, problem_response
 from ledgerflow.core.settings import Routing, Settings, SourceConfig
-from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher
+from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher, RecordTooLarge
 from ledgerflow.ingress.sources import SOURCES
 from ledgerflow.ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when ready, else the reason it is not."""
@@ -172,9 +175,17 @@ class Ingress:
         started = time.perf_counter()
         metrics.WEBHOOKS_IN_FLIGHT.inc()
         outcome = "accepted"
-        label_source = source if source in SOURCES else "unknown"
+        # Labels only from what is configured: a path segment nobody configured is "unknown", so
+        # random paths cannot grow the number of series.
+        spec_for_label = SOURCES.get(source)
+        label_source = source if spec_for_label is not None else "unknown"
         label_tenant = tenant if tenant in self.routing.tenants else "unknown"
-        label_object = obj or "-"
+        if obj is None:
+            label_object = "-"
+        elif spec_for_label is not None and spec_for_label.objects is not None and obj in spec_for_label.objects:
+            label_object = obj
+        else:
+            label_object = "unknown"
         try:
             spec, cfg = self._resolve(tenant, source, obj, request.method)
             body = await self._read_body(request)
@@ -215,6 +226,12 @@ class Ingress:
         except Problem as problem:
             outcome = problem.outcome
             return problem_response(problem, instance=request.url.path)
+        except Exception:
+            # Never counted as accepted: the event was not stored (or its 202 was not sent).
+            outcome = "error"
+            log.exception("webhook %s/%s failed unexpectedly", label_tenant, label_source)
+            failure = Problem(500, "internal-error", "Internal error", "the event was not stored", outcome="error")
+            return problem_response(failure, instance=request.url.path)
         finally:
             metrics.WEBHOOKS_IN_FLIGHT.dec()
             metrics.WEBHOOK_DURATION.labels(label_source).observe(time.perf_counter() - started)
@@ -237,6 +254,10 @@ class Ingress:
             await self.publisher.publish(
                 self.topics.raw(spec.name), envelope.record_id.encode(), wreq.body, attrs.to_headers()
             )
+        except RecordTooLarge as exc:
+            raise Problem(
+                413, "too-large", "Payload too large", f"the event was not stored: {exc}", outcome="too_large"
+            ) from None
         except BrokerUnavailable as exc:
             raise Problem(
                 503,

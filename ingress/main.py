@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from ledgerflow.core.asgi import serve
+from ledgerflow.core.asgi import HttpLimits, serve
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.ingress.app import create_app
 from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
@@ -59,7 +59,7 @@ async def run_ingress(
         ready = build_readiness(bootstrap_servers, ingress_topics(settings, routing))
         publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
         app = create_app(settings, routing, publisher, readiness=ready)
-        async with serve(app, host=host, port=port) as url:
+        async with serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)) as url:
             yield url
     finally:
         await producer.stop()

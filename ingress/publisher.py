@@ -6,13 +6,26 @@ import asyncio
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faststream.kafka.security import parse_security
 
 from ledgerflow.core.kafka import producer_options, security_from_settings
 from ledgerflow.core.settings import Settings
 
-__all__ = ["INGRESS_PRODUCER_OPTIONS", "BrokerUnavailable", "KafkaPublisher", "Publisher", "ingress_producer"]
+__all__ = [
+    "INGRESS_PRODUCER_OPTIONS",
+    "RECORD_OVERHEAD_BYTES",
+    "BrokerUnavailable",
+    "KafkaPublisher",
+    "Publisher",
+    "RecordTooLarge",
+    "ingress_producer",
+    "max_request_size",
+]
+
+RECORD_OVERHEAD_BYTES = 64 * 1024
+"""Room above the body limit for what a raw record carries besides the body: its key (≤ 256
+characters) and CloudEvents headers (a few hundred bytes), the record and batch framing."""
 
 INGRESS_PRODUCER_OPTIONS: dict[str, Any] = {"max_batch_size": 512 * 1024}
 """Producer options the ingress adds to :func:`ledgerflow.core.kafka.producer_options` (durability unchanged).
@@ -28,6 +41,19 @@ class BrokerUnavailable(Exception):  # noqa: N818 - maps to HTTP 503
     """The broker did not acknowledge the write in time or refused it; the sender should retry."""
 
 
+class RecordTooLarge(Exception):  # noqa: N818 - maps to HTTP 413
+    """The broker (or the producer) refuses the record for its size: retrying cannot help."""
+
+
+def max_request_size(settings: Settings) -> int:
+    """The producer's ``max_request_size``: the body limit plus :data:`RECORD_OVERHEAD_BYTES`.
+
+    aiokafka's default (1 MiB) equals the default body limit, so a body a few hundred bytes under
+    the limit plus its key and headers was refused by the producer on every try (a 503 forever).
+    """
+    return settings.ingress_max_body_bytes + RECORD_OVERHEAD_BYTES
+
+
 class Publisher(Protocol):
     """Writes one record and waits for the broker's acknowledgement."""
 
@@ -36,6 +62,7 @@ class Publisher(Protocol):
 
         Raises:
             BrokerUnavailable: when the write is not acknowledged within the publisher's timeout.
+            RecordTooLarge: when the broker refuses the record for its size (not worth retrying).
         """
 
 
@@ -64,6 +91,8 @@ class KafkaPublisher:
                 await ack
         except TimeoutError as exc:
             raise BrokerUnavailable(f"broker did not acknowledge within {self.timeout:g}s") from exc
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(f"the broker refuses a record of this size ({len(value)} bytes body)") from exc
         except (KafkaError, OSError) as exc:
             raise BrokerUnavailable(f"broker refused the write: {type(exc).__name__}") from exc
 
@@ -73,7 +102,8 @@ def ingress_producer(settings: Settings, bootstrap_servers: str, *, embedded: bo
 
     :func:`ledgerflow.core.kafka.producer_options` (``acks=all``, idempotence off only on the embedded
     broker) plus :data:`INGRESS_PRODUCER_OPTIONS`, and TLS/SASL from the ``LEDGERFLOW_KAFKA_*``
-    settings. Start it (``await producer.start()``) before publishing; stop it on shutdown.
+    settings, and a ``max_request_size`` above the body limit (:func:`max_request_size`). Start it
+    (``await producer.start()``) before publishing; stop it on shutdown.
     """
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -81,4 +111,5 @@ def ingress_producer(settings: Settings, bootstrap_servers: str, *, embedded: bo
         **parse_security(security_from_settings(settings)),
         **producer_options(settings, embedded=embedded),
         **INGRESS_PRODUCER_OPTIONS,
+        max_request_size=max_request_size(settings),
     )

@@ -26,6 +26,7 @@ __all__ = [
     "WebhookRequest",
     "any_secret_matches",
     "as_record_id",
+    "is_unix_seconds",
     "require_object",
 ]
 
@@ -96,6 +97,15 @@ def as_record_id(value: Any, what: str) -> str:
     if len(text) > MAX_ID_LENGTH:
         raise BadEnvelope(f"{what} is longer than {MAX_ID_LENGTH} characters")
     return text
+
+
+def is_unix_seconds(text: str) -> bool:
+    """Whether ``text`` is a Unix timestamp in seconds as senders write it: 1 to 12 ASCII digits.
+
+    ``str.isdigit`` alone also accepts superscripts and other Unicode digits (``"¹⁷⁰⁰"``), which
+    ``int()`` then refuses: a signed-timestamp header with them must be a 401, not a crash.
+    """
+    return 0 < len(text) <= 12 and text.isascii() and text.isdigit()
 
 
 def require_object(payload: Any, source: str) -> dict[str, Any]:

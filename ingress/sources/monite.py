@@ -29,6 +29,7 @@ from ledgerflow.ingress.sources.base import (
     Unauthorized,
     WebhookRequest,
     as_record_id,
+    is_unix_seconds,
     require_object,
 )
 
@@ -53,7 +54,7 @@ def parse_signature_header(value: str) -> tuple[int, list[str]]:
             continue
         if key == "t":
             item = item.strip()
-            if not item.isdigit() or len(item) > 12:
+            if not is_unix_seconds(item):
                 raise Unauthorized(f"{SIGNATURE_HEADER} t= is not a unix timestamp")
             timestamp = int(item)
         elif key == "v1":

@@ -33,6 +33,7 @@ from ledgerflow.ingress.sources.base import (
     Unauthorized,
     WebhookRequest,
     as_record_id,
+    is_unix_seconds,
     require_object,
 )
 
@@ -80,7 +81,7 @@ class StandardWebhooksSource(SourceSpec):
             raise Unauthorized(
                 f"Standard Webhooks needs the {ID_HEADER}, {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} headers"
             )
-        if not raw_ts.isdigit() or len(raw_ts) > 12:
+        if not is_unix_seconds(raw_ts):
             raise Unauthorized(f"{TIMESTAMP_HEADER} is not a unix timestamp")
         timestamp = int(raw_ts)
         skew = request.received_at - timestamp

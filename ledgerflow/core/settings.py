@@ -255,6 +255,14 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How long the ingress waits for the broker's ack before answering 503."
     )
     metrics_port: int = Field(9100, description="Port of /metrics, /healthz and /readyz for workers.")
+    http_max_header_bytes: int = Field(
+        32_768, ge=1024, description="Largest request head (request line + headers) any server takes (431 above)."
+    )
+    http_max_headers: int = Field(100, ge=10, description="Most header fields in one request (431 above).")
+    http_request_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request must arrive completely within this (408 and the connection closed)."
+    )
+    http_keep_alive_seconds: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
     log_level: str = "INFO"
     http_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp", description="Transport of the workers' outbound HTTP client (ledgerflow.core.http)."
