@@ -46,6 +46,7 @@ from ledgerflow.core.problems import Problem
 __all__ = [
     "ALL_TENANTS",
     "KEY_PREFIX",
+    "LOCAL_ADMIN_KEY_NAME",
     "SCOPES",
     "Authenticator",
     "KeyStore",
@@ -62,6 +63,9 @@ ALL_TENANTS = "*"
 """The tenant entry that means "every tenant"."""
 KEY_PREFIX = "lfk"
 """First part of every API key: ``lfk_<16 hex key id>_<secret>``."""
+
+LOCAL_ADMIN_KEY_NAME = "local admin (ledgerflow up)"
+"""Name of the admin key ``ledgerflow up`` makes at each start (revoking the previous one)."""
 
 _KEY_RE = re.compile(r"^lfk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,200})$")
 _TOUCH_EVERY = timedelta(minutes=1)
@@ -198,6 +202,14 @@ class KeyStore:
                 .values(revoked_at=datetime.now(UTC))
             )
         return int(getattr(result, "rowcount", 0))
+
+    async def replace_local_admin(self) -> str:
+        """Revoke the previous local admin key and make a new one (admin, every tenant); return it.
+
+        What ``ledgerflow up`` prints once at start: only its hash is stored.
+        """
+        await self.revoke_named(LOCAL_ADMIN_KEY_NAME)
+        return (await self.create(LOCAL_ADMIN_KEY_NAME, ["admin"], [ALL_TENANTS])).key
 
     async def authenticate(self, key: str) -> Principal | None:
         """The principal of API key ``key``, or None when it is malformed, unknown, revoked or wrong."""

@@ -1,9 +1,9 @@
 """The audit service's one entry: :func:`run_audit` (``ledgerflow audit`` and the stack).
 
-Migrates the audit tables, consumes the results and canonical topics (group ``<prefix>.audit``),
-serves the sync-records API with ``/healthz``, ``/readyz`` and ``/metrics``
-(:func:`~ledgerflow.audit.service.start_audit`), and optionally reports the group's consumer lag;
-stops everything when the block exits.
+Migrates the audit tables, consumes the results, canonical and dead-letter topics (group
+``<prefix>.audit``), serves the sync-records API (``/v1``) and the console (``/console``) with
+``/healthz``, ``/readyz`` and ``/metrics`` (:func:`~ledgerflow.audit.service.start_audit`), and
+optionally reports the group's consumer lag; stops everything when the block exits.
 """
 
 from __future__ import annotations
@@ -12,27 +12,40 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ledgerflow.audit.auth import KeyStore, OidcConfig
 from ledgerflow.audit.service import start_audit
+from ledgerflow.audit.store import AuditStore
 from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import Settings
+from ledgerflow.core.topics import STAGES
 
 __all__ = ["RunningAudit", "audit_lag_watch", "run_audit"]
 
 
 @dataclass(frozen=True, slots=True)
 class RunningAudit:
-    """A started audit service: the API's base URL, and its consumer group with its topics."""
+    """A started audit service: the API's base URL, its consumer group with its topics, and the local admin key.
+
+    ``admin_key`` is set only when :func:`run_audit` was asked for one (``ledgerflow up``): it is
+    the key's only copy (the database keeps its hash).
+    """
 
     url: str
     watched: LagWatch
+    admin_key: str | None = None
 
 
 def audit_lag_watch(settings: Settings) -> LagWatch:
-    """The audit group and its topics: the results topic and every canonical topic."""
+    """The audit group and its topics: the results topic, every canonical topic and every dead-letter topic."""
     topics = settings.topics
-    return [(topics.group("audit"), [topics.results, *(topics.canonical(o) for o in OBJECT_MODELS)])]
+    return [
+        (
+            topics.group("audit"),
+            [topics.results, *(topics.canonical(o) for o in OBJECT_MODELS), *(topics.dlq(s) for s in STAGES)],
+        )
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -45,6 +58,8 @@ async def run_audit(
     port: int = 0,
     concurrency: int | None = None,
     report_lag: bool = True,
+    oidc: OidcConfig | None = None,
+    local_admin_key: bool = False,
 ) -> AsyncIterator[RunningAudit]:
     """Run the audit service until the block exits.
 
@@ -56,6 +71,9 @@ async def run_audit(
         port: port of the API (0 = a free port).
         concurrency: writers per batch (default: 1 on SQLite, 8 on PostgreSQL).
         report_lag: report the audit group's consumer lag (off when the caller reports it).
+        oidc: also accept OIDC access tokens of this provider (API keys are always accepted).
+        local_admin_key: make a new admin key for every tenant (revoking the previous local one)
+            and return it in :attr:`RunningAudit.admin_key`: the embedded default of ``ledgerflow up``.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -64,9 +82,23 @@ async def run_audit(
     """
     async with contextlib.AsyncExitStack() as stack:
         url = await start_audit(
-            stack, bootstrap_servers, settings, embedded=embedded, host=host, port=port, concurrency=concurrency
+            stack,
+            bootstrap_servers,
+            settings,
+            embedded=embedded,
+            host=host,
+            port=port,
+            concurrency=concurrency,
+            oidc=oidc,
         )
+        admin_key = None
+        if local_admin_key:
+            store = AuditStore(settings.state_url)
+            try:
+                admin_key = await KeyStore(store.engine).replace_local_admin()
+            finally:
+                await store.close()
         watched = audit_lag_watch(settings)
         if report_lag:
             await stack.enter_async_context(lag_reporter(bootstrap_servers, watched))
-        yield RunningAudit(url, watched)
+        yield RunningAudit(url, watched, admin_key)

@@ -18,9 +18,10 @@ import logging
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import orjson
 import typer
@@ -30,6 +31,11 @@ from rich.table import Table
 from ledgerflow import __version__
 from ledgerflow.core import aio
 from ledgerflow.core.settings import ConfigError, Routing, Settings, all_erps_routing
+
+if TYPE_CHECKING:
+    from ledgerflow.audit.auth import KeyStore
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="ledgerflow",
@@ -116,7 +122,7 @@ def up(
             out.print(f"[bold green]ledgerflow {__version__} is up[/bold green]")
             out.print(f"  broker      {stack.bootstrap_servers}")
             out.print(f"  ingress     {stack.ingress_url}  (/healthz /readyz /metrics /docs)")
-            out.print(f"  audit       {stack.audit_url}  (/sync-records /docs)")
+            out.print(f"  audit       {stack.audit_url}  (API /v1/sync-records, console {stack.audit_url}/console)")
             for erp, url in stack.sandboxes.items():
                 out.print(f"  sandbox     {erp:<11} {url}  (records: {url}/_sandbox/records)")
             for name, config in stack.connections.items():
@@ -128,6 +134,14 @@ def up(
                 "-H 'content-type: application/json' -H 'authorization: Bearer demo-token' "
                 "--data @../shared/samples/mercoa/invoice.created.json"
             )
+            if stack.audit_admin_key:
+                out.print("\nLocal admin key of the audit API and console (shown once; a new one at each start):")
+                out.print(f"  {stack.audit_admin_key}", soft_wrap=True)
+                out.print(
+                    f"  curl -s -H 'authorization: Bearer {stack.audit_admin_key}' "
+                    f"'{stack.audit_url}/v1/sync-records?tenant={tenant}'",
+                    soft_wrap=True,
+                )
             out.print("\nPress Ctrl-C to stop.")
             await stop.wait()
 
@@ -342,6 +356,87 @@ def topics(
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
 
 
+keys_app = typer.Typer(
+    help="API keys of the audit API and console (stored hashed in LEDGERFLOW_STATE_URL's database; docs/audit.md).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store_run(work: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """Run ``work`` on the key store of ``LEDGERFLOW_STATE_URL`` (migrated first)."""
+    from ledgerflow.audit.auth import KeyStore
+    from ledgerflow.audit.migrate import upgrade
+    from ledgerflow.audit.store import AuditStore
+
+    settings = Settings()
+
+    async def run() -> T:
+        await upgrade(settings.state_url)
+        store = AuditStore(settings.state_url)
+        try:
+            return await work(KeyStore(store.engine))
+        finally:
+            await store.close()
+
+    return aio.run(run(), settings.event_loop)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for (shown in lists).")],
+    scope: Annotated[list[str], typer.Option(help="read, redrive or admin (repeat; each implies the weaker).")],
+    tenant: Annotated[list[str], typer.Option(help="A tenant it sees (repeat), or '*' for every tenant.")],
+) -> None:
+    """Create an API key and print it once (only its Argon2id hash is stored)."""
+    from ledgerflow.audit.auth import SCOPES
+
+    if unknown := [s for s in scope if s not in SCOPES]:
+        console.print(f"[red]unknown scope(s) {', '.join(unknown)}[/red]: scopes are {', '.join(SCOPES)}")
+        raise typer.Exit(2)
+    try:
+        created = _key_store_run(lambda keys: keys.create(name, scope, tenant))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(
+        f"created key {created.row.id} ({created.row.name}): scopes {', '.join(created.row.scopes)}, "
+        f"tenants {', '.join(created.row.tenants)}. It is shown once:"
+    )
+    out.print(created.key, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
+    """List API keys (never their secrets)."""
+    rows = _key_store_run(lambda keys: keys.list(include_revoked=all_))
+    table = Table(title=f"{len(rows)} key(s)")
+    for col in ("id", "name", "scopes", "tenants", "created", "last used", "revoked"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row.id,
+            row.name,
+            ", ".join(row.scopes),
+            ", ".join(row.tenants),
+            row.created_at.isoformat(timespec="seconds"),
+            row.last_used_at.isoformat(timespec="seconds") if row.last_used_at else "-",
+            row.revoked_at.isoformat(timespec="seconds") if row.revoked_at else "-",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (as `keys list` shows it).")]) -> None:
+    """Revoke a key: its next request answers 401."""
+    if not _key_store_run(lambda keys: keys.revoke(key_id)):
+        console.print(f"[red]no live key {key_id}[/red]")
+        raise typer.Exit(1)
+    out.print(f"revoked {key_id}")
+
+
 mapping_app = typer.Typer(help="Declarative mapping files (docs/mappings.md).", no_args_is_help=True)
 app.add_typer(mapping_app, name="mapping")
 
@@ -431,8 +526,9 @@ def audit(
             host=settings.audit_host,
             port=settings.audit_port if port is None else port,
             concurrency=writers,
+            oidc=settings.oidc(),
         ) as audit_:
-            console.print(f"audit API on {audit_.url}  (/sync-records /docs /healthz /readyz /metrics)")
+            console.print(f"audit API on {audit_.url}  (/v1/… /console /healthz /readyz /metrics)")
             await _wait_for_signal()
 
     aio.run(run(), settings.event_loop)

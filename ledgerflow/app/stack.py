@@ -46,6 +46,7 @@ class RunningStack:
     bootstrap_servers: str
     ingress_url: str
     audit_url: str = ""
+    audit_admin_key: str | None = None
     sandboxes: dict[str, str] = field(default_factory=dict)
     connections: dict[str, ConnectionConfig] = field(default_factory=dict)
     connectors: dict[str, Connector] = field(default_factory=dict)
@@ -127,9 +128,18 @@ async def run_stack(
             running.connectors[name] = conn.connector
             watched += conn.watched
         audit = await stack.enter_async_context(
-            run_audit(settings, bootstrap, embedded=embedded, host=host, port=audit_port, report_lag=False)
+            run_audit(
+                settings,
+                bootstrap,
+                embedded=embedded,
+                host=host,
+                port=audit_port,
+                report_lag=False,
+                local_admin_key=True,
+            )
         )
         running.audit_url = audit.url
+        running.audit_admin_key = audit.admin_key
         watched += audit.watched
         await stack.enter_async_context(lag_reporter(bootstrap, watched))
         running.ingress_url = await stack.enter_async_context(
