@@ -15,6 +15,12 @@ routes to ``sandbox.app``. The kit gives it:
       DELETE /_sandbox/faults   clear
       GET    /_sandbox/faults   what is armed
       GET    /_sandbox/records  [?kind=bill] → {"records": [{"kind", "id", "total", "record"}]}
+      PATCH  /_sandbox/records/{kind}/{id}   alter what the ERP stored: a JSON Patch (RFC 6902,
+                                a JSON array) or a JSON Merge Patch (RFC 7396, an object), e.g.
+                                [{"op": "replace", "path": "/Line/0/Amount", "value": 90}]
+                                → {"kind", "id", "total", "record"} after the change; 404 unknown
+                                record, 422 a patch that does not apply. Read-back and
+                                reconciliation tests use it to make the ERP differ from the source.
 
   Faults apply to every path outside ``/_sandbox/`` (also the token endpoint);
 * :class:`OAuthIssuer` — an OAuth 2.0 token endpoint (RFC 6749 §4.4, §6) that checks client
@@ -360,6 +366,7 @@ class Sandbox:
         self.app.add_api_route("/_sandbox/faults", self._clear, methods=["DELETE"])
         self.app.add_api_route("/_sandbox/faults", self._show, methods=["GET"])
         self.app.add_api_route("/_sandbox/records", self._records, methods=["GET"])
+        self.app.add_api_route("/_sandbox/records/{kind}/{record_id:path}", self._alter, methods=["PATCH"])
 
     def take_fault(self, path: str) -> FaultSpec | None:
         """Consume one use of the armed fault if it applies to ``path``."""
@@ -408,6 +415,61 @@ class Sandbox:
             for rid, rec in self.store.records.get(k, {}).items()
         ]
         return DecimalJSONResponse({"records": listing})
+
+    def alter(self, kind: str, record_id: str, patch: Any) -> dict[str, Any]:
+        """Change the stored record ``kind``/``record_id`` in place and return it.
+
+        ``patch`` is a JSON Patch (RFC 6902: a list of operations, applied with ``jsonpatch``) or
+        a JSON Merge Patch (RFC 7396: an object; ``null`` removes a member).
+
+        Raises:
+            KeyError: no such record.
+            ValueError: the patch is neither, or does not apply (e.g. a path that does not exist).
+        """
+        import jsonpatch  # the sandbox extra; imported here so the kit loads without it
+
+        record = self.store.get(kind, record_id)
+        if record is None:
+            raise KeyError(f"no {kind} record {record_id}")
+        if isinstance(patch, list):
+            try:
+                changed = jsonpatch.apply_patch(record, patch)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+                raise ValueError(f"JSON Patch does not apply: {exc}") from exc
+        elif isinstance(patch, dict):
+            changed = _merge_patch(record, patch)
+        else:
+            raise ValueError("give a JSON Patch (array) or a JSON Merge Patch (object)")
+        if not isinstance(changed, dict):
+            raise ValueError("the patch must leave the record a JSON object")
+        record.clear()
+        record.update(changed)
+        return record
+
+    async def _alter(self, request: Request, kind: str, record_id: str) -> Response:
+        try:
+            patch = await read_json(request)
+            record = self.alter(kind, record_id, patch)
+        except KeyError as exc:
+            return JSONResponse({"message": str(exc.args[0])}, status_code=404)
+        except ValueError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=422)
+        return DecimalJSONResponse(
+            {"kind": kind, "id": record_id, "total": self.total_of(kind, record), "record": record}
+        )
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON Merge Patch of ``target`` (not modified) by ``patch``."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
 
 
 class SandboxControl:
@@ -463,6 +525,22 @@ class SandboxControl:
         response.raise_for_status()
         records: list[dict[str, Any]] = loads_json(response.content)["records"]
         return records
+
+    async def alter(self, kind: str, record_id: str, patch: Any) -> dict[str, Any]:
+        """Change what the sandbox stored (see :meth:`Sandbox.alter`); returns ``{"kind", "id", "total", "record"}``.
+
+        Raises:
+            httpx.HTTPStatusError: unknown record (404) or a patch that does not apply (422).
+
+        """
+        response = await self.http.patch(
+            f"{self.base_url}/_sandbox/records/{kind}/{record_id}",
+            content=dumps_json(patch),
+            headers={"content-type": "application/json"},
+        )
+        response.raise_for_status()
+        altered: dict[str, Any] = loads_json(response.content)
+        return altered
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ Supplier references: ``accounting_id`` → ``{"id"}`` (Coupa's internal id), els
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from ledgerflow.connectors.amounts import document_amounts
 from ledgerflow.contracts import Bill, LineItem, Reference, Vendor
 from ledgerflow.contracts.common import quantize
 
@@ -37,10 +39,6 @@ DEFAULT_ACCOUNT_SEGMENTS: dict[str, str] = {"segment-1": "gl_account", "segment-
 
 class UnresolvedReferenceError(ValueError):
     """The supplier or a line's GL account cannot be expressed in Coupa terms."""
-
-
-def _money(amount: Decimal, currency: str) -> str:
-    return format(quantize(amount, currency), "f")
 
 
 def _code(ref: Reference | None) -> str | None:
@@ -65,9 +63,31 @@ def supplier_ref(ref: Reference) -> dict[str, str]:
     raise UnresolvedReferenceError(f"supplier {ref.source_id or '?'} has no Coupa id, number or name")
 
 
+INVOICE_NUMBER_MAX = 40
+"""Longest ``invoice-number`` Coupa stores (Invoice API element table: string(40))."""
+
+
 def invoice_number(bill: Bill) -> str:
-    """The Coupa ``invoice-number``: the vendor's bill number, else the source id (max 40 characters)."""
-    return (bill.bill_number or bill.source_id)[:40]
+    """The Coupa ``invoice-number``: the vendor's bill number, else the source id (max 40 characters).
+
+    A source id longer than 40 characters becomes its first 23 characters, ``-`` and 16 hex
+    digits of its SHA-256 (stable, so the look-up before create finds it again).
+
+    Raises:
+        UnresolvedReferenceError: the vendor's bill number is longer than Coupa stores (it is
+            the supplier's document number: never shortened).
+    """
+    if bill.bill_number:
+        if len(bill.bill_number) > INVOICE_NUMBER_MAX:
+            raise UnresolvedReferenceError(
+                f"bill {bill.canonical_id}: invoice number {bill.bill_number!r} is longer than Coupa's "
+                f"{INVOICE_NUMBER_MAX}-character invoice-number"
+            )
+        return bill.bill_number
+    if len(bill.source_id) <= INVOICE_NUMBER_MAX:
+        return bill.source_id
+    digest = hashlib.sha256(bill.source_id.encode()).hexdigest()[:16]
+    return f"{bill.source_id[: INVOICE_NUMBER_MAX - 17]}-{digest}"
 
 
 def invoice_lookup_params(bill: Bill) -> dict[str, str]:
@@ -93,29 +113,45 @@ def _account(line: LineItem, header_project: Reference | None, options: Mapping[
         if ref is None and field == "project":
             ref = header_project
         value = _code(ref) if isinstance(ref, Reference) else None
+        if value is None and field == "gl_account" and options.get("default_expense_account"):
+            value = str(options["default_expense_account"])
         if value is not None:
             account[segment] = value
     if not any(key.startswith("segment-") for key in account):
-        raise UnresolvedReferenceError(f"line {line.line_number} has no account segment (GL account) to book to")
+        raise UnresolvedReferenceError(
+            f"line {line.line_number} has no GL account and the connection has no options.default_expense_account "
+            "(the Coupa GL account segment that books lines without one)"
+        )
     return account
 
 
 def _line(
-    line: LineItem, currency: str, header_project: Reference | None, options: Mapping[str, Any]
+    line: LineItem, amount: Decimal, currency: str, header_project: Reference | None, options: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """One invoice line; ``amount`` is the line's amount at the currency's minor unit.
+
+    Coupa computes a quantity line's total as quantity × price, so a line is sent as an
+    ``InvoiceQuantityLine`` only when that product rounds to the source's amount; otherwise as an
+    ``InvoiceAmountLine`` of the amount (the source's line amount is authoritative).
+    """
     out: dict[str, Any] = {
         "line-num": line.line_number,
         "description": (line.description or f"Line {line.line_number}")[:255],
         "account": _account(line, header_project, options),
     }
-    if line.quantity is not None and line.unit_price is not None:
+    if (
+        line.quantity is not None
+        and line.unit_price is not None
+        and line.quantity != 0
+        and quantize(line.quantity * line.unit_price, currency) == amount
+    ):
         out["type"] = "InvoiceQuantityLine"
         out["quantity"] = format(line.quantity, "f")
         out["price"] = format(line.unit_price, "f")
     else:
         out["type"] = "InvoiceAmountLine"
-        out["price"] = _money(line.amount, currency)
-    out["total"] = _money(line.amount, currency)
+        out["price"] = format(amount, "f")
+    out["total"] = format(amount, "f")
     return out
 
 
@@ -124,8 +160,11 @@ def invoice_body(bill: Bill, options: Mapping[str, Any]) -> dict[str, Any]:
 
     Header-level taxation (``line-level-taxation: false``): tax goes to ``tax-amount`` and shipping
     to ``shipping-amount``; a discount becomes a negative ``InvoiceAmountLine`` booked to
-    ``options["discount_account"]`` (segment-1). ``options["chart_of_accounts"]`` names the
-    ``account-type``; ``options["account_segments"]`` maps segments to canonical line references.
+    ``options["discount_account"]`` (segment-1). Amounts are at the currency's minor unit and add
+    up to the bill's total (:func:`~ledgerflow.connectors.amounts.document_amounts`). A line
+    without a GL account is booked to ``options["default_expense_account"]`` (segment-1).
+    ``options["chart_of_accounts"]`` names the ``account-type``; ``options["account_segments"]``
+    maps segments to canonical line references.
 
     Raises:
         UnresolvedReferenceError: no supplier reference, a line without account segments, or a
@@ -141,21 +180,28 @@ def invoice_body(bill: Bill, options: Mapping[str, Any]) -> dict[str, Any]:
     }
     if options.get("chart_of_accounts"):
         body["account-type"] = {"name": str(options["chart_of_accounts"])}
-    if bill.tax_total:
-        body["tax-amount"] = _money(bill.tax_total, bill.currency)
-    if bill.shipping_total:
-        body["shipping-amount"] = _money(bill.shipping_total, bill.currency)
+    amounts = document_amounts(bill)
+    if amounts.tax:
+        body["tax-amount"] = format(amounts.tax, "f")
+    if amounts.shipping:
+        body["shipping-amount"] = format(amounts.shipping, "f")
     if bill.memo:
         body["comments"] = bill.memo
-    lines = [_line(line, bill.currency, bill.project, options) for line in bill.line_items]
-    if bill.discount_total:
+    lines = [
+        _line(line, amount, bill.currency, bill.project, options)
+        for line, amount in zip(bill.line_items, amounts.lines, strict=True)
+    ]
+    if amounts.discount:
         if not options.get("discount_account"):
-            raise UnresolvedReferenceError("bill has a discount but the connection has no discount_account")
-        discount = _money(-bill.discount_total, bill.currency)
+            raise UnresolvedReferenceError(
+                f"bill {bill.canonical_id} has a discount of {amounts.discount} but the connection has no "
+                "options.discount_account"
+            )
+        discount = format(-amounts.discount, "f")
         lines.append(
             {
                 "type": "InvoiceAmountLine",
-                "line-num": len(lines) + 1,
+                "line-num": max(line.line_number for line in bill.line_items) + 1,
                 "description": "Discount",
                 "price": discount,
                 "total": discount,

@@ -10,9 +10,18 @@ What it reproduces (reference ``erp_apis.md`` §5):
   that is not a draft is refused (400 ``{"errors": {"status": [...]}}``), so an invoice cannot be
   submitted twice; ``PUT /api/invoices/:id`` updates a draft or a pending invoice (not an approved
   or voided one); ``GET /api/invoices?invoice-number=…&supplier[id|number|name]=…`` filters.
-* Required elements per the Invoice API tables (``invoice-number``, ``invoice-date``, ``supplier``,
-  ``currency``, ``invoice-lines`` with ``description``, ``price``, ``account``); the supplier must
-  exist; ``invoice-number`` is unique per supplier; decimals must be decimal strings.
+* Required elements per the Invoice API tables (reference §5.2: ``invoice-number`` string(40),
+  ``invoice-date`` date only, ``supplier``, ``currency`` (a known ISO code), ``line-level-taxation``
+  (boolean), ``account-type`` (a chart of accounts of the instance), ``invoice-lines`` with
+  ``type`` (``InvoiceAmountLine``; ``InvoiceQuantityLine`` also needs ``quantity``),
+  ``description``, ``price``, ``account`` with ``segment-1``); the supplier must exist;
+  ``invoice-number`` is unique per supplier; decimals (line ``price``/``quantity``/``total``,
+  ``tax-amount``, ``shipping-amount``, ``handling-amount``, ``misc-amount``) must be decimal
+  strings within the currency's minor unit (prices may carry more digits).
+* Totals as Coupa computes them: a quantity line's total is quantity × price, an amount line's
+  its price (rounded half-up to the currency's minor unit; a ``total`` sent is replaced), and
+  the invoice's ``gross-total`` is the lines plus tax, shipping, handling and misc amounts; the
+  stored invoice carries both (``GET /api/invoices/:id`` answers them).
 * ``/api/suppliers`` — list (``number``/``name`` filters), create, update; ``name`` unique.
 * Errors as ``{"errors": {"<field>": ["<message>"]}}``; injected faults via ``/_sandbox/faults``.
 """
@@ -21,45 +30,93 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
+from babel.numbers import list_currencies
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json
+from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
 
-__all__ = ["DEFAULT_CLIENTS", "DEMO_SUPPLIERS", "TOKEN_PATH", "create_app", "sandbox_connection"]
+__all__ = ["DEFAULT_CHARTS", "DEFAULT_CLIENTS", "DEMO_SUPPLIERS", "TOKEN_PATH", "create_app", "sandbox_connection"]
 
 TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 """Coupa's OAuth 2.0 / OIDC token endpoint path."""
 
 _DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
-_INVOICE_REQUIRED = ("invoice-number", "invoice-date", "supplier", "currency", "invoice-lines")
-_LINE_REQUIRED = ("description", "price", "account")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INVOICE_REQUIRED = ("invoice-number", "invoice-date", "supplier", "currency", "invoice-lines", "account-type")
+_LINE_REQUIRED = ("type", "description", "price", "account")
+_LINE_TYPES = ("InvoiceAmountLine", "InvoiceQuantityLine")
+_HEADER_AMOUNTS = ("tax-amount", "shipping-amount", "handling-amount", "misc-amount")
+
+DEFAULT_CHARTS: tuple[str, ...] = ("US Chart of Accounts",)
+"""Charts of accounts (``account-type`` names) of the default sandbox instance."""
 _EDITABLE = ("draft", "pending_approval", "pending_receipt")
+
+
+@lru_cache(maxsize=1)
+def _known_currencies() -> frozenset[str]:
+    return frozenset(list_currencies())
+
+
+def _amount_ok(value: Any, unit: Decimal) -> bool:
+    """A decimal string with no more digits than the currency's minor unit."""
+    if not (isinstance(value, str) and _DECIMAL.match(value)):
+        return False
+    number = Decimal(value)
+    return number == number.quantize(unit)
 
 
 def _errors(status: int, errors: Mapping[str, list[str]]) -> Response:
     return DecimalJSONResponse({"errors": dict(errors)}, status_code=status)
 
 
+def _unit(record: dict[str, Any]) -> Decimal:
+    currency = record.get("currency")
+    code = currency.get("code") if isinstance(currency, dict) else None
+    try:
+        return Decimal(1).scaleb(-currency_precision(str(code)))
+    except (KeyError, ValueError):
+        return Decimal("0.01")
+
+
+def _line_total(line: dict[str, Any], unit: Decimal) -> Decimal:
+    """A line's total as Coupa computes it (quantity × price, or the price of an amount line)."""
+    price = Decimal(str(line.get("price") or 0))
+    if line.get("type") == "InvoiceQuantityLine":
+        price *= Decimal(str(line.get("quantity") or 0))
+    return price.quantize(unit, rounding=ROUND_HALF_UP)
+
+
 def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
     if kind != "invoice":
         return None
+    return Decimal(str(record.get("gross-total", 0)))
+
+
+def _booked(invoice: dict[str, Any]) -> dict[str, Any]:
+    """``invoice`` with Coupa's computed line ``total`` values and ``gross-total``."""
+    unit = _unit(invoice)
     total = Decimal(0)
-    for line in record.get("invoice-lines", []):
-        total += Decimal(str(line.get("total") or line.get("price") or 0))
-    for key in ("tax-amount", "shipping-amount"):
-        if record.get(key):
-            total += Decimal(str(record[key]))
-    return total
+    for line in invoice.get("invoice-lines") or []:
+        line["total"] = format(_line_total(line, unit), "f")
+        total += Decimal(line["total"])
+    for key in _HEADER_AMOUNTS:
+        if invoice.get(key):
+            total += Decimal(str(invoice[key]))
+    invoice["gross-total"] = format(total, "f")
+    return invoice
 
 
 class _Coupa:
-    def __init__(self, sandbox: Sandbox, accounts: frozenset[str] | None) -> None:
+    def __init__(self, sandbox: Sandbox, accounts: frozenset[str] | None, charts: frozenset[str]) -> None:
         self.accounts = accounts
+        self.charts = charts
         self.sandbox = sandbox
         self.store = sandbox.store
 
@@ -86,28 +143,68 @@ class _Coupa:
         if not isinstance(body, dict):
             return {"base": ["request body must be a JSON object"]}
         problems: dict[str, list[str]] = {}
+
+        def add(field: str, message: str) -> None:
+            problems.setdefault(field, []).append(message)
+
         for field in _INVOICE_REQUIRED if invoice_id is None else ():
             if not body.get(field):
-                problems.setdefault(field, []).append("can't be blank")
+                add(field, "can't be blank")
+        if invoice_id is None and not isinstance(body.get("line-level-taxation"), bool):
+            add("line-level-taxation", "can't be blank (true or false)")
+        number = body.get("invoice-number")
+        if number is not None and (not isinstance(number, str) or len(number) > 40):
+            add("invoice-number", "is too long (maximum is 40 characters)")
+        date_value = body.get("invoice-date")
+        if date_value is not None and not (isinstance(date_value, str) and _DATE.match(date_value)):
+            add("invoice-date", "must be a date (YYYY-MM-DD) without a time")
+        currency = body.get("currency")
+        if currency is not None:
+            code = currency.get("code") if isinstance(currency, dict) else None
+            if not isinstance(code, str) or code not in _known_currencies():
+                add("currency", f"{code!r} is not a currency of this instance")
+        chart = body.get("account-type")
+        if chart is not None and (not isinstance(chart, dict) or chart.get("name") not in self.charts):
+            add("account-type", "is invalid: no such chart of accounts")
         supplier = self.supplier_for(body.get("supplier")) if "supplier" in body else None
         if "supplier" in body and supplier is None:
-            problems.setdefault("supplier", []).append("is invalid: no such supplier")
-        for index, line in enumerate(body.get("invoice-lines") or []):
+            add("supplier", "is invalid: no such supplier")
+        unit = _unit(body) if isinstance(currency, dict) else Decimal("0.01")
+        for key in _HEADER_AMOUNTS:
+            if key in body and not _amount_ok(body[key], unit):
+                add(key, "must be a decimal string within the currency's minor unit")
+        lines = body.get("invoice-lines")
+        if lines is not None and (not isinstance(lines, list) or not lines):
+            add("invoice-lines", "can't be blank")
+            lines = []
+        for index, line in enumerate(lines or []):
+            where = f"invoice-lines[{index}]"
+            if not isinstance(line, dict):
+                add(where, "must be an object")
+                continue
             for field in _LINE_REQUIRED:
                 if not line.get(field):
-                    problems.setdefault(f"invoice-lines[{index}].{field}", []).append("can't be blank")
+                    add(f"{where}.{field}", "can't be blank")
+            if line.get("type") and line["type"] not in _LINE_TYPES:
+                add(f"{where}.type", f"must be one of {', '.join(_LINE_TYPES)}")
+            if line.get("type") == "InvoiceQuantityLine" and not line.get("quantity"):
+                add(f"{where}.quantity", "can't be blank for a quantity line")
             account = line.get("account")
             segment = account.get("segment-1") if isinstance(account, dict) else None
+            if account is not None and not segment:
+                add(f"{where}.account", "Segment 1 - GL Account can't be blank")
             if self.accounts is not None and segment is not None and segment not in self.accounts:
-                problems.setdefault("account", []).append(f"Segment 1 - GL Account {segment} is not a valid value")
+                add("account", f"Segment 1 - GL Account {segment} is not a valid value")
             for field in ("price", "quantity", "total"):
                 if field in line and not (isinstance(line[field], str) and _DECIMAL.match(line[field])):
-                    problems.setdefault(f"invoice-lines[{index}].{field}", []).append("must be a decimal string")
+                    add(f"{where}.{field}", "must be a decimal string")
+            if line.get("type") == "InvoiceAmountLine" and "price" in line and not _amount_ok(line["price"], unit):
+                add(f"{where}.price", "has more decimals than the currency allows")
         if supplier is not None and body.get("invoice-number"):
             for other in self.store.find("invoice", lambda inv: inv["supplier"]["id"] == supplier["id"]):
                 same = other["invoice-number"] == body["invoice-number"]
                 if same and str(other["id"]) != invoice_id and other["status"] != "voided":
-                    problems.setdefault("invoice-number", []).append("has already been taken")
+                    add("invoice-number", "has already been taken")
         return problems
 
     async def create_invoice(self, request: Request) -> Response:
@@ -123,7 +220,7 @@ class _Coupa:
         assert supplier is not None
         invoice_id = int(self.store.next_id())
         invoice = {**body, "id": invoice_id, "status": "draft", "supplier": {**body["supplier"], "id": supplier["id"]}}
-        self.store.put("invoice", str(invoice_id), invoice)
+        self.store.put("invoice", str(invoice_id), _booked(invoice))
         return DecimalJSONResponse(invoice, status_code=201)
 
     async def update_invoice(self, request: Request, invoice_id: str) -> Response:
@@ -147,7 +244,7 @@ class _Coupa:
             assert supplier is not None
             body["supplier"] = {**body["supplier"], "id": supplier["id"]}
         invoice.update(body)
-        return DecimalJSONResponse(invoice)
+        return DecimalJSONResponse(_booked(invoice))
 
     async def submit_invoice(self, request: Request, invoice_id: str) -> Response:
         if (refused := self.guard(request)) is not None:
@@ -230,10 +327,18 @@ DEFAULT_CLIENTS: dict[str, str] = {"ledgerflow": "sandbox-secret"}
 
 
 def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
-    """``config`` pointed at a running sandbox with the default client credentials (options kept)."""
+    """``config`` pointed at a running sandbox with the default client credentials.
+
+    Options: ``chart_of_accounts`` defaults to the sandbox's chart (:data:`DEFAULT_CHARTS`); the
+    connection's own options are kept and win.
+    """
     client_id, client_secret = next(iter(DEFAULT_CLIENTS.items()))
     creds = {"client_id": client_id, "client_secret": client_secret, "token_url": base_url.rstrip("/") + TOKEN_PATH}
-    return point_at(config, base_url, creds)
+    wired = point_at(config, base_url, creds)
+    data = wired.model_dump()
+    data["credentials"] = creds
+    data["options"] = {"chart_of_accounts": DEFAULT_CHARTS[0], **data.get("options", {})}
+    return ConnectionConfig.model_validate(data)
 
 
 def create_app(
@@ -241,6 +346,7 @@ def create_app(
     clients: Mapping[str, str] | None = None,
     suppliers: Mapping[str, tuple[str, str]] | None = DEMO_SUPPLIERS,
     accounts: Iterable[str] | None = None,
+    charts: Iterable[str] | None = None,
 ) -> FastAPI:
     """Build the Coupa sandbox FastAPI app.
 
@@ -248,6 +354,7 @@ def create_app(
         clients: OAuth client id → secret accepted at ``/oauth2/token``.
         suppliers: seeded suppliers, Coupa id → (supplier number, name).
         accounts: valid values of account ``segment-1`` (GL account); None accepts any.
+        charts: charts of accounts (``account-type`` names); None → :data:`DEFAULT_CHARTS`.
 
     Returns:
         The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -262,7 +369,11 @@ def create_app(
     )
     for supplier_id, (number, name) in (suppliers or {}).items():
         sandbox.store.put("supplier", supplier_id, {"id": int(supplier_id), "number": number, "name": name})
-    coupa = _Coupa(sandbox, frozenset(accounts) if accounts is not None else None)
+    coupa = _Coupa(
+        sandbox,
+        frozenset(accounts) if accounts is not None else None,
+        frozenset(charts if charts is not None else DEFAULT_CHARTS),
+    )
     app = sandbox.app
     app.add_api_route("/api/invoices", coupa.list_invoices, methods=["GET"])
     app.add_api_route("/api/invoices", coupa.create_invoice, methods=["POST"])

@@ -24,10 +24,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from ledgerflow.connectors.amounts import DocumentAmounts, document_amounts
 from ledgerflow.contracts import (
     Bill,
     CanonicalRecord,
     Customer,
+    Document,
     Invoice,
     LineItem,
     Party,
@@ -57,6 +59,12 @@ RECORD_TYPES: dict[str, str] = {
     "purchase_order": "purchaseOrder",
 }
 """Canonical object type → NetSuite REST record type (path segment under ``/record/v1``)."""
+
+TRAN_ID_MAX = 45
+"""Longest ``tranId`` (document number) NetSuite stores."""
+
+COMPANY_NAME_MAX = 83
+"""Longest ``companyName`` NetSuite stores on a vendor or customer."""
 
 _EID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _EID_MAX = 100
@@ -143,35 +151,33 @@ def _segments(line: LineItem, options: Mapping[str, Any], header_project: Refere
 
 
 def _expense_lines(
-    lines: list[LineItem],
-    currency: str,
+    document: Document,
     options: Mapping[str, Any],
     header_project: Reference | None,
-    *,
-    extra: Mapping[str, Decimal],
 ) -> list[dict[str, Any]]:
+    amounts = document_amounts(document)
     default_account = options.get("default_expense_account")
     items: list[dict[str, Any]] = []
-    for line in lines:
+    for line, amount in zip(document.line_items, amounts.lines, strict=True):
         account = _ref(line.gl_account) or ({"id": str(default_account)} if default_account else None)
         if account is None:
             raise UnresolvedReferenceError(f"line {line.line_number} has no GL account and no default_expense_account")
-        item: dict[str, Any] = {"account": account, "amount": quantize(line.amount, currency)}
+        item: dict[str, Any] = {"account": account, "amount": amount}
         if line.description:
             item["memo"] = line.description
         item.update(_segments(line, options, header_project))
         items.append(item)
     # Header-level charges become their own expense lines so the bill total matches the source.
-    for kind, amount in extra.items():
+    for kind, amount in (("tax", amounts.tax), ("shipping", amounts.shipping), ("discount", -amounts.discount)):
         if amount == 0:
             continue
         account_id = options.get(f"{kind}_account")
         if not account_id:
             raise UnresolvedReferenceError(
-                f"bill has a {kind} amount of {amount} but the connection has no {kind}_account"
+                f"{document.object_type} {document.canonical_id} has a {kind} amount of {abs(amount)} but the "
+                f"connection has no options.{kind}_account (the NetSuite account that books it)"
             )
-        signed = -amount if kind == "discount" else amount
-        items.append({"account": {"id": str(account_id)}, "amount": quantize(signed, currency), "memo": kind})
+        items.append({"account": {"id": str(account_id)}, "amount": amount, "memo": kind})
     return items
 
 
@@ -182,9 +188,37 @@ def _header(record: CanonicalRecord, options: Mapping[str, Any]) -> dict[str, An
     return body
 
 
-def _currency(code: str, options: Mapping[str, Any]) -> dict[str, str] | None:
-    ids: Mapping[str, Any] = options.get("currency_ids", {})
-    return {"id": str(ids[code])} if code in ids else None
+def _currency(code: str, options: Mapping[str, Any], what: str) -> dict[str, str]:
+    """``{"id": <internal id>}`` of ISO currency ``code`` from ``options["currency_ids"]``.
+
+    NetSuite keys currencies by internal id (``currency`` is a reference, not an ISO code), and a
+    transaction sent without one is booked in the entity's default currency: every amount would
+    silently change currency. So a currency the connection has not mapped is an error.
+
+    Raises:
+        UnresolvedReferenceError: ``code`` is not in ``options["currency_ids"]``.
+    """
+    ids: Mapping[str, Any] = options.get("currency_ids") or {}
+    if code not in ids:
+        known = ", ".join(sorted(ids)) or "none"
+        raise UnresolvedReferenceError(
+            f"{what} is in {code}, which is not in the connection's options.currency_ids (ISO code → NetSuite "
+            f"currency internal id; mapped: {known}): add {code} to book it"
+        )
+    return {"id": str(ids[code])}
+
+
+def _tran_id(number: str, what: str) -> str:
+    """``tranId`` (NetSuite's document number, at most 45 characters): never shortened.
+
+    Raises:
+        UnresolvedReferenceError: the number is longer than NetSuite holds.
+    """
+    if len(number) > TRAN_ID_MAX:
+        raise UnresolvedReferenceError(
+            f"{what}: document number {number!r} is longer than NetSuite's {TRAN_ID_MAX}-character tranId"
+        )
+    return number
 
 
 def bill_body(bill: Bill, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,52 +229,50 @@ def bill_body(bill: Bill, options: Mapping[str, Any]) -> dict[str, Any]:
     ``discount_account`` so NetSuite's total equals :attr:`Bill.total`. ``tranDate`` is the posting
     date when given (NetSuite's posting date), else the bill date.
 
-    Options: ``subsidiary_id``, ``location_id``, ``currency_ids`` (ISO code → internal id),
-    ``default_expense_account``, ``line_segments`` (canonical line field → NetSuite line field).
+    Options: ``subsidiary_id``, ``location_id``, ``currency_ids`` (ISO code → internal id; required
+    for the bill's currency), ``default_expense_account``, ``tax_account``, ``shipping_account``,
+    ``discount_account``, ``line_segments`` (canonical line field → NetSuite line field).
 
     Raises:
-        UnresolvedReferenceError: the vendor or a GL account cannot be resolved.
+        UnresolvedReferenceError: the vendor, a GL account, the currency or a charge account cannot
+            be resolved; the bill number is longer than ``tranId`` holds.
 
     """
+    what = f"bill {bill.canonical_id}"
     body = _header(bill, options)
     body["entity"] = _party_ref(bill.vendor, bill.source, "vendor")
     body["tranDate"] = _date(bill.posting_date or bill.bill_date)
     if bill.bill_number:
-        body["tranId"] = bill.bill_number[:45]
+        body["tranId"] = _tran_id(bill.bill_number, what)
     if bill.due_date:
         body["dueDate"] = _date(bill.due_date)
     if bill.memo:
         body["memo"] = bill.memo
-    if (currency := _currency(bill.currency, options)) is not None:
-        body["currency"] = currency
-    extra = {"tax": bill.tax_total, "shipping": bill.shipping_total, "discount": bill.discount_total}
-    body["expense"] = {"items": _expense_lines(bill.line_items, bill.currency, options, bill.project, extra=extra)}
+    body["currency"] = _currency(bill.currency, options, what)
+    body["expense"] = {"items": _expense_lines(bill, options, bill.project)}
     return body
 
 
 def purchase_order_body(order: PurchaseOrder, options: Mapping[str, Any]) -> dict[str, Any]:
     """Map a canonical :class:`~contracts.PurchaseOrder` to a NetSuite ``purchaseOrder`` body.
 
-    Same line rules as :func:`bill_body` (expense sublist, tax on ``options["tax_account"]``).
+    Same line rules as :func:`bill_body` (expense sublist; tax, shipping and discount on
+    ``options["tax_account"]`` / ``shipping_account`` / ``discount_account``).
 
     Raises:
         UnresolvedReferenceError: the vendor or a GL account cannot be resolved.
 
     """
+    what = f"purchase order {order.canonical_id}"
     body = _header(order, options)
     body["entity"] = _party_ref(order.vendor, order.source, "vendor")
     body["tranDate"] = _date(order.order_date)
     if order.number:
-        body["tranId"] = order.number[:45]
+        body["tranId"] = _tran_id(order.number, what)
     if order.title:
         body["memo"] = order.title
-    if (currency := _currency(order.currency, options)) is not None:
-        body["currency"] = currency
-    body["expense"] = {
-        "items": _expense_lines(
-            order.line_items, order.currency, options, order.project, extra={"tax": order.tax_total}
-        )
-    }
+    body["currency"] = _currency(order.currency, options, what)
+    body["expense"] = {"items": _expense_lines(order, options, order.project)}
     return body
 
 
@@ -249,49 +281,125 @@ def invoice_body(invoice: Invoice, options: Mapping[str, Any]) -> dict[str, Any]
 
     NetSuite invoices carry item lines (``item.items`` with ``item``, ``quantity``, ``rate``,
     ``amount``, ``description``); a line without an item uses ``options["default_item_id"]``.
+    ``amount`` is the source's line amount (authoritative); ``rate`` (the unit price, at the
+    source's precision) is sent only when ``quantity × rate`` rounds to that amount, otherwise
+    NetSuite would recompute a different amount.
+
+    The invoice record of the account's description (``specs/netsuite-oas.json``) has no header
+    tax or shipping fields, so, as NetSuite does for sales tax and charges without SuiteTax, they
+    are item lines on configured items (Oracle help "Other Charge items", "Discount items"):
+
+    * line tax: one line per taxed source line on ``options["tax_item_id"]`` ("Tax on line n");
+      header tax not carried by lines: one more "Tax" line for the rest;
+    * shipping: a line on ``options["shipping_item_id"]``;
+    * discount: a negative line on ``options["discount_item_id"]``.
+
+    So NetSuite's total (sum of item amounts) equals :attr:`Invoice.total` to the cent.
 
     Raises:
-        UnresolvedReferenceError: the customer or an item cannot be resolved.
+        UnresolvedReferenceError: the customer, an item, the currency or a charge item cannot be
+            resolved (naming the option to configure).
 
     """
+    what = f"invoice {invoice.canonical_id}"
+    currency_code = invoice.currency
     body = _header(invoice, options)
     body["entity"] = _party_ref(invoice.customer, invoice.source, "customer")
     body["tranDate"] = _date(invoice.invoice_date)
     if invoice.invoice_number:
-        body["tranId"] = invoice.invoice_number[:45]
+        body["tranId"] = _tran_id(invoice.invoice_number, what)
     if invoice.due_date:
         body["dueDate"] = _date(invoice.due_date)
     if invoice.memo:
         body["memo"] = invoice.memo
-    if (currency := _currency(invoice.currency, options)) is not None:
-        body["currency"] = currency
+    body["currency"] = _currency(currency_code, options, what)
     default_item = options.get("default_item_id")
+    segments = {**options, "line_segments": {"business_unit": "department"}}
+    amounts = document_amounts(invoice)
     items: list[dict[str, Any]] = []
-    for line in invoice.line_items:
+    for line, amount in zip(invoice.line_items, amounts.lines, strict=True):
         item_ref = _ref(line.item) or ({"id": str(default_item)} if default_item else None)
         if item_ref is None:
-            raise UnresolvedReferenceError(f"invoice line {line.line_number} has no item and no default_item_id")
-        element: dict[str, Any] = {"item": item_ref, "amount": quantize(line.amount, invoice.currency)}
+            raise UnresolvedReferenceError(
+                f"{what} line {line.line_number} has no NetSuite item and the connection has no default_item_id"
+            )
+        element: dict[str, Any] = {"item": item_ref, "amount": amount}
         if line.quantity is not None:
             element["quantity"] = line.quantity
-        if line.unit_price is not None:
+            if line.unit_price is not None and quantize(line.quantity * line.unit_price, currency_code) == amount:
+                element["rate"] = line.unit_price
+        elif line.unit_price is not None and quantize(line.unit_price, currency_code) == amount:
             element["rate"] = line.unit_price
         if line.description:
             element["description"] = line.description
-        element.update(_segments(line, {**options, "line_segments": {"business_unit": "department"}}, None))
+        element.update(_segments(line, segments, None))
         items.append(element)
+    items.extend(_charge_items(invoice, amounts, options, what))
     body["item"] = {"items": items}
     return body
+
+
+def _charge_item(options: Mapping[str, Any], option: str, label: str, amount: Decimal, what: str) -> dict[str, Any]:
+    item_id = options.get(option)
+    if not item_id:
+        raise UnresolvedReferenceError(
+            f"{what} has {label} of {amount} but the connection has no options.{option} "
+            f"(the NetSuite item that books {label})"
+        )
+    return {"item": {"id": str(item_id)}, "amount": amount}
+
+
+def _charge_items(
+    invoice: Invoice, amounts: DocumentAmounts, options: Mapping[str, Any], what: str
+) -> list[dict[str, Any]]:
+    """Tax (per taxed line, then the rest), shipping and discount as item lines (see :func:`invoice_body`)."""
+    currency_code = invoice.currency
+    out: list[dict[str, Any]] = []
+    line_tax = Decimal(0)
+    for line in invoice.line_items:
+        if not line.tax_amount:
+            continue
+        tax = quantize(line.tax_amount, currency_code)
+        if not tax:
+            continue
+        line_tax += tax
+        element = _charge_item(options, "tax_item_id", "tax", tax, what)
+        rate = f" ({line.tax_rate_percent.normalize():f} %)" if line.tax_rate_percent is not None else ""
+        element["description"] = f"Tax on line {line.line_number}{rate}"
+        out.append(element)
+    if rest := amounts.tax - line_tax:
+        element = _charge_item(options, "tax_item_id", "tax", rest, what)
+        element["description"] = "Tax" if not line_tax else "Tax not carried by the lines"
+        out.append(element)
+    if amounts.shipping:
+        element = _charge_item(options, "shipping_item_id", "shipping", amounts.shipping, what)
+        element["description"] = "Shipping"
+        out.append(element)
+    if amounts.discount:
+        element = _charge_item(options, "discount_item_id", "a discount", -amounts.discount, what)
+        element["description"] = "Discount"
+        out.append(element)
+    return out
 
 
 def party_body(party: Party, options: Mapping[str, Any]) -> dict[str, Any]:
     """Map a canonical :class:`~contracts.Vendor` or :class:`~contracts.Customer` to a NetSuite entity body.
 
     ``companyName`` = name, ``legalName``, ``email``, ``phone``, ``isInactive`` = not active,
-    ``subsidiary`` from ``options["subsidiary_id"]`` (mandatory in OneWorld accounts).
+    ``subsidiary`` from ``options["subsidiary_id"]`` (mandatory in OneWorld accounts), ``currency``
+    when the party has one (from ``options["currency_ids"]``).
+
+    Raises:
+        UnresolvedReferenceError: the name is longer than NetSuite holds, or the party's currency
+            is not in ``options["currency_ids"]``.
     """
+    if len(party.name) > COMPANY_NAME_MAX:
+        raise UnresolvedReferenceError(
+            f"{party.object_type} {party.canonical_id}: name {party.name!r} is longer than NetSuite's "
+            f"{COMPANY_NAME_MAX}-character companyName"
+        )
     body = _header(party, options)
-    body["companyName"] = party.name[:83]
+    body["companyName"] = party.name
     if party.legal_name and isinstance(party, Vendor):
         body["legalName"] = party.legal_name
     if party.email:
@@ -299,8 +407,8 @@ def party_body(party: Party, options: Mapping[str, Any]) -> dict[str, Any]:
     if party.phone:
         body["phone"] = party.phone
     body["isInactive"] = not party.active
-    if party.currency and (currency := _currency(party.currency, options)) is not None:
-        body["currency"] = currency
+    if party.currency:
+        body["currency"] = _currency(party.currency, options, f"{party.object_type} {party.canonical_id}")
     return body
 
 

@@ -10,10 +10,21 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 * Bodies are validated against the record's schema in the NetSuite OpenAPI description when one
   is given (``spec_path``; :mod:`ledgerflow.connectors.netsuite.schema`), with unknown fields rejected;
   problems answer 400 ``INVALID_CONTENT`` with ``o:errorPath``.
-* when the sandbox is seeded with vendors (customers), ``entity`` references on bills and
-  purchase orders (invoices) must resolve by ``id`` or ``externalId`` to a stored or seeded
-  record, and with GL accounts, expense lines must name one of them; else 400
-  ``INVALID_KEY_OR_REF``.
+* Validation uses the description's ``format`` keywords (``date`` fields such as ``tranDate``
+  must be ISO dates, as NetSuite refuses ``01/15/2024``), and every reference ``{"id": …}`` must
+  be a NetSuite internal id (digits).
+* References must exist, as in NetSuite: ``entity`` (vendor for bills and purchase orders,
+  customer for invoices, by ``id`` or ``externalId``, seeded or upserted), expense-line
+  ``account``, item-line ``item`` and ``currency``; else 400 ``INVALID_KEY_OR_REF`` naming the
+  path. A transaction without ``entity``, an expense line without ``account``, an item line
+  without ``item``, a bill or invoice without lines → 400 ``USER_ERROR`` ("Please enter
+  value(s) for: …"). The default sandbox is seeded (:data:`DEFAULT_VENDORS`,
+  :data:`DEFAULT_CUSTOMERS`, :data:`DEFAULT_ACCOUNTS`, :data:`DEFAULT_ITEMS`,
+  :data:`SANDBOX_CURRENCIES`); ``strict=False`` accepts any reference.
+* Totals as NetSuite computes them: an item line without ``amount`` gets ``quantity × rate``;
+  amounts are rounded to the transaction currency's minor unit; the stored record carries the
+  read-only ``total`` (sum of expense and item lines), returned by ``GET`` (what a read-back
+  compares with the source).
 * Auth: OAuth 1.0a TBA (HMAC-SHA256, verified with ``oauthlib``) when ``tba`` credentials are
   given, and OAuth 2.0 bearer tokens from ``POST /services/rest/auth/oauth2/v1/token`` (client
   credentials). Anything else → 401 ``INVALID_LOGIN``.
@@ -22,8 +33,9 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -36,9 +48,23 @@ from oauthlib.oauth1.rfc5849 import signature
 from ledgerflow.connectors.netsuite.connector import RECORD_PATH
 from ledgerflow.connectors.netsuite.schema import RecordSchemas, load_schemas
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
+from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
 
-__all__ = ["DEFAULT_TBA", "TOKEN_PATH", "create_app", "default_spec_path", "ns_error", "sandbox_connection"]
+__all__ = [
+    "DEFAULT_ACCOUNTS",
+    "DEFAULT_CUSTOMERS",
+    "DEFAULT_ITEMS",
+    "DEFAULT_TBA",
+    "DEFAULT_VENDORS",
+    "SANDBOX_CURRENCIES",
+    "SANDBOX_OPTIONS",
+    "TOKEN_PATH",
+    "create_app",
+    "default_spec_path",
+    "ns_error",
+    "sandbox_connection",
+]
 
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"  # noqa: S105 - a URL path, not a secret
 """NetSuite's OAuth 2.0 token endpoint path."""
@@ -74,11 +100,66 @@ def _error(status: int, code: str, detail: str, path: str | None = None) -> Resp
     return DecimalJSONResponse(ns_error(status, code, detail, path), status_code=status)
 
 
+def _lines(record: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for sublist in ("expense", "item"):
+        container = record.get(sublist)
+        items = container.get("items") if isinstance(container, dict) else None
+        out.extend(line for line in items or [] if isinstance(line, dict))
+    return out
+
+
 def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
-    lines = [*record.get("expense", {}).get("items", []), *record.get("item", {}).get("items", [])]
+    lines = _lines(record)
     if not lines:
         return None
     return sum((Decimal(str(line.get("amount", 0))) for line in lines), Decimal(0))
+
+
+_INTERNAL_ID = re.compile(r"^[0-9]+$")
+
+SANDBOX_CURRENCIES: dict[str, str] = {
+    code: str(index)
+    for index, code in enumerate(
+        ("USD", "GBP", "CAD", "EUR", "JPY", "AUD", "CHF", "KWD", "BHD", "JOD", "SEK", "NZD", "INR", "MXN", "ZAR"),
+        start=1,
+    )
+}
+"""Currencies of the default sandbox account: ISO code → internal id (USD is 1, as in a US account)."""
+
+DEFAULT_VENDORS: dict[str, tuple[str, str]] = {
+    "1001": ("Big Box Store", "MY-DB-ID-90909"),
+}
+"""Seeded vendors: internal id → (company name, external id). 1001 is the Mercoa sample's vendor."""
+
+DEFAULT_CUSTOMERS: dict[str, tuple[str, str]] = {
+    "2001": ("Harbour Builders", "seed-2001"),
+}
+"""Seeded customers: internal id → (company name, external id)."""
+
+DEFAULT_ACCOUNTS: tuple[str, ...] = ("600394", "58", "61", "6000", "6100", "2200", "5200", "4900")
+"""GL accounts of the default sandbox (internal id = account number = external id).
+
+``600394`` is the Mercoa sample's expense account; ``2200`` tax, ``5200`` freight and ``4900``
+discounts are what :data:`SANDBOX_OPTIONS` configures for header charges.
+"""
+
+DEFAULT_ITEMS: tuple[str, ...] = ("5", "10", "90", "91", "92")
+"""Items of the default sandbox: ``5``/``10`` services; ``90`` tax, ``91`` shipping and ``92``
+discount (Other Charge / Discount items configured by :data:`SANDBOX_OPTIONS`)."""
+
+SANDBOX_OPTIONS: dict[str, Any] = {
+    "currency_ids": SANDBOX_CURRENCIES,
+    "tax_account": "2200",
+    "shipping_account": "5200",
+    "discount_account": "4900",
+    "tax_item_id": "90",
+    "shipping_item_id": "91",
+    "discount_item_id": "92",
+}
+"""Connection options matching the default sandbox's account (the connection's own options win)."""
+
+_CURRENCY_CODES = {internal: code for code, internal in SANDBOX_CURRENCIES.items()}
 
 
 class _NetSuite:
@@ -87,10 +168,12 @@ class _NetSuite:
         sandbox: Sandbox,
         schemas: RecordSchemas | None,
         tba: Mapping[str, str] | None,
-        accounts: frozenset[str] | None,
+        *,
+        strict: bool,
+        currencies: Mapping[str, str],
     ) -> None:
-        self.accounts = accounts
-        self.strict_kinds: set[str] = set()
+        self.strict = strict
+        self.currencies = {internal: code for code, internal in currencies.items()}
         self.sandbox = sandbox
         self.store = sandbox.store
         self.schemas = schemas
@@ -137,28 +220,68 @@ class _NetSuite:
         stored = self.store.get(record_type, key)
         return (key, stored) if stored is not None else None
 
+    def resolves(self, kind: str, ref: Any) -> bool:
+        """Whether reference ``ref`` (``{"id"}`` or ``{"externalId"}``) names a stored ``kind`` record."""
+        if not isinstance(ref, dict):
+            return False
+        if ref.get("id") is not None:
+            return self.find(kind, str(ref["id"])) is not None
+        if ref.get("externalId"):
+            return self.find(kind, f"eid:{ref['externalId']}") is not None
+        return False
+
     def problems(self, record_type: str, body: Any) -> Response | None:
         if not isinstance(body, dict):
             return _error(400, "INVALID_CONTENT", "The request body must be a JSON object.")
         if self.schemas is not None:
             for problem in self.schemas.problems(record_type, body):
                 return _error(400, "INVALID_CONTENT", problem.message, problem.path)
+        if (bad := _bad_internal_id(body, "")) is not None:
+            path, value = bad
+            return _error(400, "INVALID_KEY_OR_REF", f"Invalid reference key {value!r}: not an internal id.", path)
         kind = _ENTITY_KIND.get(record_type)
+        if kind is None:
+            return None
         entity = body.get("entity")
-        if kind is not None:
-            if not isinstance(entity, dict):
-                return _error(400, "USER_ERROR", f"Please enter value(s) for: {kind.capitalize()}", "entity")
+        if not isinstance(entity, dict):
+            return _error(400, "USER_ERROR", f"Please enter value(s) for: {kind.capitalize()}", "entity")
+        if self.strict and not self.resolves(kind, entity):
             key = f"eid:{entity['externalId']}" if entity.get("externalId") else str(entity.get("id", ""))
-            if kind in self.strict_kinds and self.find(kind, key) is None:
-                return _error(400, "INVALID_KEY_OR_REF", f"Invalid entity reference key {key}.", "entity")
-        if self.accounts is not None:
-            for index, line in enumerate(body.get("expense", {}).get("items", [])):
-                account = line.get("account") if isinstance(line, dict) else None
-                account_id = str(account.get("id")) if isinstance(account, dict) else None
-                if account_id not in self.accounts:
-                    path = f"expense.items[{index}].account"
-                    return _error(400, "INVALID_KEY_OR_REF", f"Invalid account reference key {account_id}.", path)
+            return _error(400, "INVALID_KEY_OR_REF", f"Invalid entity reference key {key}.", "entity")
+        currency = body.get("currency")
+        if isinstance(currency, dict) and self.strict and str(currency.get("id")) not in self.currencies:
+            currency_key = currency.get("id")
+            return _error(400, "INVALID_KEY_OR_REF", f"Invalid currency reference key {currency_key}.", "currency")
+        if not _lines(body):
+            return _error(400, "USER_ERROR", "You must enter at least one line item for this transaction.", "item")
+        for sublist, field, ref_kind in (("expense", "account", "account"), ("item", "item", "item")):
+            container = body.get(sublist)
+            for index, line in enumerate(container.get("items", []) if isinstance(container, dict) else []):
+                path = f"{sublist}.items[{index}].{field}"
+                ref = line.get(field) if isinstance(line, dict) else None
+                if not isinstance(ref, dict):
+                    return _error(400, "USER_ERROR", f"Please enter value(s) for: {field.capitalize()}", path)
+                if self.strict and not self.resolves(ref_kind, ref):
+                    key = ref.get("id") or f"eid:{ref.get('externalId')}"
+                    return _error(400, "INVALID_KEY_OR_REF", f"Invalid {field} reference key {key}.", path)
+                if sublist == "item" and "amount" not in line and not ("quantity" in line and "rate" in line):
+                    return _error(400, "USER_ERROR", "Please enter value(s) for: Amount", f"item.items[{index}].amount")
         return None
+
+    def booked(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` as NetSuite stores it: line amounts computed and rounded, ``total`` set."""
+        currency = record.get("currency")
+        code = self.currencies.get(str(currency.get("id"))) if isinstance(currency, dict) else None
+        unit = Decimal(1).scaleb(-currency_precision(code)) if code else Decimal("0.01")
+        for line in _lines(record):
+            amount = line.get("amount")
+            if amount is None and "quantity" in line and "rate" in line:
+                amount = Decimal(str(line["quantity"])) * Decimal(str(line["rate"]))
+            if amount is not None:
+                line["amount"] = Decimal(str(amount)).quantize(unit, rounding=ROUND_HALF_UP)
+        if (total := _total("", record)) is not None:
+            record["total"] = total
+        return record
 
     async def upsert(self, request: Request, record_type: str, key: str) -> Response:
         if not self.authorised(request):
@@ -178,7 +301,7 @@ class _NetSuite:
         else:
             record_id, existing = found
             record = {**existing, **body, "id": record_id}
-        self.store.put(record_type, record_id, record)
+        self.store.put(record_type, record_id, self.booked(record))
         return Response(status_code=204, headers={"Location": self.location(request, record_type, record_id)})
 
     async def create(self, request: Request, record_type: str) -> Response:
@@ -191,7 +314,7 @@ class _NetSuite:
         if (problem := self.problems(record_type, body)) is not None:
             return problem
         record_id = self.store.next_id()
-        self.store.put(record_type, record_id, {**body, "id": record_id})
+        self.store.put(record_type, record_id, self.booked({**body, "id": record_id}))
         return Response(status_code=204, headers={"Location": self.location(request, record_type, record_id)})
 
     async def read(self, request: Request, record_type: str, key: str) -> Response:
@@ -236,9 +359,17 @@ def default_spec_path() -> Path:
 
 
 def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
-    """``config`` pointed at a running sandbox with the default TBA credentials (options kept)."""
+    """``config`` pointed at a running sandbox with the default TBA credentials.
+
+    Options: :data:`SANDBOX_OPTIONS` (the sandbox account's currencies and charge accounts and
+    items) under the connection's own options, which win.
+    """
     creds = {"account_id": SANDBOX_ACCOUNT_ID, **DEFAULT_TBA}
-    return point_at(config, base_url, creds)
+    wired = point_at(config, base_url, creds)
+    data = wired.model_dump()
+    data["options"] = {**SANDBOX_OPTIONS, **data.get("options", {})}
+    data["credentials"] = creds
+    return ConnectionConfig.model_validate(data)
 
 
 def create_app(
@@ -250,6 +381,9 @@ def create_app(
     customers: Mapping[str, str] | None = None,
     external_ids: Mapping[str, str] | None = None,
     accounts: Iterable[str] | None = None,
+    items: Iterable[str] | None = None,
+    currencies: Mapping[str, str] | None = None,
+    strict: bool = True,
 ) -> FastAPI:
     """Build the NetSuite sandbox FastAPI app.
 
@@ -259,13 +393,16 @@ def create_app(
         clients: OAuth 2.0 client id → secret for the client-credentials token endpoint.
         tba: TBA credentials accepted (``consumer_key``, ``consumer_secret``, ``token_id``,
             ``token_secret``), or None to accept bearer tokens only.
-        vendors: seeded vendors, internal id → company name. When given, ``entity`` references on
-            bills and purchase orders must resolve to a vendor; None accepts any reference.
-        customers: seeded customers, internal id → company name (same rule for invoices).
+        vendors: seeded vendors, internal id → company name; None → :data:`DEFAULT_VENDORS`.
+        customers: seeded customers, internal id → company name; None → :data:`DEFAULT_CUSTOMERS`.
         external_ids: external ids of seeded vendors/customers, internal id → external id
             (default ``seed-<internal id>``).
-        accounts: internal ids of the GL accounts that exist; expense lines booked to any other
-            account are refused with ``INVALID_KEY_OR_REF``. None accepts every account.
+        accounts: internal ids of the GL accounts that exist (each also has itself as external
+            id); None → :data:`DEFAULT_ACCOUNTS`.
+        items: internal ids of the items that exist; None → :data:`DEFAULT_ITEMS`.
+        currencies: ISO code → internal id of the account's currencies; None → :data:`SANDBOX_CURRENCIES`.
+        strict: refuse references to records that do not exist (``INVALID_KEY_OR_REF``), as
+            NetSuite does; False accepts any reference (other checks stay).
 
     Returns:
         The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -282,17 +419,38 @@ def create_app(
     )
     spec_path = spec_path if spec_path is not None else default_spec_path()
     schemas = load_schemas(spec_path) if spec_path.is_file() else None
-    netsuite = _NetSuite(sandbox, schemas, tba, frozenset(accounts) if accounts is not None else None)
-    for kind, seeds in (("vendor", vendors), ("customer", customers)):
-        if seeds is None:
-            continue
-        netsuite.strict_kinds.add(kind)
-        for record_id, name in seeds.items():
-            eid = (external_ids or {}).get(record_id, f"seed-{record_id}")
+    currencies = dict(currencies if currencies is not None else SANDBOX_CURRENCIES)
+    netsuite = _NetSuite(sandbox, schemas, tba, strict=strict, currencies=currencies)
+    eids = dict(external_ids or {})
+    for kind, given, defaults in (("vendor", vendors, DEFAULT_VENDORS), ("customer", customers, DEFAULT_CUSTOMERS)):
+        seeds = {rid: (name, eids.get(rid, f"seed-{rid}")) for rid, name in given.items()} if given else defaults
+        for record_id, (name, eid) in seeds.items():
             sandbox.store.put(kind, record_id, {"id": record_id, "companyName": name, "externalId": eid})
+    for record_id in accounts if accounts is not None else DEFAULT_ACCOUNTS:
+        sandbox.store.put("account", record_id, {"id": record_id, "acctNumber": record_id, "externalId": record_id})
+    for record_id in items if items is not None else DEFAULT_ITEMS:
+        sandbox.store.put("item", record_id, {"id": record_id, "externalId": f"item-{record_id}"})
+    for code, record_id in currencies.items():
+        sandbox.store.put("currency", record_id, {"id": record_id, "symbol": code})
     app = sandbox.app
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}/{{key}}", netsuite.upsert, methods=["PUT", "PATCH"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}/{{key}}", netsuite.read, methods=["GET"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}", netsuite.create, methods=["POST"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}", netsuite.listing, methods=["GET"])
     return app
+
+
+def _bad_internal_id(node: Any, path: str) -> tuple[str, str] | None:
+    """The first nested reference whose ``id`` is not an internal id (digits): ``(path, value)``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else key
+            if key == "id" and path and not (isinstance(value, str | int) and _INTERNAL_ID.match(str(value))):
+                return path, str(value)
+            if (found := _bad_internal_id(value, child)) is not None:
+                return found
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            if (found := _bad_internal_id(value, f"{path}[{index}]")) is not None:
+                return found
+    return None

@@ -11,7 +11,8 @@ JSON Schema draft 7 once per file:
   branch and strict ``oneOf`` would reject every valid reference;
 * every object schema with ``properties`` gets ``additionalProperties: false``: this is NetSuite's
   ``X-NetSuite-PropertyNameValidation: Error`` behaviour, which catches misspelt field names;
-* ``readOnly`` properties are rejected in request bodies (NetSuite ignores or refuses them).
+* ``readOnly`` properties are rejected in request bodies (NetSuite ignores or refuses them);
+* ``format`` is checked (``date``: an ISO 8601 calendar date), as NetSuite refuses other forms.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class RecordSchemas:
             return None
         if record_type not in self._validators:
             root = {"$ref": f"#/components/schemas/{record_type}", "components": self._components}
-            self._validators[record_type] = Draft7Validator(root)
+            # NetSuite refuses malformed dates ("01/15/2024" in tranDate): check ``format`` too.
+            self._validators[record_type] = Draft7Validator(root, format_checker=Draft7Validator.FORMAT_CHECKER)
         return self._validators[record_type]
 
     def problems(self, record_type: str, body: Any) -> Iterator[BodyProblem]:

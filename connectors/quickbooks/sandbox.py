@@ -103,6 +103,13 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 """Elements Intuit's entity pages document as required (the XSD marks nearly all optional)."""
 
+LINE_REQUIRED_BY_ENTITY: dict[str, tuple[str, ...]] = {
+    "Payment": ("Amount", "LinkedTxn"),
+    "BillPayment": ("Amount", "LinkedTxn"),
+}
+"""Payment and bill-payment lines carry ``Amount`` and ``LinkedTxn``; ``DetailType`` (optional in
+``Finance.xsd``) is not used on them (Intuit's Payment and BillPayment entity pages)."""
+
 INTUIT_ENTITY_ELEMENTS = frozenset(
     {"Id", "SyncToken", "MetaData", "CustomField", "AttachableRef", "domain", "status", "sparse"}
 )
@@ -161,6 +168,7 @@ class FinanceSchema:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.schema = xmlschema.XMLSchema10(str(path), validation="lax")
+        self._entity = ""  # the entity being validated (payment lines differ from document lines)
 
     def validate(self, entity: str, body: dict[str, Any]) -> list[tuple[str, str, str]]:
         """Errors of ``body`` as entity ``entity`` (e.g. ``"Bill"``); empty when valid or the type is unknown."""
@@ -168,6 +176,7 @@ class FinanceSchema:
         errors: list[tuple[str, str, str]] = []
         if xsd_type is None:
             return errors
+        self._entity = entity
         self._complex(xsd_type, entity, body, entity, errors, root=True)
         return errors
 
@@ -186,7 +195,10 @@ class FinanceSchema:
                 errors.append(("2010", f"{path}.{key}", f"Property Name:{key} specified is unsupported or invalid"))
                 continue
             self._element(child, child_value, f"{path}.{key}", errors)
-        for required in REQUIRED.get(name, ()):
+        required_here = REQUIRED.get(name, ())
+        if name == "Line":
+            required_here = LINE_REQUIRED_BY_ENTITY.get(self._entity, required_here)
+        for required in required_here:
             if value.get(required) in (None, [], ""):
                 errors.append(
                     ("2020", f"{path}.{required}", f"Required parameter {required} is missing in the request")
@@ -287,6 +299,28 @@ _QUERY = re.compile(
     r"^\s*select\s+\*\s+from\s+(\w+)(?:\s+where\s+(\w+)\s*=\s*'((?:[^'\\]|\\.)*)')?\s*(?:maxresults\s+(\d+))?\s*$",
     re.IGNORECASE,
 )
+
+
+def _document_total(document: dict[str, Any]) -> Decimal:
+    """``TotalAmt`` as QuickBooks computes it.
+
+    Detail lines (sales item, expense) add their ``Amount``; ``DiscountLineDetail`` lines subtract
+    it; ``SubTotalLineDetail`` lines are display-only; ``TxnTaxDetail.TotalTax`` adds the tax
+    (QuickBooks books sales tax in the tax detail, not in the lines).
+    """
+    total = Decimal(0)
+    for line in document.get("Line", []):
+        if not isinstance(line, dict):
+            continue
+        detail = line.get("DetailType")
+        amount = Decimal(str(line.get("Amount", 0)))
+        if detail == "SubTotalLineDetail":
+            continue
+        total += -amount if detail == "DiscountLineDetail" else amount
+    tax = document.get("TxnTaxDetail")
+    if isinstance(tax, dict) and tax.get("TotalTax") is not None:
+        total += Decimal(str(tax["TotalTax"]))
+    return total
 
 
 def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
@@ -466,7 +500,7 @@ class _QuickBooks:
                 )
             merged.setdefault("Active", True)
         if kind in _TOTALLED:
-            total = sum((Decimal(str(line.get("Amount", 0))) for line in merged.get("Line", [])), Decimal(0))
+            total = _document_total(merged)
             merged["TotalAmt"] = total
             if kind != "purchaseorder":
                 merged["Balance"] = total

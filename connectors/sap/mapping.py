@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
-from ledgerflow.contracts import Bill, Reference, VendorRef
-from ledgerflow.contracts.common import quantize
+from ledgerflow.connectors.amounts import document_amounts
+from ledgerflow.contracts import Bill, LineItem, Reference, VendorRef
+from ledgerflow.contracts.common import erp_identifiers, quantize
 
 __all__ = [
     "DEFAULT_LINE_ASSIGNMENTS",
@@ -34,6 +36,7 @@ __all__ = [
     "supplier_invoice_body",
     "supplier_name_filter",
     "supplier_number",
+    "tax_code",
 ]
 
 SUPPLIER_NAME_LENGTH = 35
@@ -134,6 +137,122 @@ def lookup_filter(bill: Bill, party: str | None = None) -> str:
     )
 
 
+SAP_TAX_CODE_LENGTH = 2
+"""``TaxCode`` length in ``A_SupplierInvoiceItemGLAcctType`` / ``A_SupplierInvoiceTaxType``."""
+
+GL_ACCOUNT_LENGTH = 10
+"""``GLAccount`` length in ``A_SupplierInvoiceItemGLAcctType``."""
+
+ASSIGNMENT_LENGTHS: dict[str, int] = {
+    "CostCenter": 10,
+    "ProfitCenter": 10,
+    "WBSElement": 24,
+    "InternalOrder": 12,
+    "CostObject": 12,
+    "FunctionalArea": 16,
+    "Fund": 10,
+    "FundsCenter": 16,
+    "CommitmentItem": 24,
+    "BusinessArea": 4,
+    "ProjectNetwork": 12,
+    "GrantID": 20,
+    "BudgetPeriod": 10,
+}
+"""Max length of the G/L line's account-assignment properties (``specs/sap_si.edmx``)."""
+
+
+def _gl_account(code: str, options: Mapping[str, Any], what: str) -> str:
+    mapped = str((options.get("gl_accounts") or {}).get(code, code))
+    if len(mapped) > GL_ACCOUNT_LENGTH:
+        raise UnresolvedReferenceError(
+            f"{what}: G/L account {code!r} does not fit SAP's {GL_ACCOUNT_LENGTH}-character GLAccount; map it to an "
+            f"SAP G/L account in the connection's options.gl_accounts"
+        )
+    return mapped
+
+
+def _percent_key(line: LineItem) -> str | None:
+    if line.tax_rate_percent is None:
+        return None
+    return f"{line.tax_rate_percent.normalize():f}%"
+
+
+def tax_code(line: LineItem, options: Mapping[str, Any], what: str) -> str | None:
+    """The SAP ``TaxCode`` of a line, never shortened.
+
+    Order: ``options["tax_codes"]`` (source tax code, tax name or rate such as ``"19%"`` → SAP
+    code) for the line's tax rate reference, then its rate in percent; then the source's own
+    code when it fits SAP's two characters; then ``options["default_tax_code"]``.
+
+    Raises:
+        UnresolvedReferenceError: the source's code is longer than two characters and the
+            connection does not map it (19 % and 7 % VAT must not both become ``DE``).
+    """
+    table: Mapping[str, Any] = options.get("tax_codes") or {}
+    internal, custom, name = erp_identifiers(line.tax_rate)
+    for key in (custom, internal, name, _percent_key(line)):
+        if key is not None and key in table:
+            return str(table[key])
+    own = custom or internal
+    if own is not None:
+        if len(own) > SAP_TAX_CODE_LENGTH:
+            raise UnresolvedReferenceError(
+                f"{what}: tax code {own!r} does not fit SAP's {SAP_TAX_CODE_LENGTH}-character TaxCode; map it to "
+                f"an SAP tax code in the connection's options.tax_codes"
+            )
+        return own
+    default = options.get("default_tax_code")
+    return str(default) if default else None
+
+
+def _amount(value: Decimal) -> str:
+    return format(abs(value), "f")
+
+
+def _tax_entries(
+    currency: str, taxed_lines: list[tuple[str | None, Decimal, Decimal]], tax: Decimal, sign: int, what: str
+) -> list[dict[str, Any]]:
+    """``to_SupplierInvoiceTax`` entries: the source's tax per SAP tax code, adding up to ``tax``.
+
+    ``taxed_lines`` are ``(tax code, net amount, the line's own tax)`` per G/L line.
+    """
+    distinct = list(dict.fromkeys(code for code, _, _ in taxed_lines if code))
+    if not distinct:
+        raise UnresolvedReferenceError(
+            f"{what} has tax of {tax} {currency} but no line has a tax code and the connection has no "
+            "options.default_tax_code"
+        )
+    by_code = dict.fromkeys(distinct, Decimal(0))
+    base = dict.fromkeys(distinct, Decimal(0))
+    for code, net, line_tax in taxed_lines:
+        if code:
+            base[code] += net
+            by_code[code] += line_tax
+    if sum(by_code.values(), Decimal(0)) != tax:
+        if len(distinct) != 1:
+            raise UnresolvedReferenceError(
+                f"{what}: tax of {tax} {currency} cannot be split over tax codes {', '.join(distinct)} "
+                "(the lines' tax amounts do not add up to it)"
+            )
+        by_code = {distinct[0]: tax}
+    for code in distinct:
+        if by_code[code] * sign < 0:
+            raise UnresolvedReferenceError(
+                f"{what}: the tax on code {code} ({by_code[code]} {currency}) runs against the invoice's direction; "
+                "SAP tax lines cannot carry it"
+            )
+    return [
+        {
+            "SupplierInvoiceTaxCounter": str(index),
+            "TaxCode": code,
+            "DocumentCurrency": currency,
+            "TaxAmount": _amount(by_code[code] * sign),
+            "TaxBaseAmountInTransCrcy": _amount(base[code] * sign),
+        }
+        for index, code in enumerate(distinct, start=1)
+    ]
+
+
 def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | None = None) -> dict[str, Any]:
     """Map a canonical :class:`~contracts.Bill` to an ``A_SupplierInvoice`` deep insert with G/L lines.
 
@@ -143,43 +262,62 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
     Header: ``CompanyCode`` (``options["company_code"]``, required), ``DocumentDate`` (bill date),
     ``PostingDate`` (posting date or bill date), ``SupplierInvoiceIDByInvcgParty``,
     ``InvoicingParty``, ``DocumentCurrency``, ``InvoiceGrossAmount`` (= bill total),
-    ``TaxIsCalculatedAutomatically`` (true when the bill has tax: SAP computes it from each line's
-    ``TaxCode``), ``UnplannedDeliveryCost`` (shipping), ``ManualCashDiscount`` (discount),
-    ``DocumentHeaderText`` (memo, 25 chars), ``DueCalculationBaseDate``.
-    Lines: ``to_SupplierInvoiceItemGLAcct`` with ``SupplierInvoiceItem`` (1-based), ``GLAccount``,
-    ``SupplierInvoiceItemAmount`` (net), ``DebitCreditCode`` ``S`` (debit; ``H`` for a negative
-    line), ``TaxCode`` (line tax rate, else ``options["default_tax_code"]``), account assignments.
+    ``UnplannedDeliveryCost`` (shipping), ``DocumentHeaderText`` (memo, 25 chars; free text is
+    shortened), ``DueCalculationBaseDate``. A bill with a negative total is a credit memo
+    (``SupplierInvoiceIsCreditMemo`` ``X``, amounts positive, debit/credit swapped).
+    Lines: ``to_SupplierInvoiceItemGLAcct`` with ``SupplierInvoiceItem`` (1-based), ``GLAccount``
+    (``options["gl_accounts"]`` maps source codes), ``SupplierInvoiceItemAmount`` (net, at the
+    currency's minor unit, adding up to the subtotal), ``DebitCreditCode`` ``S`` (debit; ``H``
+    for a credit line), ``TaxCode`` (:func:`tax_code`), account assignments. A discount is a
+    credit line on ``options["discount_gl_account"]``.
+
+    Tax (``options["tax_calculation"]``): ``"source"`` (default) posts the source's tax amounts
+    per tax code in ``to_SupplierInvoiceTax`` with ``TaxIsCalculatedAutomatically`` false, so SAP
+    books exactly the source's tax; ``"sap"`` lets SAP calculate tax from the tax codes
+    (``TaxIsCalculatedAutomatically`` true), and SAP refuses the invoice when its tax does not
+    balance the gross amount.
 
     Raises:
-        UnresolvedReferenceError: no company code, supplier number, G/L account, or tax code for
-            a taxed bill.
+        UnresolvedReferenceError: no company code, supplier number, G/L account, tax code for a
+            taxed bill, discount account; a G/L account, tax code or assignment that does not fit
+            its SAP field (naming the option that maps it).
 
     """
     company = options.get("company_code")
     if not company:
         raise UnresolvedReferenceError("the SAP connection needs options.company_code")
+    what = f"bill {bill.canonical_id}"
     currency = bill.currency
-    taxed = bill.tax_total != 0
+    amounts = document_amounts(bill)
+    sign = -1 if amounts.total < 0 else 1
+    taxed = amounts.tax != 0
+    calculate = options.get("tax_calculation", "source") == "sap"
     assignments: Mapping[str, str] = options.get("line_assignments", DEFAULT_LINE_ASSIGNMENTS)
     lines: list[dict[str, Any]] = []
-    for index, line in enumerate(bill.line_items, start=1):
+    taxed_lines: list[tuple[str | None, Decimal, Decimal]] = []
+    for index, (line, amount) in enumerate(zip(bill.line_items, amounts.lines, strict=True), start=1):
+        line_what = f"{what} line {line.line_number}"
         account = _code(line.gl_account) or options.get("default_gl_account")
         if not account:
-            raise UnresolvedReferenceError(f"line {line.line_number} has no G/L account")
-        amount = quantize(line.amount, currency)
+            raise UnresolvedReferenceError(
+                f"{line_what} has no G/L account and the connection has no options.default_gl_account"
+            )
+        directed = amount * sign
         item: dict[str, Any] = {
             "SupplierInvoiceItem": str(index),
             "CompanyCode": str(company),
-            "GLAccount": str(account)[:10],
+            "GLAccount": _gl_account(str(account), options, line_what),
             "DocumentCurrency": currency,
-            "SupplierInvoiceItemAmount": format(abs(amount), "f"),
-            "DebitCreditCode": "S" if amount >= 0 else "H",
+            "SupplierInvoiceItemAmount": _amount(directed),
+            "DebitCreditCode": "S" if directed >= 0 else "H",
         }
-        tax_code = _code(line.tax_rate) or options.get("default_tax_code")
-        if taxed and not tax_code:
-            raise UnresolvedReferenceError(f"line {line.line_number} has no tax code and the bill has tax")
-        if tax_code:
-            item["TaxCode"] = str(tax_code)[:2]
+        code = tax_code(line, options, line_what)
+        if taxed and not code and calculate:
+            raise UnresolvedReferenceError(f"{line_what} has no tax code and the bill has tax")
+        line_tax = quantize(line.tax_amount, currency) if line.tax_amount else Decimal(0)
+        taxed_lines.append((code, amount, line_tax))
+        if code:
+            item["TaxCode"] = code
         if line.description:
             item["SupplierInvoiceItemText"] = line.description[:50]
         for field, sap_property in assignments.items():
@@ -188,7 +326,35 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
                 ref = bill.project
             value = _code(ref) if isinstance(ref, Reference) else None
             if value:
+                limit = ASSIGNMENT_LENGTHS.get(sap_property)
+                if limit is not None and len(value) > limit:
+                    raise UnresolvedReferenceError(
+                        f"{line_what}: {field} {value!r} does not fit SAP's {limit}-character {sap_property}; "
+                        "map the source's codes to SAP's in the source or change options.line_assignments"
+                    )
                 item[sap_property] = value
+        lines.append(item)
+    if amounts.discount:
+        discount_account = options.get("discount_gl_account")
+        if not discount_account:
+            raise UnresolvedReferenceError(
+                f"{what} has a discount of {amounts.discount} {currency} but the connection has no "
+                "options.discount_gl_account (the SAP G/L account that books discounts received)"
+            )
+        directed = -amounts.discount * sign
+        item = {
+            "SupplierInvoiceItem": str(len(lines) + 1),
+            "CompanyCode": str(company),
+            "GLAccount": _gl_account(str(discount_account), options, f"{what} discount"),
+            "DocumentCurrency": currency,
+            "SupplierInvoiceItemAmount": _amount(directed),
+            "DebitCreditCode": "S" if directed >= 0 else "H",
+            "SupplierInvoiceItemText": "Discount",
+        }
+        used = next((code for code, _, _ in taxed_lines if code), None)
+        if used:
+            item["TaxCode"] = used
+        taxed_lines.append((used, -amounts.discount, Decimal(0)))
         lines.append(item)
     body: dict[str, Any] = {
         "CompanyCode": str(company),
@@ -197,15 +363,21 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
         "SupplierInvoiceIDByInvcgParty": invoice_reference(bill),
         "InvoicingParty": party or invoicing_party(bill),
         "DocumentCurrency": currency,
-        "InvoiceGrossAmount": format(quantize(bill.total, currency), "f"),
-        "TaxIsCalculatedAutomatically": taxed,
+        "InvoiceGrossAmount": _amount(amounts.total),
+        "TaxIsCalculatedAutomatically": taxed and calculate,
         "DueCalculationBaseDate": edm_datetime(bill.bill_date),
         "to_SupplierInvoiceItemGLAcct": {"results": lines},
     }
-    if bill.shipping_total:
-        body["UnplannedDeliveryCost"] = format(quantize(bill.shipping_total, currency), "f")
-    if bill.discount_total:
-        body["ManualCashDiscount"] = format(quantize(bill.discount_total, currency), "f")
+    if sign < 0:
+        body["SupplierInvoiceIsCreditMemo"] = "X"
+    if taxed and not calculate:
+        body["to_SupplierInvoiceTax"] = {"results": _tax_entries(currency, taxed_lines, amounts.tax, sign, what)}
+    if amounts.shipping:
+        if amounts.shipping * sign < 0:
+            raise UnresolvedReferenceError(
+                f"{what}: a negative shipping charge cannot be an SAP unplanned delivery cost"
+            )
+        body["UnplannedDeliveryCost"] = _amount(amounts.shipping)
     if bill.memo:
         body["DocumentHeaderText"] = bill.memo[:25]
     return body

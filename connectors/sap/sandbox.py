@@ -8,11 +8,21 @@ What it reproduces (reference ``erp_apis.md`` §4):
   ``POST /_sandbox/csrf/expire`` invalidates every issued token (what a session timeout does).
 * ``POST …/A_SupplierInvoice`` deep insert: properties checked against ``A_SupplierInvoiceType``
   and the ``to_SupplierInvoiceItemGLAcct`` items against ``A_SupplierInvoiceItemGLAcctType`` from
-  the EDMX (``edmx_path``; no file → no property checks); the invoicing party must be a known
-  supplier (``M8/152``); without automatic tax the G/L items must balance the gross amount
-  (``M8/534``); the duplicate-invoice check rejects a second invoice with the same reference,
-  supplier and company code (``M8/108``). Answers 201 ``{"d": {…, "SupplierInvoice",
-  "FiscalYear"}}``.
+  the EDMX (``edmx_path``; no file → no property checks), the ``to_SupplierInvoiceTax``
+  entries against ``A_SupplierInvoiceTaxType``; required header properties (``CompanyCode``,
+  ``InvoicingParty``, ``DocumentDate``, ``PostingDate``, ``DocumentCurrency``,
+  ``InvoiceGrossAmount``) and G/L line properties (``GLAccount``, ``SupplierInvoiceItemAmount``,
+  ``DebitCreditCode``) → ``400``; ``DebitCreditCode`` other than ``S``/``H`` or a negative amount
+  → ``400``; an amount with more decimals than the currency has (``JPY`` none) → ``400``; the
+  invoicing party must be a known supplier (``M8/152``; the seeded Business Partner suppliers
+  unless ``suppliers`` widens it); the invoice must balance (``M8/534``): gross = debit items -
+  credit items + tax + unplanned delivery costs, where tax is the ``to_SupplierInvoiceTax``
+  amounts, or, with ``TaxIsCalculatedAutomatically``, what SAP computes per tax code from the
+  items' net amounts and the company's tax rates (``tax_rates``, rounded per code); an item with
+  automatic tax needs a known tax code (``FF/704``); the duplicate-invoice check rejects a second
+  invoice with the same reference, supplier and company code (``M8/108``). Answers 201
+  ``{"d": {…, "SupplierInvoice", "FiscalYear"}}`` and stores the invoice as booked, calculated
+  tax included (``to_SupplierInvoiceTax``).
 * ``GET …/A_SupplierInvoice?$filter=<prop> eq '<v>' and …`` (string equality terms joined by
   ``and`` / ``or``, quotes doubled inside literals), ``$select``, ``$top``;
   ``{"d": {"results": [...]}}``.
@@ -34,7 +44,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +54,12 @@ from fastapi.responses import Response
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
 from ledgerflow.connectors.sap.connector import BUSINESS_PARTNER_PATH, SERVICE_PATH
 from ledgerflow.connectors.sap.edmx import EntityType, load_entity_types, property_problems
+from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DEFAULT_SUPPLIERS",
+    "DEFAULT_TAX_RATES",
     "DEFAULT_USERS",
     "TOKEN_PATH",
     "create_app",
@@ -62,7 +74,28 @@ TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 
 _HEADER_TYPE = "A_SupplierInvoiceType"
 _GL_TYPE = "A_SupplierInvoiceItemGLAcctType"
+_TAX_TYPE = "A_SupplierInvoiceTaxType"
 _GL_NAV = "to_SupplierInvoiceItemGLAcct"
+_TAX_NAV = "to_SupplierInvoiceTax"
+_HEADER_REQUIRED = (
+    "CompanyCode",
+    "InvoicingParty",
+    "DocumentDate",
+    "PostingDate",
+    "DocumentCurrency",
+    "InvoiceGrossAmount",
+)
+_ITEM_REQUIRED = ("GLAccount", "SupplierInvoiceItemAmount", "DebitCreditCode")
+
+DEFAULT_TAX_RATES: dict[str, Decimal] = {
+    "V0": Decimal(0),
+    "V1": Decimal(19),
+    "V2": Decimal(7),
+    "V3": Decimal(16),
+    "I0": Decimal(0),
+    "I1": Decimal("7.25"),
+}
+"""Input tax codes of the sandbox company and their rates in percent (SAP's German/US demo codes)."""
 _FILTER_TERM = re.compile(r"\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*(?:(and|or)\b|$)")
 _SUPPLIER_PROPERTIES = frozenset({"Supplier", "SupplierName", "SupplierFullName", "BusinessPartner"})
 _ADDRESS_PROPERTIES = frozenset({"BusinessPartner", "AddressID", "Country", "CityName"})
@@ -158,6 +191,16 @@ def _fiscal_year(posting_date: Any) -> str:
     return "0000"
 
 
+def _decimals(currency: Any) -> int | None:
+    """Minor-unit digits of an ISO currency (CLDR), None for a code SAP would not know either."""
+    if not isinstance(currency, str) or len(currency) != 3:
+        return None
+    try:
+        return currency_precision(currency)
+    except (KeyError, ValueError):
+        return None
+
+
 def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
     gross = record.get("InvoiceGrossAmount")
     return Decimal(gross) if isinstance(gross, str) else None
@@ -197,8 +240,9 @@ class _Sap:
                         "CityName": seed.get("CityName", ""),
                     }
                 )
-        if suppliers is not None:
-            suppliers = suppliers | {row["Supplier"] for row in self.supplier_rows}
+        seeded = frozenset(row["Supplier"] for row in self.supplier_rows)
+        suppliers = seeded if suppliers is None else (None if "*" in suppliers else suppliers | seeded)
+        self.tax_rates: dict[str, Decimal] = dict(DEFAULT_TAX_RATES)
         self.queries: dict[str, int] = {}
         """GET requests answered per entity set (``A_Supplier``, ``A_SupplierInvoice``, …)."""
         self.sandbox = sandbox
@@ -248,24 +292,84 @@ class _Sap:
     def problems(self, body: Any) -> str | None:
         if not isinstance(body, dict):
             return "The request body must be a JSON object"
-        items = body.get(_GL_NAV, {})
-        if not isinstance(items, dict) or not isinstance(items.get("results", []), list):
-            return f"{_GL_NAV} must be {{'results': [...]}}"
+        for nav in (_GL_NAV, _TAX_NAV):
+            container = body.get(nav, {})
+            if not isinstance(container, dict) or not isinstance(container.get("results", []), list):
+                return f"{nav} must be {{'results': [...]}}"
+            if any(not isinstance(entry, dict) for entry in container.get("results", [])):
+                return f"{nav} entries must be objects"
         if self.types is not None:
-            header_type, gl_type = self.types.get(_HEADER_TYPE), self.types.get(_GL_TYPE)
+            header_type = self.types.get(_HEADER_TYPE)
             if header_type is not None:
                 for problem in property_problems(header_type, body):
                     return problem
                 for nav in body:
-                    if nav in header_type.navigation and nav != _GL_NAV:
+                    if nav in header_type.navigation and nav not in (_GL_NAV, _TAX_NAV):
                         return f"Deep insert of {nav} is not supported by this sandbox"
-            if gl_type is not None:
-                for item in items.get("results", []):
-                    if not isinstance(item, dict):
-                        return f"{_GL_NAV} items must be objects"
-                    for problem in property_problems(gl_type, item):
+            for nav, type_name in ((_GL_NAV, _GL_TYPE), (_TAX_NAV, _TAX_TYPE)):
+                entity = self.types.get(type_name)
+                if entity is None:
+                    continue
+                for entry in body.get(nav, {}).get("results", []):
+                    for problem in property_problems(entity, entry):
                         return problem
+        for name in _HEADER_REQUIRED:
+            if body.get(name) in (None, ""):
+                return f"Property {name} is required for a supplier invoice"
+        items = body.get(_GL_NAV, {}).get("results", [])
+        if not items:
+            return "Enter at least one item (G/L account line)"
+        precision = _decimals(body.get("DocumentCurrency"))
+        amounts = [("InvoiceGrossAmount", body.get("InvoiceGrossAmount"))]
+        amounts.append(("UnplannedDeliveryCost", body.get("UnplannedDeliveryCost")))
+        for index, item in enumerate(items, start=1):
+            for name in _ITEM_REQUIRED:
+                if item.get(name) in (None, ""):
+                    return f"Item {index}: property {name} is required"
+            if item["DebitCreditCode"] not in ("S", "H"):
+                return f"Item {index}: DebitCreditCode {item['DebitCreditCode']!r} is invalid (S = debit, H = credit)"
+            if item.get("DocumentCurrency") not in (None, body.get("DocumentCurrency")):
+                return f"Item {index}: currency {item.get('DocumentCurrency')} differs from the document currency"
+            amounts.append((f"Item {index} SupplierInvoiceItemAmount", item.get("SupplierInvoiceItemAmount")))
+        for index, entry in enumerate(body.get(_TAX_NAV, {}).get("results", []), start=1):
+            if not entry.get("TaxCode"):
+                return f"Tax {index}: property TaxCode is required"
+            amounts.append((f"Tax {index} TaxAmount", entry.get("TaxAmount")))
+        for name, value in amounts:
+            if value is None:
+                continue
+            number = Decimal(str(value))
+            if number < 0:
+                return f"{name}: {value} is negative; enter amounts positive with the debit/credit indicator"
+            if precision is not None and number != number.quantize(Decimal(1).scaleb(-precision)):
+                return f"{name}: {value} has more decimals than currency {body.get('DocumentCurrency')} allows"
         return None
+
+    def tax_for(self, body: dict[str, Any]) -> tuple[Decimal, list[dict[str, Any]]] | str:
+        """The invoice's tax: the entries sent, or (automatic tax) SAP's calculation per tax code."""
+        entries: list[dict[str, Any]] = list(body.get(_TAX_NAV, {}).get("results", []))
+        if not body.get("TaxIsCalculatedAutomatically"):
+            return sum((Decimal(str(e.get("TaxAmount") or 0)) for e in entries), Decimal(0)), entries
+        precision = _decimals(body.get("DocumentCurrency"))
+        unit = Decimal(1).scaleb(-(precision if precision is not None else 2))
+        bases: dict[str, Decimal] = {}
+        for index, item in enumerate(body.get(_GL_NAV, {}).get("results", []), start=1):
+            code = item.get("TaxCode")
+            if not code or code not in self.tax_rates:
+                return f"Item {index}: tax code {code!r} is not defined for the company's country (FF/704)"
+            signed = Decimal(str(item["SupplierInvoiceItemAmount"])) * (-1 if item["DebitCreditCode"] == "H" else 1)
+            bases[code] = bases.get(code, Decimal(0)) + signed
+        calculated = [
+            {
+                "SupplierInvoiceTaxCounter": str(n),
+                "TaxCode": code,
+                "DocumentCurrency": body.get("DocumentCurrency"),
+                "TaxAmount": format((base * self.tax_rates[code] / 100).quantize(unit, ROUND_HALF_UP), "f"),
+                "TaxBaseAmountInTransCrcy": format(base, "f"),
+            }
+            for n, (code, base) in enumerate(bases.items(), start=1)
+        ]
+        return sum((Decimal(str(e["TaxAmount"])) for e in calculated), Decimal(0)), calculated
 
     async def create(self, request: Request) -> Response:
         if not self.authorised(request):
@@ -287,18 +391,21 @@ class _Sap:
             if self.gl_accounts is not None and account not in self.gl_accounts:
                 company = item.get("CompanyCode")
                 return _error(400, "FH/103", f"G/L account {account} is not defined in company code {company}")
-        if not body.get("TaxIsCalculatedAutomatically"):
-            balance = sum(
-                (
-                    Decimal(i["SupplierInvoiceItemAmount"]) * (-1 if i.get("DebitCreditCode") == "H" else 1)
-                    for i in items
-                ),
-                Decimal(0),
-            )
-            balance += Decimal(body.get("UnplannedDeliveryCost", "0")) - Decimal(body.get("ManualCashDiscount", "0"))
-            gross = Decimal(body.get("InvoiceGrossAmount", "0"))
-            if balance != gross:
-                return _error(400, "M8/534", f"Balance not zero: {gross} gross vs {balance} in items")
+        tax = self.tax_for(body)
+        if isinstance(tax, str):
+            return _error(400, "FF/704", tax)
+        tax_amount, tax_entries = tax
+        balance = sum(
+            (
+                Decimal(str(i["SupplierInvoiceItemAmount"])) * (-1 if i.get("DebitCreditCode") == "H" else 1)
+                for i in items
+            ),
+            Decimal(0),
+        )
+        balance += tax_amount + Decimal(str(body.get("UnplannedDeliveryCost") or "0"))
+        gross = Decimal(str(body.get("InvoiceGrossAmount", "0")))
+        if balance != gross:
+            return _error(400, "M8/534", f"Balance not zero: {gross} gross vs {balance} in items, tax and costs")
         for other in self.store.all("supplier_invoice"):
             same = all(
                 other.get(k) == body.get(k) for k in ("SupplierInvoiceIDByInvcgParty", "InvoicingParty", "CompanyCode")
@@ -310,6 +417,7 @@ class _Sap:
         self.sequence += 1
         invoice = {
             **body,
+            _TAX_NAV: {"results": tax_entries},
             "SupplierInvoice": str(self.sequence),
             "FiscalYear": _fiscal_year(body.get("PostingDate")),
             "SupplierInvoiceStatus": "5",
@@ -368,6 +476,7 @@ def create_app(
     suppliers: Iterable[str] | None = None,
     gl_accounts: Iterable[str] | None = None,
     supplier_records: Iterable[Mapping[str, str]] | None = None,
+    tax_rates: Mapping[str, Decimal] | None = None,
 ) -> FastAPI:
     """Build the SAP supplier invoice sandbox.
 
@@ -377,11 +486,14 @@ def create_app(
         users: communication users accepted with HTTP Basic, user → password.
         clients: OAuth client id → secret for client-credentials tokens at ``/oauth2/token``.
         suppliers: supplier numbers that exist (``InvoicingParty`` values accepted) besides the
-            seeded ones; None accepts any.
+            seeded ones; None → only the seeded ones (as SAP: an unknown supplier is ``M8/152``);
+            ``["*"]`` accepts any.
         supplier_records: the Business Partner API's suppliers (``Supplier``, ``SupplierName``,
             optional ``SupplierFullName``, ``BusinessPartner``, ``Country``, ``CityName``);
             None → :data:`DEFAULT_SUPPLIERS`.
         gl_accounts: G/L accounts that exist (``FH/103`` for others); None accepts any.
+        tax_rates: the company's tax codes and rates in percent (automatic tax);
+            None → :data:`DEFAULT_TAX_RATES`.
 
     Returns:
         The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``,
@@ -405,6 +517,7 @@ def create_app(
         frozenset(gl_accounts) if gl_accounts is not None else None,
         DEFAULT_SUPPLIERS if supplier_records is None else supplier_records,
     )
+    sap.tax_rates = dict(DEFAULT_TAX_RATES if tax_rates is None else tax_rates)
 
     async def expire_csrf() -> Response:
         sap.tokens.clear()

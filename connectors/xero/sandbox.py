@@ -49,6 +49,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
+from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
@@ -520,6 +521,10 @@ class _Xero:
         subtotal = Decimal(0)
         tax = Decimal(0)
         lines = []
+        try:
+            unit = Decimal(1).scaleb(-currency_precision(str(document.get("CurrencyCode") or "USD")))
+        except (KeyError, ValueError):
+            return f"Currency code '{document.get('CurrencyCode')}' is not valid"
         for line in document.get("LineItems") or []:
             code = line.get("AccountCode")
             if code is not None and self.store.get("account", str(code)) is None:
@@ -531,7 +536,7 @@ class _Xero:
             if code is None and account_id is None:
                 return "An Account Code must be specified for each line item"
             quantity = _money(line.get("Quantity", 1))
-            computed = (quantity * _money(line.get("UnitAmount"))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            computed = (quantity * _money(line.get("UnitAmount"))).quantize(unit, ROUND_HALF_UP)
             amount = _money(line["LineAmount"]) if line.get("LineAmount") is not None else computed
             if line.get("UnitAmount") is not None and amount != computed:
                 return f"Line amount {amount} does not equal quantity × unit amount ({computed})"
@@ -541,10 +546,17 @@ class _Xero:
             tax += tax_amount
         document["LineItems"] = lines
         if document.get("LineAmountTypes") == "NoTax":
+            # Xero ignores line tax on a NoTax document: the tax is not booked.
             tax = Decimal(0)
-        document["SubTotal"] = subtotal
-        document["TotalTax"] = tax
-        document["Total"] = subtotal + tax
+        if document.get("LineAmountTypes") == "Inclusive":
+            # Line amounts include their tax: the total is their sum, the subtotal what is left.
+            document["SubTotal"] = subtotal - tax
+            document["TotalTax"] = tax
+            document["Total"] = subtotal
+        else:
+            document["SubTotal"] = subtotal
+            document["TotalTax"] = tax
+            document["Total"] = subtotal + tax
         document.setdefault("Status", "DRAFT")
         document.setdefault("LineAmountTypes", "Exclusive")
         if "Type" in document:

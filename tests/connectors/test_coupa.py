@@ -129,6 +129,8 @@ def coupa_config(base_url: str, secret: str = "sandbox-secret") -> ConnectionCon
         base_url=base_url,
         objects=["bill", "vendor"],
         credentials={"client_id": "ledgerflow", "client_secret": secret},
+        # Coupa requires the chart of accounts (account-type) on every invoice.
+        options={"chart_of_accounts": "US Chart of Accounts"},
     )
 
 

@@ -66,6 +66,10 @@ def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
     return Bill(**values)
 
 
+USD: dict[str, Any] = {"currency_ids": {"USD": "1"}}
+"""The connection option mapping the documents' currency to its NetSuite internal id."""
+
+
 def test_external_id_is_stable_and_netsuite_safe() -> None:
     assert external_id("mercoa:bill:inv_8f2a") == "mercoa-bill-inv_8f2a"
     odd = external_id("mercoa:bill:a/b|c")
@@ -82,7 +86,7 @@ def test_internal_id_from_location() -> None:
 
 
 def test_bill_body_follows_reference_example() -> None:
-    body = bill_body(make_bill(), {"subsidiary_id": "1"})
+    body = bill_body(make_bill(), {"subsidiary_id": "1", **USD})
     assert body["externalId"] == "mercoa-bill-inv_1"
     assert body["entity"] == {"id": "1234"}
     assert body["subsidiary"] == {"id": "1"}
@@ -104,25 +108,25 @@ def test_bill_body_follows_reference_example() -> None:
 def test_bill_tax_becomes_an_expense_line_on_the_tax_account() -> None:
     bill = make_bill(tax_total=Decimal("12.38"), total=Decimal("162.38"))
     with pytest.raises(UnresolvedReferenceError, match="tax_account"):
-        bill_body(bill, {})
-    lines = bill_body(bill, {"tax_account": "77"})["expense"]["items"]
+        bill_body(bill, USD)
+    lines = bill_body(bill, {"tax_account": "77", **USD})["expense"]["items"]
     assert lines[-1] == {"account": {"id": "77"}, "amount": Decimal("12.38"), "memo": "tax"}
     assert sum(line["amount"] for line in lines) == Decimal("162.38")
 
 
 def test_vendor_without_ids_resolves_to_the_external_id_ledgerflow_upserted() -> None:
     bill = make_bill(vendor=VendorRef(source_id="ent_9", name="Concrete Co"))
-    assert bill_body(bill, {})["entity"] == {"externalId": "mercoa-vendor-ent_9"}
+    assert bill_body(bill, USD)["entity"] == {"externalId": "mercoa-vendor-ent_9"}
     with pytest.raises(UnresolvedReferenceError):
-        bill_body(make_bill(vendor=VendorRef(name="Nobody")), {})
+        bill_body(make_bill(vendor=VendorRef(name="Nobody")), USD)
 
 
 def test_line_without_gl_account_needs_a_default() -> None:
     line = LineItem(line_number=1, amount=Decimal("150.00"))
     bill = make_bill(line_items=[line])
     with pytest.raises(UnresolvedReferenceError, match="GL account"):
-        bill_body(bill, {})
-    assert bill_body(bill, {"default_expense_account": 61})["expense"]["items"][0]["account"] == {"id": "61"}
+        bill_body(bill, USD)
+    assert bill_body(bill, {"default_expense_account": 61, **USD})["expense"]["items"][0]["account"] == {"id": "61"}
 
 
 def test_vendor_and_invoice_bodies() -> None:
@@ -157,7 +161,7 @@ def test_vendor_and_invoice_bodies() -> None:
         subtotal=Decimal("10.50"),
         total=Decimal("10.50"),
     )
-    record_type, body = body_for(invoice, {"default_item_id": "5"})
+    record_type, body = body_for(invoice, {"default_item_id": "5", **USD})
     assert record_type == "invoice"
     assert body["item"]["items"] == [
         {"item": {"id": "5"}, "amount": Decimal("10.50"), "quantity": Decimal(2), "rate": Decimal("5.25")}
@@ -174,13 +178,13 @@ def ns_spec(shared_dir: Path) -> Path:
 
 def test_mapped_bodies_validate_against_the_netsuite_description(ns_spec: Path) -> None:
     schemas = load_schemas(ns_spec)
-    body = loads_json(dumps_json(bill_body(make_bill(), {"subsidiary_id": "1"})))
+    body = loads_json(dumps_json(bill_body(make_bill(), {"subsidiary_id": "1", **USD})))
     assert list(schemas.problems("vendorBill", body)) == []
 
 
 def test_description_rejects_misspelt_fields_wrong_types_and_read_only(ns_spec: Path) -> None:
     schemas = load_schemas(ns_spec)
-    body = loads_json(dumps_json(bill_body(make_bill(), {})))
+    body = loads_json(dumps_json(bill_body(make_bill(), USD)))
     body["tranDte"] = "2024-01-15"
     body["expense"]["items"][0]["amount"] = "150.00"
     body["links"] = []
@@ -254,7 +258,7 @@ async def ns_sandbox(shared_dir: Path) -> AsyncIterator[str]:
 
 def ns_config(base_url: str, **options: Any) -> ConnectionConfig:
     creds = {"account_id": "1234567_SB1", **TBA}
-    return ConnectionConfig(erp="netsuite", base_url=base_url, credentials=creds, options=options)
+    return ConnectionConfig(erp="netsuite", base_url=base_url, credentials=creds, options={**USD, **options})
 
 
 def ctx(key: str = "k1", existing: BinderEntry | None = None) -> HandleContext:
@@ -359,6 +363,7 @@ async def test_oauth2_client_credentials_and_unsupported_objects(
         erp="netsuite",
         base_url=ns_sandbox,
         credentials={"client_id": "ledgerflow", "client_secret": "sandbox-secret"},
+        options=USD,
     )
     connector = NetSuiteConnector("ns-m2m", config, http, state)
     assert (await connector.handle(make_bill(), ctx())).erp_record_id
@@ -429,7 +434,8 @@ class TestNetSuiteContract(ConnectorContract):
 async def test_default_sandbox_wired_by_sandbox_connection(http: httpx.AsyncClient, state: StateStore) -> None:
     async with serve(sandbox.create_app()) as base_url:
         config = sandbox.sandbox_connection(ConnectionConfig(erp="netsuite", options={"subsidiary_id": 1}), base_url)
-        assert config.options == {"subsidiary_id": 1}
+        assert config.options == {**sandbox.SANDBOX_OPTIONS, "subsidiary_id": 1}
         connector = NetSuiteConnector("ns-default", config, http, state)
         await connector.check()
-        assert (await connector.handle(make_bill(), ctx())).erp_record_id
+        seeded = VendorRef(accounting_id="1001", name="Big Box Store")
+        assert (await connector.handle(make_bill(vendor=seeded), ctx())).erp_record_id

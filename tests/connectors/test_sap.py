@@ -75,7 +75,17 @@ def test_supplier_invoice_body_follows_the_reference_example() -> None:
     assert body["SupplierInvoiceIDByInvcgParty"] == "V-inv_1"
     assert body["InvoicingParty"] == "17300001"
     assert body["InvoiceGrossAmount"] == "119.00"
-    assert body["TaxIsCalculatedAutomatically"] is True
+    # The source's tax is posted as it is (SAP does not recalculate it to a different amount).
+    assert body["TaxIsCalculatedAutomatically"] is False
+    assert body["to_SupplierInvoiceTax"]["results"] == [
+        {
+            "SupplierInvoiceTaxCounter": "1",
+            "TaxCode": "V1",
+            "DocumentCurrency": "EUR",
+            "TaxAmount": "19.00",
+            "TaxBaseAmountInTransCrcy": "100.00",
+        }
+    ]
     assert body["to_SupplierInvoiceItemGLAcct"]["results"] == [
         {
             "SupplierInvoiceItem": "1",
