@@ -11,6 +11,8 @@
   001 l.179–198), then ``GET /payables/{id}``, ``GET /payables/{id}/line_items``,
   ``GET /receivables/{id}``, ``GET /counterparts/{id}``, ``GET /payment_records/{id}`` with
   ``X-Monite-Entity-Id`` and ``X-Monite-Version`` (seed 001 l.223–228; ``sources.md`` §3.1).
+* :class:`AccessplanitClient` — accessplanit API v2: the account (customer) an invoice or a
+  transaction names only by id (API-key header, seed 004; path configurable, ``sources.md`` §5.1).
 * :class:`MercoaClient` — Mercoa API: ``GET /invoice/{id}`` and ``GET /entity/{id}`` with the
   API key as bearer token (``sources.md`` §2.3 "fetch-to-verify").
 
@@ -40,7 +42,9 @@ from ledgerflow.core.settings import Routing, SourceConfig
 from ledgerflow.core.state import StateStore
 
 __all__ = [
+    "DEFAULT_ACCESSPLANIT_CUSTOMER_PATH",
     "DEFAULT_INGENIOUS_PATHS",
+    "AccessplanitClient",
     "EnricherSet",
     "EnrichmentError",
     "IngeniousClient",
@@ -359,6 +363,64 @@ class MercoaClient(JsonApiClient):
         return await self.request("GET", f"/entity/{entity_id}")
 
 
+DEFAULT_ACCESSPLANIT_CUSTOMER_PATH = "/accounts/{id}"
+"""API v2 path of the account an invoice is issued to. The v2 resource paths are not in the public
+material (``sources.md`` §5.1: "Exact v2 base URL / resource paths … not captured"); override with
+``options.customer_path``."""
+
+
+class AccessplanitClient(JsonApiClient):
+    """accessplanit API v2: the customer (account) an invoice or transaction names only by id.
+
+    Args:
+        api_key: the API key of an API user (seed 004: "log in and create an API key").
+        header: header carrying it (``Authorization`` gets a ``Bearer`` prefix), default ``X-API-Key``.
+        customer_path: path template with ``{id}``, default :data:`DEFAULT_ACCESSPLANIT_CUSTOMER_PATH`.
+        cache_ttl: seconds an answer stays cached.
+
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        *,
+        header: str = "X-API-Key",
+        customer_path: str = DEFAULT_ACCESSPLANIT_CUSTOMER_PATH,
+        cache_ttl: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(http, base_url, name="accessplanit", **kwargs)
+        self._key = api_key
+        self.header = header
+        self.customer_path = customer_path
+        self._cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=10_000, ttl=cache_ttl)
+
+    async def _headers(self) -> dict[str, str]:
+        value = f"Bearer {self._key}" if self.header.lower() == "authorization" else self._key
+        return {"Accept": "application/json", self.header: value}
+
+    async def customer(self, customer_id: str) -> dict[str, Any]:
+        """The account record with id ``customer_id`` (an OData ``{"value": [record]}`` answer is unwrapped).
+
+        Raises:
+            EnrichmentError: the call failed, or the answer is not a JSON object.
+
+        """
+        if customer_id in self._cache:
+            return self._cache[customer_id]
+        body = await self.request("GET", self.customer_path.format(id=customer_id))
+        if isinstance(body, dict) and isinstance(body.get("value"), list) and body["value"]:
+            body = body["value"][0]
+        if isinstance(body, dict) and isinstance(body.get("data"), dict):
+            body = body["data"]
+        if not isinstance(body, dict):
+            raise EnrichmentError(f"accessplanit GET {self.customer_path}: the answer is not a JSON object")
+        self._cache[customer_id] = body
+        return body
+
+
 @dataclass(frozen=True, slots=True)
 class TenantClients(Generic[C]):
     """The clients of one source, one per tenant that configured it."""
@@ -386,7 +448,11 @@ class EnricherSet:
     * ``ingenious``: ``api_base_url``, ``api_token`` [, ``paths``, ``cache_ttl_seconds``]
     * ``monite``: ``api_base_url``, ``client_id``, ``client_secret`` [, ``entity_id``, ``api_version``]
     * ``mercoa``: ``api_base_url``, ``api_key``, ``refetch`` (bool)
-    * ``accessplanit``: ``currency`` (ISO 4217 of records that carry none; ``for_tenant`` → str)
+    * ``accessplanit``: ``currency`` (ISO 4217 of records that carry none; ``for_tenant`` → str);
+      with ``api_base_url`` and ``api_key`` [, ``api_key_header``, ``customer_path``] also an
+      :class:`AccessplanitClient` under ``accessplanit_api``
+    * any source: ``currency`` — the tenant's default for fields the source's documentation does not
+      guarantee (``defaults``: ``for_tenant`` → ``{source: {"currency": …}}``)
 
     A tenant without the options has no client for that source (routes then map what the
     webhook carried or skip with a reason). ``retry_attempts`` and ``retry_wait_max`` options
@@ -400,9 +466,13 @@ class EnricherSet:
         ingenious: dict[str, IngeniousClient] = {}
         monite: dict[str, MoniteClient] = {}
         mercoa: dict[str, MercoaClient] = {}
+        accessplanit: dict[str, AccessplanitClient] = {}
         currencies: dict[str, str] = {}
+        defaults: dict[str, dict[str, dict[str, str]]] = {}
         for tenant, config in routing.tenants.items():
             for source, src in config.sources.items():
+                if src.options.get("currency"):
+                    defaults.setdefault(tenant, {})[source] = {"currency": str(src.options["currency"]).upper()}
                 if source == "accessplanit" and src.options.get("currency"):
                     currencies[tenant] = str(src.options["currency"]).upper()
                 base = src.options.get("api_base_url")
@@ -438,15 +508,29 @@ class EnricherSet:
                     mercoa[tenant] = MercoaClient(
                         http, str(base), key, refetch=bool(src.options.get("refetch", False)), **retry
                     )
+                elif source == "accessplanit" and (key := _secret(src, "api_key")):
+                    accessplanit[tenant] = AccessplanitClient(
+                        http,
+                        str(base),
+                        key,
+                        header=str(src.options.get("api_key_header", "X-API-Key")),
+                        customer_path=str(src.options.get("customer_path", DEFAULT_ACCESSPLANIT_CUSTOMER_PATH)),
+                        cache_ttl=float(src.options.get("cache_ttl_seconds", 300)),
+                        **retry,
+                    )
         self._sets: dict[str, TenantClients[Any]] = {
             "ingenious": TenantClients("ingenious", ingenious),
             "monite": TenantClients("monite", monite),
             "mercoa": TenantClients("mercoa", mercoa),
             "accessplanit": TenantClients("accessplanit", currencies),
+            "accessplanit_api": TenantClients("accessplanit", accessplanit),
+            "defaults": TenantClients("defaults", defaults),
         }
 
     def get(self, name: str) -> Any:
-        """The :class:`TenantClients` of source ``name`` (``ingenious``, ``monite``, ``mercoa``, ``accessplanit``).
+        """The :class:`TenantClients` named ``name``.
+
+        Names: ``ingenious``, ``monite``, ``mercoa``, ``accessplanit``, ``accessplanit_api``, ``defaults``.
 
         Raises:
             KeyError: no enrichment exists for ``name``.

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ledgerflow.contracts import Bill
+from ledgerflow.contracts import Bill, Invoice, Payment
 from ledgerflow.core.settings import Routing
 from ledgerflow.core.state import StateStore
 from ledgerflow.transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
@@ -254,3 +254,72 @@ async def test_mercoa_refetch_replaces_webhook_invoice(mercoa_sample: bytes) -> 
     assert isinstance(refetched, Bill)
     assert refetched.bill_number == "INV-123-REFETCHED"
     assert script.calls == [f"/invoice/{fresh['id']}"] * 2
+
+
+async def test_accessplanit_customer_is_fetched_once_and_named_on_invoice_and_refund() -> None:
+    from fastapi import FastAPI, Header, HTTPException
+
+    calls: list[str] = []
+    app = FastAPI()
+
+    @app.get("/accounts/{account_id}")
+    async def account(account_id: str, x_api_key: str = Header("")) -> Any:
+        if x_api_key != "k1":
+            raise HTTPException(401, "bad key")
+        calls.append(account_id)
+        return {"value": [{"AccountID": int(account_id), "Name": "Northwind Training Ltd"}]}
+
+    routing = Routing.model_validate(
+        {
+            "tenants": {
+                "acme": {
+                    "sources": {
+                        "accessplanit": {
+                            "options": {"api_base_url": "http://sandbox", "api_key": "k1", "currency": "GBP"}
+                        }
+                    }
+                }
+            }
+        }
+    )
+    invoice = {"InvoiceID": 1, "IssuerID": 8812, "Amount": 1000, "Tax": 200, "DateGenerated": "2024-05-14"}
+    refund = {"TransactionID": 2, "InvoiceID": 1, "IssuerID": 8812, "Amount": 1200, "TransactionType": "Refund"}
+    refund["TransactionDate"] = "2024-05-20"
+    async with _http(app) as http:
+        enrichers = EnricherSet(routing, http, StateStore("sqlite+aiosqlite://"))
+        records = []
+        for hint, payload in (("invoices", invoice), ("transactions", refund)):
+            event = raw_event("accessplanit", f"{hint}.post", payload, object_hint=hint)
+            route = ROUTERS["accessplanit"](event)
+            assert route.enrich is not None
+            records.append(route.mapper(await route.enrich(event, enrichers))[0])
+    assert calls == ["8812"]  # cached for the second record
+    inv, pay = records
+    assert isinstance(inv, Invoice)
+    assert (inv.customer.source_id, inv.customer.name, inv.currency, str(inv.total)) == (
+        "8812",
+        "Northwind Training Ltd",
+        "GBP",
+        "12.00",
+    )
+    assert isinstance(pay, Payment)
+    assert (pay.kind, pay.party.name, str(pay.amount)) == ("refund", "Northwind Training Ltd", "12.00")
+
+
+async def test_ingenious_tenant_default_currency_fills_a_payload_without_one() -> None:
+    routing = Routing.model_validate(
+        {"tenants": {"acme": {"sources": {"ingenious": {"options": {"currency": "cad"}}}}}}
+    )
+    payload = {
+        "name": "Vendor Invoice",
+        "subject": "X",
+        "data": {"id": "vi_9", "vendor_name": "Hudson", "date": "2024-05-02", "line_items": [{"gross_value": "5"}]},
+    }
+    event = raw_event("ingenious", "vendor_invoice.sync", payload, object_hint="vendor_invoice")
+    async with httpx.AsyncClient() as http:
+        enrichers = EnricherSet(routing, http, StateStore("sqlite+aiosqlite://"))
+        route = ROUTERS["ingenious"](event)
+        assert route.enrich is not None
+        bill = route.mapper(await route.enrich(event, enrichers))[0]
+    assert isinstance(bill, Bill)
+    assert bill.currency == "CAD"

@@ -12,8 +12,9 @@ accessplanit                                   canonical
 =============================================  =====================================================
 Invoices ``InvoiceID``                         invoice ``source_id``
 ``InvoiceRef``                                 ``invoice_number``
-``IssuerID``                                   ``customer.source_id`` (the invoiced account)
-``Amount`` (pence/cents), ``Tax`` (pence)      ``subtotal`` (net), ``tax_total``; total = Amount + Tax
+``IssuerID``                                   ``customer.source_id`` (the invoiced account); its
+                                               name from the API v2 account (:func:`enrich`)
+``Amount`` (pence/cents), ``Tax`` (pence)      ``subtotal`` (net), ``tax_total`` (see :func:`_amounts`)
 ``DateGenerated`` / ``DateDue``                ``invoice_date`` / ``due_date``
 ``DateUpdated``                                ``source_updated_at``
 ``InvoiceStatus``                              ``status`` (cancel/void/credit → void), else from
@@ -34,8 +35,23 @@ Transactions ``TransactionID`` *assumed*       payment ``source_id``
 =============================================  =====================================================
 
 The HTTP method is the action (§5.2): POST/PUT/PATCH → upsert, DELETE → void. Amounts are minor
-units → major-unit ``Decimal`` by the currency's precision. Negative transaction amounts are
-refunds (their absolute value is the amount).
+units → major-unit ``Decimal`` by the currency's precision (CLDR: GBP 2, JPY 0, KWD 3), exactly:
+a fractional minor-unit amount is refused, never rounded. A transaction whose ``TransactionType``
+says refund, or whose amount is negative, is a refund (seed 004: "payments and refunds"):
+``kind = refund`` with the absolute amount — money paid *back* to the customer, which an ERP books
+as a refund (or refuses with the reason), never as money received.
+
+Dates (seed 004; ``sources.md`` §5.1):
+
+=====================  ==========================================  ===========================
+accessplanit           meaning                                      canonical
+=====================  ==========================================  ===========================
+``DateGenerated``      the day the invoice was generated (issued)   ``invoice_date``
+``DateDue``            payment due date (PUT-able)                  ``due_date``
+``DateUpdated``        last change of the record                    ``source_updated_at``
+``TransactionDate``    the day the payment/refund was taken         ``payment_date``
+(none)                 no posting date                              the ERP posts on the document date
+=====================  ==========================================  ===========================
 """
 
 from __future__ import annotations
@@ -58,7 +74,16 @@ from ledgerflow.contracts import (
     canonical_id,
     currency_precision,
 )
-from ledgerflow.transformers.base import Enrichers, RawEvent, as_date, as_datetime, as_decimal, as_objects, require
+from ledgerflow.transformers.base import (
+    Enrichers,
+    RawEvent,
+    as_date,
+    as_datetime,
+    as_decimal,
+    as_object,
+    as_objects,
+    require,
+)
 
 __all__ = ["enrich", "map_invoice", "map_transaction", "minor_to_major"]
 
@@ -83,11 +108,77 @@ def minor_to_major(value: Any, currency: str, what: str) -> Decimal:
 
 
 async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
-    """Add the tenant's default currency (``options.currency``) for records that carry none."""
+    """Add the tenant's default currency and fetch the customer the record names only by id.
+
+    ``enrichment["currency"]``: the tenant's ``options.currency`` (for records without
+    ``Currency``). ``enrichment["customer"]``: the account ``IssuerID`` names, from the API v2
+    (:class:`~ledgerflow.transformers.enrichment.AccessplanitClient`), when the tenant configured
+    ``api_base_url`` and ``api_key`` — QuickBooks and Xero need the customer's name to find or
+    create it. A DELETE carries nothing to book against a customer and is not enriched.
+
+    Raises:
+        ledgerflow.transformers.enrichment.EnrichmentError: the API call failed after retries.
+
+    """
+    found: dict[str, Any] = {}
     currency = enrichers.get("accessplanit").for_tenant(event.tenant)
-    if not currency:
+    if currency:
+        found["currency"] = currency
+    client = enrichers.get("accessplanit_api").for_tenant(event.tenant)
+    body = event.payload.get("data") if isinstance(event.payload, dict) else None
+    record = body if isinstance(body, dict) else event.payload
+    customer_id = _text(record.get("IssuerID")) if isinstance(record, dict) else None
+    if client is not None and customer_id and event.method.upper() != "DELETE":
+        found["customer"] = await client.customer(customer_id)
+    if not found:
         return event
-    return dataclasses.replace(event, enrichment={**event.enrichment, "currency": currency})
+    return dataclasses.replace(event, enrichment={**event.enrichment, **found})
+
+
+_NAME_KEYS = ("Name", "AccountName", "CompanyName", "OrganisationName")
+"""Account name fields read from the customer record, first present wins (*assumed* spellings)."""
+
+
+def _customer(event: RawEvent, record: dict[str, Any]) -> Reference:
+    """The customer reference: ``IssuerID`` and, when enriched, the account's name."""
+    customer_id = _text(record.get("IssuerID"))
+    account = as_object(event.enrichment.get("customer"), "customer")
+    name = next((str(account[k]) for k in _NAME_KEYS if _text(account.get(k))), None)
+    if name is None:
+        person = " ".join(str(account[k]) for k in ("FirstName", "Surname") if _text(account.get(k)))
+        name = person or None
+    if not customer_id and not name:
+        raise ContractError("accessplanit record has no IssuerID (the customer)")
+    return Reference(source_id=customer_id, name=name)
+
+
+def _amounts(record: dict[str, Any], currency: str) -> tuple[Decimal, Decimal]:
+    """``(net, tax)`` of an invoice, in major units.
+
+    The feed documents ``Amount`` and ``Tax`` in pence/cents but not whether ``Amount`` includes
+    the tax (``sources.md`` §5.1). When ``AmountPaid`` and ``AmountOutstanding`` are both sent
+    their sum is the gross amount and decides it: ``Amount + Tax`` = gross → ``Amount`` is net;
+    ``Amount`` = gross → net is ``Amount − Tax``; anything else is refused with the figures.
+    Without them ``Amount`` is taken as net (the Invoice Items' amounts must then add up to it).
+
+    Raises:
+        contracts.ContractError: amounts missing, not whole minor units, or inconsistent.
+    """
+    amount = minor_to_major(require(record, "Amount"), currency, "Amount")
+    tax = minor_to_major(record["Tax"], currency, "Tax") if record.get("Tax") is not None else Decimal(0)
+    if record.get("AmountPaid") is None or record.get("AmountOutstanding") is None:
+        return amount, tax
+    gross = minor_to_major(record["AmountPaid"], currency, "AmountPaid") + minor_to_major(
+        record["AmountOutstanding"], currency, "AmountOutstanding"
+    )
+    if amount + tax == gross:
+        return amount, tax
+    if amount == gross:
+        return amount - tax, tax
+    raise ContractError(
+        f"accessplanit invoice: Amount {amount} and Tax {tax} {currency} agree with neither reading of "
+        f"AmountPaid + AmountOutstanding = {gross} {currency}"
+    )
 
 
 def _record(event: RawEvent) -> dict[str, Any]:
@@ -126,8 +217,7 @@ def map_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
     record = _record(event)
     source_id = str(require(record, "InvoiceID"))
     currency = _currency(event, record)
-    subtotal = minor_to_major(require(record, "Amount"), currency, "Amount")
-    tax = minor_to_major(record["Tax"], currency, "Tax") if record.get("Tax") is not None else Decimal(0)
+    subtotal, tax = _amounts(record, currency)
     lines: list[LineItem] = []
     for index, item in enumerate(as_objects(record.get("InvoiceItems"), "InvoiceItems"), start=1):
         where = f"InvoiceItems[{index - 1}]"
@@ -162,7 +252,6 @@ def map_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
     }
     if status_text:
         custom["invoice_status"] = str(record["InvoiceStatus"])
-    customer = _text(record.get("IssuerID"))
     return [
         Invoice(
             canonical_id=canonical_id(Source.ACCESSPLANIT, "invoice", source_id),
@@ -173,7 +262,7 @@ def map_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
             action=Action.VOID if status == "void" else Action.UPSERT,
             source_updated_at=as_datetime(record["DateUpdated"], "DateUpdated") if record.get("DateUpdated") else None,
             custom_fields=custom,
-            customer=Reference(source_id=customer),
+            customer=_customer(event, record),
             invoice_number=_text(record.get("InvoiceRef")),
             invoice_date=as_date(require(record, "DateGenerated"), "DateGenerated"),
             due_date=as_date(record["DateDue"], "DateDue") if record.get("DateDue") else None,
@@ -219,7 +308,7 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
             source_updated_at=as_datetime(record["DateUpdated"], "DateUpdated") if record.get("DateUpdated") else None,
             direction="incoming",
             kind="refund" if refund else "payment",
-            party=Reference(source_id=_text(record.get("IssuerID"))),
+            party=_customer(event, record),
             payment_date=as_date(when, "TransactionDate"),
             currency=currency,
             amount=amount,

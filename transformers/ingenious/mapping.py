@@ -21,12 +21,27 @@ INGENIOUS ``data``                                     canonical
 ``line_items[]`` (key per ``sources.md`` §1.4)         ``line_items`` / budget ``lines``
   ``id``, ``cost_code_id`` (l.91)                      line ``source_id``, ``cost_code.source_id``
   ``accounting_cost_code_*`` (l.92–93)                 ``cost_code`` accounting ids
-  ``qty``, ``unit_value``, ``gross_value`` (l.93)      ``quantity``, ``unit_price``, ``amount``
+  ``qty``, ``unit_value``, ``gross_value`` (l.93)      ``quantity``, ``unit_price``, ``amount`` (without
+                                                       ``gross_value``: qty × unit value rounded half-up
+                                                       to the currency's minor unit)
   ``description`` *assumed*                            ``description``
-``number``, ``date``, ``due_date``, ``currency``,
+``number``, ``date``, ``due_date``, ``currency`` (else
+the tenant's ``options.currency``),
 ``tax_value``, ``total_value``, ``title``,
 ``budget_id`` — all *assumed*                          document number, dates, currency, tax, total…
 =====================================================  =====================================================
+
+Dates (the Webhook Payloads reference is not public, so the names are *assumed*; seed 000 only
+says records are sent when a user clicks "Sync to Accounting" on an approved record, l.19–21):
+
+=================  ===============================================  ===========================
+INGENIOUS          meaning                                          canonical
+=================  ===============================================  ===========================
+``date``           the document's date (invoice / contract date)    ``bill_date`` / ``order_date``
+``due_date``       payment due date of an invoice                   ``due_date``
+(none)             no posting date; the sync moment is not a date   the ERP posts on the document
+                   of the document                                  date
+=================  ===============================================  ===========================
 
 Accounting ids follow the three documented cases (seed 000 l.96–101). ``accounting_*_id`` is
 INGENIOUS's *internal* id of its accounting object (l.100: "Populated (INGENIOUS internal ID)"):
@@ -44,7 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from ledgerflow.contracts import (
@@ -60,6 +75,7 @@ from ledgerflow.contracts import (
     Source,
     VendorRef,
     canonical_id,
+    currency_precision,
 )
 from ledgerflow.contracts.bill import Bill
 from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_decimal, as_object, require
@@ -97,7 +113,10 @@ def _pairs(node: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
-    """Fetch the ``custom_id`` and name of every accounting object sent with an id but no custom id.
+    """Add the tenant's defaults; fetch the ``custom_id`` and name of accounting objects sent without one.
+
+    ``enrichment["defaults"]``: the tenant's ``options.currency`` for INGENIOUS (the Webhook
+    Payloads reference is not public, so ``currency`` is not guaranteed in a payload).
 
     Looks at ``data`` and each of ``data.line_items``; results go to
     ``enrichment["custom_ids"]["<kind>:<accounting id>"]`` (None when the object has none) and
@@ -109,6 +128,9 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
         ledgerflow.transformers.enrichment.EnrichmentError: the Public API call failed after retries.
 
     """
+    defaults = (enrichers.get("defaults").for_tenant(event.tenant) or {}).get("ingenious")
+    if defaults:
+        event = dataclasses.replace(event, enrichment={**event.enrichment, "defaults": dict(defaults)})
     client = enrichers.get("ingenious").for_tenant(event.tenant)
     if client is None:
         return event
@@ -148,8 +170,18 @@ def _vendor(event: RawEvent, data: dict[str, Any]) -> VendorRef:
     return VendorRef(**ref.model_dump())
 
 
-def _currency(data: dict[str, Any]) -> str:
-    return str(require(data, "currency"))
+def _currency(event: RawEvent, data: dict[str, Any]) -> str:
+    """``data.currency``, else the tenant's default (``options.currency``, see :func:`enrich`).
+
+    Raises:
+        contracts.ContractError: neither is set (names both places to set it).
+    """
+    currency = _text(data.get("currency")) or _text(
+        as_object(event.enrichment.get("defaults"), "defaults").get("currency")
+    )
+    if not currency:
+        raise ContractError("INGENIOUS record has no data.currency and the tenant sets no ingenious options.currency")
+    return currency
 
 
 def _lines(event: RawEvent, data: dict[str, Any]) -> list[LineItem]:
@@ -170,7 +202,10 @@ def _lines(event: RawEvent, data: dict[str, Any]) -> list[LineItem]:
         if raw.get("gross_value") is not None:
             amount = as_decimal(raw["gross_value"], f"{where}.gross_value")
         elif qty is not None and unit is not None:
-            amount = qty * unit
+            # no line amount sent: the commercial rounding of quantity × unit value to the currency's
+            # minor unit, never a three-decimal amount an ERP would reject or round its own way
+            minor = Decimal(1).scaleb(-currency_precision(_currency(event, data)))
+            amount = (qty * unit).quantize(minor, rounding=ROUND_HALF_UP)
         else:
             raise ContractError(f"{where} has neither gross_value nor qty and unit_value")
         lines.append(
@@ -232,7 +267,7 @@ def map_vendor_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
             bill_number=_text(data.get("number")),
             bill_date=as_date(require(data, "date"), "data.date"),
             due_date=as_date(data["due_date"], "data.due_date") if data.get("due_date") else None,
-            currency=_currency(data),
+            currency=_currency(event, data),
             line_items=lines,
             subtotal=subtotal,
             tax_total=tax,
@@ -256,7 +291,7 @@ def _commitment(event: RawEvent, object_type: str) -> dict[str, Any]:
         "number": _text(data.get("number")),
         "title": _text(data.get("title")),
         "order_date": as_date(require(data, "date"), "data.date"),
-        "currency": _currency(data),
+        "currency": _currency(event, data),
         "line_items": lines,
         "subtotal": subtotal,
         "tax_total": tax,
@@ -316,7 +351,7 @@ def _budget(event: RawEvent, object_type: str) -> dict[str, Any]:
         **_common(event, data, object_type),
         "name": _text(data.get("title") or data.get("number")),
         "project": _ref(event, data, "project", source_key="project_id"),
-        "currency": _currency(data),
+        "currency": _currency(event, data),
         "start_date": as_date(data["date"], "data.date") if data.get("date") else None,
         "lines": lines,
         "total": total,
