@@ -141,6 +141,10 @@ class Connector(ABC):
 
     erp: ClassVar[str]
     supports: ClassVar[frozenset[str]]
+    payment_kinds: ClassVar[frozenset[str]] = frozenset({"payment"})
+    """Payment ``kind`` values the connector books as what they are (``payment``; ``refund`` and
+    ``return`` only where the ERP's refund document is implemented). The runtime fails any other
+    kind with ``payment.kind_unsupported`` rather than let it be booked as money received."""
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         self.name = name

@@ -341,6 +341,19 @@ class ConnectorRuntime:
                 attempts=0,
                 error=ErrorInfo(code="object.unsupported", message=why, retriable=False),
             )
+        kind = getattr(record, "kind", None) if record.object_type == "payment" else None
+        if kind and record.action is Action.UPSERT and kind not in self.connector.payment_kinds:
+            return done(
+                operation=Operation.SKIP,
+                outcome=Outcome.FAILED,
+                attempts=0,
+                error=ErrorInfo(
+                    code="payment.kind_unsupported",
+                    message=f"a {kind} is money paid back, not received or paid: the {self.connector.erp} connector "
+                    f"books no {kind}s, so it is not booked as a payment; record it in {self.connector.erp} by hand",
+                    retriable=False,
+                ),
+            )
 
         status = getattr(record, "status", None)
         if status in _UNAPPROVED and not self.book_unapproved:

@@ -15,7 +15,7 @@ from ledgerflow.connectors.base import Booked, Connector, HandleContext, Permane
 from ledgerflow.connectors.binder import content_hash, idempotency_key
 from ledgerflow.connectors.retry import RetryPolicy
 from ledgerflow.connectors.runtime import ConnectorRuntime, register
-from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult, VendorRef
+from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, Payment, SyncResult, VendorRef
 from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
@@ -394,3 +394,51 @@ async def test_a_malformed_reference_map_fails_with_what_to_configure(store: Sta
     assert result.error.code == "config.reference_map"
     assert "unknown reference kind" in result.error.message
     assert connector.records == []
+
+
+async def test_a_refund_is_never_booked_as_money_received_by_a_connector_without_refunds(store: StateStore) -> None:
+    routing = Routing.model_validate(
+        {
+            "tenants": {"t": {"connections": ["erp-p"]}},
+            "connections": {"erp-p": {"erp": "http", "objects": ["payment"]}},
+        }
+    )
+    connector = PaymentsConnector("erp-p", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(connector, store, routing, _noop_publish, Settings(), RetryPolicy(wait_initial=0))
+    refund = Payment.model_validate(
+        {
+            "canonical_id": "accessplanit:payment:7732",
+            "tenant": "t",
+            "source": "accessplanit",
+            "source_id": "7732",
+            "source_event": "transactions.post",
+            "direction": "incoming",
+            "kind": "refund",
+            "party": {"source_id": "8812", "name": "Northwind"},
+            "payment_date": "2024-05-28",
+            "currency": "GBP",
+            "amount": "250.00",
+        }
+    )
+    result = await rt.book(refund, _attrs("e-refund"))
+    assert result.outcome is Outcome.FAILED
+    assert result.error is not None
+    assert result.error.code == "payment.kind_unsupported"
+    assert connector.records == []
+    refunds = RefundsConnector("erp-p", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(refunds, store, routing, _noop_publish, Settings(), RetryPolicy(wait_initial=0))
+    booked = await rt.book(refund, _attrs("e-refund-2"))
+    assert booked.outcome is Outcome.SUCCEEDED
+    assert refunds.records == [refund]
+
+
+class PaymentsConnector(ScriptedConnector):
+    """Books payments only (the default ``payment_kinds``)."""
+
+    supports = frozenset({"payment"})
+
+
+class RefundsConnector(PaymentsConnector):
+    """Books payments and refunds."""
+
+    payment_kinds = frozenset({"payment", "refund"})

@@ -43,11 +43,11 @@ Receivable (``type = invoice``) → Invoice: ``counterpart_id``/``counterpart_na
 cannot be pushed to accounting systems. However, invoices with line item discounts are pushed").
 A receivable with an invoice-level ``discount`` is refused with that reason (dead letter), never
 booked without it. A line item's ``discount`` (``{amount, type}``: minor units when ``type =
-amount``, percent minor units — ``1000`` = 10 % — when ``percentage``) is booked as its own
-line right after the discounted one: negative amount, same GL account, tax rate and item,
-description ``Discount: <product>``; the ERP's tax is computed on the discounted amount as
-Monite does. ``total_before_vat`` of the line, when sent, is authoritative for the discounted
-amount; otherwise it is quantity × price − discount, rounded half-up to the minor unit. A payable's
+amount``, percent minor units — ``1000`` = 10 % — when ``percentage``) is the line's
+``discount_amount``; its ``amount`` is net of it (quantity × price − discount, the canonical line
+rule), so the ERP's tax is computed on the discounted amount as Monite does.
+``total_before_vat`` of the line, when sent, is authoritative for the discounted amount;
+otherwise a percentage discount is rounded half-up to the minor unit. A payable's
 invoice-level ``discount`` is a bill discount (``discount_total``).
 
 *Ledger accounts.* ``ledger_account_id`` and ``accounting_tax_rate_id`` are Monite's own ids of
@@ -498,49 +498,45 @@ def _refuse_invoice_level_discount(obj: dict[str, Any], currency: str) -> None:
 def _receivable_lines(
     event: RawEvent, raw: dict[str, Any], currency: str, where: str, line_number: int
 ) -> list[LineItem]:
-    """One receivable line item → its line, plus a negative discount line when it has a discount."""
+    """One receivable line item → its canonical line (net of its own discount, see *Discounts*)."""
     product = as_object(require(raw, "product"), f"{where}.product")
     qty = _quantity(require(raw, "quantity"), f"{where}.quantity")
     price = as_object(require(product, "price"), f"{where}.product.price")
     unit = minor_to_major(require(price, "value"), currency, f"{where}.product.price.value")
     vat = as_object(product.get("vat_rate"), f"{where}.product.vat_rate").get("value")
-    name = product.get("description") or product.get("name")
-    shared: dict[str, Any] = {
-        "tax_rate_percent": _percent(vat, f"{where}.product.vat_rate.value") if vat is not None else None,
-        "gl_account": _account_ref(event, product.get("ledger_account_id")),
-        "tax_rate": _tax_ref(event, product.get("accounting_tax_rate_id")),
-        "item": Reference(source_id=product.get("id"), name=product.get("name")),
-    }
     gross = qty * unit
-    line = LineItem(
-        line_number=line_number,
-        source_id=product.get("id"),
-        description=name,
-        quantity=qty,
-        unit_price=unit,
-        amount=gross,
-        **shared,
-    )
+    off: Decimal | None = None
     discount = as_object(raw.get("discount"), f"{where}.discount")
-    if not discount.get("amount"):
-        return [line]
-    if raw.get("total_before_vat") is not None:
-        net = minor_to_major(raw["total_before_vat"], currency, f"{where}.total_before_vat")
-        off = quantize(gross, currency) - net
-    elif str(discount.get("type") or "amount") == "percentage":
-        rate = _percent(discount["amount"], f"{where}.discount.amount")
-        off = (gross * rate / 100).quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP)
-    else:
-        off = minor_to_major(discount["amount"], currency, f"{where}.discount.amount")
-    if off <= 0 or off > quantize(gross, currency):
-        raise ContractError(f"Monite receivable {where}: discount {off} {currency} is not within the line's {gross}")
-    discount_line = LineItem(
-        line_number=line_number + 1,
-        description=f"Discount: {name}" if name else "Discount",
-        amount=-off,
-        **shared,
-    )
-    return [line, discount_line]
+    if discount.get("amount"):
+        if raw.get("total_before_vat") is not None:
+            net = minor_to_major(raw["total_before_vat"], currency, f"{where}.total_before_vat")
+            off = quantize(gross, currency) - net
+        elif str(discount.get("type") or "amount") == "percentage":
+            rate = _percent(discount["amount"], f"{where}.discount.amount")
+            minor = Decimal(1).scaleb(-currency_precision(currency))
+            off = (gross * rate / 100).quantize(minor, rounding=ROUND_HALF_UP)
+        else:
+            off = minor_to_major(discount["amount"], currency, f"{where}.discount.amount")
+        if off <= 0 or off > quantize(gross, currency):
+            raise ContractError(
+                f"Monite receivable {where}: discount {off} {currency} is not within the line's {gross}"
+            )
+    amount = quantize(gross, currency) - off if off is not None else gross
+    return [
+        LineItem(
+            line_number=line_number,
+            source_id=product.get("id"),
+            description=product.get("description") or product.get("name"),
+            quantity=qty,
+            unit_price=unit,
+            amount=amount,
+            discount_amount=off,
+            tax_rate_percent=_percent(vat, f"{where}.product.vat_rate.value") if vat is not None else None,
+            gl_account=_account_ref(event, product.get("ledger_account_id")),
+            tax_rate=_tax_ref(event, product.get("accounting_tax_rate_id")),
+            item=Reference(source_id=product.get("id"), name=product.get("name")),
+        )
+    ]
 
 
 def map_counterpart(event: RawEvent) -> Sequence[CanonicalRecord]:
