@@ -44,6 +44,24 @@ AccountingSuite                                canonical
                                                ``bank_account``, ``applied_to`` invoices
 =============================================  ==================================================
 
+Dates (seed 002 field tables):
+
+=====================  =========================================================  ======================
+AccountingSuite        meaning (seed 002)                                         canonical
+=====================  =========================================================  ======================
+``Date``               "Sales Invoice document (transaction) date" (l.1943–1947);  ``invoice_date`` /
+                       the date the document posts to the general ledger           ``order_date`` /
+                       when ``Posted`` (l.1913–1917); ISO 8601 with an offset —    ``payment_date``
+                       its calendar date as written, never shifted to UTC
+``DueDate``            "The due date for payment on the document" (l.2117–2121)   ``due_date``
+``DeliveryDate``       planned or actual delivery date (l.2129–2133)              not booked (not an
+                                                                                  accounting date)
+=====================  =========================================================  ======================
+
+Reference keys (``<Field>_Key``) are AccountingSuite's own record keys: they are source ids
+(``source_id``), never ERP ids; the ERP matches by the name AccountingSuite sends beside them
+or by the connection's ``reference_map``.
+
 Amounts are major units (JSON numbers → ``Decimal`` via their text). A CashSale is a sale
 paid on the spot: it yields an invoice and a payment applied to it.
 """
