@@ -16,6 +16,7 @@ from ledgerflow.audit.auth import KeyStore, OidcConfig
 from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import Settings
@@ -100,5 +101,7 @@ async def run_audit(
                 await store.close()
         watched = audit_lag_watch(settings)
         if report_lag:
-            await stack.enter_async_context(lag_reporter(bootstrap_servers, watched))
+            await stack.enter_async_context(
+                lag_reporter(bootstrap_servers, watched, client_options=kafka_client_options(settings))
+            )
         yield RunningAudit(url, watched, admin_key)

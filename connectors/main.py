@@ -24,7 +24,7 @@ from ledgerflow.connectors.runtime import ConnectorRuntime, group_id, register
 from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.http import worker_http_client
-from ledgerflow.core.kafka import broker_from_settings
+from ledgerflow.core.kafka import broker_from_settings, kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch, Readiness, broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
@@ -134,5 +134,7 @@ async def run_connector(
                 serve(health_app(_ready(broker, connector)), host=health_host, port=health_port)
             )
         if report_lag:
-            await stack.enter_async_context(lag_reporter(bootstrap_servers, watched))
+            await stack.enter_async_context(
+                lag_reporter(bootstrap_servers, watched, client_options=kafka_client_options(settings))
+            )
         yield RunningConnector(broker, connector, runtime, watched)

@@ -90,7 +90,7 @@ def spec_file(name: str) -> Path:
     may not exist: sandboxes then skip validation.
     """
     base = os.environ.get("LEDGERFLOW_SPECS_DIR")
-    root = Path(base) if base else Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+    root = Path(base) if base else Path(__file__).resolve().parents[1].parent / "shared" / "specs"
     return root / name
 
 

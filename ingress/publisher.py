@@ -7,9 +7,8 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from faststream.kafka.security import parse_security
 
-from ledgerflow.core.kafka import producer_options, security_from_settings
+from ledgerflow.core.kafka import kafka_client_options, producer_options
 from ledgerflow.core.settings import Settings
 
 __all__ = [
@@ -108,7 +107,7 @@ def ingress_producer(settings: Settings, bootstrap_servers: str, *, embedded: bo
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         client_id=settings.kafka_client_id,
-        **parse_security(security_from_settings(settings)),
+        **kafka_client_options(settings),
         **producer_options(settings, embedded=embedded),
         **INGRESS_PRODUCER_OPTIONS,
         max_request_size=max_request_size(settings),

@@ -136,8 +136,8 @@ def test_kafka_security_from_settings(tmp_path: Path) -> None:
     from ledgerflow.core.kafka import security_from_settings
     from ledgerflow.core.settings import Settings
 
-    assert security_from_settings(Settings(kafka_security_protocol="PLAINTEXT")) is None
-    sasl = security_from_settings(
+    assert security_from_settings(Settings(kafka_security_protocol="PLAINTEXT")) == (None, {})
+    sasl, extra = security_from_settings(
         Settings(
             kafka_security_protocol="SASL_SSL",
             kafka_sasl_mechanism="SCRAM-SHA-512",
@@ -147,6 +147,7 @@ def test_kafka_security_from_settings(tmp_path: Path) -> None:
     )
     assert isinstance(sasl, SASLScram512)
     assert sasl.use_ssl
+    assert extra == {}
 
 
 @pytest.mark.postgres

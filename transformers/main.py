@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.http import worker_http_client
-from ledgerflow.core.kafka import broker_from_settings
+from ledgerflow.core.kafka import broker_from_settings, kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch, broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
@@ -96,5 +96,7 @@ async def run_transformer(
                 serve(health_app(broker_readiness(broker)), host=health_host, port=health_port)
             )
         if report_lag:
-            await stack.enter_async_context(lag_reporter(bootstrap_servers, watched))
+            await stack.enter_async_context(
+                lag_reporter(bootstrap_servers, watched, client_options=kafka_client_options(settings))
+            )
         yield RunningTransformer(broker, transformer, watched)

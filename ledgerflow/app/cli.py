@@ -163,6 +163,7 @@ def demo(
     routing = all_erps_routing() if all_erps else _load(settings)
     from ledgerflow.app import demo as demo_mod
     from ledgerflow.app.stack import run_stack
+    from ledgerflow.core.kafka import kafka_client_options
 
     body = demo_mod.load_sample(sample)
     payload = orjson.loads(body)
@@ -179,7 +180,12 @@ def demo(
             if not json_output:
                 console.print(f"accepted as event {event_id}; waiting for {len(connections)} ERP result(s)…")
             results = await demo_mod.collect_results(
-                stack.bootstrap_servers, settings.topics.results, canonical_id, connections, timeout
+                stack.bootstrap_servers,
+                settings.topics.results,
+                canonical_id,
+                connections,
+                timeout,
+                client_options=kafka_client_options(settings),
             )
             totals = await demo_mod.sandbox_totals(stack)
         rows = []
@@ -350,9 +356,12 @@ def topics(
         console.print(f"[red]unknown action {action!r}[/red]: use list or create")
         raise typer.Exit(2)
     bootstrap = _require_bootstrap(settings)
-    from ledgerflow.core.kafka import ensure_topics
+    from ledgerflow.core.kafka import ensure_topics, kafka_client_options
 
-    created = aio.run(ensure_topics(bootstrap, names, partitions=settings.topic_partitions), settings.event_loop)
+    create = ensure_topics(
+        bootstrap, names, partitions=settings.topic_partitions, client_options=kafka_client_options(settings)
+    )
+    created = aio.run(create, settings.event_loop)
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
 
 

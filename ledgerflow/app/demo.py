@@ -10,7 +10,7 @@ webhook's ``invoice.amount``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -68,7 +68,7 @@ def load_sample(path: Path | None) -> bytes:
     """The webhook body to post: ``path``, else the shared sample beside the project, else the fallback."""
     candidates = [path] if path else []
     candidates.append(
-        Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "mercoa" / "invoice.created.json"
+        Path(__file__).resolve().parents[2].parent / "shared" / "samples" / "mercoa" / "invoice.created.json"
     )
     candidates.append(Path.cwd().parent / "shared" / "samples" / "mercoa" / "invoice.created.json")
     for candidate in candidates:
@@ -100,12 +100,16 @@ async def collect_results(
     canonical_id: str,
     connections: Sequence[str],
     timeout: float = 60.0,  # noqa: ASYNC109
+    *,
+    client_options: Mapping[str, Any] | None = None,
 ) -> dict[str, SyncResult]:
     """Read ``topic`` from the beginning until each connection's result for ``canonical_id`` arrived.
 
+    ``client_options`` is the Kafka connection's security
+    (:func:`ledgerflow.core.kafka.kafka_client_options`), PLAINTEXT when None.
     Returns the latest result per connection found before ``timeout`` seconds (possibly fewer).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(client_options or {}))
     await consumer.start()
     found: dict[str, SyncResult] = {}
     try:

@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from faststream.kafka.security import parse_security
 
 from ledgerflow.core.deadletters import REPLAYED_FROM_HEADER, DeadLetterFilter, DeadLetterInfo, replay_headers
-from ledgerflow.core.kafka import producer_options, security_from_settings
+from ledgerflow.core.kafka import kafka_client_options, producer_options
 from ledgerflow.core.settings import Settings
 from ledgerflow.core.topics import STAGES
 
@@ -118,7 +117,7 @@ class _Replayer:
     """Scans topics within a time range and re-publishes the records ``select`` picks."""
 
     def __init__(self, settings: Settings, bootstrap_servers: str, *, embedded: bool, dry_run: bool) -> None:
-        self.security = parse_security(security_from_settings(settings))
+        self.security = kafka_client_options(settings)
         self.bootstrap = bootstrap_servers
         self.options = producer_options(settings, embedded=embedded)
         self.dry_run = dry_run

@@ -20,7 +20,7 @@ from ledgerflow.connectors.registry import sandbox_module
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.embedded import EmbeddedBroker
 from ledgerflow.core.http import worker_http_client
-from ledgerflow.core.kafka import ensure_topics
+from ledgerflow.core.kafka import ensure_topics, kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
@@ -94,7 +94,12 @@ async def run_stack(
             bootstrap = broker_proc.bootstrap_servers
         else:
             bootstrap = str(settings.kafka_bootstrap_servers)
-        await ensure_topics(bootstrap, settings.topics.all(), partitions=settings.topic_partitions)
+        await ensure_topics(
+            bootstrap,
+            settings.topics.all(),
+            partitions=settings.topic_partitions,
+            client_options=kafka_client_options(settings),
+        )
 
         state = StateStore.from_settings(settings)
         await state.create_all()
@@ -141,7 +146,7 @@ async def run_stack(
         running.audit_url = audit.url
         running.audit_admin_key = audit.admin_key
         watched += audit.watched
-        await stack.enter_async_context(lag_reporter(bootstrap, watched))
+        await stack.enter_async_context(lag_reporter(bootstrap, watched, client_options=kafka_client_options(settings)))
         running.ingress_url = await stack.enter_async_context(
             run_ingress(settings, routing, bootstrap, embedded=embedded, host=host, port=ingress_port)
         )

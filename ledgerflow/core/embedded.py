@@ -52,10 +52,28 @@ class EmbeddedBroker:
 
     """
 
-    def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        advertised: str | None = None,
+    ) -> None:
+        """Configure (nothing starts until :meth:`start`).
+
+        Args:
+            port: port to listen on (a free one if None).
+            host: interface to listen on.
+            log_path: file for Tansu's output (discarded if None).
+            advertised: the ``host:port`` the broker tells clients to connect to (default: where it
+                listens); a TLS-terminating proxy in front of it puts its own address here.
+
+        """
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.advertised = advertised
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -100,7 +118,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.advertised}" if self.advertised else url,
                 "--storage-engine",
                 "memory://tansu/",
             ],

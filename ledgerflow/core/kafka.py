@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from faststream.security import BaseSecurity, SASLOAuthBearer, SASLPlaintext, SASLScram256, SASLScram512
 
+from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.settings import Settings
 
 __all__ = [
     "LedgerflowBroker",
     "broker_from_settings",
     "ensure_topics",
+    "kafka_client_options",
     "missing_topics",
     "producer_options",
     "security_from_settings",
@@ -42,20 +43,30 @@ def producer_options(settings: Settings, *, embedded: bool) -> dict[str, Any]:
     return {"acks": "all", "enable_idempotence": idempotence, "linger_ms": 2}
 
 
-def security_from_settings(settings: Settings) -> BaseSecurity | None:
-    """FastStream security (TLS, SASL PLAIN or SCRAM) from the ``LEDGERFLOW_KAFKA_*`` settings; None for PLAINTEXT."""
-    proto = settings.kafka_security_protocol
-    if proto == "PLAINTEXT":
-        return None
-    use_ssl = proto.endswith("SSL")
-    mech = (settings.kafka_sasl_mechanism or "").upper()
-    if proto.startswith("SASL"):
-        user = settings.kafka_sasl_username or ""
-        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-        cls = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}.get(mech, SASLPlaintext)
-        return cls(username=user, password=password, use_ssl=use_ssl)
+def security_from_settings(settings: Settings) -> tuple[BaseSecurity | None, dict[str, Any]]:
+    """FastStream's form of :func:`~ledgerflow.core.kafka_security.kafka_client_options`.
 
-    return BaseSecurity(ssl_context=ssl.create_default_context(), use_ssl=True)
+    Returns:
+        The ``security`` object for ``KafkaBroker`` (None for PLAINTEXT) and the extra keyword
+        arguments it cannot carry (``sasl_oauth_token_provider`` for OAUTHBEARER and AWS MSK IAM).
+
+    Raises:
+        ConfigError: as :func:`~ledgerflow.core.kafka_security.kafka_client_options`.
+
+    """
+    options = kafka_client_options(settings)
+    protocol = options["security_protocol"]
+    context = options.get("ssl_context")
+    use_ssl = protocol.endswith("SSL")
+    mechanism = options.get("sasl_mechanism")
+    if mechanism is None:
+        return (BaseSecurity(ssl_context=context, use_ssl=True) if use_ssl else None), {}
+    if mechanism == "OAUTHBEARER":
+        provider = {"sasl_oauth_token_provider": options["sasl_oauth_token_provider"]}
+        return SASLOAuthBearer(ssl_context=context, use_ssl=use_ssl), provider
+    cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
+    user, password = options["sasl_plain_username"], options["sasl_plain_password"]
+    return cls(username=user, password=password, ssl_context=context, use_ssl=use_ssl), {}
 
 
 class LedgerflowBroker(KafkaBroker):
@@ -84,25 +95,34 @@ def broker_from_settings(settings: Settings, bootstrap_servers: str, *, embedded
     """
     kwargs.setdefault("logger", logging.getLogger("ledgerflow.core.kafka.messages"))
     kwargs.setdefault("log_level", logging.DEBUG)
+    security, extra = security_from_settings(settings)
     return LedgerflowBroker(
         bootstrap_servers,
         client_id=settings.kafka_client_id,
-        security=security_from_settings(settings),
+        security=security,
+        **extra,
         **producer_options(settings, embedded=embedded),
         **kwargs,
     )
 
 
 async def ensure_topics(
-    bootstrap_servers: str, names: Iterable[str], *, partitions: int, replication: int = 1
+    bootstrap_servers: str,
+    names: Iterable[str],
+    *,
+    partitions: int,
+    replication: int = 1,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the topics in ``names`` that do not exist yet; return the ones created.
+
+    ``client_options``: the connection's security (:func:`kafka_client_options`); PLAINTEXT when None.
 
     Raises:
         aiokafka.errors.KafkaError: when the broker cannot be reached or refuses a topic.
 
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(client_options or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -119,15 +139,25 @@ async def ensure_topics(
         await admin.close()
 
 
-async def missing_topics(bootstrap_servers: str, names: Iterable[str], timeout: float = 3.0) -> list[str]:  # noqa: ASYNC109
+async def missing_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    timeout: float = 3.0,  # noqa: ASYNC109 - bounds each metadata call, not the caller
+    *,
+    client_options: Mapping[str, Any] | None = None,
+) -> list[str]:
     """The topics of ``names`` the broker does not have (readiness checks).
+
+    ``client_options``: the connection's security (:func:`kafka_client_options`); PLAINTEXT when None.
 
     Raises:
         TimeoutError: when the broker does not answer within ``timeout`` seconds.
         aiokafka.errors.KafkaError: when it cannot be reached.
 
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000), **(client_options or {})
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout)
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout))

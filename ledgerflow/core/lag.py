@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -50,18 +51,24 @@ async def group_lag(
 
 @contextlib.asynccontextmanager
 async def lag_reporter(
-    bootstrap_servers: str, groups: Iterable[tuple[str, Sequence[str]]], *, interval: float = 15.0
+    bootstrap_servers: str,
+    groups: Iterable[tuple[str, Sequence[str]]],
+    *,
+    interval: float = 15.0,
+    client_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[None]:
     """Update :data:`~ledgerflow.core.metrics.CONSUMER_LAG` for each (group, topics) every ``interval`` s.
 
     Runs in the background while the block runs; broker errors are logged and retried at the
-    next interval (lag is an observation, never a reason to stop a worker).
+    next interval (lag is an observation, never a reason to stop a worker). ``client_options``: the
+    connection's security (:func:`ledgerflow.core.kafka_security.kafka_client_options`).
     """
     watched = [(group, list(topics)) for group, topics in groups]
 
     async def loop() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+        options = dict(client_options or {})
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **options)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, **options)
         started = False
         try:
             while True:

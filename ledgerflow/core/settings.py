@@ -221,11 +221,25 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool | None = Field(
         None, description="Producer idempotence; default: on for real Kafka, off for the embedded broker."
     )
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
+    # Kafka security: one place for every client (ledgerflow.core.kafka_security).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects (TLS and/or SASL)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"] | None = (
+        Field(None, description="SASL mechanism (required with SASL_*); AWS_MSK_IAM signs with the AWS chain.")
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL PLAIN/SCRAM user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL PLAIN/SCRAM password.")
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for the brokers' TLS certificates.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted client key.")
+    kafka_ssl_check_hostname: bool = Field(True, description="Check the broker certificate's host name.")
+    kafka_oauth_token_url: str | None = Field(None, description="OIDC token endpoint (SASL OAUTHBEARER).")
+    kafka_oauth_client_id: str | None = Field(None, description="OIDC client id (SASL OAUTHBEARER).")
+    kafka_oauth_client_secret: SecretStr | None = Field(None, description="OIDC client secret (SASL OAUTHBEARER).")
+    kafka_oauth_scope: str | None = Field(None, description="OIDC scopes, space-separated (SASL OAUTHBEARER).")
+    kafka_aws_region: str | None = Field(None, description="AWS region of the MSK cluster (SASL AWS_MSK_IAM).")
     kafka_client_id: str = "ledgerflow"
     topic_prefix: str = Field("ledgerflow", description="Prefix of every topic name.")
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics the runtime creates.")
