@@ -8,10 +8,11 @@ configured exists (those are the only topics the ingress writes); stops both in 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from ledgerflow.core.asgi import HttpLimits, serve
-from ledgerflow.core.kafka import kafka_client_options
+from ledgerflow.core.kafka import kafka_client_options, missing_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.ingress.app import create_app
 from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
@@ -57,9 +58,8 @@ async def run_ingress(
     producer = ingress_producer(settings, bootstrap_servers, embedded=embedded)
     await producer.start()
     try:
-        ready = build_readiness(
-            bootstrap_servers, ingress_topics(settings, routing), client_options=kafka_client_options(settings)
-        )
+        metadata = functools.partial(missing_topics, client_options=kafka_client_options(settings))
+        ready = build_readiness(bootstrap_servers, ingress_topics(settings, routing), check=metadata)
         publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
         app = create_app(settings, routing, publisher, readiness=ready)
         async with serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)) as url:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka.errors import KafkaError
 
@@ -18,9 +17,8 @@ from ledgerflow.core.kafka import missing_topics
 
 __all__ = ["MissingTopics", "build_readiness"]
 
-MissingTopics = Callable[..., Awaitable[list[str]]]
-"""Signature of :func:`ledgerflow.core.kafka.missing_topics`: (bootstrap servers, topic names, timeout,
-``client_options=``) → the missing topics."""
+MissingTopics = Callable[[str, list[str], float], Awaitable[list[str]]]
+"""Signature of :func:`ledgerflow.core.kafka.missing_topics` (bootstrap servers, topic names, timeout)."""
 
 
 def build_readiness(
@@ -31,7 +29,6 @@ def build_readiness(
     timeout: float = 3.0,
     check: MissingTopics = missing_topics,
     clock: Callable[[], float] = time.monotonic,
-    client_options: Mapping[str, Any] | None = None,
 ) -> Callable[[], Awaitable[str | None]]:
     """A readiness check for :func:`ledgerflow.ingress.app.create_app`: None when ready, else the reason.
 
@@ -42,7 +39,6 @@ def build_readiness(
         timeout: seconds the broker has to answer one check.
         check: the metadata query, :func:`ledgerflow.core.kafka.missing_topics` by default.
         clock: monotonic seconds (tests replace it).
-        client_options: the Kafka connection's security (:func:`ledgerflow.core.kafka.kafka_client_options`).
 
     The returned coroutine never raises: an unreachable broker is a reason, not an error.
     """
@@ -57,7 +53,7 @@ def build_readiness(
                 reason = cached["reason"]
                 return reason if isinstance(reason, str) else None
             try:
-                missing = await check(bootstrap_servers, names, timeout, client_options=client_options)
+                missing = await check(bootstrap_servers, names, timeout)
                 reason = f"missing topics: {', '.join(missing)}" if missing else None
             except TimeoutError:
                 reason = f"broker did not answer within {timeout:g}s"
