@@ -126,7 +126,15 @@ class SyncRecordOut(BaseModel):
         return cls.model_validate(row, from_attributes=True)
 
 
-_ERROR_FIELDS = frozenset({"code", "message", "retriable", "vendor_code"})
+_ERROR_FIELDS = frozenset({"code", "message", "retriable", "vendor_code", "differences"})
+
+
+class DifferenceOut(BaseModel):
+    """One field where the ERP's record differs from the source document (read-back verification)."""
+
+    field: str = Field(description="Canonical field, e.g. `total`, `line[2].amount`.")
+    expected: str = Field(description="The source document's value.")
+    actual: str = Field(description="The ERP record's value.")
 
 
 class AttemptOut(BaseModel):
@@ -143,10 +151,13 @@ class AttemptOut(BaseModel):
     error_message: str | None = Field(description="The ERP's answer; bank numbers and tokens masked.")
     error_retriable: bool | None = Field(description="Whether retrying may help.")
     error_vendor_code: str | None = Field(description="The ERP's own error code.")
-    error_details: dict[str, Any] | None = Field(
+    differences: list[DifferenceOut] | None = Field(
         None,
-        description="Everything else the connector attached to the error, masked: for `erp.mismatch` "
-        "the read-back differences between what was sent and what the ERP stored.",
+        description="Read-back differences (`erp.mismatch`): where the ERP's stored record differs from "
+        "the source document, masked.",
+    )
+    error_details: dict[str, Any] | None = Field(
+        None, description="Anything else the connector attached to the error, masked."
     )
     trace_id: str | None = Field(None, description="W3C trace id of the attempt (32 hex chars).")
     accepted_at: datetime | None = Field(description="When the ingress accepted the webhook.")
@@ -159,8 +170,12 @@ class AttemptOut(BaseModel):
         out = cls.model_validate(row, from_attributes=True)
         if out.error_message is not None:
             out.error_message = mask_text(out.error_message)
-        extra = {k: v for k, v in (row.error or {}).items() if k not in _ERROR_FIELDS and v is not None}
+        error = row.error or {}
+        extra = {k: v for k, v in error.items() if k not in _ERROR_FIELDS and v is not None}
         out.error_details = mask_tree(extra) if extra else None
+        differences = error.get("differences")
+        if isinstance(differences, list) and differences:
+            out.differences = [DifferenceOut.model_validate(mask_tree(d)) for d in differences if isinstance(d, dict)]
         return out
 
 
@@ -503,6 +518,36 @@ def create_app(
     )
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
+
+    http_problem = app.exception_handlers[StarletteHTTPException]
+
+    async def unauthenticated(request: Request) -> Response | None:
+        # A malformed request without a valid credential is a 401 like any other: nothing about
+        # the API is told to an unauthenticated caller (bodies are parsed before dependencies run).
+        if not request.url.path.startswith(API_PREFIX + "/") or request.url.path == app.openapi_url:
+            return None
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        try:
+            await authenticator.authenticate(credential.strip() if scheme.lower() == "bearer" else None)
+        except Problem as problem:
+            return problem_response(problem, request.url.path)
+        return None
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Response:
+        refused = await unauthenticated(request)
+        if refused is not None:
+            return refused
+        return problem_response(Problem(400, "bad-request", "Bad request", _validation_detail(exc)), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        refused = await unauthenticated(request) if exc.status_code == 400 else None
+        if refused is not None:
+            return refused
+        response: Response = await http_problem(request, exc)  # type: ignore[misc]
+        return response
+
     ops = Operations(store, publish, settings.topics)
     app.state.operations = ops
     app.state.authenticator = authenticator

@@ -19,7 +19,7 @@ from jwt.algorithms import RSAAlgorithm
 from ledgerflow.audit.auth import OidcConfig
 from ledgerflow.audit.store import CanonicalEvent, DeadLetterIn
 from ledgerflow.audit.tables import sync_record_id
-from ledgerflow.contracts import ErrorInfo, Outcome
+from ledgerflow.contracts import Difference, ErrorInfo, Outcome
 from tests.audit.api_helpers import AuditApi, audit_api
 from tests.audit.audit_helpers import make_result
 
@@ -161,7 +161,12 @@ async def test_every_attempt_is_its_own_row_with_its_details(tmp_path: Path) -> 
             event_id="evt-1",
             minutes=1,
             http_status=200,
-            error=ErrorInfo(code="erp.mismatch", message="read-back differs", retriable=False),
+            error=ErrorInfo(
+                code="erp.mismatch",
+                message="read-back differs",
+                retriable=False,
+                differences=[Difference(field="total", expected="1234.56", actual="1234.00")],
+            ),
         )
         await api.store.ingest(first, "res-tier-0")
         await api.store.ingest(second, "res-tier-1")
@@ -171,6 +176,12 @@ async def test_every_attempt_is_its_own_row_with_its_details(tmp_path: Path) -> 
         assert detail["attempt_count"] == 2
         assert [a["http_status"] for a in detail["attempts"]] == [503, 200]
         assert [a["error_code"] for a in detail["attempts"]] == ["erp.validation", "erp.mismatch"]
+        assert detail["attempts"][1]["differences"] == [{"field": "total", "expected": "1234.56", "actual": "1234.00"}]
+        async with api.client() as browser:
+            assert (await browser.post("/console/login", data={"key": key})).status_code == 303
+            page = (await browser.get(f"/console/records/{detail['id']}")).text
+        assert "Read-back differences" in page
+        assert "<td>total</td><td>1234.56</td><td>1234.00</td>" in page
 
 
 async def test_dead_letters_are_listed_masked_and_replayed_like_the_cli(tmp_path: Path) -> None:
