@@ -36,10 +36,20 @@ transaction amounts **minor units** (cents). The transaction amount is converted
 currency's precision (CLDR) and, when the transaction lists its invoices, must equal the sum
 of their amounts — otherwise the record is refused with both figures rather than booked.
 
-*Dates.* An outgoing (AP) payment is dated when the funds leave the payer's account:
-``processedAt``, else ``deductionDate`` (scheduled deduction), else the transaction's
-``updatedAt`` (when Mercoa marked it completed). An incoming payment is dated when the funds
-arrive: ``settlementDate``, else the same fallbacks.
+*Dates* (``InvoiceResponse`` fields of the paid invoice, seed 003 l.94–97 and l.250–253):
+
+======================  =================================================  =========================
+Mercoa                  meaning                                            ``payment_date`` of
+======================  =================================================  =========================
+``processedAt``         when Mercoa initiated the payment (funds leave)    outgoing: 1st choice
+``deductionDate``       when funds are scheduled to leave the payer        outgoing: 2nd choice
+``settlementDate``      when funds reach the vendor                        incoming: 1st choice
+``updatedAt``           when Mercoa last changed the transaction           fallback (then
+                        (completed, failed…)                               ``createdAt``)
+======================  =================================================  =========================
+
+An outgoing (AP) payment is dated when the funds leave the payer's account; an incoming one
+when they arrive.
 
 Mercoa transactions move money from the payer entity to the vendor: ``direction = outgoing``,
 unless the payee is the platform's own customer (an AR receipt) → ``incoming`` from the payer.

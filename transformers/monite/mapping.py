@@ -62,10 +62,20 @@ material; it is treated as Monite's, so it is never sent unresolved. A connectio
 (:mod:`ledgerflow.connectors.references`); without enrichment the connector matches by that map
 or falls back to its default account.
 
-Dates: ``issued_at`` (payable) / ``issue_date`` (receivable) is the document date printed on the
-invoice → ``bill_date``/``invoice_date``; ``due_date`` → ``due_date``; Monite sends no posting
-date, so the ERP posts on the document date. A payment record's ``paid_at`` is when the money
-moved → ``payment_date``. Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
+Dates (``PayableResponseSchema``, ``ReceivablesInvoiceResponsePayload``, ``PaymentRecordResponse``):
+
+==================================  ==========================================  =======================
+Monite                              meaning                                     canonical
+==================================  ==========================================  =======================
+payable ``issued_at``               date the supplier issued the invoice        ``bill_date``
+receivable ``issue_date``           date the invoice was issued                 ``invoice_date``
+``due_date``                        payment due date                            ``due_date``
+(none)                              Monite sends no posting date                the ERP posts on the
+                                                                                document date
+payment record ``paid_at``          when the money moved                        ``payment_date``
+``created_at`` / ``updated_at``     record bookkeeping in Monite, not           ``source_updated_at``
+                                    accounting dates                            (``updated_at``)
+==================================  ==========================================  ======================= Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
 two records). Payment record → payment: ``amount``, ``currency``, ``paid_at``, ``object``
 (``{id, type: payable|receivable}`` → direction and ``applied_to``), party from the document.
 """
