@@ -75,7 +75,9 @@ receivable ``issue_date``           date the invoice was issued                 
 payment record ``paid_at``          when the money moved                        ``payment_date``
 ``created_at`` / ``updated_at``     record bookkeeping in Monite, not           ``source_updated_at``
                                     accounting dates                            (``updated_at``)
-==================================  ==========================================  ======================= Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
+==================================  ==========================================  =======================
+
+Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
 two records). Payment record → payment: ``amount``, ``currency``, ``paid_at``, ``object``
 (``{id, type: payable|receivable}`` → direction and ``applied_to``), party from the document.
 """
