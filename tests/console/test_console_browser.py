@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,18 +115,32 @@ async def _wait_failed(store: AuditStore, want: int) -> None:
     raise AssertionError("the failed results never reached the audit")
 
 
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots go: ``$LEDGERFLOW_TEST_ARTEFACTS`` or a folder in pytest's temporary directory."""
-    folder = Path(os.environ.get("LEDGERFLOW_TEST_ARTEFACTS") or tmp_path / "console-screenshots")
+    folder = Path(os.environ.get("LEDGERFLOW_TEST_ARTEFACTS") or tmp_path_factory.mktemp("console-screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One headless Chromium for the module (Debian's binary; Playwright downloads nothing)."""
+    async with playwright_api.async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture(scope="module")
 async def console(
-    kafka_bootstrap: str, kafka_is_embedded: bool, unique: str, tmp_path: Path, shots: Path
+    kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path_factory: pytest.TempPathFactory, shots: Path
 ) -> AsyncIterator[Console]:
+    """One pipeline for the module's tests; each test works on its own records (A1, A2, B1)."""
+    unique = uuid.uuid4().hex[:8]
+    tmp_path = tmp_path_factory.mktemp("console")
     settings = Settings(
         topic_prefix=f"console{unique}",
         state_url=f"sqlite+aiosqlite:///{tmp_path}/audit.db",
@@ -218,80 +233,80 @@ async def _login(browser: Any, url: str, key: str) -> Any:
     return page
 
 
-async def test_operator_finds_redrives_and_sees_a_failed_record_succeed(console: Console) -> None:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = await _login(browser, console.url, console.redriver)
-            await page.get_by_label("Outcome").select_option("failed")
-            rows = page.locator("#records tbody tr")
-            await playwright_api.expect(rows).to_have_count(2)  # acme's two failures; beta's is not shown
-            await playwright_api.expect(page.locator("#counts")).to_contain_text("failed 2")
-            await page.screenshot(path=str(console.shots / "records.png"), full_page=True)
+async def test_operator_finds_redrives_and_sees_a_failed_record_succeed(console: Console, browser: Any) -> None:
+    page = None
+    try:
+        page = await _login(browser, console.url, console.redriver)
+        await page.get_by_label("Outcome").select_option("failed")
+        rows = page.locator("#records tbody tr")
+        await playwright_api.expect(rows).to_have_count(2)  # acme's two failures; beta's is not shown
+        await playwright_api.expect(page.locator("#counts")).to_contain_text("failed 2")
+        await page.screenshot(path=str(console.shots / "records.png"), full_page=True)
 
-            await page.get_by_label("Search: source id, document number or event id").fill("INV-A1")
-            await playwright_api.expect(rows).to_have_count(1)
-            await page.get_by_role("link", name="mercoa:bill:in_a1").click()
-            await page.wait_for_url(f"{console.url}/console/records/{console.record_a1}")
-            await playwright_api.expect(page.locator("#record-outcome")).to_have_text("failed")
-            await playwright_api.expect(page.locator("main")).to_contain_text("Vendor 'Acme Supplies' not found")
-            assert "000123456789" not in await page.content()  # the ERP's answer is masked
-            await page.screenshot(path=str(console.shots / "record-failed.png"), full_page=True)
+        await page.get_by_label("Search: source id, document number or event id").fill("INV-A1")
+        await playwright_api.expect(rows).to_have_count(1)
+        await page.get_by_role("link", name="mercoa:bill:in_a1").click()
+        await page.wait_for_url(f"{console.url}/console/records/{console.record_a1}")
+        await playwright_api.expect(page.locator("#record-outcome")).to_have_text("failed")
+        await playwright_api.expect(page.locator("main")).to_contain_text("Vendor 'Acme Supplies' not found")
+        assert "000123456789" not in await page.content()  # the ERP's answer is masked
+        await page.screenshot(path=str(console.shots / "record-failed.png"), full_page=True)
 
-            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-            await page.get_by_role("button", name="Re-drive to erp-a").click()
-            await playwright_api.expect(page.locator("#record-outcome")).to_have_text("succeeded", timeout=20_000)
-            await playwright_api.expect(page.locator("#status tbody tr")).to_have_count(2)
-            await playwright_api.expect(page.locator("#erp-record-id")).to_have_text("BILL-1")
-            await page.screenshot(path=str(console.shots / "record-succeeded.png"), full_page=True)
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.get_by_role("button", name="Re-drive to erp-a").click()
+        await playwright_api.expect(page.locator("#record-outcome")).to_have_text("succeeded", timeout=20_000)
+        await playwright_api.expect(page.locator("#status tbody tr")).to_have_count(2)
+        await playwright_api.expect(page.locator("#erp-record-id")).to_have_text("BILL-1")
+        await page.screenshot(path=str(console.shots / "record-succeeded.png"), full_page=True)
 
-            await page.get_by_role("link", name="Dead letters").click()
-            await playwright_api.expect(page.locator("main")).to_contain_text("invalid-record")
-            await page.screenshot(path=str(console.shots / "dead-letters.png"), full_page=True)
-            await page.get_by_role("link", name="Connections").click()
-            await playwright_api.expect(page.locator("main table")).to_contain_text("erp-a")
-            await page.screenshot(path=str(console.shots / "connections.png"), full_page=True)
-        finally:
-            await browser.close()
+        await page.get_by_role("link", name="Dead letters").click()
+        await playwright_api.expect(page.locator("main")).to_contain_text("invalid-record")
+        await page.screenshot(path=str(console.shots / "dead-letters.png"), full_page=True)
+        await page.get_by_role("link", name="Connections").click()
+        await playwright_api.expect(page.locator("main table")).to_contain_text("erp-a")
+        await page.screenshot(path=str(console.shots / "connections.png"), full_page=True)
+    finally:
+        if page is not None:
+            await page.context.close()
     print(f"console screenshots: {console.shots}")
 
 
-async def test_read_only_key_sees_no_redrive_button_and_gets_403(console: Console) -> None:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = await _login(browser, console.url, console.reader)
-            await page.goto(f"{console.url}/console/records/{console.record_a2}")
-            await playwright_api.expect(page.locator("#record-outcome")).to_have_text("failed")
-            await playwright_api.expect(page.get_by_role("button", name="Re-drive to erp-a")).to_have_count(0)
-            await playwright_api.expect(
-                page.get_by_role("button", name="Re-drive all failed matching records")
-            ).to_have_count(0)
-            await page.screenshot(path=str(console.shots / "record-read-only.png"), full_page=True)
-        finally:
-            await browser.close()
+async def test_read_only_key_sees_no_redrive_button_and_gets_403(console: Console, browser: Any) -> None:
+    page = None
+    try:
+        page = await _login(browser, console.url, console.reader)
+        await page.goto(f"{console.url}/console/records/{console.record_a2}")
+        await playwright_api.expect(page.locator("#record-outcome")).to_have_text("failed")
+        await playwright_api.expect(page.get_by_role("button", name="Re-drive to erp-a")).to_have_count(0)
+        await playwright_api.expect(
+            page.get_by_role("button", name="Re-drive all failed matching records")
+        ).to_have_count(0)
+        await page.screenshot(path=str(console.shots / "record-read-only.png"), full_page=True)
+    finally:
+        if page is not None:
+            await page.context.close()
     async with httpx.AsyncClient(base_url=console.url, headers={"authorization": f"Bearer {console.reader}"}) as api:
         answer = await api.post(f"/v1/sync-records/{console.record_a2}/retry")
         assert answer.status_code == 403
         assert answer.headers["content-type"] == "application/problem+json"
 
 
-async def test_a_key_of_one_tenant_cannot_see_another(console: Console) -> None:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = await _login(browser, console.url, console.beta)
-            rows = page.locator("#records tbody tr")
-            await playwright_api.expect(rows).to_have_count(1)
-            await playwright_api.expect(rows).to_contain_text("mercoa:bill:in_b1")
-            await playwright_api.expect(page.get_by_label("Tenant")).not_to_contain_text("acme")
-            answer = await page.goto(f"{console.url}/console/records/{console.record_a1}")
-            assert answer is not None
-            assert answer.status == 404
-            await playwright_api.expect(page.locator("main")).to_contain_text("Not found")
-            await page.screenshot(path=str(console.shots / "other-tenant-404.png"), full_page=True)
-        finally:
-            await browser.close()
+async def test_a_key_of_one_tenant_cannot_see_another(console: Console, browser: Any) -> None:
+    page = None
+    try:
+        page = await _login(browser, console.url, console.beta)
+        rows = page.locator("#records tbody tr")
+        await playwright_api.expect(rows).to_have_count(1)
+        await playwright_api.expect(rows).to_contain_text("mercoa:bill:in_b1")
+        await playwright_api.expect(page.get_by_label("Tenant")).not_to_contain_text("acme")
+        answer = await page.goto(f"{console.url}/console/records/{console.record_a1}")
+        assert answer is not None
+        assert answer.status == 404
+        await playwright_api.expect(page.locator("main")).to_contain_text("Not found")
+        await page.screenshot(path=str(console.shots / "other-tenant-404.png"), full_page=True)
+    finally:
+        if page is not None:
+            await page.context.close()
     async with httpx.AsyncClient(base_url=console.url, headers={"authorization": f"Bearer {console.beta}"}) as api:
         assert (await api.get(f"/v1/sync-records/{console.record_a1}")).status_code == 404
         assert (await api.get("/v1/sync-records", params={"tenant": "acme"})).status_code == 404
