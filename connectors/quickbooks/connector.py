@@ -6,20 +6,18 @@ BillPayment, Payment, PurchaseOrder, Invoice):
 =====================  ==============================================================================
 canonical              QuickBooks
 =====================  ==============================================================================
-bill                   ``POST /bill`` — ``VendorRef``, ``Line[]`` of ``AccountBasedExpenseLineDetail``
-                       (``AccountRef`` = GL account, ``ClassRef`` = cost code, ``CustomerRef`` = project),
-                       ``DocNumber`` (≤ 21 chars), ``TxnDate`` (posting date, else bill date), ``DueDate``,
-                       ``CurrencyRef``, ``PrivateNote``; tax / shipping / discount as extra expense lines on
-                       the accounts in options ``tax_account`` / ``shipping_account`` / ``discount_account``
-                       (else ``default_expense_account``) so ``TotalAmt`` equals the bill total
+bill                   ``POST /bill`` — body by :func:`ledgerflow.connectors.quickbooks.mapping.bill_body`
+                       (account-based lines, header tax as ``TxnTaxDetail`` or a tax line, shipping
+                       and discount lines on configured accounts: see that module)
 vendor / customer      ``POST /vendor`` / ``/customer`` (``DisplayName``, e-mail, phone, address, tax id);
                        delete → ``Active: false`` (names cannot be deleted)
 payment (outgoing)     ``POST /billpayment`` (``PayType: Check``, ``CheckPayment.BankAccountRef``,
                        ``Line[].LinkedTxn`` → the bills)
 payment (incoming)     ``POST /payment`` (``CustomerRef``, ``DepositToAccountRef``, ``LinkedTxn`` → invoices)
-purchase_order         ``POST /purchaseorder`` (account-based lines, like bills)
-invoice                ``POST /invoice`` (``SalesItemLineDetail`` with ``ItemRef`` = line item or option
-                       ``default_item``)
+purchase_order         ``POST /purchaseorder`` (:func:`~ledgerflow.connectors.quickbooks.mapping.purchase_order_body`)
+invoice                ``POST /invoice`` (:func:`~ledgerflow.connectors.quickbooks.mapping.invoice_body`:
+                       ``SalesItemLineDetail`` with ``ItemRef`` = line item or option ``default_item``,
+                       ``TxnTaxDetail`` or a tax item line, a shipping item line, a ``DiscountLineDetail``)
 =====================  ==============================================================================
 
 Idempotency: every create carries ``requestid=<ctx.idempotency_key>`` (Intuit replays the first
@@ -39,13 +37,17 @@ optional ``token_url``; ``base_url`` e.g. ``https://quickbooks.api.intuit.com`` 
 sandbox: wire it with :func:`ledgerflow.connectors.quickbooks.sandbox.sandbox_connection`). Options:
 ``rate_limit_per_minute`` (500), ``max_concurrency`` (10), ``timeout_seconds``,
 ``error_overrides``, ``create_vendors``, ``default_expense_account``, ``default_bank_account``,
-``default_item``, ``tax_account``, ``shipping_account``, ``discount_account``.
+``default_item``, ``tax_code``, ``tax_account``, ``tax_item``, ``shipping_account``, ``shipping_item``,
+``discount_account``, ``verify_read_back`` (default true).
+
+Read-back: the answer to every document write is the entity as QuickBooks stored it; it is mapped
+by :func:`~ledgerflow.connectors.quickbooks.mapping.stored_document` and attached to the
+``Booked`` result, so the runtime compares it with the source document (``erp.mismatch``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -53,20 +55,22 @@ import httpx
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
+from ledgerflow.connectors.quickbooks import mapping
 from ledgerflow.connectors.quickbooks.errors import QUICKBOOKS_ERRORS, fault_of, quickbooks_error
 from ledgerflow.contracts import (
     Action,
     Bill,
     CanonicalRecord,
     Customer,
+    Document,
     Invoice,
-    LineItem,
     Operation,
     Party,
     Payment,
     PurchaseOrder,
     Reference,
     Vendor,
+    erp_identifiers,
 )
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
@@ -255,12 +259,27 @@ class QuickBooksConnector(Connector):
             return await self._void(entity, ctx)
         assert body is not None
         current = await self._read(entity, ctx.existing.erp_record_id) if ctx.existing else None
+        operation = Operation.CREATE
         if current is not None:
             body = {**body, "Id": current["Id"], "SyncToken": current["SyncToken"]}
-            booked, status = await self._write(entity, body, operation=f"{kind}.update", request_id=ctx.idempotency_key)
-            return Booked(Operation.UPDATE, str(booked["Id"]), str(booked.get("SyncToken")), status)
-        booked, status = await self._write(entity, body, operation=f"{kind}.create", request_id=ctx.idempotency_key)
-        return Booked(Operation.CREATE, str(booked["Id"]), str(booked.get("SyncToken")), status)
+            operation = Operation.UPDATE
+        booked, status = await self._write(
+            entity, body, operation=f"{kind}.{operation.value}", request_id=ctx.idempotency_key
+        )
+        stored = None
+        counterparty = None
+        if isinstance(record, Document):
+            # Read-back: the write's answer is the whole entity as QuickBooks stored it.
+            stored = mapping.stored_document(booked, source_lines=len(record.line_items))
+            counterparty = str((body.get("VendorRef") or body.get("CustomerRef") or {}).get("value"))
+        return Booked(
+            operation,
+            str(booked["Id"]),
+            str(booked.get("SyncToken")),
+            status,
+            stored=stored,
+            counterparty_id=counterparty,
+        )
 
     async def _void(self, entity: str, ctx: HandleContext) -> Booked:
         kind = entity.lower()
@@ -283,91 +302,43 @@ class QuickBooksConnector(Connector):
     async def _bill_body(self, bill: Bill, ctx: HandleContext) -> dict[str, Any] | None:
         if bill.action is not Action.UPSERT:
             return None
+        mapping.check_amounts(bill)
         vendor_id = await self._party_id("Vendor", bill.vendor, ctx, create=True)
-        lines = [
-            await self._expense_line(line, f"bill {bill.canonical_id} line {line.line_number}")
-            for line in bill.line_items
-        ]
-        lines += await self._adjustment_lines(bill, len(lines))
-        body: dict[str, Any] = {
-            "VendorRef": {"value": vendor_id},
-            "Line": lines,
-            "TxnDate": (bill.posting_date or bill.bill_date).isoformat(),
-            "CurrencyRef": {"value": bill.currency},
-        }
-        if bill.due_date:
-            body["DueDate"] = bill.due_date.isoformat()
-        if bill.bill_number:
-            body["DocNumber"] = bill.bill_number[:21]
-        if bill.memo:
-            body["PrivateNote"] = bill.memo[:4000]
-        if bill.ap_account and bill.ap_account.accounting_id:
-            body["APAccountRef"] = {"value": bill.ap_account.accounting_id}
-        if bill.business_unit and bill.business_unit.accounting_id:
-            body["DepartmentRef"] = {"value": bill.business_unit.accounting_id}
-        return body
+        accounts = await self._line_accounts(bill)
+        return mapping.bill_body(bill, vendor_id=vendor_id, accounts=accounts, options=self.config.options)
 
     async def _po_body(self, order: PurchaseOrder, ctx: HandleContext) -> dict[str, Any] | None:
         if order.action is not Action.UPSERT:
             return None
+        mapping.check_amounts(order)
         vendor_id = await self._party_id("Vendor", order.vendor, ctx, create=True)
-        what = f"purchase order {order.canonical_id}"
-        lines = [await self._expense_line(line, f"{what} line {line.line_number}") for line in order.line_items]
-        if order.tax_total:
-            lines.append(await self._extra_line(len(lines) + 1, order.tax_total, "Tax", "tax_account", what))
-        body: dict[str, Any] = {
-            "VendorRef": {"value": vendor_id},
-            "Line": lines,
-            "TxnDate": order.order_date.isoformat(),
-            "CurrencyRef": {"value": order.currency},
-            "POStatus": "Open",
-        }
-        if order.number:
-            body["DocNumber"] = order.number[:21]
-        if order.title:
-            body["Memo"] = order.title[:4000]
-        return body
+        accounts = await self._line_accounts(order)
+        return mapping.purchase_order_body(order, vendor_id=vendor_id, accounts=accounts, options=self.config.options)
 
     async def _invoice_body(self, invoice: Invoice, ctx: HandleContext) -> dict[str, Any] | None:
         if invoice.action is not Action.UPSERT:
             return None
-        customer_id = await self._party_id("Customer", invoice.customer, ctx, create=True)
-        lines = []
+        mapping.check_amounts(invoice)
+        items = []
         for line in invoice.line_items:
-            item = (line.item.accounting_id if line.item else None) or self.config.options.get("default_item")
+            item_id, _, _ = erp_identifiers(line.item)
+            item = item_id or self.config.options.get("default_item")
             if not item:
                 raise PermanentError(
                     "reference.unresolved",
                     f"invoice {invoice.canonical_id} line {line.line_number}: no item (item.accounting_id) "
                     "and no default_item option",
                 )
-            detail: dict[str, Any] = {"ItemRef": {"value": str(item)}}
-            if line.quantity is not None:
-                detail["Qty"] = line.quantity
-            if line.unit_price is not None:
-                detail["UnitPrice"] = line.unit_price
-            entry: dict[str, Any] = {
-                "LineNum": line.line_number,
-                "Amount": line.amount,
-                "DetailType": "SalesItemLineDetail",
-                "SalesItemLineDetail": detail,
-            }
-            if line.description:
-                entry["Description"] = line.description[:4000]
-            lines.append(entry)
-        body: dict[str, Any] = {
-            "CustomerRef": {"value": customer_id},
-            "Line": lines,
-            "TxnDate": invoice.invoice_date.isoformat(),
-            "CurrencyRef": {"value": invoice.currency},
-        }
-        if invoice.due_date:
-            body["DueDate"] = invoice.due_date.isoformat()
-        if invoice.invoice_number:
-            body["DocNumber"] = invoice.invoice_number[:21]
-        if invoice.memo:
-            body["CustomerMemo"] = {"value": invoice.memo[:1000]}
-        return body
+            items.append(mapping.LineRefs(str(item)))
+        customer_id = await self._party_id("Customer", invoice.customer, ctx, create=True)
+        return mapping.invoice_body(invoice, customer_id=customer_id, items=items, options=self.config.options)
+
+    async def _line_accounts(self, document: Bill | PurchaseOrder) -> list[mapping.LineRefs]:
+        what = f"{document.object_type} {document.canonical_id}"
+        return [
+            mapping.LineRefs(await self._account_id(line.gl_account, f"{what} line {line.line_number}"))
+            for line in document.line_items
+        ]
 
     async def _payment_body(self, payment: Payment, ctx: HandleContext) -> dict[str, Any] | None:
         if payment.action is not Action.UPSERT:
@@ -424,49 +395,6 @@ class QuickBooksConnector(Connector):
             f"payment {what}: document {canonical or document.source_id} is not booked on {self.name} yet",
             retry_after=30.0,
         )
-
-    async def _expense_line(self, line: LineItem, what: str) -> dict[str, Any]:
-        detail: dict[str, Any] = {"AccountRef": {"value": await self._account_id(line.gl_account, what)}}
-        if line.cost_code and line.cost_code.accounting_id:
-            detail["ClassRef"] = {"value": line.cost_code.accounting_id}
-        if line.project and line.project.accounting_id:
-            detail["CustomerRef"] = {"value": line.project.accounting_id}
-        entry: dict[str, Any] = {
-            "LineNum": line.line_number,
-            "Amount": line.amount,
-            "DetailType": "AccountBasedExpenseLineDetail",
-            "AccountBasedExpenseLineDetail": detail,
-        }
-        if line.description:
-            entry["Description"] = line.description[:4000]
-        return entry
-
-    async def _extra_line(self, number: int, amount: Decimal, label: str, option: str, what: str) -> dict[str, Any]:
-        account = self.config.options.get(option) or self.config.options.get("default_expense_account")
-        if not account:
-            raise PermanentError(
-                "reference.unresolved",
-                f"{what}: {label.lower()} of {amount} needs option {option} or default_expense_account",
-            )
-        return {
-            "LineNum": number,
-            "Amount": amount,
-            "Description": label,
-            "DetailType": "AccountBasedExpenseLineDetail",
-            "AccountBasedExpenseLineDetail": {"AccountRef": {"value": str(account)}},
-        }
-
-    async def _adjustment_lines(self, bill: Bill, count: int) -> list[dict[str, Any]]:
-        extra: list[dict[str, Any]] = []
-        what = f"bill {bill.canonical_id}"
-        for amount, label, option in (
-            (bill.tax_total, "Tax", "tax_account"),
-            (bill.shipping_total, "Shipping", "shipping_account"),
-            (-bill.discount_total, "Discount", "discount_account"),
-        ):
-            if amount:
-                extra.append(await self._extra_line(count + len(extra) + 1, amount, label, option, what))
-        return extra
 
     async def _account_id(self, ref: Reference | None, what: str) -> str:
         if ref is not None and ref.accounting_id:

@@ -6,18 +6,14 @@ Mapping (``shared/reference/erp_apis.md`` §2, developer.xero.com "Invoices", "C
 =====================  ==============================================================================
 canonical              Xero
 =====================  ==============================================================================
-bill                   ``PUT /Invoices`` with ``Type: ACCPAY``: ``Contact.ContactID``, ``LineItems[]``
-                       (``Description``, ``Quantity``, ``UnitAmount``, ``LineAmount``, ``AccountCode``
-                       or ``AccountID``, ``TaxAmount``), ``Date`` (posting date, else bill date),
-                       ``DueDate``, ``InvoiceNumber`` (the vendor's number), ``CurrencyCode``,
-                       ``Status`` (``AUTHORISED`` for approved bills, ``DRAFT``/``SUBMITTED`` as in the
-                       source), ``LineAmountTypes`` (``Exclusive`` when lines carry tax, else ``NoTax``);
-                       tax not on lines, shipping and discount become lines on options ``tax_account`` /
-                       ``shipping_account`` / ``discount_account`` (else ``default_expense_account``)
-                       so ``Total`` equals the bill total. Update: ``POST /Invoices/{InvoiceID}``.
-                       Void: ``Status: VOIDED`` (``DELETED`` for drafts)
+bill                   ``PUT /Invoices?unitdp=4`` with ``Type: ACCPAY``, body by
+                       :func:`ledgerflow.connectors.xero.mapping.invoice_body` (``LineAmountTypes``
+                       from the document, ``TaxType`` per line, header tax / shipping / discount as
+                       lines on configured accounts: see that module). Update:
+                       ``POST /Invoices/{InvoiceID}``. Void: ``Status: VOIDED`` (``DELETED`` for drafts)
 invoice                the same with ``Type: ACCREC`` (lines: ``AccountCode`` from the GL account or
-                       option ``default_revenue_account``; ``ItemCode`` from the item's custom id)
+                       option ``default_revenue_account``; ``ItemCode`` from the item's ERP code;
+                       line discounts as ``DiscountAmount``)
 vendor / customer      ``PUT /Contacts`` / ``POST /Contacts/{ContactID}``; delete → ``ContactStatus: ARCHIVED``
 payment                ``PUT /Payments`` (one per applied document: ``Invoice.InvoiceID``,
                        ``Account.Code``/``AccountID`` = bank account or option ``default_bank_account``);
@@ -41,14 +37,18 @@ optional ``token_url``; ``base_url`` ``https://api.xero.com`` (None = the local 
 with :func:`ledgerflow.connectors.xero.sandbox.sandbox_connection`). Options: ``rate_limit_per_minute``
 (60), ``max_concurrency`` (5), ``timeout_seconds``, ``error_overrides``, ``create_vendors``,
 ``default_expense_account``, ``default_revenue_account``, ``default_bank_account``,
-``tax_account``, ``shipping_account``, ``discount_account``.
+``default_tax_type``, ``tax_account``, ``shipping_account``, ``discount_account``, ``verify_read_back``
+(default true).
+
+Read-back: Xero answers every document write with the document as it stored it (``Total``,
+``TotalTax``, lines); it is mapped by :func:`~ledgerflow.connectors.xero.mapping.stored_document`
+and attached to the ``Booked`` result, so the runtime compares it with the source (``erp.mismatch``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -56,20 +56,22 @@ import httpx
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
+from ledgerflow.connectors.xero import mapping
 from ledgerflow.connectors.xero.errors import XERO_ERRORS, xero_error
 from ledgerflow.contracts import (
     Action,
     Bill,
     CanonicalRecord,
     Customer,
+    Document,
     Invoice,
-    LineItem,
     Operation,
     Party,
     Payment,
     PurchaseOrder,
     Reference,
     Vendor,
+    erp_identifiers,
 )
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
@@ -192,7 +194,10 @@ class XeroConnector(Connector):
         record_id: str | None = None,
     ) -> tuple[dict[str, Any], int]:
         path = f"/{plural}/{record_id}" if record_id else f"/{plural}"
-        answer, status = await self._call(method, path, operation=operation, key=key, body={plural: [document]})
+        params = {"unitdp": str(mapping.UNITDP)} if plural in ("Invoices", "PurchaseOrders") else None
+        answer, status = await self._call(
+            method, path, operation=operation, key=key, params=params, body={plural: [document]}
+        )
         records = answer.get(plural) or []
         if not records or not isinstance(records[0], dict) or id_field not in records[0]:
             raise PermanentError("erp.response", f"Xero {plural} answer carries no {id_field}")
@@ -266,11 +271,21 @@ class XeroConnector(Connector):
                 key=ctx.idempotency_key,
                 record_id=ctx.existing.erp_record_id,
             )
-            return Booked(Operation.UPDATE, str(stored[id_field]), stored.get("UpdatedDateUTC"), status)
-        stored, status = await self._write_one(
-            "PUT", plural, id_field, body, operation=f"{kind}.create", key=ctx.idempotency_key
+            operation = Operation.UPDATE
+        else:
+            stored, status = await self._write_one(
+                "PUT", plural, id_field, body, operation=f"{kind}.create", key=ctx.idempotency_key
+            )
+            operation = Operation.CREATE
+        # Read-back: Xero answers a write with the whole document as it stored it.
+        return Booked(
+            operation,
+            str(stored[id_field]),
+            stored.get("UpdatedDateUTC"),
+            status,
+            stored=mapping.stored_document(stored, source_lines=len(record.line_items)),
+            counterparty_id=str(body["Contact"]["ContactID"]),
         )
-        return Booked(Operation.CREATE, str(stored[id_field]), stored.get("UpdatedDateUTC"), status)
 
     async def _void(self, plural: str, id_field: str, ctx: HandleContext) -> Booked:
         if ctx.existing is None:
@@ -295,122 +310,41 @@ class XeroConnector(Connector):
         return Booked(Operation.VOID, record_id, stored.get("UpdatedDateUTC"), status)
 
     async def _bill_body(self, bill: Bill, ctx: HandleContext) -> dict[str, Any]:
+        mapping.check_amounts(bill)
         contact_id = await self._contact_id("Vendor", bill.vendor, ctx, create=True)
-        what = f"bill {bill.canonical_id}"
-        lines = [
-            self._line(line, f"{what} line {line.line_number}", "default_expense_account") for line in bill.line_items
-        ]
-        line_tax = sum((line.tax_amount or Decimal(0) for line in bill.line_items), Decimal(0))
-        for amount, label, option in (
-            (bill.tax_total - line_tax, "Tax", "tax_account"),
-            (bill.shipping_total, "Shipping", "shipping_account"),
-            (-bill.discount_total, "Discount", "discount_account"),
-        ):
-            if amount:
-                lines.append(self._extra_line(amount, label, option, what))
-        body: dict[str, Any] = {
-            "Type": "ACCPAY",
-            "Contact": {"ContactID": contact_id},
-            "LineItems": lines,
-            "Date": (bill.posting_date or bill.bill_date).isoformat(),
-            "CurrencyCode": bill.currency,
-            "Status": _STATUS.get(bill.status, "AUTHORISED"),
-            "LineAmountTypes": "Exclusive" if line_tax else "NoTax",
-        }
-        if bill.due_date:
-            body["DueDate"] = bill.due_date.isoformat()
-        if bill.bill_number:
-            body["InvoiceNumber"] = bill.bill_number[:255]
-        return body
+        accounts = self._line_accounts(bill, "default_expense_account")
+        return mapping.invoice_body(bill, contact_id=contact_id, accounts=accounts, options=self.config.options)
 
     async def _invoice_body(self, invoice: Invoice, ctx: HandleContext) -> dict[str, Any]:
+        mapping.check_amounts(invoice)
         contact_id = await self._contact_id("Customer", invoice.customer, ctx, create=True)
-        what = f"invoice {invoice.canonical_id}"
-        lines = []
-        for line in invoice.line_items:
-            entry = self._line(line, f"{what} line {line.line_number}", "default_revenue_account")
-            if line.item and line.item.accounting_custom_id:
-                entry["ItemCode"] = line.item.accounting_custom_id
-            lines.append(entry)
-        line_tax = sum((line.tax_amount or Decimal(0) for line in invoice.line_items), Decimal(0))
-        body: dict[str, Any] = {
-            "Type": "ACCREC",
-            "Contact": {"ContactID": contact_id},
-            "LineItems": lines,
-            "Date": invoice.invoice_date.isoformat(),
-            "CurrencyCode": invoice.currency,
-            "Status": _STATUS.get(invoice.status, "AUTHORISED"),
-            "LineAmountTypes": "Exclusive" if line_tax else "NoTax",
-        }
-        if invoice.due_date:
-            body["DueDate"] = invoice.due_date.isoformat()
-        if invoice.invoice_number:
-            body["InvoiceNumber"] = invoice.invoice_number[:255]
-        if invoice.memo:
-            body["Reference"] = invoice.memo[:255]
-        return body
+        accounts = self._line_accounts(invoice, "default_revenue_account")
+        return mapping.invoice_body(invoice, contact_id=contact_id, accounts=accounts, options=self.config.options)
 
     async def _po_body(self, order: PurchaseOrder, ctx: HandleContext) -> dict[str, Any]:
+        mapping.check_amounts(order)
         contact_id = await self._contact_id("Vendor", order.vendor, ctx, create=True)
-        what = f"purchase order {order.canonical_id}"
-        lines = [
-            self._line(line, f"{what} line {line.line_number}", "default_expense_account") for line in order.line_items
-        ]
-        line_tax = sum((line.tax_amount or Decimal(0) for line in order.line_items), Decimal(0))
-        if order.tax_total - line_tax:
-            lines.append(self._extra_line(order.tax_total - line_tax, "Tax", "tax_account", what))
-        body: dict[str, Any] = {
-            "Contact": {"ContactID": contact_id},
-            "LineItems": lines,
-            "Date": order.order_date.isoformat(),
-            "CurrencyCode": order.currency,
-            "Status": _STATUS.get(order.status, "AUTHORISED"),
-            "LineAmountTypes": "Exclusive" if line_tax else "NoTax",
-        }
-        if order.number:
-            body["PurchaseOrderNumber"] = order.number[:255]
-        if order.title:
-            body["Reference"] = order.title[:255]
-        return body
+        accounts = self._line_accounts(order, "default_expense_account")
+        return mapping.purchase_order_body(order, contact_id=contact_id, accounts=accounts, options=self.config.options)
 
-    def _line(self, line: LineItem, what: str, default_option: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "Description": line.description or f"Line {line.line_number}",
-            "LineAmount": line.amount,
-        }
-        if line.quantity is not None and line.unit_price is not None:
-            entry["Quantity"] = line.quantity
-            entry["UnitAmount"] = line.unit_price
-        else:
-            entry["Quantity"] = Decimal(1)
-            entry["UnitAmount"] = line.amount
-        if line.tax_amount is not None:
-            entry["TaxAmount"] = line.tax_amount
-        ref = line.gl_account
-        code = (ref.accounting_custom_id or ref.accounting_id) if ref else None
-        code = code or self.config.options.get(default_option)
-        if not code:
-            raise PermanentError(
-                "reference.unresolved",
-                f"{what}: no GL account (gl_account.accounting_custom_id or accounting_id) and no {default_option}",
-            )
-        entry["AccountID" if _is_uuid(str(code)) else "AccountCode"] = str(code)
-        return entry
+    def _line_accounts(self, document: Document, default_option: str) -> list[str]:
+        """The Xero account code (or AccountID) of each line: its GL account's ERP code/id, else the option.
 
-    def _extra_line(self, amount: Decimal, label: str, option: str, what: str) -> dict[str, Any]:
-        code = self.config.options.get(option) or self.config.options.get("default_expense_account")
-        if not code:
-            raise PermanentError(
-                "reference.unresolved",
-                f"{what}: {label.lower()} of {amount} needs option {option} or default_expense_account",
-            )
-        return {
-            "Description": label,
-            "Quantity": Decimal(1),
-            "UnitAmount": amount,
-            "LineAmount": amount,
-            "AccountCode": str(code),
-        }
+        Raises:
+            PermanentError: ``reference.unresolved`` naming the line.
+        """
+        accounts = []
+        for line in document.line_items:
+            erp_id, code, _ = erp_identifiers(line.gl_account)
+            account = code or erp_id or self.config.options.get(default_option)
+            if not account:
+                raise PermanentError(
+                    "reference.unresolved",
+                    f"{document.object_type} {document.canonical_id} line {line.line_number}: no GL account "
+                    f"(gl_account.accounting_custom_id or accounting_id) and no {default_option}",
+                )
+            accounts.append(str(account))
+        return accounts
 
     # ------------------------------------------------------------------ payments
 
