@@ -95,16 +95,17 @@ def check_amounts(document: Document) -> None:
             three-decimal currency) or a negative bill or purchase-order total.
     """
     what = _what(document)
-    figures: list[tuple[str, Decimal]] = [
-        ("total", document.total),
-        ("tax total", document.tax_total),
-        ("shipping total", document.shipping_total),
-        ("discount total", document.discount_total),
-    ]
+    figures: list[tuple[str, Decimal]] = []
     for line in document.line_items:
         figures.append((f"line {line.line_number} amount", line.amount))
         if line.tax_amount is not None:
             figures.append((f"line {line.line_number} tax amount", line.tax_amount))
+    figures += [
+        ("tax total", document.tax_total),
+        ("shipping total", document.shipping_total),
+        ("discount total", document.discount_total),
+        ("total", document.total),
+    ]
     for name, value in figures:
         if value != value.quantize(CENT):
             raise _fail(

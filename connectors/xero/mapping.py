@@ -106,18 +106,19 @@ def check_amounts(document: Document) -> None:
         PermanentError: ``erp.unsupported_amount`` for an amount that is not a whole cent or a negative total.
     """
     what = _what(document)
-    figures: list[tuple[str, Decimal]] = [
-        ("total", document.total),
-        ("tax total", document.tax_total),
-        ("shipping total", document.shipping_total),
-        ("discount total", document.discount_total),
-    ]
+    figures: list[tuple[str, Decimal]] = []
     for line in document.line_items:
         figures.append((f"line {line.line_number} amount", line.amount))
         for name in ("tax_amount", "discount_amount"):
             value = getattr(line, name)
             if value is not None:
                 figures.append((f"line {line.line_number} {name.replace('_', ' ')}", value))
+    figures += [
+        ("tax total", document.tax_total),
+        ("shipping total", document.shipping_total),
+        ("discount total", document.discount_total),
+        ("total", document.total),
+    ]
     for name, value in figures:
         if value != value.quantize(CENT):
             raise _fail(

@@ -536,7 +536,14 @@ class _Xero:
             if code is None and account_id is None:
                 return "An Account Code must be specified for each line item"
             quantity = _money(line.get("Quantity", 1))
-            computed = (quantity * _money(line.get("UnitAmount"))).quantize(unit, ROUND_HALF_UP)
+            discounted = line.get("DiscountAmount") is not None or line.get("DiscountRate") is not None
+            if discounted and document.get("Type") != "ACCREC":
+                # xero_accounting.yaml LineItem.DiscountRate: "only supported on ACCREC invoices".
+                return "Discounts are only supported on sales invoices (ACCREC)"
+            gross = quantity * _money(line.get("UnitAmount"))
+            if line.get("DiscountRate") is not None:
+                gross = gross * (100 - _money(line["DiscountRate"])) / 100
+            computed = (gross - _money(line.get("DiscountAmount"))).quantize(unit, ROUND_HALF_UP)
             amount = _money(line["LineAmount"]) if line.get("LineAmount") is not None else computed
             if line.get("UnitAmount") is not None and amount != computed:
                 return f"Line amount {amount} does not equal quantity × unit amount ({computed})"
