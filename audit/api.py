@@ -193,6 +193,23 @@ class OutcomeCounts(BaseModel):
     by_outcome: dict[str, int] = Field(description="Per latest outcome (`failed`, `succeeded`, …).")
 
 
+class SourceDocumentOut(BaseModel):
+    """The source document a record came from, as the ingress accepted it (masked)."""
+
+    event_id: str = Field(description="`ce_id` of the raw event (the source's delivery id, or a hash of it).")
+    source: str = Field(description="Source system.")
+    received_at: datetime = Field(description="When the ingress accepted it.")
+    event_type: str | None = Field(description="`ce_type` of the raw event (the source's event type).")
+    body: Any = Field(description="The document: JSON when it parses, else text; masked.")
+
+
+def _masked_body(value: bytes) -> Any:
+    try:
+        return mask_tree(orjson.loads(value))
+    except orjson.JSONDecodeError:
+        return mask_text(value.decode("utf-8", "replace"))
+
+
 class SyncRecordDetail(SyncRecordOut):
     """A sync record with all its attempts and the canonical record last published for it."""
 
@@ -203,6 +220,9 @@ class SyncRecordDetail(SyncRecordOut):
     source_id: str | None = Field(None, description="Id of the source document in its source system.")
     document_number: str | None = Field(None, description="The document's number (bill, invoice, PO…).")
     trace_id: str | None = Field(None, description="W3C trace id of the latest attempt (or of the canonical record).")
+    source_document: SourceDocumentOut | None = Field(
+        None, description="The source document it came from (same trace), null when the audit has not seen it."
+    )
 
 
 class RetryAccepted(BaseModel):
@@ -808,10 +828,7 @@ async def visible_dead_letter(store: AuditStore, principal: Principal, dead_lett
 
 def dead_letter_detail(letter: DeadLetterRow) -> DeadLetterDetail:
     """The API view of one dead letter with its message, masked."""
-    try:
-        body: Any = mask_tree(orjson.loads(letter.value))
-    except orjson.JSONDecodeError:
-        body = mask_text(letter.value.decode("utf-8", "replace"))
+    body = _masked_body(letter.value)
     headers = {k: v for k, v in mask_tree(dict(letter.headers)).items() if isinstance(v, str)}
     return DeadLetterDetail(
         **DeadLetterOut.of(letter).model_dump(),
@@ -837,8 +854,25 @@ async def record_detail(store: AuditStore, principal: Principal, record_id: str)
     if trace is None and canonical is not None:
         parts = canonical.headers.get("traceparent", "").split("-")
         trace = parts[1] if len(parts) == 4 else None
+    document = None
+    canonical_trace = None
+    if canonical is not None:
+        parts = canonical.headers.get("traceparent", "").split("-")
+        canonical_trace = parts[1] if len(parts) == 4 else None
+    for trace_candidate in dict.fromkeys(t for t in (canonical_trace, trace) if t):
+        found_document = await store.source_document(trace_candidate, row.tenant)
+        if found_document is not None:
+            document = SourceDocumentOut(
+                event_id=found_document.event_id,
+                source=found_document.source,
+                received_at=found_document.received_at,
+                event_type=found_document.headers.get("ce_type"),
+                body=_masked_body(found_document.body),
+            )
+            break
     return SyncRecordDetail(
         **SyncRecordOut.of(row).model_dump(),
+        source_document=document,
         attempts=outs,
         canonical_record=mask_tree(orjson.loads(canonical.body)) if canonical else None,
         source_id=canonical.source_id if canonical else row.canonical_id.split(":", 2)[-1],

@@ -6,6 +6,8 @@ One FastStream batch subscriber in consumer group :data:`GROUP_ID` reads
   and updates its sync record;
 * every ``ledgerflow.<object>.v1`` — the latest canonical record per canonical id is kept, so
   ``POST /v1/sync-records/{id}/retry`` can re-publish it without scanning Kafka;
+* every ``ledgerflow.raw.<source>`` — each source document as the ingress accepted it, so a
+  record's page shows the document it came from (found by trace id: one webhook, one trace);
 * every ``ledgerflow.dlq.<stage>`` (ingress, transform, connector, audit) — each dead letter is
   stored byte for byte with its stage, reason and detail, so the API lists and replays it. A dead
   letter is never dead-lettered again (anything is storable), so ``ledgerflow.dlq.audit`` cannot loop.
@@ -24,8 +26,8 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
-from ledgerflow.audit.store import AuditStore, CanonicalEvent, DeadLetterIn, document_number
-from ledgerflow.contracts import OBJECT_MODELS, SyncResult
+from ledgerflow.audit.store import AuditStore, CanonicalEvent, DeadLetterIn, SourceDocumentIn, document_number
+from ledgerflow.contracts import OBJECT_MODELS, Source, SyncResult
 from ledgerflow.core.delivery import (
     ConsumedRecord,
     DeadLetter,
@@ -58,11 +60,12 @@ class AuditConsumer:
         self.topics = settings.topics
         self._canonical = {self.topics.canonical(obj): obj for obj in OBJECT_MODELS}
         self._dlq = {self.topics.dlq(stage): stage for stage in STAGES}
+        self._raw = {self.topics.raw(source.value): source.value for source in Source}
 
     @property
     def subscribed_topics(self) -> list[str]:
-        """The results topic, every canonical topic and every dead-letter topic."""
-        return [self.topics.results, *self._canonical, *self._dlq]
+        """The results topic, every canonical, dead-letter and raw topic."""
+        return [self.topics.results, *self._canonical, *self._dlq, *self._raw]
 
     async def handle(self, record: ConsumedRecord) -> None:
         """Store one consumed message.
@@ -72,6 +75,21 @@ class AuditConsumer:
             sqlalchemy.exc.SQLAlchemyError: the database refused the write (the batch is redelivered).
         """
         headers = header_map(record)
+        source = self._raw.get(record.topic)
+        if source is not None:
+            await self.store.put_source_document(
+                SourceDocumentIn(
+                    source=source,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+                    key=record.key,
+                    value=record.value or b"",
+                    headers=headers,
+                )
+            )
+            return
         stage = self._dlq.get(record.topic)
         if stage is not None:
             await self.store.put_dead_letter(

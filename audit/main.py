@@ -1,6 +1,6 @@
 """The audit service's one entry: :func:`run_audit` (``ledgerflow audit`` and the stack).
 
-Migrates the audit tables, consumes the results, canonical and dead-letter topics (group
+Migrates the audit tables, consumes the results, canonical, raw and dead-letter topics (group
 ``<prefix>.audit``), serves the sync-records API (``/v1``) and the console (``/console``) with
 ``/healthz``, ``/readyz`` and ``/metrics`` (:func:`~ledgerflow.audit.service.start_audit`), and
 optionally reports the group's consumer lag; stops everything when the block exits.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ledgerflow.audit.auth import KeyStore, OidcConfig
 from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
-from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.contracts import OBJECT_MODELS, Source
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch
@@ -39,12 +39,17 @@ class RunningAudit:
 
 
 def audit_lag_watch(settings: Settings) -> LagWatch:
-    """The audit group and its topics: the results topic, every canonical topic and every dead-letter topic."""
+    """The audit group and its topics: the results topic, every canonical, dead-letter and raw topic."""
     topics = settings.topics
     return [
         (
             topics.group("audit"),
-            [topics.results, *(topics.canonical(o) for o in OBJECT_MODELS), *(topics.dlq(s) for s in STAGES)],
+            [
+                topics.results,
+                *(topics.canonical(o) for o in OBJECT_MODELS),
+                *(topics.dlq(s) for s in STAGES),
+                *(topics.raw(s.value) for s in Source),
+            ],
         )
     ]
 

@@ -35,6 +35,7 @@ from sqlalchemy.pool import StaticPool
 from ledgerflow.audit.tables import (
     CanonicalRecordRow,
     DeadLetterRow,
+    SourceDocumentRow,
     SyncAttemptRow,
     SyncRecordRow,
     UtcDateTime,
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidCursorError",
     "RecordFilter",
     "RecordPage",
+    "SourceDocumentIn",
     "document_number",
 ]
 
@@ -122,6 +124,23 @@ class DeadLetterIn:
     """
 
     stage: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDocumentIn:
+    """A raw event read from ``ledgerflow.raw.<source>``: where it was read, its bytes and headers.
+
+    ``timestamp`` is the Kafka timestamp (when the ingress accepted it).
+    """
+
+    source: str
     topic: str
     partition: int
     offset: int
@@ -714,6 +733,49 @@ class AuditStore:
             )
         return out
 
+    async def put_source_document(self, document: SourceDocumentIn) -> bool:
+        """Store one source document (idempotent on its ``ce_id``; a replayed raw event is stored once).
+
+        Returns:
+            True if it was new.
+        """
+        info = DeadLetterInfo.of(document.headers)
+        event_id = info.event_id or deterministic_id(
+            "raw", document.topic, str(document.partition), str(document.offset)
+        )
+        values = {
+            "event_id": event_id[:200],
+            "tenant": info.tenant[:100] if info.tenant else None,
+            "source": document.source,
+            "trace_id": info.trace_id,
+            "key": document.key,
+            "body": document.value,
+            "headers": dict(document.headers),
+            "topic": document.topic,
+            "partition": document.partition,
+            "offset": document.offset,
+            "received_at": document.timestamp,
+        }
+        stmt = (
+            self._insert(SourceDocumentRow.__table__)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+        async with self._session.begin() as session:
+            inserted = await session.execute(stmt)
+        return cast(CursorResult[Any], inserted).rowcount == 1
+
+    async def source_document(self, trace_id: str, tenant: str) -> SourceDocumentRow | None:
+        """The latest source document of ``tenant`` in trace ``trace_id`` (the webhook a record came from)."""
+        stmt = (
+            select(SourceDocumentRow)
+            .where(SourceDocumentRow.trace_id == trace_id, SourceDocumentRow.tenant == tenant)
+            .order_by(SourceDocumentRow.received_at.desc())
+            .limit(1)
+        )
+        async with self._session() as session:
+            return (await session.scalars(stmt)).first()
+
     async def count(self, table: str) -> int:
         """Rows in ``table`` (``sync_records``, ``sync_attempts`` or ``canonical_records``): tests, diagnostics."""
         model: Mapping[str, Any] = {
@@ -721,6 +783,7 @@ class AuditStore:
             "sync_attempts": SyncAttemptRow,
             "canonical_records": CanonicalRecordRow,
             "dead_letters": DeadLetterRow,
+            "source_documents": SourceDocumentRow,
         }
         async with self._session() as session:
             return int(await session.scalar(select(func.count()).select_from(model[table])) or 0)

@@ -15,6 +15,10 @@
     One row per message on a ``ledgerflow.dlq.<stage>`` topic (unique on its topic, partition
     and offset): stage, reason, detail, the original coordinates, and key, value and headers
     byte for byte, so it can be replayed from the API.
+``source_documents``
+    The source documents as the ingress accepted them (``ledgerflow.raw.<source>``: body and
+    CloudEvents headers), keyed by their event id and found by trace id: the record page shows
+    the document a sync record came from (one webhook is one trace, through every stage).
 ``api_keys``
     Keys of the sync-records API and console: a public key id, the Argon2id hash of the secret
     (never the secret), scopes and tenants, creation, last use and revocation times.
@@ -57,6 +61,7 @@ __all__ = [
     "CanonicalRecordRow",
     "DeadLetterRow",
     "DecimalAmount",
+    "SourceDocumentRow",
     "SyncAttemptRow",
     "SyncRecordRow",
     "UtcDateTime",
@@ -258,3 +263,22 @@ class ApiKeyRow(AuditBase):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class SourceDocumentRow(AuditBase):
+    """A source document as accepted by the ingress (one raw event): its body, headers and trace id."""
+
+    __tablename__ = "source_documents"
+    __table_args__ = (Index("ix_source_documents_trace", "trace_id", "received_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    source: Mapped[str] = mapped_column(String(50))
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    topic: Mapped[str] = mapped_column(String(250))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -17,11 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from ledgerflow.audit.auth import OidcConfig
+from ledgerflow.audit.consumer import AuditConsumer
 from ledgerflow.audit.store import CanonicalEvent, DeadLetterIn
 from ledgerflow.audit.tables import sync_record_id
 from ledgerflow.contracts import Difference, ErrorInfo, Outcome
+from ledgerflow.core.settings import Settings
 from tests.audit.api_helpers import AuditApi, audit_api
 from tests.audit.audit_helpers import make_result
+from tests.records import FakeRecord
 
 PROBLEM = "application/problem+json"
 
@@ -305,3 +308,31 @@ async def test_oidc_tokens_are_verified_against_the_jwks(tmp_path: Path, jwks: _
                 answer = await client.get("/v1/sync-records")
                 assert answer.status_code == 401, answer.text
                 assert answer.headers["content-type"] == PROBLEM
+
+
+async def test_the_source_document_is_found_by_trace_and_masked(tmp_path: Path) -> None:
+    async with audit_api(tmp_path) as api:
+        await _seed(api)
+        consumer = AuditConsumer(api.store, Settings())
+        raw_headers = {
+            "ce_id": "whk-1",
+            "ce_type": "invoice.created",
+            "ce_tenant": "acme",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        }
+        body = orjson.dumps({"id": "in_1", "vendorBankAccount": {"accountNumber": "000123456789"}})
+        record = FakeRecord.of("ledgerflow.raw.mercoa", 3, "in_1", body, raw_headers)
+        await consumer.handle(record)
+        await consumer.handle(record)  # redelivered: stored once
+        other = FakeRecord.of(
+            "ledgerflow.raw.mercoa", 4, "in_9", b"{}", {**raw_headers, "ce_id": "whk-9", "ce_tenant": "beta"}
+        )
+        await consumer.handle(other)  # same trace id, another tenant: never shown for acme's record
+        assert await api.store.count("source_documents") == 2
+        key = await api.key(["read"], ["acme"])
+        async with api.client(key) as client:
+            detail = (await client.get(f"/v1/sync-records/{sync_record_id('mercoa:bill:in_1', 'qbo-main')}")).json()
+        document = detail["source_document"]
+        assert document["event_id"] == "whk-1"
+        assert document["event_type"] == "invoice.created"
+        assert document["body"] == {"id": "in_1", "vendorBankAccount": {"accountNumber": "****6789"}}

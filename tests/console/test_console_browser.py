@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -183,6 +184,14 @@ async def console(
             attrs = EventAttributes(
                 id=f"evt-{source_id}", source=f"/tenants/{tenant}/mercoa", type="io.ledgerflow.bill.v1", tenant=tenant
             )
+            # The webhook it came from, as the ingress wrote it (same trace as the canonical record).
+            raw = attrs.derive(id=f"whk-{source_id}", type="invoice.created", subject=None)
+            await producer.send_and_wait(
+                settings.topics.raw("mercoa"),
+                orjson.dumps({"eventType": "invoice.created", "data": {"id": source_id, "invoiceNumber": number}}),
+                key=source_id.encode(),
+                headers=[(k, v.encode()) for k, v in raw.to_headers().items()],
+            )
             await producer.send_and_wait(
                 settings.topics.canonical("bill"),
                 _bill(tenant, source_id, number).model_dump_json().encode(),
@@ -249,6 +258,8 @@ async def test_operator_finds_redrives_and_sees_a_failed_record_succeed(console:
         await page.wait_for_url(f"{console.url}/console/records/{console.record_a1}")
         await playwright_api.expect(page.locator("#record-outcome")).to_have_text("failed")
         await playwright_api.expect(page.locator("main")).to_contain_text("Vendor 'Acme Supplies' not found")
+        document = page.get_by_label("Source document JSON")
+        await playwright_api.expect(document).to_contain_text('"invoiceNumber": "INV-A1"')
         assert "000123456789" not in await page.content()  # the ERP's answer is masked
         await page.screenshot(path=str(console.shots / "record-failed.png"), full_page=True)
 
