@@ -84,6 +84,8 @@ class WebhookConnector(Connector):
 
     erp: ClassVar[str] = "http"
     supports: ClassVar[frozenset[str]] = frozenset(OBJECT_MODELS)
+    payment_kinds: ClassVar[frozenset[str]] = frozenset({"payment", "refund", "return"})
+    """The in-house ERP receives the canonical payment, whose ``kind`` says what it is."""
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)
