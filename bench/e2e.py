@@ -238,7 +238,7 @@ async def fixed_rate(
     shows in the latency (no coordinated omission). Events still unsent 30 s after the last was
     due are counted in ``not_sent``.
     """
-    from bench.common import build_request, read_response
+    from bench.common import ACCEPTED, build_request, read_response
 
     out = LoadResult("fixed-rate", rate, None)
     total = max(1, int(rate * seconds))
@@ -262,7 +262,7 @@ async def fixed_rate(
                 writer.write(build_request("POST", load.path, f"{host}:{port}", load.headers, body))
                 out.sent += 1
                 status, _ = await read_response(reader)
-                if status == 202:
+                if status in ACCEPTED:
                     out.accepted += 1
                     out.latencies_ms.append((time.perf_counter() - due) * 1000)
                 else:
@@ -282,7 +282,7 @@ async def fixed_rate(
 async def saturate(base_url: str, load: Workload, tag: str, concurrency: int, seconds: float) -> LoadResult:
     """Closed-loop load: ``concurrency`` keep-alive connections each post the next event (a new record id)
     as soon as the last is answered, for ``seconds``."""
-    from bench.common import build_request, read_response
+    from bench.common import ACCEPTED, build_request, read_response
 
     out = LoadResult("saturation", None, concurrency)
     counter = iter(range(10**9))
@@ -297,7 +297,7 @@ async def saturate(base_url: str, load: Workload, tag: str, concurrency: int, se
                 body = load.body(record_id(tag, next(counter)))
                 writer.write(build_request("POST", load.path, f"{host}:{port}", load.headers, body))
                 out.sent += 1
-                if (await read_response(reader))[0] == 202:
+                if (await read_response(reader))[0] in ACCEPTED:
                     out.accepted += 1
                     out.latencies_ms.append((time.perf_counter() - started) * 1000)
                 else:
@@ -881,7 +881,7 @@ async def _ingress_phase(
     :func:`fixed_rate` (open loop, distinct ids).
     """
     from bench import ingress as ingress_bench
-    from bench.common import build_request, run_load
+    from bench.common import ACCEPTED, build_request, run_load
 
     bootstrap = env["LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS"]
     await ensure_topics(bootstrap, [f"{ingress_bench.PREFIX}.raw.mercoa"], partitions=6)
@@ -913,7 +913,7 @@ async def _ingress_phase(
                         duration=opts.ingress_seconds, warmup=opts.warmup,
                     )  # fmt: skip
                     result = LoadResult("saturation", None, opts.concurrency)
-                    result.accepted = raw.statuses[202]
+                    result.accepted = sum(raw.statuses[s] for s in ACCEPTED)
                     result.sent = sum(raw.statuses.values())
                     result.failed = result.sent - result.accepted
                     result.latencies_ms = [x * 1000 for x in raw.latencies]

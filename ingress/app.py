@@ -3,7 +3,8 @@
 Order of checks for a webhook (the first failure answers; nothing reaches Kafka):
 405 method → 404 tenant/source/object → 413 size → 415 content type → 401 credentials (on the
 raw bytes) → 400 JSON / envelope → publish (503 + ``Retry-After`` when the broker cannot take it)
-→ 202 ``{"event_id": …}``.
+→ the source's success status (200 where its vendor documents 200: Mercoa, Monite; else 202)
+with ``{"event_id": …}``.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _webhook_openapi(spec: SourceSpec) -> dict[str, Any]:
             "description": "The webhook body exactly as the source sends it; it is published untouched.",
         },
         "parameters": params,
-        "responses": {"202": _ACCEPTED_DOC, **_ERROR_DOCS},
+        "responses": {str(spec.success_status): _ACCEPTED_DOC, **_ERROR_DOCS},
     }
 
 
@@ -210,6 +211,8 @@ class Ingress:
                 spec.verify(wreq, cfg)
             except Unauthorized as exc:
                 raise Problem(401, "unauthorized", "Unauthorized", str(exc), outcome="unauthorized") from None
+            except BadEnvelope as exc:  # authenticated, but a delivery this source's spec refuses (version…)
+                raise Problem(400, "bad-envelope", "Not a webhook envelope", str(exc), outcome="bad_request") from None
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
@@ -222,7 +225,7 @@ class Ingress:
                 raise Problem(400, "bad-envelope", "Not a webhook envelope", str(exc), outcome="bad_request") from None
             event_id = await self._publish(tenant, spec, envelope, wreq)
             metrics.WEBHOOK_BYTES.labels(source).inc(len(body))
-            return JSONResponse({"event_id": event_id}, status_code=202)
+            return JSONResponse({"event_id": event_id}, status_code=spec.success_status)
         except Problem as problem:
             outcome = problem.outcome
             return problem_response(problem, instance=request.url.path)

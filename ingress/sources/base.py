@@ -133,6 +133,8 @@ class SourceSpec(ABC):
     """Query parameters that may carry credentials (``?token=``), for the OpenAPI document."""
     extra_headers: ClassVar[tuple[str, ...]] = ()
     """Other headers the source sends and the ingress reads (timestamps, ids, versions), for the OpenAPI document."""
+    success_status: ClassVar[int] = 202
+    """Status of an accepted webhook, as the source's vendor documents it (202 Accepted where it says "2xx")."""
 
     @abstractmethod
     def verify(self, request: WebhookRequest, config: SourceConfig) -> None:

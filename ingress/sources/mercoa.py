@@ -52,6 +52,9 @@ class MercoaSource(SourceSpec):
     """Mercoa (``/webhooks/{tenant}/mercoa``)."""
 
     name: ClassVar[str] = "mercoa"
+    success_status: ClassVar[int] = 200
+    """Mercoa documents, on every webhook page: "Response 200 — Return a 200 status to indicate
+    that the data was received successfully" (seed 003; ``shared/reference/sources.md`` §2.4)."""
     credential_headers: ClassVar[tuple[str, ...]] = ("Authorization", "X-Webhook-Token")
     credential_query: ClassVar[tuple[str, ...]] = ("token",)
 

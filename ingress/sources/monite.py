@@ -70,6 +70,9 @@ class MoniteSource(SourceSpec):
     """Monite (``/webhooks/{tenant}/monite``)."""
 
     name: ClassVar[str] = "monite"
+    success_status: ClassVar[int] = 200
+    """Monite: the listener must "accept POST requests, and respond with status code 200"
+    (``shared/reference/sources.md`` §3.4)."""
     credential_headers: ClassVar[tuple[str, ...]] = (SIGNATURE_HEADER,)
 
     def verify(self, request: WebhookRequest, config: SourceConfig) -> None:

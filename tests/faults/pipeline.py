@@ -391,14 +391,14 @@ class Pipeline:
     # ------------------------------------------------------------------ traffic and read-back
 
     async def post_mercoa(self, body: bytes, client: httpx.AsyncClient | None = None) -> tuple[int, str | None]:
-        """POST one Mercoa webhook to the ingress; return (status, event id when 202)."""
+        """POST one Mercoa webhook to the ingress; return (status, event id when 200, Mercoa's success status)."""
         http = client or self.http
         response = await http.post(
             f"{self.ingress_url}/webhooks/{self.config.tenant}/mercoa",
             content=body,
             headers={"content-type": "application/json", "authorization": f"Bearer {MERCOA_TOKEN}"},
         )
-        event_id = response.json().get("event_id") if response.status_code == 202 else None
+        event_id = response.json().get("event_id") if response.status_code == 200 else None
         return response.status_code, event_id
 
     async def sandbox_bills(self, connection: str) -> list[dict[str, Any]]:

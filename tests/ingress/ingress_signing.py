@@ -42,6 +42,16 @@ WRONG: dict[str, str] = {
     "standardwebhooks": "whsec_" + base64.b64encode(b"w" * 32).decode(),
 }
 SIGNED_SOURCES = ("monite", "standardwebhooks")
+
+ACCEPTED = {"mercoa": 200, "monite": 200}
+"""Success status per source where its vendor documents one (Mercoa, Monite: 200); others answer 202."""
+
+
+def accepted(source: str) -> int:
+    """The status the ingress answers an accepted webhook of ``source`` with."""
+    return ACCEPTED.get(source, 202)
+
+
 """Sources whose signature covers a timestamp (stale deliveries are refused)."""
 OBJECT_OF = {"ingenious": "vendor_invoice", "accessplanit": "invoices"}
 TENANT = "acme"

@@ -57,7 +57,7 @@ async def test_source_end_to_end(kafka_client: httpx.AsyncClient, kafka_bootstra
     accepted: dict[bytes, str] = {}
     for key, delivery in ((b"good-old", good_old), (b"good-new", good_new)):
         resp = await send(kafka_client, delivery)
-        assert resp.status_code == 202, resp.text
+        assert resp.status_code == (200 if source in ("mercoa", "monite") else 202), resp.text
         accepted[key] = resp.json()["event_id"]
 
     refused = [

@@ -3,8 +3,8 @@
 The test runs its own embedded broker (not the session one) so it can kill it. Tansu keeps data
 in memory only, so records acknowledged before the kill are lost with the process: that is a
 property of the test broker, not of the ingress (a real Kafka cluster with acks=all keeps them).
-What the ingress guarantees is checked: every 202 after recovery is on the topic, and no 202 is
-given while the broker cannot acknowledge.
+What the ingress guarantees is checked: every 200 (Mercoa's success status) after recovery is on
+the topic, and no 200 is given while the broker cannot acknowledge.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ async def test_broker_outage_and_recovery(own_broker: EmbeddedBroker) -> None:
                 return await send(client, signed("mercoa", TENANT, payload("mercoa", record), TOKEN))
 
             before = [await deliver(f"pre-{i}") for i in range(5)]
-            assert [r.status_code for r in before] == [202] * 5, "acknowledged while the broker was up"
+            assert [r.status_code for r in before] == [200] * 5, "acknowledged while the broker was up"
 
             own_broker.kill()
             during = await asyncio.gather(*(deliver(f"down-{i}") for i in range(4)))
@@ -92,8 +92,8 @@ async def test_broker_outage_and_recovery(own_broker: EmbeddedBroker) -> None:
             attempt = 0
             while not recovered and time.monotonic() < deadline:
                 resp = await deliver(f"retry-{attempt}")
-                assert resp.status_code in (202, 503), resp.text
-                if resp.status_code == 202:
+                assert resp.status_code in (200, 503), resp.text
+                if resp.status_code == 200:
                     recovered.append(f"retry-{attempt}")
                 attempt += 1
             assert recovered, "the ingress did not recover after the broker came back"
@@ -117,12 +117,12 @@ async def test_broker_outage_and_recovery(own_broker: EmbeddedBroker) -> None:
                 return resp
 
             after = await asyncio.gather(*(deliver_until_accepted(f"post-{i}") for i in range(10)))
-            assert [r.status_code for r in after] == [202] * 10, [r.text for r in after if r.status_code != 202]
+            assert [r.status_code for r in after] == [200] * 10, [r.text for r in after if r.status_code != 200]
             settled = [f"post-{i}" for i in range(10)]
 
         keys = {key.decode() for key, _, _ in await read_topic(bootstrap, TOPIC) if key}
         missing = set(settled) - keys
-        assert not missing, f"202 answered but not on the topic: {sorted(missing)}"
+        assert not missing, f"200 answered but not on the topic: {sorted(missing)}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)

@@ -22,6 +22,7 @@ from tests.ingress.ingress_signing import (
     TENANT,
     WRONG,
     RecordingPublisher,
+    accepted,
     payload,
     send,
     signed,
@@ -47,7 +48,7 @@ async def test_rotated_secrets_both_accepted(
     client: httpx.AsyncClient, publisher: RecordingPublisher, source: str, which: str
 ) -> None:
     resp = await send(client, signed(source, TENANT, payload(source, "rec-1"), SECRETS[source][which]))
-    assert resp.status_code == 202, resp.text
+    assert resp.status_code == accepted(source), resp.text
     assert resp.json()["event_id"]
     [(topic, key, value, headers)] = publisher.records
     assert topic == f"ledgerflow.raw.{source}"
@@ -105,7 +106,7 @@ async def test_unknown_tenant_with_valid_secret_is_404(
 async def test_monite_envelope_and_delivery_id(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
     body = {"id": "evt-9", "action": "created", "object_type": "payable", "object": {"id": "pay-9"}}
     resp = await send(client, signed("monite", TENANT, body, SECRETS["monite"][NEW]))
-    assert resp.status_code == 202
+    assert resp.status_code == 200  # Monite: "respond with status code 200"
     assert resp.json() == {"event_id": "evt-9"}
     _, key, _, headers = publisher.records[0]
     assert key == b"pay-9"
@@ -116,7 +117,7 @@ async def test_monite_envelope_and_delivery_id(client: httpx.AsyncClient, publis
 async def test_monite_accepts_any_of_several_v1(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
     delivery = signed("monite", TENANT, payload("monite", "r"), SECRETS["monite"][OLD])
     delivery.headers["Monite-Signature"] = delivery.headers["Monite-Signature"].replace("v1=", "v1=00ff,v1=", 1)
-    assert (await send(client, delivery)).status_code == 202
+    assert (await send(client, delivery)).status_code == 200
 
 
 async def test_monite_malformed_signature_header(client: httpx.AsyncClient) -> None:
@@ -193,7 +194,7 @@ async def test_accountingsuite_hex_sha1_and_secret_file(tmp_path: Path) -> None:
             resp = await c.post(
                 "/webhooks/hexco/accountingsuite",
                 content=body,
-                headers={"content-type": "application/json", "WebhookSignatureHash": sig},
+                headers={"content-type": "application/json", "WebhookSignatureHash": sig, "WebhookVersion": "2.1"},
             )
             assert resp.status_code == status, resp.text
         # base64 of the right HMAC is not accepted when the tenant says hex
@@ -201,7 +202,7 @@ async def test_accountingsuite_hex_sha1_and_secret_file(tmp_path: Path) -> None:
         resp = await c.post(
             "/webhooks/hexco/accountingsuite",
             content=body,
-            headers={"content-type": "application/json", "WebhookSignatureHash": b64},
+            headers={"content-type": "application/json", "WebhookSignatureHash": b64, "WebhookVersion": "2.1"},
         )
         assert resp.status_code == 401
     assert len(publisher.records) == 2
@@ -301,5 +302,64 @@ async def test_tolerance_is_a_tenant_setting(source: str) -> None:
         strict = await send(c, signed(source, "strict", payload(source, "r"), secret, timestamp=aged))
         lenient = await send(c, signed(source, "lenient", payload(source, "r"), secret, timestamp=aged))
         recent = await send(c, signed(source, "strict", payload(source, "r"), secret, timestamp=int(time.time()) - 30))
-    assert (strict.status_code, lenient.status_code, recent.status_code) == (401, 202, 202)
+    ok = accepted(source)
+    assert (strict.status_code, lenient.status_code, recent.status_code) == (401, ok, ok)
     assert len(publisher.records) == 2
+
+
+def _accountingsuite_app(options: dict[str, object]) -> tuple[httpx.AsyncClient, RecordingPublisher]:
+    routing = Routing.model_validate(
+        {"tenants": {"as": {"sources": {"accountingsuite": {"tokens": ["tok-1", "tok-2"], "options": options}}}}}
+    )
+    publisher = RecordingPublisher()
+    app = create_app(Settings(), routing, publisher)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i"), publisher
+
+
+async def test_accountingsuite_subscriber_without_partner_signing_uses_a_token() -> None:
+    """Seed 002: WebhookSignatureHash only for Developer Partner apps; others authenticate with a token."""
+    body = orjson.dumps(payload("accountingsuite", "t-1"))
+    json_v = {"content-type": "application/json", "WebhookVersion": "2.1"}
+    client, publisher = _accountingsuite_app({"auth": "token"})
+    async with client as c:
+        by_query = await c.post("/webhooks/as/accountingsuite?token=tok-2", content=body, headers=json_v)
+        by_header = await c.post(
+            "/webhooks/as/accountingsuite", content=body, headers={**json_v, "Authorization": "Bearer tok-1"}
+        )
+        wrong = await c.post("/webhooks/as/accountingsuite?token=nope", content=body, headers=json_v)
+        none = await c.post("/webhooks/as/accountingsuite", content=body, headers=json_v)
+    assert (by_query.status_code, by_header.status_code) == (202, 202), by_query.text
+    _problem(wrong, 401)
+    assert "register the webhook URL with ?token=" in _problem(none, 401)["detail"]
+    assert len(publisher.records) == 2
+    # The signature path is unchanged: without auth: token a token is not enough.
+    client, publisher = _accountingsuite_app({})
+    async with client as c:
+        resp = await c.post("/webhooks/as/accountingsuite?token=tok-1", content=body, headers=json_v)
+        assert "only Developer Partner applications sign" in _problem(resp, 401)["detail"]
+        sig = base64.b64encode(hmac.new(b"tok-1", body, hashlib.sha256).digest()).decode()
+        signed_ok = await c.post(
+            "/webhooks/as/accountingsuite", content=body, headers={**json_v, "WebhookSignatureHash": sig}
+        )
+        assert signed_ok.status_code == 202, signed_ok.text
+
+
+async def test_accountingsuite_webhook_version_is_checked() -> None:
+    body = orjson.dumps(payload("accountingsuite", "v-1"))
+    client, publisher = _accountingsuite_app({"auth": "token", "webhook_versions": ["2.1", "3.0"]})
+    async with client as c:
+        url = "/webhooks/as/accountingsuite?token=tok-1"
+        ok = await c.post(url, content=body, headers={"content-type": "application/json", "WebhookVersion": "3.0"})
+        unknown = await c.post(url, content=body, headers={"content-type": "application/json", "WebhookVersion": "4.2"})
+        missing = await c.post(url, content=body, headers={"content-type": "application/json"})
+        forged = await c.post(
+            "/webhooks/as/accountingsuite?token=bad",
+            content=body,
+            headers={"content-type": "application/json", "WebhookVersion": "4.2"},
+        )
+    assert ok.status_code == 202
+    assert publisher.records[0][3]["ce_webhookversion"] == "3.0"
+    assert _problem(unknown, 400)["detail"].startswith("WebhookVersion 4.2 is not a version ledgerflow maps")
+    assert "no WebhookVersion header" in _problem(missing, 400)["detail"]
+    _problem(forged, 401)  # credentials are checked before the version
+    assert len(publisher.records) == 1
