@@ -139,7 +139,7 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(tls_broker: Tls
 
 
 async def test_webhook_to_erps_over_tls(tls_broker: TlsBroker, tmp_path: Path, unique: str) -> None:
-    """The demo flow: the ingress is ready and answers 202, the workers consume, both ERPs book."""
+    """The demo flow: the ingress is ready and answers 200 (Mercoa), the workers consume, both ERPs book."""
     settings = tls_broker.settings(tmp_path, f"tlsdemo{unique}")
     body = demo.load_sample(None)
     payload = orjson.loads(body)

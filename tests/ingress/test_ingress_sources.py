@@ -330,13 +330,13 @@ async def test_accountingsuite_subscriber_without_partner_signing_uses_a_token()
         none = await c.post("/webhooks/as/accountingsuite", content=body, headers=json_v)
     assert (by_query.status_code, by_header.status_code) == (202, 202), by_query.text
     _problem(wrong, 401)
-    assert "register the webhook URL with ?token=" in _problem(none, 401)["detail"]
+    assert "register the webhook URL with ?token=" in str(_problem(none, 401)["detail"])
     assert len(publisher.records) == 2
     # The signature path is unchanged: without auth: token a token is not enough.
     client, publisher = _accountingsuite_app({})
     async with client as c:
         resp = await c.post("/webhooks/as/accountingsuite?token=tok-1", content=body, headers=json_v)
-        assert "only Developer Partner applications sign" in _problem(resp, 401)["detail"]
+        assert "only Developer Partner applications sign" in str(_problem(resp, 401)["detail"])
         sig = base64.b64encode(hmac.new(b"tok-1", body, hashlib.sha256).digest()).decode()
         signed_ok = await c.post(
             "/webhooks/as/accountingsuite", content=body, headers={**json_v, "WebhookSignatureHash": sig}
@@ -359,7 +359,7 @@ async def test_accountingsuite_webhook_version_is_checked() -> None:
         )
     assert ok.status_code == 202
     assert publisher.records[0][3]["ce_webhookversion"] == "3.0"
-    assert _problem(unknown, 400)["detail"].startswith("WebhookVersion 4.2 is not a version ledgerflow maps")
-    assert "no WebhookVersion header" in _problem(missing, 400)["detail"]
+    assert str(_problem(unknown, 400)["detail"]).startswith("WebhookVersion 4.2 is not a version ledgerflow maps")
+    assert "no WebhookVersion header" in str(_problem(missing, 400)["detail"])
     _problem(forged, 401)  # credentials are checked before the version
     assert len(publisher.records) == 1
