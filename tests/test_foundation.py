@@ -126,8 +126,11 @@ def test_connection_credentials_from_a_mounted_secret_folder(tmp_path: Path) -> 
     )
     creds = {k: v.get_secret_value() for k, v in config.credentials.items()}
     assert creds == {"realm_id": "inline", "client_secret": "from-file"}
-    with pytest.raises(ValueError, match="not a directory"):
-        ConnectionConfig.model_validate({"erp": "xero", "credentials_dir": str(tmp_path / "missing")})
+    assert config.credentials_mounted
+    # Mounted only into the connection's own pods: every other service loads the routing without it.
+    elsewhere = ConnectionConfig.model_validate({"erp": "xero", "credentials_dir": str(tmp_path / "missing")})
+    assert not elsewhere.credentials_mounted
+    assert elsewhere.credentials == {}
 
 
 def test_kafka_security_from_settings(tmp_path: Path) -> None:

@@ -21,14 +21,17 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from ledgerflow import __version__
+from ledgerflow.app.startup import explain
 from ledgerflow.core import aio
 from ledgerflow.core.settings import ConfigError, Routing, Settings, all_erps_routing
 
@@ -37,7 +40,28 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
+class _Group(TyperGroup):
+    """Turns a known start-up failure into one line and an exit code (traceback only with ``--debug``)."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            failure = None if _DEBUG["on"] else explain(exc)
+            if failure is None:
+                raise
+            console.print(f"[red]error:[/red] {escape(failure.message)}", highlight=False)
+            console.print("[dim](ledgerflow --debug … shows the traceback)[/dim]")
+            raise typer.Exit(failure.code) from None
+
+
+_DEBUG = {"on": False}
+
 app = typer.Typer(
+    cls=_Group,
     name="ledgerflow",
     help="Move approved accounting records from webhooks into ERPs, over Kafka.",
     no_args_is_help=True,
@@ -90,14 +114,28 @@ def _embedded_state(settings: Settings) -> Settings:
     return settings
 
 
-@app.callback()
-def main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """ledgerflow: accounting webhooks → Kafka → canonical records → ERPs."""
-    if version:
+def _preflight(settings: Settings, *, kafka: str | None = None, state: bool = False) -> None:
+    """Check Kafka security, the state store and the broker before a service starts (one line on failure)."""
+    from ledgerflow.app.startup import preflight
+
+    aio.run(preflight(settings, kafka=kafka, state=state), settings.event_loop)
+
+
+def _print_version(value: bool) -> None:
+    if value:
         out.print(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of start-up failures.")] = False,
+) -> None:
+    """ledgerflow: accounting webhooks → Kafka → canonical records → ERPs."""
+    _DEBUG["on"] = debug
 
 
 @app.command()
@@ -235,6 +273,7 @@ def ingress(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=False)
     from ledgerflow.ingress.main import run_ingress
 
     async def run() -> None:
@@ -273,6 +312,7 @@ def transformer(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=True)
     _check_mappings(routing)
     from ledgerflow.transformers.main import run_transformer
 
@@ -295,10 +335,17 @@ def connector(
     _setup_logging(settings)
     routing = _load(settings)
     bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=True)
     if connection not in routing.connections:
         console.print(f"[red]no connection named {connection!r} in the routing file[/red]")
         raise typer.Exit(2)
     config = routing.connections[connection]
+    if not config.credentials_mounted:
+        console.print(
+            f"[red]connection {connection!r}: credentials_dir {config.credentials_dir} is not mounted[/red] "
+            "(mount the connection's credentials Secret there; docs/deploy.md)"
+        )
+        raise typer.Exit(2)
     if config.base_url is None:
         console.print(
             f"[red]connection {connection!r} has no base_url[/red] (sandboxes run only under `ledgerflow up`)"
@@ -328,8 +375,12 @@ def sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
 ) -> None:
     """Run one ERP sandbox on its real API paths until Ctrl-C."""
-    from ledgerflow.connectors.registry import sandbox_module
+    from ledgerflow.connectors.registry import SANDBOXES, sandbox_module
     from ledgerflow.core.asgi import serve
+
+    if erp not in SANDBOXES:
+        console.print(f"[red]error:[/red] no sandbox for {erp!r}: choose one of {', '.join(sorted(SANDBOXES))}")
+        raise typer.Exit(2)
 
     async def run() -> None:
         async with serve(sandbox_module(erp).create_app(), host=host, port=port) as url:
@@ -356,6 +407,7 @@ def topics(
         console.print(f"[red]unknown action {action!r}[/red]: use list or create")
         raise typer.Exit(2)
     bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=False)
     from ledgerflow.core.kafka import ensure_topics, kafka_client_options
 
     create = ensure_topics(
@@ -363,6 +415,68 @@ def topics(
     )
     created = aio.run(create, settings.event_loop)
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
+
+
+config_app = typer.Typer(help="Check the configuration before deploying it.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    routing: Annotated[
+        Path | None, typer.Option(help="Routing file to check (default: LEDGERFLOW_ROUTING_FILE or the demo routing).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the plan and problems as JSON.")] = False,
+) -> None:
+    """Validate settings, routing and mapping files; print what each service would run (no secrets).
+
+    Exits 0 when the configuration is valid, 2 with one line per problem otherwise.
+    """
+    from ledgerflow.app.config_check import check_config
+
+    settings = Settings()
+    if routing is not None:
+        settings = settings.model_copy(update={"routing_file": routing})
+    report = check_config(settings)
+    if json_output:
+        out.print_json(orjson.dumps({"ok": report.ok, "problems": report.problems, "plan": report.plan}).decode())
+    else:
+        _print_plan(report.plan)
+        for problem in report.problems:
+            console.print(f"[red]problem:[/red] {escape(problem)}", highlight=False)
+        out.print("configuration is valid" if report.ok else f"{len(report.problems)} problem(s)")
+    raise typer.Exit(0 if report.ok else 2)
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    """The plan of ``config check`` as a rich tree (services, topics, groups, tenants)."""
+    from rich.tree import Tree
+
+    tree = Tree(f"ledgerflow ({plan['routing_file']})")
+    kafka = plan["kafka"]
+    tree.add(
+        f"Kafka {kafka['bootstrap_servers']} — {kafka['security_protocol']}, SASL {kafka['sasl_mechanism'] or '–'}"
+    )
+    tree.add(f"state store {plan['state_url']}; topic prefix {plan['topic_prefix']}")
+    tenants = tree.add("tenants")
+    for name, tenant in plan["tenants"].items():
+        node = tenants.add(f"{name} → {', '.join(tenant['connections']) or 'no connections'}")
+        for source, info in tenant["sources"].items():
+            node.add(f"{source}: POST {info['route']} ({info['credentials']} credential(s))")
+    services = tree.add("services")
+    ingress = plan["services"]["ingress"]
+    services.add(f"ingress on {ingress['listen']} → {', '.join(ingress['writes'])}")
+    for group in plan["services"]["transformer"]["consumer_groups"]:
+        services.add(f"transformer: group {group['group']} reads {len(group['topics'])} raw topic(s)")
+    for name, conn in plan["services"]["connectors"].items():
+        node = services.add(
+            f"connector {name} ({conn['erp']}, {conn['base_url']}): {', '.join(conn['objects'])}; "
+            f"credentials {', '.join(conn['credential_keys']) or '–'}"
+        )
+        for group in conn["consumer_groups"]:
+            node.add(f"group {group['group']} reads {len(group['topics'])} topic(s)")
+    services.add(f"audit on {plan['services']['audit']['listen']}")
+    out.print(tree)
 
 
 keys_app = typer.Typer(
@@ -379,6 +493,7 @@ def _key_store_run(work: Callable[[KeyStore], Awaitable[T]]) -> T:
     from ledgerflow.audit.store import AuditStore
 
     settings = Settings()
+    _preflight(settings, state=True)
 
     async def run() -> T:
         await upgrade(settings.state_url)
@@ -525,6 +640,7 @@ def audit(
     settings = AuditSettings()
     _setup_logging(settings)
     bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=True)
     writers = None if settings.state_url.startswith("sqlite") else settings.audit_concurrency
 
     async def run() -> None:
@@ -564,6 +680,7 @@ def replay(
     settings = Settings()
     _setup_logging(settings, quiet=True)
     bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=False)
     try:
         start, end = parse_time(since), parse_time(until)
     except ValueError as exc:

@@ -193,7 +193,7 @@ async def serve(
     to ``uvicorn.Config`` (defaults: no access log, warnings only, no lifespan, 1 s graceful shutdown).
 
     Raises:
-        OSError: the port cannot be bound.
+        OSError: the port cannot be bound (the message names ``host:port``; ``errno`` kept).
         RuntimeError: uvicorn stopped during start-up or did not start within ``ready_timeout`` seconds.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -204,7 +204,11 @@ async def serve(
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(2048)
     sock.setblocking(False)
     bound_port = sock.getsockname()[1]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledgerflow.core.topics import Topics
@@ -42,6 +42,7 @@ __all__ = [
     "all_erps_routing",
     "demo_routing",
     "load_routing",
+    "normalize_state_url",
 ]
 
 
@@ -115,14 +116,20 @@ class ConnectionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _read_credentials_dir(self) -> ConnectionConfig:
-        if self.credentials_dir is None:
+        # The folder is a Secret mounted only into this connection's worker pods: every other
+        # service reads the same routing file without it, so a missing folder is not an error
+        # here. The connection's own worker refuses to start without it (``credentials_mounted``).
+        if self.credentials_dir is None or not self.credentials_dir.is_dir():
             return self
-        if not self.credentials_dir.is_dir():
-            raise ValueError(f"credentials_dir {self.credentials_dir} is not a directory")
         for path in sorted(self.credentials_dir.iterdir()):
             if path.is_file() and not path.name.startswith("."):
                 self.credentials.setdefault(path.name, SecretStr(path.read_text(encoding="utf-8").strip()))
         return self
+
+    @property
+    def credentials_mounted(self) -> bool:
+        """False when ``credentials_dir`` is configured but not present in this process's file system."""
+        return self.credentials_dir is None or self.credentials_dir.is_dir()
 
 
 class TenantConfig(BaseModel):
@@ -170,8 +177,12 @@ def load_routing(path: Path) -> Routing:
         raise ConfigError(f"routing file {path} is not valid YAML: {exc}") from exc
     try:
         return Routing.model_validate(raw)
-    except ValueError as exc:
-        raise ConfigError(f"routing file {path} is invalid:\n{exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"routing file {path} is invalid: {problems}") from exc
 
 
 def demo_routing() -> Routing:
@@ -207,6 +218,42 @@ def all_erps_routing() -> Routing:
             "connections": {erp: {"erp": erp, "objects": ["bill", "vendor"]} for erp in ALL_ERPS},
         }
     )
+
+
+_STATE_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def normalize_state_url(url: str) -> str:
+    """The async SQLAlchemy URL for ``LEDGERFLOW_STATE_URL`` in the forms operators are handed.
+
+    ``postgres://…`` and ``postgresql://…`` (what Heroku, RDS consoles and Kubernetes operators
+    print) become ``postgresql+asyncpg://…``, and libpq's ``sslmode=…`` query parameter becomes
+    asyncpg's ``ssl=…``; ``sqlite:///…`` becomes ``sqlite+aiosqlite:///…``. Already-async URLs are
+    kept as they are.
+
+    Raises:
+        ValueError: another scheme or driver (ledgerflow runs on asyncpg or aiosqlite); the message
+            names the setting and the accepted forms.
+
+    """
+    scheme, sep, rest = url.partition("://")
+    driver = _STATE_DRIVERS.get(scheme.lower()) if sep else None
+    if driver is None:
+        raise ValueError(
+            f"LEDGERFLOW_STATE_URL {scheme + sep if sep else url!r}… is not supported: use postgresql://, "
+            "postgres://, postgresql+asyncpg:// (PostgreSQL via asyncpg) or sqlite:///, sqlite+aiosqlite:/// (a file)"
+        )
+    if driver == "postgresql+asyncpg" and "sslmode=" in rest:
+        base, _, query = rest.partition("?")
+        params = [p.replace("sslmode=", "ssl=", 1) if p.startswith("sslmode=") else p for p in query.split("&")]
+        rest = f"{base}?{'&'.join(params)}"
+    return f"{driver}://{rest}"
 
 
 class Settings(BaseSettings):
@@ -284,6 +331,11 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of every service: uvloop when installed (auto), or the stdlib loop."
     )
+
+    @field_validator("state_url")
+    @classmethod
+    def _async_state_url(cls, value: str) -> str:
+        return normalize_state_url(value)
 
     @cached_property
     def topics(self) -> Topics:
