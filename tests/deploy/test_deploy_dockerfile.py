@@ -168,4 +168,7 @@ def test_wheel_builds_from_the_copied_files(tmp_path: Path) -> None:
             assert f"{package.replace('.', '/')}/__init__.py" in names, package
     assert "ledgerflow/app/cli.py" in names
     assert "ledgerflow/audit/migrations/env.py" in names
+    # The console ships everything it serves (no CDN): templates, htmx and the stylesheet.
+    for asset in ("static/htmx.min.js", "static/console.css", "templates/base.html", "templates/record.html"):
+        assert f"ledgerflow/audit/{asset}" in names, asset
     assert not any(n.split("/")[0] in {"ingress", "transformers", "connectors", "contracts", "audit"} for n in names)
