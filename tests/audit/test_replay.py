@@ -42,7 +42,7 @@ async def env(kafka_bootstrap: str, kafka_is_embedded: bool, unique: str) -> tup
                 "ce_tenant": tenant,
                 "ledgerflow_dlq_stage": stage,
                 "ledgerflow_dlq_reason": reason,
-                "ledgerflow_dlq_detail": "why",
+                "ledgerflow_dlq_detail": f"record {n} refused, account 000123456789",
                 "ledgerflow_dlq_attempts": "1",
                 "ledgerflow_dlq_original_topic": f"{settings.topic_prefix}.{original}",
                 "ledgerflow_dlq_original_partition": "0",
@@ -174,6 +174,7 @@ def test_cli_dry_run_lists_and_replay_summarises(env: tuple[Settings, str]) -> N
         "LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "LEDGERFLOW_TOPIC_PREFIX": settings.topic_prefix,
         "LEDGERFLOW_KAFKA_ENABLE_IDEMPOTENCE": "false" if settings.kafka_enable_idempotence is False else "true",
+        "COLUMNS": "300",
     }
     runner = CliRunner()
     dry = runner.invoke(
@@ -184,6 +185,9 @@ def test_cli_dry_run_lists_and_replay_summarises(env: tuple[Settings, str]) -> N
     assert "evt-0" in dry.output
     assert "evt-2" in dry.output
     assert "evt-1" not in dry.output
+    # The dry run shows why each was dead-lettered, masked.
+    assert "record 0 refused, account ****6789" in dry.output
+    assert "000123456789" not in dry.output
     bad = runner.invoke(app, ["replay", "raw", "--source", "mercoa"], env=environ)
     assert bad.exit_code == 2
     since = (NOW - timedelta(minutes=2)).isoformat()
