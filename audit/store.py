@@ -304,7 +304,8 @@ class AuditStore:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
             kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # SQL parameters (API key hashes, masked payloads) never reach logs or exception messages.
+        self.engine: AsyncEngine = create_async_engine(url, hide_parameters=True, **kwargs)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
         self.dialect = self.engine.dialect.name
 

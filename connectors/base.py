@@ -23,15 +23,20 @@ from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
 __all__ = [
+    "INVALID_RESPONSE",
     "BinderEntry",
     "Booked",
     "Connector",
     "ConnectorError",
     "HandleContext",
+    "InvalidResponse",
     "PermanentError",
     "RetriableError",
     "Unsupported",
 ]
+
+INVALID_RESPONSE = "erp.invalid_response"
+"""Error code of a 2xx answer that is not what the ERP documents (not JSON, truncated, no record id)."""
 
 
 class ConnectorError(Exception):
@@ -70,6 +75,19 @@ class RetriableError(ConnectorError):
     ) -> None:
         super().__init__(code, message, http_status=http_status, vendor_code=vendor_code)
         self.retry_after = retry_after
+
+
+class InvalidResponse(RetriableError):  # noqa: N818 - reads as the outcome it produces
+    """The ERP answered 2xx, but the body is not what it documents: HTML, truncated JSON, no record id.
+
+    Retriable (a proxy's error page or a cut connection may not happen again, and every connector
+    writes with an idempotency key or looks up before creating), but only a few times: the runtime
+    gives it at most ``RetryPolicy.invalid_response_attempts`` attempts and then dead-letters the
+    record instead of parking it, so a broken ERP is not hammered.
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(INVALID_RESPONSE, message, http_status=http_status)
 
 
 class PermanentError(ConnectorError):
@@ -212,6 +230,33 @@ class Connector(ABC):
             ConnectorError: naming what is wrong.
 
         """
+
+    async def book(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """:meth:`handle`, with the evidence of a booking required: what the runtime calls.
+
+        Any error reading the ERP's answers (a body that is not JSON, truncated JSON, a field of
+        the wrong type or missing) becomes :class:`InvalidResponse`, and so does a booking without
+        the ERP's record id: no ``succeeded`` without evidence.
+
+        Raises:
+            InvalidResponse: as above (retriable, bounded by the runtime).
+            RetriableError, PermanentError, Unsupported: as :meth:`handle` raises them.
+        """
+        try:
+            booked = await self.handle(record, ctx)
+        except ConnectorError:
+            raise
+        except (ValueError, LookupError, TypeError, AttributeError, ArithmeticError) as exc:
+            raise InvalidResponse(
+                f"{self.erp} answered with a body ledgerflow cannot read: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+        if not booked.erp_record_id:
+            raise InvalidResponse(
+                f"{self.erp} answered {booked.http_status or '2xx'} without the record's id: "
+                f"nothing shows {record.canonical_id} was booked",
+                http_status=booked.http_status,
+            )
+        return booked
 
     @abstractmethod
     async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:

@@ -33,12 +33,16 @@ def content_hash(record: CanonicalRecord) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """What the binder holds for one record: the ERP's id and version, the booked hash, when (UTC)."""
+    """What the binder holds for one record: the ERP's id and version, the booked hash, when (UTC).
+
+    ``source_updated_at`` is the source's version time of the booked record (None if unknown).
+    """
 
     erp_record_id: str
     erp_version: str | None
     content_hash: str
     updated_at: datetime
+    source_updated_at: datetime | None = None
 
 
 class BatchBinder:
@@ -87,8 +91,12 @@ class BatchBinder:
 
     def put(self, values: BindingValues) -> None:
         """Record a booking; it is written by :meth:`flush`."""
+        known = self._rows.get(values.key)
+        version = values.source_updated_at or (known.source_updated_at if known else None)
         self._pending[values.key] = values
-        self._rows[values.key] = Bound(values.erp_record_id, values.erp_version, values.content_hash, datetime.now(UTC))
+        self._rows[values.key] = Bound(
+            values.erp_record_id, values.erp_version, values.content_hash, datetime.now(UTC), version
+        )
 
     async def flush(self) -> int:
         """Write the batch's bookings in one upsert; return how many rows were written."""
@@ -99,7 +107,8 @@ class BatchBinder:
 
 
 def _bound(row: BinderRow) -> Bound:
-    return Bound(row.erp_record_id, row.erp_version, row.content_hash, _aware(row.updated_at))
+    version = _aware(row.source_updated_at) if row.source_updated_at is not None else None
+    return Bound(row.erp_record_id, row.erp_version, row.content_hash, _aware(row.updated_at), version)
 
 
 def _aware(moment: datetime) -> datetime:

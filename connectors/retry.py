@@ -50,6 +50,9 @@ class RetryPolicy:
         park_delays: seconds a record waits on retry topic tier 1, 2, … after the in-place retries
             failed; after the last tier it is dead-lettered. Each must stay below the consumer's
             ``max.poll.interval.ms`` (10 minutes for the retry consumer).
+        invalid_response_attempts: attempts at most (within ``attempts``) when the ERP answers 2xx
+            with a body that is not what it documents (``erp.invalid_response``); then the record is
+            dead-lettered without parking.
     """
 
     def __init__(
@@ -60,12 +63,14 @@ class RetryPolicy:
         wait_max: float = 5.0,
         wait_max_retry_after: float = 30.0,
         park_delays: tuple[float, ...] = (10.0, 60.0, 300.0),
+        invalid_response_attempts: int = 3,
     ) -> None:
         if any(d < 0 or d > 540 for d in park_delays):
             raise ValueError("park delays must be between 0 and 540 seconds")
         if len(park_delays) > RETRY_TIERS:
             raise ValueError(f"at most {RETRY_TIERS} park delays (one per retry topic)")
         self.park_delays = park_delays
+        self.invalid_response_attempts = max(1, invalid_response_attempts)
         self.attempts = attempts
         self.timeout = timeout
         self.wait_initial = wait_initial
@@ -77,13 +82,23 @@ class RetryPolicy:
         """The policy a connection's routing options ask for (``options.retry``), defaults otherwise.
 
         Keys: ``attempts``, ``timeout``, ``wait_initial``, ``wait_max``, ``wait_max_retry_after``
-        (seconds) and ``park_delays`` (a list of seconds, one per retry tier).
+        (seconds), ``park_delays`` (a list of seconds, one per retry tier) and
+        ``invalid_response_attempts``.
 
         Raises:
             ValueError: an unknown key or a park delay outside 0–540 s.
         """
         raw = dict(options.get("retry") or {})
-        unknown = set(raw) - {"attempts", "timeout", "wait_initial", "wait_max", "wait_max_retry_after", "park_delays"}
+        known = {
+            "attempts",
+            "timeout",
+            "wait_initial",
+            "wait_max",
+            "wait_max_retry_after",
+            "park_delays",
+            "invalid_response_attempts",
+        }
+        unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown retry option(s): {', '.join(sorted(unknown))}")
         if "park_delays" in raw:

@@ -48,11 +48,13 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from ledgerflow.connectors.base import (
+    INVALID_RESPONSE,
     BinderEntry,
     Booked,
     Connector,
     ConnectorError,
     HandleContext,
+    InvalidResponse,
     Unsupported,
 )
 from ledgerflow.connectors.binder import BatchBinder, content_hash, idempotency_key
@@ -86,6 +88,9 @@ from ledgerflow.core.state import BindingValues, StateStore
 from ledgerflow.core.topics import Topics
 
 __all__ = ["ConnectorRuntime", "group_id", "register", "result_event_id"]
+
+SUPERSEDED = "record.superseded"
+"""Error code of a ``skipped`` result for a version older than the one already booked."""
 
 _UNAPPROVED = frozenset({"draft", "submitted"})
 """Document statuses that are not yet approved in the source: not booked unless a connection asks."""
@@ -222,7 +227,11 @@ class ConnectorRuntime:
         except ValidationError as exc:
             raise DeadLetter("invalid-record", str(exc)) from None
         result, binding = await self._book(canonical, attrs, binder, parked_at=parked.parked_at)
-        if result.outcome is Outcome.FAILED and result.error is not None and result.error.retriable:
+        if result.outcome is Outcome.FAILED and result.error is not None and result.error.code == INVALID_RESPONSE:
+            # The ERP answers 2xx with bodies that are not what it documents: retried in place a
+            # few times already; parking would only hammer it again. Dead-letter at once.
+            await self._park_or_give_up(record, headers, topic, parked.tier, result, give_up=True)
+        elif result.outcome is Outcome.FAILED and result.error is not None and result.error.retriable:
             await self._park_or_give_up(record, headers, topic, parked.tier, result)
         await self.publish(
             self.topics.results,
@@ -251,15 +260,24 @@ class ConnectorRuntime:
             )
 
     async def _park_or_give_up(
-        self, record: ConsumedRecord, headers: dict[str, str], topic: str, tier: int, result: SyncResult
+        self,
+        record: ConsumedRecord,
+        headers: dict[str, str],
+        topic: str,
+        tier: int,
+        result: SyncResult,
+        *,
+        give_up: bool = False,
     ) -> None:
         """Park the record on the next retry tier for this connection, or dead-letter it after the last.
+
+        ``give_up`` dead-letters at once (reason: the result's error code), whatever the tier.
 
         Raises:
             DeadLetter: never (the dead letter is written here so the result is still published).
         """
         delays = self.retry.park_delays
-        if tier < len(delays):
+        if tier < len(delays) and not give_up:
             parked = parked_headers(
                 headers, connection=self.connection, tier=tier + 1, delay=delays[tier], original_topic=topic
             )
@@ -267,7 +285,7 @@ class ConnectorRuntime:
             log.info("%s: parked %s on retry tier %d", self.connection, result.canonical_id, tier + 1)
             return
         error = DeadLetter(
-            "retries-exhausted",
+            result.error.code if give_up and result.error else "retries-exhausted",
             result.error.message if result.error else "retriable failure",
             attempts=result.attempts,
         )
@@ -379,6 +397,21 @@ class ConnectorRuntime:
                 erp_record_id=existing.erp_record_id,
                 erp_record_version=existing.erp_version,
             )
+        held = row.source_updated_at if row is not None else None
+        if held is not None and record.source_updated_at is not None and record.source_updated_at < held:
+            metrics.SUPERSEDED.labels(self.connector.erp, self.connection).inc()
+            return done(
+                operation=Operation.SKIP,
+                outcome=Outcome.SKIPPED,
+                attempts=0,
+                erp_record_id=row.erp_record_id if row else None,
+                error=ErrorInfo(
+                    code=SUPERSEDED,
+                    message=f"this version ({record.source_updated_at.isoformat()}) is older than the one "
+                    f"already booked ({held.isoformat()}): an older version never overwrites a newer one",
+                    retriable=False,
+                ),
+            )
         if row is not None and parked_at is not None and row.updated_at.timestamp() > parked_at:
             return done(
                 operation=Operation.SKIP,
@@ -386,7 +419,7 @@ class ConnectorRuntime:
                 attempts=0,
                 erp_record_id=row.erp_record_id,
                 error=ErrorInfo(
-                    code="record.superseded",
+                    code=SUPERSEDED,
                     message="a newer version of this record was booked while this one waited for a retry",
                     retriable=False,
                 ),
@@ -409,8 +442,18 @@ class ConnectorRuntime:
         attempts = 0
         try:
             booked: Booked | None = None
+            invalid_answers = 0
+
+            def retry_on(exc: Exception) -> bool | float:
+                nonlocal invalid_answers
+                if isinstance(exc, InvalidResponse):
+                    invalid_answers += 1
+                    if invalid_answers >= self.retry.invalid_response_attempts:
+                        return False
+                return self.retry.hook(exc)
+
             async for attempt in stamina.retry_context(
-                on=self.retry.hook,
+                on=retry_on,
                 attempts=self.retry.attempts,
                 timeout=self.retry.timeout,
                 wait_initial=self.retry.wait_initial,
@@ -420,7 +463,7 @@ class ConnectorRuntime:
                     attempts += 1
                     if attempts > 1:
                         metrics.RETRIES.labels("connector", self.connector.erp).inc()
-                    booked = await self.connector.handle(record, ctx)
+                    booked = await self.connector.book(record, ctx)
             assert booked is not None
         except Unsupported as exc:
             return done(
@@ -431,14 +474,14 @@ class ConnectorRuntime:
             )
         except ConnectorError as exc:
             log.warning("%s: %s failed after %d attempt(s): %s", self.connection, record.canonical_id, attempts, exc)
+            # An unreadable answer is not retried beyond the in-place attempts (it is dead-lettered).
+            retriable = exc.retriable and not isinstance(exc, InvalidResponse)
             return done(
                 operation=Operation.UPDATE if existing else Operation.CREATE,
                 outcome=Outcome.FAILED,
                 attempts=attempts,
                 http_status=exc.http_status,
-                error=ErrorInfo(
-                    code=exc.code, message=exc.message, retriable=exc.retriable, vendor_code=exc.vendor_code
-                ),
+                error=ErrorInfo(code=exc.code, message=exc.message, retriable=retriable, vendor_code=exc.vendor_code),
             )
         try:
             differences = await self._read_back(record, booked)
@@ -481,11 +524,15 @@ class ConnectorRuntime:
             # Bound (the ERP record exists, a new version updates it) under a hash that never equals
             # the content's, so the same content sent again is written again instead of `duplicate`.
             unverified = hashlib.sha256(f"mismatch\x00{digest}".encode()).hexdigest()
-            return mismatched, BindingValues(record.canonical_id, booked.erp_record_id, booked.erp_version, unverified)
+            return mismatched, BindingValues(
+                record.canonical_id, booked.erp_record_id, booked.erp_version, unverified, record.source_updated_at
+            )
         succeeded = result(**booked_fields, outcome=Outcome.SUCCEEDED)
         if booked.erp_record_id is None:
             return succeeded, None
-        return succeeded, BindingValues(record.canonical_id, booked.erp_record_id, booked.erp_version, digest)
+        return succeeded, BindingValues(
+            record.canonical_id, booked.erp_record_id, booked.erp_version, digest, record.source_updated_at
+        )
 
     async def _read_back(self, record: CanonicalRecord, booked: Booked) -> list[Difference]:
         """Compare the ERP's record of a booked document with ``record`` (:mod:`ledgerflow.connectors.verify`).

@@ -11,6 +11,8 @@ routes to ``sandbox.app``. The kit gives it:
       POST   /_sandbox/faults   {"status": 429|500|503, "count": N, "retry_after": s}
                                 {"delay": s, "count": N}          (answer late)
                                 {"drop": true, "count": N}        (close the connection unanswered)
+                                {"body": "html"|"truncated"|"no_id", "count": N}
+                                                                  (2xx that is not the ERP's answer)
                                 optional "path_prefix": only requests whose path starts with it
       DELETE /_sandbox/faults   clear
       GET    /_sandbox/faults   what is armed
@@ -56,7 +58,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, model_validator
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.core.asgi import serve
@@ -190,14 +192,19 @@ class FaultSpec(BaseModel):
     retry_after: float | None = Field(None, ge=0, description="Retry-After seconds sent with the status.")
     delay: float | None = Field(None, ge=0, le=120, description="Seconds to wait before handling normally.")
     drop: bool = Field(False, description="Close the connection without a complete answer.")
+    body: Literal["html", "truncated", "no_id"] | None = Field(
+        None,
+        description="Answer 2xx with a body that is not the ERP's: an HTML page (request not handled), the "
+        "real answer cut in half (request handled), or an empty JSON object (request handled).",
+    )
     count: int = Field(1, ge=1, le=100_000, description="Requests affected.")
     path_prefix: str | None = Field(None, description="Only requests whose path starts with this.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> FaultSpec:
-        kinds = sum((self.status is not None, self.delay is not None, self.drop))
+        kinds = sum((self.status is not None, self.delay is not None, self.drop, self.body is not None))
         if kinds != 1:
-            raise ValueError("give exactly one of status, delay, drop")
+            raise ValueError("give exactly one of status, delay, drop, body")
         return self
 
 
@@ -224,9 +231,39 @@ class _FaultMiddleware:
             # Promise a body, send none, return: the server closes the connection mid-answer.
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]})
             return
+        if fault.body is not None:
+            await self._garbled(fault.body, scope, receive, send)
+            return
         assert fault.status is not None
         response = self.sandbox.fault_response(fault)
         await response(scope, receive, send)
+
+    async def _garbled(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 200 with a body that is not the ERP's (see :class:`FaultSpec` ``body``)."""
+        if kind == "html":
+            page = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>"
+            await _send_body(send, 200, b"text/html; charset=utf-8", page)
+            return
+        status = 200
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+
+        await self.app(scope, receive, capture)
+        real = b"".join(chunks)
+        garbled = real[: len(real) // 2] if kind == "truncated" else b"{}"
+        await _send_body(send, status if 200 <= status < 300 else 200, b"application/json", garbled)
+
+
+async def _send_body(send: Send, status: int, content_type: bytes, body: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,7 +442,7 @@ class Sandbox:
 
     async def _show(self) -> dict[str, Any]:
         armed = self.fault.model_dump(exclude_none=True) if self.fault else None
-        return {"armed": armed, "remaining": self._fault_left}
+        return {"armed": armed, "remaining": self._fault_left, "requests": self.requests}
 
     async def _records(self, kind: str | None = None) -> Response:
         kinds = [kind] if kind else sorted(self.store.records)
@@ -493,9 +530,10 @@ class SandboxControl:
         retry_after: float | None = None,
         delay: float | None = None,
         drop: bool = False,
+        garbage: str | None = None,
         path_prefix: str | None = None,
     ) -> None:
-        """Arm a fault (see :class:`FaultSpec`).
+        """Arm a fault (see :class:`FaultSpec`; ``garbage`` is its ``body``: html, truncated, no_id).
 
         Raises:
             httpx.HTTPStatusError: the sandbox refused the spec.
@@ -506,6 +544,7 @@ class SandboxControl:
             ("status", status),
             ("retry_after", retry_after),
             ("delay", delay),
+            ("body", garbage),
             ("path_prefix", path_prefix),
         ):
             if value is not None:

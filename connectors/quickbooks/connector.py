@@ -52,7 +52,15 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.base import (
+    Booked,
+    Connector,
+    HandleContext,
+    InvalidResponse,
+    PermanentError,
+    RetriableError,
+    Unsupported,
+)
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
 from ledgerflow.connectors.quickbooks import mapping
@@ -178,7 +186,7 @@ class QuickBooksConnector(Connector):
         if fault_of(parsed) is not None:  # Intuit can answer 200 with a Fault
             raise client.error_for(response)
         if not isinstance(parsed, dict):
-            raise PermanentError("erp.response", f"QuickBooks {path}: unexpected response body")
+            raise InvalidResponse(f"QuickBooks {path}: unexpected response body")
         return parsed, response.status_code
 
     async def _query_one(self, entity: str, field: str, value: str) -> dict[str, Any] | None:
@@ -210,7 +218,7 @@ class QuickBooksConnector(Connector):
         )
         record = answer.get(entity)
         if not isinstance(record, dict) or "Id" not in record:
-            raise PermanentError("erp.response", f"QuickBooks {entity} answer carries no Id")
+            raise InvalidResponse(f"QuickBooks {entity} answer carries no Id")
         return record, status
 
     # ------------------------------------------------------------------ Connector API

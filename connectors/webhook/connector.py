@@ -16,8 +16,11 @@ idempotency key (stable across redeliveries, so the receiver can drop duplicates
 ``webhook-timestamp`` (Unix seconds) and ``webhook-signature`` (``v1,<base64 HMAC-SHA256>`` of
 ``id.timestamp.body``).
 
-A 2xx answer is success; the ERP record id is read from the response JSON at the RFC 6901 JSON
-pointer ``options.record_id_pointer`` (e.g. ``/id``), else it is the canonical id. Other statuses
+A 2xx answer is success; where ``options.record_id_pointer`` (an RFC 6901 JSON pointer, e.g.
+``/id``) is configured, the ERP record id is read from the response JSON there and *required*: a
+2xx whose body is not JSON or has no scalar at the pointer is an
+:class:`~ledgerflow.connectors.base.InvalidResponse` (retried a few times, then dead-lettered),
+never a ``succeeded``. Without a pointer the record id is the canonical id. Other statuses
 are classified by :data:`ledgerflow.connectors.webhook.errors.WEBHOOK_ERRORS` (429/408/5xx retriable, other 4xx
 permanent), overridable by ``options.error_overrides``. Rate limit defaults: 600 requests per
 minute, 10 in flight (``options.rate_limit_per_minute`` / ``options.max_concurrency``).
@@ -33,7 +36,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
-from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from ledgerflow.connectors.base import Booked, Connector, HandleContext, InvalidResponse, PermanentError, Unsupported
 from ledgerflow.connectors.http import ErpClient, dumps_json, loads_json
 from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
 from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
@@ -189,10 +192,25 @@ class WebhookConnector(Connector):
         return await self.client.request("POST", path, operation=f"{operation}.post", content=content, headers=headers)
 
     def _record_id(self, response: httpx.Response, record: CanonicalRecord) -> str:
+        """The ERP's id of ``record`` from the answer (at ``record_id_pointer``), or the canonical id without one.
+
+        Raises:
+            InvalidResponse: a pointer is configured and the answer is not JSON or has no id there.
+        """
         if self.pointer is None:
             return record.canonical_id
         try:
             value = resolve_pointer(loads_json(response.content), self.pointer)
-        except (ValueError, LookupError):
-            return record.canonical_id
-        return str(value) if value is not None and not isinstance(value, dict | list) else record.canonical_id
+        except (ValueError, LookupError) as exc:
+            raise InvalidResponse(
+                f"{response.request.url.path} answered {response.status_code} without a record id at "
+                f"{self.pointer!r}: {type(exc).__name__}: {str(exc)[:200]}",
+                http_status=response.status_code,
+            ) from exc
+        if value is None or isinstance(value, dict | list | bool) or str(value) == "":
+            raise InvalidResponse(
+                f"{response.request.url.path} answered {response.status_code} with {value!r} at {self.pointer!r}, "
+                "not a record id",
+                http_status=response.status_code,
+            )
+        return str(value)

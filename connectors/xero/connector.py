@@ -53,7 +53,15 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.base import (
+    Booked,
+    Connector,
+    HandleContext,
+    InvalidResponse,
+    PermanentError,
+    RetriableError,
+    Unsupported,
+)
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
 from ledgerflow.connectors.xero import mapping
@@ -179,7 +187,7 @@ class XeroConnector(Connector):
         )
         parsed = loads_json(response.content) if response.content else {}
         if not isinstance(parsed, dict):
-            raise PermanentError("erp.response", f"Xero {path}: unexpected response body")
+            raise InvalidResponse(f"Xero {path}: unexpected response body")
         return parsed, response.status_code
 
     async def _write_one(
@@ -200,7 +208,7 @@ class XeroConnector(Connector):
         )
         records = answer.get(plural) or []
         if not records or not isinstance(records[0], dict) or id_field not in records[0]:
-            raise PermanentError("erp.response", f"Xero {plural} answer carries no {id_field}")
+            raise InvalidResponse(f"Xero {plural} answer carries no {id_field}")
         record = records[0]
         if record.get("HasErrors") or record.get("ValidationErrors"):
             messages = "; ".join(str(e.get("Message")) for e in record.get("ValidationErrors") or [])
@@ -406,7 +414,7 @@ class XeroConnector(Connector):
         )
         ids = [str(p["PaymentID"]) for p in answer.get("Payments") or [] if isinstance(p, dict) and "PaymentID" in p]
         if len(ids) != len(documents):
-            raise PermanentError("erp.response", "Xero Payments answer does not carry every PaymentID")
+            raise InvalidResponse("Xero Payments answer does not carry every PaymentID")
         return Booked(Operation.CREATE, ",".join(ids), None, status)
 
     # ------------------------------------------------------------------ contacts

@@ -78,6 +78,8 @@ def _setup_logging(settings: Settings, quiet: bool = False) -> None:
     logging.getLogger("faststream").setLevel(max(level, logging.WARNING))
     logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
     logging.getLogger("ledgerflow.core.kafka.messages").setLevel(max(level, logging.WARNING))
+    # HTTP/2 header compression logs every header it encodes (Authorization included) at DEBUG.
+    logging.getLogger("hpack").setLevel(max(level, logging.WARNING))
 
 
 def _load(settings: Settings) -> Routing:

@@ -24,6 +24,7 @@ __all__ = [
     "RETRIES",
     "STAGE_DURATION",
     "STAGE_IN_FLIGHT",
+    "SUPERSEDED",
     "TRANSFORM_EVENTS",
     "WEBHOOKS_IN_FLIGHT",
     "WEBHOOKS_RECEIVED",
@@ -92,6 +93,11 @@ END_TO_END_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 RETRIES = Counter("ledgerflow_retries_total", "Retried attempts, by stage and ERP.", ["stage", "erp"])
+SUPERSEDED = Counter(
+    "ledgerflow_superseded_total",
+    "Records skipped because a newer version of them was already booked, by ERP and connection.",
+    ["erp", "connection"],
+)
 REDELIVERED_SKIPPED = Counter(
     "ledgerflow_redelivered_skipped_total",
     "Records of a redelivered batch skipped because their outcome was already durable, by stage.",

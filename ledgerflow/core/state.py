@@ -1,8 +1,10 @@
 """The state store: binder, OAuth tokens and cursors, on SQLAlchemy (SQLite default, PostgreSQL in production).
 
 Tables
-  ``binder``        (connection, key) → ERP record id, ERP version, content hash. ``key`` is a
-                    canonical id (``mercoa:bill:in_…``) or, for references, ``vendor-ref:<source id>``.
+  ``binder``        (connection, key) → ERP record id, ERP version, content hash and the source's
+                    version time (``source_updated_at`` of the booked record, to refuse older
+                    versions). ``key`` is a canonical id (``mercoa:bill:in_…``) or, for
+                    references, ``vendor-ref:<source id>``.
   ``oauth_tokens``  connection → access/refresh token and expiry (refresh-token rotation persisted).
   ``cursors``       name → opaque position (pollers).
 
@@ -11,12 +13,13 @@ Writes are upserts so that two replicas racing on the same key leave one row.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, Text, select, text
+from sqlalchemy import DateTime, MetaData, String, Text, func, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -26,6 +29,20 @@ from sqlalchemy.pool import StaticPool
 from ledgerflow.core.settings import Settings
 
 __all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken"]
+
+
+class _NoValueEcho(logging.Filter):
+    """Drops DEBUG records that echo values: aiosqlite's operations (statement and parameters) and
+    SQLAlchemy's result rows. At DEBUG both printed every OAuth access and refresh token the state
+    store wrote or read; statements themselves stay logged (INFO), with parameters hidden.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+for _logger in ("aiosqlite", "sqlalchemy.engine.Engine"):
+    logging.getLogger(_logger).addFilter(_NoValueEcho())
 
 _IN_CHUNK = 500
 """Keys per ``IN (…)`` list when reading binder rows in bulk."""
@@ -56,6 +73,11 @@ class BinderRow(StateBase):
     erp_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    source_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {"binder": {"source_updated_at": "TIMESTAMP WITH TIME ZONE"}}
+"""Columns added to existing state tables after their first release: :meth:`StateStore.create_all` adds them."""
 
 
 class TokenRow(StateBase):
@@ -81,12 +103,17 @@ class CursorRow(StateBase):
 
 @dataclass(frozen=True, slots=True)
 class BindingValues:
-    """One binder row to write: ``key`` → the ERP's record id and version, and the booked content's hash."""
+    """One binder row to write: ``key`` → the ERP's record id and version, the booked content's hash.
+
+    ``source_updated_at`` is the booked record's version time in its source (None when the source
+    sends none); an existing row keeps its own when this is None.
+    """
 
     key: str
     erp_record_id: str
     erp_version: str | None
     content_hash: str
+    source_updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +123,17 @@ class StoredToken:
     access_token: str
     refresh_token: str | None
     expires_at: datetime
+
+
+def _add_missing_columns(connection: Any) -> None:
+    """Add the :data:`_ADDED_COLUMNS` a state database created by an earlier release lacks (nullable, no default)."""
+    inspector = inspect(connection)
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {column["name"] for column in inspector.get_columns(table)}
+        for name, sql_type in columns.items():
+            if name not in present:
+                kind = sql_type if connection.dialect.name == "postgresql" else "DATETIME"
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind} NULL"))
 
 
 class StateStore:
@@ -119,7 +157,9 @@ class StateStore:
             # than that, every overflow use paid a fresh connect (measured: a tenth of a
             # connector's CPU at 32 records in flight with SQLAlchemy's default pool of 5).
             kwargs = {"pool_size": pool_size, "max_overflow": max_overflow}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # hide_parameters: SQL parameters never reach logs or exception messages. At DEBUG the
+        # engine logged every OAuth access and refresh token written to or read from oauth_tokens.
+        self.engine: AsyncEngine = create_async_engine(url, hide_parameters=True, **kwargs)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
         self._dialect = self.engine.dialect.name
 
@@ -142,6 +182,7 @@ class StateStore:
             if self._dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
             await conn.run_sync(StateBase.metadata.create_all)
+            await conn.run_sync(_add_missing_columns)
 
     async def close(self) -> None:
         """Dispose of the connection pool."""
@@ -196,13 +237,20 @@ class StateStore:
                 "erp_version": row.erp_version,
                 "content_hash": row.content_hash,
                 "updated_at": now,
+                "source_updated_at": row.source_updated_at,
             }
             for row in latest.values()
         ]
         stmt = self._insert(BinderRow.__table__)
         stmt = stmt.on_conflict_do_update(
             index_elements=["connection", "key"],
-            set_={k: stmt.excluded[k] for k in ("erp_record_id", "erp_version", "content_hash", "updated_at")},
+            set_={
+                **{k: stmt.excluded[k] for k in ("erp_record_id", "erp_version", "content_hash", "updated_at")},
+                # A booking of a record without a version time keeps the version time already known.
+                "source_updated_at": func.coalesce(
+                    stmt.excluded.source_updated_at, BinderRow.__table__.c.source_updated_at
+                ),
+            },
         )
         # One statement with a list of parameter sets: SQLAlchemy batches it into multi-row
         # INSERTs ("insertmanyvalues") and compiles it once, where a .values(rows) statement was
