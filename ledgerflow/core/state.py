@@ -32,9 +32,10 @@ __all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken
 
 
 class _NoValueEcho(logging.Filter):
-    """Drops DEBUG records that echo values: aiosqlite's operations (statement and parameters) and
-    SQLAlchemy's result rows. At DEBUG both printed every OAuth access and refresh token the state
-    store wrote or read; statements themselves stay logged (INFO), with parameters hidden.
+    """Drops DEBUG records that echo values: aiosqlite's operations and SQLAlchemy's result rows.
+
+    At DEBUG both printed every OAuth access and refresh token the state store wrote or read
+    (statement parameters, rows); statements themselves stay logged (INFO), parameters hidden.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
