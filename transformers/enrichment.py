@@ -277,6 +277,7 @@ class MoniteClient(JsonApiClient):
         client_id / client_secret: partner credentials for ``POST /auth/token``.
         entity_id: default ``X-Monite-Entity-Id`` (the webhook's ``entity_id`` overrides it).
         api_version: ``X-Monite-Version`` pinned (default ``2024-05-25``, ``sources.md`` §3.1).
+        reference_cache_ttl: seconds a ledger account or tax rate stays cached (:meth:`get_reference`).
 
     """
 
@@ -289,6 +290,7 @@ class MoniteClient(JsonApiClient):
         *,
         entity_id: str | None = None,
         api_version: str = "2024-05-25",
+        reference_cache_ttl: float = 300.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(http, base_url, name="Monite", **kwargs)
@@ -298,6 +300,7 @@ class MoniteClient(JsonApiClient):
         self.api_version = api_version
         self._token: str | None = None
         self._token_expiry = 0.0
+        self._reference_cache: TTLCache[tuple[str, str], Any] = TTLCache(maxsize=10_000, ttl=reference_cache_ttl)
 
     async def _on_unauthorized(self) -> None:
         self._token = None
@@ -331,6 +334,20 @@ class MoniteClient(JsonApiClient):
             "X-Monite-Entity-Id": entity,
         }
         return await self.request("GET", path, headers=headers)
+
+    async def get_reference(self, path: str, *, entity_id: str | None = None) -> Any:
+        """``GET path`` for reference data (ledger accounts, tax rates), cached per entity for the TTL.
+
+        Raises:
+            EnrichmentError: as :meth:`get` (failures are not cached).
+
+        """
+        key = (entity_id or self.entity_id or "", path)
+        if key in self._reference_cache:
+            return self._reference_cache[key]
+        body = await self.get(path, entity_id=entity_id)
+        self._reference_cache[key] = body
+        return body
 
 
 class MercoaClient(JsonApiClient):
@@ -446,7 +463,8 @@ class EnricherSet:
     Reads ``tenants.<t>.sources.<source>.options``:
 
     * ``ingenious``: ``api_base_url``, ``api_token`` [, ``paths``, ``cache_ttl_seconds``]
-    * ``monite``: ``api_base_url``, ``client_id``, ``client_secret`` [, ``entity_id``, ``api_version``]
+    * ``monite``: ``api_base_url``, ``client_id``, ``client_secret`` [, ``entity_id``, ``api_version``,
+      ``cache_ttl_seconds`` for ledger accounts and tax rates]
     * ``mercoa``: ``api_base_url``, ``api_key``, ``refetch`` (bool)
     * ``accessplanit``: ``currency`` (ISO 4217 of records that carry none; ``for_tenant`` → str);
       with ``api_base_url`` and ``api_key`` [, ``api_key_header``, ``customer_path``] also an
@@ -502,6 +520,7 @@ class EnricherSet:
                         sec,
                         entity_id=src.options.get("entity_id"),
                         api_version=str(src.options.get("api_version", "2024-05-25")),
+                        reference_cache_ttl=float(src.options.get("cache_ttl_seconds", 300)),
                         **retry,
                     )
                 elif source == "mercoa" and (key := _secret(src, "api_key")):

@@ -207,9 +207,12 @@ async def test_monite_ledger_accounts_and_tax_rates_are_resolved_from_the_api() 
         route = ROUTERS["monite"](event)
         assert route.enrich is not None
         bill = route.mapper(await route.enrich(event, enrichers))[0]
+        again = route.mapper(await route.enrich(event, enrichers))[0]  # accounts cached: not fetched twice
+    assert again == bill
     assert isinstance(bill, Bill)
     assert "/ledger_accounts/la-1" in script.calls
     assert "/accounting_tax_rates/tr-1" in script.calls
+    assert script.calls.count("/ledger_accounts/la-1") == 1
     first, second = bill.line_items
     assert first.gl_account is not None
     assert (first.gl_account.accounting_custom_id, first.gl_account.name) == ("6810", "Office Expenses")

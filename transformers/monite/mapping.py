@@ -243,7 +243,7 @@ async def _optional_get(client: Any, path: str, entity_id: Any) -> Any:
         ledgerflow.transformers.enrichment.EnrichmentError: any other failure after retries.
     """
     try:
-        return await client.get(path, entity_id=entity_id)
+        return await client.get_reference(path, entity_id=entity_id)
     except EnrichmentError as exc:
         if exc.status == 404:
             return {}
