@@ -228,6 +228,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _no_nul(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with NUL characters in text (and in text inside dicts) replaced by U+FFFD.
+
+    PostgreSQL refuses NUL in text columns; a message carrying one (an ERP answer, a dead letter's
+    detail) must not become a batch that fails forever. Bytes columns keep their bytes exactly.
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\x00", "\ufffd")
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return {k: clean(v) for k, v in values.items()}
+
+
 def _record_conditions(filters: RecordFilter) -> list[Any]:
     conditions: list[Any] = []
     for column, value in (
@@ -328,6 +347,7 @@ class AuditStore:
         Raises:
             sqlalchemy.exc.SQLAlchemyError: the database refused the write (the caller retries).
         """
+        result_event_id = result_event_id.replace("\x00", "\ufffd")
         record_id = sync_record_id(result.canonical_id, result.connection)
         now = _now()
         error = result.error
@@ -374,6 +394,7 @@ class AuditStore:
             "attempt_count": 0,
             "created_at": now,
         }
+        attempt, record = _no_nul(attempt), _no_nul(record)
         table: Table = SyncRecordRow.__table__  # type: ignore[assignment]
         create_record = self._insert(table).values(**record).on_conflict_do_nothing(index_elements=["id"])
         insert_attempt = (
@@ -444,6 +465,7 @@ class AuditStore:
             "source_id": event.source_id,
             "document_number": event.document_number,
         }
+        values = _no_nul(values)
         stmt = self._insert(CanonicalRecordRow.__table__).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["canonical_id"],
@@ -577,7 +599,11 @@ class AuditStore:
             "recorded_at": _now(),
             "replay_count": 0,
         }
-        stmt = self._insert(DeadLetterRow.__table__).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        stmt = (
+            self._insert(DeadLetterRow.__table__)
+            .values(**_no_nul(values))
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
         async with self._session.begin() as session:
             inserted = await session.execute(stmt)
         return cast(CursorResult[Any], inserted).rowcount == 1
@@ -759,7 +785,7 @@ class AuditStore:
         }
         stmt = (
             self._insert(SourceDocumentRow.__table__)
-            .values(**values)
+            .values(**_no_nul(values))
             .on_conflict_do_nothing(index_elements=["event_id"])
         )
         async with self._session.begin() as session:

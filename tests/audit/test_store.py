@@ -14,9 +14,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ledgerflow.audit.masking import mask_text, mask_tree
 from ledgerflow.audit.migrate import alembic_config, upgrade
-from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
+from ledgerflow.audit.store import (
+    AuditStore,
+    DeadLetterFilter,
+    DeadLetterIn,
+    InvalidCursorError,
+    RecordFilter,
+    SourceDocumentIn,
+)
 from ledgerflow.audit.tables import AuditBase, sync_record_id
-from ledgerflow.contracts import Outcome
+from ledgerflow.contracts import ErrorInfo, Outcome
 from tests.audit.audit_helpers import T0, MakeResult
 
 
@@ -165,3 +172,40 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
 
     await asyncio.gather(*(upgrade(postgres_url) for _ in range(3)))
     await upgrade(postgres_url)
+
+
+@pytest.mark.postgres
+async def test_nul_characters_never_poison_the_audit_on_postgres(postgres_url: str, make_result: MakeResult) -> None:
+    """PostgreSQL refuses NUL in text: a dead letter or an ERP answer carrying one is still stored."""
+    await upgrade(postgres_url)
+    store = AuditStore(postgres_url)
+    try:
+        letter = DeadLetterIn(
+            stage="transform",
+            topic="ledgerflow.dlq.transform",
+            partition=0,
+            offset=1,
+            timestamp=T0,
+            key=b"k\x00",
+            value=b"\x00\xff",
+            headers={"ce_id": "e\x00", "ce_tenant": "acme\x00", "ledgerflow_dlq_detail": "bad \x00 byte"},
+        )
+        assert await store.put_dead_letter(letter)
+        (row,) = (await store.list_dead_letters(DeadLetterFilter())).dead_letters
+        assert row.detail == "bad \ufffd byte"
+        assert row.value == b"\x00\xff"  # the bytes themselves are kept exactly, for replay
+        error = ErrorInfo(code="erp.validation", message="ERP said \x00", retriable=False)
+        assert await store.ingest(make_result(1, outcome=Outcome.FAILED, error=error), "r-nul\x00")
+        source = SourceDocumentIn(
+            source="mercoa",
+            topic="ledgerflow.raw.mercoa",
+            partition=0,
+            offset=1,
+            timestamp=T0,
+            key=None,
+            value=b"{}",
+            headers={"ce_id": "w\x00", "ce_tenant": "acme"},
+        )
+        assert await store.put_source_document(source)
+    finally:
+        await store.close()
