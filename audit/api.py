@@ -19,6 +19,9 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
     connection only (:class:`ledgerflow.audit.operations.Operations`).
 ``GET /v1/dead-letters[/{id}]`` (read), ``POST /v1/dead-letters[/{id}]/replay`` (redrive)
     Dead letters of every stage with stage, reason and detail; replayed like ``ledgerflow replay dlq``.
+``GET /v1/reconciliation?tenant=…&since=…[&until=…][&connection=…]`` (read)
+    Control totals (:mod:`ledgerflow.audit.reconcile`): accepted, booked, skipped, failed, pending
+    and the difference per connection, object type and currency, with every unbooked document.
 ``GET /v1/connections`` (read)
     Health, last success and error rate of each ERP connection.
 ``GET|POST /v1/keys``, ``DELETE /v1/keys/{id}`` (admin)
@@ -50,6 +53,7 @@ from ledgerflow.audit.operations import (
     Publish,
     retry_event_id,
 )
+from ledgerflow.audit.reconcile import reconcile
 from ledgerflow.audit.store import (
     AuditStore,
     ConnectionHealth,
@@ -366,6 +370,50 @@ class ConnectionOut(BaseModel):
             error_rate_24h=health.error_rate,
             health=health.health,
         )
+
+
+class BucketOut(BaseModel):
+    """A number of documents and the sum of their amounts (document currency, decimal string)."""
+
+    count: int = Field(description="Documents.")
+    amount: str = Field(description="Sum of their totals, major units, decimal string.")
+
+
+class UnbookedOut(BaseModel):
+    """A document accepted from the source and not booked: its outcome and why."""
+
+    canonical_id: str = Field(description="Canonical id.")
+    outcome: str = Field(description="failed, skipped or pending.")
+    amount: str = Field(description="Its total, decimal string.")
+    code: str | None = Field(description="Error code of the latest attempt (e.g. `erp.mismatch`).")
+    reason: str | None = Field(description="Why, in words.")
+
+
+class ControlTotalOut(BaseModel):
+    """Control totals of one connection, object type and currency."""
+
+    connection: str = Field(description="ERP connection.")
+    erp: str | None = Field(description="ERP kind.")
+    object_type: str = Field(description="Canonical object type.")
+    currency: str = Field(description="ISO 4217 currency.")
+    accepted: BucketOut = Field(description="Accepted from the source.")
+    booked: BucketOut = Field(description="Booked (succeeded or duplicate, read back).")
+    skipped: BucketOut = Field(description="Skipped with a reason.")
+    failed: BucketOut = Field(description="Latest attempt failed.")
+    pending: BucketOut = Field(description="No result yet.")
+    difference: BucketOut = Field(description="accepted − booked − skipped.")
+    unbooked: list[UnbookedOut] = Field(description="Documents skipped, failed or pending, with the reason.")
+
+
+class ReconciliationOut(BaseModel):
+    """Control totals of a tenant over a period (:mod:`ledgerflow.audit.reconcile`)."""
+
+    tenant: str = Field(description="Tenant.")
+    since: datetime = Field(description="Start of the period (inclusive).")
+    until: datetime | None = Field(description="End of the period (exclusive); null = now.")
+    balanced: bool = Field(description="Every difference is zero.")
+    totals: list[ControlTotalOut] = Field(description="Per connection, object type and currency.")
+    dead_letters: dict[str, int] = Field(description="Dead letters of the tenant in the period, per stage.")
 
 
 class PrincipalOut(BaseModel):
@@ -749,6 +797,22 @@ def create_app(
             replayed=[DeadLetterOut.of(d) for d in done.replayed],
             skipped=[DeadLetterOut.of(d) for d in done.skipped],
         )
+
+    @router.get("/reconciliation", summary="Control totals of a tenant", responses=_problems(404))
+    async def control_totals(
+        principal: Reader,
+        tenant: Annotated[str, Query(min_length=1, max_length=100, description="Tenant.")],
+        since: Annotated[datetime, Query(description="Documents received at or after (ISO 8601).")],
+        until: Annotated[datetime | None, Query(description="Documents received before (ISO 8601).")] = None,
+        connection: Annotated[str | None, _text("Only this ERP connection.")] = None,
+    ) -> ReconciliationOut:
+        """Per connection, object type and currency: accepted, booked, skipped, failed, pending and the difference.
+
+        The same figures as ``ledgerflow reconcile``; every document in a difference is listed with its reason.
+        """
+        visible_tenants(principal, tenant)
+        result = await reconcile(store, tenant=tenant, since=since, until=until, connection=connection)
+        return ReconciliationOut.model_validate(result.as_json())
 
     @router.get("/connections", summary="ERP connections: health, last success, error rate", responses=_problems())
     async def list_connections(principal: Reader) -> list[ConnectionOut]:

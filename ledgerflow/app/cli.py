@@ -662,6 +662,37 @@ def audit(
 
 
 @app.command()
+def reconcile(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    since: Annotated[str, typer.Option(help="Start of the period (ISO 8601 date or time, inclusive).")],
+    until: Annotated[str | None, typer.Option(help="End of the period (exclusive); default now.")] = None,
+    connection: Annotated[str | None, typer.Option(help="Only this ERP connection.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the control totals as JSON.")] = False,
+) -> None:
+    """Control totals per connection, object and currency: accepted, booked, skipped, failed, pending, difference.
+
+    Reads the audit store (LEDGERFLOW_STATE_URL). Exits 1 when a difference is not zero.
+    """
+    from ledgerflow.app.reconcile import control_totals, parse_moment, render
+
+    settings = Settings()
+    try:
+        start, end = parse_moment(since), parse_moment(until) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    routing = _load(settings) if settings.routing_file else None
+    result = aio.run(
+        control_totals(settings.state_url, routing, tenant=tenant, since=start, until=end, connection=connection),
+        settings.event_loop,
+    )
+    if json_output:
+        sys.stdout.write(orjson.dumps(result.as_json()).decode() + "\n")
+    else:
+        render(result, out)
+    raise typer.Exit(0 if result.balanced else 1)
+
+
+@app.command()
 def replay(
     mode: Annotated[str, typer.Argument(help="'dlq' (dead letters → original topics) or 'raw' (raw events again)")],
     stage: Annotated[list[str] | None, typer.Option(help="dlq: stage(s) to read (default: all).")] = None,
