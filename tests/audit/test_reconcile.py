@@ -93,7 +93,9 @@ async def test_a_fully_booked_period_is_balanced(store: AuditStore, make_result:
     await store.ingest(make_result(1, amount=Decimal("100.00")), "r1")
     result = await reconcile(store, tenant="acme", since=T0 - timedelta(days=1), connection="qbo-main")
     assert result.balanced
-    assert [(t.connection, t.difference.count, t.difference.amount) for t in result.totals] == [("qbo-main", 0, Decimal(0))]
+    assert [(t.connection, t.difference.count, t.difference.amount) for t in result.totals] == [
+        ("qbo-main", 0, Decimal(0))
+    ]
     assert await reconcile(store, tenant="other", since=T0 - timedelta(days=1)) == type(result)(
         tenant="other", since=T0 - timedelta(days=1), until=None, totals=[], dead_letters={}
     )
