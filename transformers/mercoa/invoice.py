@@ -15,9 +15,12 @@ Mercoa                        canonical Bill
 ``invoice.dueDate``           ``due_date``
 ``invoice.deductionDate``     ``custom_fields["deduction_date"]`` — a *payment* date, not booked
 ``invoice.currency``          ``currency``
-``invoice.lineItems[]``       ``line_items`` (``glAccountId`` → gl_account.accounting_id)
-``invoice.taxAmount``         ``tax_total`` (0 when absent)
-``invoice.shippingAmount``    ``shipping_total`` (0 when absent)
+``invoice.lineItems[]``       ``line_items`` (``glAccountId`` → gl_account.accounting_id); lines of
+                              ``category`` TAX / SHIPPING / DISCOUNT (SDK ``InvoiceLineItemCategory``)
+                              are totals, not lines: they make ``tax_total`` / ``shipping_total`` /
+                              ``discount_total`` and must agree with ``taxAmount``/``shippingAmount``
+``invoice.taxAmount``         ``tax_total`` (else the TAX lines, else 0)
+``invoice.shippingAmount``    ``shipping_total`` (else the SHIPPING lines, else 0)
 ``invoice.amount``            ``total``
 ``invoice.status``            ``status`` (case-normalised; ``CANCELED``/``invoice.deleted`` → void)
 ``invoice.noteToSelf``        ``memo``
@@ -58,7 +61,17 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from ledgerflow.contracts import Action, Address, Bill, LineItem, Reference, Source, VendorRef, canonical_id
+from ledgerflow.contracts import (
+    Action,
+    Address,
+    Bill,
+    ContractError,
+    LineItem,
+    Reference,
+    Source,
+    VendorRef,
+    canonical_id,
+)
 from ledgerflow.transformers.base import (
     RawEvent,
     SkipEvent,
@@ -113,21 +126,36 @@ def _vendor(invoice: dict[str, Any]) -> VendorRef:
     )
 
 
-def _lines(invoice: dict[str, Any], currency: str, subtotal_fallback: Decimal) -> list[LineItem]:
+_CATEGORY_TOTALS = {"TAX": "tax", "SHIPPING": "shipping", "DISCOUNT": "discount"}
+"""Line ``category`` values (SDK ``InvoiceLineItemCategory``) that are document totals, not lines."""
+
+
+def _lines(invoice: dict[str, Any]) -> tuple[list[LineItem], dict[str, Decimal]]:
+    """The invoice's booked lines, and the sums of its TAX / SHIPPING / DISCOUNT category lines.
+
+    EXPENSE, REVENUE, OTHER and uncategorised lines are lines; a discount line's amount counts as
+    a positive discount whatever its sign.
+    """
     lines: list[LineItem] = []
-    for index, raw in enumerate(as_objects(invoice.get("lineItems"), "invoice.lineItems"), start=1):
-        where = f"invoice.lineItems[{index - 1}]"
+    sums = {"tax": Decimal(0), "shipping": Decimal(0), "discount": Decimal(0)}
+    for index, raw in enumerate(as_objects(invoice.get("lineItems"), "invoice.lineItems")):
+        where = f"invoice.lineItems[{index}]"
+        amount = as_decimal(require(raw, "amount"), f"{where}.amount")
+        total_kind = _CATEGORY_TOTALS.get(str(raw.get("category") or "").upper())
+        if total_kind is not None:
+            sums[total_kind] += abs(amount) if total_kind == "discount" else amount
+            continue
         gl = raw.get("glAccountId")
         lines.append(
             LineItem(
-                line_number=index,
+                line_number=len(lines) + 1,
                 source_id=raw.get("id"),
                 description=raw.get("description") or raw.get("name"),
                 quantity=as_decimal(raw["quantity"], f"{where}.quantity") if raw.get("quantity") is not None else None,
                 unit_price=as_decimal(raw["unitPrice"], f"{where}.unitPrice")
                 if raw.get("unitPrice") is not None
                 else None,
-                amount=as_decimal(require(raw, "amount"), f"{where}.amount"),
+                amount=amount,
                 gl_account=Reference(accounting_id=str(gl)) if gl else None,
                 service_start=str(as_date(raw["serviceStartDate"], "serviceStartDate"))
                 if raw.get("serviceStartDate")
@@ -137,9 +165,24 @@ def _lines(invoice: dict[str, Any], currency: str, subtotal_fallback: Decimal) -
                 else None,
             )
         )
-    if not lines:
-        lines.append(LineItem(line_number=1, description=invoice.get("noteToSelf"), amount=subtotal_fallback))
-    return lines
+    return lines, sums
+
+
+def _header_amount(invoice: dict[str, Any], field: str, from_lines: Decimal, what: str) -> Decimal:
+    """``invoice[field]`` when sent, else the sum of its category lines; both must agree when both exist.
+
+    Raises:
+        contracts.ContractError: the header figure and the category lines disagree.
+    """
+    if invoice.get(field) is None:
+        return from_lines
+    header = as_decimal(invoice[field], f"invoice.{field}")
+    if from_lines and from_lines != header:
+        raise ContractError(
+            f"Mercoa invoice.{field} is {header} but its {what} line items add up to {from_lines}: "
+            "the invoice does not say which is right"
+        )
+    return header
 
 
 def map_invoice(event: RawEvent) -> Sequence[Bill]:
@@ -164,13 +207,14 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
         raise SkipEvent("invoice has no amount yet (draft)")
     currency = str(require(invoice, "currency"))
     total = as_decimal(invoice["amount"], "invoice.amount")
-    tax = as_decimal(invoice["taxAmount"], "invoice.taxAmount") if invoice.get("taxAmount") is not None else Decimal(0)
-    shipping = (
-        as_decimal(invoice["shippingAmount"], "invoice.shippingAmount")
-        if invoice.get("shippingAmount") is not None
-        else Decimal(0)
-    )
-    line_items = _lines(invoice, currency, total - tax - shipping)
+    line_items, category_sums = _lines(invoice)
+    tax = _header_amount(invoice, "taxAmount", category_sums["tax"], "TAX")
+    shipping = _header_amount(invoice, "shippingAmount", category_sums["shipping"], "SHIPPING")
+    discount = category_sums["discount"]
+    if not line_items:
+        line_items = [
+            LineItem(line_number=1, description=invoice.get("noteToSelf"), amount=total - tax - shipping + discount)
+        ]
     subtotal = sum((line.amount for line in line_items), Decimal(0))
 
     status_raw = str(
@@ -213,6 +257,7 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
             subtotal=subtotal,
             tax_total=tax,
             shipping_total=shipping,
+            discount_total=discount,
             total=total,
             status=status,
             memo=invoice.get("noteToSelf"),

@@ -36,7 +36,10 @@ transaction amounts **minor units** (cents). The transaction amount is converted
 currency's precision (CLDR) and, when the transaction lists its invoices, must equal the sum
 of their amounts — otherwise the record is refused with both figures rather than booked.
 
-*Dates* (``InvoiceResponse`` fields of the paid invoice, seed 003 l.94–97 and l.250–253):
+*Dates* (``InvoiceResponse`` fields of the paid invoice, seed 003 l.94–97 and l.250–253; the
+SDK's ``InvoiceResponse``: ``deductionDate`` is the "initial date when funds are scheduled to be
+deducted from payer's account. The actual deduction date may differ from this date, and will be
+reflected in the processedAt field"):
 
 ======================  =================================================  =========================
 Mercoa                  meaning                                            ``payment_date`` of
