@@ -264,7 +264,9 @@ class BulkRetryOut(BaseModel):
     redriven: list[RetryAccepted] = Field(description="Records re-driven by this call.")
     failed: list[str] = Field(description="Ids that could not be re-driven (canonical record never seen).")
     next_cursor: str | None = Field(description="Pass as `cursor` to continue; null when every match was handled.")
-    remaining_failed: int = Field(description="Failed records matching the filter right now (before results arrive).")
+    failed_matching: int = Field(
+        description="Failed records matching the filter now; re-driven ones stay failed until their new result arrives."
+    )
 
 
 class DeadLetterOut(BaseModel):
@@ -982,4 +984,4 @@ async def bulk_redrive(store: AuditStore, ops: Operations, principal: Principal,
             continue
         redriven.append(RetryAccepted(id=done.id, event_id=done.event_id, topic=done.topic, connection=done.connection))
     remaining = (await store.count_outcomes(filters)).get(Outcome.FAILED.value, 0)
-    return BulkRetryOut(redriven=redriven, failed=failed, next_cursor=page.next_cursor, remaining_failed=remaining)
+    return BulkRetryOut(redriven=redriven, failed=failed, next_cursor=page.next_cursor, failed_matching=remaining)

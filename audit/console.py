@@ -310,7 +310,7 @@ def install_console(app: FastAPI) -> None:
             cursor=_clean(fields.get("cursor")),
         )
         done = await bulk_redrive(store, ops, current.principal, body)
-        total = int(fields.get("total") or 0) or (len(done.redriven) + len(done.failed) + done.remaining_failed)
+        total = int(fields.get("total") or 0) or done.failed_matching
         handled = int(fields.get("handled") or 0) + len(done.redriven) + len(done.failed)
         redriven = int(fields.get("redriven") or 0) + len(done.redriven)
         return page(

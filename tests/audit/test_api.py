@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from ledgerflow.audit.auth import OidcConfig
+from ledgerflow.audit.console import csrf_token
 from ledgerflow.audit.consumer import AuditConsumer
 from ledgerflow.audit.store import CanonicalEvent, DeadLetterIn
 from ledgerflow.audit.tables import sync_record_id
@@ -336,3 +338,49 @@ async def test_the_source_document_is_found_by_trace_and_masked(tmp_path: Path) 
         assert document["event_id"] == "whk-1"
         assert document["event_type"] == "invoice.created"
         assert document["body"] == {"id": "in_1", "vendorBankAccount": {"accountNumber": "****6789"}}
+
+
+async def test_console_bulk_redrive_pages_through_every_failed_record(tmp_path: Path) -> None:
+    async with audit_api(tmp_path) as api:
+        for n in range(1, 31):
+            await api.store.ingest(make_result(n, outcome=Outcome.FAILED, event_id=f"evt-{n}"), f"res-{n}")
+            if n != 30:  # the audit never saw record 30's canonical record: it cannot be re-driven
+                await api.store.put_canonical(
+                    CanonicalEvent(
+                        canonical_id=f"mercoa:bill:in_{n}",
+                        object_type="bill",
+                        tenant="acme",
+                        event_id=f"evt-{n}",
+                        headers={"ce_id": f"evt-{n}", "ce_tenant": "acme"},
+                        body=b"{}",
+                        topic="ledgerflow.bill.v1",
+                        partition=0,
+                        offset=n,
+                    )
+                )
+        await api.store.ingest(make_result(99, tenant="beta", outcome=Outcome.FAILED), "res-beta")
+        key = await api.key(["redrive"], ["acme"])
+        async with api.client() as browser:
+            await browser.post("/console/login", data={"key": key})
+            csrf = csrf_token(key)
+            refused = await browser.post(
+                "/console/bulk-redrive", data={"tenant": "acme"}, headers={"hx-request": "true"}
+            )
+            assert refused.status_code == 403  # no CSRF token
+            form: dict[str, str] = {"tenant": "acme"}
+            pages = 0
+            while True:
+                answer = await browser.post(
+                    "/console/bulk-redrive", data=form, headers={"x-csrf-token": csrf, "hx-request": "true"}
+                )
+                assert answer.status_code == 200, answer.text
+                pages += 1
+                page = answer.text
+                if 'name="cursor"' not in page:
+                    break
+                form = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', page))
+        assert pages == 2
+        assert "Re-driven 30 of 30" in page
+        assert "Done: 29 record(s) re-driven, 1 could not be" in page
+        assert len(api.published) == 29
+        assert {p.headers["ce_tenant"] for p in api.published} == {"acme"}
