@@ -803,7 +803,7 @@ def create_app(
     @router.get("/reconciliation", summary="Control totals of a tenant", responses=_problems(404))
     async def control_totals(
         principal: Reader,
-        tenant: Annotated[str, Query(min_length=1, max_length=100, description="Tenant.")],
+        tenant: Annotated[str, Query(min_length=1, max_length=100, pattern=_TEXT, description="Tenant.")],
         since: Annotated[datetime, Query(description="Documents received at or after (ISO 8601).")],
         until: Annotated[datetime | None, Query(description="Documents received before (ISO 8601).")] = None,
         connection: Annotated[str | None, _text("Only this ERP connection.")] = None,

@@ -44,7 +44,9 @@ from ledgerflow.audit.api import (
 )
 from ledgerflow.audit.auth import Authenticator, Principal
 from ledgerflow.audit.operations import Operations
+from ledgerflow.audit.reconcile import reconcile
 from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
+from ledgerflow.audit.tables import sync_record_id
 from ledgerflow.core.problems import Problem, problem_response
 from ledgerflow.core.topics import STAGES
 
@@ -438,9 +440,29 @@ def install_console(app: FastAPI) -> None:
 
     @router.get("/connections", response_class=HTMLResponse)
     async def connections_page(request: Request) -> Response:
-        """Connections: health, last success, error rate over 24 hours."""
+        """Connections: health, last success, error rate over 24 hours; control totals of a tenant and period."""
         current = await session(request)
+        params = request.query_params
         health = await store.connections(tenants_of(current.principal))
-        return page(request, "connections.html", current, connections=[ConnectionOut.of(h) for h in health])
+        facets = await store.facets(tenants_of(current.principal))
+        tenant = _clean(params.get("tenant")) or (facets["tenant"][0] if facets["tenant"] else None)
+        if tenant is not None and not current.principal.sees(tenant):
+            raise Problem(404, "not-found", "Not found", f"no tenant {tenant!r}")
+        today = datetime.now(UTC).date()
+        since = _day(params.get("since")) or datetime.combine(today.replace(day=1), time(), UTC)
+        until = _day(params.get("until"), end=True)
+        totals = await reconcile(store, tenant=tenant, since=since, until=until) if tenant else None
+        return page(
+            request,
+            "connections.html",
+            current,
+            connections=[ConnectionOut.of(h) for h in health],
+            tenants=facets["tenant"],
+            tenant=tenant,
+            since=since.date().isoformat(),
+            until=(until - timedelta(days=1)).date().isoformat() if until else "",
+            totals=totals,
+            record_id=sync_record_id,
+        )
 
     app.include_router(router)

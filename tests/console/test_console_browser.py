@@ -274,7 +274,10 @@ async def test_operator_finds_redrives_and_sees_a_failed_record_succeed(console:
         await playwright_api.expect(page.locator("main")).to_contain_text("invalid-record")
         await page.screenshot(path=str(console.shots / "dead-letters.png"), full_page=True)
         await page.get_by_role("link", name="Connections").click()
-        await playwright_api.expect(page.locator("main table")).to_contain_text("erp-a")
+        await playwright_api.expect(page.locator("main table").first).to_contain_text("erp-a")
+        # Control totals of acme this month: A1 booked, A2 still failed, so not balanced.
+        await playwright_api.expect(page.locator("#balance")).to_have_text("not balanced")
+        await playwright_api.expect(page.get_by_text("1 document(s) not booked")).to_be_visible()
         await page.screenshot(path=str(console.shots / "connections.png"), full_page=True)
     finally:
         if page is not None:
