@@ -88,7 +88,7 @@ async def run_connector(
     state: StateStore | None = None,
     concurrency: int = 8,
     health_port: int | None = None,
-    health_host: str = "0.0.0.0",  # noqa: S104 - the probes and the scrape come from outside the pod
+    health_host: str = "127.0.0.1",
     report_lag: bool = True,
 ) -> AsyncIterator[RunningConnector]:
     """Run the connector of ``connection`` until the block exits.
@@ -104,7 +104,7 @@ async def run_connector(
         state: the state store: binder and reference cache (one is opened, created and closed when None).
         concurrency: records of different keys booked at once (bounded further by the ERP rate limit).
         health_port: serve ``/healthz``, ``/readyz`` and ``/metrics`` there; None: no server.
-        health_host: interface of that server.
+        health_host: interface of that server (the CLI passes ``LEDGERFLOW_METRICS_HOST``, 0.0.0.0 in a pod).
         report_lag: report the consumer lag of the connection's groups (off when the caller reports it).
 
     Raises:

@@ -49,7 +49,7 @@ async def run_transformer(
     state: StateStore | None = None,
     concurrency: int = 16,
     health_port: int | None = None,
-    health_host: str = "0.0.0.0",  # noqa: S104 - the probes and the scrape come from outside the pod
+    health_host: str = "127.0.0.1",
     report_lag: bool = True,
 ) -> AsyncIterator[RunningTransformer]:
     """Run the transformer until the block exits.
@@ -63,7 +63,7 @@ async def run_transformer(
         state: the state store (one is opened, created and closed when None).
         concurrency: records of different keys mapped at once.
         health_port: serve ``/healthz``, ``/readyz`` (the broker answers) and ``/metrics`` there; None: no server.
-        health_host: interface of that server.
+        health_host: interface of that server (the CLI passes ``LEDGERFLOW_METRICS_HOST``, 0.0.0.0 in a pod).
         report_lag: report the consumer lag of ``<prefix>.transformer`` (off when the caller reports it).
 
     Raises:

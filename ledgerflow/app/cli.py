@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -103,17 +103,44 @@ def _check_mappings(routing: Routing) -> None:
         raise typer.Exit(2) from None
 
 
-def _embedded_state(settings: Settings) -> Settings:
-    """With the embedded (memory-only) broker and default state URL, keep state in a temp file too.
+def state_dir(settings: Settings) -> Path:
+    """Where ``up`` and ``demo`` keep their state: ``LEDGERFLOW_UP_STATE_DIR``, else the XDG state directory.
 
-    Otherwise a binder from an earlier run would call records "already booked" in sandboxes that
-    forgot them.
+    ``$XDG_STATE_HOME/ledgerflow`` (``~/.local/state/ledgerflow`` when unset).
+    """
+    if settings.up_state_dir is not None:
+        return settings.up_state_dir
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ledgerflow"
+
+
+def _embedded_state(settings: Settings, name: str) -> tuple[Settings, Path | None]:
+    """With the embedded broker and the default state URL, keep state in ``<state dir>/<name>.db``.
+
+    The file is made fresh at every start (the embedded broker and the sandboxes start empty: a
+    binder from an earlier run would call records "already booked" in sandboxes that forgot them),
+    readable by its owner only (it holds OAuth tokens), and stays where the user can see it after
+    the run (the path is printed) unless removed with :func:`_remove_state`. Returns the settings to
+    use and the file (None when the user configured ``LEDGERFLOW_STATE_URL`` or a broker: their
+    state is theirs).
     """
     default = Settings.model_fields["state_url"].default
-    if settings.kafka_bootstrap_servers is None and settings.state_url == default:
-        path = Path(tempfile.mkdtemp(prefix="ledgerflow-")) / "state.db"
-        return settings.model_copy(update={"state_url": f"sqlite+aiosqlite:///{path}"})
-    return settings
+    if settings.kafka_bootstrap_servers is not None or settings.state_url != default:
+        return settings, None
+    directory = state_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{name}.db"
+    _remove_state(path)
+    path.touch(mode=0o600)
+    return settings.model_copy(update={"state_url": f"sqlite+aiosqlite:///{path}"}), path
+
+
+def _remove_state(path: Path | None) -> None:
+    """Delete a state file made by :func:`_embedded_state` (and SQLite's journal files beside it)."""
+    if path is None:
+        return
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _preflight(settings: Settings, *, kafka: str | None = None, state: bool = False) -> None:
@@ -144,10 +171,13 @@ def main(
 def up(
     port: Annotated[int, typer.Option(help="Ingress port.")] = 8080,
     audit_port: Annotated[int, typer.Option(help="Sync-records API port.")] = 8081,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface every server listens on (loopback by default).")] = "127.0.0.1",
+    clean: Annotated[
+        bool, typer.Option("--clean", help="Delete the state file (OAuth tokens, binder, audit) when stopping.")
+    ] = False,
 ) -> None:
     """Run broker, ingress, transformer, every connector, the audit service and the sandboxes until Ctrl-C."""
-    settings = _embedded_state(Settings())
+    settings, state_file = _embedded_state(Settings(), "up")
     _setup_logging(settings)
     routing = _load(settings)
     _check_mappings(routing)
@@ -160,6 +190,9 @@ def up(
             loop.add_signal_handler(sig, stop.set)
         async with run_stack(settings, routing, ingress_port=port, audit_port=audit_port, host=host) as stack:
             out.print(f"[bold green]ledgerflow {__version__} is up[/bold green]")
+            if state_file is not None:
+                kept = "deleted when stopping (--clean)" if clean else "kept after stopping; --clean deletes it"
+                out.print(f"  state       {state_file}  (binder, OAuth tokens, audit; {kept})")
             out.print(f"  broker      {stack.bootstrap_servers}")
             out.print(f"  ingress     {stack.ingress_url}  (/healthz /readyz /metrics /docs)")
             out.print(f"  audit       {stack.audit_url}  (API /v1/sync-records, console {stack.audit_url}/console)")
@@ -185,7 +218,11 @@ def up(
             out.print("\nPress Ctrl-C to stop.")
             await stop.wait()
 
-    aio.run(run(), settings.event_loop)
+    try:
+        aio.run(run(), settings.event_loop)
+    finally:
+        if clean:
+            _remove_state(state_file)
 
 
 @app.command()
@@ -198,7 +235,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run everything, post a Mercoa invoice webhook, wait for every ERP's result; exit 0 only if all succeeded."""
-    settings = _embedded_state(Settings())
+    settings, state_file = _embedded_state(Settings(), f"demo-{os.getpid()}")
     _setup_logging(settings, quiet=True)
     routing = all_erps_routing() if all_erps else _load(settings)
     from ledgerflow.app import demo as demo_mod
@@ -237,7 +274,10 @@ def demo(
             rows.append(demo_mod.DemoRow(result, stored, expected_total))
         return rows
 
-    rows = aio.run(run(), settings.event_loop)
+    try:
+        rows = aio.run(run(), settings.event_loop)
+    finally:
+        _remove_state(state_file)  # a demo leaves nothing behind (its sandboxes' tokens included)
     missing = [c for c in connections if c not in {r.result.connection for r in rows}]
     if json_output:
         sys.stdout.write(orjson.dumps([orjson.loads(r.result.model_dump_json()) for r in rows]).decode() + "\n")
@@ -320,7 +360,13 @@ def transformer(
 
     async def run() -> None:
         async with run_transformer(
-            settings, routing, bootstrap, embedded=False, concurrency=concurrency, health_port=settings.metrics_port
+            settings,
+            routing,
+            bootstrap,
+            embedded=False,
+            concurrency=concurrency,
+            health_port=settings.metrics_port,
+            health_host=settings.metrics_host,
         ):
             await _wait_for_signal()
 
@@ -364,6 +410,7 @@ def connector(
             embedded=False,
             concurrency=concurrency,
             health_port=settings.metrics_port,
+            health_host=settings.metrics_host,
         ):
             await _wait_for_signal()
 
@@ -374,9 +421,12 @@ def connector(
 def sandbox(
     erp: Annotated[str, typer.Argument(help="quickbooks, xero, netsuite, sap, coupa or http")],
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 0,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default LEDGERFLOW_SANDBOX_HOST, 127.0.0.1).")
+    ] = None,
 ) -> None:
     """Run one ERP sandbox on its real API paths until Ctrl-C."""
+    host = host or Settings().sandbox_host
     from ledgerflow.connectors.registry import SANDBOXES, sandbox_module
     from ledgerflow.core.asgi import serve
 

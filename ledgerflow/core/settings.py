@@ -316,6 +316,16 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How long the ingress waits for the broker's ack before answering 503."
     )
     metrics_port: int = Field(9100, description="Port of /metrics, /healthz and /readyz for workers.")
+    metrics_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - in a pod the probes and the scrape come from outside
+        description="Interface of the workers' /metrics, /healthz and /readyz server.",
+    )
+    sandbox_host: str = Field("127.0.0.1", description="Interface `ledgerflow sandbox` listens on.")
+    up_state_dir: Path | None = Field(
+        None,
+        description="Where `ledgerflow up` and `demo` keep their SQLite state (binder, OAuth tokens, audit); "
+        "default $XDG_STATE_HOME/ledgerflow or ~/.local/state/ledgerflow.",
+    )
     http_max_header_bytes: int = Field(
         32_768, ge=1024, description="Largest request head (request line + headers) any server takes (431 above)."
     )

@@ -434,4 +434,4 @@ def test_scrape_targets_match_metrics_ports(resources: list[Resource]) -> None:
         labels = d["spec"]["template"]["metadata"]["labels"]
         assert labels[expr["key"]] in expr["values"], d["metadata"]["name"]
         ports = {p["name"] for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]}
-        assert pm["spec"]["podMetricsEndpoints"][0]["port"] in ports
+        assert {e["port"] for e in pm["spec"]["podMetricsEndpoints"]} & ports, d["metadata"]["name"]

@@ -85,15 +85,44 @@ def test_pod_security(resources: list[Resource]) -> None:
             assert c["resources"]["limits"], (name, c["name"])
 
 
-def test_probes_hit_declared_ports(resources: list[Resource]) -> None:
+def _opened_ports(d: Resource, resources: list[Resource], monkeypatch: Any) -> set[int]:
+    """The ports the container's process listens on, from the code's settings under the container's environment.
+
+    ingress: ``LEDGERFLOW_INGRESS_PORT``; audit: ``LEDGERFLOW_AUDIT_PORT`` (API, console, health and
+    metrics on one port); transformer and connectors: ``LEDGERFLOW_METRICS_PORT`` (health, metrics).
+    """
+    from ledgerflow.audit.settings import AuditSettings
+
+    with monkeypatch.context() as m:
+        for key, value in _env(resources).items():
+            m.setenv(key, value)
+        for item in _main(d).get("env", []):
+            if "value" in item:
+                m.setenv(item["name"], str(item["value"]))
+        settings = AuditSettings()
+    service = _service_of(d)
+    if service == "ingress":
+        return {settings.ingress_port}
+    if service == "audit":
+        return {settings.audit_port}
+    return {settings.metrics_port}
+
+
+def test_every_probe_targets_a_port_the_container_opens(
+    resources: list[Resource], monkeypatch: Any, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env file
     for d in of_kind(resources, "Deployment"):
         c = _main(d)
-        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        expected_port = 8080 if _service_of(d) == "ingress" else Settings().metrics_port
+        name = d["metadata"]["name"]
+        declared = {p["name"]: p["containerPort"] for p in c["ports"]}
+        opened = _opened_ports(d, resources, monkeypatch)
+        assert set(declared.values()) <= opened, f"{name} declares ports nothing listens on"
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
             get = c[probe]["httpGet"]
-            assert get["path"] == path, (d["metadata"]["name"], probe)
-            assert ports[get["port"]] == expected_port, (d["metadata"]["name"], probe)
+            assert get["path"] == path, (name, probe)
+            port = declared[get["port"]] if isinstance(get["port"], str) else get["port"]
+            assert port in opened, f"{name} {probe} targets port {port}; the container opens {sorted(opened)}"
 
 
 def test_worker_memory_budget(resources: list[Resource]) -> None:
@@ -337,7 +366,7 @@ def test_network_policies(resources: list[Resource]) -> None:
         service = _service_of(d)
         assert _selects(deny["spec"]["podSelector"], labels)
         inbound, outbound = _allowed_ports(policies, labels, "ingress"), _allowed_ports(policies, labels, "egress")
-        metrics = 8080 if service == "ingress" else Settings().metrics_port
+        metrics = {"ingress": 8080, "audit": 8081}.get(service, Settings().metrics_port)
         assert metrics in inbound, f"{service}: metrics port closed to the monitoring namespace"
         assert {53, 9092, 9093} <= outbound, service
         assert (5432 in outbound) == (service != "ingress"), service

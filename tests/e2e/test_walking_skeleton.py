@@ -86,11 +86,15 @@ async def _wait_for_duplicates(stack: object, settings: Settings, canonical_id: 
     return found
 
 
-def test_demo_command_prints_two_succeeded_results(kafka_is_embedded: bool) -> None:
-    """`ledgerflow demo --json` as a user runs it: its own embedded broker, real processes, exit code 0."""
+def test_demo_command_prints_two_succeeded_results(kafka_is_embedded: bool, tmp_path: Path) -> None:
+    """`ledgerflow demo --json` as a user runs it: its own embedded broker, real processes, exit code 0.
+
+    It leaves no state file behind (the sandboxes' OAuth tokens were in it).
+    """
     if not kafka_is_embedded:
         pytest.skip("the demo command starts its own embedded broker")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERFLOW_")}
+    env["LEDGERFLOW_UP_STATE_DIR"] = str(tmp_path / "state")
     proc = subprocess.run(
         [sys.executable, "-m", "ledgerflow.app.cli", "demo", "--json"],
         capture_output=True,
@@ -103,6 +107,7 @@ def test_demo_command_prints_two_succeeded_results(kafka_is_embedded: bool) -> N
     results = json.loads(proc.stdout)
     assert sorted(r["erp"] for r in results) == ["quickbooks", "xero"]
     assert all(r["outcome"] == "succeeded" and r["erp_record_id"] for r in results)
+    assert list((tmp_path / "state").iterdir()) == []
 
 
 async def test_one_bill_booked_in_all_five_erps_and_the_http_target(
