@@ -470,7 +470,8 @@ class EnricherSet:
       with ``api_base_url`` and ``api_key`` [, ``api_key_header``, ``customer_path``] also an
       :class:`AccessplanitClient` under ``accessplanit_api``
     * any source: ``currency`` — the tenant's default for fields the source's documentation does not
-      guarantee (``defaults``: ``for_tenant`` → ``{source: {"currency": …}}``)
+      guarantee; ``mercoa``: ``transaction_amount_unit`` (``minor``/``major``) for transactions
+      without invoices (``defaults``: ``for_tenant`` → ``{source: {"currency": …, …}}``)
 
     A tenant without the options has no client for that source (routes then map what the
     webhook carried or skip with a reason). ``retry_attempts`` and ``retry_wait_max`` options
@@ -490,7 +491,13 @@ class EnricherSet:
         for tenant, config in routing.tenants.items():
             for source, src in config.sources.items():
                 if src.options.get("currency"):
-                    defaults.setdefault(tenant, {})[source] = {"currency": str(src.options["currency"]).upper()}
+                    defaults.setdefault(tenant, {}).setdefault(source, {})["currency"] = str(
+                        src.options["currency"]
+                    ).upper()
+                if src.options.get("transaction_amount_unit") in ("minor", "major"):
+                    defaults.setdefault(tenant, {}).setdefault(source, {})["transaction_amount_unit"] = str(
+                        src.options["transaction_amount_unit"]
+                    )
                 if source == "accessplanit" and src.options.get("currency"):
                     currencies[tenant] = str(src.options["currency"]).upper()
                 base = src.options.get("api_base_url")

@@ -27,7 +27,7 @@ from ledgerflow.transformers.mercoa.entity import enrich_counterparty, map_count
 from ledgerflow.transformers.mercoa.invoice import map_invoice
 from ledgerflow.transformers.mercoa.transaction import map_transaction
 
-__all__ = ["enrich_bulk", "enrich_invoice", "map_bulk", "route"]
+__all__ = ["enrich_bulk", "enrich_invoice", "enrich_transaction", "map_bulk", "route"]
 
 _INVOICE_SKIPPED = {"invoice.email", "invoice.collection.email.received"}
 _ENTITY_EVENTS = {"entity.created", "entity.updated", "entity.status.changed", "entity.deleted"}
@@ -65,6 +65,18 @@ async def enrich_bulk(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     ids = [str(item["id"]) for item in items if item.get("id") and not item.get("error")]
     invoices = [await client.invoice(invoice_id) for invoice_id in ids]
     return dataclasses.replace(event, enrichment={**event.enrichment, "invoices": invoices})
+
+
+async def enrich_transaction(event: RawEvent, enrichers: Enrichers) -> RawEvent:
+    """Add the tenant's ``options.transaction_amount_unit`` (``minor``/``major``), when set.
+
+    Only a transaction without invoices needs it (see :mod:`.transaction`, *Units*).
+    """
+    defaults = (enrichers.get("defaults").for_tenant(event.tenant) or {}).get("mercoa") or {}
+    unit = defaults.get("transaction_amount_unit")
+    if not unit:
+        return event
+    return dataclasses.replace(event, enrichment={**event.enrichment, "transaction_amount_unit": unit})
 
 
 def map_bulk(event: RawEvent) -> Sequence[CanonicalRecord]:
@@ -108,5 +120,5 @@ def route(event: RawEvent) -> Route:
     if lowered.startswith("paymentmethod."):
         return Route("vendor", map_payment_method)
     if lowered.startswith("transaction."):
-        return Route("payment", map_transaction)
+        return Route("payment", map_transaction, enrich_transaction)
     raise SkipEvent(f"Mercoa event type {kind!r} is not mapped")

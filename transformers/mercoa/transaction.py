@@ -9,7 +9,7 @@ Mercoa ``transaction``                           canonical Payment
 ===============================================  ==============================================
 ``id``                                           ``source_id`` (``trx_…``)
 ``status`` / eventType suffix                    see *Status* below
-``amount`` (**minor units**, see *Units*) and
+``amount`` (unit decided by the invoices, *Units*)
 ``currency``, else the sum of ``invoices[].amount``
 (major units) and their currency                 ``amount``, ``currency``
 ``invoices[]``                                   ``applied_to`` (bill canonical ids, major units)
@@ -29,12 +29,16 @@ and the ``transaction.failed``/``.returned``/``.reversed`` events → ``action =
 reverses the payment it booked when the transaction completed, and books nothing when it
 never did.
 
-*Units.* The API reference's invoice example (seed 003 l.56, l.254–260; the same object in
-``shared/samples/mercoa/invoice.created.json``) shows an invoice of ``amount: 100`` USD paid by a
-``COMPLETED`` transaction of ``amount: 10000`` USD: invoice amounts are major units,
-transaction amounts **minor units** (cents). The transaction amount is converted by the
-currency's precision (CLDR) and, when the transaction lists its invoices, must equal the sum
-of their amounts — otherwise the record is refused with both figures rather than booked.
+*Units.* Mercoa does not state the unit of ``transaction.amount``: the SDK types it as a bare
+number (``mercoa-finance/python`` ``TransactionResponseBase.amount: float``; invoice and line
+amounts are documented "in major units"), while the API reference's invoice example (seed 003
+l.56 and l.254–260; ``shared/samples/mercoa/invoice.created.json``) shows an invoice of
+``amount: 100`` USD paid by a ``COMPLETED`` transaction of ``amount: 10000`` USD — minor units.
+So the unit is decided by the invoices the transaction pays: the amount must equal the sum of
+their (major-unit) amounts read either as minor units converted by the currency's precision
+(CLDR) or as major units; when it matches neither, the record is refused with the figures,
+never booked. A transaction without invoices is read in the unit the tenant configures
+(``options.transaction_amount_unit``: ``minor`` or ``major``), else refused with that reason.
 
 *Dates* (``InvoiceResponse`` fields of the paid invoice, seed 003 l.94–97 and l.250–253; the
 SDK's ``InvoiceResponse``: ``deductionDate`` is the "initial date when funds are scheduled to be
@@ -116,15 +120,20 @@ def _party(value: Any, fallback_id: Any, what: str) -> Reference:
     )
 
 
-def transaction_amount(trx: dict[str, Any], invoices: list[dict[str, Any]]) -> tuple[Decimal, str]:
-    """The amount (major units, ``Decimal``) and currency of a Mercoa transaction.
+def transaction_amount(
+    trx: dict[str, Any], invoices: list[dict[str, Any]], unit: str | None = None
+) -> tuple[Decimal, str]:
+    """The amount (major units, ``Decimal``) and currency of a Mercoa transaction (see *Units*).
 
-    ``transaction.amount`` is in minor units (see the module's *Units*); without it, the sum of
-    the invoices' ``amount`` (major units) is the amount.
+    Args:
+        trx: the ``transaction`` object.
+        invoices: its ``invoices`` (major-unit amounts).
+        unit: the tenant's ``transaction_amount_unit`` (``minor``/``major``) for a transaction
+            without invoices.
 
     Raises:
-        contracts.ContractError: no amount and no invoices, no currency, a fractional minor-unit
-            amount, or an amount that differs from the sum of the invoices it pays.
+        contracts.ContractError: no amount and no invoices, no currency, an amount that matches its
+            invoices in neither unit, or no invoices and no configured unit.
 
     """
     currency = trx.get("currency") or (invoices[0].get("currency") if invoices else None)
@@ -143,19 +152,28 @@ def transaction_amount(trx: dict[str, Any], invoices: list[dict[str, Any]]) -> t
         if invoice_sum is None:
             raise ContractError("Mercoa transaction has neither amount nor invoices")
         return invoice_sum, currency
-    minor = as_decimal(trx["amount"], "transaction.amount")
-    if minor != minor.to_integral_value():
-        raise ContractError(f"Mercoa transaction.amount {trx['amount']!r} is not a whole number of minor units")
+    raw = as_decimal(trx["amount"], "transaction.amount")
     try:
-        amount = minor.scaleb(-currency_precision(currency))
+        as_minor = raw.scaleb(-currency_precision(currency))
     except Exception as exc:  # Babel raises several types for unknown codes
         raise ContractError(f"Mercoa transaction: unknown currency {currency!r}") from exc
-    if invoice_sum is not None and quantize(invoice_sum, currency) != quantize(amount, currency):
+    if invoice_sum is None:
+        if unit == "major":
+            return raw, currency
+        if unit == "minor" and raw == raw.to_integral_value():
+            return as_minor, currency
         raise ContractError(
-            f"Mercoa transaction.amount {trx['amount']} (minor units = {amount} {currency}) differs from the "
-            f"{invoice_sum} {currency} of the invoices it pays"
+            f"Mercoa transaction.amount {trx['amount']} {currency} pays no invoice, so its unit cannot be checked: "
+            "set the tenant's mercoa options.transaction_amount_unit to minor or major"
         )
-    return amount, currency
+    if raw == raw.to_integral_value() and quantize(as_minor, currency) == quantize(invoice_sum, currency):
+        return as_minor, currency
+    if quantize(raw, currency) == quantize(invoice_sum, currency):
+        return raw, currency
+    raise ContractError(
+        f"Mercoa transaction.amount {trx['amount']} {currency} matches the {invoice_sum} {currency} of the invoices "
+        f"it pays neither in minor units ({as_minor}) nor in major units"
+    )
 
 
 def _status(event: RawEvent, trx: dict[str, Any]) -> str:
@@ -186,7 +204,8 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
             "booked when it completes"
         )
     invoices = as_objects(trx.get("invoices"), "transaction.invoices")
-    amount, currency = transaction_amount(trx, invoices)
+    unit = event.enrichment.get("transaction_amount_unit")
+    amount, currency = transaction_amount(trx, invoices, str(unit) if unit else None)
     first = invoices[0] if invoices else {}
     vendor = as_object(trx.get("vendor") or first.get("vendor"), "transaction vendor")
     incoming = bool(vendor.get("isCustomer"))
