@@ -83,6 +83,7 @@ from ledgerflow.core.delivery import (
     run_batch,
 )
 from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
+from ledgerflow.core.logs import log_context
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import BindingValues, StateStore
 from ledgerflow.core.topics import Topics
@@ -174,16 +175,17 @@ class ConnectorRuntime:
         await binder.load({r.key.decode("utf-8", "replace") for r in records if r.key})
         completed: list[ConsumedRecord] = []
         try:
-            await run_batch(
-                records,
-                lambda record: self.handle(record, binder),
-                stage="connector",
-                dlq_topic=self.topics.dlq("connector"),
-                publish=self.publish,
-                concurrency=concurrency,
-                durable=self.durable,
-                completed=completed,
-            )
+            with log_context(connection=self.connection):
+                await run_batch(
+                    records,
+                    lambda record: self.handle(record, binder),
+                    stage="connector",
+                    dlq_topic=self.topics.dlq("connector"),
+                    publish=self.publish,
+                    concurrency=concurrency,
+                    durable=self.durable,
+                    completed=completed,
+                )
         finally:
             await binder.flush()
             # Results and dead letters of the completed records are acknowledged and the binder
@@ -459,7 +461,7 @@ class ConnectorRuntime:
                 wait_initial=self.retry.wait_initial,
                 wait_max=self.retry.wait_max,
             ):
-                with attempt:
+                with attempt, log_context(connection=self.connection, attempt=attempts + 1):
                     attempts += 1
                     if attempts > 1:
                         metrics.RETRIES.labels("connector", self.connector.erp).inc()

@@ -33,6 +33,8 @@ from ledgerflow.ingress.sources.base import BadEnvelope, Envelope, SourceSpec, U
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+webhook_log = logging.getLogger("ledgerflow.ingress.webhooks")
+"""One line per refused webhook with its reason (senders' troubleshooting starts from these logs)."""
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when ready, else the reason it is not."""
@@ -228,6 +230,19 @@ class Ingress:
             return JSONResponse({"event_id": event_id}, status_code=spec.success_status)
         except Problem as problem:
             outcome = problem.outcome
+            webhook_log.warning(
+                "webhook rejected: %d %s",
+                problem.status,
+                problem.detail,
+                extra={
+                    "tenant": tenant[:100],
+                    "source": source[:100],
+                    "object": obj,
+                    "status": problem.status,
+                    "problem": problem.slug,
+                    "reason": problem.detail,
+                },
+            )
             return problem_response(problem, instance=request.url.path)
         except Exception:
             # Never counted as accepted: the event was not stored (or its 202 was not sent).

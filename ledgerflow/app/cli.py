@@ -72,14 +72,9 @@ out = Console()
 
 
 def _setup_logging(settings: Settings, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else getattr(logging, settings.log_level.upper(), logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # FastStream logs every message at INFO; keep it to warnings unless asked for DEBUG.
-    logging.getLogger("faststream").setLevel(max(level, logging.WARNING))
-    logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
-    logging.getLogger("ledgerflow.core.kafka.messages").setLevel(max(level, logging.WARNING))
-    # HTTP/2 header compression logs every header it encodes (Authorization included) at DEBUG.
-    logging.getLogger("hpack").setLevel(max(level, logging.WARNING))
+    from ledgerflow.core.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, quiet=quiet)
 
 
 def _load(settings: Settings) -> Routing:

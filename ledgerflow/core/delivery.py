@@ -35,6 +35,7 @@ from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
 from ledgerflow.core import metrics
+from ledgerflow.core.logs import log_context
 
 __all__ = [
     "ConsumedRecord",
@@ -103,6 +104,21 @@ def batch_subscriber(
         **extra,
     )
     return decorator
+
+
+def record_log_fields(record: ConsumedRecord) -> dict[str, str]:
+    """The log context of a consumed record: ``tenant``, ``source``, ``event_id`` from its CloudEvents headers.
+
+    ``source`` is the last segment of ``ce_source`` (``/tenants/acme/mercoa`` → ``mercoa``);
+    headers that are absent are left out.
+    """
+    fields: dict[str, str] = {}
+    for name, value in record.headers:
+        if name in ("ce_tenant", "ce_id", "ce_source"):
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            key = {"ce_tenant": "tenant", "ce_id": "event_id", "ce_source": "source"}[name]
+            fields[key] = text.rsplit("/", 1)[-1] if key == "source" else text
+    return fields
 
 
 def header_map(record: ConsumedRecord) -> dict[str, str]:
@@ -317,18 +333,22 @@ async def run_batch(
     async def run_group(group: list[ConsumedRecord]) -> None:
         async with gate:
             for record in sorted(group, key=lambda r: r.offset):
-                metrics.STAGE_IN_FLIGHT.labels(stage).inc()
-                try:
-                    with metrics.STAGE_DURATION.labels(stage).time():
-                        await handle_bounded(record)
-                except DeadLetter as dl:
-                    log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, dl)
-                    await publish(dlq_topic, record.key, record.value or b"", dead_letter_headers(record, stage, dl))
-                    metrics.DLQ_MESSAGES.labels(stage, dl.reason).inc()
-                finally:
-                    metrics.STAGE_IN_FLIGHT.labels(stage).dec()
-                if completed is not None:
-                    completed.append(record)
+                with log_context(stage=stage, **record_log_fields(record)):
+                    await run_one(record)
+
+    async def run_one(record: ConsumedRecord) -> None:
+        metrics.STAGE_IN_FLIGHT.labels(stage).inc()
+        try:
+            with metrics.STAGE_DURATION.labels(stage).time():
+                await handle_bounded(record)
+        except DeadLetter as dl:
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, dl)
+            await publish(dlq_topic, record.key, record.value or b"", dead_letter_headers(record, stage, dl))
+            metrics.DLQ_MESSAGES.labels(stage, dl.reason).inc()
+        finally:
+            metrics.STAGE_IN_FLIGHT.labels(stage).dec()
+        if completed is not None:
+            completed.append(record)
 
     results = await asyncio.gather(*(run_group(g) for g in groups.values()), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]

@@ -335,6 +335,9 @@ class Settings(BaseSettings):
     )
     http_keep_alive_seconds: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log lines as JSON objects, or readable lines; auto: JSON unless stderr is a terminal."
+    )
     http_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp", description="Transport of the workers' outbound HTTP client (ledgerflow.core.http)."
     )
