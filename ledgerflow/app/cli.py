@@ -14,7 +14,6 @@ Examples::
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
