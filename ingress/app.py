@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ledgerflow.core import metrics
-from ledgerflow.core.events import EventAttributes, deterministic_id
+from ledgerflow.core.events import EventAttributes, deterministic_id, record_version_id
 from ledgerflow.core.problems import Problem, problem_doc, problem_response
 from ledgerflow.core.settings import Routing, Settings, SourceConfig
 from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher, RecordTooLarge
@@ -256,7 +256,12 @@ class Ingress:
             metrics.WEBHOOKS_RECEIVED.labels(label_tenant, label_source, label_object, outcome).inc()
 
     async def _publish(self, tenant: str, spec: SourceSpec, envelope: Envelope, wreq: WebhookRequest) -> str:
-        event_id = envelope.delivery_id or deterministic_id(tenant, spec.name, wreq.object or "", wreq.body)
+        if envelope.delivery_id:
+            event_id = envelope.delivery_id
+        elif envelope.version:
+            event_id = record_version_id(tenant, spec.name, wreq.object or "", envelope.record_id, envelope.version)
+        else:
+            event_id = deterministic_id(tenant, spec.name, wreq.object or "", wreq.body)
         extensions = {**spec.extensions(wreq), "sourceevent": envelope.event_type, "method": wreq.method}
         if wreq.object:
             extensions["object"] = wreq.object

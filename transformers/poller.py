@@ -6,12 +6,22 @@ request to view recently generated invoices" (seed 004 l.24–27). The v2 feeds 
 resource (``invoices``, ``transactions``) the poller asks for records with
 ``DateUpdated ge <cursor>`` in ascending order, page by page, and publishes each to
 ``ledgerflow.raw.accessplanit`` with the same key, body and CloudEvents headers the ingress
-gives a webhook (``ce_sourceevent``, ``ce_object``, ``ce_method``; deterministic ``ce_id`` from
-tenant, source, resource and body, as ``ingress/app.py`` computes it). The cursor in
-:class:`~ledgerflow.core.state.StateStore` advances only after the broker acknowledged a page.
+gives a webhook (``ce_sourceevent``, ``ce_object``, ``ce_method``), and the same event id:
+:func:`~ledgerflow.core.events.record_version_id` of tenant, resource, record id and
+``DateUpdated`` (the ingress derives a webhook's id the same way), so a version seen by both the
+webhook and the poller is one event, booked once.
 
-``ge`` rather than ``gt``: records sharing the cursor's timestamp are read again rather than
-lost; re-published bodies get the same deterministic id, so later stages drop them.
+The cursor (one per tenant and resource in :class:`~ledgerflow.core.state.StateStore`) is the
+newest ``DateUpdated`` published plus the ids already published at exactly that stamp; it advances
+after each record the broker acknowledged. ``ge`` rather than ``gt`` so records sharing the
+cursor's stamp are not lost; the ids in the cursor keep them from being published twice. A crash
+between an acknowledgement and the cursor write re-publishes that one record with the same event
+id, which later stages drop.
+
+A failed round (the feed still failing after the client's bounded retries, which honour
+``Retry-After`` on 429/5xx, or the broker not acknowledging) is retried after a backoff that
+doubles up to ``max_backoff`` seconds; metrics ``ledgerflow_poller_records_total``,
+``ledgerflow_poller_polls_total`` and ``ledgerflow_poller_last_success_timestamp_seconds``.
 
 The v2 paths and auth header are not in the public material (§5.1 "not captured"): paths
 default to ``/invoices`` and ``/transactions`` and the key goes in ``X-API-Key`` (the header
@@ -22,15 +32,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
 import orjson
 from faststream.kafka import KafkaBroker
 
-from ledgerflow.core.events import EventAttributes, deterministic_id
+from ledgerflow.core import metrics
+from ledgerflow.core.events import EventAttributes, deterministic_id, record_version_id
 from ledgerflow.core.settings import Routing
 from ledgerflow.core.state import StateStore
 from ledgerflow.core.topics import Topics
@@ -39,9 +52,11 @@ from ledgerflow.transformers.enrichment import EnrichmentError, JsonApiClient
 __all__ = [
     "AccessplanitFeed",
     "AccessplanitPoller",
+    "Cursor",
     "FeedResource",
     "KafkaRawPublisher",
     "RawPublisher",
+    "normalise_since",
     "pollers_from_routing",
 ]
 
@@ -85,6 +100,48 @@ DEFAULT_RESOURCES = (
     FeedResource("invoices", "/invoices", "InvoiceID"),
     FeedResource("transactions", "/transactions", "TransactionID"),
 )
+
+
+@dataclass(slots=True)
+class Cursor:
+    """Where a feed was read up to: the newest stamp published and the ids published at exactly it."""
+
+    at: str | None = None
+    seen: set[str] = field(default_factory=set)
+
+    @classmethod
+    def parse(cls, stored: str | None) -> Cursor:
+        """Read a stored cursor: ``{"at": …, "seen": […]}``, or a bare stamp (cursors written before the ids)."""
+        if not stored:
+            return cls()
+        try:
+            value = orjson.loads(stored)
+        except orjson.JSONDecodeError:
+            return cls(at=stored)
+        if not isinstance(value, dict):
+            return cls(at=stored)
+        return cls(at=value.get("at"), seen={str(i) for i in value.get("seen", [])})
+
+    def dump(self) -> str:
+        """The stored form (JSON, ids sorted)."""
+        return orjson.dumps({"at": self.at, "seen": sorted(self.seen)}).decode()
+
+    def advance(self, stamp: str, record_id: str) -> None:
+        """Record that the version of ``record_id`` stamped ``stamp`` was published."""
+        if self.at is None or stamp > self.at:
+            self.at, self.seen = stamp, {record_id}
+        elif stamp == self.at:
+            self.seen.add(record_id)
+
+
+def normalise_since(value: str) -> str:
+    """A ``--since`` date or timestamp as the feed's stamp format (``2024-05-01`` → ``2024-05-01T00:00:00``).
+
+    Raises:
+        ValueError: not an ISO 8601 date or timestamp.
+    """
+    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 class AccessplanitFeed(JsonApiClient):
@@ -166,7 +223,8 @@ class AccessplanitPoller:
     def raw_message(self, resource: FeedResource, record: Mapping[str, Any]) -> tuple[bytes, bytes, dict[str, str]]:
         """Key, body and headers exactly as the ingress publishes an accessplanit webhook.
 
-        The method is ``POST`` for a record never updated since generation, else ``PUT``.
+        The method is ``POST`` for a record never updated since generation, else ``PUT``; the event
+        id is that of the record's version (see the module docstring), as the ingress gives it.
 
         Raises:
             KeyError: the record has no id field.
@@ -176,8 +234,14 @@ class AccessplanitPoller:
         body = orjson.dumps(record)
         method = "POST" if record.get("DateUpdated") in (None, record.get("DateGenerated")) else "PUT"
         event_type = f"{resource.name}.{method.lower()}"
+        stamp = record.get(resource.cursor_field)
+        event_id = (
+            record_version_id(self.tenant, SOURCE, resource.name, record_id, str(stamp))
+            if isinstance(stamp, str | int) and str(stamp)
+            else deterministic_id(self.tenant, SOURCE, resource.name, body)
+        )
         attrs = EventAttributes(
-            id=deterministic_id(self.tenant, SOURCE, resource.name, body),
+            id=event_id,
             source=f"/tenants/{self.tenant}/{SOURCE}",
             type=f"io.ledgerflow.raw.{SOURCE}.{event_type}",
             tenant=self.tenant,
@@ -186,33 +250,43 @@ class AccessplanitPoller:
         )
         return record_id.encode(), body, attrs.to_headers()
 
+    async def backfill_from(self, since: str) -> None:
+        """Set every resource's cursor to ``since`` (a feed stamp): the next poll re-reads from there."""
+        for resource in self.resources:
+            await self.state.put_cursor(self.cursor_name(resource), Cursor(at=since).dump())
+
     async def poll_resource(self, resource: FeedResource) -> int:
         """Publish every record of ``resource`` changed since its cursor; return how many.
 
         Raises:
-            ledgerflow.transformers.enrichment.EnrichmentError: the feed could not be read (cursor unchanged).
-            Exception: the publisher's error when the broker did not acknowledge (cursor unchanged
-                for that page).
+            ledgerflow.transformers.enrichment.EnrichmentError: the feed could not be read (the cursor
+                stays after the last acknowledged record).
+            Exception: the publisher's error when the broker did not acknowledge (same).
 
         """
         name = self.cursor_name(resource)
-        since = await self.state.get_cursor(name)
+        cursor = Cursor.parse(await self.state.get_cursor(name))
+        since = cursor.at
+        topic = self.topics.raw(SOURCE)
         published = 0
         for page_number in range(self.max_pages):
             records = await self.feed.page(resource, since, top=self.page_size, skip=page_number * self.page_size)
-            newest: str | None = None
             for record in records:
                 if record.get(resource.id_field) is None:
                     log.warning("accessplanit %s record without %s skipped", resource.name, resource.id_field)
                     continue
-                key, body, headers = self.raw_message(resource, record)
-                await self.publisher.publish(self.topics.raw(SOURCE), key, body, headers)
-                published += 1
+                record_id = str(record[resource.id_field])
                 stamp = record.get(resource.cursor_field)
-                if stamp is not None and (newest is None or str(stamp) > newest):
-                    newest = str(stamp)
-            if newest is not None:
-                await self.state.put_cursor(name, newest)
+                stamp_text = str(stamp) if stamp is not None else None
+                if stamp_text is not None and stamp_text == cursor.at and record_id in cursor.seen:
+                    continue  # this version was published before the cursor's last write
+                key, body, headers = self.raw_message(resource, record)
+                await self.publisher.publish(topic, key, body, headers)
+                published += 1
+                metrics.POLLED_RECORDS.labels(SOURCE, self.tenant, resource.name).inc()
+                if stamp_text is not None:
+                    cursor.advance(stamp_text, record_id)
+                    await self.state.put_cursor(name, cursor.dump())
             if len(records) < self.page_size:
                 break
         return published
@@ -221,16 +295,28 @@ class AccessplanitPoller:
         """Poll every resource once; return the number of records published."""
         return sum([await self.poll_resource(resource) for resource in self.resources])
 
-    async def run(self, interval: float, stop: asyncio.Event) -> None:
-        """Poll every ``interval`` seconds until ``stop`` is set; a failed poll is logged and retried next round."""
+    async def run(self, interval: float, stop: asyncio.Event, *, max_backoff: float = 900.0) -> None:
+        """Poll every ``interval`` seconds until ``stop`` is set.
+
+        A failed round is logged, counted and retried after ``interval`` × 2^(failures in a row),
+        at most ``max_backoff`` seconds (the feed client already retried 429/5xx within the round).
+        """
+        failures = 0
         while not stop.is_set():
             try:
                 count = await self.poll_once()
-                log.info("accessplanit poll for %s published %d records", self.tenant, count)
             except Exception:
-                log.exception("accessplanit poll for %s failed", self.tenant)
+                failures += 1
+                metrics.POLLS.labels(SOURCE, self.tenant, "failed").inc()
+                log.exception("accessplanit poll for %s failed (%d in a row)", self.tenant, failures)
+            else:
+                failures = 0
+                metrics.POLLS.labels(SOURCE, self.tenant, "ok").inc()
+                metrics.POLLER_LAST_SUCCESS.labels(SOURCE, self.tenant).set(time.time())
+                log.info("accessplanit poll for %s published %d records", self.tenant, count)
+            delay = min(interval * 2**failures, max(max_backoff, interval)) if failures else interval
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 continue
 

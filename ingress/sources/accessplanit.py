@@ -10,6 +10,12 @@ Routes: ``/webhooks/{tenant}/accessplanit/invoices`` and ``…/transactions``. T
 not published; the record id is read from the invoice/transaction id fields under the spellings
 the API v2 feeds use ("Invoice ID", "Transaction ID" → ``InvoiceID``, ``InvoiceId``, ``Id``…),
 at the top level or under ``data``. The event type is ``<resource>.<method lower>``.
+
+When the record carries ``DateUpdated`` (the feeds' "Date Updated"), a POST, PUT or PATCH is one
+version of the record: its event id is :func:`~ledgerflow.core.events.record_version_id` of
+tenant, resource, record id and that stamp — the id the poller (``transformers/poller.py``) gives
+the same version read from the feed, so a record seen by both paths is one event. A DELETE keeps
+the id of its body.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ from ledgerflow.ingress.sources.base import (
     require_object,
 )
 
-__all__ = ["DEFAULT_HEADER", "ID_FIELDS", "AccessplanitSource"]
+__all__ = ["DEFAULT_HEADER", "ID_FIELDS", "VERSION_FIELD", "AccessplanitSource"]
+
+VERSION_FIELD = "DateUpdated"
+"""The API v2 field stamping each version of an invoice or transaction (seed 004, "Date Updated")."""
 
 DEFAULT_HEADER = "X-API-Key"
 """Header checked when the tenant's accessplanit source sets no ``header``."""
@@ -92,4 +101,11 @@ class AccessplanitSource(SourceSpec):
         if found is None:
             raise BadEnvelope(f"an accessplanit {resource} webhook needs one of: {', '.join(fields)}")
         field, value = found
-        return Envelope(event_type=f"{resource}.{request.method.lower()}", record_id=as_record_id(value, field))
+        holder = body if found == _find_id(body, fields) else body["data"]
+        stamp = holder.get(VERSION_FIELD)
+        version = str(stamp) if isinstance(stamp, str | int) and request.method != "DELETE" and str(stamp) else None
+        return Envelope(
+            event_type=f"{resource}.{request.method.lower()}",
+            record_id=as_record_id(value, field),
+            version=version,
+        )

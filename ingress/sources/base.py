@@ -69,6 +69,10 @@ class Envelope:
     event_type: str
     record_id: str
     delivery_id: str | None = None
+    version: str | None = None
+    """The source's stamp of this version of the record (accessplanit ``DateUpdated``), when it has one:
+    the event id is then :func:`~ledgerflow.core.events.record_version_id`, the id a poll of the
+    same version gets."""
 
 
 def any_secret_matches(presented: str | bytes, secrets: Iterable[SecretStr]) -> bool:

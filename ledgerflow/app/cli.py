@@ -194,6 +194,9 @@ def up(
                 out.print(f"  sandbox     {erp:<11} {url}  (records: {url}/_sandbox/records)")
             for name, config in stack.connections.items():
                 out.print(f"  connection  {name:<11} {config.erp} → {config.base_url}")
+            for source, tenants in stack.pollers.items():
+                polled = ", ".join(tenants) or "no tenant sets options.poll"
+                out.print(f"  poller      {source:<11} {polled}")
             tenant = next(iter(routing.tenants), "demo")
             out.print("\nSend a webhook:")
             out.print(
@@ -362,6 +365,51 @@ def transformer(
             health_port=settings.metrics_port,
             health_host=settings.metrics_host,
         ):
+            await _wait_for_signal()
+
+    aio.run(run(), settings.event_loop)
+
+
+@app.command()
+def poller(
+    source: Annotated[str, typer.Option(help="The source whose API feed is polled (accessplanit).")] = "accessplanit",
+    since: Annotated[
+        str | None, typer.Option(help="Backfill: re-read the feed from this ISO date or timestamp first.")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between rounds (default: LEDGERFLOW_POLLER_INTERVAL_SECONDS).")
+    ] = None,
+) -> None:
+    """Run the poller of a source's API feed: its records go to the raw topic as webhooks would (docs/deploy.md)."""
+    settings = Settings()
+    _setup_logging(settings)
+    routing = _load(settings)
+    bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=True)
+    from ledgerflow.transformers.poller import normalise_since
+    from ledgerflow.transformers.poller_main import POLLED_SOURCES, run_poller
+
+    if source not in POLLED_SOURCES:
+        console.print(f"[red]no poller for source {source!r}[/red]: sources with a feed: {', '.join(POLLED_SOURCES)}")
+        raise typer.Exit(2)
+    try:
+        stamp = normalise_since(since) if since else None
+    except ValueError:
+        console.print(f"[red]--since {since!r} is not an ISO 8601 date or timestamp[/red]")
+        raise typer.Exit(2) from None
+
+    async def run() -> None:
+        async with run_poller(
+            settings,
+            routing,
+            bootstrap,
+            embedded=False,
+            source=source,
+            since=stamp,
+            interval=interval or settings.poller_interval_seconds,
+            health_port=settings.metrics_port,
+        ) as running:
+            console.print(f"{source} poller for {len(running.pollers)} tenant(s); health on {running.health_url}")
             await _wait_for_signal()
 
     aio.run(run(), settings.event_loop)

@@ -27,6 +27,7 @@ from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
 from ledgerflow.ingress.main import run_ingress
 from ledgerflow.transformers.main import run_transformer
+from ledgerflow.transformers.poller_main import POLLED_SOURCES, run_poller
 
 __all__ = ["RunningStack", "run_stack"]
 
@@ -50,6 +51,8 @@ class RunningStack:
     sandboxes: dict[str, str] = field(default_factory=dict)
     connections: dict[str, ConnectionConfig] = field(default_factory=dict)
     connectors: dict[str, Connector] = field(default_factory=dict)
+    pollers: dict[str, list[str]] = field(default_factory=dict)
+    """Source with a feed → the tenants its poller reads (those whose routing sets ``options.poll``)."""
 
 
 def _sandbox_config(erp: str, config: ConnectionConfig, base_url: str) -> ConnectionConfig:
@@ -124,6 +127,20 @@ async def run_stack(
             run_transformer(settings, effective, bootstrap, embedded=embedded, http=http, state=state, report_lag=False)
         )
         watched += transformer.watched
+        for source in POLLED_SOURCES:
+            poller = await stack.enter_async_context(
+                run_poller(
+                    settings,
+                    effective,
+                    bootstrap,
+                    embedded=embedded,
+                    source=source,
+                    interval=settings.poller_interval_seconds,
+                    http=http,
+                    state=state,
+                )
+            )
+            running.pollers[source] = [p.tenant for p in poller.pollers]
         for name in running.connections:
             conn = await stack.enter_async_context(
                 run_connector(

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-__all__ = ["EventAttributes", "MissingAttributeError", "deterministic_id", "new_traceparent"]
+__all__ = ["EventAttributes", "MissingAttributeError", "deterministic_id", "new_traceparent", "record_version_id"]
 
 _REQUIRED = ("ce_id", "ce_source", "ce_type")
 
@@ -33,6 +33,16 @@ def deterministic_id(*parts: str | bytes) -> str:
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\x00")
     return digest.hexdigest()[:32]
+
+
+def record_version_id(tenant: str, source: str, resource: str, record_id: str, version: str) -> str:
+    """Event id of one version of one source record, whichever way it arrived.
+
+    For sources that stamp each version of a record (accessplanit ``DateUpdated``), the webhook
+    path (the ingress) and the batched path (the poller) both derive the raw event id from the
+    tenant, source, resource, record id and that stamp, so a version seen by both is one event.
+    """
+    return deterministic_id(tenant, source, resource, record_id, version)
 
 
 def new_traceparent() -> str:

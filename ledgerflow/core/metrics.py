@@ -19,6 +19,9 @@ __all__ = [
     "END_TO_END_LATENCY",
     "ERP_REQUESTS",
     "ERP_REQUEST_DURATION",
+    "POLLED_RECORDS",
+    "POLLER_LAST_SUCCESS",
+    "POLLS",
     "READ_BACK",
     "REDELIVERED_SKIPPED",
     "RETRIES",
@@ -102,6 +105,19 @@ REDELIVERED_SKIPPED = Counter(
     "ledgerflow_redelivered_skipped_total",
     "Records of a redelivered batch skipped because their outcome was already durable, by stage.",
     ["stage"],
+)
+POLLED_RECORDS = Counter(
+    "ledgerflow_poller_records_total", "Records a poller published to its raw topic.", ["source", "tenant", "resource"]
+)
+POLLS = Counter(
+    "ledgerflow_poller_polls_total",
+    "Poll rounds of a poller, by outcome (ok, failed).",
+    ["source", "tenant", "outcome"],
+)
+POLLER_LAST_SUCCESS = Gauge(
+    "ledgerflow_poller_last_success_timestamp_seconds",
+    "When a poller last completed a round (unix s).",
+    ["source", "tenant"],
 )
 DLQ_MESSAGES = Counter("ledgerflow_dlq_messages_total", "Messages written to a dead-letter topic.", ["stage", "reason"])
 CONSUMER_LAG = Gauge(

@@ -315,6 +315,9 @@ class Settings(BaseSettings):
     ingress_publish_timeout_seconds: float = Field(
         5.0, gt=0, description="How long the ingress waits for the broker's ack before answering 503."
     )
+    poller_interval_seconds: float = Field(
+        60.0, gt=0, description="Seconds between a poller's rounds over a source's feed (failed rounds back off)."
+    )
     metrics_port: int = Field(9100, description="Port of /metrics, /healthz and /readyz for workers.")
     metrics_host: str = Field(
         "0.0.0.0",  # noqa: S104 - in a pod the probes and the scrape come from outside

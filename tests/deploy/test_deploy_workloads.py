@@ -14,7 +14,7 @@ from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.topics import Topics
 from tests.deploy.conftest import Resource, by_name, of_kind, one
 
-SERVICES = {"ingress", "transformer", "audit", "connector"}
+SERVICES = {"ingress", "transformer", "poller", "audit", "connector"}
 WORKER_MEMORY_TARGET_MI = 150
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|STATE_URL|CREDENTIAL|KEY", re.IGNORECASE)
 
@@ -55,6 +55,8 @@ def test_one_deployment_per_service_and_connection(resources: list[Resource]) ->
     services = [_service_of(d) for d in deployments]
     assert set(services) == SERVICES
     assert services.count("ingress") == services.count("transformer") == services.count("audit") == 1
+    pollers = [d for d in deployments if _service_of(d) == "poller"]
+    assert [_main(d)["args"] for d in pollers] == [["poller", "--source", "accessplanit"]]
     connections = sorted(_connection_of(d) for d in deployments if _service_of(d) == "connector")
     assert connections == ["quickbooks-main", "xero-main"]
     for d in deployments:
@@ -166,7 +168,13 @@ def test_every_deployment_has_a_disruption_budget_and_an_autoscaler(resources: l
         assert not others, (
             f"PDB {matching[0]['metadata']['name']} also selects {[o['metadata']['name'] for o in others]}"
         )
-        if _service_of(d) == "ingress":
+        if _service_of(d) == "poller":
+            # One poller per source by design: a second replica would read the same feeds again.
+            assert d["spec"]["replicas"] == 1, name
+            assert d["spec"]["strategy"] == {"type": "Recreate"}, name
+            assert name not in scaled, f"{name}: a poller must not autoscale"
+            assert name not in hpas, f"{name}: a poller must not autoscale"
+        elif _service_of(d) == "ingress":
             assert hpas[name]["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
             assert hpas[name]["spec"]["minReplicas"] >= 1
         else:
@@ -370,7 +378,7 @@ def test_network_policies(resources: list[Resource]) -> None:
         assert metrics in inbound, f"{service}: metrics port closed to the monitoring namespace"
         assert {53, 9092, 9093} <= outbound, service
         assert (5432 in outbound) == (service != "ingress"), service
-        assert (443 in outbound) == (service in {"connector", "transformer"}), service
+        assert (443 in outbound) == (service in {"connector", "transformer", "poller"}), service
         if service == "audit":
             assert 8081 in inbound
     controller = one(resources, "NetworkPolicy", "ledgerflow-ingress-from-controller")

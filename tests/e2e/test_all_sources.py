@@ -18,7 +18,7 @@ from ledgerflow.core.asgi import serve
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.ingress.sources import SOURCES
 from tests.ingress.ingress_signing import NEW, SECRETS, Delivery, send, signed
-from tests.transformers.source_sandboxes import Script, monite_app
+from tests.transformers.source_sandboxes import Script, accessplanit_app, monite_app
 from tests.transformers.test_worker_broker import GOLDEN, _cases, _drain
 
 pytestmark = pytest.mark.kafka
@@ -27,15 +27,31 @@ MAPPINGS = Path(__file__).resolve().parents[2] / "docs" / "mappings"
 MAPPING_GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "mappings"
 
 
-def _routing(monite_url: str) -> dict[str, Any]:
+POLLED_INVOICE = {
+    "InvoiceID": 9001,
+    "InvoiceRef": "APL-9001",
+    "IssuerID": 8812,
+    "Amount": 10000,
+    "Tax": 2000,
+    "Currency": "GBP",
+    "DateGenerated": "2024-06-01T09:00:00",
+    "DateUpdated": "2024-06-01T09:00:00",
+    "InvoiceItems": [{"InvoiceItemID": 90010, "LineDescription": "Course", "InvoiceItemAmount": 10000}],
+}
+
+
+def _routing(monite_url: str, feed_url: str) -> dict[str, Any]:
     sources: dict[str, Any] = {name: {"tokens": [pair[NEW]]} for name, pair in SECRETS.items()}
     sources["monite"]["options"] = {"api_base_url": monite_url, "client_id": "cid", "client_secret": "secret"}
+    # accessplanit's batched mode too: the stack's poller reads tenant "polled"'s feed.
+    polled = {"tokens": ["feed-key"], "options": {"poll": True, "api_base_url": feed_url, "api_key": "feed-key"}}
     fieldops = {"tokens": [SECRETS["standardwebhooks"][NEW]], "mapping": str(MAPPINGS / "fieldops.yaml")}
     return {
         "tenants": {
             "acme": {"sources": sources, "connections": ["inhouse"]},
             # A sender ledgerflow has no code for, mapped by a tenant's mapping file (docs/mappings.md).
             "fieldco": {"sources": {"standardwebhooks": fieldops}, "connections": ["inhouse"]},
+            "polled": {"sources": {"accessplanit": polled}, "connections": ["inhouse"]},
         },
         "connections": {"inhouse": {"erp": "http", "objects": list(OBJECT_MODELS)}},
     }
@@ -70,10 +86,16 @@ async def test_webhooks_of_every_source_reach_their_canonical_topics_and_the_erp
         topic_prefix=f"src{unique}",
         topic_partitions=2,
         state_url=f"sqlite+aiosqlite:///{tmp_path}/state.db",
+        poller_interval_seconds=0.5,
     )
-    async with serve(monite_app(Script(), "cid", "secret", objects)) as monite_url:
-        routing = Routing.model_validate(_routing(monite_url))
+    accounts = [{"AccountID": 8812, "Name": "Northwind Training Ltd"}]
+    feed = accessplanit_app(
+        Script(), "feed-key", {"invoices": [POLLED_INVOICE], "transactions": [], "accounts": accounts}
+    )
+    async with serve(monite_app(Script(), "cid", "secret", objects)) as monite_url, serve(feed) as feed_url:
+        routing = Routing.model_validate(_routing(monite_url, feed_url))
         async with run_stack(settings, routing) as stack, httpx.AsyncClient(base_url=stack.ingress_url) as client:
+            assert stack.pollers == {"accessplanit": ["polled"]}
             for n, (source, spec, _) in enumerate(cases):
                 resp = await send(client, _delivery(source, spec, n))
                 assert resp.status_code == SOURCES[source].success_status, (source, spec["event_type"], resp.text)
@@ -100,7 +122,7 @@ async def test_webhooks_of_every_source_reach_their_canonical_topics_and_the_erp
             for want in expected:
                 assert want in canonical.get(want["canonical_id"], []), want["canonical_id"]
 
-            ids = sorted({want["canonical_id"] for want in expected})
+            ids = sorted({want["canonical_id"] for want in expected} | {"accessplanit:invoice:9001"})
             results = {}
             for canonical_id in ids:
                 got = await demo.collect_results(

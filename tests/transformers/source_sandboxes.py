@@ -17,9 +17,13 @@ from fastapi.responses import JSONResponse
 class Script:
     fail: list[tuple[int, str | None]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    fail_from: int | None = None
+    """When set, every call from this (0-based) call number on answers 503 (an outage in mid-run)."""
 
     def next_failure(self, path: str) -> JSONResponse | None:
         self.calls.append(path)
+        if self.fail_from is not None and len(self.calls) > self.fail_from:
+            return JSONResponse({"error": "outage"}, status_code=503, headers={"Retry-After": "0"})
         if self.fail:
             status, retry_after = self.fail.pop(0)
             headers = {"Retry-After": retry_after} if retry_after is not None else {}
@@ -128,5 +132,17 @@ def accessplanit_app(script: Script, api_key: str, feeds: dict[str, list[dict[st
         rows.sort(key=lambda r: str(r[field_name]))
         skip, top = int(q.get("$skip", 0)), int(q.get("$top", 100))
         return {"value": rows[skip : skip + top]}
+
+    @app.get("/{resource}/{item_id}")
+    async def item(resource: str, item_id: str, request: Request, x_api_key: str = Header("")) -> Any:
+        """One record by id (``/accounts/8812``: the account an invoice is issued to)."""
+        if x_api_key != api_key:
+            raise HTTPException(401, "bad key")
+        if (failure := script.next_failure(str(request.url))) is not None:
+            return failure
+        for row in feeds.get(resource, []):
+            if any(str(v) == item_id for k, v in row.items() if k.lower().endswith("id")):
+                return row
+        raise HTTPException(404, "not found")
 
     return app
