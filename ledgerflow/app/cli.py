@@ -408,6 +408,7 @@ def poller(
             since=stamp,
             interval=interval or settings.poller_interval_seconds,
             health_port=settings.metrics_port,
+            health_host=settings.metrics_host,
         ) as running:
             console.print(f"{source} poller for {len(running.pollers)} tenant(s); health on {running.health_url}")
             await _wait_for_signal()
