@@ -3,6 +3,7 @@ QuickBooks and Xero connectors (each its own consumer group) → results, and th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -70,6 +71,27 @@ async def test_mercoa_invoice_lands_once_in_quickbooks_and_xero(
         assert (
             'ledgerflow_webhooks_received_total{object="-",outcome="accepted",source="mercoa",tenant="demo"}' in metrics
         )
+
+        # The audit answers with the local admin key the stack made (what `ledgerflow up` prints),
+        # and nothing without it: every attempt of both connections, and the webhook they came from.
+        assert stack.audit_admin_key
+        async with httpx.AsyncClient(base_url=stack.audit_url) as client:
+            assert (await client.get("/v1/sync-records")).status_code == 401
+            auth = {"authorization": f"Bearer {stack.audit_admin_key}"}
+            for _ in range(100):
+                listed = (
+                    await client.get("/v1/sync-records", params={"q": payload["invoice"]["id"]}, headers=auth)
+                ).json()
+                if len(listed["data"]) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert {r["connection"] for r in listed["data"]} == {"quickbooks", "xero"}
+            # The redelivery is the same event (same result id): stored once, the booking stays the outcome.
+            assert [r["outcome"] for r in listed["data"]] == ["succeeded", "succeeded"]
+            detail = (await client.get(f"/v1/sync-records/{listed['data'][0]['id']}", headers=auth)).json()
+            assert detail["source_document"]["event_id"] == first
+            console = await client.post("/console/login", data={"key": stack.audit_admin_key})
+            assert console.status_code == 303
 
 
 async def _wait_for_duplicates(stack: object, settings: Settings, canonical_id: str) -> dict[str, SyncResult]:
