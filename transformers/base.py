@@ -38,6 +38,7 @@ __all__ = [
     "as_objects",
     "require",
     "shape_checked",
+    "with_field_names",
 ]
 
 
@@ -272,3 +273,21 @@ def as_date(value: Any, what: str) -> date:
         return date.fromisoformat(text[:10])
     except ValueError:
         raise ContractError(f"{what} is not an ISO date: {value!r}") from None
+
+
+def with_field_names(node: dict[str, Any], names: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``node`` with the fields a mapper reads filled from a tenant's own spelling of them.
+
+    For sources whose payload reference is not public (INGENIOUS, accessplanit), the field names a
+    mapper reads are partly *assumed*. A tenant whose payloads spell one differently configures
+    ``options.field_names: {<name the mapper reads>: <name in the payload>}`` instead of sending
+    every record to the DLQ. A field already present under the mapper's name wins; nothing is
+    invented: an absent field stays absent.
+    """
+    if not names:
+        return node
+    out = dict(node)
+    for name, alias in names.items():
+        if name not in out and isinstance(alias, str) and alias in out:
+            out[name] = out[alias]
+    return out

@@ -470,8 +470,10 @@ class EnricherSet:
       with ``api_base_url`` and ``api_key`` [, ``api_key_header``, ``customer_path``] also an
       :class:`AccessplanitClient` under ``accessplanit_api``
     * any source: ``currency`` — the tenant's default for fields the source's documentation does not
-      guarantee; ``mercoa``: ``transaction_amount_unit`` (``minor``/``major``) for transactions
-      without invoices (``defaults``: ``for_tenant`` → ``{source: {"currency": …, …}}``)
+      guarantee; ``field_names`` — the tenant's spelling of fields a mapper reads but the vendor's
+      public material does not fix (INGENIOUS, accessplanit); ``mercoa``: ``transaction_amount_unit``
+      (``minor``/``major``) for transactions without invoices
+      (``defaults``: ``for_tenant`` → ``{source: {"currency": …, …}}``)
 
     A tenant without the options has no client for that source (routes then map what the
     webhook carried or skip with a reason). ``retry_attempts`` and ``retry_wait_max`` options
@@ -487,13 +489,17 @@ class EnricherSet:
         mercoa: dict[str, MercoaClient] = {}
         accessplanit: dict[str, AccessplanitClient] = {}
         currencies: dict[str, str] = {}
-        defaults: dict[str, dict[str, dict[str, str]]] = {}
+        defaults: dict[str, dict[str, dict[str, Any]]] = {}
         for tenant, config in routing.tenants.items():
             for source, src in config.sources.items():
                 if src.options.get("currency"):
                     defaults.setdefault(tenant, {}).setdefault(source, {})["currency"] = str(
                         src.options["currency"]
                     ).upper()
+                if isinstance(src.options.get("field_names"), dict):
+                    defaults.setdefault(tenant, {}).setdefault(source, {})["field_names"] = dict(
+                        src.options["field_names"]
+                    )
                 if src.options.get("transaction_amount_unit") in ("minor", "major"):
                     defaults.setdefault(tenant, {}).setdefault(source, {})["transaction_amount_unit"] = str(
                         src.options["transaction_amount_unit"]

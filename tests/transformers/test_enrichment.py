@@ -326,3 +326,36 @@ async def test_ingenious_tenant_default_currency_fills_a_payload_without_one() -
         bill = route.mapper(await route.enrich(event, enrichers))[0]
     assert isinstance(bill, Bill)
     assert bill.currency == "CAD"
+
+
+async def test_tenant_field_names_reach_the_ingenious_mapper_and_its_enrichment() -> None:
+    script = Script()
+    app = ingenious_app(script, "tok", {("cost_code", "acc_cc_1"): {"custom_id": "03-1000", "name": "Sitework"}})
+    options = {
+        "api_base_url": "http://sandbox",
+        "api_token": "tok",
+        "field_names": {"date": "invoice_date", "line_items": "items"},
+    }
+    routing = Routing.model_validate({"tenants": {"acme": {"sources": {"ingenious": {"options": options}}}}})
+    payload = {
+        "name": "Vendor Invoice",
+        "subject": "X",
+        "data": {
+            "id": "vi_fn",
+            "vendor_name": "Hudson",
+            "invoice_date": "2024-05-02",
+            "currency": "USD",
+            "items": [{"gross_value": "5.00", "cost_code_id": "cc1", "accounting_cost_code_id": "acc_cc_1"}],
+        },
+    }
+    event = raw_event("ingenious", "vendor_invoice.sync", payload, object_hint="vendor_invoice")
+    async with _http(app) as http:
+        enrichers = EnricherSet(routing, http, StateStore("sqlite+aiosqlite://"))
+        route = ROUTERS["ingenious"](event)
+        assert route.enrich is not None
+        bill = route.mapper(await route.enrich(event, enrichers))[0]
+    assert isinstance(bill, Bill)
+    assert str(bill.bill_date) == "2024-05-02"
+    cost_code = bill.line_items[0].cost_code
+    assert cost_code is not None
+    assert (cost_code.accounting_custom_id, cost_code.name) == ("03-1000", "Sitework")

@@ -5,7 +5,10 @@ Fields are the ones the accessplanit Financial API feeds document (``sources.md`
 spaces (``InvoiceID``), as the ingress does when it reads the record id
 (``ingress/sources/accessplanit.py``). The webhook payload shape and the Transactions field
 table are NOT FOUND publicly (§5.1–5.2: copies truncated), so the fields marked *assumed*
-follow the same spelling. The record may sit at the top level or under ``data``.
+follow the same spelling; a tenant whose payloads spell a field differently sets
+``options.field_names`` (``{InvoiceID: "Invoice ID"}``:
+:func:`~ledgerflow.transformers.base.with_field_names`). The record may sit at the top level or
+under ``data``.
 
 =============================================  =====================================================
 accessplanit                                   canonical
@@ -83,6 +86,7 @@ from ledgerflow.transformers.base import (
     as_object,
     as_objects,
     require,
+    with_field_names,
 )
 
 __all__ = ["enrich", "map_invoice", "map_transaction", "minor_to_major"]
@@ -124,9 +128,14 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     currency = enrichers.get("accessplanit").for_tenant(event.tenant)
     if currency:
         found["currency"] = currency
+    names = ((enrichers.get("defaults").for_tenant(event.tenant) or {}).get("accessplanit") or {}).get("field_names")
+    if names:
+        found["field_names"] = names
     client = enrichers.get("accessplanit_api").for_tenant(event.tenant)
     body = event.payload.get("data") if isinstance(event.payload, dict) else None
     record = body if isinstance(body, dict) else event.payload
+    if isinstance(record, dict) and names:
+        record = with_field_names(record, names)
     customer_id = _text(record.get("IssuerID")) if isinstance(record, dict) else None
     if client is not None and customer_id and event.method.upper() != "DELETE":
         found["customer"] = await client.customer(customer_id)
@@ -182,11 +191,19 @@ def _amounts(record: dict[str, Any], currency: str) -> tuple[Decimal, Decimal]:
 
 
 def _record(event: RawEvent) -> dict[str, Any]:
+    """The record (top level or under ``data``) with the tenant's ``options.field_names`` applied."""
     body = event.payload
     if isinstance(body, dict) and isinstance(body.get("data"), dict):
         body = body["data"]
     if not isinstance(body, dict):
         raise ContractError("accessplanit record is not a JSON object")
+    names = event.enrichment.get("field_names")
+    if not isinstance(names, dict) or not names:
+        return body
+    body = with_field_names(body, names)
+    items = body.get("InvoiceItems")
+    if isinstance(items, list):
+        body["InvoiceItems"] = [with_field_names(i, names) if isinstance(i, dict) else i for i in items]
     return body
 
 

@@ -29,6 +29,8 @@ INGENIOUS ``data``                                     canonical
 the tenant's ``options.currency``),
 ``tax_value``, ``total_value``, ``title``,
 ``budget_id`` — all *assumed*                          document number, dates, currency, tax, total…
+(a tenant whose payloads spell an assumed field differently sets ``options.field_names``,
+e.g. ``{date: invoice_date, line_items: items}``: :func:`~ledgerflow.transformers.base.with_field_names`)
 =====================================================  =====================================================
 
 Dates (the Webhook Payloads reference is not public, so the names are *assumed*; seed 000 only
@@ -78,7 +80,16 @@ from ledgerflow.contracts import (
     currency_precision,
 )
 from ledgerflow.contracts.bill import Bill
-from ledgerflow.transformers.base import Enrichers, RawEvent, SkipEvent, as_date, as_decimal, as_object, require
+from ledgerflow.transformers.base import (
+    Enrichers,
+    RawEvent,
+    SkipEvent,
+    as_date,
+    as_decimal,
+    as_object,
+    require,
+    with_field_names,
+)
 
 __all__ = [
     "ACCOUNTING_KINDS",
@@ -99,9 +110,21 @@ def _text(value: Any) -> str | None:
 
 
 def _data(event: RawEvent) -> dict[str, Any]:
+    """``data`` with the tenant's field names applied (``options.field_names``, see :func:`enrich`)."""
     data = require(event.payload, "data")
     if not isinstance(data, dict):
         raise ContractError("INGENIOUS payload field data is not an object")
+    names = as_object(event.enrichment.get("defaults"), "defaults").get("field_names")
+    return _named(data, names if isinstance(names, dict) else None)
+
+
+def _named(data: dict[str, Any], names: dict[str, Any] | None) -> dict[str, Any]:
+    if not names:
+        return data
+    data = with_field_names(data, names)
+    lines = data.get("line_items")
+    if isinstance(lines, list):
+        data["line_items"] = [with_field_names(li, names) if isinstance(li, dict) else li for li in lines]
     return data
 
 
@@ -137,6 +160,7 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     data = event.payload.get("data") if isinstance(event.payload, dict) else None
     if not isinstance(data, dict):
         return event
+    data = _named(data, (defaults or {}).get("field_names"))
     nodes = [data, *[line for line in data.get("line_items") or [] if isinstance(line, dict)]]
     wanted = dict.fromkeys(pair for node in nodes for pair in _pairs(node))
     if not wanted:
