@@ -63,9 +63,9 @@ from ledgerflow.audit.store import (
 )
 from ledgerflow.audit.tables import ApiKeyRow, DeadLetterRow, SyncAttemptRow, SyncRecordRow
 from ledgerflow.contracts import Outcome
+from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.problems import PROBLEM_SCHEMA, Problem, problem_doc, problem_response
 from ledgerflow.core.settings import Settings
-from ledgerflow.core.topics import STAGES
 
 __all__ = [
     "API_PREFIX",

@@ -47,8 +47,8 @@ from ledgerflow.audit.operations import Operations
 from ledgerflow.audit.reconcile import reconcile
 from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
 from ledgerflow.audit.tables import sync_record_id
+from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.problems import Problem, problem_response
-from ledgerflow.core.topics import STAGES
 
 __all__ = ["CONSOLE_PREFIX", "COOKIE", "csrf_token", "install_console"]
 

@@ -28,6 +28,8 @@ from pydantic import ValidationError
 
 from ledgerflow.audit.store import AuditStore, CanonicalEvent, DeadLetterIn, SourceDocumentIn, document_number
 from ledgerflow.contracts import OBJECT_MODELS, Source, SyncResult
+from ledgerflow.contracts import headers as wire
+from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.delivery import (
     ConsumedRecord,
     DeadLetter,
@@ -37,7 +39,6 @@ from ledgerflow.core.delivery import (
     run_batch,
 )
 from ledgerflow.core.settings import Settings
-from ledgerflow.core.topics import STAGES
 
 __all__ = ["GROUP_ID", "AuditConsumer", "register", "trace_id"]
 
@@ -105,7 +106,7 @@ class AuditConsumer:
                 )
             )
             return
-        event_id = headers.get("ce_id")
+        event_id = headers.get(wire.CE_ID)
         if not event_id:
             raise DeadLetter("missing-attributes", "message has no ce_id header")
         if record.topic == self.topics.results:
@@ -113,7 +114,7 @@ class AuditConsumer:
                 result = SyncResult.model_validate_json(record.value or b"")
             except ValidationError as exc:
                 raise DeadLetter("invalid-result", str(exc)) from None
-            await self.store.ingest(result, event_id, trace_id=trace_id(headers.get("traceparent")))
+            await self.store.ingest(result, event_id, trace_id=trace_id(headers.get(wire.TRACEPARENT)))
             return
         object_type = self._canonical.get(record.topic)
         if object_type is None:

@@ -16,11 +16,11 @@ from ledgerflow.audit.auth import KeyStore, OidcConfig
 from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.contracts import OBJECT_MODELS, Source
+from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import Settings
-from ledgerflow.core.topics import STAGES
 
 __all__ = ["RunningAudit", "audit_lag_watch", "run_audit"]
 

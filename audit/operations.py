@@ -24,10 +24,11 @@ from aiokafka.errors import KafkaError
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.audit.tables import DeadLetterRow, SyncRecordRow
 from ledgerflow.contracts import Outcome
+from ledgerflow.contracts import headers as wire
+from ledgerflow.contracts.events import deterministic_id
+from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.deadletters import replay_headers
-from ledgerflow.core.events import deterministic_id
 from ledgerflow.core.problems import Problem
-from ledgerflow.core.topics import Topics
 
 __all__ = [
     "RETRY_OF_HEADER",
@@ -39,9 +40,9 @@ __all__ = [
     "retry_event_id",
 ]
 
-TARGET_CONNECTION_HEADER = "ledgerflow_target_connection"
+TARGET_CONNECTION_HEADER = wire.TARGET_CONNECTION
 """Header naming the only ERP connection that should book a re-driven canonical record."""
-RETRY_OF_HEADER = "ledgerflow_retry_of"
+RETRY_OF_HEADER = wire.RETRY_OF
 """Header carrying the event id of the failed attempt a retry re-drives."""
 
 Publish = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[Any]]
@@ -134,8 +135,8 @@ class Operations:
             )
         failed_event = attempts[-1].event_id if attempts else row.last_event_id
         event_id = retry_event_id(failed_event, row)
-        headers = {k: v for k, v in canonical.headers.items() if not k.startswith("ledgerflow_")}
-        headers.update({"ce_id": event_id, TARGET_CONNECTION_HEADER: row.connection, RETRY_OF_HEADER: failed_event})
+        headers = {k: v for k, v in canonical.headers.items() if not k.startswith(wire.LEDGERFLOW_PREFIX)}
+        headers.update({wire.CE_ID: event_id, TARGET_CONNECTION_HEADER: row.connection, RETRY_OF_HEADER: failed_event})
         topic = self.topics.canonical(canonical.object_type)
         await self._publish(topic, canonical.canonical_id.encode(), canonical.body, headers)
         await self.store.mark_retry(row.id, event_id)

@@ -42,8 +42,8 @@ from ledgerflow.audit.tables import (
     sync_record_id,
 )
 from ledgerflow.contracts import SyncResult
+from ledgerflow.contracts.events import deterministic_id
 from ledgerflow.core.deadletters import DeadLetterInfo
-from ledgerflow.core.events import deterministic_id
 
 __all__ = [
     "AuditStore",

@@ -53,7 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from ledgerflow.core.events import deterministic_id
+from ledgerflow.contracts.events import deterministic_id
 
 __all__ = [
     "ApiKeyRow",

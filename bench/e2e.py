@@ -673,7 +673,7 @@ def transformer_microbench(template: bytes, seconds: float) -> dict[str, Any]:
     the canonical ``Bill``) and ``model_dump_json`` of the output.
     """
     from bench.transformer import baseline_copy
-    from ledgerflow.core.events import EventAttributes
+    from ledgerflow.contracts.events import EventAttributes
     from ledgerflow.transformers.base import RawEvent
     from ledgerflow.transformers.registry import ROUTERS
 
@@ -1177,7 +1177,7 @@ async def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
         sampler = asyncio.create_task(cluster.sampler())
         try:
             cluster.broker.start()
-            from ledgerflow.core.topics import Topics
+            from ledgerflow.contracts.topics import Topics
 
             sandboxes: dict[str, tuple[str, str]] = {}
             ports = []

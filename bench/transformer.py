@@ -107,7 +107,7 @@ async def naive_transformer(bootstrap: str, topics: list[str], out_topic: str, g
 
 def raw_headers(source: str, event_type: str, record_id: str, obj: str | None) -> list[tuple[str, bytes]]:
     """CloudEvents headers as the ingress writes them for a ``source`` webhook of ``event_type``."""
-    from ledgerflow.core.events import EventAttributes
+    from ledgerflow.contracts.events import EventAttributes
 
     extensions = {"sourceevent": event_type, "method": "POST"}
     if obj:
@@ -195,7 +195,7 @@ async def measure(
         wait_s: seconds to wait for the outputs of one run.
     """
     from bench.e2e import ensure_topics, record_id
-    from ledgerflow.core.topics import Topics
+    from ledgerflow.contracts.topics import Topics
 
     out: dict[str, Any] = {}
     for name, (source, event_type, obj, body_for) in workloads.items():

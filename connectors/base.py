@@ -19,6 +19,7 @@ from cachetools import TTLCache
 
 from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import CanonicalRecord, Operation
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -32,28 +33,36 @@ __all__ = [
     "InvalidResponse",
     "PermanentError",
     "RetriableError",
+    "UnresolvedReferenceError",
     "Unsupported",
 ]
 
-INVALID_RESPONSE = "erp.invalid_response"
+INVALID_RESPONSE = ErrorCode.ERP_INVALID_RESPONSE
 """Error code of a 2xx answer that is not what the ERP documents (not JSON, truncated, no record id)."""
 
 
 class ConnectorError(Exception):
-    """Base of connector errors: a stable ``code``, the ERP's message, status and vendor code."""
+    """Base of connector errors: a stable ``code``, the ERP's message, status and vendor code.
+
+    ``code`` is an :class:`~ledgerflow.contracts.errors.ErrorCode` (a plain string is accepted
+    only if it is one of its values).
+
+    Raises:
+        ValueError: ``code`` is not an ``ErrorCode`` value.
+    """
 
     retriable: ClassVar[bool] = False
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         http_status: int | None = None,
         vendor_code: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)
         self.message = message
         self.http_status = http_status
         self.vendor_code = vendor_code
@@ -66,7 +75,7 @@ class RetriableError(ConnectorError):
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         http_status: int | None = None,
@@ -92,6 +101,14 @@ class InvalidResponse(RetriableError):  # noqa: N818 - reads as the outcome it p
 
 class PermanentError(ConnectorError):
     """Will fail again unchanged: bad data, unresolved reference, rejected credentials."""
+
+
+class UnresolvedReferenceError(ValueError):
+    """A pure mapping could not express a reference in the ERP's terms (no id, no code, no default option).
+
+    Raised by the connectors' ``mapping.py`` (which do no I/O); the connector turns it into
+    ``PermanentError(ErrorCode.REFERENCE_UNRESOLVED)`` with the same message.
+    """
 
 
 class Unsupported(ConnectorError):  # noqa: N818 - reads as the outcome it produces
@@ -204,7 +221,7 @@ class Connector(ABC):
         """
         value = self.config.credentials.get(key)
         if value is None or not value.get_secret_value():
-            raise PermanentError("auth.config", f"connection {self.name!r}: credentials need {key}")
+            raise PermanentError(ErrorCode.AUTH_CONFIG, f"connection {self.name!r}: credentials need {key}")
         return value.get_secret_value()
 
     def api_root(self, erp_label: str, sandbox_module: str) -> str:
@@ -216,7 +233,7 @@ class Connector(ABC):
         """
         if not self.config.base_url:
             raise PermanentError(
-                "config.base_url",
+                ErrorCode.CONFIG_BASE_URL,
                 f"connection {self.name!r} has no base_url: point it at {erp_label} or at the local sandbox "
                 f"({sandbox_module}.sandbox_connection)",
             )

@@ -51,6 +51,7 @@ import orjson
 from aiolimiter import AsyncLimiter
 
 from ledgerflow.connectors.base import ConnectorError, PermanentError, RetriableError
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
 from ledgerflow.core.settings import ConnectionConfig
 
@@ -114,7 +115,7 @@ class ErrorRule:
     """How one HTTP status or vendor error code is classified: retriable or not, and the stable error code."""
 
     retriable: bool
-    code: str
+    code: ErrorCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +145,8 @@ class ErrorTable:
         if status in self.statuses:
             return self.statuses[status]
         if status >= 500:
-            return ErrorRule(True, "http.5xx")
-        return ErrorRule(False, "erp.validation")
+            return ErrorRule(True, ErrorCode.HTTP_5XX)
+        return ErrorRule(False, ErrorCode.ERP_VALIDATION)
 
     def merged(self, other: ErrorTable) -> ErrorTable:
         """A table with ``other``'s entries taking precedence over this one's."""
@@ -177,7 +178,7 @@ class ErrorTable:
                     raise ValueError(f"error override key {key!r}: expected http.<status>") from None
                 statuses[status] = _override_rule(key, value, self.classify(status, None))
             else:
-                base = vendor.get(key, ErrorRule(False, "erp.validation"))
+                base = vendor.get(key, ErrorRule(False, ErrorCode.ERP_VALIDATION))
                 vendor[key] = _override_rule(key, value, base)
         return ErrorTable(statuses, vendor)
 
@@ -185,23 +186,26 @@ class ErrorTable:
 def _override_rule(key: str, value: Any, base: ErrorRule) -> ErrorRule:
     if value in ("retriable", "permanent"):
         retriable = value == "retriable"
-        code = base.code if base.retriable == retriable else ("erp.retriable" if retriable else "erp.validation")
-        return ErrorRule(retriable, code)
+        flipped = ErrorCode.ERP_RETRIABLE if retriable else ErrorCode.ERP_VALIDATION
+        return ErrorRule(retriable, base.code if base.retriable == retriable else flipped)
     if isinstance(value, Mapping) and isinstance(value.get("retriable"), bool):
-        return ErrorRule(value["retriable"], str(value.get("code", base.code)))
+        code = value.get("code", base.code)
+        if code not in ErrorCode._value2member_map_:
+            raise ValueError(f"error override {key!r}: code {code!r} is not one of {', '.join(ErrorCode)}")
+        return ErrorRule(value["retriable"], ErrorCode(code))
     raise ValueError(f"error override {key!r}: expected 'retriable', 'permanent' or {{retriable: bool, code: str}}")
 
 
 DEFAULT_ERRORS = ErrorTable(
     statuses={
-        408: ErrorRule(True, "http.408"),
-        429: ErrorRule(True, "http.429"),
-        500: ErrorRule(True, "http.5xx"),
-        502: ErrorRule(True, "http.5xx"),
-        503: ErrorRule(True, "http.5xx"),
-        504: ErrorRule(True, "http.5xx"),
-        401: ErrorRule(False, "auth.rejected"),
-        403: ErrorRule(False, "auth.rejected"),
+        408: ErrorRule(True, ErrorCode.HTTP_408),
+        429: ErrorRule(True, ErrorCode.HTTP_429),
+        500: ErrorRule(True, ErrorCode.HTTP_5XX),
+        502: ErrorRule(True, ErrorCode.HTTP_5XX),
+        503: ErrorRule(True, ErrorCode.HTTP_5XX),
+        504: ErrorRule(True, ErrorCode.HTTP_5XX),
+        401: ErrorRule(False, ErrorCode.AUTH_REJECTED),
+        403: ErrorRule(False, ErrorCode.AUTH_REJECTED),
     }
 )
 """The baseline every ERP table extends (see the module docstring)."""
@@ -450,12 +454,12 @@ class ErpClient:
             except httpx.TimeoutException as exc:
                 self._observe(operation, "error", started)
                 raise RetriableError(
-                    "http.timeout", f"{self.erp} {method} {request.url.path}: timed out ({type(exc).__name__})"
+                    ErrorCode.HTTP_TIMEOUT, f"{self.erp} {method} {request.url.path}: timed out ({type(exc).__name__})"
                 ) from exc
             except httpx.TransportError as exc:
                 self._observe(operation, "error", started)
                 raise RetriableError(
-                    "http.transport", f"{self.erp} {method} {request.url.path}: {type(exc).__name__}: {exc}"
+                    ErrorCode.HTTP_TRANSPORT, f"{self.erp} {method} {request.url.path}: {type(exc).__name__}: {exc}"
                 ) from exc
             self._observe(operation, _status_class(response.status_code), started)
             return response

@@ -22,6 +22,7 @@ from ledgerflow.connectors.base import Connector
 from ledgerflow.connectors.registry import connector_class
 from ledgerflow.connectors.runtime import ConnectorRuntime, group_id, register
 from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.contracts.topics import RETRY_TIERS
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.http import worker_http_client
 from ledgerflow.core.kafka import broker_from_settings, kafka_client_options
@@ -29,7 +30,6 @@ from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch, Readiness, broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
-from ledgerflow.core.topics import RETRY_TIERS
 
 __all__ = ["RunningConnector", "connector_lag_watch", "run_connector"]
 

@@ -22,8 +22,8 @@ Token endpoint client authentication is HTTP Basic by default (Intuit and Xero b
 ``client_id``/``client_secret`` as form fields instead. Subclasses add form fields to every
 token request (e.g. a JWT ``client_assertion``) by overriding :meth:`OAuthTokenManager.grant_fields`.
 
-Errors: a rejected refresh token → ``PermanentError("auth.refresh_rejected")``; rejected
-client credentials → ``PermanentError("auth.rejected")``; token endpoint 429/5xx/timeouts →
+Errors: a rejected refresh token → ``PermanentError(ErrorCode.AUTH_REFRESH_REJECTED)``; rejected
+client credentials → ``PermanentError(ErrorCode.AUTH_REJECTED)``; token endpoint 429/5xx/timeouts →
 ``RetriableError``. Messages carry the OAuth ``error`` code, never a secret.
 """
 
@@ -39,6 +39,7 @@ import httpx
 
 from ledgerflow.connectors.base import PermanentError, RetriableError
 from ledgerflow.connectors.http import parse_retry_after
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore, StoredToken
@@ -165,7 +166,7 @@ class OAuthTokenManager(ABC):
         """Extra form fields of every token request (subclasses: e.g. a JWT ``client_assertion``)."""
         return {}
 
-    async def token_request(self, form: dict[str, str], *, rejected_code: str) -> dict[str, Any]:
+    async def token_request(self, form: dict[str, str], *, rejected_code: ErrorCode) -> dict[str, Any]:
         """POST ``form`` to the token endpoint and return the JSON answer.
 
         Raises:
@@ -193,15 +194,15 @@ class OAuthTokenManager(ABC):
             )
         except httpx.TimeoutException as exc:
             self._observe("error", started)
-            raise RetriableError("http.timeout", f"{self.erp} token endpoint timed out") from exc
+            raise RetriableError(ErrorCode.HTTP_TIMEOUT, f"{self.erp} token endpoint timed out") from exc
         except httpx.TransportError as exc:
             self._observe("error", started)
-            raise RetriableError("http.transport", f"{self.erp} token endpoint: {type(exc).__name__}") from exc
+            raise RetriableError(ErrorCode.HTTP_TRANSPORT, f"{self.erp} token endpoint: {type(exc).__name__}") from exc
         status = response.status_code
         self._observe("429" if status == 429 else f"{status // 100}xx", started)
         if status == 429 or status >= 500 or status == 408:
             raise RetriableError(
-                "http.429" if status == 429 else "http.5xx",
+                ErrorCode.HTTP_429 if status == 429 else ErrorCode.HTTP_5XX,
                 f"{self.erp} token endpoint answered {status}",
                 http_status=status,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
@@ -284,7 +285,7 @@ class RefreshTokenManager(OAuthTokenManager):
         client_id, client_secret = _secret(config, "client_id"), _secret(config, "client_secret")
         if not client_id or not client_secret:
             raise PermanentError(
-                "auth.config", f"connection {connection!r}: credentials need client_id and client_secret"
+                ErrorCode.AUTH_CONFIG, f"connection {connection!r}: credentials need client_id and client_secret"
             )
         opts = config.options
         return cls(
@@ -315,13 +316,15 @@ class RefreshTokenManager(OAuthTokenManager):
         if self._initial_refresh_token and self._initial_refresh_token not in candidates:
             candidates.append(self._initial_refresh_token)
         if not candidates:
-            raise PermanentError("auth.config", f"connection {self.connection!r}: no refresh_token to start from")
+            raise PermanentError(
+                ErrorCode.AUTH_CONFIG, f"connection {self.connection!r}: no refresh_token to start from"
+            )
         last: TokenRejected | None = None
         for refresh_token in candidates:
             try:
                 body = await self.token_request(
                     {"grant_type": "refresh_token", "refresh_token": refresh_token},
-                    rejected_code="auth.refresh_rejected",
+                    rejected_code=ErrorCode.AUTH_REFRESH_REJECTED,
                 )
             except TokenRejected as exc:
                 last = exc
@@ -329,7 +332,7 @@ class RefreshTokenManager(OAuthTokenManager):
             return self._token_from(body, refresh_token)
         assert last is not None
         raise PermanentError(
-            "auth.refresh_rejected",
+            ErrorCode.AUTH_REFRESH_REJECTED,
             f"{self.erp} rejected the refresh token of connection {self.connection!r} ({last.error}); "
             "re-authorise the app and put the new refresh_token in the connection's credentials",
             http_status=last.status,
@@ -364,7 +367,8 @@ class ClientCredentialsManager(OAuthTokenManager):
         token_url = _secret(config, "token_url") or opts.get("token_url") or default_token_url
         if not client_id or not client_secret or not token_url:
             raise PermanentError(
-                "auth.config", f"connection {connection!r}: credentials need client_id, client_secret and token_url"
+                ErrorCode.AUTH_CONFIG,
+                f"connection {connection!r}: credentials need client_id, client_secret and token_url",
             )
         return cls(
             http,
@@ -389,10 +393,10 @@ class ClientCredentialsManager(OAuthTokenManager):
 
         """
         try:
-            body = await self.token_request({"grant_type": "client_credentials"}, rejected_code="auth.rejected")
+            body = await self.token_request({"grant_type": "client_credentials"}, rejected_code=ErrorCode.AUTH_REJECTED)
         except TokenRejected as exc:
             raise PermanentError(
-                "auth.rejected",
+                ErrorCode.AUTH_REJECTED,
                 f"{self.erp} rejected the client credentials of connection {self.connection!r} ({exc.error})",
                 http_status=exc.status,
             ) from exc

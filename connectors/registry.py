@@ -1,37 +1,72 @@
-"""Connector classes and sandboxes by ERP kind, imported lazily so one ERP's extra is optional.
+"""The ERP registry: one line per ERP kind, imported lazily so one ERP's extra is optional.
 
-``CONNECTORS[erp]`` and ``SANDBOXES[erp]`` are ``"module:attribute"`` paths; :func:`connector_class`
-and :func:`sandbox_module` import them on demand and say which extra to install when missing.
+:data:`ERPS` maps the ERP kind (``ConnectionConfig.erp`` in the routing file) to where its
+connector class and its local sandbox live, and which ``ledgerflow[<extra>]`` its client needs.
+Every list of ERP kinds (:data:`ERP_KINDS`: the routing check, ``ledgerflow sandbox``, ``demo
+--all-erps``) is derived from it. Adding an ERP: its own package under ``connectors/`` and one
+line here (CONTRIBUTING.md, "Add an ERP").
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from types import ModuleType
 
 from ledgerflow.connectors.base import Connector
+from ledgerflow.core.settings import ConfigError, Routing
 
-__all__ = ["CONNECTORS", "SANDBOXES", "connector_class", "sandbox_module"]
+__all__ = ["ERPS", "ERP_KINDS", "ErpEntry", "check_routing", "connector_class", "sandbox_module"]
 
-CONNECTORS: dict[str, str] = {
-    "quickbooks": "ledgerflow.connectors.quickbooks:QuickBooksConnector",
-    "xero": "ledgerflow.connectors.xero:XeroConnector",
-    "netsuite": "ledgerflow.connectors.netsuite:NetSuiteConnector",
-    "sap": "ledgerflow.connectors.sap:SapConnector",
-    "coupa": "ledgerflow.connectors.coupa:CoupaConnector",
-    "http": "ledgerflow.connectors.webhook:WebhookConnector",
+
+@dataclass(frozen=True, slots=True)
+class ErpEntry:
+    """Where one ERP kind lives.
+
+    Args:
+        connector: ``"package:Class"`` of its :class:`~ledgerflow.connectors.base.Connector`.
+        extra: the ``ledgerflow[<extra>]`` its connector's dependencies come with, if any.
+        sandbox: module with ``create_app()`` and ``sandbox_connection`` for the local sandbox;
+            default ``<package>.sandbox``.
+    """
+
+    connector: str
+    extra: str | None = None
+    sandbox: str | None = None
+
+    @property
+    def sandbox_module(self) -> str:
+        """The sandbox module's name."""
+        return self.sandbox or f"{self.connector.partition(':')[0]}.sandbox"
+
+
+ERPS: dict[str, ErpEntry] = {
+    "quickbooks": ErpEntry("ledgerflow.connectors.quickbooks:QuickBooksConnector"),
+    "xero": ErpEntry("ledgerflow.connectors.xero:XeroConnector"),
+    "netsuite": ErpEntry("ledgerflow.connectors.netsuite:NetSuiteConnector", extra="netsuite"),
+    "sap": ErpEntry("ledgerflow.connectors.sap:SapConnector"),
+    "coupa": ErpEntry("ledgerflow.connectors.coupa:CoupaConnector"),
+    "http": ErpEntry(
+        "ledgerflow.connectors.webhook:WebhookConnector", "http", "ledgerflow.connectors.webhook.receiver"
+    ),
 }
-"""ERP kind (``ConnectionConfig.erp``) → connector class path."""
+"""ERP kind (``ConnectionConfig.erp``) → its connector, extra and sandbox."""
 
-SANDBOXES: dict[str, str] = {
-    "quickbooks": "ledgerflow.connectors.quickbooks.sandbox",
-    "xero": "ledgerflow.connectors.xero.sandbox",
-    "netsuite": "ledgerflow.connectors.netsuite.sandbox",
-    "sap": "ledgerflow.connectors.sap.sandbox",
-    "coupa": "ledgerflow.connectors.coupa.sandbox",
-    "http": "ledgerflow.connectors.webhook.receiver",
-}
-"""ERP kind → module with ``create_app(...)`` for the local sandbox."""
+ERP_KINDS: tuple[str, ...] = tuple(ERPS)
+"""Every ERP kind ledgerflow has a connector for, in registry order."""
+
+
+def check_routing(routing: Routing, kinds: Iterable[str] | None = None) -> None:
+    """Check that every connection of ``routing`` names a registered ERP kind.
+
+    Raises:
+        ConfigError: naming each connection with an unknown kind and the known kinds.
+    """
+    known = tuple(kinds) if kinds is not None else tuple(ERPS)
+    wrong = [f"{name}: {config.erp!r}" for name, config in routing.connections.items() if config.erp not in known]
+    if wrong:
+        raise ConfigError(f"unknown ERP kind in connection(s) {'; '.join(wrong)} (known: {', '.join(known)})")
 
 
 def connector_class(erp: str) -> type[Connector]:
@@ -40,12 +75,14 @@ def connector_class(erp: str) -> type[Connector]:
     Raises:
         KeyError: ``erp`` is not a known ERP kind.
         ImportError: the connector's package (or its optional dependencies) is not installed.
+        TypeError: the registered attribute is not a Connector subclass.
     """
-    module_name, _, attr = CONNECTORS[erp].partition(":")
-    module = _import(module_name, extra=_EXTRAS.get(erp))
+    entry = ERPS[erp]
+    module_name, _, attr = entry.connector.partition(":")
+    module = _import(module_name, extra=entry.extra)
     cls = getattr(module, attr)
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
-        raise TypeError(f"{CONNECTORS[erp]} is not a Connector subclass")
+        raise TypeError(f"{entry.connector} is not a Connector subclass")
     return cls
 
 
@@ -56,11 +93,7 @@ def sandbox_module(erp: str) -> ModuleType:
         KeyError: ``erp`` is not a known ERP kind.
         ImportError: the sandbox extra is not installed.
     """
-    return _import(SANDBOXES[erp], extra="sandbox")
-
-
-_EXTRAS = {"netsuite": "netsuite", "http": "http"}
-"""ERP kinds whose connector needs an optional extra of the ledgerflow package."""
+    return _import(ERPS[erp].sandbox_module, extra="sandbox")
 
 
 def _import(module_name: str, *, extra: str | None) -> ModuleType:

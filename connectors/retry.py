@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledgerflow.connectors.base import RetriableError
-from ledgerflow.core.topics import RETRY_TIERS
+from ledgerflow.contracts import headers
+from ledgerflow.contracts.topics import RETRY_TIERS
 
 __all__ = [
     "NOT_BEFORE_HEADER",
@@ -30,11 +31,11 @@ __all__ = [
     "sleep_until",
 ]
 
-TARGET_HEADER = "ledgerflow_target_connection"
-TIER_HEADER = "ledgerflow_retry_tier"
-NOT_BEFORE_HEADER = "ledgerflow_retry_not_before"
-PARKED_AT_HEADER = "ledgerflow_retry_parked_at"
-ORIGINAL_TOPIC_HEADER = "ledgerflow_retry_original_topic"
+TARGET_HEADER = headers.TARGET_CONNECTION
+TIER_HEADER = headers.RETRY_TIER
+NOT_BEFORE_HEADER = headers.RETRY_NOT_BEFORE
+PARKED_AT_HEADER = headers.RETRY_PARKED_AT
+ORIGINAL_TOPIC_HEADER = headers.RETRY_ORIGINAL_TOPIC
 
 _PARKING = (TIER_HEADER, NOT_BEFORE_HEADER, PARKED_AT_HEADER, ORIGINAL_TOPIC_HEADER, TARGET_HEADER)
 

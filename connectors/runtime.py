@@ -72,6 +72,9 @@ from ledgerflow.contracts import (
     Outcome,
     SyncResult,
 )
+from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.contracts.events import EventAttributes, MissingAttributeError, deterministic_id
+from ledgerflow.contracts.topics import Topics
 from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
     ConsumedRecord,
@@ -82,15 +85,13 @@ from ledgerflow.core.delivery import (
     header_map,
     run_batch,
 )
-from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.core.logs import log_context
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import BindingValues, StateStore
-from ledgerflow.core.topics import Topics
 
 __all__ = ["ConnectorRuntime", "group_id", "register", "result_event_id"]
 
-SUPERSEDED = "record.superseded"
+SUPERSEDED = ErrorCode.RECORD_SUPERSEDED
 """Error code of a ``skipped`` result for a version older than the one already booked."""
 
 _UNAPPROVED = frozenset({"draft", "submitted"})
@@ -291,9 +292,8 @@ class ConnectorRuntime:
             result.error.message if result.error else "retriable failure",
             attempts=result.attempts,
         )
-        dl_headers = dead_letter_headers(record, "connector", error)
+        dl_headers = dead_letter_headers(record, "connector", error, original_topic=topic)
         dl_headers[TARGET_HEADER] = self.connection
-        dl_headers["ledgerflow_dlq_original_topic"] = topic
         await self.publish(self.topics.dlq("connector"), record.key, record.value or b"", dl_headers)
         metrics.DLQ_MESSAGES.labels("connector", error.reason).inc()
 
@@ -346,7 +346,7 @@ class ConnectorRuntime:
                 operation=Operation.SKIP,
                 outcome=Outcome.FAILED,
                 attempts=0,
-                error=ErrorInfo(code="config.reference_map", message=str(exc), retriable=False),
+                error=ErrorInfo(code=ErrorCode.CONFIG_REFERENCE_MAP, message=str(exc), retriable=False),
             )
 
         if record.object_type not in self.objects or record.object_type not in self.connector.supports:
@@ -359,7 +359,7 @@ class ConnectorRuntime:
                 operation=Operation.SKIP,
                 outcome=Outcome.SKIPPED,
                 attempts=0,
-                error=ErrorInfo(code="object.unsupported", message=why, retriable=False),
+                error=ErrorInfo(code=ErrorCode.OBJECT_UNSUPPORTED, message=why, retriable=False),
             )
         kind = getattr(record, "kind", None) if record.object_type == "payment" else None
         if kind and record.action is Action.UPSERT and kind not in self.connector.payment_kinds:
@@ -368,7 +368,7 @@ class ConnectorRuntime:
                 outcome=Outcome.FAILED,
                 attempts=0,
                 error=ErrorInfo(
-                    code="payment.kind_unsupported",
+                    code=ErrorCode.PAYMENT_KIND_UNSUPPORTED,
                     message=f"a {kind} is money paid back, not received or paid: the {self.connector.erp} connector "
                     f"books no {kind}s, so it is not booked as a payment; record it in {self.connector.erp} by hand",
                     retriable=False,
@@ -382,7 +382,7 @@ class ConnectorRuntime:
                 outcome=Outcome.SKIPPED,
                 attempts=0,
                 error=ErrorInfo(
-                    code="record.not_approved",
+                    code=ErrorCode.RECORD_NOT_APPROVED,
                     message=f"{record.object_type} is {status} in {record.source.value}: only approved records "
                     "are booked (connection option book_unapproved: true books drafts too)",
                     retriable=False,
@@ -432,7 +432,7 @@ class ConnectorRuntime:
                 outcome=Outcome.SKIPPED,
                 attempts=0,
                 error=ErrorInfo(
-                    code="record.not_booked",
+                    code=ErrorCode.RECORD_NOT_BOOKED,
                     message=f"nothing to {record.action.value}: {record.canonical_id} was never booked here",
                     retriable=False,
                 ),

@@ -47,6 +47,7 @@ from decimal import Decimal
 from typing import Any
 
 from ledgerflow.contracts import CanonicalRecord, Difference, Document, quantize
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
     "MISMATCH",
@@ -58,7 +59,7 @@ __all__ = [
     "verification_enabled",
 ]
 
-MISMATCH = "erp.mismatch"
+MISMATCH = ErrorCode.ERP_MISMATCH
 """Error code of a result whose ERP record differs from the canonical document."""
 
 

@@ -23,6 +23,7 @@ from ledgerflow.contracts.common import (
     quantize,
 )
 from ledgerflow.contracts.document import Document
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.contracts.invoice import Invoice
 from ledgerflow.contracts.item import Item
 from ledgerflow.contracts.lines import LineItem, check_minor_units, header_tax, line_tax, minor_unit, reconcile
@@ -48,6 +49,7 @@ __all__ = [
     "Customer",
     "Difference",
     "Document",
+    "ErrorCode",
     "ErrorInfo",
     "Invoice",
     "Item",

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledgerflow.contracts.common import Money
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["Difference", "ErrorInfo", "Operation", "Outcome", "SyncResult"]
 
@@ -60,7 +61,10 @@ class ErrorInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(description="Stable error code, e.g. `erp.validation`, `reference.unresolved`, `http.429`.")
+    code: ErrorCode = Field(
+        description="Stable error code (ledgerflow.contracts.errors.ErrorCode), e.g. `erp.validation`, "
+        "`reference.unresolved`, `http.429`."
+    )
     message: str = Field(description="Human-readable message, the ERP's own text where it sent one.")
     retriable: bool = Field(description="Whether retrying the same request may succeed.")
     vendor_code: str | None = Field(None, description="The ERP's own error code (QuickBooks `6240`…).")
@@ -79,7 +83,7 @@ class SyncResult(BaseModel):
     object_type: str = Field(description="Canonical object type, e.g. `bill`.")
     tenant: str = Field(description="Tenant.")
     source: str = Field(description="Source system of the record.")
-    erp: str = Field(description="ERP kind: quickbooks, xero, netsuite, sap, coupa, http.")
+    erp: str = Field(description="ERP kind (a key of the connector registry: quickbooks, xero, …).")
     connection: str = Field(description="Name of the ERP connection (one consumer group each).")
     operation: Operation = Field(description="Operation performed or attempted.")
     outcome: Outcome = Field(description="How it ended.")

@@ -22,8 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from ledgerflow.contracts.events import deterministic_id, raw_event_attributes, record_version_id
 from ledgerflow.core import metrics
-from ledgerflow.core.events import EventAttributes, deterministic_id, record_version_id
 from ledgerflow.core.problems import Problem, problem_doc, problem_response
 from ledgerflow.core.settings import Routing, Settings, SourceConfig
 from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher, RecordTooLarge
@@ -265,12 +265,12 @@ class Ingress:
         extensions = {**spec.extensions(wreq), "sourceevent": envelope.event_type, "method": wreq.method}
         if wreq.object:
             extensions["object"] = wreq.object
-        attrs = EventAttributes(
+        attrs = raw_event_attributes(
             id=event_id,
-            source=f"/tenants/{tenant}/{spec.name}",
-            type=f"io.ledgerflow.raw.{spec.name}.{envelope.event_type}",
             tenant=tenant,
-            subject=envelope.record_id,
+            source=spec.name,
+            event_type=envelope.event_type,
+            record_id=envelope.record_id,
             extensions=extensions,
         )
         try:

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from ledgerflow.contracts import Bill
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.kafka import ensure_topics, missing_topics
 from ledgerflow.core.state import StateStore, StoredToken
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from ledgerflow.contracts import CanonicalRecord, ContractError
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts.events import EventAttributes
 
 __all__ = [
     "Enrichers",

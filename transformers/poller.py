@@ -7,7 +7,7 @@ resource (``invoices``, ``transactions``) the poller asks for records with
 ``DateUpdated ge <cursor>`` in ascending order, page by page, and publishes each to
 ``ledgerflow.raw.accessplanit`` with the same key, body and CloudEvents headers the ingress
 gives a webhook (``ce_sourceevent``, ``ce_object``, ``ce_method``), and the same event id:
-:func:`~ledgerflow.core.events.record_version_id` of tenant, resource, record id and
+:func:`~ledgerflow.contracts.events.record_version_id` of tenant, resource, record id and
 ``DateUpdated`` (the ingress derives a webhook's id the same way), so a version seen by both the
 webhook and the poller is one event, booked once.
 
@@ -42,11 +42,11 @@ import httpx
 import orjson
 from faststream.kafka import KafkaBroker
 
+from ledgerflow.contracts.events import deterministic_id, raw_event_attributes, record_version_id
+from ledgerflow.contracts.topics import Topics
 from ledgerflow.core import metrics
-from ledgerflow.core.events import EventAttributes, deterministic_id, record_version_id
 from ledgerflow.core.settings import Routing
 from ledgerflow.core.state import StateStore
-from ledgerflow.core.topics import Topics
 from ledgerflow.transformers.enrichment import EnrichmentError, JsonApiClient
 
 __all__ = [
@@ -240,12 +240,12 @@ class AccessplanitPoller:
             if isinstance(stamp, str | int) and str(stamp)
             else deterministic_id(self.tenant, SOURCE, resource.name, body)
         )
-        attrs = EventAttributes(
+        attrs = raw_event_attributes(
             id=event_id,
-            source=f"/tenants/{self.tenant}/{SOURCE}",
-            type=f"io.ledgerflow.raw.{SOURCE}.{event_type}",
             tenant=self.tenant,
-            subject=record_id,
+            source=SOURCE,
+            event_type=event_type,
+            record_id=record_id,
             extensions={"sourceevent": event_type, "method": method, "object": resource.name},
         )
         return record_id.encode(), body, attrs.to_headers()

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import httpx
 from faststream.kafka import KafkaBroker
 
+from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.http import worker_http_client
 from ledgerflow.core.kafka import broker_from_settings
 from ledgerflow.core.service import broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
-from ledgerflow.core.topics import Topics
 from ledgerflow.transformers.poller import AccessplanitPoller, KafkaRawPublisher, RawPublisher, pollers_from_routing
 
 __all__ = ["POLLED_SOURCES", "RunningPoller", "run_poller"]

@@ -23,6 +23,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from ledgerflow.contracts import CanonicalRecord, ContractError
+from ledgerflow.contracts.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
     ConsumedRecord,
@@ -34,7 +35,6 @@ from ledgerflow.core.delivery import (
     header_map,
     run_batch,
 )
-from ledgerflow.core.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.core.settings import Settings
 from ledgerflow.transformers.base import Enrichers, RawEvent, Router, SkipEvent
 from ledgerflow.transformers.enrichment import EnrichmentError

@@ -26,10 +26,16 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from ledgerflow.connectors.base import (
+    Booked,
+    Connector,
+    HandleContext,
+    PermanentError,
+    UnresolvedReferenceError,
+    Unsupported,
+)
 from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
 from ledgerflow.connectors.coupa.mapping import (
-    UnresolvedReferenceError,
     invoice_body,
     invoice_lookup_params,
     supplier_body,
@@ -38,6 +44,7 @@ from ledgerflow.connectors.coupa.mapping import (
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, Vendor
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -53,14 +60,14 @@ DEFAULT_CONCURRENCY = 10
 def _list(response: httpx.Response) -> list[dict[str, Any]]:
     body = loads_json(response.content)
     if not isinstance(body, list):
-        raise PermanentError("erp.protocol", f"Coupa answered a look-up with {type(body).__name__}, not a list")
+        raise PermanentError(ErrorCode.ERP_PROTOCOL, f"Coupa answered a look-up with {type(body).__name__}, not a list")
     return [item for item in body if isinstance(item, dict)]
 
 
 def _id(body: Any, what: str) -> str:
     if isinstance(body, dict) and body.get("id") is not None:
         return str(body["id"])
-    raise PermanentError("erp.protocol", f"Coupa returned no id for the {what}")
+    raise PermanentError(ErrorCode.ERP_PROTOCOL, f"Coupa returned no id for the {what}")
 
 
 class CoupaConnector(Connector):
@@ -70,8 +77,9 @@ class CoupaConnector(Connector):
 
     Raises (from :meth:`handle`):
         Unsupported: other object types; void/delete actions.
-        PermanentError: ``erp.unknown_reference`` (supplier/account), ``erp.validation``,
-            ``coupa.invalid_state``, ``auth.rejected``, ``auth.config``.
+        PermanentError: ``reference.unresolved`` (no supplier/account id), ``erp.unknown_reference``
+            (Coupa rejected one), ``erp.validation``,
+            ``erp.invalid_state``, ``auth.rejected``, ``auth.config``.
         RetriableError: 429 (``Retry-After``), 5xx, timeouts.
 
     """
@@ -82,7 +90,7 @@ class CoupaConnector(Connector):
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)
         if not config.base_url:
-            raise PermanentError("auth.config", f"connection {name!r}: Coupa needs base_url (the instance URL)")
+            raise PermanentError(ErrorCode.AUTH_CONFIG, f"connection {name!r}: Coupa needs base_url (the instance URL)")
         base = config.base_url.rstrip("/")
         auth = ClientCredentialsManager.from_config(
             http, state, name, config, erp=self.erp, default_token_url=f"{base}/oauth2/token", client_auth="body"
@@ -119,15 +127,17 @@ class CoupaConnector(Connector):
 
         """
         if record.action is not Action.UPSERT:
-            raise Unsupported("erp.unsupported_action", f"Coupa connector does not {record.action.value} records")
+            raise Unsupported(
+                ErrorCode.ERP_UNSUPPORTED_ACTION, f"Coupa connector does not {record.action.value} records"
+            )
         try:
             if isinstance(record, Bill):
                 return await self._bill(record, ctx)
             if isinstance(record, Vendor):
                 return await self._supplier(record, ctx)
         except UnresolvedReferenceError as exc:
-            raise PermanentError("erp.unknown_reference", str(exc)) from exc
-        raise Unsupported("erp.unsupported_object", f"Coupa connector does not book {record.object_type}")
+            raise PermanentError(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from exc
+        raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, f"Coupa connector does not book {record.object_type}")
 
     async def _bill(self, bill: Bill, ctx: HandleContext) -> Booked:
         body = invoice_body(bill, self.config.options)

@@ -13,21 +13,22 @@ from __future__ import annotations
 import httpx
 
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["COUPA_ERRORS", "extract_error"]
 
 COUPA_ERRORS = DEFAULT_ERRORS.merged(
     ErrorTable(
         statuses={
-            404: ErrorRule(False, "coupa.not_found"),
-            406: ErrorRule(False, "coupa.not_acceptable"),
-            409: ErrorRule(True, "coupa.conflict"),
-            422: ErrorRule(False, "erp.validation"),
+            404: ErrorRule(False, ErrorCode.ERP_NOT_FOUND),
+            406: ErrorRule(False, ErrorCode.ERP_NOT_ACCEPTABLE),
+            409: ErrorRule(True, ErrorCode.ERP_CONFLICT),
+            422: ErrorRule(False, ErrorCode.ERP_VALIDATION),
         },
         vendor_codes={
-            "supplier": ErrorRule(False, "erp.unknown_reference"),
-            "account": ErrorRule(False, "erp.unknown_reference"),
-            "status": ErrorRule(False, "coupa.invalid_state"),
+            "supplier": ErrorRule(False, ErrorCode.ERP_UNKNOWN_REFERENCE),
+            "account": ErrorRule(False, ErrorCode.ERP_UNKNOWN_REFERENCE),
+            "status": ErrorRule(False, ErrorCode.ERP_INVALID_STATE),
         },
     )
 )

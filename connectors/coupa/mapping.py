@@ -19,12 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 from ledgerflow.connectors.amounts import document_amounts
+from ledgerflow.connectors.base import UnresolvedReferenceError
 from ledgerflow.contracts import Bill, LineItem, Reference, Vendor
 from ledgerflow.contracts.common import quantize
 
 __all__ = [
     "DEFAULT_ACCOUNT_SEGMENTS",
-    "UnresolvedReferenceError",
     "invoice_body",
     "invoice_lookup_params",
     "invoice_number",
@@ -35,10 +35,6 @@ __all__ = [
 
 DEFAULT_ACCOUNT_SEGMENTS: dict[str, str] = {"segment-1": "gl_account", "segment-2": "project", "segment-3": "cost_code"}
 """Default chart-of-accounts layout: Coupa account segment → canonical line reference."""
-
-
-class UnresolvedReferenceError(ValueError):
-    """The supplier or a line's GL account cannot be expressed in Coupa terms."""
 
 
 def _code(ref: Reference | None) -> str | None:

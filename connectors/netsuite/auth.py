@@ -17,6 +17,7 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256, SIGNATURE_TYPE_AUTH_HEADER, C
 from pydantic import SecretStr
 
 from ledgerflow.connectors.base import PermanentError
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["TBA_CREDENTIALS", "TokenBasedAuth"]
 
@@ -41,7 +42,7 @@ class TokenBasedAuth:
     def __init__(self, credentials: Mapping[str, SecretStr]) -> None:
         missing = [name for name in TBA_CREDENTIALS if not credentials.get(name)]
         if missing:
-            raise PermanentError("auth.config", f"NetSuite TBA needs credentials {', '.join(missing)}")
+            raise PermanentError(ErrorCode.AUTH_CONFIG, f"NetSuite TBA needs credentials {', '.join(missing)}")
         value = {name: credentials[name].get_secret_value() for name in TBA_CREDENTIALS}
         self.realm = value["account_id"].upper().replace("-", "_")
         self._client_args = value

@@ -25,19 +25,26 @@ from typing import ClassVar
 
 import httpx
 
-from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
+from ledgerflow.connectors.base import (
+    Booked,
+    Connector,
+    HandleContext,
+    PermanentError,
+    UnresolvedReferenceError,
+    Unsupported,
+)
 from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
 from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from ledgerflow.connectors.netsuite.mapping import (
     RECORD_TYPES,
-    UnresolvedReferenceError,
     body_for,
     external_id,
     internal_id_from_location,
 )
 from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.contracts import Action, CanonicalRecord, Operation
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -64,7 +71,8 @@ class NetSuiteConnector(Connector):
     Raises (from :meth:`handle`):
         Unsupported: object types other than :data:`~ledgerflow.connectors.netsuite.mapping.RECORD_TYPES`,
             and void/delete actions (NetSuite REST has no void; delete is not done automatically).
-        PermanentError: unresolved references (``erp.unknown_reference``), NetSuite validation
+        PermanentError: unresolved references (``reference.unresolved``; ``erp.unknown_reference`` when
+            NetSuite rejects one), NetSuite validation
             errors (``erp.validation``), rejected credentials (``auth.rejected``).
         RetriableError: 429, 5xx, timeouts, NetSuite concurrency errors.
 
@@ -92,7 +100,7 @@ class NetSuiteConnector(Connector):
         elif creds.get("account_id"):
             host = account_host(creds["account_id"].get_secret_value())
         else:
-            raise PermanentError("auth.config", f"connection {name!r}: NetSuite needs base_url or account_id")
+            raise PermanentError(ErrorCode.AUTH_CONFIG, f"connection {name!r}: NetSuite needs base_url or account_id")
         self.client = ErpClient.for_connection(
             http,
             erp=self.erp,
@@ -123,15 +131,18 @@ class NetSuiteConnector(Connector):
 
         """
         if record.object_type not in RECORD_TYPES:
-            raise Unsupported("erp.unsupported_object", f"NetSuite connector does not book {record.object_type}")
+            raise Unsupported(
+                ErrorCode.ERP_UNSUPPORTED_OBJECT, f"NetSuite connector does not book {record.object_type}"
+            )
         if record.action is not Action.UPSERT:
             raise Unsupported(
-                "erp.unsupported_action", f"NetSuite connector does not {record.action.value} {record.object_type}"
+                ErrorCode.ERP_UNSUPPORTED_ACTION,
+                f"NetSuite connector does not {record.action.value} {record.object_type}",
             )
         try:
             record_type, body = body_for(record, self.config.options)
         except UnresolvedReferenceError as exc:
-            raise PermanentError("erp.unknown_reference", str(exc)) from exc
+            raise PermanentError(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from exc
         eid = external_id(record.canonical_id)
         response = await self.client.request(
             "PUT", f"/{record_type}/eid:{eid}", operation=f"{record.object_type}.upsert", json_body=body
@@ -152,4 +163,4 @@ class NetSuiteConnector(Connector):
         body = loads_json(found.content)
         if isinstance(body, dict) and body.get("id"):
             return str(body["id"])
-        raise PermanentError("erp.protocol", f"NetSuite returned no internal id for {record_type} eid:{eid}")
+        raise PermanentError(ErrorCode.ERP_PROTOCOL, f"NetSuite returned no internal id for {record_type} eid:{eid}")

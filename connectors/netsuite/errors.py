@@ -13,29 +13,30 @@ from __future__ import annotations
 import httpx
 
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["NETSUITE_ERRORS", "extract_error"]
 
 NETSUITE_ERRORS = DEFAULT_ERRORS.merged(
     ErrorTable(
         statuses={
-            409: ErrorRule(True, "netsuite.conflict"),
-            404: ErrorRule(False, "netsuite.not_found"),
+            409: ErrorRule(True, ErrorCode.ERP_CONFLICT),
+            404: ErrorRule(False, ErrorCode.ERP_NOT_FOUND),
         },
         vendor_codes={
-            "CONCURRENCY_LIMIT_EXCEEDED": ErrorRule(True, "http.429"),
-            "REQUEST_LIMIT_EXCEEDED": ErrorRule(True, "http.429"),
-            "SSS_REQUEST_LIMIT_EXCEEDED": ErrorRule(True, "http.429"),
-            "UNEXPECTED_ERROR": ErrorRule(True, "http.5xx"),
-            "RCRD_LOCKED_BY_WF": ErrorRule(True, "netsuite.record_locked"),
-            "INVALID_LOGIN": ErrorRule(False, "auth.rejected"),
-            "INVALID_LOGIN_ATTEMPT": ErrorRule(False, "auth.rejected"),
-            "INSUFFICIENT_PERMISSION": ErrorRule(False, "auth.forbidden"),
-            "INVALID_CONTENT": ErrorRule(False, "erp.validation"),
-            "USER_ERROR": ErrorRule(False, "erp.validation"),
-            "INVALID_KEY_OR_REF": ErrorRule(False, "erp.unknown_reference"),
-            "NONEXISTENT_ID": ErrorRule(False, "erp.unknown_reference"),
-            "IDEMPOTENCY_ERROR": ErrorRule(False, "erp.duplicate"),
+            "CONCURRENCY_LIMIT_EXCEEDED": ErrorRule(True, ErrorCode.HTTP_429),
+            "REQUEST_LIMIT_EXCEEDED": ErrorRule(True, ErrorCode.HTTP_429),
+            "SSS_REQUEST_LIMIT_EXCEEDED": ErrorRule(True, ErrorCode.HTTP_429),
+            "UNEXPECTED_ERROR": ErrorRule(True, ErrorCode.HTTP_5XX),
+            "RCRD_LOCKED_BY_WF": ErrorRule(True, ErrorCode.ERP_LOCKED),
+            "INVALID_LOGIN": ErrorRule(False, ErrorCode.AUTH_REJECTED),
+            "INVALID_LOGIN_ATTEMPT": ErrorRule(False, ErrorCode.AUTH_REJECTED),
+            "INSUFFICIENT_PERMISSION": ErrorRule(False, ErrorCode.AUTH_FORBIDDEN),
+            "INVALID_CONTENT": ErrorRule(False, ErrorCode.ERP_VALIDATION),
+            "USER_ERROR": ErrorRule(False, ErrorCode.ERP_VALIDATION),
+            "INVALID_KEY_OR_REF": ErrorRule(False, ErrorCode.ERP_UNKNOWN_REFERENCE),
+            "NONEXISTENT_ID": ErrorRule(False, ErrorCode.ERP_UNKNOWN_REFERENCE),
+            "IDEMPOTENCY_ERROR": ErrorRule(False, ErrorCode.ERP_DUPLICATE),
         },
     )
 )

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from ledgerflow.connectors.amounts import DocumentAmounts, document_amounts
+from ledgerflow.connectors.base import UnresolvedReferenceError
 from ledgerflow.contracts import (
     Bill,
     CanonicalRecord,
@@ -41,7 +42,6 @@ from ledgerflow.contracts.common import quantize
 
 __all__ = [
     "RECORD_TYPES",
-    "UnresolvedReferenceError",
     "bill_body",
     "body_for",
     "external_id",
@@ -75,10 +75,6 @@ DEFAULT_LINE_SEGMENTS: dict[str, str] = {
     "cost_code": "class",
     "project": "customer",
 }
-
-
-class UnresolvedReferenceError(ValueError):
-    """A reference the record needs (vendor, GL account, item) has no id NetSuite can resolve."""
 
 
 def external_id(canonical_id: str) -> str:

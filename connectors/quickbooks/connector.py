@@ -30,7 +30,7 @@ Vendor resolution before a bill: ``vendor.accounting_id`` → binder row ``vendo
 → ``select * from Vendor where DisplayName = '…'`` → create (option ``create_vendors``, default
 true); the binder row is stored after resolving. GL accounts: ``gl_account.accounting_id`` is the
 ``AccountRef``; an ``accounting_custom_id`` alone is looked up as the account number (``AcctNum``);
-else option ``default_expense_account``; else ``PermanentError("reference.unresolved")``.
+else option ``default_expense_account``; else ``PermanentError(ErrorCode.REFERENCE_UNRESOLVED)``.
 
 Config: ``credentials`` ``client_id``, ``client_secret``, ``refresh_token``, ``realm_id``,
 optional ``token_url``; ``base_url`` e.g. ``https://quickbooks.api.intuit.com`` (None = the local
@@ -80,6 +80,7 @@ from ledgerflow.contracts import (
     Vendor,
     erp_identifiers,
 )
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -200,7 +201,7 @@ class QuickBooksConnector(Connector):
         try:
             body, _ = await self._call("GET", f"/{entity.lower()}/{record_id}", operation=f"{entity.lower()}.read")
         except PermanentError as exc:
-            if exc.code == "erp.not_found":
+            if exc.code == ErrorCode.ERP_NOT_FOUND:
                 return None
             raise
         record = body.get(entity)
@@ -255,7 +256,7 @@ class QuickBooksConnector(Connector):
         if isinstance(record, Vendor | Customer):
             return await self._party(record, ctx)
         reason = _UNSUPPORTED.get(record.object_type, f"QuickBooks connector does not book {record.object_type}")
-        raise Unsupported("erp.unsupported_object", reason)
+        raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, reason)
 
     # ------------------------------------------------------------------ transactions
 
@@ -293,7 +294,7 @@ class QuickBooksConnector(Connector):
         kind = entity.lower()
         if ctx.existing is None:
             raise Unsupported(
-                "erp.nothing_to_void", f"no QuickBooks {entity} was booked for this record on {self.name}"
+                ErrorCode.ERP_NOTHING_TO_VOID, f"no QuickBooks {entity} was booked for this record on {self.name}"
             )
         current = await self._read(entity, ctx.existing.erp_record_id)
         if current is None:  # already deleted (a redelivered void)
@@ -333,7 +334,7 @@ class QuickBooksConnector(Connector):
             item = item_id or self.config.options.get("default_item")
             if not item:
                 raise PermanentError(
-                    "reference.unresolved",
+                    ErrorCode.REFERENCE_UNRESOLVED,
                     f"invoice {invoice.canonical_id} line {line.line_number}: no item (item.accounting_id) "
                     "and no default_item option",
                 )
@@ -376,7 +377,7 @@ class QuickBooksConnector(Connector):
         if outgoing:
             if not bank:
                 raise PermanentError(
-                    "reference.unresolved",
+                    ErrorCode.REFERENCE_UNRESOLVED,
                     f"payment {payment.canonical_id}: no bank account (bank_account.accounting_id) "
                     "and no default_bank_account option",
                 )
@@ -399,7 +400,7 @@ class QuickBooksConnector(Connector):
             if row is not None:
                 return row.erp_record_id
         raise RetriableError(
-            "reference.pending",
+            ErrorCode.REFERENCE_PENDING,
             f"payment {what}: document {canonical or document.source_id} is not booked on {self.name} yet",
             retry_after=30.0,
         )
@@ -413,7 +414,7 @@ class QuickBooksConnector(Connector):
                 found = await self._query_one("Account", "AcctNum", number)
                 if found is None:
                     raise PermanentError(
-                        "reference.unresolved", f"{what}: GL account number {number!r} not found in QuickBooks"
+                        ErrorCode.REFERENCE_UNRESOLVED, f"{what}: GL account number {number!r} not found in QuickBooks"
                     )
                 self._accounts_by_number[number] = str(found["Id"])
             return self._accounts_by_number[number]
@@ -421,7 +422,7 @@ class QuickBooksConnector(Connector):
         if default:
             return str(default)
         raise PermanentError(
-            "reference.unresolved",
+            ErrorCode.REFERENCE_UNRESOLVED,
             f"{what}: no GL account (gl_account.accounting_id or accounting_custom_id) and no default_expense_account",
         )
 
@@ -445,7 +446,7 @@ class QuickBooksConnector(Connector):
             allowed = self.config.options.get("create_vendors" if entity == "Vendor" else "create_customers", True)
             if not (create and allowed and name):
                 raise PermanentError(
-                    "reference.unresolved",
+                    ErrorCode.REFERENCE_UNRESOLVED,
                     f"{entity.lower()} {name or ref.source_id!r} not found in QuickBooks"
                     + ("" if name else " (no name to match or create it by)"),
                 )
@@ -461,7 +462,7 @@ class QuickBooksConnector(Connector):
         try:
             record, _ = await self._write(entity, body, operation=f"{entity.lower()}.create", request_id=request_id)
         except PermanentError as exc:
-            if exc.code != "erp.duplicate_name":
+            if exc.code != ErrorCode.ERP_DUPLICATE_NAME:
                 raise
             # Created meanwhile by a concurrent record: use it.
             found = await self._query_one(entity, "DisplayName", str(body["DisplayName"]))
@@ -518,7 +519,7 @@ class QuickBooksConnector(Connector):
             )
             operation = Operation.UPDATE if party.action is Action.UPSERT else Operation.VOID
         elif party.action is not Action.UPSERT:
-            raise Unsupported("erp.nothing_to_void", f"{kind} {party.name!r} does not exist in QuickBooks")
+            raise Unsupported(ErrorCode.ERP_NOTHING_TO_VOID, f"{kind} {party.name!r} does not exist in QuickBooks")
         else:
             record, status = await self._write(entity, body, operation=f"{kind}.create", request_id=ctx.idempotency_key)
             operation = Operation.CREATE

@@ -16,21 +16,22 @@ from __future__ import annotations
 import httpx
 
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["QUICKBOOKS_ERRORS", "fault_of", "quickbooks_error"]
 
 QUICKBOOKS_ERRORS = DEFAULT_ERRORS.merged(
     ErrorTable(
         vendor_codes={
-            "5010": ErrorRule(True, "erp.stale_object"),
-            "003001": ErrorRule(True, "http.429"),
-            "3001": ErrorRule(True, "http.429"),
-            "6240": ErrorRule(False, "erp.duplicate_name"),
-            "6140": ErrorRule(False, "erp.duplicate_document"),
-            "610": ErrorRule(False, "erp.not_found"),
-            "2500": ErrorRule(False, "erp.unknown_reference"),
-            "3200": ErrorRule(False, "auth.rejected"),
-            "3100": ErrorRule(False, "auth.rejected"),
+            "5010": ErrorRule(True, ErrorCode.ERP_STALE_OBJECT),
+            "003001": ErrorRule(True, ErrorCode.HTTP_429),
+            "3001": ErrorRule(True, ErrorCode.HTTP_429),
+            "6240": ErrorRule(False, ErrorCode.ERP_DUPLICATE_NAME),
+            "6140": ErrorRule(False, ErrorCode.ERP_DUPLICATE_DOCUMENT),
+            "610": ErrorRule(False, ErrorCode.ERP_NOT_FOUND),
+            "2500": ErrorRule(False, ErrorCode.ERP_UNKNOWN_REFERENCE),
+            "3200": ErrorRule(False, ErrorCode.AUTH_REJECTED),
+            "3100": ErrorRule(False, ErrorCode.AUTH_REJECTED),
         }
     )
 )

@@ -53,6 +53,7 @@ from typing import Any
 from ledgerflow.connectors.base import PermanentError
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, erp_identifiers
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
     "ADJUSTMENTS",
@@ -79,7 +80,7 @@ class LineRefs:
     ref: str
 
 
-def _fail(code: str, message: str) -> PermanentError:
+def _fail(code: ErrorCode, message: str) -> PermanentError:
     return PermanentError(code, message)
 
 
@@ -109,13 +110,13 @@ def check_amounts(document: Document) -> None:
     for name, value in figures:
         if value != value.quantize(CENT):
             raise _fail(
-                "erp.unsupported_amount",
+                ErrorCode.ERP_UNSUPPORTED_AMOUNT,
                 f"{what}: {name} {value} {document.currency} is not a whole cent; QuickBooks keeps amounts "
                 "to two decimals, so it cannot be booked exactly",
             )
     if isinstance(document, Bill | PurchaseOrder) and document.total < 0:
         raise _fail(
-            "erp.unsupported_amount",
+            ErrorCode.ERP_UNSUPPORTED_AMOUNT,
             f"{what}: the total {document.total} {document.currency} is negative; in QuickBooks that is a "
             "vendor credit (VendorCredit), which this connector does not book",
         )
@@ -160,21 +161,21 @@ def _tax_mode(document: Document, options: Mapping[str, Any], line_option: str) 
     if _option(options, "tax_code"):
         if document.tax_inclusive and document.header_tax != 0:
             raise _fail(
-                "erp.unsupported_amount",
+                ErrorCode.ERP_UNSUPPORTED_AMOUNT,
                 f"{_what(document)}: a tax-inclusive document whose tax ({document.tax_total}) is not all "
                 "carried by its lines cannot be split into net amounts for QuickBooks",
             )
         return "detail"
     if document.tax_inclusive:
         raise _fail(
-            "config.missing",
+            ErrorCode.CONFIG_MISSING,
             f"{_what(document)}: amounts include tax {document.tax_total} {document.currency}; QuickBooks books "
             "tax-inclusive documents with a tax code: set the connection option tax_code (a QuickBooks TaxCode Id)",
         )
     if _option(options, line_option):
         return "line"
     raise _fail(
-        "config.missing",
+        ErrorCode.CONFIG_MISSING,
         f"{_what(document)}: carries tax {document.tax_total} {document.currency}; set the connection option "
         f"tax_code (a QuickBooks TaxCode Id, booked as TxnTaxDetail) or {line_option} (booked as a tax line)",
     )
@@ -199,7 +200,7 @@ def _required(options: Mapping[str, Any], name: str, document: Document, label: 
     value = _option(options, name)
     if value is None:
         raise _fail(
-            "config.missing",
+            ErrorCode.CONFIG_MISSING,
             f"{_what(document)}: {label} of {amount} {document.currency} needs the connection option {name}",
         )
     return value

@@ -25,7 +25,7 @@ Supplier (``InvoicingParty``) resolution, in order: the vendor's ``accounting_cu
 Several matches are narrowed by the vendor's address, as Monite matches counterparts: country,
 then city, from ``A_BusinessPartnerAddress`` (``Country``, ``CityName``; ``A_Supplier`` itself has
 no address properties) of the candidates' business partners; still several (or no address) →
-``PermanentError("reference.ambiguous")``. No match → ``PermanentError("erp.unknown_reference")``:
+``PermanentError(ErrorCode.REFERENCE_AMBIGUOUS)``. No match → ``PermanentError(ErrorCode.REFERENCE_UNRESOLVED)``:
 this connector does not create business partners. Reads are plain GETs (no CSRF token).
 
 Auth (``config.credentials``): communication user ``username``/``password`` (HTTP Basic) or
@@ -42,12 +42,19 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
-from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.base import (
+    Booked,
+    Connector,
+    HandleContext,
+    PermanentError,
+    RetriableError,
+    UnresolvedReferenceError,
+    Unsupported,
+)
 from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
 from ledgerflow.connectors.sap.mapping import (
-    UnresolvedReferenceError,
     lookup_filter,
     odata_string,
     supplier_invoice_body,
@@ -55,6 +62,7 @@ from ledgerflow.connectors.sap.mapping import (
     supplier_number,
 )
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, VendorRef
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -102,10 +110,11 @@ class SapConnector(Connector):
 
     Raises (from :meth:`handle`):
         Unsupported: object types other than ``bill``; void/delete; updates of posted invoices.
-        PermanentError: unresolved supplier/account (``erp.unknown_reference``), several suppliers
+        PermanentError: unresolved supplier/account (``reference.unresolved``; ``erp.unknown_reference``
+            when SAP rejects one), several suppliers
             of the vendor's name and place (``reference.ambiguous``), SAP validation messages,
             rejected credentials.
-        RetriableError (also): a freshly fetched CSRF token refused again (``sap.csrf``).
+        RetriableError (also): a freshly fetched CSRF token refused again (``auth.csrf``).
         RetriableError: 429, 5xx, timeouts, locks.
 
     """
@@ -116,7 +125,9 @@ class SapConnector(Connector):
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)
         if not config.base_url:
-            raise PermanentError("auth.config", f"connection {name!r}: SAP needs base_url (the tenant API host)")
+            raise PermanentError(
+                ErrorCode.AUTH_CONFIG, f"connection {name!r}: SAP needs base_url (the tenant API host)"
+            )
         creds = config.credentials
         auth: RequestAuth
         if creds.get("username") and creds.get("password"):
@@ -144,14 +155,14 @@ class SapConnector(Connector):
         """Fetch a CSRF token and the session cookies: ``(token, "Cookie" header value)``.
 
         Raises:
-            PermanentError: ``sap.csrf`` when the service answers without a token.
+            PermanentError: ``auth.csrf`` when the service answers without a token.
             ConnectorError: the request itself failed (see :meth:`ErpClient.request`).
 
         """
         response = await self.client.request("GET", "/", operation="csrf.fetch", headers={"x-csrf-token": "Fetch"})
         token = response.headers.get("x-csrf-token")
         if not token or token.lower() in ("required", "fetch"):
-            raise PermanentError("sap.csrf", "SAP answered the CSRF fetch without a token")
+            raise PermanentError(ErrorCode.AUTH_CSRF, "SAP answered the CSRF fetch without a token")
         cookie = "; ".join(f"{name}={value}" for name, value in response.cookies.items())
         self.csrf_fetches += 1
         self._csrf = (token, cookie)
@@ -169,20 +180,20 @@ class SapConnector(Connector):
 
         """
         if not isinstance(record, Bill):
-            raise Unsupported("erp.unsupported_object", f"SAP connector does not book {record.object_type}")
+            raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, f"SAP connector does not book {record.object_type}")
         if record.action is not Action.UPSERT:
-            raise Unsupported("erp.unsupported_action", f"SAP connector does not {record.action.value} bills")
+            raise Unsupported(ErrorCode.ERP_UNSUPPORTED_ACTION, f"SAP connector does not {record.action.value} bills")
         party = await self.resolve_supplier(record.vendor)
         try:
             body = supplier_invoice_body(record, self.config.options, party)
             query = lookup_filter(record, party)
         except UnresolvedReferenceError as exc:
-            raise PermanentError("erp.unknown_reference", str(exc)) from exc
+            raise PermanentError(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from exc
         found = await self._lookup(query)
         if found is not None:
             if ctx.existing is not None and ctx.existing.erp_record_id == found:
                 raise Unsupported(
-                    "sap.update_unsupported",
+                    ErrorCode.ERP_UNSUPPORTED_ACTION,
                     f"SAP supplier invoice {found} is posted; changes need Cancel and a new invoice",
                 )
             return Booked(Operation.CREATE, found, http_status=200)
@@ -193,7 +204,7 @@ class SapConnector(Connector):
         """The SAP supplier number of a bill's vendor (order: see the module docstring).
 
         Raises:
-            PermanentError: ``erp.unknown_reference`` (no supplier of that id or name),
+            PermanentError: ``reference.unresolved`` (no supplier of that id or name),
                 ``reference.ambiguous`` (several suppliers of that name and place).
             RetriableError: the Business Partner API is unavailable (429, 5xx, timeouts).
 
@@ -206,13 +217,13 @@ class SapConnector(Connector):
             return bound
         if not vendor.name:
             raise PermanentError(
-                "erp.unknown_reference",
+                ErrorCode.REFERENCE_UNRESOLVED,
                 f"vendor {vendor.source_id or '?'} has no SAP supplier number and no name to find it by",
             )
         candidates = await self._suppliers_named(vendor.name)
         if not candidates:
             raise PermanentError(
-                "erp.unknown_reference",
+                ErrorCode.REFERENCE_UNRESOLVED,
                 f"vendor {vendor.name!r} has no SAP supplier number and no SAP supplier has that name"
                 " (this connector does not create business partners)",
             )
@@ -232,7 +243,7 @@ class SapConnector(Connector):
         data = body.get("d") if isinstance(body, dict) else None
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list):
-            raise PermanentError("erp.protocol", f"SAP {path} answered without d.results")
+            raise PermanentError(ErrorCode.ERP_PROTOCOL, f"SAP {path} answered without d.results")
         return [r for r in results if isinstance(r, dict) and r.get("Supplier", r.get("BusinessPartner"))]
 
     async def _suppliers_named(self, name: str) -> list[dict[str, Any]]:
@@ -277,7 +288,7 @@ class SapConnector(Connector):
                 return remaining
         place = ", ".join(part for part in (address.city, address.country) if part) if address else ""
         raise PermanentError(
-            "reference.ambiguous",
+            ErrorCode.REFERENCE_AMBIGUOUS,
             f"vendor {vendor.name!r}: several SAP suppliers have that name ({numbers})"
             + (f" and none or several of them are in {place}" if place else " and the vendor has no address"),
         )
@@ -297,7 +308,7 @@ class SapConnector(Connector):
     def _key(entity: Any) -> str:
         if isinstance(entity, dict) and entity.get("SupplierInvoice") and entity.get("FiscalYear"):
             return f"{entity['SupplierInvoice']}/{entity['FiscalYear']}"
-        raise PermanentError("erp.protocol", "SAP returned no SupplierInvoice/FiscalYear key")
+        raise PermanentError(ErrorCode.ERP_PROTOCOL, "SAP returned no SupplierInvoice/FiscalYear key")
 
     async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         token, cookie = self._csrf or await self.fetch_csrf()
@@ -318,4 +329,4 @@ class SapConnector(Connector):
             self._csrf = None
             token, cookie = await self.fetch_csrf()
         self._csrf = None
-        raise RetriableError("sap.csrf", "SAP refused a freshly fetched CSRF token", http_status=403)
+        raise RetriableError(ErrorCode.AUTH_CSRF, "SAP refused a freshly fetched CSRF token", http_status=403)

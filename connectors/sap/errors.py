@@ -12,25 +12,26 @@ from __future__ import annotations
 import httpx
 
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["SAP_ERRORS", "extract_error"]
 
 SAP_ERRORS = DEFAULT_ERRORS.merged(
     ErrorTable(
         statuses={
-            404: ErrorRule(False, "sap.not_found"),
-            409: ErrorRule(True, "sap.conflict"),
-            412: ErrorRule(True, "sap.etag_mismatch"),
-            423: ErrorRule(True, "sap.locked"),
+            404: ErrorRule(False, ErrorCode.ERP_NOT_FOUND),
+            409: ErrorRule(True, ErrorCode.ERP_CONFLICT),
+            412: ErrorRule(True, ErrorCode.ERP_STALE_OBJECT),
+            423: ErrorRule(True, ErrorCode.ERP_LOCKED),
         },
         vendor_codes={
-            "M8/108": ErrorRule(False, "erp.duplicate"),
-            "M8/152": ErrorRule(False, "erp.unknown_reference"),
-            "FH/103": ErrorRule(False, "erp.unknown_reference"),
-            "M8/534": ErrorRule(False, "erp.validation"),
-            "/IWBEP/CM_MGW_RT/020": ErrorRule(False, "erp.validation"),
-            "/IWBEP/CM_MGW_RT/004": ErrorRule(True, "http.5xx"),
-            "MC/601": ErrorRule(True, "sap.locked"),
+            "M8/108": ErrorRule(False, ErrorCode.ERP_DUPLICATE),
+            "M8/152": ErrorRule(False, ErrorCode.ERP_UNKNOWN_REFERENCE),
+            "FH/103": ErrorRule(False, ErrorCode.ERP_UNKNOWN_REFERENCE),
+            "M8/534": ErrorRule(False, ErrorCode.ERP_VALIDATION),
+            "/IWBEP/CM_MGW_RT/020": ErrorRule(False, ErrorCode.ERP_VALIDATION),
+            "/IWBEP/CM_MGW_RT/004": ErrorRule(True, ErrorCode.HTTP_5XX),
+            "MC/601": ErrorRule(True, ErrorCode.ERP_LOCKED),
         },
     )
 )

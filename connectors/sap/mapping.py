@@ -22,12 +22,12 @@ from decimal import Decimal
 from typing import Any
 
 from ledgerflow.connectors.amounts import document_amounts
+from ledgerflow.connectors.base import UnresolvedReferenceError
 from ledgerflow.contracts import Bill, LineItem, Reference, VendorRef
 from ledgerflow.contracts.common import erp_identifiers, quantize
 
 __all__ = [
     "DEFAULT_LINE_ASSIGNMENTS",
-    "UnresolvedReferenceError",
     "edm_datetime",
     "invoice_reference",
     "invoicing_party",
@@ -51,10 +51,6 @@ DEFAULT_LINE_ASSIGNMENTS: dict[str, str] = {
     "cost_code": "InternalOrder",
 }
 """Canonical line reference → ``A_SupplierInvoiceItemGLAcct`` account-assignment property."""
-
-
-class UnresolvedReferenceError(ValueError):
-    """The supplier, a G/L account, a tax code or the company code is missing."""
 
 
 def edm_datetime(value: date) -> str:

@@ -40,6 +40,7 @@ from ledgerflow.connectors.base import Booked, Connector, HandleContext, Invalid
 from ledgerflow.connectors.http import ErpClient, dumps_json, loads_json
 from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
 from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -93,15 +94,17 @@ class WebhookConnector(Connector):
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)
         if not config.base_url:
-            raise PermanentError("auth.config", f"connection {name!r}: the http connector needs base_url")
+            raise PermanentError(ErrorCode.AUTH_CONFIG, f"connection {name!r}: the http connector needs base_url")
         secret = config.credentials.get("secret")
         if secret is None:
-            raise PermanentError("auth.config", f"connection {name!r}: the http connector needs credentials.secret")
+            raise PermanentError(
+                ErrorCode.AUTH_CONFIG, f"connection {name!r}: the http connector needs credentials.secret"
+            )
         try:
             self.webhook = Webhook(secret.get_secret_value())
         except (ValueError, EmptyWebhookSecretError) as exc:  # not base64, or empty
             raise PermanentError(
-                "auth.config", f"connection {name!r}: credentials.secret is not a valid secret"
+                ErrorCode.AUTH_CONFIG, f"connection {name!r}: credentials.secret is not a valid secret"
             ) from exc
         self.paths: dict[str, str] = dict(config.options.get("paths", {}))
         self.pointer: str | None = config.options.get("record_id_pointer")
@@ -113,7 +116,7 @@ class WebhookConnector(Connector):
             try:
                 self.template = env.from_string(str(template))
             except jinja2.TemplateSyntaxError as exc:
-                raise PermanentError("http.template", f"connection {name!r}: body_template: {exc}") from exc
+                raise PermanentError(ErrorCode.HTTP_TEMPLATE, f"connection {name!r}: body_template: {exc}") from exc
         self.client = ErpClient.for_connection(
             http,
             erp=self.erp,
@@ -156,7 +159,7 @@ class WebhookConnector(Connector):
             )
             return loads_json(rendered)
         except (jinja2.TemplateError, ValueError) as exc:
-            raise PermanentError("http.template", f"body_template for {record.canonical_id}: {exc}") from exc
+            raise PermanentError(ErrorCode.HTTP_TEMPLATE, f"body_template for {record.canonical_id}: {exc}") from exc
 
     async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
         """POST ``record`` signed with ``webhook-id`` = ``ctx.idempotency_key``.
@@ -167,7 +170,7 @@ class WebhookConnector(Connector):
         """
         if record.object_type not in self.config.objects:
             raise Unsupported(
-                "erp.unsupported_object", f"connection {self.name!r} does not take {record.object_type} records"
+                ErrorCode.ERP_UNSUPPORTED_OBJECT, f"connection {self.name!r} does not take {record.object_type} records"
             )
         response = await self._post(
             self.paths.get(record.object_type, ""), self.body(record, ctx), ctx.idempotency_key, record.object_type

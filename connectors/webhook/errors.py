@@ -10,15 +10,16 @@ permanent ``erp.conflict``. ``config.options["error_overrides"]`` (``{"http.<sta
 from __future__ import annotations
 
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["WEBHOOK_ERRORS"]
 
 WEBHOOK_ERRORS = DEFAULT_ERRORS.merged(
     ErrorTable(
         statuses={
-            409: ErrorRule(False, "erp.conflict"),
-            423: ErrorRule(True, "http.423"),
-            425: ErrorRule(True, "http.425"),
+            409: ErrorRule(False, ErrorCode.ERP_CONFLICT),
+            423: ErrorRule(True, ErrorCode.HTTP_423),
+            425: ErrorRule(True, ErrorCode.HTTP_425),
         }
     )
 )

@@ -30,7 +30,7 @@ Vendor resolution before a bill: ``vendor.accounting_id`` (ContactID) → binder
 ``where=Name=="<name>"`` → ``PUT /Contacts`` (option ``create_vendors``, default true); the binder
 row is stored after resolving. GL accounts: ``accounting_custom_id`` or ``accounting_id`` as
 ``AccountCode`` (an id shaped like a UUID goes to ``AccountID``); else option
-``default_expense_account``; else ``PermanentError("reference.unresolved")``.
+``default_expense_account``; else ``PermanentError(ErrorCode.REFERENCE_UNRESOLVED)``.
 
 Config: ``credentials`` ``client_id``, ``client_secret``, ``refresh_token``, ``tenant_id``,
 optional ``token_url``; ``base_url`` ``https://api.xero.com`` (None = the local sandbox: wire it
@@ -81,6 +81,7 @@ from ledgerflow.contracts import (
     Vendor,
     erp_identifiers,
 )
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -213,7 +214,7 @@ class XeroConnector(Connector):
         if record.get("HasErrors") or record.get("ValidationErrors"):
             messages = "; ".join(str(e.get("Message")) for e in record.get("ValidationErrors") or [])
             raise PermanentError(
-                "erp.validation", f"Xero {plural}: {messages or 'validation errors'}", http_status=status
+                ErrorCode.ERP_VALIDATION, f"Xero {plural}: {messages or 'validation errors'}", http_status=status
             )
         return record, status
 
@@ -221,7 +222,7 @@ class XeroConnector(Connector):
         try:
             answer, _ = await self._call("GET", f"/{plural}/{record_id}", operation=f"{plural.lower()}.read")
         except PermanentError as exc:
-            if exc.code == "erp.not_found" or exc.http_status == 404:
+            if exc.code == ErrorCode.ERP_NOT_FOUND or exc.http_status == 404:
                 return None
             raise
         records = answer.get(plural) or []
@@ -259,7 +260,7 @@ class XeroConnector(Connector):
         if isinstance(record, Vendor | Customer):
             return await self._contact(record, ctx)
         reason = _UNSUPPORTED.get(record.object_type, f"Xero connector does not book {record.object_type}")
-        raise Unsupported("erp.unsupported_object", reason)
+        raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, reason)
 
     # ------------------------------------------------------------------ documents
 
@@ -297,11 +298,13 @@ class XeroConnector(Connector):
 
     async def _void(self, plural: str, id_field: str, ctx: HandleContext) -> Booked:
         if ctx.existing is None:
-            raise Unsupported("erp.nothing_to_void", f"no Xero {plural[:-1]} was booked for this record on {self.name}")
+            raise Unsupported(
+                ErrorCode.ERP_NOTHING_TO_VOID, f"no Xero {plural[:-1]} was booked for this record on {self.name}"
+            )
         record_id = ctx.existing.erp_record_id
         current = await self._get_one(plural, record_id)
         if current is None:
-            raise PermanentError("erp.not_found", f"Xero {plural[:-1]} {record_id} no longer exists")
+            raise PermanentError(ErrorCode.ERP_NOT_FOUND, f"Xero {plural[:-1]} {record_id} no longer exists")
         status_now = current.get("Status")
         if status_now in ("VOIDED", "DELETED"):
             return Booked(Operation.VOID, record_id, current.get("UpdatedDateUTC"), 200)
@@ -347,7 +350,7 @@ class XeroConnector(Connector):
             account = code or erp_id or self.config.options.get(default_option)
             if not account:
                 raise PermanentError(
-                    "reference.unresolved",
+                    ErrorCode.REFERENCE_UNRESOLVED,
                     f"{document.object_type} {document.canonical_id} line {line.line_number}: no GL account "
                     f"(gl_account.accounting_custom_id or accounting_id) and no {default_option}",
                 )
@@ -359,7 +362,9 @@ class XeroConnector(Connector):
     async def _payment(self, payment: Payment, ctx: HandleContext) -> Booked:
         if payment.action is not Action.UPSERT:
             if ctx.existing is None:
-                raise Unsupported("erp.nothing_to_void", f"no Xero payment was booked for {payment.canonical_id}")
+                raise Unsupported(
+                    ErrorCode.ERP_NOTHING_TO_VOID, f"no Xero payment was booked for {payment.canonical_id}"
+                )
             last: tuple[dict[str, Any], int] | None = None
             for payment_id in ctx.existing.erp_record_id.split(","):
                 last = await self._write_one(
@@ -373,10 +378,12 @@ class XeroConnector(Connector):
                 )
             return Booked(Operation.VOID, ctx.existing.erp_record_id, None, last[1] if last else None)
         if ctx.existing is not None:
-            raise Unsupported("erp.immutable", "Xero payments cannot be edited: void and re-create them in the source")
+            raise Unsupported(
+                ErrorCode.ERP_IMMUTABLE, "Xero payments cannot be edited: void and re-create them in the source"
+            )
         if not payment.applied_to:
             raise PermanentError(
-                "reference.unresolved", f"payment {payment.canonical_id} is not applied to any document"
+                ErrorCode.REFERENCE_UNRESOLVED, f"payment {payment.canonical_id} is not applied to any document"
             )
         bank = payment.bank_account
         account: dict[str, str]
@@ -384,7 +391,8 @@ class XeroConnector(Connector):
         code = code or self.config.options.get("default_bank_account")
         if not code:
             raise PermanentError(
-                "reference.unresolved", f"payment {payment.canonical_id}: no bank account and no default_bank_account"
+                ErrorCode.REFERENCE_UNRESOLVED,
+                f"payment {payment.canonical_id}: no bank account and no default_bank_account",
             )
         account = {"AccountID": str(code)} if _is_uuid(str(code)) else {"Code": str(code)}
         documents = []
@@ -395,7 +403,7 @@ class XeroConnector(Connector):
                 invoice_id = row.erp_record_id if row else None
             if not invoice_id:
                 raise RetriableError(
-                    "reference.pending",
+                    ErrorCode.REFERENCE_PENDING,
                     f"payment {payment.canonical_id}: {applied.document_canonical_id or applied.document.source_id} "
                     f"is not booked on {self.name} yet",
                     retry_after=30.0,
@@ -447,7 +455,7 @@ class XeroConnector(Connector):
             allowed = self.config.options.get("create_vendors" if role == "Vendor" else "create_customers", True)
             if not (create and allowed and ref.name):
                 raise PermanentError(
-                    "reference.unresolved",
+                    ErrorCode.REFERENCE_UNRESOLVED,
                     f"{role.lower()} {ref.name or ref.source_id!r} not found in Xero"
                     + ("" if ref.name else " (no name to match or create it by)"),
                 )
@@ -536,7 +544,7 @@ class XeroConnector(Connector):
             )
             operation = Operation.VOID if archive else Operation.UPDATE
         elif archive:
-            raise Unsupported("erp.nothing_to_void", f"contact {party.name!r} does not exist in Xero")
+            raise Unsupported(ErrorCode.ERP_NOTHING_TO_VOID, f"contact {party.name!r} does not exist in Xero")
         else:
             stored, status = await self._write_one(
                 "PUT", "Contacts", "ContactID", body, operation="contacts.create", key=ctx.idempotency_key

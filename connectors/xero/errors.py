@@ -17,18 +17,19 @@ from __future__ import annotations
 import httpx
 
 from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["XERO_ERRORS", "xero_error"]
 
 XERO_ERRORS = DEFAULT_ERRORS.merged(
     ErrorTable(
         vendor_codes={
-            "ValidationException": ErrorRule(False, "erp.validation"),
-            "PostDataInvalidException": ErrorRule(False, "erp.validation"),
-            "QueryParseException": ErrorRule(False, "erp.validation"),
-            "ObjectNotFoundException": ErrorRule(False, "erp.not_found"),
-            "OrganisationOfflineException": ErrorRule(True, "erp.unavailable"),
-            "RateLimitExceeded": ErrorRule(True, "http.429"),
+            "ValidationException": ErrorRule(False, ErrorCode.ERP_VALIDATION),
+            "PostDataInvalidException": ErrorRule(False, ErrorCode.ERP_VALIDATION),
+            "QueryParseException": ErrorRule(False, ErrorCode.ERP_VALIDATION),
+            "ObjectNotFoundException": ErrorRule(False, ErrorCode.ERP_NOT_FOUND),
+            "OrganisationOfflineException": ErrorRule(True, ErrorCode.ERP_UNAVAILABLE),
+            "RateLimitExceeded": ErrorRule(True, ErrorCode.HTTP_429),
         }
     )
 )

@@ -50,6 +50,7 @@ from typing import Any, Literal
 from ledgerflow.connectors.base import PermanentError
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, erp_identifiers
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
     "ADJUSTMENTS",
@@ -77,7 +78,7 @@ def _what(document: Document) -> str:
     return f"{document.object_type} {document.canonical_id}"
 
 
-def _fail(code: str, message: str) -> PermanentError:
+def _fail(code: ErrorCode, message: str) -> PermanentError:
     return PermanentError(code, message)
 
 
@@ -122,13 +123,13 @@ def check_amounts(document: Document) -> None:
     for name, value in figures:
         if value != value.quantize(CENT):
             raise _fail(
-                "erp.unsupported_amount",
+                ErrorCode.ERP_UNSUPPORTED_AMOUNT,
                 f"{what}: {name} {value} {document.currency} is not a whole cent; Xero keeps amounts to two "
                 "decimals, so it cannot be booked exactly",
             )
     if document.total < 0:
         raise _fail(
-            "erp.unsupported_amount",
+            ErrorCode.ERP_UNSUPPORTED_AMOUNT,
             f"{what}: the total {document.total} {document.currency} is negative; in Xero that is a credit note "
             "(ACCPAYCREDIT/ACCRECCREDIT), which this connector does not book",
         )
@@ -161,13 +162,13 @@ def _tax_on_lines(document: Document, options: Mapping[str, Any]) -> bool:
     line = missing[0]
     if document.tax_inclusive:
         raise _fail(
-            "config.missing",
+            ErrorCode.CONFIG_MISSING,
             f"{_what(document)}: line {line.line_number} includes tax {line.tax_amount} but has no Xero TaxType; "
             "give the line a tax rate (its Xero TaxType) or set the connection option default_tax_type",
         )
     if _option(options, "tax_account") is None:
         raise _fail(
-            "config.missing",
+            ErrorCode.CONFIG_MISSING,
             f"{_what(document)}: line {line.line_number} carries tax {line.tax_amount} {document.currency} but has "
             "no Xero TaxType; give the line a tax rate (its Xero TaxType), set the connection option "
             "default_tax_type, or set tax_account to book the tax as a line",
@@ -252,7 +253,7 @@ def _lines(
         amount_types = "NoTax"  # every tax goes on the tax line
     if document.tax_inclusive and document.header_tax != 0:
         raise _fail(
-            "erp.unsupported_amount",
+            ErrorCode.ERP_UNSUPPORTED_AMOUNT,
             f"{_what(document)}: a tax-inclusive document whose tax ({document.tax_total}) is not all carried by "
             "its lines cannot be booked as Xero Inclusive line amounts",
         )
@@ -274,7 +275,7 @@ def _lines(
             account = _option(options, option)
             if account is None:
                 raise _fail(
-                    "config.missing",
+                    ErrorCode.CONFIG_MISSING,
                     f"{_what(document)}: {label.lower()} of {abs(amount)} {document.currency} needs the connection "
                     f"option {option} (the Xero account code it is booked to)",
                 )

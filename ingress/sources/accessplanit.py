@@ -12,7 +12,7 @@ the API v2 feeds use ("Invoice ID", "Transaction ID" → ``InvoiceID``, ``Invoic
 at the top level or under ``data``. The event type is ``<resource>.<method lower>``.
 
 When the record carries ``DateUpdated`` (the feeds' "Date Updated"), a POST, PUT or PATCH is one
-version of the record: its event id is :func:`~ledgerflow.core.events.record_version_id` of
+version of the record: its event id is :func:`~ledgerflow.contracts.events.record_version_id` of
 tenant, resource, record id and that stamp — the id the poller (``transformers/poller.py``) gives
 the same version read from the feed, so a record seen by both paths is one event. A DELETE keeps
 the id of its body.

@@ -71,7 +71,7 @@ class Envelope:
     delivery_id: str | None = None
     version: str | None = None
     """The source's stamp of this version of the record (accessplanit ``DateUpdated``), when it has one:
-    the event id is then :func:`~ledgerflow.core.events.record_version_id`, the id a poll of the
+    the event id is then :func:`~ledgerflow.contracts.events.record_version_id`, the id a poll of the
     same version gets."""
 
 

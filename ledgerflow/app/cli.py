@@ -31,8 +31,9 @@ from typer.core import TyperGroup
 
 from ledgerflow import __version__
 from ledgerflow.app.startup import explain
+from ledgerflow.connectors.registry import ERP_KINDS, check_routing
 from ledgerflow.core import aio
-from ledgerflow.core.settings import ConfigError, Routing, Settings, all_erps_routing
+from ledgerflow.core.settings import ConfigError, Routing, Settings
 
 if TYPE_CHECKING:
     from ledgerflow.audit.auth import KeyStore
@@ -78,7 +79,9 @@ def _setup_logging(settings: Settings, quiet: bool = False) -> None:
 
 def _load(settings: Settings) -> Routing:
     try:
-        return settings.load_routing()
+        routing = settings.load_routing()
+        check_routing(routing)
+        return routing
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -228,14 +231,15 @@ def demo(
     sample: Annotated[Path | None, typer.Option(help="Mercoa webhook body to post.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results.")] = 60.0,
     all_erps: Annotated[
-        bool, typer.Option("--all-erps", help="Book into QuickBooks, Xero, NetSuite, SAP, Coupa and HTTP at once.")
+        bool, typer.Option("--all-erps", help=f"Book into every ERP kind at once ({', '.join(ERP_KINDS)}).")
     ] = False,
 ) -> None:
     """Run everything, post a Mercoa invoice webhook, wait for every ERP's result; exit 0 only if all succeeded."""
     settings, state_file = _embedded_state(Settings(), f"demo-{os.getpid()}")
     _setup_logging(settings, quiet=True)
-    routing = all_erps_routing() if all_erps else _load(settings)
     from ledgerflow.app import demo as demo_mod
+
+    routing = demo_mod.all_erps_routing() if all_erps else _load(settings)
     from ledgerflow.app.stack import run_stack
     from ledgerflow.core.kafka import kafka_client_options
 
@@ -462,7 +466,7 @@ def connector(
 
 @app.command()
 def sandbox(
-    erp: Annotated[str, typer.Argument(help="quickbooks, xero, netsuite, sap, coupa or http")],
+    erp: Annotated[str, typer.Argument(help=f"ERP kind: {', '.join(ERP_KINDS)}.")],
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 0,
     host: Annotated[
         str | None, typer.Option(help="Interface to listen on (default LEDGERFLOW_SANDBOX_HOST, 127.0.0.1).")
@@ -470,11 +474,11 @@ def sandbox(
 ) -> None:
     """Run one ERP sandbox on its real API paths until Ctrl-C."""
     host = host or Settings().sandbox_host
-    from ledgerflow.connectors.registry import SANDBOXES, sandbox_module
+    from ledgerflow.connectors.registry import sandbox_module
     from ledgerflow.core.asgi import serve
 
-    if erp not in SANDBOXES:
-        console.print(f"[red]error:[/red] no sandbox for {erp!r}: choose one of {', '.join(sorted(SANDBOXES))}")
+    if erp not in ERP_KINDS:
+        console.print(f"[red]unknown ERP kind {erp!r}[/red]: use one of {', '.join(ERP_KINDS)}")
         raise typer.Exit(2)
 
     async def run() -> None:
@@ -801,7 +805,7 @@ def replay(
 
     from ledgerflow.app.replay import DeadLetterFilter, ReplaySummary, parse_time, replay_dead_letters, replay_raw
     from ledgerflow.audit.masking import mask_text
-    from ledgerflow.core.topics import STAGES
+    from ledgerflow.contracts.topics import STAGES
 
     settings = Settings()
     _setup_logging(settings, quiet=True)

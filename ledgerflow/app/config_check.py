@@ -16,9 +16,9 @@ from ledgerflow.audit.main import audit_lag_watch
 from ledgerflow.audit.settings import AuditSettings
 from ledgerflow.connectors.main import connector_lag_watch
 from ledgerflow.connectors.registry import connector_class
+from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.settings import ConfigError, Routing, Settings
-from ledgerflow.core.topics import STAGES
 from ledgerflow.ingress.main import ingress_topics
 from ledgerflow.transformers.declarative import MappingError, tenant_routers
 from ledgerflow.transformers.worker import GROUP_ROLE, raw_topics

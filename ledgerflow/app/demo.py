@@ -21,7 +21,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ledgerflow.app.stack import RunningStack
+from ledgerflow.connectors.registry import ERP_KINDS
 from ledgerflow.contracts import Outcome, SyncResult
+from ledgerflow.core.settings import Routing
 
 __all__ = ["FALLBACK_INVOICE", "DemoRow", "collect_results", "load_sample", "post_webhook", "sandbox_totals"]
 
@@ -166,3 +168,17 @@ class DemoRow:
             and self.result.erp_record_id is not None
             and self.stored_total == self.expected_total
         )
+
+
+def all_erps_routing() -> Routing:
+    """The demo routing fanned out to one local sandbox of every registered ERP kind (``demo --all-erps``).
+
+    One connection per kind, named after it, taking bills and vendors; tenant ``demo`` with the
+    Mercoa token ``demo-token``.
+    """
+    return Routing.model_validate(
+        {
+            "tenants": {"demo": {"sources": {"mercoa": {"tokens": ["demo-token"]}}, "connections": list(ERP_KINDS)}},
+            "connections": {erp: {"erp": erp, "objects": ["bill", "vendor"]} for erp in ERP_KINDS},
+        }
+    )

@@ -31,10 +31,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from ledgerflow.contracts import headers as h
+from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.deadletters import REPLAYED_FROM_HEADER, DeadLetterFilter, DeadLetterInfo, replay_headers
 from ledgerflow.core.kafka import kafka_client_options, producer_options
 from ledgerflow.core.settings import Settings
-from ledgerflow.core.topics import STAGES
 
 __all__ = [
     "REPLAYED_FROM_HEADER",
@@ -236,11 +237,11 @@ async def replay_dead_letters(
         headers = _headers(record)
         info = DeadLetterInfo.of(headers)
         target = info.original_topic
-        reason = headers.get("ledgerflow_dlq_reason")
+        reason = headers.get(h.DLQ_REASON)
         if not target:
             log.warning("dead letter %s[%d]@%d has no original topic", record.topic, record.partition, record.offset)
             return None
-        if filters.tenant is not None and headers.get("ce_tenant") != filters.tenant:
+        if filters.tenant is not None and headers.get(h.CE_TENANT) != filters.tenant:
             return None
         if reasons and reason not in reasons:
             return None
@@ -250,8 +251,8 @@ async def replay_dead_letters(
             offset=record.offset,
             timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC),
             target_topic=target,
-            tenant=headers.get("ce_tenant"),
-            ce_id=headers.get("ce_id"),
+            tenant=headers.get(h.CE_TENANT),
+            ce_id=headers.get(h.CE_ID),
             reason=reason,
             detail=info.detail,
         )
@@ -293,7 +294,7 @@ async def replay_raw(
 
     def select(record: ConsumerRecord[Any, Any]) -> ReplayItem | None:
         headers = _headers(record)
-        if tenant is not None and headers.get("ce_tenant") != tenant:
+        if tenant is not None and headers.get(h.CE_TENANT) != tenant:
             return None
         return ReplayItem(
             topic=record.topic,
@@ -301,8 +302,8 @@ async def replay_raw(
             offset=record.offset,
             timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC),
             target_topic=topic,
-            tenant=headers.get("ce_tenant"),
-            ce_id=headers.get("ce_id"),
+            tenant=headers.get(h.CE_TENANT),
+            ce_id=headers.get(h.CE_ID),
             reason=None,
         )
 

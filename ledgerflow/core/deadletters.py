@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ledgerflow.core.topics import STAGES
+from ledgerflow.contracts import headers as h
+from ledgerflow.contracts.topics import STAGES
 
 __all__ = [
     "DLQ_HEADER_PREFIX",
@@ -29,9 +30,9 @@ __all__ = [
     "replay_headers",
 ]
 
-DLQ_HEADER_PREFIX = "ledgerflow_dlq_"
+DLQ_HEADER_PREFIX = h.DLQ_PREFIX
 """Prefix of the headers a stage adds when it dead-letters a message (dropped on replay)."""
-REPLAYED_FROM_HEADER = "ledgerflow_replayed_from"
+REPLAYED_FROM_HEADER = h.REPLAYED_FROM
 """Header added to every replayed message: ``<topic>:<partition>:<offset>`` it was read from."""
 
 
@@ -50,7 +51,7 @@ class DeadLetterFilter:
     reasons: Sequence[str] = ()
 
     def unknown_stages(self) -> list[str]:
-        """Stages of this filter that are not pipeline stages (:data:`~ledgerflow.core.topics.STAGES`)."""
+        """Stages of this filter that are not pipeline stages (:data:`~ledgerflow.contracts.topics.STAGES`)."""
         return [s for s in self.stages if s not in STAGES]
 
 
@@ -84,20 +85,20 @@ class DeadLetterInfo:
     @classmethod
     def of(cls, headers: Mapping[str, str]) -> DeadLetterInfo:
         """Read the dead-letter headers (decoded to text) of one message."""
-        traceparent = headers.get("traceparent", "")
+        traceparent = headers.get(h.TRACEPARENT, "")
         parts = traceparent.split("-")
         trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
         return cls(
-            stage=headers.get(DLQ_HEADER_PREFIX + "stage"),
-            reason=headers.get(DLQ_HEADER_PREFIX + "reason") or "unknown",
-            detail=headers.get(DLQ_HEADER_PREFIX + "detail", ""),
-            attempts=_int(headers.get(DLQ_HEADER_PREFIX + "attempts")),
-            original_topic=headers.get(DLQ_HEADER_PREFIX + "original_topic") or None,
-            original_partition=_int(headers.get(DLQ_HEADER_PREFIX + "original_partition")),
-            original_offset=_int(headers.get(DLQ_HEADER_PREFIX + "original_offset")),
-            tenant=headers.get("ce_tenant"),
-            event_id=headers.get("ce_id"),
-            event_type=headers.get("ce_type"),
+            stage=headers.get(h.DLQ_STAGE),
+            reason=headers.get(h.DLQ_REASON) or "unknown",
+            detail=headers.get(h.DLQ_DETAIL, ""),
+            attempts=_int(headers.get(h.DLQ_ATTEMPTS)),
+            original_topic=headers.get(h.DLQ_ORIGINAL_TOPIC) or None,
+            original_partition=_int(headers.get(h.DLQ_ORIGINAL_PARTITION)),
+            original_offset=_int(headers.get(h.DLQ_ORIGINAL_OFFSET)),
+            tenant=headers.get(h.CE_TENANT),
+            event_id=headers.get(h.CE_ID),
+            event_type=headers.get(h.CE_TYPE),
             trace_id=trace_id,
         )
 

@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
+from ledgerflow.contracts import headers as h
 from ledgerflow.core import metrics
 from ledgerflow.core.logs import log_context
 
@@ -141,22 +142,29 @@ class DeadLetter(Exception):  # noqa: N818 - it names the outcome
         self.exception = exception
 
 
-def dead_letter_headers(record: ConsumedRecord, stage: str, error: DeadLetter) -> dict[str, str]:
-    """Headers of a dead letter: the original headers plus the error and the original coordinates."""
+def dead_letter_headers(
+    record: ConsumedRecord, stage: str, error: DeadLetter, *, original_topic: str | None = None
+) -> dict[str, str]:
+    """Headers of a dead letter: the original headers plus the error and the original coordinates.
+
+    ``original_topic`` is where a replay sends the dead letter back to (default: the topic it was
+    read from; the connector names the canonical topic of a record read from a retry tier).
+    Header names: :mod:`ledgerflow.contracts.headers` (``ledgerflow_dlq_*``).
+    """
     headers = header_map(record)
     headers.update(
         {
-            "ledgerflow_dlq_stage": stage,
-            "ledgerflow_dlq_reason": error.reason,
-            "ledgerflow_dlq_detail": error.detail[:4000],
-            "ledgerflow_dlq_attempts": str(error.attempts),
-            "ledgerflow_dlq_original_topic": record.topic,
-            "ledgerflow_dlq_original_partition": str(record.partition),
-            "ledgerflow_dlq_original_offset": str(record.offset),
+            h.DLQ_STAGE: stage,
+            h.DLQ_REASON: error.reason,
+            h.DLQ_DETAIL: error.detail[:4000],
+            h.DLQ_ATTEMPTS: str(error.attempts),
+            h.DLQ_ORIGINAL_TOPIC: original_topic or record.topic,
+            h.DLQ_ORIGINAL_PARTITION: str(record.partition),
+            h.DLQ_ORIGINAL_OFFSET: str(record.offset),
         }
     )
     if error.exception is not None:
-        headers["ledgerflow_dlq_exception"] = f"{type(error.exception).__module__}.{type(error.exception).__qualname__}"
+        headers[h.DLQ_EXCEPTION] = f"{type(error.exception).__module__}.{type(error.exception).__qualname__}"
     return headers
 
 

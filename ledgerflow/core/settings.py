@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ledgerflow.core.topics import Topics
+from ledgerflow.contracts.topics import Topics
 
 __all__ = [
     "ConfigError",
@@ -39,7 +39,6 @@ __all__ = [
     "Settings",
     "SourceConfig",
     "TenantConfig",
-    "all_erps_routing",
     "demo_routing",
     "load_routing",
     "normalize_state_url",
@@ -101,7 +100,10 @@ class ConnectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    erp: Literal["quickbooks", "xero", "netsuite", "sap", "coupa", "http"] = Field(description="ERP kind.")
+    erp: str = Field(
+        description="ERP kind: a key of the connector registry (ledgerflow.connectors.registry.ERPS), "
+        "checked when the routing is loaded by a command."
+    )
     base_url: str | None = Field(None, description="API base URL; None = the local sandbox.")
     objects: list[str] = Field(
         default_factory=lambda: ["bill"], description="Canonical object types this connection takes."
@@ -202,20 +204,6 @@ def demo_routing() -> Routing:
                 "quickbooks": {"erp": "quickbooks", "objects": ["bill", "vendor"]},
                 "xero": {"erp": "xero", "objects": ["bill", "vendor"]},
             },
-        }
-    )
-
-
-ALL_ERPS = ("quickbooks", "xero", "netsuite", "sap", "coupa", "http")
-"""Every ERP kind ledgerflow has a connector for."""
-
-
-def all_erps_routing() -> Routing:
-    """The demo routing fanned out to one local sandbox of every ERP kind (``ledgerflow demo --all-erps``)."""
-    return Routing.model_validate(
-        {
-            "tenants": {"demo": {"sources": {"mercoa": {"tokens": ["demo-token"]}}, "connections": list(ALL_ERPS)}},
-            "connections": {erp: {"erp": erp, "objects": ["bill", "vendor"]} for erp in ALL_ERPS},
         }
     )
 

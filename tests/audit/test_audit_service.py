@@ -18,7 +18,7 @@ from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.audit.tables import sync_record_id
 from ledgerflow.contracts import Bill, Outcome, SyncResult, VendorRef
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.settings import Settings
 from tests.audit.api_helpers import CHEAP_HASHER

@@ -135,7 +135,7 @@ def mercoa_sample_bill(sample: bytes) -> Bill:
     """The canonical bill the Mercoa mapper makes of the real ``invoice.created`` sample."""
     import json
 
-    from ledgerflow.core.events import EventAttributes
+    from ledgerflow.contracts.events import EventAttributes
     from ledgerflow.transformers.base import RawEvent
     from ledgerflow.transformers.mercoa.invoice import map_invoice
 
@@ -336,7 +336,7 @@ def ingenious_bill(case: str) -> Bill:
     ``custom_id``: internal and custom ids set; ``internal_id_only``: only ``accounting_*_id``
     (no Public API configured, so no custom id was fetched); ``neither``: no accounting ids.
     """
-    from ledgerflow.core.events import EventAttributes
+    from ledgerflow.contracts.events import EventAttributes
     from ledgerflow.transformers.base import RawEvent
     from ledgerflow.transformers.ingenious.mapping import map_vendor_invoice
 

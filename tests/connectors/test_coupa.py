@@ -10,10 +10,17 @@ from typing import Any
 import httpx
 import pytest
 
-from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.base import (
+    BinderEntry,
+    HandleContext,
+    PermanentError,
+    RetriableError,
+    UnresolvedReferenceError,
+    Unsupported,
+)
 from ledgerflow.connectors.coupa import CoupaConnector, sandbox
 from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
-from ledgerflow.connectors.coupa.mapping import UnresolvedReferenceError, invoice_body, invoice_lookup_params
+from ledgerflow.connectors.coupa.mapping import invoice_body, invoice_lookup_params
 from ledgerflow.connectors.coupa.sandbox import create_app
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
@@ -178,7 +185,7 @@ async def test_sandbox_refuses_a_second_submit(coupa: str, http: httpx.AsyncClie
     booked = await connector.handle(make_bill("inv_3"), ctx())
     with pytest.raises(PermanentError) as twice:
         await connector._submit(str(booked.erp_record_id))
-    assert twice.value.code == "coupa.invalid_state"
+    assert twice.value.code == "erp.invalid_state"
 
 
 async def test_unknown_supplier_errors_and_bad_credentials(

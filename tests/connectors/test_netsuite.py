@@ -15,13 +15,19 @@ import pytest
 from oauthlib.oauth1.rfc5849 import signature
 from pydantic import SecretStr
 
-from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.base import (
+    BinderEntry,
+    HandleContext,
+    PermanentError,
+    RetriableError,
+    UnresolvedReferenceError,
+    Unsupported,
+)
 from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.connectors.netsuite import NetSuiteConnector, sandbox
 from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
 from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from ledgerflow.connectors.netsuite.mapping import (
-    UnresolvedReferenceError,
     bill_body,
     body_for,
     external_id,
@@ -321,7 +327,7 @@ async def test_unknown_vendor_and_invalid_content_are_permanent(
     assert unknown.value.code == "erp.unknown_reference"
     with pytest.raises(PermanentError) as unresolved:
         await connector.handle(make_bill(vendor=VendorRef(name="Nobody")), ctx())
-    assert unresolved.value.code == "erp.unknown_reference"
+    assert unresolved.value.code == "reference.unresolved"
     # A connection option that puts a bad field in the body is caught by the OAS validation.
     bad = NetSuiteConnector("ns", ns_config(ns_sandbox, line_segments={"cost_code": "klass"}), http, state)
     with pytest.raises(PermanentError) as invalid:

@@ -12,13 +12,19 @@ import httpx
 import orjson
 import pytest
 
-from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
+from ledgerflow.connectors.base import (
+    BinderEntry,
+    HandleContext,
+    PermanentError,
+    RetriableError,
+    UnresolvedReferenceError,
+    Unsupported,
+)
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.connectors.sap import SapConnector, sandbox
 from ledgerflow.connectors.sap.edmx import load_entity_types, property_problems
 from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
 from ledgerflow.connectors.sap.mapping import (
-    UnresolvedReferenceError,
     edm_datetime,
     invoice_reference,
     lookup_filter,
@@ -179,7 +185,7 @@ async def test_create_then_redelivery_finds_the_invoice(sap: str, http: httpx.As
     entry = BinderEntry(erp_record_id=booked.erp_record_id, erp_version=None, content_hash="h")
     with pytest.raises(Unsupported) as update:
         await connector.handle(make_bill(memo="changed"), ctx("k2", entry))
-    assert update.value.code == "sap.update_unsupported"
+    assert update.value.code == "erp.unsupported_action"
 
 
 async def test_stale_csrf_token_is_refetched_once(sap: str, http: httpx.AsyncClient, state: StateStore) -> None:
@@ -279,7 +285,7 @@ class TestSapContract(ConnectorContract):
         changed = target.make_bill("in_update", amounts=("60.00", "45.50"), memo="revised")
         with pytest.raises(Unsupported) as refused:
             await target.connector.handle(changed, ctx("k-up-2", contract_entry(first)))
-        assert refused.value.code == "sap.update_unsupported"
+        assert refused.value.code == "erp.unsupported_action"
         stored = await target.bills()
         assert [s["id"] for s in stored] == [first.erp_record_id]
         assert stored[0]["total"] == Decimal("100.00")
@@ -405,12 +411,12 @@ async def test_unknown_supplier_name_is_permanent_and_quotes_are_escaped(
     connector = SapConnector("sap", sap_config(base_url), http, state)
     with pytest.raises(PermanentError) as unknown:
         await connector.handle(untaxed("inv_u", by_name("No Such Vendor Ltd")), ctx())
-    assert unknown.value.code == "erp.unknown_reference"
+    assert unknown.value.code == "reference.unresolved"
     assert "No Such Vendor Ltd" in str(unknown.value)
     assert await state.get_binding("sap", "vendor-ref:ven_1") is None
     with pytest.raises(PermanentError) as nameless:
         await connector.handle(untaxed("inv_u2", VendorRef(source_id="ven_2")), ctx())
-    assert nameless.value.code == "erp.unknown_reference"
+    assert nameless.value.code == "reference.unresolved"
     assert app.queries["A_Supplier"] == 1
     assert await connector.resolve_supplier(by_name("O'Brien Lumber", None)) == "1000120"
 

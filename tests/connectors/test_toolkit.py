@@ -109,13 +109,18 @@ def test_retry_after_parsing() -> None:
 
 
 def test_error_overrides() -> None:
-    table = DEFAULT_ERRORS.with_overrides({"http.409": "retriable", "6240": {"retriable": False, "code": "erp.dup"}})
+    table = DEFAULT_ERRORS.with_overrides(
+        {"http.409": "retriable", "6240": {"retriable": False, "code": "erp.duplicate"}}
+    )
     assert table.classify(409, None).retriable
-    assert table.classify(400, "6240").code == "erp.dup"
+    assert table.classify(400, "6240").code == "erp.duplicate"
     assert table.classify(503, None).code == "http.5xx"
     assert table.with_overrides({"http.503": "permanent"}).classify(503, None).retriable is False
     with pytest.raises(ValueError, match="expected"):
         DEFAULT_ERRORS.with_overrides({"http.x": "retriable"})
+    # A code that is not an ErrorCode value is a configuration error, not a new code on the wire.
+    with pytest.raises(ValueError, match=r"erp\.dup"):
+        DEFAULT_ERRORS.with_overrides({"6240": {"retriable": False, "code": "erp.dup"}})
 
 
 async def test_erp_client_maps_outcomes(toy: tuple[Toy, str], http: httpx.AsyncClient, state: StateStore) -> None:

@@ -32,8 +32,8 @@ from ledgerflow.audit.tables import sync_record_id
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError
 from ledgerflow.connectors.retry import RetryPolicy
 from ledgerflow.connectors.runtime import ConnectorRuntime, register
-from ledgerflow.contracts import Bill, CanonicalRecord, Operation
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts import Bill, CanonicalRecord, ErrorCode, Operation
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
@@ -70,7 +70,7 @@ class FlakyErp(Connector):
         if self.failures > 0:
             self.failures -= 1
             raise PermanentError(
-                "erp.validation", "Vendor 'Acme Supplies' not found (account 000123456789)", http_status=400
+                ErrorCode.ERP_VALIDATION, "Vendor 'Acme Supplies' not found (account 000123456789)", http_status=400
             )
         self.booked += 1
         return Booked(Operation.CREATE, f"BILL-{self.booked}", "0", 201)

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.settings import Routing, Settings
-from ledgerflow.core.topics import Topics
 from tests.deploy.conftest import Resource, by_name, of_kind, one
 
 SERVICES = {"ingress", "transformer", "poller", "audit", "connector"}

@@ -136,7 +136,8 @@ async def test_one_bill_booked_in_all_five_erps_and_the_http_target(
     kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path, mercoa_sample: bytes, unique: str
 ) -> None:
     """The `ledgerflow demo --all-erps` routing: one tenant fanned out to six ERP connections at once."""
-    from ledgerflow.core.settings import ALL_ERPS, all_erps_routing
+    from ledgerflow.app.demo import all_erps_routing
+    from ledgerflow.connectors.registry import ERP_KINDS as ALL_ERPS
 
     settings = _settings(kafka_bootstrap, kafka_is_embedded, tmp_path, f"all{unique}")
     payload = orjson.loads(mercoa_sample)

@@ -49,9 +49,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledgerflow.connectors.quickbooks.sandbox import DEFAULT_CREDENTIALS, TOKEN_PATH
+from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.state import StateStore
-from ledgerflow.core.topics import Topics
 
 __all__ = ["ConsumedMessage", "Pipeline", "PipelineConfig", "Service", "ServiceFailedError", "free_port"]
 

@@ -21,7 +21,7 @@ from ledgerflow.connectors.quickbooks.sandbox import create_app, sandbox_connect
 from ledgerflow.connectors.runtime import ConnectorRuntime
 from ledgerflow.connectors.sandbox_kit import serve
 from ledgerflow.contracts import Outcome, SyncResult
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
 from ledgerflow.transformers.base import RawEvent

@@ -31,7 +31,7 @@ import pytest
 from pipeline import Pipeline, read_topics
 
 from ledgerflow.contracts import Outcome, SyncResult
-from ledgerflow.core.events import deterministic_id
+from ledgerflow.contracts.events import deterministic_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 

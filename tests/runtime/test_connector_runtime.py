@@ -15,8 +15,8 @@ from ledgerflow.connectors.base import Booked, Connector, HandleContext, Permane
 from ledgerflow.connectors.binder import content_hash, idempotency_key
 from ledgerflow.connectors.retry import RetryPolicy
 from ledgerflow.connectors.runtime import ConnectorRuntime, register
-from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, Payment, SyncResult, VendorRef
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts import Bill, CanonicalRecord, ErrorCode, Operation, Outcome, Payment, SyncResult, VendorRef
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
@@ -116,7 +116,10 @@ async def test_create_then_duplicate_then_update(store: StateStore) -> None:
 async def test_retriable_errors_are_retried_then_succeed(store: StateStore) -> None:
     rt = _runtime(store)
     assert isinstance(rt.connector, ScriptedConnector)
-    rt.connector.script = [RetriableError("http.429", "slow down", retry_after=0.01), RetriableError("http.503", "x")]
+    rt.connector.script = [
+        RetriableError(ErrorCode.HTTP_429, "slow down", retry_after=0.01),
+        RetriableError(ErrorCode.HTTP_5XX, "x"),
+    ]
     result = await rt.book(_bill(), _attrs())
     assert result.outcome is Outcome.SUCCEEDED
     assert result.attempts == 3
@@ -127,13 +130,13 @@ async def test_retriable_errors_are_retried_then_succeed(store: StateStore) -> N
 async def test_exhausted_retries_and_permanent_errors_fail_with_the_vendor_message(store: StateStore) -> None:
     rt = _runtime(store, RetryPolicy(attempts=2, wait_initial=0))
     assert isinstance(rt.connector, ScriptedConnector)
-    rt.connector.script = [RetriableError("http.500", "boom", http_status=500)] * 2
+    rt.connector.script = [RetriableError(ErrorCode.HTTP_5XX, "boom", http_status=500)] * 2
     result = await rt.book(_bill(), _attrs())
     assert result.outcome is Outcome.FAILED
     assert result.error is not None
-    assert (result.error.code, result.error.retriable, result.attempts) == ("http.500", True, 2)
+    assert (result.error.code, result.error.retriable, result.attempts) == ("http.5xx", True, 2)
 
-    rt.connector.script = [PermanentError("erp.validation", "Account 999 does not exist", vendor_code="2500")]
+    rt.connector.script = [PermanentError(ErrorCode.ERP_VALIDATION, "Account 999 does not exist", vendor_code="2500")]
     failed = await rt.book(_bill(), _attrs("e9"))
     assert failed.error is not None
     assert (failed.outcome, failed.error.retriable, failed.error.message) == (
@@ -147,7 +150,7 @@ async def test_exhausted_retries_and_permanent_errors_fail_with_the_vendor_messa
 async def test_unsupported_and_unconfigured_objects_are_skipped_with_a_reason(store: StateStore) -> None:
     rt = _runtime(store, name="erp-b")  # erp-b is configured for the default objects (bill)
     assert isinstance(rt.connector, ScriptedConnector)
-    rt.connector.script = [Unsupported("object.unsupported", "no bills here")]
+    rt.connector.script = [Unsupported(ErrorCode.OBJECT_UNSUPPORTED, "no bills here")]
     result = await rt.book(_bill(), _attrs())
     assert result.outcome is Outcome.SKIPPED
     assert result.error is not None
@@ -183,7 +186,7 @@ async def test_parked_record_comes_back_from_the_retry_topic_and_is_booked(
     async with httpx.AsyncClient() as http:
         connector = ScriptedConnector("erp-a", routing, http, store)
         # Two in-place attempts fail, the record is parked on tier 1 for 0.2 s, then it is booked.
-        connector.script = [RetriableError("http.503", "down")] * 2
+        connector.script = [RetriableError(ErrorCode.HTTP_5XX, "down")] * 2
         runtime = ConnectorRuntime(
             connector, store, routing, publish, settings, RetryPolicy(attempts=2, wait_initial=0, park_delays=(0.2,))
         )

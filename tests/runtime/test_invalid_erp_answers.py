@@ -21,8 +21,8 @@ from ledgerflow.connectors.registry import connector_class, sandbox_module
 from ledgerflow.connectors.retry import RetryPolicy
 from ledgerflow.connectors.runtime import ConnectorRuntime
 from ledgerflow.contracts import Outcome, SyncResult
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.asgi import serve
-from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import contract_bill

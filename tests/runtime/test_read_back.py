@@ -15,8 +15,8 @@ from ledgerflow.connectors.retry import RetryPolicy
 from ledgerflow.connectors.runtime import ConnectorRuntime
 from ledgerflow.connectors.verify import MISMATCH, StoredDocument, StoredLine, compare, verification_enabled
 from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core import metrics
-from ledgerflow.core.events import EventAttributes
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.settings import Settings
 from ledgerflow.transformers.worker import Transformer
 from tests.records import FakeRecord

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from ledgerflow.contracts import CanonicalRecord, Invoice
-from ledgerflow.core.events import EventAttributes, record_version_id
+from ledgerflow.contracts.events import EventAttributes, record_version_id
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore

@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ledgerflow.contracts import OBJECT_MODELS, Source
+from ledgerflow.contracts.events import EventAttributes, deterministic_id
 from ledgerflow.core.asgi import serve
-from ledgerflow.core.events import EventAttributes, deterministic_id
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore

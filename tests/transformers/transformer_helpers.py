@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from ledgerflow.contracts import CanonicalRecord
-from ledgerflow.core.events import EventAttributes
+from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.transformers.base import RawEvent
 from ledgerflow.transformers.registry import ROUTERS
 

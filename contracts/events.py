@@ -2,7 +2,10 @@
 
 Every ledgerflow message has ``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type``,
 ``ce_time``, ``ce_subject``, ``content-type``, plus the extensions ``ce_tenant`` and
-``traceparent`` (W3C Trace Context). Dead letters add ``ledgerflow_error_*`` headers.
+``traceparent`` (W3C Trace Context). Dead letters add ``ledgerflow_dlq_*`` headers. The header
+names are in :mod:`ledgerflow.contracts.headers`. :func:`raw_event_attributes` is the context of
+every raw event, whoever accepts it (the ingress for webhooks, the accessplanit poller for records
+it reads from the source API).
 
 The mapping follows the CloudEvents Kafka protocol binding (binary mode). It is written out here
 rather than through the ``cloudevents`` SDK because its ``from_binary`` decodes the value
@@ -17,9 +20,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-__all__ = ["EventAttributes", "MissingAttributeError", "deterministic_id", "new_traceparent", "record_version_id"]
+from ledgerflow.contracts import headers as h
 
-_REQUIRED = ("ce_id", "ce_source", "ce_type")
+__all__ = [
+    "EventAttributes",
+    "MissingAttributeError",
+    "deterministic_id",
+    "new_traceparent",
+    "raw_event_attributes",
+    "record_version_id",
+]
+
+_REQUIRED = (h.CE_ID, h.CE_SOURCE, h.CE_TYPE, h.CE_TENANT)
+_KNOWN = frozenset({h.CE_SPECVERSION, h.CE_ID, h.CE_SOURCE, h.CE_TYPE, h.CE_TIME, h.CE_SUBJECT, h.CE_TENANT})
 
 
 class MissingAttributeError(ValueError):
@@ -72,19 +85,19 @@ class EventAttributes:
     def to_headers(self) -> dict[str, str]:
         """Kafka headers for this context (string values; FastStream encodes them)."""
         headers = {
-            "ce_specversion": "1.0",
-            "ce_id": self.id,
-            "ce_source": self.source,
-            "ce_type": self.type,
-            "ce_time": self.time.isoformat().replace("+00:00", "Z"),
-            "ce_tenant": self.tenant,
-            "content-type": self.content_type,
-            "traceparent": self.traceparent,
+            h.CE_SPECVERSION: "1.0",
+            h.CE_ID: self.id,
+            h.CE_SOURCE: self.source,
+            h.CE_TYPE: self.type,
+            h.CE_TIME: self.time.isoformat().replace("+00:00", "Z"),
+            h.CE_TENANT: self.tenant,
+            h.CONTENT_TYPE: self.content_type,
+            h.TRACEPARENT: self.traceparent,
         }
         if self.subject is not None:
-            headers["ce_subject"] = self.subject
+            headers[h.CE_SUBJECT] = self.subject
         for key, value in self.extensions.items():
-            headers[f"ce_{key}"] = value
+            headers[f"{h.CE_PREFIX}{key}"] = value
         return headers
 
     @classmethod
@@ -95,24 +108,50 @@ class EventAttributes:
             MissingAttributeError: when ``ce_id``, ``ce_source``, ``ce_type`` or ``ce_tenant`` is absent.
 
         """
-        h = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in headers.items()}
-        for name in (*_REQUIRED, "ce_tenant"):
-            if not h.get(name):
+        got = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in headers.items()}
+        for name in _REQUIRED:
+            if not got.get(name):
                 raise MissingAttributeError(f"message has no {name} header")
-        known = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_tenant"}
-        time_raw = h.get("ce_time")
+        time_raw = got.get(h.CE_TIME)
         return cls(
-            id=h["ce_id"],
-            source=h["ce_source"],
-            type=h["ce_type"],
-            tenant=h["ce_tenant"],
-            subject=h.get("ce_subject"),
+            id=got[h.CE_ID],
+            source=got[h.CE_SOURCE],
+            type=got[h.CE_TYPE],
+            tenant=got[h.CE_TENANT],
+            subject=got.get(h.CE_SUBJECT),
             time=datetime.fromisoformat(time_raw) if time_raw else datetime.now(UTC),
-            content_type=h.get("content-type", "application/json"),
-            traceparent=h.get("traceparent") or new_traceparent(),
-            extensions={k[3:]: v for k, v in h.items() if k.startswith("ce_") and k not in known},
+            content_type=got.get(h.CONTENT_TYPE, "application/json"),
+            traceparent=got.get(h.TRACEPARENT) or new_traceparent(),
+            extensions={
+                k.removeprefix(h.CE_PREFIX): v for k, v in got.items() if k.startswith(h.CE_PREFIX) and k not in _KNOWN
+            },
         )
 
     def derive(self, *, id: str, type: str, subject: str | None, source: str | None = None) -> EventAttributes:
         """Context of a message produced from this one: same tenant, trace and acceptance time."""
         return replace(self, id=id, type=type, subject=subject, source=source or self.source)
+
+
+def raw_event_attributes(
+    *,
+    id: str,
+    tenant: str,
+    source: str,
+    event_type: str,
+    record_id: str,
+    extensions: Mapping[str, str] | None = None,
+) -> EventAttributes:
+    """The context of a raw event on ``<prefix>.raw.<source>``: the one shape every raw event has.
+
+    ``ce_source`` is ``/tenants/<tenant>/<source>``, ``ce_type`` ``io.ledgerflow.raw.<source>.<event_type>``
+    (``event_type`` is the source's own, e.g. ``invoice.created``), ``ce_subject`` the source's
+    record id (also the Kafka key). ``extensions`` become ``ce_<name>`` headers (e.g. ``sourceevent``).
+    """
+    return EventAttributes(
+        id=id,
+        source=f"/tenants/{tenant}/{source}",
+        type=f"io.ledgerflow.raw.{source}.{event_type}",
+        tenant=tenant,
+        subject=record_id,
+        extensions=dict(extensions or {}),
+    )
