@@ -79,7 +79,9 @@ payment record ``paid_at``          when the money moved                        
 
 Counterpart → vendor if ``is_vendor``, customer if ``is_customer`` (both →
 two records). Payment record → payment: ``amount``, ``currency``, ``paid_at``, ``object``
-(``{id, type: payable|receivable}`` → direction and ``applied_to``), party from the document.
+(``{id, type: payable|receivable}`` → direction and ``applied_to``), party from the document;
+only a paid record is booked (a ``planned_payment_date`` without ``paid_at`` is skipped, a
+canceled or failed ``status`` voids the booked payment).
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ _RECEIVABLE_STATUS = {
     "deleted": "void",
 }
 _DOCUMENT_PATH = {"payable": "/payables/{id}", "receivable": "/receivables/{id}"}
+_PAYMENT_UNDONE = frozenset({"canceled", "cancelled", "failed", "declined", "reversed", "refunded"})
+"""Payment record ``status`` values that mean the money did not (or no longer) move."""
 
 
 def minor_to_major(value: Any, currency: str, what: str) -> Decimal:
@@ -596,13 +600,24 @@ def map_counterpart(event: RawEvent) -> Sequence[CanonicalRecord]:
 def map_payment_record(event: RawEvent) -> Sequence[CanonicalRecord]:
     """A Monite payment record → :class:`~contracts.Payment` against its payable or receivable.
 
+    Only money that moved is booked: a record without ``paid_at`` but with a
+    ``planned_payment_date`` is a scheduled payment (skipped with that reason); a record whose
+    ``status`` says it was canceled or failed voids the payment booked for it (``action = void``).
+
     Raises:
-        SkipEvent: a thin webhook not enriched.
+        SkipEvent: a thin webhook not enriched, or a payment that is only planned.
         contracts.ContractError: missing amount, currency, date, document or its counterpart.
 
     """
     obj = _object(event)
     currency = str(require(obj, "currency"))
+    status_text = str(obj.get("status") or "").lower()
+    reversed_ = status_text in _PAYMENT_UNDONE or _is_deleted(event)
+    if not obj.get("paid_at") and obj.get("planned_payment_date") and not reversed_:
+        raise SkipEvent(
+            f"Monite payment record {obj.get('id')} is planned for {obj['planned_payment_date']}, not paid: "
+            "booked once it is paid"
+        )
     target = as_object(require(obj, "object"), "object")
     doc_type = str(require(target, "type"))
     if doc_type not in _DOCUMENT_PATH:
@@ -624,10 +639,11 @@ def map_payment_record(event: RawEvent) -> Sequence[CanonicalRecord]:
             **_common(event, obj, "payment"),
             direction="outgoing" if outgoing else "incoming",
             party=Reference(source_id=str(party_id), name=party_name),
-            payment_date=as_date(require(obj, "paid_at"), "paid_at"),
+            action=Action.VOID if reversed_ else Action.UPSERT,
+            payment_date=as_date(obj.get("paid_at") or require(obj, "planned_payment_date"), "paid_at"),
             currency=currency,
             amount=amount,
-            status="completed",
+            status="failed" if reversed_ else "completed",
             reference=document.get("document_id"),
             applied_to=[
                 AppliedTo(
