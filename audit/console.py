@@ -230,6 +230,7 @@ def install_console(app: FastAPI) -> None:
 
     @router.get("", include_in_schema=False)
     async def root_redirect() -> Response:
+        """``/console`` → ``/console/``."""
         return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
 
     @router.get("/", response_class=HTMLResponse)
