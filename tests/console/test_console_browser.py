@@ -289,6 +289,11 @@ async def test_read_only_key_sees_no_redrive_button_and_gets_403(console: Consol
     page = None
     try:
         page = await _login(browser, console.url, console.reader)
+        # Keyboard first: the first Tab reaches the skip link, which moves focus to the content.
+        await page.keyboard.press("Tab")
+        await playwright_api.expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+        await page.keyboard.press("Enter")
+        await playwright_api.expect(page.locator("main")).to_be_focused()
         await page.goto(f"{console.url}/console/records/{console.record_a2}")
         await playwright_api.expect(page.locator("#record-outcome")).to_have_text("failed")
         await playwright_api.expect(page.get_by_role("button", name="Re-drive to erp-a")).to_have_count(0)
