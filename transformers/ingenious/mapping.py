@@ -33,6 +33,12 @@ the tenant's ``options.currency``),
 e.g. ``{date: invoice_date, line_items: items}``: :func:`~ledgerflow.transformers.base.with_field_names`)
 =====================================================  =====================================================
 
+Defaults for fields seed 000 does not document: without ``date`` a record is dated by the tenant's
+``options.date_default`` (``received``: the day the webhook was accepted, in ``options.timezone``,
+default UTC), without ``currency`` it takes ``options.currency``; either default is written in the
+record's ``custom_fields`` (``date_source``, ``currency_source``), and without the option the record
+is dead-lettered naming it.
+
 Dates (the Webhook Payloads reference is not public, so the names are *assumed*; seed 000 only
 says records are sent when a user clicks "Sync to Accounting" on an approved record, l.19–21):
 
@@ -61,8 +67,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledgerflow.contracts import (
     Budget,
@@ -194,6 +202,45 @@ def _vendor(event: RawEvent, data: dict[str, Any]) -> VendorRef:
     return VendorRef(**ref.model_dump())
 
 
+DATE_DEFAULTS = ("received",)
+"""Values of the tenant option ``date_default`` (INGENIOUS): ``received`` = the day the webhook was
+accepted (the user clicked "Sync to Accounting", seed 000) in the tenant's ``timezone`` (IANA name,
+default UTC)."""
+
+
+def _doc_date(event: RawEvent, data: dict[str, Any]) -> tuple[date, dict[str, str]]:
+    """``data.date``, else the tenant's default (``options.date_default``), and the custom field saying so.
+
+    The Webhook Payloads reference is not public (seed 000 names no date field), so a record
+    without ``data.date`` is dated as the tenant configured, and ``custom_fields["date_source"]``
+    records that the date is ledgerflow's default, not the source's.
+
+    Raises:
+        ContractError: no ``data.date`` and no usable ``date_default``/``timezone``.
+    """
+    if data.get("date") not in (None, ""):
+        return as_date(data["date"], "data.date"), {}
+    defaults = as_object(event.enrichment.get("defaults"), "defaults")
+    rule = _text(defaults.get("date_default"))
+    if rule not in DATE_DEFAULTS:
+        raise ContractError(
+            "INGENIOUS record has no data.date and the tenant sets no ingenious options.date_default "
+            f"(one of: {', '.join(DATE_DEFAULTS)})"
+        )
+    zone_name = _text(defaults.get("timezone")) or "UTC"
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ContractError(f"tenant option ingenious timezone {zone_name!r} is not an IANA time zone") from None
+    day = event.attributes.time.astimezone(zone).date()
+    return day, {"date_source": f"received {day.isoformat()} {zone_name} (no data.date; tenant date_default)"}
+
+
+def _currency_note(data: dict[str, Any]) -> dict[str, str]:
+    """``{"currency_source": …}`` when the currency is the tenant's default rather than the record's."""
+    return {} if _text(data.get("currency")) else {"currency_source": "tenant default (no data.currency)"}
+
+
 def _currency(event: RawEvent, data: dict[str, Any]) -> str:
     """``data.currency``, else the tenant's default (``options.currency``, see :func:`enrich`).
 
@@ -284,12 +331,15 @@ def map_vendor_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
     lines = _lines(event, data)
     subtotal, tax, total = _totals(data, lines)
     contract = _text(data.get("contract_id"))
+    bill_date, notes = _doc_date(event, data)
+    common = _common(event, data, "bill")
+    common["custom_fields"] = {**common["custom_fields"], **notes, **_currency_note(data)}
     return [
         Bill(
-            **_common(event, data, "bill"),
+            **common,
             vendor=_vendor(event, data),
             bill_number=_text(data.get("number")),
-            bill_date=as_date(require(data, "date"), "data.date"),
+            bill_date=bill_date,
             due_date=as_date(data["due_date"], "data.due_date") if data.get("due_date") else None,
             currency=_currency(event, data),
             line_items=lines,
@@ -309,12 +359,15 @@ def _commitment(event: RawEvent, object_type: str) -> dict[str, Any]:
     data = _data(event)
     lines = _lines(event, data)
     subtotal, tax, total = _totals(data, lines)
+    order_date, notes = _doc_date(event, data)
+    common = _common(event, data, object_type)
+    common["custom_fields"] = {**common["custom_fields"], **notes, **_currency_note(data)}
     return {
-        **_common(event, data, object_type),
+        **common,
         "vendor": _vendor(event, data),
         "number": _text(data.get("number")),
         "title": _text(data.get("title")),
-        "order_date": as_date(require(data, "date"), "data.date"),
+        "order_date": order_date,
         "currency": _currency(event, data),
         "line_items": lines,
         "subtotal": subtotal,
@@ -371,8 +424,10 @@ def _budget(event: RawEvent, object_type: str) -> dict[str, Any]:
     total = sum((line.amount for line in lines), Decimal(0))
     if data.get("total_value") is not None:
         total = as_decimal(data["total_value"], "data.total_value")
+    common = _common(event, data, object_type)
+    common["custom_fields"] = {**common["custom_fields"], **_currency_note(data)}
     return {
-        **_common(event, data, object_type),
+        **common,
         "name": _text(data.get("title") or data.get("number")),
         "project": _ref(event, data, "project", source_key="project_id"),
         "currency": _currency(event, data),
