@@ -500,9 +500,9 @@ class EnricherSet:
                     defaults.setdefault(tenant, {}).setdefault(source, {})["field_names"] = dict(
                         src.options["field_names"]
                     )
-                for key in ("date_default", "timezone"):  # INGENIOUS records without data.date
-                    if src.options.get(key):
-                        defaults.setdefault(tenant, {}).setdefault(source, {})[key] = str(src.options[key])
+                for option in ("date_default", "timezone"):  # INGENIOUS records without data.date
+                    if src.options.get(option):
+                        defaults.setdefault(tenant, {}).setdefault(source, {})[option] = str(src.options[option])
                 if src.options.get("transaction_amount_unit") in ("minor", "major"):
                     defaults.setdefault(tenant, {}).setdefault(source, {})["transaction_amount_unit"] = str(
                         src.options["transaction_amount_unit"]
