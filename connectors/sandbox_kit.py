@@ -23,6 +23,11 @@ routes to ``sandbox.app``. The kit gives it:
                                 → {"kind", "id", "total", "record"} after the change; 404 unknown
                                 record, 422 a patch that does not apply. Read-back and
                                 reconciliation tests use it to make the ERP differ from the source.
+      POST   /_sandbox/alterations {"kind": "bill", "patch": <JSON Patch or Merge Patch>, "count": N}
+                                alter the next N records of that kind *as they are stored*, so the
+                                write's own answer already differs from what was sent (an ERP that
+                                books something else: read-back verification and `ledgerflow
+                                reconcile` must notice); DELETE /_sandbox/alterations disarms
 
   Faults apply to every path outside ``/_sandbox/`` (also the token endpoint);
 * :class:`OAuthIssuer` — an OAuth 2.0 token endpoint (RFC 6749 §4.4, §6) that checks client
@@ -137,15 +142,38 @@ class RecordStore:
         self._ids = itertools.count(first_id)
         self._replays: dict[tuple[str, str], _Replay] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._alterations: dict[str, list[tuple[Any, int]]] = {}
 
     def next_id(self) -> str:
         """A new numeric id, as a string (QuickBooks style; Xero sandboxes use UUIDs instead)."""
         return str(next(self._ids))
 
     def put(self, kind: str, record_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        """Store (insert or replace) ``record`` under ``kind``/``record_id`` and return it."""
+        """Store (insert or replace) ``record`` under ``kind``/``record_id`` and return it.
+
+        An alteration armed for ``kind`` (:meth:`alter_next`) is applied to ``record`` in place
+        first, so what the sandbox answers is what it stored.
+        """
+        armed = self._alterations.get(kind)
+        if armed:
+            patch, left = armed[0]
+            changed = patched(record, patch)
+            record.clear()
+            record.update(changed)
+            if left <= 1:
+                armed.pop(0)
+            else:
+                armed[0] = (patch, left - 1)
         self.records[kind][record_id] = record
         return record
+
+    def alter_next(self, kind: str, patch: Any, count: int = 1) -> None:
+        """Alter the next ``count`` records of ``kind`` stored with ``patch`` (see :func:`patched`)."""
+        self._alterations.setdefault(kind, []).append((patch, count))
+
+    def clear_alterations(self) -> None:
+        """Disarm every alteration."""
+        self._alterations.clear()
 
     def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
         """The record, or None."""
@@ -404,6 +432,8 @@ class Sandbox:
         self.app.add_api_route("/_sandbox/faults", self._show, methods=["GET"])
         self.app.add_api_route("/_sandbox/records", self._records, methods=["GET"])
         self.app.add_api_route("/_sandbox/records/{kind}/{record_id:path}", self._alter, methods=["PATCH"])
+        self.app.add_api_route("/_sandbox/alterations", self._arm_alteration, methods=["POST"])
+        self.app.add_api_route("/_sandbox/alterations", self._clear_alterations, methods=["DELETE"])
 
     def take_fault(self, path: str) -> FaultSpec | None:
         """Consume one use of the armed fault if it applies to ``path``."""
@@ -463,25 +493,30 @@ class Sandbox:
             KeyError: no such record.
             ValueError: the patch is neither, or does not apply (e.g. a path that does not exist).
         """
-        import jsonpatch  # the sandbox extra; imported here so the kit loads without it
-
         record = self.store.get(kind, record_id)
         if record is None:
             raise KeyError(f"no {kind} record {record_id}")
-        if isinstance(patch, list):
-            try:
-                changed = jsonpatch.apply_patch(record, patch)
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
-                raise ValueError(f"JSON Patch does not apply: {exc}") from exc
-        elif isinstance(patch, dict):
-            changed = _merge_patch(record, patch)
-        else:
-            raise ValueError("give a JSON Patch (array) or a JSON Merge Patch (object)")
-        if not isinstance(changed, dict):
-            raise ValueError("the patch must leave the record a JSON object")
+        changed = patched(record, patch)
         record.clear()
         record.update(changed)
         return record
+
+    async def _arm_alteration(self, request: Request) -> Response:
+        try:
+            spec = await read_json(request)
+        except ValueError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=422)
+        if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str) or "patch" not in spec:
+            return JSONResponse({"message": 'give {"kind": "...", "patch": ..., "count": N}'}, status_code=422)
+        if not isinstance(spec["patch"], list | dict):
+            return JSONResponse({"message": "patch: a JSON Patch (array) or Merge Patch (object)"}, status_code=422)
+        count = int(spec.get("count", 1))
+        self.store.alter_next(spec["kind"], spec["patch"], count)
+        return JSONResponse({"armed": {"kind": spec["kind"], "count": count}})
+
+    async def _clear_alterations(self) -> Response:
+        self.store.clear_alterations()
+        return Response(status_code=204)
 
     async def _alter(self, request: Request, kind: str, record_id: str) -> Response:
         try:
@@ -494,6 +529,31 @@ class Sandbox:
         return DecimalJSONResponse(
             {"kind": kind, "id": record_id, "total": self.total_of(kind, record), "record": record}
         )
+
+
+def patched(record: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """``record`` changed by ``patch`` (``record`` itself is not modified).
+
+    ``patch`` is a JSON Patch (RFC 6902: a list of operations, applied with ``jsonpatch``) or a
+    JSON Merge Patch (RFC 7396: an object; ``null`` removes a member).
+
+    Raises:
+        ValueError: the patch is neither, does not apply, or leaves no JSON object.
+    """
+    import jsonpatch  # the sandbox extra; imported here so the kit loads without it
+
+    if isinstance(patch, list):
+        try:
+            changed = jsonpatch.apply_patch(record, patch)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+            raise ValueError(f"JSON Patch does not apply: {exc}") from exc
+    elif isinstance(patch, dict):
+        changed = _merge_patch(record, patch)
+    else:
+        raise ValueError("give a JSON Patch (array) or a JSON Merge Patch (object)")
+    if not isinstance(changed, dict):
+        raise ValueError("the patch must leave the record a JSON object")
+    return changed
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -564,6 +624,21 @@ class SandboxControl:
         response.raise_for_status()
         records: list[dict[str, Any]] = loads_json(response.content)["records"]
         return records
+
+    async def alter_next(self, kind: str, patch: Any, count: int = 1) -> None:
+        """Make the sandbox store the next ``count`` records of ``kind`` altered by ``patch``.
+
+        An ERP booking something other than it was sent (see :meth:`RecordStore.alter_next`).
+
+        Raises:
+            httpx.HTTPStatusError: a malformed spec (422).
+        """
+        response = await self.http.post(
+            f"{self.base_url}/_sandbox/alterations",
+            content=dumps_json({"kind": kind, "patch": patch, "count": count}),
+            headers={"content-type": "application/json"},
+        )
+        response.raise_for_status()
 
     async def alter(self, kind: str, record_id: str, patch: Any) -> dict[str, Any]:
         """Change what the sandbox stored (see :meth:`Sandbox.alter`); returns ``{"kind", "id", "total", "record"}``.

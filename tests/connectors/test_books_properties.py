@@ -192,3 +192,20 @@ async def test_xero_holds_the_source_total_or_says_why(
     outcome = await _check(connector, app, doc, lambda r: Decimal(str(r["Total"])), "invoice")
     OUTCOMES.setdefault(f"xero {kind}", {}).setdefault(outcome, 0)
     OUTCOMES[f"xero {kind}"][outcome] += 1
+
+
+async def test_a_sandbox_told_to_alter_what_it_stores_is_caught_by_read_back(
+    qbo: tuple[dict[bool, QuickBooksConnector], Any], xero: tuple[XeroConnector, Any]
+) -> None:
+    doc = document("bill", "alt1", [{"description": "Timber", "amount": "100.00"}], tax_total="8.00")
+    connectors, qbo_sandbox = qbo
+    xero_connector, xero_sandbox = xero
+    qbo_sandbox.state.sandbox.store.alter_next("bill", {"TotalAmt": "99.00"})
+    xero_sandbox.state.sandbox.store.alter_next("invoice", [{"op": "replace", "path": "/Total", "value": "98.00"}])
+    for connector, actual in ((connectors[True], "99.00"), (xero_connector, "98.00")):
+        booked = await connector.handle(
+            doc, HandleContext(event_id="e", idempotency_key=f"alt-{actual}", existing=None)
+        )
+        assert booked.stored is not None
+        differences = compare(doc, booked.stored, counterparty_id=booked.counterparty_id)
+        assert [(d.field, d.expected, d.actual) for d in differences] == [("total", "108.00", actual)]
