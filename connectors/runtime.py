@@ -361,6 +361,18 @@ class ConnectorRuntime:
                 attempts=0,
                 error=ErrorInfo(code=ErrorCode.OBJECT_UNSUPPORTED, message=why, retriable=False),
             )
+        settled = getattr(record, "status", "completed") if record.object_type == "payment" else "completed"
+        if record.action is Action.UPSERT and settled != "completed":
+            return done(
+                operation=Operation.SKIP,
+                outcome=Outcome.SKIPPED,
+                attempts=0,
+                error=ErrorInfo(
+                    code=ErrorCode.PAYMENT_NOT_SETTLED,
+                    message=f"payment is {settled} in {record.source.value}: only settled payments are booked",
+                    retriable=False,
+                ),
+            )
         kind = getattr(record, "kind", None) if record.object_type == "payment" else None
         if kind and record.action is Action.UPSERT and kind not in self.connector.payment_kinds:
             return done(

@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     """A void/delete of a record never booked on this connection."""
     PAYMENT_KIND_UNSUPPORTED = "payment.kind_unsupported"
     """The payment's kind (e.g. a refund) is not one the connector books as money received."""
+    PAYMENT_NOT_SETTLED = "payment.not_settled"
+    """The payment is pending (or failed) in the source: money has not moved, so nothing is booked."""
 
     # Configuration and credentials
     CONFIG_BASE_URL = "config.base_url"

@@ -445,3 +445,34 @@ class RefundsConnector(PaymentsConnector):
     """Books payments and refunds."""
 
     payment_kinds = frozenset({"payment", "refund"})
+
+
+async def test_a_payment_that_is_not_settled_is_never_booked(store: StateStore) -> None:
+    routing = Routing.model_validate(
+        {
+            "tenants": {"t": {"connections": ["erp-p"]}},
+            "connections": {"erp-p": {"erp": "http", "objects": ["payment"]}},
+        }
+    )
+    connector = PaymentsConnector("erp-p", routing, httpx.AsyncClient(), store)
+    rt = ConnectorRuntime(connector, store, routing, _noop_publish, Settings(), RetryPolicy(wait_initial=0))
+    pending = Payment.model_validate(
+        {
+            "canonical_id": "mercoa:payment:trx_1",
+            "tenant": "t",
+            "source": "mercoa",
+            "source_id": "trx_1",
+            "source_event": "transaction.pending",
+            "direction": "outgoing",
+            "party": {"name": "Vendor"},
+            "payment_date": "2024-05-28",
+            "currency": "USD",
+            "amount": "10.00",
+            "status": "pending",
+        }
+    )
+    result = await rt.book(pending, _attrs("e-pending"))
+    assert result.outcome is Outcome.SKIPPED
+    assert result.error is not None
+    assert result.error.code == "payment.not_settled"
+    assert connector.records == []

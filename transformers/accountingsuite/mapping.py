@@ -329,11 +329,16 @@ def _payment_common(record: dict[str, Any]) -> dict[str, Any]:
 def map_cash_sale(event: RawEvent) -> Sequence[CanonicalRecord]:
     """``CashSale`` → an :class:`~contracts.Invoice` and the :class:`~contracts.Payment` that settled it.
 
+    A cash sale that is not ``Posted`` (a draft, seed 002: "Draft documents do not post to the
+    general ledger") yields only its draft invoice: no money is booked as received for it.
+
     Raises:
         contracts.ContractError / pydantic.ValidationError: as :func:`map_sales_invoice`; a zero total.
 
     """
     record = _record(event)
+    if not record.get("Posted", True) and not _deleted(event):
+        return [_invoice(event, record)]
     invoice = _invoice(event, {**record, "Paid": True})
     invoice = invoice.model_copy(
         update={"amount_paid": invoice.total, "status": "void" if invoice.status == "void" else "paid"}
@@ -360,11 +365,14 @@ def map_cash_receipt(event: RawEvent) -> Sequence[CanonicalRecord]:
     """``CashReceipt`` → an incoming :class:`~contracts.Payment` applied to its invoices.
 
     Raises:
-        SkipEvent: the receipt moves no money (it only applies credit memos).
+        SkipEvent: the receipt moves no money (it only applies credit memos), or it is a draft
+            (not ``Posted``: no money is booked as received for it).
         contracts.ContractError: missing ``api_code``, ``Company``, ``Date``, ``Currency``.
 
     """
     record = _record(event)
+    if not record.get("Posted", True) and not _deleted(event):
+        raise SkipEvent("AccountingSuite cash receipt is a draft (Posted false): booked once it is posted")
     amount_raw = record.get("CashPayment") if record.get("CashPayment") is not None else record.get("DocumentTotal")
     amount = as_decimal(amount_raw, "CashPayment") if amount_raw is not None else Decimal(0)
     if amount <= 0:
@@ -389,7 +397,7 @@ def map_cash_receipt(event: RawEvent) -> Sequence[CanonicalRecord]:
             **_payment_common(record),
             party=party,
             amount=amount,
-            status="reversed" if deleted else ("completed" if record.get("Posted", True) else "pending"),
+            status="reversed" if deleted else "completed",
             applied_to=applied,
         )
     ]
