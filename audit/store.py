@@ -163,8 +163,8 @@ class ConnectionHealth:
     """One ERP connection as the audit sees it.
 
     ``error_rate`` is failed / all attempts finished in the window (None without attempts);
-    ``health`` is ``healthy`` (no failure in the window), ``degraded`` (some) or ``failing``
-    (the latest attempt failed and nothing succeeded in the window), or ``idle``.
+    ``health`` is ``healthy`` (no failure in the window), ``degraded`` (some), ``failing`` (every
+    attempt in the window failed), or ``idle`` (no attempt in the window).
     """
 
     connection: str
@@ -710,11 +710,6 @@ class AuditStore:
             .where(SyncAttemptRow.outcome == "succeeded", *visible)
             .group_by(SyncRecordRow.connection)
         )
-        latest = (
-            select(SyncRecordRow.connection, SyncRecordRow.tenant, SyncRecordRow.outcome, SyncRecordRow.last_attempt_at)
-            .where(*visible)
-            .order_by(SyncRecordRow.last_attempt_at.desc())
-        )
         async with self._session() as session:
             by_conn = (await session.execute(records)).all()
             window_counts = {c: (int(n), int(f or 0)) for c, n, f in (await session.execute(attempts)).all()}
@@ -725,9 +720,6 @@ class AuditStore:
             tenant_rows = (
                 await session.execute(select(SyncRecordRow.connection, SyncRecordRow.tenant).where(*visible).distinct())
             ).all()
-            latest_outcome: dict[str, str] = {}
-            for conn, _tenant, outcome, _at in (await session.execute(latest.limit(5000))).all():
-                latest_outcome.setdefault(conn, outcome)
         tenants_of: dict[str, set[str]] = {}
         for conn, tenant in tenant_rows:
             tenants_of.setdefault(conn, set()).add(tenant)
@@ -739,7 +731,7 @@ class AuditStore:
                 health = "idle"
             elif failures == 0:
                 health = "healthy"
-            elif latest_outcome.get(conn) == "failed" and failures == total:
+            elif failures == total:
                 health = "failing"
             else:
                 health = "degraded"

@@ -384,3 +384,25 @@ async def test_console_bulk_redrive_pages_through_every_failed_record(tmp_path: 
         assert "Done: 29 record(s) re-driven, 1 could not be" in page
         assert len(api.published) == 29
         assert {p.headers["ce_tenant"] for p in api.published} == {"acme"}
+
+
+async def test_connections_health_and_error_rate(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    async with audit_api(tmp_path) as api:
+        recent = {"finished_at": now, "started_at": now, "accepted_at": now}
+        await api.store.ingest(make_result(1, connection="qbo", outcome=Outcome.FAILED, **recent), "a")
+        await api.store.ingest(make_result(2, connection="qbo", **recent), "b")
+        await api.store.ingest(make_result(3, connection="xero", erp="xero", outcome=Outcome.FAILED, **recent), "c")
+        await api.store.ingest(make_result(4, connection="netsuite", erp="netsuite"), "d")  # 2026-11-01: long ago
+        key = await api.key(["read"], ["*"])
+        async with api.client(key) as client:
+            connections = {c["connection"]: c for c in (await client.get("/v1/connections")).json()}
+        assert {n: c["health"] for n, c in connections.items()} == {
+            "qbo": "degraded",
+            "xero": "failing",
+            "netsuite": "idle",
+        }
+        assert connections["qbo"]["error_rate_24h"] == 0.5
+        assert connections["qbo"]["failed_records"] == 1
+        assert connections["xero"]["last_success_at"] is None
+        assert connections["netsuite"]["error_rate_24h"] is None
