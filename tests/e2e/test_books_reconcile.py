@@ -20,12 +20,14 @@ import orjson
 import pytest
 
 from ledgerflow.app import demo
+from ledgerflow.app.demo import all_erps_routing
 from ledgerflow.app.stack import run_stack
 from ledgerflow.audit.reconcile import Reconciliation, reconcile
 from ledgerflow.audit.store import AuditStore
+from ledgerflow.connectors.registry import ERP_KINDS as ALL_ERPS
 from ledgerflow.connectors.sandbox_kit import SandboxControl
 from ledgerflow.contracts import Outcome
-from ledgerflow.core.settings import ALL_ERPS, Settings, all_erps_routing
+from ledgerflow.core.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
