@@ -47,8 +47,9 @@ class AuditApi:
 
 
 @asynccontextmanager
-async def audit_api(tmp_path: Path, oidc: OidcConfig | None = None) -> AsyncIterator[AuditApi]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'audit-api.db'}"
+async def audit_api(tmp_path: Path, oidc: OidcConfig | None = None, url: str | None = None) -> AsyncIterator[AuditApi]:
+    """The audit app over a fresh SQLite file in ``tmp_path`` (or the database at ``url``)."""
+    url = url or f"sqlite+aiosqlite:///{tmp_path / 'audit-api.db'}"
     await upgrade(url)
     store = AuditStore(url)
     keys = KeyStore(store.engine, CHEAP_HASHER)

@@ -406,3 +406,23 @@ async def test_connections_health_and_error_rate(tmp_path: Path) -> None:
         assert connections["qbo"]["failed_records"] == 1
         assert connections["xero"]["last_success_at"] is None
         assert connections["netsuite"]["error_rate_24h"] is None
+
+
+@pytest.mark.postgres
+async def test_the_api_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    """Search, counts, connections, dead letters and keys on PostgreSQL (production's database)."""
+    async with audit_api(tmp_path, url=postgres_url) as api:
+        await _seed(api)
+        await api.store.put_dead_letter(_dead_letter(1, "acme"))
+        key = await api.key(["redrive"], ["acme"])
+        record = sync_record_id("mercoa:bill:in_1", "qbo-main")
+        async with api.client(key) as client:
+            for q in ("in_1", "INV-1001", "evt-1", "50%_\\"):
+                found = (await client.get("/v1/sync-records", params={"q": q})).json()["data"]
+                assert [r["id"] for r in found] == ([record] if q != "50%_\\" else []), q
+            assert (await client.get("/v1/sync-records/counts")).json()["total"] == 2
+            assert [c["failed_records"] for c in (await client.get("/v1/connections")).json()] == [1]
+            (letter,) = (await client.get("/v1/dead-letters")).json()["data"]
+            assert (await client.post(f"/v1/dead-letters/{letter['id']}/replay")).status_code == 200
+            assert (await client.post(f"/v1/sync-records/{record}/retry")).status_code == 202
+        assert len(api.published) == 2
