@@ -389,7 +389,7 @@ async def test_console_bulk_redrive_pages_through_every_failed_record(tmp_path: 
 async def test_connections_health_and_error_rate(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     async with audit_api(tmp_path) as api:
-        recent = {"finished_at": now, "started_at": now, "accepted_at": now}
+        recent: dict[str, Any] = {"finished_at": now, "started_at": now, "accepted_at": now}
         await api.store.ingest(make_result(1, connection="qbo", outcome=Outcome.FAILED, **recent), "a")
         await api.store.ingest(make_result(2, connection="qbo", **recent), "b")
         await api.store.ingest(make_result(3, connection="xero", erp="xero", outcome=Outcome.FAILED, **recent), "c")
