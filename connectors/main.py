@@ -10,7 +10,10 @@ reverse order and closes the connector.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +26,19 @@ from ledgerflow.connectors.registry import connector_class
 from ledgerflow.connectors.runtime import ConnectorRuntime, group_id, register
 from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.contracts.topics import RETRY_TIERS
+from ledgerflow.core import metrics
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.http import worker_http_client
 from ledgerflow.core.kafka import broker_from_settings, kafka_client_options
 from ledgerflow.core.lag import lag_reporter
-from ledgerflow.core.service import LagWatch, Readiness, broker_readiness, health_app
+from ledgerflow.core.service import LagWatch, broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
 
 __all__ = ["RunningConnector", "connector_lag_watch", "run_connector"]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +67,39 @@ def _publisher(broker: KafkaBroker) -> Callable[[str, bytes | None, bytes, dict[
     return publish
 
 
-def _ready(broker: KafkaBroker, connector: Connector) -> Readiness:
-    broker_ready = broker_readiness(broker)
+@contextlib.asynccontextmanager
+async def erp_health_probe(connector: Connector, interval: float) -> AsyncIterator[None]:
+    """Check the ERP (``connector.check()``) every ``interval`` seconds while the block runs.
 
-    async def ready() -> str | None:
-        reason = await broker_ready()
-        if reason:
-            return reason
-        try:
-            await connector.check()
-        except Exception as exc:  # the connector's own error says what is wrong
-            return f"{connector.erp} check failed: {exc}"
-        return None
+    The outcome is the gauge ``ledgerflow_erp_up{connection,erp}`` (1 passed, 0 failed) and
+    ``ledgerflow_erp_check_timestamp_seconds``, watched by the ``LedgerflowERPDown`` alert. It is
+    never a reason to restart or unready the pod: an ERP outage is waited out by the retry tiers,
+    and a probe per Kubernetes readiness check spent 12 of Xero's 60 calls a minute with three
+    replicas. ``interval`` 0 turns the probe off.
+    """
+    labels = (connector.name, connector.erp)
 
-    return ready
+    async def loop() -> None:
+        while True:
+            try:
+                await connector.check()
+                metrics.ERP_UP.labels(*labels).set(1)
+            except Exception as exc:  # the connector's own error says what is wrong
+                metrics.ERP_UP.labels(*labels).set(0)
+                log.warning("ERP check of %s failed: %s", connector.name, exc)
+            metrics.ERP_CHECKED.labels(*labels).set(time.time())
+            await asyncio.sleep(interval)
+
+    if interval <= 0:
+        yield
+        return
+    task = asyncio.create_task(loop(), name=f"erp-health-{connector.name}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager
@@ -131,10 +157,11 @@ async def run_connector(
         watched = connector_lag_watch(connection, settings)
         if health_port is not None:
             await stack.enter_async_context(
-                serve(health_app(_ready(broker, connector)), host=health_host, port=health_port)
+                serve(health_app(broker_readiness(broker)), host=health_host, port=health_port)
             )
         if report_lag:
             await stack.enter_async_context(
                 lag_reporter(bootstrap_servers, watched, client_options=kafka_client_options(settings))
             )
+        await stack.enter_async_context(erp_health_probe(connector, settings.erp_check_interval_seconds))
         yield RunningConnector(broker, connector, runtime, watched)

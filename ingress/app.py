@@ -282,11 +282,17 @@ class Ingress:
                 413, "too-large", "Payload too large", f"the event was not stored: {exc}", outcome="too_large"
             ) from None
         except BrokerUnavailable as exc:
+            detail = (
+                f"{exc}: the event (id {event_id}) may still be stored; retry with the same body, it keeps "
+                "its event id and is booked once"
+                if exc.maybe_stored
+                else f"the event was not stored, retry later: {exc}"
+            )
             raise Problem(
                 503,
                 "broker-unavailable",
                 "Service unavailable",
-                f"the event was not stored, retry later: {exc}",
+                detail,
                 outcome="unavailable",
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             ) from None

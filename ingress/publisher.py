@@ -37,7 +37,16 @@ out together in the next one (measured with ``python -m bench.ingress``: ~4× mo
 
 
 class BrokerUnavailable(Exception):  # noqa: N818 - maps to HTTP 503
-    """The broker did not acknowledge the write in time or refused it; the sender should retry."""
+    """The broker did not acknowledge the write in time or refused it; the sender should retry.
+
+    ``maybe_stored`` is True when the write was handed to the producer but its acknowledgement did
+    not come in time: it may still land. A retry is safe either way: the event id is
+    deterministic, so a second copy is recognised downstream and booked once.
+    """
+
+    def __init__(self, message: str, *, maybe_stored: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_stored = maybe_stored
 
 
 class RecordTooLarge(Exception):  # noqa: N818 - maps to HTTP 413
@@ -89,7 +98,7 @@ class KafkaPublisher:
                 ack = await self.producer.send(topic, value, key=key, headers=encoded)
                 await ack
         except TimeoutError as exc:
-            raise BrokerUnavailable(f"broker did not acknowledge within {self.timeout:g}s") from exc
+            raise BrokerUnavailable(f"broker did not acknowledge within {self.timeout:g}s", maybe_stored=True) from exc
         except MessageSizeTooLargeError as exc:
             raise RecordTooLarge(f"the broker refuses a record of this size ({len(value)} bytes body)") from exc
         except (KafkaError, OSError) as exc:

@@ -14,7 +14,9 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLOAuthBearer, SASLPlaintext, SASLScram256, SASLScram512
+from prometheus_client import REGISTRY
 
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.settings import Settings
@@ -87,12 +89,29 @@ class LedgerflowBroker(KafkaBroker):
         self.running = True
 
 
+_PROMETHEUS: list[KafkaPrometheusMiddleware] = []
+
+
+def prometheus_middleware() -> KafkaPrometheusMiddleware:
+    """FastStream's Prometheus middleware on the default registry, one per process.
+
+    It exports ``faststream_received_messages_total``, ``…_processed_messages_exceptions_total``
+    (the dashboard's handler-exception panel) and their siblings for every subscriber and
+    publisher of every broker the process builds.
+    """
+    if not _PROMETHEUS:
+        _PROMETHEUS.append(KafkaPrometheusMiddleware(registry=REGISTRY, app_name="ledgerflow"))
+    return _PROMETHEUS[0]
+
+
 def broker_from_settings(settings: Settings, bootstrap_servers: str, *, embedded: bool, **kwargs: Any) -> KafkaBroker:
     """A FastStream ``KafkaBroker`` with ledgerflow's producer defaults and security settings.
 
-    FastStream's per-message logs go to the ``ledgerflow.core.kafka.messages`` logger at DEBUG (so they
-    follow the process's logging configuration instead of printing to stdout).
+    FastStream's Prometheus middleware is on (:func:`prometheus_middleware`). FastStream's
+    per-message logs go to the ``ledgerflow.core.kafka.messages`` logger at DEBUG (so they follow
+    the process's logging configuration instead of printing to stdout).
     """
+    kwargs.setdefault("middlewares", (prometheus_middleware(),))
     kwargs.setdefault("logger", logging.getLogger("ledgerflow.core.kafka.messages"))
     kwargs.setdefault("log_level", logging.DEBUG)
     security, extra = security_from_settings(settings)

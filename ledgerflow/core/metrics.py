@@ -95,6 +95,16 @@ END_TO_END_LATENCY = Histogram(
     ["erp", "object"],
     buckets=_LATENCY_BUCKETS,
 )
+ERP_UP = Gauge(
+    "ledgerflow_erp_up",
+    "1 when the connection's last ERP check (credentials and reachability) passed, 0 when it failed.",
+    ["connection", "erp"],
+)
+ERP_CHECKED = Gauge(
+    "ledgerflow_erp_check_timestamp_seconds",
+    "When the connection's ERP was last checked (Unix time).",
+    ["connection", "erp"],
+)
 RETRIES = Counter("ledgerflow_retries_total", "Retried attempts, by stage and ERP.", ["stage", "erp"])
 SUPERSEDED = Counter(
     "ledgerflow_superseded_total",

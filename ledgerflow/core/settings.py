@@ -325,6 +325,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A request must arrive completely within this (408 and the connection closed)."
     )
     http_keep_alive_seconds: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
+    erp_check_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How often a connector checks its ERP (credentials, reachability) for ledgerflow_erp_up; "
+        "0 = never. Readiness never calls the ERP.",
+    )
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log lines as JSON objects, or readable lines; auto: JSON unless stderr is a terminal."

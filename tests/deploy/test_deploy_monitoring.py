@@ -256,6 +256,14 @@ RULE_TESTS: list[dict[str, Any]] = [
                 "values": "0+10x60",
             },
             {
+                "series": 'ledgerflow_erp_up{connection="xero-main",erp="xero",pod="c-1"}',
+                "values": "1x10 0x50",
+            },
+            {
+                "series": 'ledgerflow_erp_up{connection="quickbooks-main",erp="quickbooks",pod="c-2"}',
+                "values": "1x60",
+            },
+            {
                 "series": _read_back("quickbooks", "quickbooks-main", "mismatched"),
                 "values": "0x60",
             },
@@ -312,6 +320,17 @@ RULE_TESTS: list[dict[str, Any]] = [
                         "exp_annotations": {
                             "summary": "bill records in xero-main (xero) differ from their source documents"
                         },
+                    }
+                ],
+            },
+            # xero-main's check has failed since minute 10: the alert fires after 10 more minutes.
+            {
+                "eval_time": "30m",
+                "alertname": "LedgerflowERPDown",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": "critical", "erp": "xero", "connection": "xero-main"},
+                        "exp_annotations": {"summary": "xero-main cannot reach or authenticate with xero"},
                     }
                 ],
             },

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from ledgerflow.app import demo
 from ledgerflow.app.stack import run_stack
@@ -71,6 +72,15 @@ async def test_mercoa_invoice_lands_once_in_quickbooks_and_xero(
         assert (
             'ledgerflow_webhooks_received_total{object="-",outcome="accepted",source="mercoa",tenant="demo"}' in metrics
         )
+        # FastStream's Prometheus middleware counts what every worker's subscribers received.
+        received = sum(
+            sample.value
+            for family in REGISTRY.collect()
+            if family.name == "faststream_received_messages"
+            for sample in family.samples
+            if sample.name == "faststream_received_messages_total"
+        )
+        assert received > 0
 
         # The audit answers with the local admin key the stack made (what `ledgerflow up` prints),
         # and nothing without it: every attempt of both connections, and the webhook they came from.
