@@ -478,7 +478,7 @@ def sandbox(
     from ledgerflow.core.asgi import serve
 
     if erp not in ERP_KINDS:
-        console.print(f"[red]unknown ERP kind {erp!r}[/red]: use one of {', '.join(ERP_KINDS)}")
+        console.print(f"[red]error:[/red] unknown ERP kind {erp!r}: use one of {', '.join(ERP_KINDS)}")
         raise typer.Exit(2)
 
     async def run() -> None:
