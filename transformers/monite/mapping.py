@@ -109,7 +109,6 @@ from ledgerflow.contracts import (
     VendorRef,
     canonical_id,
     currency_precision,
-    quantize,
 )
 from ledgerflow.transformers.base import (
     Enrichers,
@@ -183,6 +182,11 @@ def _quantity(value: Any, what: str) -> Decimal:
     if abs(quantity) >= MAX_QUANTITY:
         raise ContractError(f"{what} is out of range: {value!r}")
     return quantity
+
+
+def _half_up(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` rounded half-up (commercial rounding) to ``currency``'s minor unit."""
+    return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP)
 
 
 def _percent(value: Any, what: str) -> Decimal:
@@ -349,7 +353,7 @@ def _payable_lines(event: RawEvent, raw_lines: list[dict[str, Any]], currency: s
         if raw.get("subtotal") is not None:
             amount = minor_to_major(raw["subtotal"], currency, f"{where}.subtotal")
         elif qty is not None and unit is not None:
-            amount = qty * unit
+            amount = _half_up(qty * unit, currency)  # no subtotal sent: the commercial rounding, never 3 decimals
         else:
             raise ContractError(f"Monite payable {where} has neither subtotal nor quantity and unit_price")
         ledger = raw.get("ledger_account_id")
@@ -520,24 +524,29 @@ def _receivable_lines(
     price = as_object(require(product, "price"), f"{where}.product.price")
     unit = minor_to_major(require(price, "value"), currency, f"{where}.product.price.value")
     vat = as_object(product.get("vat_rate"), f"{where}.product.vat_rate").get("value")
-    gross = qty * unit
+    gross = _half_up(qty * unit, currency)
+    net = (
+        minor_to_major(raw["total_before_vat"], currency, f"{where}.total_before_vat")
+        if raw.get("total_before_vat") is not None
+        else None
+    )
     off: Decimal | None = None
     discount = as_object(raw.get("discount"), f"{where}.discount")
     if discount.get("amount"):
-        if raw.get("total_before_vat") is not None:
-            net = minor_to_major(raw["total_before_vat"], currency, f"{where}.total_before_vat")
-            off = quantize(gross, currency) - net
+        if net is not None:
+            off = gross - net
         elif str(discount.get("type") or "amount") == "percentage":
             rate = _percent(discount["amount"], f"{where}.discount.amount")
-            minor = Decimal(1).scaleb(-currency_precision(currency))
-            off = (gross * rate / 100).quantize(minor, rounding=ROUND_HALF_UP)
+            off = _half_up(qty * unit * rate / 100, currency)
         else:
             off = minor_to_major(discount["amount"], currency, f"{where}.discount.amount")
-        if off <= 0 or off > quantize(gross, currency):
+        if off <= 0 or off > gross:
             raise ContractError(
                 f"Monite receivable {where}: discount {off} {currency} is not within the line's {gross}"
             )
-    amount = quantize(gross, currency) - off if off is not None else gross
+    # Monite's own line total (total_before_vat) is authoritative; without it the line is
+    # quantity × price rounded half-up to the minor unit, less its discount
+    amount = net if net is not None else gross - (off or 0)
     return [
         LineItem(
             line_number=line_number,
