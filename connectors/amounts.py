@@ -19,7 +19,11 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from ledgerflow.contracts import Document
 from ledgerflow.contracts.common import currency_precision, quantize
 
-__all__ = ["DocumentAmounts", "allocate", "document_amounts"]
+__all__ = ["DocumentAmounts", "UnbookableAmountsError", "allocate", "document_amounts"]
+
+
+class UnbookableAmountsError(ValueError):
+    """The document's figures cannot be expressed as the net lines and charges an ERP books."""
 
 
 def allocate(amounts: Sequence[Decimal], target: Decimal, currency: str) -> list[Decimal]:
@@ -73,13 +77,33 @@ class DocumentAmounts:
 
 
 def document_amounts(document: Document) -> DocumentAmounts:
-    """The figures of ``document`` an ERP should store (see the module docstring).
+    """The figures of ``document`` an ERP should store (see the module docstring), lines net of tax.
 
     Lines are allocated to the rounded subtotal; tax, shipping and discount to the rounded
-    total less that subtotal (discount counted negatively). A document validated by the
-    canonical contract always has a solution.
+    total less that subtotal (discount counted negatively). A document whose line amounts
+    include tax (``tax_inclusive``) is booked net, as the ERPs' expense and item lines are: each
+    line less its ``tax_amount``, the tax on its own.
+
+    Raises:
+        UnbookableAmountsError: a tax-inclusive document whose tax is not all carried by its
+            lines (which line would the rest come out of?).
     """
     currency = document.currency
+    if document.tax_inclusive:
+        carried = sum((line.tax_amount or Decimal(0) for line in document.line_items), Decimal(0))
+        if carried != document.tax_total:
+            raise UnbookableAmountsError(
+                f"{document.object_type} {document.canonical_id}: its line amounts include tax, but the lines carry "
+                f"{carried} {currency} of the {document.tax_total} {currency} tax: the net lines cannot be known"
+            )
+        nets = [line.amount - (line.tax_amount or Decimal(0)) for line in document.line_items]
+        subtotal = quantize(sum(nets, Decimal(0)), currency)
+        total = quantize(document.total, currency)
+        lines = allocate(nets, subtotal, currency)
+        tax, shipping, minus_discount = allocate(
+            [document.tax_total, document.shipping_total, -document.discount_total], total - subtotal, currency
+        )
+        return DocumentAmounts(lines, subtotal, tax, shipping, -minus_discount, total)
     subtotal = quantize(document.subtotal, currency)
     total = quantize(document.total, currency)
     lines = allocate([line.amount for line in document.line_items], subtotal, currency)
@@ -87,3 +111,16 @@ def document_amounts(document: Document) -> DocumentAmounts:
         [document.tax_total, document.shipping_total, -document.discount_total], total - subtotal, currency
     )
     return DocumentAmounts(lines, subtotal, tax, shipping, -minus_discount, total)
+
+
+def as_source_lines(document: Document, booked_nets: list[Decimal]) -> list[Decimal]:
+    """The ERP's net line amounts as the source states its lines (read-back).
+
+    For a tax-inclusive document each line's ``tax_amount`` is added back (the ERP holds the net
+    line, the source the gross); otherwise the amounts are returned as they are.
+    """
+    if not document.tax_inclusive:
+        return list(booked_nets)
+    return [
+        amount + (line.tax_amount or Decimal(0)) for line, amount in zip(document.line_items, booked_nets, strict=False)
+    ]

@@ -22,10 +22,13 @@ per second with a burst of 20 (Compass "exception handling and error codes"): de
 
 from __future__ import annotations
 
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
 
+from ledgerflow.connectors.amounts import UnbookableAmountsError
 from ledgerflow.connectors.base import (
     Booked,
     Connector,
@@ -38,11 +41,14 @@ from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
 from ledgerflow.connectors.coupa.mapping import (
     invoice_body,
     invoice_lookup_params,
+    stored_document,
     supplier_body,
     supplier_number,
+    supplier_ref,
 )
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import ClientCredentialsManager
+from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, Vendor
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
@@ -68,6 +74,34 @@ def _id(body: Any, what: str) -> str:
     if isinstance(body, dict) and body.get("id") is not None:
         return str(body["id"])
     raise PermanentError(ErrorCode.ERP_PROTOCOL, f"Coupa returned no id for the {what}")
+
+
+def _same_document(invoice: dict[str, Any], body: dict[str, Any], invoice_id: str) -> None:
+    """Refuse to take a submitted invoice found by number and supplier for another document.
+
+    Coupa has no idempotency key, so a redelivery finds its own earlier invoice by number and
+    supplier; one whose date, currency or lines differ is another document with the same
+    invoice number, and reporting it as this bill's booking would be wrong.
+
+    Raises:
+        PermanentError: ``erp.duplicate``.
+    """
+
+    def lines(document: dict[str, Any]) -> list[Decimal]:
+        return [
+            Decimal(str(line.get("total") or line.get("price") or 0)) for line in document.get("invoice-lines") or []
+        ]
+
+    mine = (body.get("invoice-date"), (body.get("currency") or {}).get("code"), lines(body))
+    currency = invoice.get("currency")
+    theirs = (invoice.get("invoice-date"), currency.get("code") if isinstance(currency, dict) else None, lines(invoice))
+    if mine != theirs:
+        raise PermanentError(
+            ErrorCode.ERP_DUPLICATE_DOCUMENT,
+            f"Coupa already holds invoice {invoice_id} number {body.get('invoice-number')!r} from this supplier, "
+            f"dated {theirs[0]} in {theirs[1]}, which is another document than this bill ({mine[0]}, {mine[1]}): "
+            "an invoice number is unique per supplier",
+        )
 
 
 class CoupaConnector(Connector):
@@ -132,11 +166,14 @@ class CoupaConnector(Connector):
             )
         try:
             if isinstance(record, Bill):
-                return await self._bill(record, ctx)
+                booked = await self._bill(record, ctx)
+                return replace(booked, counterparty_id=supplier_ref(record.vendor).get("id"))
             if isinstance(record, Vendor):
                 return await self._supplier(record, ctx)
         except UnresolvedReferenceError as exc:
             raise PermanentError(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from exc
+        except UnbookableAmountsError as exc:
+            raise PermanentError(ErrorCode.ERP_UNSUPPORTED_AMOUNT, str(exc)) from exc
         raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, f"Coupa connector does not book {record.object_type}")
 
     async def _bill(self, bill: Bill, ctx: HandleContext) -> Booked:
@@ -154,6 +191,8 @@ class CoupaConnector(Connector):
             return Booked(Operation.CREATE, invoice_id, http_status=submitted.status_code)
         invoice = live[0]
         invoice_id = _id(invoice, "invoice")
+        if ctx.existing is None and invoice.get("status") != "draft":
+            _same_document(invoice, body, invoice_id)
         if invoice.get("status") == "draft":
             # An earlier attempt created the draft and stopped before submitting: finish it.
             await self.client.request("PUT", f"/api/invoices/{invoice_id}", operation="bill.update", json_body=body)
@@ -167,6 +206,24 @@ class CoupaConnector(Connector):
             return Booked(Operation.UPDATE, invoice_id, http_status=updated.status_code)
         # Redelivery of a create that already went through: the invoice is booked.
         return Booked(Operation.CREATE, invoice_id, http_status=200)
+
+    async def read_back(self, record: CanonicalRecord, booked: Booked) -> StoredDocument | None:
+        """Read the booked invoice (``GET /api/invoices/:id``) and map it for read-back verification.
+
+        The submit's answer is the invoice too, but a redelivery that found the invoice already
+        booked has none; one read serves every path
+        (:func:`~ledgerflow.connectors.coupa.mapping.stored_document`).
+
+        Raises:
+            RetriableError, PermanentError: the read failed.
+        """
+        if not isinstance(record, Bill) or booked.erp_record_id is None:
+            return None
+        response = await self.client.request("GET", f"/api/invoices/{booked.erp_record_id}", operation="bill.read_back")
+        body = loads_json(response.content)
+        if not isinstance(body, dict):
+            raise PermanentError(ErrorCode.ERP_PROTOCOL, "Coupa answered the read of an invoice with no invoice")
+        return stored_document(record, body)
 
     async def _submit(self, invoice_id: str) -> httpx.Response:
         return await self.client.request("PUT", f"/api/invoices/{invoice_id}/submit", operation="bill.submit")

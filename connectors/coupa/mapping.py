@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from ledgerflow.connectors.amounts import document_amounts
+from ledgerflow.connectors.amounts import as_source_lines, document_amounts
 from ledgerflow.connectors.base import UnresolvedReferenceError
+from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import Bill, LineItem, Reference, Vendor
 from ledgerflow.contracts.common import quantize
 
@@ -28,6 +30,7 @@ __all__ = [
     "invoice_body",
     "invoice_lookup_params",
     "invoice_number",
+    "stored_document",
     "supplier_body",
     "supplier_number",
     "supplier_ref",
@@ -229,3 +232,45 @@ def supplier_body(vendor: Vendor) -> dict[str, Any]:
     if vendor.email:
         body["primary-contact"] = {"email": vendor.email}
     return body
+
+
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+
+
+def stored_document(bill: Bill, invoice: Mapping[str, Any]) -> StoredDocument:
+    """What Coupa holds for ``bill``, read back as ``invoice`` (``GET /api/invoices/:id``).
+
+    Total ``gross-total`` (lines plus tax, shipping, handling and misc amounts); currency
+    ``currency.code``; ``invoice-date`` is the document date (Coupa keeps no separate posting
+    date); counterparty ``supplier.id``; tax ``tax-amount``, shipping ``shipping-amount``; the
+    first ``len(line_items)`` invoice lines (by ``line-num``) are the source's lines, a line after
+    them is the discount line :func:`invoice_body` added.
+    """
+    raw = invoice.get("invoice-lines")
+    lines = sorted(
+        (line for line in raw or [] if isinstance(line, Mapping)), key=lambda line: int(_dec(line.get("line-num")))
+    )
+    count = len(bill.line_items)
+    currency = invoice.get("currency")
+    supplier = invoice.get("supplier")
+    invoice_date = invoice.get("invoice-date")
+    try:
+        document_date = date.fromisoformat(str(invoice_date)[:10]) if invoice_date else None
+    except ValueError:
+        document_date = None
+    return StoredDocument(
+        total=_dec(invoice.get("gross-total")) if invoice.get("gross-total") is not None else None,
+        currency=str(currency.get("code")) if isinstance(currency, Mapping) and currency.get("code") else None,
+        tax_total=_dec(invoice.get("tax-amount")),
+        shipping_total=_dec(invoice.get("shipping-amount")),
+        discount_total=-sum((_dec(line.get("total")) for line in lines[count:]), Decimal(0)),
+        document_date=document_date,
+        counterparty_id=str(supplier["id"]) if isinstance(supplier, Mapping) and supplier.get("id") else None,
+        lines=tuple(
+            StoredLine(amount, line.get("description"))
+            for line, amount in zip(
+                lines[:count], as_source_lines(bill, [_dec(x.get("total")) for x in lines[:count]]), strict=True
+            )
+        ),
+    )

@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import httpx
 
+from ledgerflow.connectors.amounts import UnbookableAmountsError
 from ledgerflow.connectors.base import (
     Booked,
     Connector,
@@ -41,9 +42,12 @@ from ledgerflow.connectors.netsuite.mapping import (
     body_for,
     external_id,
     internal_id_from_location,
+    sent_entity_id,
+    stored_document,
 )
 from ledgerflow.connectors.oauth import ClientCredentialsManager
-from ledgerflow.contracts import Action, CanonicalRecord, Operation
+from ledgerflow.connectors.verify import StoredDocument
+from ledgerflow.contracts import Action, CanonicalRecord, Document, Operation
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
@@ -143,13 +147,40 @@ class NetSuiteConnector(Connector):
             record_type, body = body_for(record, self.config.options)
         except UnresolvedReferenceError as exc:
             raise PermanentError(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from exc
+        except UnbookableAmountsError as exc:
+            raise PermanentError(ErrorCode.ERP_UNSUPPORTED_AMOUNT, str(exc)) from exc
         eid = external_id(record.canonical_id)
         response = await self.client.request(
             "PUT", f"/{record_type}/eid:{eid}", operation=f"{record.object_type}.upsert", json_body=body
         )
         internal_id = await self._internal_id(response, record_type, eid, record.object_type)
         operation = Operation.UPDATE if ctx.existing is not None else Operation.CREATE
-        return Booked(operation=operation, erp_record_id=internal_id, http_status=response.status_code)
+        return Booked(
+            operation=operation,
+            erp_record_id=internal_id,
+            http_status=response.status_code,
+            counterparty_id=sent_entity_id(body),
+        )
+
+    async def read_back(self, record: CanonicalRecord, booked: Booked) -> StoredDocument | None:
+        """Read the booked transaction back and map it for read-back verification.
+
+        ``GET /<recordType>/<internal id>`` (NetSuite's write answer is a bare 204), mapped by
+        :func:`~ledgerflow.connectors.netsuite.mapping.stored_document`.
+
+        Raises:
+            RetriableError, PermanentError: the read failed.
+        """
+        if not isinstance(record, Document) or booked.erp_record_id is None:
+            return None
+        record_type = RECORD_TYPES[record.object_type]
+        response = await self.client.request(
+            "GET", f"/{record_type}/{booked.erp_record_id}", operation=f"{record.object_type}.read_back"
+        )
+        body = loads_json(response.content)
+        if not isinstance(body, dict):
+            raise PermanentError(ErrorCode.ERP_PROTOCOL, f"NetSuite answered the read of {record_type} with no record")
+        return stored_document(record, body, self.config.options)
 
     async def _internal_id(self, response: httpx.Response, record_type: str, eid: str, object_type: str) -> str:
         location = response.headers.get("location")

@@ -24,8 +24,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from ledgerflow.connectors.amounts import DocumentAmounts, document_amounts
+from ledgerflow.connectors.amounts import DocumentAmounts, as_source_lines, document_amounts
 from ledgerflow.connectors.base import UnresolvedReferenceError
+from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import (
     Bill,
     CanonicalRecord,
@@ -49,6 +50,8 @@ __all__ = [
     "invoice_body",
     "party_body",
     "purchase_order_body",
+    "sent_entity_id",
+    "stored_document",
 ]
 
 RECORD_TYPES: dict[str, str] = {
@@ -426,3 +429,75 @@ def body_for(record: CanonicalRecord, options: Mapping[str, Any]) -> tuple[str, 
     if isinstance(record, Vendor | Customer):
         return record_type, party_body(record, options)
     raise KeyError(record.object_type)
+
+
+def _number(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def _iso_date(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def sent_entity_id(body: Mapping[str, Any]) -> str | None:
+    """The internal id of the ``entity`` a body names, None when it names it by external id.
+
+    NetSuite answers a read with the entity's internal id only, so only an internal id sent can
+    be compared with what it stored.
+    """
+    entity = body.get("entity")
+    return str(entity["id"]) if isinstance(entity, dict) and entity.get("id") is not None else None
+
+
+def stored_document(document: Document, stored: Mapping[str, Any], options: Mapping[str, Any]) -> StoredDocument:
+    """What NetSuite holds for ``document``, read back as ``stored`` (``GET …/<recordType>/<id>``).
+
+    ``total`` is NetSuite's ``total``; the currency its internal id mapped back through
+    ``options["currency_ids"]`` (an id not mapped reads as ``id:<id>``, a difference); the date
+    ``tranDate`` and ``dueDate``; the counterparty ``entity.id``. The lines standing for the
+    source's lines are the first ``len(line_items)`` lines of the sublist the mapping wrote
+    (``expense`` for bills and purchase orders, ``item`` for invoices); the lines after them are
+    the charges :func:`bill_body` / :func:`invoice_body` added, read back as tax, shipping and
+    discount (by memo on expense lines, by the configured items on item lines).
+    """
+    sublist = "item" if isinstance(document, Invoice) else "expense"
+    container = stored.get(sublist)
+    raw = container.get("items") if isinstance(container, dict) else None
+    lines = [line for line in raw or [] if isinstance(line, dict)]
+    count = len(document.line_items)
+    charges = {"tax": Decimal(0), "shipping": Decimal(0), "discount": Decimal(0)}
+    items = {str(options.get(f"{kind}_item_id")): kind for kind in charges if options.get(f"{kind}_item_id")}
+    for line in lines[count:]:
+        if sublist == "expense":
+            kind = str(line.get("memo") or "")
+        else:
+            item = line.get("item")
+            kind = items.get(str(item.get("id")) if isinstance(item, dict) else "", "")
+        if kind in charges:
+            charges[kind] += _number(line.get("amount"))
+    currency = stored.get("currency")
+    currency_id = str(currency.get("id")) if isinstance(currency, dict) and currency.get("id") is not None else None
+    codes = {str(internal): code for code, internal in (options.get("currency_ids") or {}).items()}
+    entity = stored.get("entity")
+    total = stored.get("total")
+    return StoredDocument(
+        total=_number(total) if total is not None else sum((_number(x.get("amount")) for x in lines), Decimal(0)),
+        currency=codes.get(currency_id, f"id:{currency_id}") if currency_id is not None else None,
+        tax_total=charges["tax"],
+        shipping_total=charges["shipping"],
+        discount_total=-charges["discount"],
+        txn_date=_iso_date(stored.get("tranDate")),
+        due_date=_iso_date(stored.get("dueDate")),
+        counterparty_id=str(entity["id"]) if isinstance(entity, dict) and entity.get("id") is not None else None,
+        lines=tuple(
+            StoredLine(amount, line.get("memo") or line.get("description"))
+            for line, amount in zip(
+                lines[:count], as_source_lines(document, [_number(x.get("amount")) for x in lines[:count]]), strict=True
+            )
+        ),
+    )

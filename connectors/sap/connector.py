@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
 from pydantic import SecretStr
 
+from ledgerflow.connectors.amounts import UnbookableAmountsError
 from ledgerflow.connectors.base import (
     Booked,
     Connector,
@@ -57,10 +59,12 @@ from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
 from ledgerflow.connectors.sap.mapping import (
     lookup_filter,
     odata_string,
+    stored_document,
     supplier_invoice_body,
     supplier_name_filter,
     supplier_number,
 )
+from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, VendorRef
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
@@ -189,16 +193,51 @@ class SapConnector(Connector):
             query = lookup_filter(record, party)
         except UnresolvedReferenceError as exc:
             raise PermanentError(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from exc
-        found = await self._lookup(query)
+        except UnbookableAmountsError as exc:
+            raise PermanentError(ErrorCode.ERP_UNSUPPORTED_AMOUNT, str(exc)) from exc
+        found = await self._lookup(query, body, ctx.existing.erp_record_id if ctx.existing is not None else None)
         if found is not None:
             if ctx.existing is not None and ctx.existing.erp_record_id == found:
                 raise Unsupported(
                     ErrorCode.ERP_UNSUPPORTED_ACTION,
                     f"SAP supplier invoice {found} is posted; changes need Cancel and a new invoice",
                 )
-            return Booked(Operation.CREATE, found, http_status=200)
+            return Booked(Operation.CREATE, found, http_status=200, counterparty_id=party)
         response = await self._post("/A_SupplierInvoice", body)
-        return Booked(Operation.CREATE, self._key(loads_json(response.content).get("d")), http_status=201)
+        return Booked(
+            Operation.CREATE,
+            self._key(loads_json(response.content).get("d")),
+            http_status=201,
+            counterparty_id=party,
+        )
+
+    async def read_back(self, record: CanonicalRecord, booked: Booked) -> StoredDocument | None:
+        """Read the booked supplier invoice with its G/L and tax items and map it for read-back verification.
+
+        ``GET A_SupplierInvoice(SupplierInvoice='…',FiscalYear='…')?$expand=to_SupplierInvoiceItemGLAcct,
+        to_SupplierInvoiceTax`` (the create's answer does not carry the tax SAP calculated, and a
+        redelivery has no answer at all), mapped by :func:`~ledgerflow.connectors.sap.mapping.stored_document`.
+
+        Raises:
+            RetriableError, PermanentError: the read failed.
+        """
+        if not isinstance(record, Bill) or not booked.erp_record_id or "/" not in booked.erp_record_id:
+            return None
+        number, year = booked.erp_record_id.split("/", 1)
+        key = f"SupplierInvoice={odata_string(number)},FiscalYear={odata_string(year)}"
+        response = await self.client.request(
+            "GET",
+            f"/A_SupplierInvoice({key})",
+            operation="bill.read_back",
+            params={"$expand": "to_SupplierInvoiceItemGLAcct,to_SupplierInvoiceTax", "$format": "json"},
+        )
+        body = loads_json(response.content)
+        entity = body.get("d") if isinstance(body, dict) else None
+        if not isinstance(entity, dict):
+            raise PermanentError(
+                ErrorCode.ERP_PROTOCOL, f"SAP answered the read of supplier invoice {booked.erp_record_id} without d"
+            )
+        return stored_document(record, entity)
 
     async def resolve_supplier(self, vendor: VendorRef) -> str:
         """The SAP supplier number of a bill's vendor (order: see the module docstring).
@@ -293,16 +332,45 @@ class SapConnector(Connector):
             + (f" and none or several of them are in {place}" if place else " and the vendor has no address"),
         )
 
-    async def _lookup(self, query: str) -> str | None:
+    async def _lookup(self, query: str, body: dict[str, Any], existing: str | None) -> str | None:
+        """The key of the supplier invoice already booked under this reference and supplier, if any.
+
+        A found invoice whose gross amount, currency or document date differ from ``body`` is not
+        an earlier attempt of this bill but another document with the same supplier invoice
+        number: booking nothing and reporting it as this bill would be a wrong booking. (When the
+        binder already holds that invoice for this bill, ``existing``, it is this bill's own.)
+
+        Raises:
+            PermanentError: ``erp.duplicate`` for such an invoice (SAP's own duplicate check, M8 108).
+        """
+        fields = ("SupplierInvoice", "FiscalYear", "InvoiceGrossAmount", "DocumentCurrency", "DocumentDate")
         response = await self.client.request(
             "GET",
             "/A_SupplierInvoice",
             operation="bill.lookup",
-            params={"$filter": query, "$select": "SupplierInvoice,FiscalYear", "$format": "json"},
+            params={"$filter": query, "$select": ",".join(fields), "$format": "json"},
         )
-        body = loads_json(response.content)
-        results = body.get("d", {}).get("results", []) if isinstance(body, dict) else []
-        return self._key(results[0]) if results else None
+        found = loads_json(response.content)
+        results = found.get("d", {}).get("results", []) if isinstance(found, dict) else []
+        if not results:
+            return None
+        entity = results[0]
+        key = self._key(entity)
+        mine = (Decimal(str(body["InvoiceGrossAmount"])), body["DocumentCurrency"], body["DocumentDate"])
+        gross = entity.get("InvoiceGrossAmount")
+        theirs = (
+            Decimal(str(gross)) if gross is not None else mine[0],
+            entity.get("DocumentCurrency", mine[1]),
+            entity.get("DocumentDate", mine[2]),
+        )
+        if theirs != mine and existing != key:
+            raise PermanentError(
+                ErrorCode.ERP_DUPLICATE_DOCUMENT,
+                f"SAP already holds supplier invoice {key} with reference {body['SupplierInvoiceIDByInvcgParty']!r} "
+                f"from supplier {body['InvoicingParty']} for {theirs[0]} {theirs[1]}, not this bill's {mine[0]} "
+                f"{mine[1]}: another document with the same invoice number (SAP refuses duplicates, M8 108)",
+            )
+        return key
 
     @staticmethod
     def _key(entity: Any) -> str:

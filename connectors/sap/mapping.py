@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ledgerflow.connectors.amounts import document_amounts
+from ledgerflow.connectors.amounts import as_source_lines, document_amounts
 from ledgerflow.connectors.base import UnresolvedReferenceError
+from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import Bill, LineItem, Reference, VendorRef
 from ledgerflow.contracts.common import erp_identifiers, quantize
 
@@ -33,6 +34,8 @@ __all__ = [
     "invoicing_party",
     "lookup_filter",
     "odata_string",
+    "parse_edm_datetime",
+    "stored_document",
     "supplier_invoice_body",
     "supplier_name_filter",
     "supplier_number",
@@ -132,6 +135,9 @@ def lookup_filter(bill: Bill, party: str | None = None) -> str:
         f" and InvoicingParty eq {odata_string(party or invoicing_party(bill))}"
     )
 
+
+MAX_NET_PAYMENT_DAYS = 999
+"""``NetPaymentDays`` is ``Edm.Decimal`` precision 3, scale 0."""
 
 SAP_TAX_CODE_LENGTH = 2
 """``TaxCode`` length in ``A_SupplierInvoiceItemGLAcctType`` / ``A_SupplierInvoiceTaxType``."""
@@ -259,7 +265,9 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
     ``PostingDate`` (posting date or bill date), ``SupplierInvoiceIDByInvcgParty``,
     ``InvoicingParty``, ``DocumentCurrency``, ``InvoiceGrossAmount`` (= bill total),
     ``UnplannedDeliveryCost`` (shipping), ``DocumentHeaderText`` (memo, 25 chars; free text is
-    shortened), ``DueCalculationBaseDate``. A bill with a negative total is a credit memo
+    shortened), ``DueCalculationBaseDate`` (the bill date, SAP's baseline date) and
+    ``NetPaymentDays`` (days from it to the due date, so SAP's due date is the source's). A bill
+    with a negative total is a credit memo
     (``SupplierInvoiceIsCreditMemo`` ``X``, amounts positive, debit/credit swapped).
     Lines: ``to_SupplierInvoiceItemGLAcct`` with ``SupplierInvoiceItem`` (1-based), ``GLAccount``
     (``options["gl_accounts"]`` maps source codes), ``SupplierInvoiceItemAmount`` (net, at the
@@ -364,6 +372,14 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
         "DueCalculationBaseDate": edm_datetime(bill.bill_date),
         "to_SupplierInvoiceItemGLAcct": {"results": lines},
     }
+    if bill.due_date is not None:
+        days = (bill.due_date - bill.bill_date).days
+        if days > MAX_NET_PAYMENT_DAYS:
+            raise UnresolvedReferenceError(
+                f"{what}: due date {bill.due_date} is {days} days after the invoice date; SAP's NetPaymentDays "
+                f"holds at most {MAX_NET_PAYMENT_DAYS}"
+            )
+        body["NetPaymentDays"] = str(days)
     if sign < 0:
         body["SupplierInvoiceIsCreditMemo"] = "X"
     if taxed and not calculate:
@@ -377,3 +393,62 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
     if bill.memo:
         body["DocumentHeaderText"] = bill.memo[:25]
     return body
+
+
+def parse_edm_datetime(value: Any) -> date | None:
+    """The date of an OData V2 ``Edm.DateTime`` (``"/Date(ms)/"`` or ``"YYYY-MM-DDThh:mm:ss"``), else None."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith("/Date("):
+        digits = value[6:].split(")", 1)[0].split("+", 1)[0]
+        try:
+            return datetime.fromtimestamp(int(digits) / 1000, tz=UTC).date()
+        except ValueError:
+            return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+
+
+def stored_document(bill: Bill, invoice: Mapping[str, Any]) -> StoredDocument:
+    """What SAP holds for ``bill``, read back as ``invoice`` (``A_SupplierInvoice`` with its G/L and tax items).
+
+    Total ``InvoiceGrossAmount`` (negative for a credit memo), currency ``DocumentCurrency``,
+    dates ``PostingDate`` / ``DocumentDate``, due date ``DueCalculationBaseDate`` +
+    ``NetPaymentDays``, counterparty ``InvoicingParty``, tax the ``to_SupplierInvoiceTax``
+    amounts, shipping ``UnplannedDeliveryCost``; the first ``len(line_items)`` G/L items are the
+    source's lines (debit positive, credit negative), the items after them the discount line.
+    """
+    sign = Decimal(-1) if invoice.get("SupplierInvoiceIsCreditMemo") == "X" else Decimal(1)
+
+    def results(nav: str) -> list[Mapping[str, Any]]:
+        container = invoice.get(nav)
+        found = container.get("results") if isinstance(container, Mapping) else None
+        return [entry for entry in found or [] if isinstance(entry, Mapping)]
+
+    items = [
+        _dec(i.get("SupplierInvoiceItemAmount")) * (-1 if i.get("DebitCreditCode") == "H" else 1) * sign
+        for i in results("to_SupplierInvoiceItemGLAcct")
+    ]
+    count = len(bill.line_items)
+    base = parse_edm_datetime(invoice.get("DueCalculationBaseDate"))
+    days = invoice.get("NetPaymentDays")
+    due = base + timedelta(days=int(_dec(days))) if base is not None and days not in (None, "") else None
+    party = invoice.get("InvoicingParty")
+    return StoredDocument(
+        total=_dec(invoice.get("InvoiceGrossAmount")) * sign,
+        currency=str(invoice.get("DocumentCurrency")) if invoice.get("DocumentCurrency") else None,
+        tax_total=sum((_dec(t.get("TaxAmount")) for t in results("to_SupplierInvoiceTax")), Decimal(0)) * sign,
+        shipping_total=_dec(invoice.get("UnplannedDeliveryCost")) * sign,
+        discount_total=-sum(items[count:], Decimal(0)),
+        txn_date=parse_edm_datetime(invoice.get("PostingDate")),
+        document_date=parse_edm_datetime(invoice.get("DocumentDate")),
+        due_date=due,
+        counterparty_id=str(party) if party else None,
+        lines=tuple(StoredLine(amount) for amount in as_source_lines(bill, items[:count])),
+    )

@@ -23,6 +23,8 @@ What it reproduces (reference ``erp_apis.md`` §4):
   invoice with the same reference, supplier and company code (``M8/108``). Answers 201
   ``{"d": {…, "SupplierInvoice", "FiscalYear"}}`` and stores the invoice as booked, calculated
   tax included (``to_SupplierInvoiceTax``).
+* ``GET …/A_SupplierInvoice(SupplierInvoice='…',FiscalYear='…')`` reads one invoice as booked
+  (its G/L items and tax entries included, as with ``$expand``); unknown key → 404.
 * ``GET …/A_SupplierInvoice?$filter=<prop> eq '<v>' and …`` (string equality terms joined by
   ``and`` / ``or``, quotes doubled inside literals), ``$select``, ``$top``;
   ``{"d": {"results": [...]}}``.
@@ -145,6 +147,7 @@ def parse_filter(text: str) -> list[list[tuple[str, str]]]:
 
 
 _DATE_MS = re.compile(r"^/Date\((-?\d+)")
+_KEY_PART = re.compile(r"(\w+)='((?:[^']|'')*)'")
 
 
 def odata_error(code: str, message: str) -> dict[str, Any]:
@@ -427,6 +430,18 @@ class _Sap:
         self.csrf_headers(request, response)
         return response
 
+    async def read(self, request: Request, key: str) -> Response:
+        """``GET A_SupplierInvoice(SupplierInvoice='…',FiscalYear='…')``: one invoice with its items and tax."""
+        if not self.authorised(request):
+            return _error(401, "/IWFND/CM_CONSUMER/101", "Logon failed")
+        parts = dict(_KEY_PART.findall(key))
+        invoice = self.store.get(
+            "supplier_invoice", f"{parts.get('SupplierInvoice', '')}/{parts.get('FiscalYear', '')}"
+        )
+        if invoice is None:
+            return _error(404, "/IWBEP/CM_MGW_RT/021", f"Resource not found for segment A_SupplierInvoice({key})")
+        return DecimalJSONResponse({"d": invoice})
+
     async def query(self, request: Request) -> Response:
         return self.entity_set(request, "A_SupplierInvoice", self.store.all("supplier_invoice"), None)
 
@@ -528,6 +543,7 @@ def create_app(
     app.add_api_route(SERVICE_PATH + "/", sap.service_root, methods=["GET"])
     app.add_api_route(SERVICE_PATH, sap.service_root, methods=["GET"])
     app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice", sap.query, methods=["GET"])
+    app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice({key})", sap.read, methods=["GET"])
     app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice", sap.create, methods=["POST"])
     app.add_api_route(BUSINESS_PARTNER_PATH + "/A_Supplier", sap.suppliers_query, methods=["GET"])
     app.add_api_route(BUSINESS_PARTNER_PATH + "/A_BusinessPartnerAddress", sap.addresses_query, methods=["GET"])

@@ -20,16 +20,25 @@ A 2xx answer is success; where ``options.record_id_pointer`` (an RFC 6901 JSON p
 ``/id``) is configured, the ERP record id is read from the response JSON there and *required*: a
 2xx whose body is not JSON or has no scalar at the pointer is an
 :class:`~ledgerflow.connectors.base.InvalidResponse` (retried a few times, then dead-lettered),
-never a ``succeeded``. Without a pointer the record id is the canonical id. Other statuses
-are classified by :data:`ledgerflow.connectors.webhook.errors.WEBHOOK_ERRORS` (429/408/5xx retriable, other 4xx
-permanent), overridable by ``options.error_overrides``. Rate limit defaults: 600 requests per
-minute, 10 in flight (``options.rate_limit_per_minute`` / ``options.max_concurrency``).
+never a ``succeeded``. Without a pointer the record id is the canonical id.
+
+Read-back verification: with ``options.read_back_path`` (e.g. ``/records/{record_id}``, below
+``base_url``) the connector reads the booked document back after each write and compares the
+canonical document found at the JSON pointer ``options.read_back_pointer`` (default ``/data``:
+the envelope it sent) with the source (:mod:`ledgerflow.connectors.verify`); without it the
+endpoint's write answer is all there is and the booking is counted as not verifiable.
+
+Other statuses are classified by :data:`ledgerflow.connectors.webhook.errors.WEBHOOK_ERRORS`
+(429/408/5xx retriable, other 4xx permanent), overridable by ``options.error_overrides``. Rate
+limit defaults: 600 requests per minute, 10 in flight (``options.rate_limit_per_minute`` / ``options.max_concurrency``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 import jinja2
@@ -38,16 +47,59 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, InvalidResponse, PermanentError, Unsupported
 from ledgerflow.connectors.http import ErpClient, dumps_json, loads_json
+from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
-from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Operation
+from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Document, Operation
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
-__all__ = ["WebhookConnector", "resolve_pointer"]
+__all__ = ["WebhookConnector", "resolve_pointer", "stored_canonical"]
 
 DEFAULT_RATE_PER_MINUTE = 600.0
 DEFAULT_CONCURRENCY = 10
+
+
+def _optional_decimal(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except ArithmeticError:
+        return None
+
+
+def _optional_date(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
+
+
+def stored_canonical(data: dict[str, Any]) -> StoredDocument:
+    """A canonical document's JSON as an endpoint stored it → :class:`~ledgerflow.connectors.verify.StoredDocument`.
+
+    Money is read from the decimal strings; the transaction date is ``posting_date`` (bills) or
+    the document's own date (``bill_date``, ``invoice_date``, ``order_date``), the document date
+    that own date, plus ``due_date``; lines are ``line_items[].amount`` in order.
+    """
+    own = next((data[k] for k in ("bill_date", "invoice_date", "order_date") if data.get(k)), None)
+    lines = data.get("line_items")
+    return StoredDocument(
+        total=_optional_decimal(data.get("total")),
+        currency=str(data["currency"]) if data.get("currency") else None,
+        tax_total=_optional_decimal(data.get("tax_total")),
+        shipping_total=_optional_decimal(data.get("shipping_total")),
+        discount_total=_optional_decimal(data.get("discount_total")),
+        txn_date=_optional_date(data.get("posting_date") or own),
+        document_date=_optional_date(own),
+        due_date=_optional_date(data.get("due_date")),
+        lines=tuple(
+            StoredLine(_optional_decimal(line.get("amount")) or Decimal(0), line.get("description"))
+            for line in lines
+            if isinstance(line, dict)
+        )
+        if isinstance(lines, list)
+        else None,
+    )
 
 
 def resolve_pointer(document: Any, pointer: str) -> Any:
@@ -182,6 +234,29 @@ class WebhookConnector(Connector):
         return Booked(
             operation=operation, erp_record_id=self._record_id(response, record), http_status=response.status_code
         )
+
+    async def read_back(self, record: CanonicalRecord, booked: Booked) -> StoredDocument | None:
+        """Read the booked document at ``options.read_back_path`` and map it (see the module docstring).
+
+        Raises:
+            RetriableError, PermanentError: the read failed, or the answer holds no document
+                at ``options.read_back_pointer`` (``erp.protocol``).
+        """
+        template = self.config.options.get("read_back_path")
+        if not template or not isinstance(record, Document) or booked.erp_record_id is None:
+            return None
+        path = str(template).replace("{record_id}", quote(booked.erp_record_id, safe=""))
+        response = await self.client.request("GET", path, operation=f"{record.object_type}.read_back")
+        pointer = str(self.config.options.get("read_back_pointer", "/data"))
+        try:
+            found = resolve_pointer(loads_json(response.content), pointer)
+        except (ValueError, LookupError) as exc:
+            raise PermanentError(ErrorCode.ERP_PROTOCOL, f"read-back of {booked.erp_record_id}: {exc}") from exc
+        if not isinstance(found, dict):
+            raise PermanentError(
+                ErrorCode.ERP_PROTOCOL, f"read-back of {booked.erp_record_id}: no document at {pointer!r}"
+            )
+        return stored_canonical(found)
 
     async def _post(self, path: str, payload: Any, msg_id: str, operation: str) -> httpx.Response:
         content = dumps_json(payload)

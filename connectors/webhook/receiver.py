@@ -15,6 +15,9 @@ record id; other bodies are stored as kind ``delivery``, one per message. Answer
 * 422 ``{"message": …}`` — a line's GL account is not in ``known_gl_accounts`` (when given);
 * 400 — body is not JSON; injected faults through the kit's ``/_sandbox/faults``.
 
+``GET /records/<record id>`` answers the body stored for that record (the envelope: the
+canonical document under ``data``), what the connector's read-back verification reads.
+
 Stored records are visible at ``GET /_sandbox/records?kind=<object>`` (each with the path, the
 last ``webhook-id`` and the parsed body).
 """
@@ -107,6 +110,13 @@ def create_receiver(secret: str, *, known_gl_accounts: Iterable[str] | None = No
         sandbox.store.put(kind, record_id, {"path": "/" + path, "webhook_id": msg_id, "body": parsed})
         return DecimalJSONResponse({"id": record_id, "duplicate": False})
 
+    async def read(record_id: str) -> Response:
+        for records in sandbox.store.records.values():
+            if record_id in records:
+                return DecimalJSONResponse(records[record_id].get("body"))
+        return DecimalJSONResponse({"message": f"no record {record_id}"}, status_code=404)
+
+    sandbox.app.add_api_route("/records/{record_id}", read, methods=["GET"])
     sandbox.app.add_api_route("/", receive, methods=["POST"])
     sandbox.app.add_api_route("/{path:path}", receive, methods=["POST"])
     return sandbox.app
@@ -122,8 +132,17 @@ def create_app(secret: str = DEFAULT_SECRET, *, known_gl_accounts: Iterable[str]
 
 
 def sandbox_connection(config: ConnectionConfig, base_url: str) -> ConnectionConfig:
-    """``config`` pointed at a running receiver: its URL, the default secret, ``record_id_pointer`` ``/id``."""
+    """``config`` pointed at a running receiver, with the default secret.
+
+    Options: ``record_id_pointer`` ``/id`` and read-back from ``/records/{record_id}`` under the
+    connection's own options, which win.
+    """
     data = config.model_dump()
     data.update(base_url=base_url, credentials={"secret": DEFAULT_SECRET})
-    data["options"] = {"record_id_pointer": "/id", **data.get("options", {})}
+    data["options"] = {
+        "record_id_pointer": "/id",
+        "read_back_path": "/records/{record_id}",
+        "read_back_pointer": "/data",
+        **data.get("options", {}),
+    }
     return ConnectionConfig.model_validate(data)
