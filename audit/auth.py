@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from typing import Any
 
 import anyio
 import jwt
+import orjson
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
@@ -253,7 +255,8 @@ class OidcConfig:
     Attributes:
         issuer: the ``iss`` every token must carry.
         audience: the ``aud`` every token must carry.
-        jwks_url: the provider's JWKS document (``jwks_uri`` of its discovery document).
+        jwks_url: the provider's JWKS document; None = the ``jwks_uri`` of the issuer's discovery
+            document (``<issuer>/.well-known/openid-configuration``), read at the first token.
         scope_claim: claim with the scopes (space-separated string or list); ``scp`` is read too.
         tenants_claim: claim with the tenants (list or space-separated string; ``*`` = every tenant).
         leeway_seconds: clock skew tolerated on ``exp``/``nbf``/``iat``.
@@ -261,7 +264,7 @@ class OidcConfig:
 
     issuer: str
     audience: str
-    jwks_url: str
+    jwks_url: str | None = None
     scope_claim: str = "scope"
     tenants_claim: str = "ledgerflow_tenants"
     leeway_seconds: int = 30
@@ -275,15 +278,47 @@ def _claim_list(value: Any) -> list[str]:
     return []
 
 
+class DiscoveryError(Exception):
+    """The issuer's OpenID Connect discovery document cannot be read or names no ``jwks_uri``."""
+
+
+def _discover_jwks_uri(issuer: str) -> str:
+    """``jwks_uri`` of ``<issuer>/.well-known/openid-configuration`` (OpenID Connect Discovery 1.0, section 4).
+
+    Raises:
+        DiscoveryError: the document cannot be fetched or parsed, or names no JWKS, or another issuer.
+    """
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    if not url.startswith(("https://", "http://")):
+        raise DiscoveryError(f"the issuer {issuer!r} is not an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - scheme checked above
+            document = orjson.loads(answer.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise DiscoveryError(f"cannot read {url}: {exc}") from None
+    jwks_uri = document.get("jwks_uri") if isinstance(document, dict) else None
+    if not isinstance(jwks_uri, str) or not jwks_uri:
+        raise DiscoveryError(f"{url} names no jwks_uri")
+    if document.get("issuer") != issuer:
+        raise DiscoveryError(f"{url} is the document of issuer {document.get('issuer')!r}, not {issuer!r}")
+    return jwks_uri
+
+
 class OidcVerifier:
     """Verifies OIDC bearer tokens against the provider's JWKS (PyJWT's ``PyJWKClient``, keys cached)."""
 
     def __init__(self, config: OidcConfig) -> None:
         self.config = config
-        self._jwks = jwt.PyJWKClient(config.jwks_url, cache_keys=True, lifespan=300, timeout=10)
+        self._jwks: jwt.PyJWKClient | None = None
+
+    def _client(self) -> jwt.PyJWKClient:
+        if self._jwks is None:
+            url = self.config.jwks_url or _discover_jwks_uri(self.config.issuer)
+            self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10)
+        return self._jwks
 
     def _decode(self, token: str) -> dict[str, Any]:
-        key = self._jwks.get_signing_key_from_jwt(token)
+        key = self._client().get_signing_key_from_jwt(token)
         claims: dict[str, Any] = jwt.decode(
             token,
             key.key,
@@ -304,7 +339,7 @@ class OidcVerifier:
         """
         try:
             claims = await anyio.to_thread.run_sync(self._decode, token)
-        except jwt.PyJWKClientError as exc:
+        except (jwt.PyJWKClientError, DiscoveryError) as exc:
             raise unauthorized(f"the token's signing key cannot be found: {exc}") from None
         except jwt.InvalidTokenError as exc:
             raise unauthorized(f"invalid token: {exc}") from None

@@ -262,19 +262,23 @@ class _Jwks:
         jwk: dict[str, Any] = orjson.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
         jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
         body = orjson.dumps({"keys": [jwk]})
+        documents: dict[str, bytes] = {"/jwks": body}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.send_response(200)
+                document = documents.get(self.path)
+                self.send_response(200 if document else 404)
                 self.send_header("content-type", "application/json")
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(document or b"{}")
 
             def log_message(self, *args: Any) -> None:
                 return None
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.issuer}/jwks"
+        documents["/.well-known/openid-configuration"] = orjson.dumps({"issuer": self.issuer, "jwks_uri": self.url})
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def token(self, **claims: Any) -> str:
@@ -426,3 +430,20 @@ async def test_the_api_on_postgres(tmp_path: Path, postgres_url: str) -> None:
             assert (await client.post(f"/v1/dead-letters/{letter['id']}/replay")).status_code == 200
             assert (await client.post(f"/v1/sync-records/{record}/retry")).status_code == 202
         assert len(api.published) == 2
+
+
+async def test_oidc_jwks_is_discovered_from_the_issuer(tmp_path: Path, jwks: _Jwks) -> None:
+    config = OidcConfig(issuer=jwks.issuer, audience="ledgerflow")  # no JWKS URL: discovery
+    async with audit_api(tmp_path, oidc=config) as api:
+        token = jwks.token(iss=jwks.issuer, scope="read", ledgerflow_tenants="*")
+        async with api.client(token) as client:
+            assert (await client.get("/v1/me")).json()["tenants"] == ["*"]
+    unknown = OidcConfig(issuer=jwks.issuer + "/elsewhere", audience="ledgerflow")
+    other = tmp_path / "other"
+    other.mkdir()
+    async with audit_api(other, oidc=unknown) as api:
+        token = jwks.token(iss=jwks.issuer + "/elsewhere", scope="read")
+        async with api.client(token) as client:
+            answer = await client.get("/v1/me")
+            assert answer.status_code == 401
+            assert "cannot be found" in answer.json()["detail"]
