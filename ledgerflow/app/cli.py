@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -37,6 +38,7 @@ from ledgerflow.core.settings import ConfigError, Routing, Settings
 
 if TYPE_CHECKING:
     from ledgerflow.audit.auth import KeyStore
+    from ledgerflow.audit.reconcile import Reconciliation
 
 T = TypeVar("T")
 
@@ -250,6 +252,9 @@ def demo(
     tenant = "demo"
     connections = sorted(routing.tenants[tenant].connections) if tenant in routing.tenants else []
 
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    control: list[Reconciliation] = []
+
     async def run() -> list[demo_mod.DemoRow]:
         async with run_stack(settings, routing) as stack:
             if not json_output:
@@ -266,6 +271,11 @@ def demo(
                 client_options=kafka_client_options(settings),
             )
             totals = await demo_mod.sandbox_totals(stack)
+            if not json_output:  # what `ledgerflow reconcile` says about this run
+                from ledgerflow.app.reconcile import settled_totals
+
+                documents = sum(1 for r in results.values() if r.amount is not None)
+                control.append(await settled_totals(settings.state_url, tenant=tenant, since=since, expected=documents))
         rows = []
         for name in connections:
             if name not in results:
@@ -301,6 +311,10 @@ def demo(
             if r.error:
                 table.add_row("", "", "", f"[red]{r.error.code}[/red]", r.error.message, "", "")
         out.print(table)
+        if control:
+            from ledgerflow.app.reconcile import render
+
+            render(control[0], out)
         for name in missing:
             console.print(f"[red]no result from connection {name} within {timeout:g}s[/red]")
     ok = bool(rows) and not missing and all(r.ok for r in rows)

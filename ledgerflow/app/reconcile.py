@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, date, datetime
 
 import typer
@@ -13,7 +15,7 @@ from ledgerflow.audit.reconcile import Reconciliation, reconcile
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.core.settings import Routing
 
-__all__ = ["control_totals", "parse_moment", "render"]
+__all__ = ["control_totals", "parse_moment", "render", "settled_totals"]
 
 
 def parse_moment(value: str) -> datetime:
@@ -54,6 +56,31 @@ async def control_totals(
     store = AuditStore(state_url)
     try:
         return await reconcile(store, tenant=tenant, since=since, until=until, connection=connection, routes=routes)
+    finally:
+        await store.close()
+
+
+async def settled_totals(
+    state_url: str,
+    *,
+    tenant: str,
+    since: datetime,
+    expected: int,
+    timeout: float = 15.0,  # noqa: ASYNC109
+) -> Reconciliation:
+    """The control totals once the audit recorded ``expected`` results of documents (or after ``timeout`` s).
+
+    For the demo, whose results reach the audit store moments after the ERPs answered.
+    """
+    store = AuditStore(state_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = await reconcile(store, tenant=tenant, since=since)
+            recorded = sum(t.booked.count + t.skipped.count + t.failed.count for t in result.totals)
+            if recorded >= expected or time.monotonic() > deadline:
+                return result
+            await asyncio.sleep(0.2)
     finally:
         await store.close()
 
