@@ -18,7 +18,7 @@ import httpx
 from cachetools import TTLCache
 
 from ledgerflow.connectors.verify import StoredDocument
-from ledgerflow.contracts import CanonicalRecord, Operation
+from ledgerflow.contracts import CanonicalRecord, Operation, PurchaseOrderChange, canonical_id, erp_identifiers
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
@@ -212,6 +212,30 @@ class Connector(ABC):
         )
         if self._references is not None:
             self._references[key] = erp_record_id
+
+    async def changed_order_id(self, change: PurchaseOrderChange) -> str:
+        """The ERP id of the purchase order ``change`` changes, on this connection.
+
+        ``change.purchase_order.accounting_id`` when the source sent the ERP's id, else the binder
+        row of the order's canonical id (``<source>:purchase_order:<source id>``), written when this
+        connection booked the order.
+
+        Raises:
+            RetriableError: ``record.not_booked``: the order is not booked here yet (records of one
+                source are not ordered across keys; it usually is moments later).
+        """
+        erp_id, _, _ = erp_identifiers(change.purchase_order)
+        if erp_id:
+            return erp_id
+        source_id = change.purchase_order.source_id
+        if source_id:
+            row = await self.state.get_binding(self.name, canonical_id(change.source, "purchase_order", source_id))
+            if row is not None:
+                return row.erp_record_id
+        raise RetriableError(
+            ErrorCode.RECORD_NOT_BOOKED,
+            f"{change.canonical_id} changes purchase order {source_id or '?'}, which is not booked on {self.name} yet",
+        )
 
     def credential(self, key: str) -> str:
         """The connection's credential ``key`` (e.g. ``realm_id``), as plain text.

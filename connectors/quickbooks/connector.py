@@ -15,6 +15,10 @@ payment (outgoing)     ``POST /billpayment`` (``PayType: Check``, ``CheckPayment
                        ``Line[].LinkedTxn`` → the bills)
 payment (incoming)     ``POST /payment`` (``CustomerRef``, ``DepositToAccountRef``, ``LinkedTxn`` → invoices)
 purchase_order         ``POST /purchaseorder`` (:func:`~ledgerflow.connectors.quickbooks.mapping.purchase_order_body`)
+purchase_order_change  QuickBooks has no change-order entity: the purchase order it changes (binder, or
+                       ``purchase_order.accounting_id``) is read and updated (``SyncToken``, sparse) with
+                       the change's lines appended, tagged ``Change order <number>: `` in their
+                       description, so a new version of the change replaces them and a void removes them
 invoice                ``POST /invoice`` (:func:`~ledgerflow.connectors.quickbooks.mapping.invoice_body`:
                        ``SalesItemLineDetail`` with ``ItemRef`` = line item or option ``default_item``,
                        ``TxnTaxDetail`` or a tax item line, a shipping item line, a ``DiscountLineDetail``)
@@ -76,6 +80,7 @@ from ledgerflow.contracts import (
     Party,
     Payment,
     PurchaseOrder,
+    PurchaseOrderChange,
     Reference,
     Vendor,
     erp_identifiers,
@@ -90,7 +95,6 @@ _UNSUPPORTED = {
     "sales_order": "QuickBooks Online has no sales order entity",
     "budget": "QuickBooks budgets are GL budgets by account and period, not project budgets; not mapped",
     "budget_change": "QuickBooks budgets are GL budgets by account and period, not project budgets; not mapped",
-    "purchase_order_change": "QuickBooks has no change-order entity: send the updated purchase_order instead",
     "item": "items are not synced to QuickBooks by this connector",
 }
 _VOID_OPERATION = {
@@ -116,7 +120,7 @@ class QuickBooksConnector(Connector):
 
     erp: ClassVar[str] = "quickbooks"
     supports: ClassVar[frozenset[str]] = frozenset(
-        {"bill", "vendor", "customer", "payment", "purchase_order", "invoice"}
+        {"bill", "vendor", "customer", "payment", "purchase_order", "purchase_order_change", "invoice"}
     )
     MINOR_VERSION: ClassVar[str] = "75"
     TOKEN_URL: ClassVar[str] = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105
@@ -239,7 +243,7 @@ class QuickBooksConnector(Connector):
         """Book ``record`` (see the module docstring for the mapping).
 
         Raises:
-            Unsupported: sales orders, budgets, change orders, items.
+            Unsupported: sales orders, budgets, items.
             PermanentError: validation faults, unresolved references, rejected credentials.
             RetriableError: throttling, 5xx, timeouts, stale ``SyncToken``, a bill a payment needs not booked yet.
 
@@ -248,6 +252,8 @@ class QuickBooksConnector(Connector):
             return await self._transaction("Bill", record, ctx, await self._bill_body(record, ctx))
         if isinstance(record, PurchaseOrder):
             return await self._transaction("PurchaseOrder", record, ctx, await self._po_body(record, ctx))
+        if isinstance(record, PurchaseOrderChange):
+            return await self._po_change(record, ctx)
         if isinstance(record, Invoice):
             return await self._transaction("Invoice", record, ctx, await self._invoice_body(record, ctx))
         if isinstance(record, Payment):
@@ -288,6 +294,38 @@ class QuickBooksConnector(Connector):
             status,
             stored=stored,
             counterparty_id=counterparty,
+        )
+
+    async def _po_change(self, change: PurchaseOrderChange, ctx: HandleContext) -> Booked:
+        """Apply (upsert) or remove (void/delete) ``change`` on the purchase order it changes.
+
+        Raises:
+            RetriableError: the order is not booked here yet, or the ERP's transient errors.
+            PermanentError: the order was deleted in QuickBooks, or the ERP's validation faults.
+        """
+        order_id = await self.changed_order_id(change)
+        current = await self._read("PurchaseOrder", order_id)
+        if current is None:
+            raise PermanentError(
+                ErrorCode.ERP_NOT_FOUND, f"QuickBooks PurchaseOrder {order_id} changed by {change.canonical_id} is gone"
+            )
+        applying = change.action is Action.UPSERT
+        accounts = await self._line_accounts(change) if applying else []
+        lines = mapping.changed_order_lines(
+            current.get("Line") or [],
+            change if applying else None,
+            mapping.change_order_tag(change),
+            accounts=accounts,
+            options=self.config.options,
+        )
+        body = {"Id": current["Id"], "SyncToken": current["SyncToken"], "sparse": True, "Line": lines}
+        booked, status = await self._write(
+            "PurchaseOrder", body, operation="purchaseorder.change", request_id=ctx.idempotency_key
+        )
+        # The stored order (original plus every change) is not comparable with the change alone:
+        # no read-back document; the test of the change shows the order QuickBooks holds.
+        return Booked(
+            Operation.UPDATE if applying else Operation.VOID, str(booked["Id"]), str(booked.get("SyncToken")), status
         )
 
     async def _void(self, entity: str, ctx: HandleContext) -> Booked:
@@ -342,7 +380,7 @@ class QuickBooksConnector(Connector):
         customer_id = await self._party_id("Customer", invoice.customer, ctx, create=True)
         return mapping.invoice_body(invoice, customer_id=customer_id, items=items, options=self.config.options)
 
-    async def _line_accounts(self, document: Bill | PurchaseOrder) -> list[mapping.LineRefs]:
+    async def _line_accounts(self, document: Bill | PurchaseOrder | PurchaseOrderChange) -> list[mapping.LineRefs]:
         what = f"{document.object_type} {document.canonical_id}"
         return [
             mapping.LineRefs(await self._account_id(line.gl_account, f"{what} line {line.line_number}"))

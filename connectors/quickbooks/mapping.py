@@ -52,7 +52,7 @@ from typing import Any
 
 from ledgerflow.connectors.base import PermanentError
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
-from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, erp_identifiers
+from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, PurchaseOrderChange, erp_identifiers
 from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
@@ -60,6 +60,8 @@ __all__ = [
     "CENT",
     "LineRefs",
     "bill_body",
+    "change_order_tag",
+    "changed_order_lines",
     "check_amounts",
     "invoice_body",
     "purchase_order_body",
@@ -310,6 +312,47 @@ def purchase_order_body(
     if order.title:
         body["Memo"] = order.title[:4000]
     return body
+
+
+CHANGE_TAG = "Change order {number}: "
+"""Prefix of the description of every purchase-order line a change order added (QuickBooks lines
+carry no custom id): re-applying or voiding the change replaces exactly those lines."""
+
+
+def change_order_tag(change: PurchaseOrderChange) -> str:
+    """The description prefix marking the lines of ``change`` on the purchase order it changes."""
+    return CHANGE_TAG.format(number=change.number or change.source_id)
+
+
+def changed_order_lines(
+    current: Sequence[Mapping[str, Any]],
+    change: PurchaseOrderChange | None,
+    tag: str,
+    *,
+    accounts: Sequence[LineRefs],
+    options: Mapping[str, Any],
+) -> list[Any]:
+    """The ``Line`` of a purchase order after applying (``change`` set) or removing (None) a change order.
+
+    Lines tagged ``tag`` (an earlier version of this change) are dropped; the change's lines are
+    appended as account-based lines whose description starts with ``tag``, amounts as the change
+    says (a negative amount lowers the order). The order's other lines are kept as QuickBooks
+    holds them, ``LineNum`` renumbered.
+
+    Raises:
+        PermanentError: as :func:`purchase_order_body` for the change's amounts.
+    """
+    kept = [dict(line) for line in current if not str(line.get("Description") or "").startswith(tag)]
+    added: list[Any] = []
+    if change is not None:
+        check_amounts(change)
+        for line in _expense_lines(change, accounts, options):
+            description = str(line.get("Description") or "")
+            added.append({**line, "Description": (tag + description)[:4000]})
+    lines = [line for line in kept if line.get("DetailType") != "SubTotalLineDetail"] + added
+    for number, line in enumerate(lines, start=1):
+        line["LineNum"] = number
+    return lines
 
 
 def _sales_line(line: LineItem, item: str, invoice: Invoice, detail_tax: bool) -> dict[str, Any]:

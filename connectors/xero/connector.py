@@ -19,6 +19,9 @@ payment                ``PUT /Payments`` (one per applied document: ``Invoice.In
                        ``Account.Code``/``AccountID`` = bank account or option ``default_bank_account``);
                        void → ``POST /Payments/{PaymentID}`` ``Status: DELETED``
 purchase_order         ``PUT /PurchaseOrders`` / ``POST /PurchaseOrders/{PurchaseOrderID}``
+purchase_order_change  no change-order document in Xero: ``POST /PurchaseOrders/{PurchaseOrderID}`` of the
+                       order it changes, its lines kept (``LineItemID``) and the change's lines appended,
+                       described ``Change order <number>: …`` (a new version replaces them, a void removes them)
 =====================  ==============================================================================
 
 Every write carries ``Idempotency-Key: <ctx.idempotency_key>`` (Xero replays the first response
@@ -77,6 +80,7 @@ from ledgerflow.contracts import (
     Party,
     Payment,
     PurchaseOrder,
+    PurchaseOrderChange,
     Reference,
     Vendor,
     erp_identifiers,
@@ -91,7 +95,6 @@ _UNSUPPORTED = {
     "budget": "Xero budgets are read-only in the Accounting API (GET /Budgets only)",
     "budget_change": "Xero budgets are read-only in the Accounting API (GET /Budgets only)",
     "sales_order": "Xero has no sales order document (quotes are not orders)",
-    "purchase_order_change": "Xero has no change-order document: send the updated purchase_order instead",
     "item": "items are not synced to Xero by this connector",
 }
 _STATUS = {"draft": "DRAFT", "submitted": "SUBMITTED"}
@@ -123,7 +126,7 @@ class XeroConnector(Connector):
 
     erp: ClassVar[str] = "xero"
     supports: ClassVar[frozenset[str]] = frozenset(
-        {"bill", "invoice", "vendor", "customer", "payment", "purchase_order"}
+        {"bill", "invoice", "vendor", "customer", "payment", "purchase_order", "purchase_order_change"}
     )
     TOKEN_URL: ClassVar[str] = "https://identity.xero.com/connect/token"  # noqa: S105
     RATE_PER_MINUTE: ClassVar[int] = 60
@@ -244,7 +247,7 @@ class XeroConnector(Connector):
         """Book ``record`` (see the module docstring for the mapping).
 
         Raises:
-            Unsupported: budgets (read-only in Xero), sales orders, change orders, items.
+            Unsupported: budgets (read-only in Xero), sales orders, items.
             PermanentError: validation errors, unresolved references, rejected credentials.
             RetriableError: throttling (``retry_after`` from ``Retry-After``), 5xx, timeouts.
 
@@ -255,6 +258,8 @@ class XeroConnector(Connector):
             return await self._document("Invoices", "InvoiceID", record, ctx, self._invoice_body)
         if isinstance(record, PurchaseOrder):
             return await self._document("PurchaseOrders", "PurchaseOrderID", record, ctx, self._po_body)
+        if isinstance(record, PurchaseOrderChange):
+            return await self._po_change(record, ctx)
         if isinstance(record, Payment):
             return await self._payment(record, ctx)
         if isinstance(record, Vendor | Customer):
@@ -295,6 +300,40 @@ class XeroConnector(Connector):
             stored=mapping.stored_document(stored, source_lines=len(record.line_items)),
             counterparty_id=str(body["Contact"]["ContactID"]),
         )
+
+    async def _po_change(self, change: PurchaseOrderChange, ctx: HandleContext) -> Booked:
+        """Apply (upsert) or remove (void/delete) ``change`` on the purchase order it changes.
+
+        Raises:
+            RetriableError: the order is not booked here yet, or Xero's transient errors.
+            PermanentError: the order no longer exists in Xero, or Xero's validation errors.
+        """
+        order_id = await self.changed_order_id(change)
+        current = await self._get_one("PurchaseOrders", order_id)
+        if current is None:
+            raise PermanentError(
+                ErrorCode.ERP_NOT_FOUND, f"Xero PurchaseOrder {order_id} changed by {change.canonical_id} is gone"
+            )
+        applying = change.action is Action.UPSERT
+        accounts = self._line_accounts(change, "default_expense_account") if applying else []
+        lines = mapping.changed_order_lines(
+            current.get("LineItems") or [],
+            change if applying else None,
+            mapping.change_order_tag(change),
+            accounts=accounts,
+            options=self.config.options,
+        )
+        stored, status = await self._write_one(
+            "POST",
+            "PurchaseOrders",
+            "PurchaseOrderID",
+            {"PurchaseOrderID": order_id, "LineItems": lines},
+            operation="purchaseorders.change",
+            key=ctx.idempotency_key,
+            record_id=order_id,
+        )
+        # The order (original plus every change) is not comparable with the change alone: no read-back.
+        return Booked(Operation.UPDATE if applying else Operation.VOID, order_id, stored.get("UpdatedDateUTC"), status)
 
     async def _void(self, plural: str, id_field: str, ctx: HandleContext) -> Booked:
         if ctx.existing is None:

@@ -49,13 +49,15 @@ from typing import Any, Literal
 
 from ledgerflow.connectors.base import PermanentError
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
-from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, erp_identifiers
+from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, PurchaseOrderChange, erp_identifiers
 from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
     "ADJUSTMENTS",
     "UNITDP",
     "account_field",
+    "change_order_tag",
+    "changed_order_lines",
     "check_amounts",
     "invoice_body",
     "line_amount_types",
@@ -349,6 +351,41 @@ def purchase_order_body(
     if order.title:
         body["Reference"] = order.title[:255]
     return body
+
+
+CHANGE_TAG = "Change order {number}: "
+"""Prefix of the description of every purchase-order line a change order added: re-applying or
+voiding the change replaces exactly those lines (matched by this prefix)."""
+
+
+def change_order_tag(change: PurchaseOrderChange) -> str:
+    """The description prefix marking the lines of ``change`` on the purchase order it changes."""
+    return CHANGE_TAG.format(number=change.number or change.source_id)
+
+
+def changed_order_lines(
+    current: list[Mapping[str, Any]],
+    change: PurchaseOrderChange | None,
+    tag: str,
+    *,
+    accounts: list[str],
+    options: Mapping[str, Any],
+) -> list[Any]:
+    """The ``LineItems`` of a purchase order after applying (``change`` set) or removing (None) a change order.
+
+    Lines whose description starts with ``tag`` (an earlier version of this change) are dropped;
+    the others are kept with their ``LineItemID`` (Xero keeps them as they are); the change's lines
+    are appended with descriptions starting with ``tag``, amounts as the change says.
+
+    Raises:
+        PermanentError: as :func:`purchase_order_body` for the change's amounts.
+    """
+    kept = [dict(line) for line in current if not str(line.get("Description") or "").startswith(tag)]
+    if change is None:
+        return kept
+    check_amounts(change)
+    lines, _ = _lines(change, accounts, options, sales=False)
+    return kept + [{**line, "Description": (tag + str(line.get("Description") or ""))[:4000]} for line in lines]
 
 
 _MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
