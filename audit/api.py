@@ -30,7 +30,7 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -355,10 +355,19 @@ class ConnectionOut(BaseModel):
     health: Literal["healthy", "degraded", "failing", "idle"] = Field(
         description="healthy: no failure in 24 h; degraded: some; failing: every attempt failed; idle: none."
     )
+    erp_requests_last_minute: int = Field(
+        description="ERP requests (in-place retries included) of the attempts recorded in the last minute."
+    )
+    rate_limit_per_minute: float | None = Field(
+        description="`options.rate_limit_per_minute` of the connection in the routing file; null = its ERP's default."
+    )
+    rate_limit_headroom: float | None = Field(
+        description="rate_limit_per_minute − erp_requests_last_minute (as recorded by the audit); null without a limit."
+    )
 
     @classmethod
-    def of(cls, health: ConnectionHealth) -> ConnectionOut:
-        """From the store's summary."""
+    def of(cls, health: ConnectionHealth, rate_limit: float | None = None) -> ConnectionOut:
+        """From the store's summary and the connection's configured rate limit (requests per minute)."""
         return cls(
             connection=health.connection,
             erp=health.erp,
@@ -371,6 +380,9 @@ class ConnectionOut(BaseModel):
             failures_24h=health.failures_in_window,
             error_rate_24h=health.error_rate,
             health=health.health,
+            erp_requests_last_minute=health.requests_last_minute,
+            rate_limit_per_minute=rate_limit,
+            rate_limit_headroom=None if rate_limit is None else rate_limit - health.requests_last_minute,
         )
 
 
@@ -564,6 +576,7 @@ def create_app(
     settings: Settings,
     *,
     authenticator: Authenticator,
+    rate_limits: Mapping[str, float] | None = None,
 ) -> FastAPI:
     """The sync-records API over ``store``; ``publish(topic, key, value, headers)`` re-publishes re-drives.
 
@@ -572,6 +585,7 @@ def create_app(
         publish: writes one message, returning once the broker acknowledged it.
         settings: topic prefix.
         authenticator: API keys and (optionally) OIDC tokens.
+        rate_limits: connection → ``rate_limit_per_minute`` set in the routing file (headroom shown).
 
     Returns:
         A FastAPI app: the API under ``/v1`` (OpenAPI at ``/v1/openapi.json``), no docs UI (nothing
@@ -619,7 +633,9 @@ def create_app(
         return response
 
     ops = Operations(store, publish, settings.topics)
+    limits = dict(rate_limits or {})
     app.state.operations = ops
+    app.state.rate_limits = limits
     app.state.authenticator = authenticator
     app.state.store = store
 
@@ -821,7 +837,7 @@ def create_app(
         """Every connection with records the caller sees."""
         tenants = principal.tenant_list()
         health = await store.connections(None if tenants is None else tuple(tenants))
-        return [ConnectionOut.of(h) for h in health]
+        return [ConnectionOut.of(h, limits.get(h.connection)) for h in health]
 
     @router.get("/keys", summary="List API keys", responses=_problems())
     async def list_keys(

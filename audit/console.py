@@ -457,7 +457,7 @@ def install_console(app: FastAPI) -> None:
             request,
             "connections.html",
             current,
-            connections=[ConnectionOut.of(h) for h in health],
+            connections=[ConnectionOut.of(h, app.state.rate_limits.get(h.connection)) for h in health],
             tenants=facets["tenant"],
             tenant=tenant,
             since=since.date().isoformat(),

@@ -20,9 +20,9 @@ from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch
-from ledgerflow.core.settings import Settings
+from ledgerflow.core.settings import Routing, Settings
 
-__all__ = ["RunningAudit", "audit_lag_watch", "run_audit"]
+__all__ = ["RunningAudit", "audit_lag_watch", "rate_limits", "run_audit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,16 @@ def audit_lag_watch(settings: Settings) -> LagWatch:
     ]
 
 
+def rate_limits(routing: Routing) -> dict[str, float]:
+    """Connection → ``options.rate_limit_per_minute``, for the connections that set one."""
+    limits: dict[str, float] = {}
+    for name, connection in routing.connections.items():
+        value = connection.options.get("rate_limit_per_minute")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            limits[name] = float(value)
+    return limits
+
+
 @contextlib.asynccontextmanager
 async def run_audit(
     settings: Settings,
@@ -66,6 +76,7 @@ async def run_audit(
     report_lag: bool = True,
     oidc: OidcConfig | None = None,
     local_admin_key: bool = False,
+    routing: Routing | None = None,
 ) -> AsyncIterator[RunningAudit]:
     """Run the audit service until the block exits.
 
@@ -80,6 +91,8 @@ async def run_audit(
         oidc: also accept OIDC access tokens of this provider (API keys are always accepted).
         local_admin_key: make a new admin key for every tenant (revoking the previous local one)
             and return it in :attr:`RunningAudit.admin_key`: the embedded default of ``ledgerflow up``.
+        routing: the routing in use; connections' ``options.rate_limit_per_minute`` give the
+            rate-limit headroom of the connections page.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -96,6 +109,7 @@ async def run_audit(
             port=port,
             concurrency=concurrency,
             oidc=oidc,
+            rate_limits=rate_limits(routing) if routing is not None else None,
         )
         admin_key = None
         if local_admin_key:

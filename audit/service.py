@@ -8,7 +8,7 @@ stack: it upgrades the schema, starts a broker with the results consumer, and se
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI
@@ -50,6 +50,7 @@ async def start_audit(
     concurrency: int | None = None,
     oidc: OidcConfig | None = None,
     key_hasher: PasswordHasher | None = None,
+    rate_limits: Mapping[str, float] | None = None,
 ) -> str:
     """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
 
@@ -64,6 +65,8 @@ async def start_audit(
         concurrency: writers per batch (default: 1 on SQLite, 8 on PostgreSQL).
         oidc: accept OIDC access tokens of this provider besides API keys.
         key_hasher: Argon2 parameters of API keys (tests use cheaper ones).
+        rate_limits: connection → ``rate_limit_per_minute`` of the routing file (the connections
+            page shows the headroom against the requests the audit recorded).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -93,7 +96,7 @@ async def start_audit(
     stack.push_async_callback(broker.stop)
     verifier = OidcVerifier(oidc) if oidc is not None else None
     authenticator = Authenticator(KeyStore(store.engine, key_hasher), verifier)
-    app = create_app(store, publish, settings, authenticator=authenticator)
+    app = create_app(store, publish, settings, authenticator=authenticator, rate_limits=rate_limits)
     install_console(app)
     app = audit_app(app, ready)
     return await stack.enter_async_context(serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)))

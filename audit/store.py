@@ -176,6 +176,8 @@ class ConnectionHealth:
     last_attempt_at: datetime | None
     attempts_in_window: int
     failures_in_window: int
+    requests_last_minute: int
+    """ERP requests (HTTP attempts, in-place retries included) of the attempts that finished in the last minute."""
     error_rate: float | None
     health: str
 
@@ -704,6 +706,12 @@ class AuditStore:
             .where(SyncAttemptRow.finished_at >= since, *visible)
             .group_by(SyncRecordRow.connection)
         )
+        recent_requests = (
+            select(SyncRecordRow.connection, func.sum(SyncAttemptRow.http_attempts))
+            .join(SyncRecordRow, SyncRecordRow.id == SyncAttemptRow.sync_record_id)
+            .where(SyncAttemptRow.finished_at >= _now() - timedelta(minutes=1), *visible)
+            .group_by(SyncRecordRow.connection)
+        )
         successes = (
             select(SyncRecordRow.connection, func.max(SyncAttemptRow.finished_at))
             .join(SyncRecordRow, SyncRecordRow.id == SyncAttemptRow.sync_record_id)
@@ -713,6 +721,7 @@ class AuditStore:
         async with self._session() as session:
             by_conn = (await session.execute(records)).all()
             window_counts = {c: (int(n), int(f or 0)) for c, n, f in (await session.execute(attempts)).all()}
+            requests = {c: int(n or 0) for c, n in (await session.execute(recent_requests)).all()}
             last_success = {
                 c: UtcDateTime().process_result_value(t, self.engine.dialect)
                 for c, t in (await session.execute(successes)).all()
@@ -746,6 +755,7 @@ class AuditStore:
                     last_attempt_at=UtcDateTime().process_result_value(last, self.engine.dialect),
                     attempts_in_window=total,
                     failures_in_window=failures,
+                    requests_last_minute=requests.get(conn, 0),
                     error_rate=rate,
                     health=health,
                 )

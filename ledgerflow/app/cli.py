@@ -755,6 +755,7 @@ def audit(
     bootstrap = _require_bootstrap(settings)
     _preflight(settings, kafka=bootstrap, state=True)
     writers = None if settings.state_url.startswith("sqlite") else settings.audit_concurrency
+    routing = _load(settings) if settings.routing_file else None  # connections' rate limits (headroom)
 
     async def run() -> None:
         async with run_audit(
@@ -765,6 +766,7 @@ def audit(
             port=settings.audit_port if port is None else port,
             concurrency=writers,
             oidc=settings.oidc(),
+            routing=routing,
         ) as audit_:
             console.print(f"audit API on {audit_.url}  (/v1/… /console /healthz /readyz /metrics)")
             await _wait_for_signal()

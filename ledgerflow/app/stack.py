@@ -158,6 +158,7 @@ async def run_stack(
                 port=audit_port,
                 report_lag=False,
                 local_admin_key=True,
+                routing=effective,
             )
         )
         running.audit_url = audit.url

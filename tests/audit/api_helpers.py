@@ -47,7 +47,12 @@ class AuditApi:
 
 
 @asynccontextmanager
-async def audit_api(tmp_path: Path, oidc: OidcConfig | None = None, url: str | None = None) -> AsyncIterator[AuditApi]:
+async def audit_api(
+    tmp_path: Path,
+    oidc: OidcConfig | None = None,
+    url: str | None = None,
+    rate_limits: dict[str, float] | None = None,
+) -> AsyncIterator[AuditApi]:
     """The audit app over a fresh SQLite file in ``tmp_path`` (or the database at ``url``)."""
     url = url or f"sqlite+aiosqlite:///{tmp_path / 'audit-api.db'}"
     await upgrade(url)
@@ -59,7 +64,7 @@ async def audit_api(tmp_path: Path, oidc: OidcConfig | None = None, url: str | N
         published.append(Published(topic, key, value, headers))
 
     authenticator = Authenticator(keys, OidcVerifier(oidc) if oidc else None)
-    app = create_app(store, publish, Settings(), authenticator=authenticator)
+    app = create_app(store, publish, Settings(), authenticator=authenticator, rate_limits=rate_limits)
     install_console(app)
 
     async def ready() -> str | None:

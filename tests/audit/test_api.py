@@ -20,10 +20,11 @@ from jwt.algorithms import RSAAlgorithm
 from ledgerflow.audit.auth import OidcConfig
 from ledgerflow.audit.console import csrf_token
 from ledgerflow.audit.consumer import AuditConsumer
+from ledgerflow.audit.main import rate_limits
 from ledgerflow.audit.store import CanonicalEvent, DeadLetterIn
 from ledgerflow.audit.tables import sync_record_id
 from ledgerflow.contracts import Difference, ErrorInfo, Outcome
-from ledgerflow.core.settings import Settings
+from ledgerflow.core.settings import Routing, Settings
 from tests.audit.api_helpers import AuditApi, audit_api
 from tests.audit.audit_helpers import make_result
 from tests.records import FakeRecord
@@ -392,7 +393,7 @@ async def test_console_bulk_redrive_pages_through_every_failed_record(tmp_path: 
 
 async def test_connections_health_and_error_rate(tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    async with audit_api(tmp_path) as api:
+    async with audit_api(tmp_path, rate_limits=rate_limits(_limited_routing())) as api:
         recent: dict[str, Any] = {"finished_at": now, "started_at": now, "accepted_at": now}
         await api.store.ingest(make_result(1, connection="qbo", outcome=Outcome.FAILED, **recent), "a")
         await api.store.ingest(make_result(2, connection="qbo", **recent), "b")
@@ -410,6 +411,22 @@ async def test_connections_health_and_error_rate(tmp_path: Path) -> None:
         assert connections["qbo"]["failed_records"] == 1
         assert connections["xero"]["last_success_at"] is None
         assert connections["netsuite"]["error_rate_24h"] is None
+        # qbo: 500/min configured, two requests recorded in the last minute; xero uses its ERP default.
+        assert connections["qbo"]["erp_requests_last_minute"] == 2
+        assert connections["qbo"]["rate_limit_headroom"] == 498
+        assert connections["xero"]["rate_limit_per_minute"] is None
+
+
+def _limited_routing() -> Routing:
+    return Routing.model_validate(
+        {
+            "tenants": {"acme": {"connections": ["qbo", "xero"]}},
+            "connections": {
+                "qbo": {"erp": "quickbooks", "options": {"rate_limit_per_minute": 500}},
+                "xero": {"erp": "xero"},
+            },
+        }
+    )
 
 
 @pytest.mark.postgres
