@@ -530,6 +530,21 @@ def topics(
     out.print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
 
 
+schema_app = typer.Typer(help="The published contracts: JSON Schemas and the AsyncAPI document.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the files into (created).")],
+) -> None:
+    """Write a JSON Schema per canonical object and SyncResult, and asyncapi.json (AsyncAPI 3.0)."""
+    from ledgerflow.app.schemas import export
+
+    for path in export(directory, Settings()):
+        out.print(str(path))
+
+
 config_app = typer.Typer(help="Check the configuration before deploying it.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
