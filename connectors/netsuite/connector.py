@@ -40,6 +40,8 @@ from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from ledgerflow.connectors.netsuite.mapping import (
     RECORD_TYPES,
     body_for,
+    change_order_tag,
+    changed_order_expense,
     external_id,
     internal_id_from_location,
     sent_entity_id,
@@ -47,7 +49,7 @@ from ledgerflow.connectors.netsuite.mapping import (
 )
 from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.connectors.verify import StoredDocument
-from ledgerflow.contracts import Action, CanonicalRecord, Document, Operation
+from ledgerflow.contracts import Action, CanonicalRecord, Document, Operation, PurchaseOrderChange
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
@@ -56,6 +58,12 @@ __all__ = ["RECORD_PATH", "NetSuiteConnector"]
 
 RECORD_PATH = "/services/rest/record/v1"
 """Path prefix of the REST record API below the account host."""
+
+_NOT_BOOKED = {
+    "budget": "NetSuite budgets (the budgetImport record, by account and period) are not written by this connector",
+    "budget_change": "NetSuite budgets (the budgetImport record) are not written by this connector",
+}
+"""Why an object the NetSuite connector does not book is skipped (the result's reason)."""
 
 DEFAULT_RATE_PER_MINUTE = 300.0
 DEFAULT_CONCURRENCY = 5
@@ -83,7 +91,7 @@ class NetSuiteConnector(Connector):
     """
 
     erp: ClassVar[str] = "netsuite"
-    supports: ClassVar[frozenset[str]] = frozenset(RECORD_TYPES)
+    supports: ClassVar[frozenset[str]] = frozenset({*RECORD_TYPES, "purchase_order_change"})
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)
@@ -134,10 +142,11 @@ class NetSuiteConnector(Connector):
             Unsupported, PermanentError, RetriableError: see the class docstring.
 
         """
+        if isinstance(record, PurchaseOrderChange):
+            return await self._po_change(record)
         if record.object_type not in RECORD_TYPES:
-            raise Unsupported(
-                ErrorCode.ERP_UNSUPPORTED_OBJECT, f"NetSuite connector does not book {record.object_type}"
-            )
+            reason = _NOT_BOOKED.get(record.object_type, f"NetSuite connector does not book {record.object_type}")
+            raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, reason)
         if record.action is not Action.UPSERT:
             raise Unsupported(
                 ErrorCode.ERP_UNSUPPORTED_ACTION,
@@ -181,6 +190,54 @@ class NetSuiteConnector(Connector):
         if not isinstance(body, dict):
             raise PermanentError(ErrorCode.ERP_PROTOCOL, f"NetSuite answered the read of {record_type} with no record")
         return stored_document(record, body, self.config.options)
+
+    async def _po_change(self, change: PurchaseOrderChange) -> Booked:
+        """Apply (upsert) or remove (void/delete) ``change`` on the ``purchaseOrder`` it changes.
+
+        The order (binder, or ``purchase_order.accounting_id``) is read, and its ``expense`` sublist
+        replaced (``PATCH …?replace=expense``) by its own lines plus the change's, whose ``memo``
+        starts ``Change order <number>: `` (a new version of the change replaces them, a void removes
+        them). NetSuite has a change-order workflow only in its Procurement add-on, not in the REST
+        record API, so the order itself is amended.
+
+        Raises:
+            RetriableError: the order is not booked here yet, or NetSuite's transient errors.
+            PermanentError: unresolved GL accounts, the order is gone, NetSuite's validation errors.
+        """
+        order_id = await self.changed_order_id(change)
+        found = await self.client.request(
+            "GET",
+            f"/purchaseOrder/{order_id}",
+            operation="purchase_order_change.read",
+            params={"expandSubResources": "true"},
+        )
+        current = loads_json(found.content)
+        if not isinstance(current, dict):
+            raise PermanentError(
+                ErrorCode.ERP_PROTOCOL, f"NetSuite purchaseOrder {order_id}: the answer is not a record"
+            )
+        applying = change.action is Action.UPSERT
+        try:
+            expense = changed_order_expense(
+                current, change if applying else None, change_order_tag(change), self.config.options
+            )
+        except UnresolvedReferenceError as exc:
+            raise PermanentError(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from exc
+        response = await self.client.request(
+            "PATCH",
+            f"/purchaseOrder/{order_id}",
+            operation="purchase_order_change.update",
+            params={"replace": "expense"},
+            # The vendor as NetSuite holds it, so the update is valid on its own (accounts that
+            # validate a PATCH as a whole record, as the sandbox does, need the entity).
+            json_body={"entity": {"id": str((current.get("entity") or {}).get("id", ""))}, "expense": expense},
+        )
+        # The order (original plus every change) is not comparable with the change alone: no read-back.
+        return Booked(
+            operation=Operation.UPDATE if applying else Operation.VOID,
+            erp_record_id=order_id,
+            http_status=response.status_code,
+        )
 
     async def _internal_id(self, response: httpx.Response, record_type: str, eid: str, object_type: str) -> str:
         location = response.headers.get("location")

@@ -36,6 +36,7 @@ from ledgerflow.contracts import (
     LineItem,
     Party,
     PurchaseOrder,
+    PurchaseOrderChange,
     Reference,
     Vendor,
 )
@@ -45,6 +46,8 @@ __all__ = [
     "RECORD_TYPES",
     "bill_body",
     "body_for",
+    "change_order_tag",
+    "changed_order_expense",
     "external_id",
     "internal_id_from_location",
     "invoice_body",
@@ -409,6 +412,50 @@ def party_body(party: Party, options: Mapping[str, Any]) -> dict[str, Any]:
     if party.currency:
         body["currency"] = _currency(party.currency, options, f"{party.object_type} {party.canonical_id}")
     return body
+
+
+CHANGE_TAG = "Change order {number}: "
+"""Prefix of the ``memo`` of every purchase-order expense line a change order added: re-applying or
+voiding the change replaces exactly those lines."""
+
+
+def change_order_tag(change: PurchaseOrderChange) -> str:
+    """The memo prefix marking the lines of ``change`` on the purchase order it changes."""
+    return CHANGE_TAG.format(number=change.number or change.source_id)
+
+
+def _sendable(line: Mapping[str, Any]) -> dict[str, Any]:
+    """An expense line read from NetSuite as it can be sent back: no ``links``, references by ``id``."""
+    out: dict[str, Any] = {}
+    for key, value in line.items():
+        if key in ("links", "line", "refName"):
+            continue
+        out[key] = {"id": value["id"]} if isinstance(value, dict) and "id" in value else value
+    return out
+
+
+def changed_order_expense(
+    current: Mapping[str, Any], change: PurchaseOrderChange | None, tag: str, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ``expense`` sublist of a purchase order after applying (``change`` set) or removing (None) a change.
+
+    ``current`` is the order as NetSuite returns it (``expense.items``). Lines whose ``memo`` starts
+    with ``tag`` (an earlier version of this change) are dropped, the others kept; the change's lines
+    are appended (same rules as :func:`purchase_order_body`) with ``memo`` starting with ``tag``.
+    Sent with ``?replace=expense``, so NetSuite replaces the sublist with exactly these lines.
+
+    Raises:
+        UnresolvedReferenceError: a GL account of the change cannot be resolved.
+    """
+    expense = current.get("expense")
+    items = expense.get("items") if isinstance(expense, dict) else None
+    kept = [_sendable(line) for line in items or [] if not str(line.get("memo") or "").startswith(tag)]
+    if change is None:
+        return {"items": kept}
+    added = _expense_lines(change, options, change.project)
+    for line in added:
+        line["memo"] = (tag + str(line.get("memo") or ""))[:4000]
+    return {"items": kept + added}
 
 
 def body_for(record: CanonicalRecord, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

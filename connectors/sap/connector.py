@@ -105,6 +105,16 @@ class BasicAuth:
         """Nothing cached to forget: a rejected password stays rejected."""
 
 
+_NOT_BOOKED = {
+    "purchase_order_change": "SAP connector books supplier invoices only: no purchase order was booked to SAP "
+    "(API_PURCHASEORDER_PROCESS_SRV is not wired), so there is none to change",
+    "purchase_order": "SAP connector books supplier invoices only (API_PURCHASEORDER_PROCESS_SRV is not wired)",
+    "budget": "SAP project budgets (PS/WBS, API_PROJECTBUDGET…) are not written by this connector",
+    "budget_change": "SAP project budgets (PS/WBS, API_PROJECTBUDGET…) are not written by this connector",
+}
+"""Why an object the SAP connector does not book is skipped (the result's reason)."""
+
+
 class SapConnector(Connector):
     """Books bills as SAP supplier invoices (G/L account lines).
 
@@ -184,7 +194,8 @@ class SapConnector(Connector):
 
         """
         if not isinstance(record, Bill):
-            raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, f"SAP connector does not book {record.object_type}")
+            reason = _NOT_BOOKED.get(record.object_type, f"SAP connector does not book {record.object_type}")
+            raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, reason)
         if record.action is not Action.UPSERT:
             raise Unsupported(ErrorCode.ERP_UNSUPPORTED_ACTION, f"SAP connector does not {record.action.value} bills")
         party = await self.resolve_supplier(record.vendor)

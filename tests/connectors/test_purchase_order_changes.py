@@ -20,6 +20,8 @@ import pytest
 from fastapi import FastAPI
 
 from ledgerflow.connectors.base import Connector, RetriableError
+from ledgerflow.connectors.netsuite import NetSuiteConnector
+from ledgerflow.connectors.netsuite.sandbox import create_app as netsuite_app
 from ledgerflow.connectors.quickbooks import QuickBooksConnector
 from ledgerflow.connectors.quickbooks.sandbox import create_app as qbo_app
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
@@ -28,6 +30,7 @@ from ledgerflow.connectors.xero.sandbox import create_app as xero_app
 from ledgerflow.contracts import Action, Operation, PurchaseOrder, PurchaseOrderChange
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import ctx, entry
+from tests.connectors.test_netsuite import TBA, ns_config
 from tests.connectors.test_quickbooks import qbo_config
 from tests.connectors.test_xero import xero_config
 
@@ -156,3 +159,37 @@ async def test_xero_purchase_order_takes_the_change(
     (stored,) = [r["record"] for r in await control.records("purchase_order")]
     assert Decimal(str(stored["Total"])) == Decimal("127000.00")
     assert [line["LineItemID"] for line in stored["LineItems"]] == kept_ids
+
+
+async def test_netsuite_purchase_order_takes_the_change(
+    shared_dir: Path, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    app = netsuite_app(shared_dir / "specs" / "netsuite-oas.json", tba=TBA, vendors={"1234": "Hudson Concrete LLC"})
+    async with serve(app) as url:
+        connector = NetSuiteConnector("ns", ns_config(url, default_expense_account=61), http, state)
+        order = _order()
+        order = order.model_copy(update={"vendor": order.vendor.model_copy(update={"accounting_id": "1234"})})
+        booked_order = await connector.handle(order, ctx("po-1"))
+        assert booked_order.erp_record_id is not None
+        await state.put_binding(
+            "ns", order.canonical_id, erp_record_id=booked_order.erp_record_id, erp_version=None, content_hash="h"
+        )
+        control = SandboxControl(http, url)
+
+        async def stored() -> dict[str, Any]:
+            (record,) = [r["record"] for r in await control.records("purchaseOrder")]
+            return dict(record)
+
+        before = await stored()
+        booked = await connector.handle(_change(), ctx("c-1"))
+        assert (booked.operation, booked.erp_record_id) == (Operation.UPDATE, booked_order.erp_record_id)
+        after = await stored()
+        lines = after["expense"]["items"]
+        assert [line["memo"] for line in lines[:2]] == [line["memo"] for line in before["expense"]["items"]]
+        assert [line["memo"].split(":")[0] for line in lines[2:]] == ["Change order CO-003"] * 2
+        assert sum((Decimal(str(line["amount"])) for line in lines), Decimal(0)) == Decimal("134500.00")
+
+        change = _change()
+        await connector.handle(change.model_copy(update={"action": Action.VOID}), ctx("c-2", entry(booked)))
+        lines = (await stored())["expense"]["items"]
+        assert sum((Decimal(str(line["amount"])) for line in lines), Decimal(0)) == Decimal("127000.00")
