@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from ledgerflow.contracts.events import deterministic_id, raw_event_attributes, record_version_id
 from ledgerflow.core import metrics
 from ledgerflow.core.problems import Problem, problem_doc, problem_response
-from ledgerflow.core.settings import Routing, Settings, SourceConfig
+from ledgerflow.core.settings import ConfigError, Routing, Settings, SourceConfig
 from ledgerflow.ingress.publisher import BrokerUnavailable, Publisher, RecordTooLarge
 from ledgerflow.ingress.sources import SOURCES
 from ledgerflow.ingress.sources.base import BadEnvelope, Envelope, SourceSpec, Unauthorized, WebhookRequest
@@ -211,6 +211,16 @@ class Ingress:
             )
             try:
                 spec.verify(wreq, cfg)
+            except ConfigError as exc:  # the tenant's secret file cannot be read: our fault, not the sender's
+                log.error("cannot check %s/%s credentials: %s", tenant, source, exc)
+                raise Problem(
+                    503,
+                    "credentials-unavailable",
+                    "Service unavailable",
+                    "the ingress cannot read this source's secrets now; the event was not stored, retry later",
+                    outcome="unavailable",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                ) from None
             except Unauthorized as exc:
                 raise Problem(401, "unauthorized", "Unauthorized", str(exc), outcome="unauthorized") from None
             except BadEnvelope as exc:  # authenticated, but a delivery this source's spec refuses (version…)

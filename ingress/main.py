@@ -16,7 +16,7 @@ from ledgerflow.core.kafka import kafka_client_options, missing_topics
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.ingress.app import create_app
 from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
-from ledgerflow.ingress.readiness import build_readiness
+from ledgerflow.ingress.readiness import all_ready, build_readiness, secrets_readiness
 
 __all__ = ["ingress_topics", "routing_sources", "run_ingress"]
 
@@ -59,7 +59,10 @@ async def run_ingress(
     await producer.start()
     try:
         metadata = functools.partial(missing_topics, client_options=kafka_client_options(settings))
-        ready = build_readiness(bootstrap_servers, ingress_topics(settings, routing), check=metadata)
+        ready = all_ready(
+            secrets_readiness(routing),
+            build_readiness(bootstrap_servers, ingress_topics(settings, routing), check=metadata),
+        )
         publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
         app = create_app(settings, routing, publisher, readiness=ready)
         async with serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)) as url:

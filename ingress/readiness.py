@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka.errors import KafkaError
 
 from ledgerflow.core.kafka import missing_topics
+from ledgerflow.core.settings import ConfigError, Routing
 
-__all__ = ["MissingTopics", "build_readiness"]
+__all__ = ["MissingTopics", "all_ready", "build_readiness", "secrets_readiness"]
 
 MissingTopics = Callable[[str, list[str], float], Awaitable[list[str]]]
 """Signature of :func:`ledgerflow.core.kafka.missing_topics` (bootstrap servers, topic names, timeout)."""
@@ -61,5 +62,42 @@ def build_readiness(
                 reason = f"broker unreachable: {type(exc).__name__}"
             cached["at"], cached["reason"] = float(clock()), reason
             return reason
+
+    return readiness
+
+
+def secrets_readiness(routing: Routing) -> Callable[[], Awaitable[str | None]]:
+    """A readiness check that every tenant's ``secrets_file`` can be read (None when all can).
+
+    A Secret that is not mounted yet, or was rotated into an unreadable file, makes the ingress
+    not ready (the load balancer sends webhooks elsewhere) instead of answering 500 per request.
+    """
+    sources = [
+        (tenant, name, config)
+        for tenant, tenant_config in routing.tenants.items()
+        for name, config in tenant_config.sources.items()
+        if config.secrets_file is not None
+    ]
+
+    async def readiness() -> str | None:
+        for tenant, name, config in sources:
+            try:
+                config.all_secrets()
+            except ConfigError as exc:
+                return f"{tenant}/{name}: {exc}"
+        return None
+
+    return readiness
+
+
+def all_ready(*checks: Callable[[], Awaitable[str | None]]) -> Callable[[], Awaitable[str | None]]:
+    """One readiness check from several: the first reason any of them gives, else None."""
+
+    async def readiness() -> str | None:
+        for check in checks:
+            reason = await check()
+            if reason:
+                return reason
+        return None
 
     return readiness
