@@ -21,6 +21,7 @@ from typing import Any
 
 from ledgerflow.connectors.amounts import as_source_lines, document_amounts
 from ledgerflow.connectors.base import UnresolvedReferenceError
+from ledgerflow.connectors.tracking import check_tracking
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import Bill, LineItem, Reference, Vendor
 from ledgerflow.contracts.common import quantize
@@ -114,6 +115,9 @@ def _account(line: LineItem, header_project: Reference | None, options: Mapping[
         value = _code(ref) if isinstance(ref, Reference) else None
         if value is None and field == "gl_account" and options.get("default_expense_account"):
             value = str(options["default_expense_account"])
+        elif value is None and isinstance(ref, Reference):
+            # Leaving a segment out books another account combination: refuse unless told to.
+            check_tracking(ref, field, f"line {line.line_number}", "Coupa", options)
         if value is not None:
             account[segment] = value
     if not any(key.startswith("segment-") for key in account):

@@ -26,6 +26,7 @@ from typing import Any
 
 from ledgerflow.connectors.amounts import DocumentAmounts, as_source_lines, document_amounts
 from ledgerflow.connectors.base import UnresolvedReferenceError
+from ledgerflow.connectors.tracking import check_tracking
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import (
     Bill,
@@ -144,9 +145,13 @@ def _segments(line: LineItem, options: Mapping[str, Any], header_project: Refere
         ref = getattr(line, canonical_field, None)
         if ref is None and canonical_field == "project":
             ref = header_project
-        resolved = _ref(ref) if isinstance(ref, Reference) else None
-        if resolved is not None:
-            out[ns_field] = resolved
+        if not isinstance(ref, Reference):
+            continue
+        resolved = _ref(ref)
+        if resolved is None:
+            check_tracking(ref, canonical_field, f"line {line.line_number}", "NetSuite", options)
+            continue
+        out[ns_field] = resolved
     if options.get("location_id"):
         out.setdefault("location", {"id": str(options["location_id"])})
     return out

@@ -23,6 +23,7 @@ from typing import Any
 
 from ledgerflow.connectors.amounts import as_source_lines, document_amounts
 from ledgerflow.connectors.base import UnresolvedReferenceError
+from ledgerflow.connectors.tracking import check_tracking
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.contracts import Bill, LineItem, Reference, VendorRef
 from ledgerflow.contracts.common import erp_identifiers, quantize
@@ -328,7 +329,12 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
             ref = getattr(line, field, None)
             if ref is None and field == "project":
                 ref = bill.project
-            value = _code(ref) if isinstance(ref, Reference) else None
+            if not isinstance(ref, Reference):
+                continue
+            value = _code(ref)
+            if not value:
+                check_tracking(ref, field, line_what, "SAP", options)
+                continue
             if value:
                 limit = ASSIGNMENT_LENGTHS.get(sap_property)
                 if limit is not None and len(value) > limit:
