@@ -60,13 +60,12 @@ from ledgerflow.connectors.base import (
 from ledgerflow.connectors.binder import BatchBinder, content_hash, idempotency_key
 from ledgerflow.connectors.references import ReferenceMapError, apply_reference_map
 from ledgerflow.connectors.retry import TARGET_HEADER, Parked, RetryPolicy, parked_headers, sleep_until
-from ledgerflow.connectors.verify import MISMATCH, compare, describe, verification_enabled
+from ledgerflow.connectors.verify import MISMATCH, compare, describe, verifiable, verification_enabled
 from ledgerflow.contracts import (
     OBJECT_MODELS,
     Action,
     CanonicalRecord,
     Difference,
-    Document,
     ErrorInfo,
     Operation,
     Outcome,
@@ -558,7 +557,7 @@ class ConnectorRuntime:
         Raises:
             ConnectorError: the connector's read of the record failed.
         """
-        if not isinstance(record, Document) or booked.operation not in (Operation.CREATE, Operation.UPDATE):
+        if not verifiable(record) or booked.operation not in (Operation.CREATE, Operation.UPDATE):
             return []
         labels = (record.tenant, record.object_type, self.connector.erp, self.connection)
         if not self.verify_read_back:

@@ -37,6 +37,8 @@ What is compared (:func:`compare`), amounts after rounding both sides to the cur
 unit (Babel/CLDR): total, tax, shipping, discount, currency, the transaction date
 (``posting_date`` or the document date of a bill; ``invoice_date``; ``order_date``), the
 document date, the due date, the counterparty, the number of lines and each line's amount.
+Payments: the amount (``StoredDocument.total``: what the ERP says was paid, all applications
+together), currency, date (``txn_date``) and counterparty.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from ledgerflow.contracts import CanonicalRecord, Difference, Document, quantize
+from ledgerflow.contracts import CanonicalRecord, Difference, Document, Payment, quantize
 from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "compare",
     "describe",
     "expected_dates",
+    "verifiable",
     "verification_enabled",
 ]
 
@@ -138,6 +141,8 @@ def compare(
         One :class:`~ledgerflow.contracts.Difference` per field that differs, with the expected
         (source) and actual (ERP) values as strings, amounts at the currency's minor unit.
     """
+    if isinstance(document, Payment):
+        return _compare_payment(document, stored, counterparty_id)
     if not isinstance(document, Document):
         return []
     currency = document.currency
@@ -173,6 +178,30 @@ def compare(
             )
         for line, kept in zip(document.line_items, stored.lines, strict=False):
             amount(f"line[{line.line_number}].amount", line.amount, kept.amount)
+    return out
+
+
+def verifiable(record: CanonicalRecord) -> bool:
+    """Whether read-back verification applies to ``record``: documents (bills, invoices, orders) and payments."""
+    return isinstance(record, Document | Payment)
+
+
+def _compare_payment(payment: Payment, stored: StoredDocument, counterparty_id: str | None) -> list[Difference]:
+    """A payment's differences: amount (``stored.total``), currency, date (``stored.txn_date``), counterparty."""
+    out: list[Difference] = []
+    currency = payment.currency
+    if stored.currency is not None and stored.currency.upper() != currency:
+        out.append(Difference(field="currency", expected=currency, actual=stored.currency))
+    if stored.total is not None and quantize(stored.total, currency) != quantize(payment.amount, currency):
+        out.append(
+            Difference(field="amount", expected=_money(payment.amount, currency), actual=_money(stored.total, currency))
+        )
+    if stored.txn_date is not None and stored.txn_date != payment.payment_date:
+        out.append(
+            Difference(field="date", expected=payment.payment_date.isoformat(), actual=stored.txn_date.isoformat())
+        )
+    if counterparty_id is not None and stored.counterparty_id is not None and counterparty_id != stored.counterparty_id:
+        out.append(Difference(field="counterparty", expected=counterparty_id, actual=stored.counterparty_id))
     return out
 
 

@@ -283,9 +283,12 @@ class QuickBooksConnector(Connector):
         )
         stored = None
         counterparty = None
-        if isinstance(record, Document):
+        if isinstance(record, Document | Payment):
             # Read-back: the write's answer is the whole entity as QuickBooks stored it.
-            stored = mapping.stored_document(booked, source_lines=len(record.line_items))
+            if isinstance(record, Document):
+                stored = mapping.stored_document(booked, source_lines=len(record.line_items))
+            else:
+                stored = mapping.stored_payment(booked)
             counterparty = str((body.get("VendorRef") or body.get("CustomerRef") or {}).get("value"))
         return Booked(
             operation,

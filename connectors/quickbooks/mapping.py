@@ -66,6 +66,7 @@ __all__ = [
     "invoice_body",
     "purchase_order_body",
     "stored_document",
+    "stored_payment",
 ]
 
 CENT = Decimal("0.01")
@@ -513,4 +514,15 @@ def stored_document(record: Mapping[str, Any], *, source_lines: int) -> StoredDo
         due_date=_date(record.get("DueDate")),
         counterparty_id=str(party["value"]) if party.get("value") is not None else None,
         lines=tuple(kept),
+    )
+
+
+def stored_payment(record: Mapping[str, Any]) -> StoredDocument:
+    """What a QuickBooks BillPayment or Payment holds (read-back): ``TotalAmt``, currency, ``TxnDate``, party."""
+    party = record.get("VendorRef") or record.get("CustomerRef") or {}
+    return StoredDocument(
+        total=_decimal(record.get("TotalAmt")) if record.get("TotalAmt") is not None else None,
+        currency=(record.get("CurrencyRef") or {}).get("value"),
+        txn_date=_date(record.get("TxnDate")),
+        counterparty_id=str(party["value"]) if party.get("value") is not None else None,
     )

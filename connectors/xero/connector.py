@@ -459,10 +459,12 @@ class XeroConnector(Connector):
         answer, status = await self._call(
             "PUT", "/Payments", operation="payments.create", key=ctx.idempotency_key, body={"Payments": documents}
         )
-        ids = [str(p["PaymentID"]) for p in answer.get("Payments") or [] if isinstance(p, dict) and "PaymentID" in p]
+        stored = [p for p in answer.get("Payments") or [] if isinstance(p, dict) and "PaymentID" in p]
+        ids = [str(p["PaymentID"]) for p in stored]
         if len(ids) != len(documents):
             raise InvalidResponse("Xero Payments answer does not carry every PaymentID")
-        return Booked(Operation.CREATE, ",".join(ids), None, status)
+        # Read-back: the answer carries each Payment as Xero stored it.
+        return Booked(Operation.CREATE, ",".join(ids), None, status, stored=mapping.stored_payments(stored))
 
     # ------------------------------------------------------------------ contacts
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -63,6 +63,7 @@ __all__ = [
     "line_amount_types",
     "purchase_order_body",
     "stored_document",
+    "stored_payments",
 ]
 
 CENT = Decimal("0.01")
@@ -441,4 +442,24 @@ def stored_document(record: Mapping[str, Any], *, source_lines: int) -> StoredDo
         due_date=parse_date(record.get("DueDateString") or record.get("DueDate")),
         counterparty_id=str(contact["ContactID"]) if contact.get("ContactID") else None,
         lines=tuple(kept),
+    )
+
+
+def stored_payments(records: Sequence[Mapping[str, Any]]) -> StoredDocument:
+    """What Xero holds for one canonical payment booked as one Payment per applied document (read-back).
+
+    ``total`` is the sum of their ``Amount``; ``txn_date`` their ``Date`` when they agree; the
+    currency is the paid invoices' ``CurrencyCode`` when the answer carries it.
+    """
+    total = sum((_decimal(p.get("Amount")) for p in records), Decimal(0)) if records else None
+    dates = {parse_date(p.get("Date")) for p in records}
+    currencies = {
+        str((p.get("Invoice") or {}).get("CurrencyCode"))
+        for p in records
+        if (p.get("Invoice") or {}).get("CurrencyCode")
+    }
+    return StoredDocument(
+        total=total,
+        currency=currencies.pop() if len(currencies) == 1 else None,
+        txn_date=dates.pop() if len(dates) == 1 else None,
     )

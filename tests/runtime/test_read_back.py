@@ -173,3 +173,48 @@ async def test_verification_can_be_turned_off_per_connection(store: StateStore) 
     connector.stored_total = Decimal("1")
     assert (await rt.book(_bill(), _attrs("e1"))).outcome is Outcome.SUCCEEDED
     assert connector.read_backs == 0
+
+
+def test_payments_are_verified_on_amount_currency_date_and_counterparty() -> None:
+    from ledgerflow.connectors.quickbooks.mapping import stored_payment
+    from ledgerflow.connectors.xero.mapping import stored_payments
+    from ledgerflow.contracts import Payment
+
+    payment = Payment.model_validate(
+        {
+            "canonical_id": "mercoa:payment:p1",
+            "tenant": "t",
+            "source": "mercoa",
+            "source_id": "p1",
+            "source_event": "transaction.completed",
+            "direction": "outgoing",
+            "party": {"name": "V"},
+            "payment_date": "2024-02-01",
+            "currency": "USD",
+            "amount": "150.00",
+            "status": "completed",
+        }
+    )
+    qbo = stored_payment(
+        {
+            "TotalAmt": Decimal("150"),
+            "CurrencyRef": {"value": "USD"},
+            "TxnDate": "2024-02-01",
+            "VendorRef": {"value": "56"},
+        }
+    )
+    assert compare(payment, qbo, counterparty_id="56") == []
+    short = stored_payment({"TotalAmt": Decimal("140"), "TxnDate": "2024-02-02", "VendorRef": {"value": "57"}})
+    assert [(d.field, d.expected, d.actual) for d in compare(payment, short, counterparty_id="56")] == [
+        ("amount", "150.00", "140.00"),
+        ("date", "2024-02-01", "2024-02-02"),
+        ("counterparty", "56", "57"),
+    ]
+    xero = stored_payments(
+        [
+            {"Amount": Decimal("100"), "Date": "/Date(1706745600000+0000)/", "Invoice": {"CurrencyCode": "USD"}},
+            {"Amount": Decimal("50"), "Date": "2024-02-01T00:00:00", "Invoice": {"CurrencyCode": "USD"}},
+        ]
+    )
+    assert (xero.total, xero.txn_date, xero.currency) == (Decimal(150), date(2024, 2, 1), "USD")
+    assert compare(payment, xero) == []
