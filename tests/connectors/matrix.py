@@ -265,7 +265,8 @@ class Matrix:
                 verdict = "precise" if _precise(exc) else "wrong"
                 return outcome(verdict, f"{kind} {exc.code}: {exc.message}")
         if booked is None:
-            if last.code == "reference.pending":
+            if last.code in (ErrorCode.REFERENCE_PENDING, ErrorCode.RECORD_NOT_BOOKED):
+                # Waiting for the document it refers to (parked and retried by the runtime).
                 return outcome("precise", f"pending: {last.message}")
             return outcome("wrong", f"retriable until the end: {last.code}: {last.message}")
         if not isinstance(record, Document) or booked.operation not in (Operation.CREATE, Operation.UPDATE):

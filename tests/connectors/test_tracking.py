@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -36,10 +37,18 @@ def bill_with(**line: Any) -> Bill:
     )
 
 
-CASES = {
-    "netsuite": (lambda bill, options: bill_body(bill, {"currency_ids": {"USD": "1"}, **options}), "class"),
-    "sap": (lambda bill, options: supplier_invoice_body(bill, {"company_code": "1010", **options}), "InternalOrder"),
-    "coupa": (lambda bill, options: invoice_body(bill, options), "segment-3"),
+def _netsuite(bill: Bill, options: dict[str, Any]) -> dict[str, Any]:
+    return bill_body(bill, {"currency_ids": {"USD": "1"}, **options})
+
+
+def _sap(bill: Bill, options: dict[str, Any]) -> dict[str, Any]:
+    return supplier_invoice_body(bill, {"company_code": "1010", **options})
+
+
+CASES: dict[str, tuple[Callable[[Bill, dict[str, Any]], dict[str, Any]], str]] = {
+    "netsuite": (_netsuite, "class"),
+    "sap": (_sap, "InternalOrder"),
+    "coupa": (invoice_body, "segment-3"),
 }
 
 
