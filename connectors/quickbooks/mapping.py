@@ -23,6 +23,8 @@ header tax             option ``tax_code`` (a QuickBooks ``TaxCode`` Id): ``TxnT
                        ``TaxInclusiveAmt`` = the source's gross amount and ``Amount`` = net). Without it:
                        invoices a line of option ``tax_item`` (an item posting to the tax liability),
                        bills and purchase orders a line on option ``tax_account``; else ``failed``.
+                       Sales lines are marked ``TaxCodeRef`` ``TAX``/``NON`` (US), or the options
+                       ``taxable_line_code``/``exempt_line_code`` elsewhere.
 shipping               invoice: a ``SalesItemLineDetail`` line of option ``shipping_item`` (Intuit's
                        ``SHIPPING_ITEM_ID`` when the company tracks shipping); bill / purchase order:
                        a line on option ``shipping_account``; else ``failed``.
@@ -356,7 +358,18 @@ def changed_order_lines(
     return lines
 
 
-def _sales_line(line: LineItem, item: str, invoice: Invoice, detail_tax: bool) -> dict[str, Any]:
+def _line_codes(options: Mapping[str, Any]) -> tuple[str, str]:
+    """The sales-line ``TaxCodeRef`` of a taxable and of an untaxed line.
+
+    QuickBooks US companies mark lines ``TAX``/``NON`` (the defaults); other regions use their tax
+    code Ids: options ``taxable_line_code`` and ``exempt_line_code``.
+    """
+    return _option(options, "taxable_line_code") or "TAX", _option(options, "exempt_line_code") or "NON"
+
+
+def _sales_line(
+    line: LineItem, item: str, invoice: Invoice, detail_tax: bool, options: Mapping[str, Any]
+) -> dict[str, Any]:
     detail: dict[str, Any] = {"ItemRef": {"value": item}}
     net = _net(line, invoice)
     note = _quantity_note(line)
@@ -369,7 +382,8 @@ def _sales_line(line: LineItem, item: str, invoice: Invoice, detail_tax: bool) -
                 detail["DiscountAmt"] = line.discount_amount
             note = None
     if detail_tax:
-        detail["TaxCodeRef"] = {"value": "TAX" if line.tax_amount else "NON"}
+        taxable, exempt = _line_codes(options)
+        detail["TaxCodeRef"] = {"value": taxable if line.tax_amount else exempt}
         if invoice.tax_inclusive:
             detail["TaxInclusiveAmt"] = line.amount
     entry: dict[str, Any] = {
@@ -402,7 +416,8 @@ def invoice_body(
     mode = _tax_mode(invoice, options, "tax_item")
     detail_tax = mode == "detail"
     lines = [
-        _sales_line(line, refs.ref, invoice, detail_tax) for line, refs in zip(invoice.line_items, items, strict=True)
+        _sales_line(line, refs.ref, invoice, detail_tax, options)
+        for line, refs in zip(invoice.line_items, items, strict=True)
     ]
     number = len(lines)
     for amount, label, option in (
@@ -414,7 +429,7 @@ def invoice_body(
             item = _required(options, option, invoice, label.lower(), amount)
             detail: dict[str, Any] = {"ItemRef": {"value": item}}
             if detail_tax:
-                detail["TaxCodeRef"] = {"value": "NON"}
+                detail["TaxCodeRef"] = {"value": _line_codes(options)[1]}
             lines.append(
                 {
                     "LineNum": number,

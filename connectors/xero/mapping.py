@@ -14,7 +14,8 @@ tax treatment          ``LineAmountTypes`` from the document: ``Inclusive`` when
                        include tax, ``Exclusive`` when it carries tax, else ``NoTax``
 line                   ``Description``, ``Quantity``, ``UnitAmount`` (≤ 4 decimals), ``LineAmount`` =
                        the source amount, ``AccountCode``/``AccountID``, ``TaxType`` (the line's tax
-                       rate as its Xero code, else option ``default_tax_type``), ``TaxAmount``.
+                       rate as its Xero code, else option ``default_tax_type``; untaxed lines
+                       option ``no_tax_type``, default ``NONE``), ``TaxAmount``.
                        Xero recomputes ``Quantity × UnitAmount`` (less ``DiscountAmount``) rounded
                        half-up to the cent; when that is not the source amount (a unit price with
                        more than four decimals, a truncating source, a discounted bill line) the
@@ -219,10 +220,10 @@ def _source_line(
     entry["LineAmount"] = line.amount
     if line_amount_types(document) != "NoTax":
         if taxed_lines:
-            entry["TaxType"] = _tax_type(line, options) or NO_TAX
+            entry["TaxType"] = _tax_type(line, options) or _no_tax(options)
             entry["TaxAmount"] = line.tax_amount or Decimal(0)
         else:
-            entry["TaxType"] = NO_TAX
+            entry["TaxType"] = _no_tax(options)
             entry["TaxAmount"] = Decimal(0)
     field, value = account_field(code)
     entry[field] = value
@@ -232,10 +233,15 @@ def _source_line(
     return entry
 
 
-def _adjustment(amount: Decimal, label: str, code: str, taxed: bool) -> dict[str, Any]:
+def _no_tax(options: Mapping[str, Any]) -> str:
+    """The ``TaxType`` of an untaxed line: option ``no_tax_type``, else ``NONE``."""
+    return _option(options, "no_tax_type") or NO_TAX
+
+
+def _adjustment(amount: Decimal, label: str, code: str, taxed: bool, options: Mapping[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"Description": label, "Quantity": Decimal(1), "UnitAmount": amount, "LineAmount": amount}
     if taxed:
-        entry["TaxType"] = NO_TAX
+        entry["TaxType"] = _no_tax(options)
         entry["TaxAmount"] = Decimal(0)
     field, value = account_field(code)
     entry[field] = value
@@ -282,7 +288,7 @@ def _lines(
                     f"{_what(document)}: {label.lower()} of {abs(amount)} {document.currency} needs the connection "
                     f"option {option} (the Xero account code it is booked to)",
                 )
-            lines.append(_adjustment(amount, label, account, taxed))
+            lines.append(_adjustment(amount, label, account, taxed, options))
     return lines, amount_types
 
 
