@@ -2,8 +2,8 @@
 
 The plan lists tenants, their sources and connections, every service's topics and consumer groups,
 and each connection's ERP, objects and the *names* of its credentials — never a secret's value.
-Problems (routing, mapping files, Kafka security, unknown ERP kinds or missing connector packages,
-unmounted credential folders) are collected, not raised one by one, so one run shows them all.
+Problems (routing, mapping files, Kafka security, unknown ERP kinds or missing connector packages)
+are collected, not raised one by one, so one run shows them all.
 """
 
 from __future__ import annotations
@@ -83,14 +83,14 @@ def _connections(settings: Settings, routing: Routing, problems: list[str]) -> d
             connector_class(config.erp)
         except (KeyError, ImportError, TypeError) as exc:
             problems.append(f"connection {name}: ERP kind {config.erp!r} cannot be loaded: {exc}")
-        if config.credentials_dir is not None and not config.credentials_dir.is_dir():
-            problems.append(f"connection {name}: credentials_dir {config.credentials_dir} is not mounted here")
         connections[name] = {
             "erp": config.erp,
             "base_url": config.base_url or "local sandbox (ledgerflow up only)",
             "objects": list(config.objects),
             "credential_keys": sorted(config.credentials),
             "credentials_dir": str(config.credentials_dir) if config.credentials_dir else None,
+            # Mounted only into the connection's own pods: elsewhere (a laptop, CI) this is False.
+            "credentials_mounted_here": config.credentials_mounted,
             "options": sorted(config.options),
             "tenants": sorted(t for t, tenant in routing.tenants.items() if name in tenant.connections),
             "consumer_groups": _groups(connector_lag_watch(name, settings)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import yaml
 from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.settings import Routing, Settings
-from tests.deploy.conftest import Resource, by_name, of_kind, one
+from tests.deploy.conftest import DEPLOY, Resource, by_name, of_kind, one
 
 SERVICES = {"ingress", "transformer", "poller", "audit", "connector"}
 WORKER_MEMORY_TARGET_MI = 150
@@ -57,8 +58,11 @@ def test_one_deployment_per_service_and_connection(resources: list[Resource]) ->
     assert services.count("ingress") == services.count("transformer") == services.count("audit") == 1
     pollers = [d for d in deployments if _service_of(d) == "poller"]
     assert [_main(d)["args"] for d in pollers] == [["poller", "--source", "accessplanit"]]
+    # One connector Deployment per connection folder under deploy/base/connections, each once.
     connections = sorted(_connection_of(d) for d in deployments if _service_of(d) == "connector")
-    assert connections == ["quickbooks-main", "xero-main"]
+    folders = sorted(p.name for p in (DEPLOY / "base" / "connections").iterdir() if p.is_dir())
+    assert connections == folders
+    assert connections, "the shipped layout has at least one connection"
     for d in deployments:
         if _service_of(d) == "connector":
             assert d["metadata"]["name"] == f"ledgerflow-connector-{_connection_of(d)}"
@@ -222,8 +226,21 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
             for s in v["projected"]["sources"]
             if "secret" in s
         ]
-        assert f"ledgerflow-connection-{name}" in secrets
+        assert [s for s in secrets if s.startswith("ledgerflow-connection-")] == [f"ledgerflow-connection-{name}"]
         assert d["spec"]["template"]["metadata"]["labels"]["ledgerflow.io/connection"] == name
+        # The Secret is mounted exactly where the routing file tells the connector to read it.
+        (volume,) = [
+            v["name"]
+            for v in _pod(d)["volumes"]
+            if f"ledgerflow-connection-{name}" in yaml.safe_dump(v.get("projected", {}))
+        ]
+        mounts = {m["name"]: m["mountPath"] for m in _main(d)["volumeMounts"]}
+        assert routing.connections[name].credentials_dir is not None
+        assert mounts[volume] == str(routing.connections[name].credentials_dir)
+    # No other workload mounts a connection's credentials.
+    for d in of_kind(resources, "Deployment"):
+        if _service_of(d) != "connector":
+            assert "ledgerflow-connection-" not in yaml.safe_dump(_pod(d).get("volumes", []))
     # No template placeholder survives the rendering.
     assert "CONNECTION" not in yaml.safe_dump_all(resources)
 
@@ -263,8 +280,16 @@ def test_configuration_is_valid_settings(resources: list[Resource], monkeypatch:
         assert any(n.startswith("ledgerflow-env") for n in env_from)
 
 
-def test_secrets_are_referenced_never_embedded(resources: list[Resource]) -> None:
-    assert not of_kind(resources, "Secret"), "ship Secret names only, never Secret objects"
+def test_secrets_are_referenced_never_embedded(resources: list[Resource], overlay: str) -> None:
+    shipped = of_kind(resources, "Secret")
+    if overlay == "prod":
+        assert not shipped, "ship Secret names only, never Secret objects"
+    # The dev overlay's worked example of a connection's credentials Secret holds placeholders only.
+    for secret in shipped:
+        assert secret["metadata"]["name"].startswith("ledgerflow-connection-")
+        values = [base64.b64decode(v).decode() for v in secret.get("data", {}).values()]
+        assert values
+        assert all(v.startswith("replace-with-") for v in values), secret["metadata"]["name"]
     for d in of_kind(resources, "Deployment"):
         for c in _pod(d)["containers"]:
             for e in c.get("env", []):
