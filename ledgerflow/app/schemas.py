@@ -192,9 +192,7 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
         channels[cid] = {
             "address": address,
             "description": f"Records parked on retry tier {tier} (headers say when and for which connection).",
-            "messages": {
-                m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in OBJECT_MODELS.values()
-            },
+            "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in OBJECT_MODELS.values()},
         }
         sends["connector"].append(cid)
 
