@@ -44,7 +44,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledgerflow import __version__
-from ledgerflow.audit.auth import ALL_TENANTS, SCOPES, Authenticator, Principal
+from ledgerflow.audit.auth import ALL_TENANTS, SCOPES, Authenticator, Principal, forbidden
 from ledgerflow.audit.masking import mask_text, mask_tree
 from ledgerflow.audit.operations import (
     RETRY_OF_HEADER,
@@ -558,7 +558,7 @@ def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
 
     async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if not principal.can(scope):
-            raise Problem(403, "forbidden", "Forbidden", f"this operation needs the {scope!r} scope")
+            raise forbidden(f"this operation needs the {scope!r} scope")
         return principal
 
     return check

@@ -43,6 +43,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ledgerflow.audit.tables import ApiKeyRow
+from ledgerflow.core import metrics
 from ledgerflow.core.problems import Problem
 
 __all__ = [
@@ -83,8 +84,15 @@ def expand_scopes(scopes: Iterable[str]) -> frozenset[str]:
     return frozenset(granted)
 
 
+def forbidden(detail: str) -> Problem:
+    """A 403 problem (a scope or the console's CSRF token is missing); counted as refused."""
+    metrics.AUDIT_REFUSED.labels("403").inc()
+    return Problem(403, "forbidden", "Forbidden", detail)
+
+
 def unauthorized(detail: str) -> Problem:
-    """A 401 problem with the ``WWW-Authenticate: Bearer`` challenge (RFC 6750)."""
+    """A 401 problem with the ``WWW-Authenticate: Bearer`` challenge (RFC 6750); counted as refused."""
+    metrics.AUDIT_REFUSED.labels("401").inc()
     return Problem(
         401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="ledgerflow"'}
     )

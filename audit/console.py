@@ -42,7 +42,7 @@ from ledgerflow.audit.api import (
     record_detail,
     visible_dead_letter,
 )
-from ledgerflow.audit.auth import Authenticator, Principal
+from ledgerflow.audit.auth import Authenticator, Principal, forbidden
 from ledgerflow.audit.operations import Operations
 from ledgerflow.audit.reconcile import reconcile
 from ledgerflow.audit.store import AuditStore, InvalidCursorError, RecordFilter
@@ -133,7 +133,7 @@ def install_console(app: FastAPI) -> None:
     def check_csrf(request: Request, current: _Session, form_token: str | None = None) -> None:
         sent = request.headers.get("x-csrf-token") or form_token or ""
         if not hmac.compare_digest(sent, current.csrf):
-            raise Problem(403, "csrf", "Forbidden", "missing or wrong CSRF token; reload the page")
+            raise forbidden("missing or wrong CSRF token; reload the page")
 
     def page(request: Request, name: str, current: _Session | None, status: int = 200, **context: Any) -> Response:
         return templates.TemplateResponse(
@@ -299,7 +299,7 @@ def install_console(app: FastAPI) -> None:
         fields = {k: str(v) for k, v in form.items()}
         check_csrf(request, current, fields.get("csrf"))
         if not current.can_redrive:
-            raise Problem(403, "forbidden", "Forbidden", "re-driving needs the 'redrive' scope")
+            raise forbidden("re-driving needs the 'redrive' scope")
         filters = record_filter(current.principal, fields, outcome=False)
         body = BulkRetryIn(
             tenant=filters.tenant,
@@ -348,7 +348,7 @@ def install_console(app: FastAPI) -> None:
         current = await session(request)
         check_csrf(request, current)
         if not current.can_redrive:
-            raise Problem(403, "forbidden", "Forbidden", "re-driving needs the 'redrive' scope")
+            raise forbidden("re-driving needs the 'redrive' scope")
         done = await ops.redrive(_clean(record_id) or "", visible=current.principal.sees)
         detail = await record_detail(store, current.principal, done.id)
         return page(request, "_record_status.html", current, record=detail, redriven=done)
@@ -401,7 +401,7 @@ def install_console(app: FastAPI) -> None:
         current = await session(request)
         check_csrf(request, current)
         if not current.can_redrive:
-            raise Problem(403, "forbidden", "Forbidden", "replaying needs the 'redrive' scope")
+            raise forbidden("replaying needs the 'redrive' scope")
         letter = await visible_dead_letter(store, current.principal, _clean(dead_letter_id) or "")
         if not letter.original_topic:
             raise Problem(409, "not-replayable", "Not replayable", "this dead letter names no original topic")
@@ -418,7 +418,7 @@ def install_console(app: FastAPI) -> None:
         fields = {k: str(v) for k, v in form.items()}
         check_csrf(request, current, fields.get("csrf"))
         if not current.can_redrive:
-            raise Problem(403, "forbidden", "Forbidden", "replaying needs the 'redrive' scope")
+            raise forbidden("replaying needs the 'redrive' scope")
         stage = _clean(fields.get("stage"))
         if stage is not None and stage not in STAGES:
             raise Problem(400, "bad-request", "Bad request", f"unknown stage {stage!r}")

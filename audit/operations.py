@@ -27,6 +27,7 @@ from ledgerflow.contracts import Outcome
 from ledgerflow.contracts import headers as wire
 from ledgerflow.contracts.events import deterministic_id
 from ledgerflow.contracts.topics import Topics
+from ledgerflow.core import metrics
 from ledgerflow.core.deadletters import replay_headers
 from ledgerflow.core.problems import Problem
 
@@ -140,6 +141,7 @@ class Operations:
         topic = self.topics.canonical(canonical.object_type)
         await self._publish(topic, canonical.canonical_id.encode(), canonical.body, headers)
         await self.store.mark_retry(row.id, event_id)
+        metrics.REDRIVES.labels(row.tenant, row.connection).inc()
         return Redriven(id=row.id, event_id=event_id, topic=topic, connection=row.connection)
 
     async def replay(self, letters: Sequence[DeadLetterRow], *, dry_run: bool = False) -> Replayed:
@@ -163,5 +165,6 @@ class Operations:
                     letter.original_topic, letter.key, letter.value, {k: v.decode() for k, v in headers}
                 )
                 await self.store.mark_replayed([letter.id])
+                metrics.DEAD_LETTER_REPLAYS.labels(letter.stage).inc()
             done.replayed.append(letter)
         return done

@@ -12,9 +12,11 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 from ledgerflow import __version__
 
 __all__ = [
+    "AUDIT_REFUSED",
     "BUILD_INFO",
     "CONNECTOR_RESULTS",
     "CONSUMER_LAG",
+    "DEAD_LETTER_REPLAYS",
     "DLQ_MESSAGES",
     "END_TO_END_LATENCY",
     "ERP_REQUESTS",
@@ -24,6 +26,7 @@ __all__ = [
     "POLLS",
     "READ_BACK",
     "REDELIVERED_SKIPPED",
+    "REDRIVES",
     "RETRIES",
     "STAGE_DURATION",
     "STAGE_IN_FLIGHT",
@@ -68,6 +71,21 @@ STAGE_DURATION = Histogram(
 )
 STAGE_IN_FLIGHT = Gauge("ledgerflow_stage_in_flight", "Messages being handled now, by stage.", ["stage"])
 
+REDRIVES = Counter(
+    "ledgerflow_redrives_total",
+    "Failed sync records re-driven to their ERP connection through the audit API or console.",
+    ["tenant", "connection"],
+)
+DEAD_LETTER_REPLAYS = Counter(
+    "ledgerflow_dead_letter_replays_total",
+    "Dead letters replayed to their original topic through the audit API or console, by stage.",
+    ["stage"],
+)
+AUDIT_REFUSED = Counter(
+    "ledgerflow_audit_requests_refused_total",
+    "Audit API and console requests refused: 401 (no valid credential) or 403 (scope or CSRF token missing).",
+    ["status"],
+)
 CONNECTOR_RESULTS = Counter(
     "ledgerflow_connector_results_total",
     "SyncResults written by connectors, by outcome (succeeded, failed, skipped, duplicate).",

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from prometheus_client import REGISTRY
 
 from ledgerflow.audit.auth import OidcConfig
 from ledgerflow.audit.console import csrf_token
@@ -82,7 +83,13 @@ def _dead_letter(offset: int, tenant: str | None, *, original: str | None = "led
     )
 
 
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_every_request_authenticates_and_errors_are_problems(tmp_path: Path) -> None:
+    refused_401 = _sample("ledgerflow_audit_requests_refused_total", {"status": "401"})
+    refused_403 = _sample("ledgerflow_audit_requests_refused_total", {"status": "403"})
     async with audit_api(tmp_path) as api:
         await _seed(api)
         reader = await api.key(["read"], ["acme"])
@@ -110,6 +117,8 @@ async def test_every_request_authenticates_and_errors_are_problems(tmp_path: Pat
             assert forbidden.headers["content-type"] == PROBLEM
             assert (await client.get("/v1/keys")).status_code == 403
             assert api.published == []
+    assert _sample("ledgerflow_audit_requests_refused_total", {"status": "401"}) - refused_401 == 5
+    assert _sample("ledgerflow_audit_requests_refused_total", {"status": "403"}) - refused_403 == 2
 
 
 async def test_a_key_sees_only_its_tenants(tmp_path: Path) -> None:
@@ -133,6 +142,7 @@ async def test_a_key_sees_only_its_tenants(tmp_path: Path) -> None:
 
 
 async def test_detail_search_and_redrive(tmp_path: Path) -> None:
+    redrives = _sample("ledgerflow_redrives_total", {"tenant": "acme", "connection": "qbo-main"})
     async with audit_api(tmp_path) as api:
         await _seed(api)
         key = await api.key(["redrive"], ["*"])
@@ -151,6 +161,7 @@ async def test_detail_search_and_redrive(tmp_path: Path) -> None:
             assert again.json()["event_id"] == first.json()["event_id"]
             done = sync_record_id("mercoa:bill:in_3", "qbo-main")
             assert (await client.post(f"/v1/sync-records/{done}/retry")).status_code == 409
+        assert _sample("ledgerflow_redrives_total", {"tenant": "acme", "connection": "qbo-main"}) - redrives == 2
         sent = api.published[0]
         assert sent.topic == "ledgerflow.bill.v1"
         assert sent.headers["ledgerflow_target_connection"] == "qbo-main"
