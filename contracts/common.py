@@ -124,6 +124,8 @@ class Source(StrEnum):
     ACCOUNTINGSUITE = "accountingsuite"
     ACCESSPLANIT = "accessplanit"
     STANDARD_WEBHOOKS = "standardwebhooks"
+    CUSTOM = "custom"
+    """Any plain signed or tokened webhook sender, mapped by the tenant's mapping file."""
 
 
 class Action(StrEnum):

@@ -232,7 +232,7 @@ class Ingress:
                     400, "malformed-json", "Malformed JSON", f"body is not valid JSON: {exc}", outcome="bad_request"
                 ) from None
             try:
-                envelope = spec.describe(payload, wreq)
+                envelope = spec.describe_with(payload, wreq, cfg)
             except BadEnvelope as exc:
                 raise Problem(400, "bad-envelope", "Not a webhook envelope", str(exc), outcome="bad_request") from None
             event_id = await self._publish(tenant, spec, envelope, wreq)

@@ -6,7 +6,7 @@ Each router maps a :class:`~ledgerflow.transformers.base.RawEvent` of its source
 
 from __future__ import annotations
 
-from ledgerflow.transformers import accessplanit, accountingsuite, ingenious, mercoa, monite, standardwebhooks
+from ledgerflow.transformers import accessplanit, accountingsuite, custom, ingenious, mercoa, monite, standardwebhooks
 from ledgerflow.transformers.base import Router
 
 __all__ = ["ROUTERS"]
@@ -18,5 +18,6 @@ ROUTERS: dict[str, Router] = {
     "accountingsuite": accountingsuite.route,
     "accessplanit": accessplanit.route,
     "standardwebhooks": standardwebhooks.route,
+    "custom": custom.route,
 }
 """Source name (``ledgerflow.raw.<source>``) → its router."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ledgerflow.ingress.sources.accessplanit import AccessplanitSource
 from ledgerflow.ingress.sources.accountingsuite import AccountingSuiteSource
 from ledgerflow.ingress.sources.base import SourceSpec
+from ledgerflow.ingress.sources.custom import CustomSource
 from ledgerflow.ingress.sources.ingenious import IngeniousSource
 from ledgerflow.ingress.sources.mercoa import MercoaSource
 from ledgerflow.ingress.sources.monite import MoniteSource
@@ -21,6 +22,7 @@ SOURCES: dict[str, SourceSpec] = {
         AccountingSuiteSource(),
         AccessplanitSource(),
         StandardWebhooksSource(),
+        CustomSource(),
     )
 }
 """Route name (``/webhooks/{tenant}/{source}[/{object}]``) → its spec."""

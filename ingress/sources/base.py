@@ -156,6 +156,14 @@ class SourceSpec(ABC):
             BadEnvelope: when the payload is not this source's envelope.
         """
 
+    def describe_with(self, payload: Any, request: WebhookRequest, config: SourceConfig) -> Envelope:
+        """:meth:`describe` for a source whose envelope the tenant describes in ``config`` (default: ignores it).
+
+        Raises:
+            BadEnvelope: when the payload is not this source's envelope.
+        """
+        return self.describe(payload, request)
+
     def extensions(self, request: WebhookRequest) -> dict[str, str]:
         """Extra CloudEvents extension attributes from ``request`` (name → value, published as ``ce_<name>``).
 

@@ -4,6 +4,8 @@ and are booked by an ERP connection that takes every object type (the generic HT
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,19 @@ pytestmark = pytest.mark.kafka
 MAPPINGS = Path(__file__).resolve().parents[2] / "docs" / "mappings"
 MAPPING_GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "mappings"
 
+
+TALLYBOX = {
+    "tokens": ["tb-secret"],
+    "header": "X-Tallybox-Signature",
+    "encoding": "hex",
+    "options": {
+        "auth": "hmac",
+        "signature_prefix": "sha256=",
+        "event_type_path": "event",
+        "id_path": "purchase.number",
+    },
+    "mapping": str(MAPPINGS / "tallybox.yaml"),
+}
 
 POLLED_INVOICE = {
     "InvoiceID": 9001,
@@ -52,6 +67,8 @@ def _routing(monite_url: str, feed_url: str) -> dict[str, Any]:
             # A sender ledgerflow has no code for, mapped by a tenant's mapping file (docs/mappings.md).
             "fieldco": {"sources": {"standardwebhooks": fieldops}, "connections": ["inhouse"]},
             "polled": {"sources": {"accessplanit": polled}, "connections": ["inhouse"]},
+            # A plain HMAC-signed sender (not Standard Webhooks), mapped by its tenant's mapping file.
+            "tallyco": {"sources": {"custom": TALLYBOX}, "connections": ["inhouse"]},
         },
         "connections": {"inhouse": {"erp": "http", "objects": list(OBJECT_MODELS)}},
     }
@@ -104,8 +121,20 @@ async def test_webhooks_of_every_source_reach_their_canonical_topics_and_the_erp
                 client, signed("standardwebhooks", "fieldco", fieldops_body, SECRETS["standardwebhooks"][NEW])
             )
             assert resp.status_code == 202, resp.text
+            tally_body = (MAPPINGS / "tallybox.purchase.approved.json").read_bytes()
+            tally_sig = "sha256=" + hmac.new(b"tb-secret", tally_body, hashlib.sha256).hexdigest()
+            resp = await client.post(
+                "/webhooks/tallyco/custom",
+                content=tally_body,
+                headers={"content-type": "application/json", "X-Tallybox-Signature": tally_sig},
+            )
+            assert resp.status_code == 202, resp.text
+            tally_bill = json.loads((MAPPING_GOLDEN / "tallybox.purchase.approved.expected.json").read_text())
             fieldops_bill = json.loads((MAPPING_GOLDEN / "fieldops.expense.approved.expected.json").read_text())
-            expected = [want for _, _, wants in cases for want in wants] + [{**fieldops_bill, "tenant": "fieldco"}]
+            expected = [want for _, _, wants in cases for want in wants] + [
+                {**fieldops_bill, "tenant": "fieldco"},
+                {**tally_bill, "tenant": "tallyco"},
+            ]
             topics = [settings.topics.canonical(o) for o in OBJECT_MODELS]
             canonical: dict[str, list[dict[str, Any]]] = {}
             for _ in range(30):

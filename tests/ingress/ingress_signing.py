@@ -32,6 +32,7 @@ SECRETS: dict[str, dict[str, str]] = {
         OLD: "whsec_" + base64.b64encode(b"o" * 32).decode(),
         NEW: "whsec_" + base64.b64encode(b"n" * 32).decode(),
     },
+    "custom": {OLD: "custom-old-token", NEW: "custom-new-token"},
 }
 WRONG: dict[str, str] = {
     "ingenious": "Bearer not-the-token",
@@ -40,6 +41,7 @@ WRONG: dict[str, str] = {
     "accountingsuite": "wrong-secret",
     "accessplanit": "wrong-key",
     "standardwebhooks": "whsec_" + base64.b64encode(b"w" * 32).decode(),
+    "custom": "not-the-token",
 }
 SIGNED_SOURCES = ("monite", "standardwebhooks")
 
@@ -97,6 +99,8 @@ def payload(source: str, record_id: str) -> dict[str, Any]:
         return {"InvoiceID": record_id, "Amount": 1250}
     if source == "standardwebhooks":
         return {"type": "invoice.paid", "timestamp": "2026-01-01T00:00:00Z", "data": {"id": record_id}}
+    if source == "custom":
+        return {"event": "expense.approved", "data": {"id": record_id, "total": "10.00"}}
     raise ValueError(source)
 
 
@@ -140,6 +144,8 @@ def signed(
         headers["WebhookVersion"] = "2.1"
     elif source == "accessplanit":
         params["token"] = secret
+    elif source == "custom":
+        headers["Authorization"] = f"Bearer {secret}"
     elif source == "standardwebhooks":
         key = base64.b64decode(secret.removeprefix("whsec_"))
         mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + raw, hashlib.sha256).digest()
@@ -162,6 +168,7 @@ CREDENTIAL_HEADERS = {
     "accountingsuite": ("webhooksignaturehash",),
     "accessplanit": (),
     "standardwebhooks": ("webhook-signature",),
+    "custom": ("authorization",),
 }
 
 

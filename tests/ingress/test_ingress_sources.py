@@ -363,3 +363,51 @@ async def test_accountingsuite_webhook_version_is_checked() -> None:
     assert "no WebhookVersion header" in str(_problem(missing, 400)["detail"])
     _problem(forged, 401)  # credentials are checked before the version
     assert len(publisher.records) == 1
+
+
+def _tallybox_app() -> tuple[httpx.AsyncClient, RecordingPublisher]:
+    custom = {
+        "tokens": ["tb-secret"],
+        "header": "X-Tallybox-Signature",
+        "encoding": "hex",
+        "options": {
+            "auth": "hmac",
+            "signature_prefix": "sha256=",
+            "event_type_path": "event",
+            "id_path": "purchase.number",
+            "delivery_id_header": "X-Tallybox-Delivery",
+        },
+    }
+    routing = Routing.model_validate({"tenants": {"t": {"sources": {"custom": custom}}}})
+    publisher = RecordingPublisher()
+    app = create_app(Settings(), routing, publisher)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i"), publisher
+
+
+async def test_custom_source_hmac_signature_and_envelope_paths_from_the_tenant() -> None:
+    body = orjson.dumps({"event": "purchase.approved", "purchase": {"number": "TB-1"}})
+    sig = "sha256=" + hmac.new(b"tb-secret", body, hashlib.sha256).hexdigest()
+    headers = {"content-type": "application/json", "X-Tallybox-Signature": sig, "X-Tallybox-Delivery": "d-77"}
+    client, publisher = _tallybox_app()
+    async with client as c:
+        ok = await c.post("/webhooks/t/custom", content=body, headers=headers)
+        unprefixed = await c.post(
+            "/webhooks/t/custom", content=body, headers={**headers, "X-Tallybox-Signature": sig[7:]}
+        )
+        tampered = await c.post("/webhooks/t/custom", content=body + b" ", headers=headers)
+        no_type = await c.post(
+            "/webhooks/t/custom",
+            content=b'{"type": "x"}',
+            headers={
+                **headers,
+                "X-Tallybox-Signature": "sha256=" + hmac.new(b"tb-secret", b'{"type": "x"}', "sha256").hexdigest(),
+            },
+        )
+    assert ok.status_code == 202, ok.text
+    assert ok.json() == {"event_id": "d-77"}
+    _, key, _, sent = publisher.records[0]
+    assert (key, sent["ce_type"]) == (b"TB-1", "io.ledgerflow.raw.custom.purchase.approved")
+    assert "does not start with 'sha256='" in str(_problem(unprefixed, 401)["detail"])
+    _problem(tampered, 401)
+    assert str(_problem(no_type, 400)["detail"]) == "no string event type at event"
+    assert len(publisher.records) == 1

@@ -43,6 +43,7 @@ def test_every_source_and_object_has_a_golden_file() -> None:
     }
     expected |= {("accessplanit", o) for o in ("invoices", "transactions")}
     expected |= {("standardwebhooks", o) for o in ("bill", "vendor")}
+    expected |= {("custom", "bill")}
     assert expected <= found, f"missing golden inputs: {sorted(expected - found)}"
     for path in CASES:
         assert path.with_name(path.name.replace(".input.", ".expected.")).is_file() or UPDATE, (
