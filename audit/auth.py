@@ -155,6 +155,16 @@ class KeyStore:
         self._session = async_sessionmaker(engine, expire_on_commit=False)
         self._hasher = hasher or PasswordHasher()
         self._verified: dict[str, bytes] = {}
+        self._slots: anyio.CapacityLimiter | None = None
+
+    def _hash_slots(self) -> anyio.CapacityLimiter:
+        """At most two Argon2 computations at once (each takes ~64 MiB and a core for a moment).
+
+        A flood of wrong secrets for a known key id then queues instead of exhausting memory.
+        """
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(2)
+        return self._slots
 
     async def create(self, name: str, scopes: Sequence[str], tenants: Sequence[str]) -> NewKey:
         """Create a key named ``name`` with ``scopes`` and ``tenants`` (``["*"]`` = every tenant).
@@ -171,7 +181,7 @@ class KeyStore:
             raise ValueError("a key needs a name")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
-        secret_hash = await anyio.to_thread.run_sync(self._hasher.hash, secret)
+        secret_hash = await anyio.to_thread.run_sync(self._hasher.hash, secret, limiter=self._hash_slots())
         row = ApiKeyRow(
             id=key_id,
             name=name.strip(),
@@ -234,7 +244,7 @@ class KeyStore:
         digest = hashlib.sha256(secret.encode()).digest()
         known = self._verified.get(key_id)
         if known is None or not hmac.compare_digest(known, digest):
-            if not await anyio.to_thread.run_sync(self._check, row.secret_hash, secret):
+            if not await anyio.to_thread.run_sync(self._check, row.secret_hash, secret, limiter=self._hash_slots()):
                 return None
             self._verified[key_id] = digest
         now = datetime.now(UTC)
