@@ -60,8 +60,10 @@ RECORD_PATH = "/services/rest/record/v1"
 """Path prefix of the REST record API below the account host."""
 
 _NOT_BOOKED = {
-    "budget": "NetSuite budgets (the budgetImport record, by account and period) are not written by this connector",
-    "budget_change": "NetSuite budgets (the budgetImport record) are not written by this connector",
+    "budget": "NetSuite budgets are not in the account's REST record API (specs/netsuite-oas.json has no budget "
+    "record; NetSuite imports budgets by CSV Budget Import): not written by this connector",
+    "budget_change": "NetSuite budgets are not in the account's REST record API (specs/netsuite-oas.json has no "
+    "budget record; NetSuite imports budgets by CSV Budget Import): not written by this connector",
 }
 """Why an object the NetSuite connector does not book is skipped (the result's reason)."""
 

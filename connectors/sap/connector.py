@@ -109,8 +109,10 @@ _NOT_BOOKED = {
     "purchase_order_change": "SAP connector books supplier invoices only: no purchase order was booked to SAP "
     "(API_PURCHASEORDER_PROCESS_SRV is not wired), so there is none to change",
     "purchase_order": "SAP connector books supplier invoices only (API_PURCHASEORDER_PROCESS_SRV is not wired)",
-    "budget": "SAP project budgets (PS/WBS, API_PROJECTBUDGET…) are not written by this connector",
-    "budget_change": "SAP project budgets (PS/WBS, API_PROJECTBUDGET…) are not written by this connector",
+    "budget": "the SAP service this connector speaks (supplier invoices, specs/sap_si.edmx) has no budget "
+    "entity; project budgets (PS/WBS) are not written by this connector",
+    "budget_change": "the SAP service this connector speaks (supplier invoices, specs/sap_si.edmx) has no budget "
+    "entity; project budgets (PS/WBS) are not written by this connector",
 }
 """Why an object the SAP connector does not book is skipped (the result's reason)."""
 

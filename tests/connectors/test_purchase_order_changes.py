@@ -193,3 +193,33 @@ async def test_netsuite_purchase_order_takes_the_change(
         await connector.handle(change.model_copy(update={"action": Action.VOID}), ctx("c-2", entry(booked)))
         lines = (await stored())["expense"]["items"]
         assert sum((Decimal(str(line["amount"])) for line in lines), Decimal(0)) == Decimal("127000.00")
+
+
+@pytest.mark.parametrize(
+    ("erp", "object_type", "says"),
+    [
+        ("sap", "purchase_order_change", "no purchase order was booked to SAP"),
+        ("sap", "budget", "has no budget entity"),
+        ("netsuite", "budget", "specs/netsuite-oas.json has no budget record"),
+        ("quickbooks", "budget", "QuickBooks budgets are GL budgets"),
+        ("xero", "budget", "Xero budgets are read-only"),
+    ],
+)
+async def test_objects_an_erp_does_not_take_are_skipped_with_the_precise_reason(
+    erp: str, object_type: str, says: str, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    from ledgerflow.connectors.base import Unsupported
+    from ledgerflow.connectors.registry import connector_class, sandbox_module
+    from ledgerflow.contracts import OBJECT_MODELS
+    from ledgerflow.core.settings import ConnectionConfig
+    from tests.connectors.contract import contract_budget
+
+    record: Any = contract_budget() if object_type == "budget" else _change()
+    assert record.object_type == object_type
+    assert object_type in OBJECT_MODELS
+    async with serve(sandbox_module(erp).create_app()) as url:
+        config = sandbox_module(erp).sandbox_connection(ConnectionConfig(erp=erp), url)
+        connector = connector_class(erp)(erp, config, http, state)
+        with pytest.raises(Unsupported) as skipped:
+            await connector.handle(record, ctx("u-1"))
+    assert says in skipped.value.message
