@@ -149,6 +149,8 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", *, quiet: bo
     # unless DEBUG was asked for.
     for noisy in ("faststream", "aiokafka", "ledgerflow.core.kafka.messages", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # HTTP/2 header compression logs every header it encodes (Authorization included) at DEBUG.
+    logging.getLogger("hpack").setLevel(logging.WARNING)
 
 
 @contextmanager
