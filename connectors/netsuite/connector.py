@@ -184,6 +184,9 @@ class NetSuiteConnector(Connector):
         """
         if not isinstance(record, Document) or booked.erp_record_id is None:
             return None
+        if record.object_type not in RECORD_TYPES:
+            # A change order amends the purchase order: the order is not comparable with the change.
+            return None
         record_type = RECORD_TYPES[record.object_type]
         response = await self.client.request(
             "GET", f"/{record_type}/{booked.erp_record_id}", operation=f"{record.object_type}.read_back"

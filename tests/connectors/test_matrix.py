@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ledgerflow.connectors.base import HandleContext, PermanentError
+from ledgerflow.connectors.base import Booked, HandleContext, PermanentError
 from ledgerflow.connectors.verify import compare
-from ledgerflow.contracts import Bill, CanonicalRecord
+from ledgerflow.contracts import Bill, CanonicalRecord, Operation, PurchaseOrderChange
 from tests.connectors.matrix import ERPS, Matrix, _unique, golden_records
 
 
@@ -100,3 +100,12 @@ async def test_another_document_with_the_same_number_is_not_taken_for_a_redelive
     with pytest.raises(PermanentError) as refused:
         await connector.handle(other, HandleContext(event_id="evt-d2", idempotency_key="dup-2", existing=None))
     assert refused.value.code == "erp.duplicate_document"
+
+
+async def test_netsuite_does_not_compare_a_change_order_with_the_order_it_amends(
+    cases: list[tuple[str, CanonicalRecord]],
+) -> None:
+    change = next(r for _, r in cases if isinstance(r, PurchaseOrderChange))
+    async with Matrix.open([change], erps=["netsuite"]) as matrix:
+        booked = Booked(Operation.UPDATE, "42")
+        assert await matrix.connectors["netsuite"].read_back(change, booked) is None
