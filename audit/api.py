@@ -106,7 +106,7 @@ class SyncRecordOut(BaseModel):
     """One canonical record on one ERP connection (the latest state)."""
 
     id: str = Field(description="Sync record id (32 hex chars, stable for (canonical id, connection)).")
-    canonical_id: str = Field(description="`<source>:<object>:<source id>`.")
+    canonical_id: str = Field(description="`<tenant>:<source>:<object>:<source id>`.")
     tenant: str = Field(description="Tenant.")
     source: str = Field(description="Source system.")
     object_type: str = Field(description="Canonical object type, e.g. `bill`.")
@@ -930,7 +930,7 @@ async def record_detail(store: AuditStore, principal: Principal, record_id: str)
     if found is None or not principal.sees(found[0].tenant):
         raise Problem(404, "not-found", "Not found", f"no sync record {record_id}")
     row, attempts = found
-    canonical = await store.get_canonical(row.canonical_id)
+    canonical = await store.get_canonical(row.canonical_id, tenant=row.tenant)
     outs = [AttemptOut.of(a) for a in attempts]
     trace = next((a.trace_id for a in reversed(outs) if a.trace_id), None)
     if trace is None and canonical is not None:
@@ -957,7 +957,7 @@ async def record_detail(store: AuditStore, principal: Principal, record_id: str)
         source_document=document,
         attempts=outs,
         canonical_record=mask_tree(orjson.loads(canonical.body)) if canonical else None,
-        source_id=canonical.source_id if canonical else row.canonical_id.split(":", 2)[-1],
+        source_id=canonical.source_id if canonical else row.canonical_id.split(":", 3)[-1],
         document_number=canonical.document_number if canonical else None,
         trace_id=trace,
     )

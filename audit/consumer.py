@@ -27,7 +27,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from ledgerflow.audit.store import AuditStore, CanonicalEvent, DeadLetterIn, SourceDocumentIn, document_number
-from ledgerflow.contracts import OBJECT_MODELS, Source, SyncResult
+from ledgerflow.contracts import OBJECT_MODELS, Source, SyncResult, tenant_scoped
 from ledgerflow.contracts import headers as wire
 from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.delivery import (
@@ -114,6 +114,9 @@ class AuditConsumer:
                 result = SyncResult.model_validate_json(record.value or b"")
             except ValidationError as exc:
                 raise DeadLetter("invalid-result", str(exc)) from None
+            scoped = tenant_scoped(result.tenant, result.canonical_id)
+            if scoped != result.canonical_id:  # published before canonical ids carried the tenant
+                result = result.model_copy(update={"canonical_id": scoped})
             await self.store.ingest(result, event_id, trace_id=trace_id(headers.get(wire.TRACEPARENT)))
             return
         object_type = self._canonical.get(record.topic)
@@ -125,7 +128,7 @@ class AuditConsumer:
             raise DeadLetter("invalid-record", str(exc)) from None
         await self.store.put_canonical(
             CanonicalEvent(
-                canonical_id=canonical.canonical_id,
+                canonical_id=tenant_scoped(canonical.tenant, canonical.canonical_id),
                 object_type=object_type,
                 tenant=canonical.tenant,
                 event_id=event_id,

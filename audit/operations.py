@@ -126,7 +126,7 @@ class Operations:
                 "Not failed",
                 f"sync record {record_id} is {row.outcome}; only failed records are re-driven",
             )
-        canonical = await self.store.get_canonical(row.canonical_id)
+        canonical = await self.store.get_canonical(row.canonical_id, tenant=row.tenant)
         if canonical is None:
             raise Problem(
                 409,

@@ -476,11 +476,14 @@ class AuditStore:
         async with self._session.begin() as session:
             await session.execute(stmt)
 
-    async def get_canonical(self, canonical_id: str) -> CanonicalEvent | None:
-        """The latest canonical record stored for ``canonical_id``, or None."""
+    async def get_canonical(self, canonical_id: str, *, tenant: str) -> CanonicalEvent | None:
+        """The latest canonical record of ``tenant`` stored for ``canonical_id``, or None.
+
+        The tenant is checked as well as the id: a record of another tenant is never returned.
+        """
         async with self._session() as session:
             row = await session.get(CanonicalRecordRow, canonical_id)
-        if row is None:
+        if row is None or row.tenant != tenant:
             return None
         return CanonicalEvent(
             canonical_id=row.canonical_id,

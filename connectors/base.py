@@ -11,7 +11,7 @@ writes a ``failed`` result with the vendor's message). An object type the ERP ca
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import httpx
@@ -35,6 +35,7 @@ __all__ = [
     "RetriableError",
     "UnresolvedReferenceError",
     "Unsupported",
+    "reference_key",
 ]
 
 INVALID_RESPONSE = ErrorCode.ERP_INVALID_RESPONSE
@@ -115,6 +116,15 @@ class Unsupported(ConnectorError):  # noqa: N818 - reads as the outcome it produ
     """The ERP (or this connection) does not take this object type or action."""
 
 
+def reference_key(tenant: str, kind: str, source_id: str) -> str:
+    """Binder key of a resolved reference: ``<tenant>:<kind>-ref:<source id>`` (e.g. ``acme:vendor-ref:v_1``).
+
+    ``kind`` is the referenced object (``vendor``, ``customer``, ``item``…); the tenant is part of
+    the key because source ids are only unique within one tenant's source account.
+    """
+    return f"{tenant}:{kind}-ref:{source_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class BinderEntry:
     """What the binder knows of a record already booked on one connection."""
@@ -131,11 +141,18 @@ class HandleContext:
     ``idempotency_key`` is stable across redeliveries of the same event to the same connection
     (≤ 36 characters, so it fits QuickBooks ``requestid`` and Xero ``Idempotency-Key``).
     ``existing`` is the binder entry when the record was booked before (then update, not create).
+    ``tenant`` is the record's tenant: reference binder keys (:func:`reference_key`) carry it, so
+    two tenants on one shared connection never resolve each other's vendors.
     """
 
     event_id: str
     idempotency_key: str
     existing: BinderEntry | None
+    tenant: str = ""
+
+    def for_tenant(self, tenant: str) -> HandleContext:
+        """This context with ``tenant`` set (a connector calls it with its record's tenant)."""
+        return self if self.tenant == tenant else replace(self, tenant=tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +182,12 @@ class Connector(ABC):
         http: the shared ``httpx.AsyncClient`` (the runtime owns and closes it).
         state: the state store (reference binder rows, persisted OAuth tokens).
 
-    Reference binder rows (``vendor-ref:<source id>`` → the ERP's vendor id, and the like) are
-    read through :meth:`reference_id` and written through :meth:`remember_reference`, which keep
-    them in an in-process cache for ``options.reference_cache_seconds`` (default 300; 0 turns the
-    cache off). Every bill of a vendor needs that vendor's ERP id; without the cache each one cost
-    a state-store round trip. A vendor merged or deleted in the ERP meanwhile is noticed by the
+    Reference binder rows (``<tenant>:vendor-ref:<source id>`` from :func:`reference_key` → the
+    ERP's vendor id, and the like) are read through :meth:`reference_id` and written through
+    :meth:`remember_reference`, which keep them in an in-process cache for
+    ``options.reference_cache_seconds`` (default 300; 0 turns the cache off). Every bill of a
+    vendor needs that vendor's ERP id; without the cache each one cost a state-store round trip.
+    A vendor merged or deleted in the ERP meanwhile is noticed by the
     ERP's answer (a failed result) at most that long after.
 
     """
@@ -190,7 +208,7 @@ class Connector(ABC):
         self._references: TTLCache[str, str] | None = TTLCache(maxsize=50_000, ttl=ttl) if ttl > 0 else None
 
     async def reference_id(self, key: str) -> str | None:
-        """The ERP id bound to reference ``key`` (e.g. ``vendor-ref:<source id>``) on this connection, or None.
+        """The ERP id bound to reference ``key`` (e.g. ``acme:vendor-ref:<source id>``) on this connection, or None.
 
         Served from the in-process cache when fresh, else read from the state store (and cached).
         """
@@ -229,7 +247,9 @@ class Connector(ABC):
             return erp_id
         source_id = change.purchase_order.source_id
         if source_id:
-            row = await self.state.get_binding(self.name, canonical_id(change.source, "purchase_order", source_id))
+            row = await self.state.get_binding(
+                self.name, canonical_id(change.tenant, change.source, "purchase_order", source_id)
+            )
             if row is not None:
                 return row.erp_record_id
         raise RetriableError(

@@ -14,15 +14,29 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ledgerflow.contracts import CanonicalRecord
+from ledgerflow.contracts import CanonicalRecord, tenant_scoped
 from ledgerflow.core.state import BinderRow, BindingValues, StateStore
 
-__all__ = ["BatchBinder", "Bound", "content_hash", "idempotency_key"]
+__all__ = ["BatchBinder", "Bound", "binder_key", "content_hash", "idempotency_key"]
 
 
-def idempotency_key(connection: str, event_id: str) -> str:
-    """A 36-character key stable for (connection, event): QuickBooks ``requestid``, Xero ``Idempotency-Key``."""
-    return hashlib.sha256(f"{connection}\x00{event_id}".encode()).hexdigest()[:36]
+def idempotency_key(connection: str, event_id: str, tenant: str) -> str:
+    """A 36-character key stable for (connection, tenant, event): QuickBooks ``requestid``, Xero ``Idempotency-Key``.
+
+    The tenant is part of the key, so two tenants' events on one shared ERP connection never
+    share an idempotency key, even when their sources used the same delivery id.
+    """
+    return hashlib.sha256(f"{connection}\x00{tenant}\x00{event_id}".encode()).hexdigest()[:36]
+
+
+def binder_key(record: CanonicalRecord) -> str:
+    """The binder key of ``record``: its canonical id, which carries the tenant.
+
+    A record published before canonical ids carried the tenant (still in a topic at the upgrade)
+    gets its tenant put in front (:func:`~ledgerflow.contracts.tenant_scoped`), so it meets the
+    binder row the state-store migration moved there.
+    """
+    return tenant_scoped(record.tenant, record.canonical_id)
 
 
 def content_hash(record: CanonicalRecord) -> str:

@@ -151,6 +151,7 @@ async def run_connector(
         stack.push_async_callback(connector.aclose)
         broker = broker_from_settings(settings, bootstrap_servers, embedded=embedded)
         runtime = ConnectorRuntime(connector, state, routing, _publisher(broker), settings)
+        await runtime.migrate_legacy_keys()
         register(broker, runtime, concurrency=concurrency)
         await broker.start()
         stack.push_async_callback(broker.stop)

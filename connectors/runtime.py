@@ -57,7 +57,7 @@ from ledgerflow.connectors.base import (
     InvalidResponse,
     Unsupported,
 )
-from ledgerflow.connectors.binder import BatchBinder, content_hash, idempotency_key
+from ledgerflow.connectors.binder import BatchBinder, binder_key, content_hash, idempotency_key
 from ledgerflow.connectors.references import ReferenceMapError, apply_reference_map
 from ledgerflow.connectors.retry import TARGET_HEADER, Parked, RetryPolicy, parked_headers, sleep_until
 from ledgerflow.connectors.verify import MISMATCH, compare, describe, verifiable, verification_enabled
@@ -155,6 +155,32 @@ class ConnectorRuntime:
         self.book_unapproved = bool(routing.connections[self.connection].options.get("book_unapproved", False))
         self.verify_read_back = verification_enabled(routing.connections[self.connection].options)
         self.durable = DurableOutcomes()
+
+    async def migrate_legacy_keys(self) -> int:
+        """Move this connection's binder rows written before keys carried the tenant; return how many.
+
+        With exactly one tenant routed to the connection the rows are that tenant's, and are moved
+        (:meth:`~ledgerflow.core.state.StateStore.migrate_legacy_keys`). A connection shared by
+        several tenants cannot tell whose a legacy row is: it is left in place with a warning
+        naming ``ledgerflow state migrate-keys``, and the record is booked again under its new key
+        only if its source sends it again (the ERP's idempotency does not cover that case).
+        """
+        if len(self.tenants) == 1:
+            moved = await self.state.migrate_legacy_keys(self.connection, next(iter(self.tenants)))
+            if moved:
+                log.warning("%s: moved %d binder rows to tenant-scoped keys", self.connection, moved)
+            return moved
+        legacy = await self.state.legacy_keys(self.connection) if self.tenants else []
+        if legacy:
+            log.warning(
+                "%s: %d binder rows predate tenant-scoped keys and the connection is shared by %s: "
+                "assign them with `ledgerflow state migrate-keys --connection %s --tenant <tenant>`",
+                self.connection,
+                len(legacy),
+                ", ".join(sorted(self.tenants)),
+                self.connection,
+            )
+        return 0
 
     def batch_binder(self) -> BatchBinder:
         """A :class:`BatchBinder` for one batch of this connection's records."""
@@ -320,7 +346,7 @@ class ConnectorRuntime:
         started = datetime.now(UTC)
         base: dict[str, Any] = {
             "event_id": attrs.id,
-            "canonical_id": record.canonical_id,
+            "canonical_id": binder_key(record),  # tenant-scoped, also for a record published before
             "object_type": record.object_type,
             "tenant": record.tenant,
             "source": record.source.value,
@@ -400,7 +426,8 @@ class ConnectorRuntime:
                 ),
             )
         digest = content_hash(record)
-        row = await binder.get(record.canonical_id)
+        key = binder_key(record)
+        row = await binder.get(key)
         existing = BinderEntry(row.erp_record_id, row.erp_version, row.content_hash) if row else None
         if existing is not None and existing.content_hash == digest:
             return done(
@@ -450,7 +477,10 @@ class ConnectorRuntime:
             )
 
         ctx = HandleContext(
-            event_id=attrs.id, idempotency_key=idempotency_key(self.connection, attrs.id), existing=existing
+            event_id=attrs.id,
+            idempotency_key=idempotency_key(self.connection, attrs.id, record.tenant),
+            existing=existing,
+            tenant=record.tenant,
         )
         attempts = 0
         try:
@@ -538,14 +568,12 @@ class ConnectorRuntime:
             # the content's, so the same content sent again is written again instead of `duplicate`.
             unverified = hashlib.sha256(f"mismatch\x00{digest}".encode()).hexdigest()
             return mismatched, BindingValues(
-                record.canonical_id, booked.erp_record_id, booked.erp_version, unverified, record.source_updated_at
+                key, booked.erp_record_id, booked.erp_version, unverified, record.source_updated_at
             )
         succeeded = result(**booked_fields, outcome=Outcome.SUCCEEDED)
         if booked.erp_record_id is None:
             return succeeded, None
-        return succeeded, BindingValues(
-            record.canonical_id, booked.erp_record_id, booked.erp_version, digest, record.source_updated_at
-        )
+        return succeeded, BindingValues(key, booked.erp_record_id, booked.erp_version, digest, record.source_updated_at)
 
     async def _read_back(self, record: CanonicalRecord, booked: Booked) -> list[Difference]:
         """Compare the ERP's record of a booked document with ``record`` (:mod:`ledgerflow.connectors.verify`).

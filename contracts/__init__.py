@@ -20,7 +20,9 @@ from ledgerflow.contracts.common import (
     canonical_id,
     currency_precision,
     erp_identifiers,
+    is_legacy_key,
     quantize,
+    tenant_scoped,
 )
 from ledgerflow.contracts.document import Document
 from ledgerflow.contracts.errors import ErrorCode
@@ -72,10 +74,12 @@ __all__ = [
     "currency_precision",
     "erp_identifiers",
     "header_tax",
+    "is_legacy_key",
     "line_tax",
     "minor_unit",
     "quantize",
     "reconcile",
+    "tenant_scoped",
 ]
 
 OBJECT_MODELS: dict[str, type[CanonicalRecord]] = {

@@ -32,7 +32,9 @@ __all__ = [
     "canonical_id",
     "currency_precision",
     "erp_identifiers",
+    "is_legacy_key",
     "quantize",
+    "tenant_scoped",
 ]
 
 
@@ -140,11 +142,65 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
-def canonical_id(source: str, object_type: str, source_id: str) -> str:
-    """Build the canonical id ``<source>:<object>:<source id>`` used as Kafka key and binder key."""
+_SOURCE_VALUES = frozenset(s.value for s in Source)
+
+
+def canonical_id(tenant: str, source: str, object_type: str, source_id: str) -> str:
+    """Build the canonical id ``<tenant>:<source>:<object>:<source id>``: Kafka key, binder key, audit key.
+
+    The tenant is part of every identity: two tenants whose sources use the same record id get
+    two canonical ids, so two binder rows, two idempotency keys and two ERP documents.
+
+    Raises:
+        ContractError: the tenant or the source id is empty.
+    """
+    if not tenant:
+        raise ContractError(f"{source} {object_type} has no tenant")
     if not source_id:
         raise ContractError(f"{source} {object_type} has no source id")
-    return f"{source}:{object_type}:{source_id}"
+    return f"{tenant}:{source}:{object_type}:{source_id}"
+
+
+_OBJECT_TYPES = frozenset(
+    {
+        "bill",
+        "vendor",
+        "customer",
+        "invoice",
+        "payment",
+        "purchase_order",
+        "purchase_order_change",
+        "budget",
+        "budget_change",
+        "item",
+        "sales_order",
+    }
+)
+"""Canonical object types (``contracts.OBJECT_MODELS`` keys; a test keeps the two equal)."""
+
+
+def is_legacy_key(key: str) -> bool:
+    """Whether ``key`` was written before identities carried the tenant.
+
+    Legacy keys are canonical ids ``<source>:<object>:<source id>`` (a known source, then a known
+    object type) and reference keys ``<kind>-ref:<source id>``. Current keys start with the tenant:
+    ``<tenant>:<source>:<object>:<source id>`` and ``<tenant>:<kind>-ref:<source id>``.
+    """
+    parts = key.split(":", 2)
+    if len(parts) >= 2 and parts[0].endswith("-ref"):
+        return True
+    return len(parts) == 3 and parts[0] in _SOURCE_VALUES and parts[1] in _OBJECT_TYPES
+
+
+def tenant_scoped(tenant: str, key: str) -> str:
+    """``key`` (a canonical id or a binder key) with ``tenant`` in front when it is a legacy key.
+
+    ``mercoa:bill:in_1`` → ``<tenant>:mercoa:bill:in_1`` and ``vendor-ref:v1`` →
+    ``<tenant>:vendor-ref:v1`` (:func:`is_legacy_key`); any other key is returned unchanged. Used
+    by the state-store and audit migrations and by every stage reading a record published before
+    the change (still in a topic at the upgrade), so old and new keys of one record meet.
+    """
+    return f"{tenant}:{key}" if is_legacy_key(key) else key
 
 
 class Reference(BaseModel):
@@ -231,7 +287,9 @@ class CanonicalRecord(BaseModel):
 
     object_type: ClassVar[str] = "record"
 
-    canonical_id: str = Field(description="`<source>:<object>:<source id>`; Kafka key and binder key.")
+    canonical_id: str = Field(
+        description="`<tenant>:<source>:<object>:<source id>`; Kafka key, binder key and audit key."
+    )
     tenant: str = Field(description="ledgerflow tenant the record belongs to.")
     source: Source = Field(description="System the record came from.")
     source_id: str = Field(description="Id of the record in the source system.")

@@ -45,7 +45,7 @@ async def test_embedded_broker_round_trip_with_cloudevents_headers(kafka_bootstr
 
 def _bill(**overrides: object) -> dict[str, object]:
     data: dict[str, object] = {
-        "canonical_id": "mercoa:bill:in_1",
+        "canonical_id": "t:mercoa:bill:in_1",
         "tenant": "t",
         "source": "mercoa",
         "source_id": "in_1",

@@ -148,7 +148,7 @@ async def test_webhook_to_erps_over_tls(tls_broker: TlsBroker, tmp_path: Path, u
             ready = await client.get(f"{stack.ingress_url}/readyz")
         assert ready.status_code == 200, ready.text
         await demo.post_webhook(stack, body)
-        canonical = canonical_id("mercoa", "bill", str(payload["invoice"]["id"]))
+        canonical = canonical_id("demo", "mercoa", "bill", str(payload["invoice"]["id"]))
         results = await demo.collect_results(
             stack.bootstrap_servers,
             settings.topics.results,

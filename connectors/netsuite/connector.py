@@ -6,7 +6,9 @@ section_156335203191; reference ``erp_apis.md`` §3.1, §3.3). The external id i
 canonical id (:func:`ledgerflow.connectors.netsuite.mapping.external_id`), so a redelivery or a runtime retry
 of ``handle()`` updates the same record instead of creating a second one: NetSuite's own
 mechanism gives idempotency, no look-up is needed. NetSuite answers **204 No Content** with the
-record URL in ``Location``; the internal id is parsed from it.
+record URL in ``Location``; the internal id is parsed from it. A record the binder already knows
+is updated with ``PATCH …/<recordType>/<internal id>`` (its external id may predate canonical ids
+carrying the tenant).
 
 Auth (``config.credentials``): Token-Based Auth (``account_id``, ``consumer_key``,
 ``consumer_secret``, ``token_id``, ``token_secret``; OAuth 1.0a HMAC-SHA256, see
@@ -161,13 +163,28 @@ class NetSuiteConnector(Connector):
         except UnbookableAmountsError as exc:
             raise PermanentError(ErrorCode.ERP_UNSUPPORTED_AMOUNT, str(exc)) from exc
         eid = external_id(record.canonical_id)
+        if ctx.existing is not None:
+            # Booked before: update it by its internal id. Its external id may predate canonical ids
+            # carrying the tenant; the body's externalId moves it to the current one, where an
+            # upsert by the new external id would have created a second record.
+            response = await self.client.request(
+                "PATCH",
+                f"/{record_type}/{ctx.existing.erp_record_id}",
+                operation=f"{record.object_type}.update",
+                json_body=body,
+            )
+            return Booked(
+                Operation.UPDATE,
+                erp_record_id=ctx.existing.erp_record_id,
+                http_status=response.status_code,
+                counterparty_id=sent_entity_id(body),
+            )
         response = await self.client.request(
             "PUT", f"/{record_type}/eid:{eid}", operation=f"{record.object_type}.upsert", json_body=body
         )
         internal_id = await self._internal_id(response, record_type, eid, record.object_type)
-        operation = Operation.UPDATE if ctx.existing is not None else Operation.CREATE
         return Booked(
-            operation=operation,
+            operation=Operation.CREATE,
             erp_record_id=internal_id,
             http_status=response.status_code,
             counterparty_id=sent_entity_id(body),

@@ -40,6 +40,7 @@ from ledgerflow.contracts import (
     PurchaseOrderChange,
     Reference,
     Vendor,
+    canonical_id,
 )
 from ledgerflow.contracts.common import quantize
 
@@ -91,7 +92,7 @@ def external_id(canonical_id: str) -> str:
     §3.3). Every other run of characters becomes ``-``; ids longer than 100 characters keep a
     prefix plus a SHA-256 suffix, so the result is stable and unique per canonical id.
 
-    Example: ``mercoa:bill:inv_8f2a`` → ``mercoa-bill-inv_8f2a``.
+    Example: ``acme:mercoa:bill:inv_8f2a`` → ``acme-mercoa-bill-inv_8f2a``.
     """
     safe = _EID_UNSAFE.sub("-", canonical_id).strip("-")
     if safe != canonical_id.replace(":", "-") or len(safe) > _EID_MAX:
@@ -125,12 +126,12 @@ def _ref(ref: Reference | None) -> dict[str, str] | None:
     return None
 
 
-def _party_ref(ref: Reference, source: str, object_type: str) -> dict[str, str]:
+def _party_ref(ref: Reference, tenant: str, source: str, object_type: str) -> dict[str, str]:
     resolved = _ref(ref)
     if resolved is not None:
         return resolved
     if ref.source_id:
-        return {"externalId": external_id(f"{source}:{object_type}:{ref.source_id}")}
+        return {"externalId": external_id(canonical_id(tenant, source, object_type, ref.source_id))}
     raise UnresolvedReferenceError(f"{object_type} {ref.name or '?'} has no NetSuite id, custom id or source id")
 
 
@@ -247,7 +248,7 @@ def bill_body(bill: Bill, options: Mapping[str, Any]) -> dict[str, Any]:
     """
     what = f"bill {bill.canonical_id}"
     body = _header(bill, options)
-    body["entity"] = _party_ref(bill.vendor, bill.source, "vendor")
+    body["entity"] = _party_ref(bill.vendor, bill.tenant, bill.source, "vendor")
     body["tranDate"] = _date(bill.posting_date or bill.bill_date)
     if bill.bill_number:
         body["tranId"] = _tran_id(bill.bill_number, what)
@@ -272,7 +273,7 @@ def purchase_order_body(order: PurchaseOrder, options: Mapping[str, Any]) -> dic
     """
     what = f"purchase order {order.canonical_id}"
     body = _header(order, options)
-    body["entity"] = _party_ref(order.vendor, order.source, "vendor")
+    body["entity"] = _party_ref(order.vendor, order.tenant, order.source, "vendor")
     body["tranDate"] = _date(order.order_date)
     if order.number:
         body["tranId"] = _tran_id(order.number, what)
@@ -311,7 +312,7 @@ def invoice_body(invoice: Invoice, options: Mapping[str, Any]) -> dict[str, Any]
     what = f"invoice {invoice.canonical_id}"
     currency_code = invoice.currency
     body = _header(invoice, options)
-    body["entity"] = _party_ref(invoice.customer, invoice.source, "customer")
+    body["entity"] = _party_ref(invoice.customer, invoice.tenant, invoice.source, "customer")
     body["tranDate"] = _date(invoice.invoice_date)
     if invoice.invoice_number:
         body["tranId"] = _tran_id(invoice.invoice_number, what)

@@ -30,7 +30,7 @@ read the record first and send its current ``SyncToken``; a 5010 "Stale Object E
 concurrent writer is retriable (the next attempt re-reads). Void: bills and purchase orders
 ``?operation=delete``, invoices and payments ``?operation=void``.
 
-Vendor resolution before a bill: ``vendor.accounting_id`` → binder row ``vendor-ref:<source_id>``
+Vendor resolution before a bill: ``vendor.accounting_id`` → binder row ``<tenant>:vendor-ref:<source_id>``
 → ``select * from Vendor where DisplayName = '…'`` → create (option ``create_vendors``, default
 true); the binder row is stored after resolving. GL accounts: ``gl_account.accounting_id`` is the
 ``AccountRef``; an ``accounting_custom_id`` alone is looked up as the account number (``AcctNum``);
@@ -64,6 +64,7 @@ from ledgerflow.connectors.base import (
     PermanentError,
     RetriableError,
     Unsupported,
+    reference_key,
 )
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
@@ -248,6 +249,7 @@ class QuickBooksConnector(Connector):
             RetriableError: throttling, 5xx, timeouts, stale ``SyncToken``, a bill a payment needs not booked yet.
 
         """
+        ctx = ctx.for_tenant(record.tenant)  # reference keys carry the record's tenant
         if isinstance(record, Bill):
             return await self._transaction("Bill", record, ctx, await self._bill_body(record, ctx))
         if isinstance(record, PurchaseOrder):
@@ -478,7 +480,7 @@ class QuickBooksConnector(Connector):
         """
         if ref.accounting_id:
             return ref.accounting_id
-        key = f"{entity.lower()}-ref:{ref.source_id}" if ref.source_id else None
+        key = reference_key(ctx.tenant, entity.lower(), ref.source_id) if ref.source_id else None
         if key and (bound := await self.reference_id(key)) is not None:
             return bound
         name = ref.name or ref.accounting_custom_id
@@ -549,7 +551,7 @@ class QuickBooksConnector(Connector):
         if current is None and party.accounting_id:
             current = await self._read(entity, party.accounting_id)
         if current is None:
-            bound = await self.reference_id(f"{kind}-ref:{party.source_id}")
+            bound = await self.reference_id(reference_key(party.tenant, kind, party.source_id))
             current = await self._read(entity, bound) if bound is not None else None
         if current is None:
             current = await self._query_one(entity, "DisplayName", party.name)
@@ -565,7 +567,7 @@ class QuickBooksConnector(Connector):
             record, status = await self._write(entity, body, operation=f"{kind}.create", request_id=ctx.idempotency_key)
             operation = Operation.CREATE
         await self.remember_reference(
-            f"{kind}-ref:{party.source_id}",
+            reference_key(party.tenant, kind, party.source_id),
             str(record["Id"]),
             erp_version=str(record.get("SyncToken")),
             content_hash=_hash(party),

@@ -19,7 +19,7 @@ changed through this API (only cancelled and re-posted), so an *update* of a boo
 
 Supplier (``InvoicingParty``) resolution, in order: the vendor's ``accounting_custom_id`` /
 ``accounting_id`` (an SAP supplier number, ≤ 10 characters); the binder row
-``vendor-ref:<source id>`` of an earlier resolution; the Business Partner API by name —
+``<tenant>:vendor-ref:<source id>`` of an earlier resolution; the Business Partner API by name —
 ``GET /sap/opu/odata/sap/API_BUSINESS_PARTNER/A_Supplier?$filter=SupplierName eq '…'``
 (``SupplierFullName`` for names over 35 characters). One match is used and stored in the binder.
 Several matches are narrowed by the vendor's address, as Monite matches counterparts: country,
@@ -52,6 +52,7 @@ from ledgerflow.connectors.base import (
     RetriableError,
     UnresolvedReferenceError,
     Unsupported,
+    reference_key,
 )
 from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.oauth import ClientCredentialsManager
@@ -200,7 +201,7 @@ class SapConnector(Connector):
             raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, reason)
         if record.action is not Action.UPSERT:
             raise Unsupported(ErrorCode.ERP_UNSUPPORTED_ACTION, f"SAP connector does not {record.action.value} bills")
-        party = await self.resolve_supplier(record.vendor)
+        party = await self.resolve_supplier(record.vendor, tenant=record.tenant)
         try:
             body = supplier_invoice_body(record, self.config.options, party)
             query = lookup_filter(record, party)
@@ -252,8 +253,8 @@ class SapConnector(Connector):
             )
         return stored_document(record, entity)
 
-    async def resolve_supplier(self, vendor: VendorRef) -> str:
-        """The SAP supplier number of a bill's vendor (order: see the module docstring).
+    async def resolve_supplier(self, vendor: VendorRef, *, tenant: str) -> str:
+        """The SAP supplier number of ``tenant``'s bill's vendor (order: see the module docstring).
 
         Raises:
             PermanentError: ``reference.unresolved`` (no supplier of that id or name),
@@ -264,7 +265,7 @@ class SapConnector(Connector):
         number = supplier_number(vendor)
         if number is not None:
             return number
-        key = f"vendor-ref:{vendor.source_id}" if vendor.source_id else None
+        key = reference_key(tenant, "vendor", vendor.source_id) if vendor.source_id else None
         if key is not None and (bound := await self.reference_id(key)) is not None:
             return bound
         if not vendor.name:

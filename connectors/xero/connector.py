@@ -29,7 +29,7 @@ for a repeated key) and ``xero-tenant-id``. Because ACCPAY invoice numbers are n
 Xero, the binder (InvoiceID ↔ canonical id) is the record of what was booked.
 
 Vendor resolution before a bill: ``vendor.accounting_id`` (ContactID) → binder row
-``vendor-ref:<source_id>`` → ``GET /Contacts?where=ContactNumber=="<accounting_custom_id>"`` then
+``<tenant>:vendor-ref:<source_id>`` → ``GET /Contacts?where=ContactNumber=="<accounting_custom_id>"`` then
 ``where=Name=="<name>"`` → ``PUT /Contacts`` (option ``create_vendors``, default true); the binder
 row is stored after resolving. GL accounts: ``accounting_custom_id`` or ``accounting_id`` as
 ``AccountCode`` (an id shaped like a UUID goes to ``AccountID``); else option
@@ -64,6 +64,7 @@ from ledgerflow.connectors.base import (
     PermanentError,
     RetriableError,
     Unsupported,
+    reference_key,
 )
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
@@ -252,6 +253,7 @@ class XeroConnector(Connector):
             RetriableError: throttling (``retry_after`` from ``Retry-After``), 5xx, timeouts.
 
         """
+        ctx = ctx.for_tenant(record.tenant)  # reference keys carry the record's tenant
         if isinstance(record, Bill):
             return await self._document("Invoices", "InvoiceID", record, ctx, self._bill_body)
         if isinstance(record, Invoice):
@@ -484,7 +486,7 @@ class XeroConnector(Connector):
         """
         if ref.accounting_id:
             return ref.accounting_id
-        key = f"{role.lower()}-ref:{ref.source_id}" if ref.source_id else None
+        key = reference_key(ctx.tenant, role.lower(), ref.source_id) if ref.source_id else None
         if key and (bound := await self.reference_id(key)) is not None:
             return bound
         found = (
@@ -564,7 +566,7 @@ class XeroConnector(Connector):
 
     async def _contact(self, party: Vendor | Customer, ctx: HandleContext) -> Booked:
         role = "Vendor" if isinstance(party, Vendor) else "Customer"
-        key = f"{role.lower()}-ref:{party.source_id}"
+        key = reference_key(party.tenant, role.lower(), party.source_id)
         archive = party.action is not Action.UPSERT or not party.active
         body = {"ContactStatus": "ARCHIVED"} if archive else self._contact_body(party, party.name, role)
         contact_id = ctx.existing.erp_record_id if ctx.existing else party.accounting_id

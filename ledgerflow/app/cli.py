@@ -243,13 +243,14 @@ def demo(
 
     routing = demo_mod.all_erps_routing() if all_erps else _load(settings)
     from ledgerflow.app.stack import run_stack
+    from ledgerflow.contracts import canonical_id as canonical_id_of
     from ledgerflow.core.kafka import kafka_client_options
 
     body = demo_mod.load_sample(sample)
     payload = orjson.loads(body)
     expected_total = Decimal(str(payload["invoice"]["amount"]))
-    canonical_id = f"mercoa:bill:{payload['invoice']['id']}"
     tenant = "demo"
+    canonical_id = canonical_id_of(tenant, "mercoa", "bill", str(payload["invoice"]["id"]))
     connections = sorted(routing.tenants[tenant].connections) if tenant in routing.tenants else []
 
     since = datetime.now(UTC) - timedelta(minutes=1)
@@ -910,3 +911,36 @@ def replay(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+state_app = typer.Typer(help="The state store (binder, OAuth tokens, cursors, outbox).", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("migrate-keys")
+def state_migrate_keys(
+    connection: Annotated[str, typer.Option(help="ERP connection whose binder rows to move.")],
+    tenant: Annotated[str, typer.Option(help="Tenant the connection's legacy rows belong to.")],
+) -> None:
+    """Give TENANT to the binder rows of CONNECTION written before keys carried the tenant.
+
+    A connector moves its rows itself at start when one tenant feeds its connection; a connection
+    shared by several tenants needs this command (run it once per connection, before its
+    connector starts, with the tenant whose records the legacy rows are — the audit's sync
+    records, filtered by connection, say whose they were).
+    """
+    from ledgerflow.core.state import StateStore
+
+    settings = Settings()
+    _setup_logging(settings, quiet=True)
+
+    async def run() -> int:
+        state = StateStore.from_settings(settings)
+        try:
+            await state.create_all()
+            return await state.migrate_legacy_keys(connection, tenant)
+        finally:
+            await state.close()
+
+    moved = aio.run(run(), settings.event_loop)
+    out.print(f"moved {moved} binder row(s) of {connection} to tenant {tenant}")

@@ -3,8 +3,9 @@
 Tables
   ``binder``        (connection, key) → ERP record id, ERP version, content hash and the source's
                     version time (``source_updated_at`` of the booked record, to refuse older
-                    versions). ``key`` is a canonical id (``mercoa:bill:in_…``) or, for
-                    references, ``vendor-ref:<source id>``.
+                    versions). ``key`` is a canonical id (``acme:mercoa:bill:in_…``) or, for
+                    references, ``<tenant>:vendor-ref:<source id>``; keys of rows written before
+                    carried no tenant (:meth:`StateStore.migrate_legacy_keys`).
   ``oauth_tokens``  connection → access/refresh token and expiry (refresh-token rotation persisted).
   ``cursors``       name → opaque position (pollers).
 
@@ -19,13 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, Text, func, inspect, select, text
+from sqlalchemy import DateTime, MetaData, String, Text, delete, func, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
+from ledgerflow.contracts import is_legacy_key, tenant_scoped
 from ledgerflow.core.settings import Settings
 
 __all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken"]
@@ -258,6 +260,56 @@ class StateStore:
         # compiled anew for every batch size (a twentieth of a connector's CPU under py-spy).
         async with self._session.begin() as session:
             await session.execute(stmt, values)
+
+    async def legacy_keys(self, connection: str) -> list[str]:
+        """Binder keys of ``connection`` that carry no tenant yet (:func:`~ledgerflow.contracts.is_legacy_key`)."""
+        async with self._session() as session:
+            keys = await session.scalars(select(BinderRow.key).where(BinderRow.connection == connection))
+            return [key for key in keys if is_legacy_key(key)]
+
+    async def migrate_legacy_keys(self, connection: str, tenant: str) -> int:
+        """Give ``tenant`` to every legacy binder key of ``connection``; return how many rows moved.
+
+        ``mercoa:bill:in_1`` becomes ``<tenant>:mercoa:bill:in_1`` and ``vendor-ref:v1``
+        ``<tenant>:vendor-ref:v1`` (:func:`~ledgerflow.contracts.tenant_scoped`), in one transaction.
+        A row already present under the new key was written after the upgrade and is newer: it is
+        kept and the legacy row dropped. Idempotent; run by a connector at start when exactly one
+        tenant feeds its connection, and by ``ledgerflow state migrate-keys`` for shared ones.
+        OAuth tokens and cursors need no move: tokens belong to the ERP connection, cursors
+        already carry their tenant in their name.
+        """
+        legacy = await self.legacy_keys(connection)
+        if not legacy:
+            return 0
+        async with self._session.begin() as session:
+            for start in range(0, len(legacy), _IN_CHUNK):
+                chunk = legacy[start : start + _IN_CHUNK]
+                rows = (
+                    await session.scalars(
+                        select(BinderRow).where(BinderRow.connection == connection, BinderRow.key.in_(chunk))
+                    )
+                ).all()
+                values = [
+                    {
+                        "connection": connection,
+                        "key": tenant_scoped(tenant, row.key),
+                        "erp_record_id": row.erp_record_id,
+                        "erp_version": row.erp_version,
+                        "content_hash": row.content_hash,
+                        "updated_at": row.updated_at,
+                        "source_updated_at": row.source_updated_at,
+                    }
+                    for row in rows
+                ]
+                if values:
+                    stmt = self._insert(BinderRow.__table__).on_conflict_do_nothing(
+                        index_elements=["connection", "key"]
+                    )
+                    await session.execute(stmt, values)
+                await session.execute(
+                    delete(BinderRow).where(BinderRow.connection == connection, BinderRow.key.in_(chunk))
+                )
+        return len(legacy)
 
     async def count_bindings(self, connection: str) -> int:
         """Number of binder rows on ``connection`` (tests, diagnostics)."""

@@ -26,7 +26,7 @@ from tests.audit.audit_helpers import make_result
 
 pytestmark = pytest.mark.kafka
 
-CANONICAL_ID = "mercoa:bill:in_1"
+CANONICAL_ID = "acme:mercoa:bill:in_1"
 
 
 def _bill() -> Bill:

@@ -81,7 +81,7 @@ def contract_bill(
     ]
     total = sum((Decimal(a) for a in amounts), Decimal(0))
     return Bill(
-        canonical_id=f"mercoa:bill:{source_id}",
+        canonical_id=f"contract:mercoa:bill:{source_id}",
         tenant="contract",
         source="mercoa",
         source_id=source_id,
@@ -102,7 +102,7 @@ def contract_sales_order() -> SalesOrder:
     """A valid canonical sales order (for ERPs without sales orders)."""
     line = LineItem(line_number=1, description="Formwork rental", amount=Decimal("250.00"))
     return SalesOrder(
-        canonical_id="accountingsuite:sales_order:so_1",
+        canonical_id="contract:accountingsuite:sales_order:so_1",
         tenant="contract",
         source="accountingsuite",
         source_id="so_1",
@@ -120,7 +120,7 @@ def contract_budget() -> Budget:
     """A valid canonical project budget (read-only or absent in several ERPs)."""
     line = BudgetLine(line_number=1, gl_account=Reference(accounting_id=KNOWN_GL), amount=Decimal("5000.00"))
     return Budget(
-        canonical_id="ingenious:budget:b_1",
+        canonical_id="contract:ingenious:budget:b_1",
         tenant="contract",
         source="ingenious",
         source_id="b_1",

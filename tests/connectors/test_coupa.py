@@ -31,7 +31,7 @@ from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContrac
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
     values: dict[str, Any] = {
-        "canonical_id": f"ingenious:bill:{source_id}",
+        "canonical_id": f"acme:ingenious:bill:{source_id}",
         "tenant": "acme",
         "source": "ingenious",
         "source_id": source_id,
@@ -211,7 +211,7 @@ async def test_suppliers_upsert_by_number_and_unsupported_objects(
 ) -> None:
     connector = CoupaConnector("coupa", coupa_config(coupa), http, state)
     vendor = Vendor(
-        canonical_id="ingenious:vendor:c1",
+        canonical_id="acme:ingenious:vendor:c1",
         tenant="acme",
         source="ingenious",
         source_id="c1",
@@ -225,7 +225,7 @@ async def test_suppliers_upsert_by_number_and_unsupported_objects(
     assert stored[0]["record"]["number"] == "ingenious-c1"
     assert stored[0]["record"]["status"] == "inactive"
     invoice = Invoice(
-        canonical_id="monite:invoice:r1",
+        canonical_id="acme:monite:invoice:r1",
         tenant="acme",
         source="monite",
         source_id="r1",
@@ -255,7 +255,7 @@ class TestCoupaContract(ConnectorContract):
             bad = coupa_config(base_url, secret="not-the-secret")
             bad.options["timeout_seconds"] = CLIENT_TIMEOUT
             payment = Payment(
-                canonical_id="mercoa:payment:tx_contract",
+                canonical_id="contract:mercoa:payment:tx_contract",
                 tenant="contract",
                 source="mercoa",
                 source_id="tx_contract",

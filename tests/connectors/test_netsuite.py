@@ -44,7 +44,7 @@ from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContrac
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
     values: dict[str, Any] = {
-        "canonical_id": f"mercoa:bill:{source_id}",
+        "canonical_id": f"acme:mercoa:bill:{source_id}",
         "tenant": "acme",
         "source": "mercoa",
         "source_id": source_id,
@@ -93,7 +93,7 @@ def test_internal_id_from_location() -> None:
 
 def test_bill_body_follows_reference_example() -> None:
     body = bill_body(make_bill(), {"subsidiary_id": "1", **USD})
-    assert body["externalId"] == "mercoa-bill-inv_1"
+    assert body["externalId"] == "acme-mercoa-bill-inv_1"
     assert body["entity"] == {"id": "1234"}
     assert body["subsidiary"] == {"id": "1"}
     assert body["tranId"] == "VENDOR-INV-1001"
@@ -122,7 +122,7 @@ def test_bill_tax_becomes_an_expense_line_on_the_tax_account() -> None:
 
 def test_vendor_without_ids_resolves_to_the_external_id_ledgerflow_upserted() -> None:
     bill = make_bill(vendor=VendorRef(source_id="ent_9", name="Concrete Co"))
-    assert bill_body(bill, USD)["entity"] == {"externalId": "mercoa-vendor-ent_9"}
+    assert bill_body(bill, USD)["entity"] == {"externalId": "acme-mercoa-vendor-ent_9"}
     with pytest.raises(UnresolvedReferenceError):
         bill_body(make_bill(vendor=VendorRef(name="Nobody")), USD)
 
@@ -137,7 +137,7 @@ def test_line_without_gl_account_needs_a_default() -> None:
 
 def test_vendor_and_invoice_bodies() -> None:
     vendor = Vendor(
-        canonical_id="mercoa:vendor:ent_9",
+        canonical_id="acme:mercoa:vendor:ent_9",
         tenant="acme",
         source="mercoa",
         source_id="ent_9",
@@ -149,13 +149,13 @@ def test_vendor_and_invoice_bodies() -> None:
     record_type, body = body_for(vendor, {})
     assert record_type == "vendor"
     assert body == {
-        "externalId": "mercoa-vendor-ent_9",
+        "externalId": "acme-mercoa-vendor-ent_9",
         "companyName": "Concrete Co",
         "email": "ap@concrete.example",
         "isInactive": True,
     }
     invoice = Invoice(
-        canonical_id="monite:invoice:r1",
+        canonical_id="acme:monite:invoice:r1",
         tenant="acme",
         source="monite",
         source_id="r1",
@@ -293,7 +293,7 @@ async def test_upsert_by_eid_answers_204_location_and_updates_in_place(
     records = await SandboxControl(http, ns_sandbox).records("vendorBill")
     assert len(records) == 1
     assert records[0]["record"]["memo"] == "Concrete pour, Level 3"
-    assert records[0]["record"]["externalId"] == "mercoa-bill-inv_1"
+    assert records[0]["record"]["externalId"] == "acme-mercoa-bill-inv_1"
     assert records[0]["total"] == Decimal("150.00")
 
 
@@ -302,7 +302,7 @@ async def test_bill_for_a_vendor_upserted_by_ledgerflow_resolves_by_external_id(
 ) -> None:
     connector = NetSuiteConnector("ns", ns_config(ns_sandbox), http, state)
     vendor = Vendor(
-        canonical_id="mercoa:vendor:ent_9",
+        canonical_id="acme:mercoa:vendor:ent_9",
         tenant="acme",
         source="mercoa",
         source_id="ent_9",
@@ -313,7 +313,7 @@ async def test_bill_for_a_vendor_upserted_by_ledgerflow_resolves_by_external_id(
     bill = make_bill("inv_2", vendor=VendorRef(source_id="ent_9", name="Rebar Ltd"))
     booked = await connector.handle(bill, ctx("b"))
     stored = await SandboxControl(http, ns_sandbox).records("vendorBill")
-    assert stored[0]["record"]["entity"] == {"externalId": "mercoa-vendor-ent_9"}
+    assert stored[0]["record"]["entity"] == {"externalId": "acme-mercoa-vendor-ent_9"}
     assert booked.erp_record_id != booked_vendor.erp_record_id
 
 
@@ -374,7 +374,7 @@ async def test_oauth2_client_credentials_and_unsupported_objects(
     connector = NetSuiteConnector("ns-m2m", config, http, state)
     assert (await connector.handle(make_bill(), ctx())).erp_record_id
     payment = Payment(
-        canonical_id="mercoa:payment:tx1",
+        canonical_id="acme:mercoa:payment:tx1",
         tenant="acme",
         source="mercoa",
         source_id="tx1",
@@ -394,12 +394,12 @@ async def test_oauth2_client_credentials_and_unsupported_objects(
 # --------------------------------------------------------------------------------------------
 # The shared contract suite
 
-CONTRACT_VENDOR_EID = "mercoa-vendor-ent_acme"
+CONTRACT_VENDOR_EID = "contract-mercoa-vendor-ent_acme"
 
 
 def contract_payment() -> Payment:
     return Payment(
-        canonical_id="mercoa:payment:tx_contract",
+        canonical_id="contract:mercoa:payment:tx_contract",
         tenant="contract",
         source="mercoa",
         source_id="tx_contract",

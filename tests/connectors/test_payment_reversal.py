@@ -52,7 +52,7 @@ def _transaction(event_type: str, status: str) -> dict[str, Any]:
 
 
 def _payment(event_type: str, status: str) -> Payment:
-    (payment,) = map_event(raw_event("mercoa", event_type, _transaction(event_type, status)))
+    (payment,) = map_event(raw_event("mercoa", event_type, _transaction(event_type, status), tenant="contract"))
     assert isinstance(payment, Payment)
     return payment
 

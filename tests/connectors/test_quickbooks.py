@@ -84,7 +84,7 @@ async def test_bill_body_and_vendor_resolution(
     control = SandboxControl(http, url)
     vendors = await control.records("vendor")
     assert [v["record"]["DisplayName"] for v in vendors] == ["Acme Concrete Supply"]
-    binding = await state.get_binding("qbo", "vendor-ref:ent_acme")
+    binding = await state.get_binding("qbo", "contract:vendor-ref:ent_acme")
     assert binding is not None
     assert binding.erp_record_id == vendors[0]["id"]
     bills = {b["id"]: b["record"] for b in await control.records("bill")}
@@ -99,7 +99,7 @@ async def test_bill_body_and_vendor_resolution(
     # A name with a quote is escaped in the query and matched, not duplicated.
     quoted = contract_bill("in_q", vendor="O'Brien \\ Sons", vendor_source_id="ent_ob")
     await connector.handle(quoted, ctx("kq1"))
-    await state.put_binding("qbo", "vendor-ref:ent_ob", erp_record_id="0", erp_version=None, content_hash="")
+    await state.put_binding("qbo", "contract:vendor-ref:ent_ob", erp_record_id="0", erp_version=None, content_hash="")
     fresh = QuickBooksConnector("qbo2", qbo_config(url), http, state)
     await fresh.handle(contract_bill("in_q2", vendor="O'Brien \\ Sons", vendor_source_id="ent_ob"), ctx("kq2"))
     assert [v["record"]["DisplayName"] for v in await control.records("vendor")].count("O'Brien \\ Sons") == 1
@@ -203,7 +203,7 @@ async def test_vendor_record_create_update_and_deactivate(
     _, url = qbo
     connector = QuickBooksConnector("qbo", qbo_config(url), http, state)
     vendor = Vendor(
-        canonical_id="mercoa:vendor:ent_9",
+        canonical_id="t:mercoa:vendor:ent_9",
         tenant="t",
         source="mercoa",
         source_id="ent_9",

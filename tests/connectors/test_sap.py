@@ -43,7 +43,7 @@ OPTIONS = {"company_code": "1010", "default_tax_code": "V1"}
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
     values: dict[str, Any] = {
-        "canonical_id": f"monite:bill:{source_id}",
+        "canonical_id": f"acme:monite:bill:{source_id}",
         "tenant": "acme",
         "source": "monite",
         "source_id": source_id,
@@ -225,7 +225,7 @@ async def test_429_5xx_and_unsupported(sap: str, http: httpx.AsyncClient, state:
     with pytest.raises(RetriableError):
         await connector.handle(make_bill(), ctx())
     vendor = Vendor(
-        canonical_id="monite:vendor:c1",
+        canonical_id="acme:monite:vendor:c1",
         tenant="acme",
         source="monite",
         source_id="c1",
@@ -259,7 +259,7 @@ class TestSapContract(ConnectorContract):
             bad = sap_config(base_url, password="not-the-password")
             bad.options["timeout_seconds"] = CLIENT_TIMEOUT
             vendor = Vendor(
-                canonical_id="mercoa:vendor:ent_acme",
+                canonical_id="contract:mercoa:vendor:ent_acme",
                 tenant="contract",
                 source="mercoa",
                 source_id="ent_acme",
@@ -348,7 +348,7 @@ async def test_supplier_resolved_by_name_then_from_the_binder(
     connector = SapConnector("sap", sap_config(base_url), http, state)
     booked = await connector.handle(untaxed("inv_n1", by_name("Big Box Store")), ctx())
     assert app.queries["A_Supplier"] == 1
-    row = await state.get_binding("sap", "vendor-ref:ven_1")
+    row = await state.get_binding("sap", "acme:vendor-ref:ven_1")
     assert row is not None
     assert row.erp_record_id == "1000090"
     records = {r["id"]: r for r in await SandboxControl(http, base_url).records("supplier_invoice")}
@@ -359,9 +359,9 @@ async def test_supplier_resolved_by_name_then_from_the_binder(
     records = {r["id"]: r for r in await SandboxControl(http, base_url).records("supplier_invoice")}
     assert records[second.erp_record_id]["record"]["InvoicingParty"] == "1000090"
     # An SAP number sent by the source wins over the binder row.
-    assert await connector.resolve_supplier(by_name("x").model_copy(update={"accounting_id": "17300001"})) == (
-        "17300001"
-    )
+    assert await connector.resolve_supplier(
+        by_name("x").model_copy(update={"accounting_id": "17300001"}), tenant="acme"
+    ) == ("17300001")
 
 
 async def test_same_named_suppliers_are_narrowed_by_country_then_city(
@@ -370,13 +370,13 @@ async def test_same_named_suppliers_are_narrowed_by_country_then_city(
     base_url, app = sap_app
     connector = SapConnector("sap", sap_config(base_url), http, state)
     in_us = by_name("Northwind Traders", "ven_us", Address(city="Seattle", country="US"))
-    assert await connector.resolve_supplier(in_us) == "1000100"
+    assert await connector.resolve_supplier(in_us, tenant="acme") == "1000100"
     in_leeds = by_name("Northwind Traders", "ven_leeds", Address(city="leeds", country="gb"))
     booked = await connector.handle(untaxed("inv_leeds", in_leeds), ctx())
     records = {r["id"]: r for r in await SandboxControl(http, base_url).records("supplier_invoice")}
     assert records[booked.erp_record_id]["record"]["InvoicingParty"] == "1000102"
     assert app.queries["A_BusinessPartnerAddress"] == 2
-    row = await state.get_binding("sap", "vendor-ref:ven_leeds")
+    row = await state.get_binding("sap", "acme:vendor-ref:ven_leeds")
     assert row is not None
     assert row.erp_record_id == "1000102"
 
@@ -400,7 +400,7 @@ async def test_unresolved_ambiguity_is_permanent(
     assert not ambiguous.value.retriable
     assert "1000100, 1000101, 1000102" in str(ambiguous.value)
     assert why in str(ambiguous.value)
-    assert await state.get_binding("sap", "vendor-ref:ven_1") is None
+    assert await state.get_binding("sap", "acme:vendor-ref:ven_1") is None
     assert await SandboxControl(http, base_url).records("supplier_invoice") == []
 
 
@@ -413,12 +413,12 @@ async def test_unknown_supplier_name_is_permanent_and_quotes_are_escaped(
         await connector.handle(untaxed("inv_u", by_name("No Such Vendor Ltd")), ctx())
     assert unknown.value.code == "reference.unresolved"
     assert "No Such Vendor Ltd" in str(unknown.value)
-    assert await state.get_binding("sap", "vendor-ref:ven_1") is None
+    assert await state.get_binding("sap", "acme:vendor-ref:ven_1") is None
     with pytest.raises(PermanentError) as nameless:
         await connector.handle(untaxed("inv_u2", VendorRef(source_id="ven_2")), ctx())
     assert nameless.value.code == "reference.unresolved"
     assert app.queries["A_Supplier"] == 1
-    assert await connector.resolve_supplier(by_name("O'Brien Lumber", None)) == "1000120"
+    assert await connector.resolve_supplier(by_name("O'Brien Lumber", None), tenant="acme") == "1000120"
 
 
 async def test_supplier_lookup_outage_is_retriable(
@@ -429,7 +429,7 @@ async def test_supplier_lookup_outage_is_retriable(
     await SandboxControl(http, base_url).inject(status=503)
     with pytest.raises(RetriableError):
         await connector.handle(untaxed("inv_o", by_name("Big Box Store")), ctx())
-    assert await state.get_binding("sap", "vendor-ref:ven_1") is None
+    assert await state.get_binding("sap", "acme:vendor-ref:ven_1") is None
 
 
 async def test_mercoa_sample_vendor_is_found_by_name_in_the_default_sandbox(
@@ -440,7 +440,7 @@ async def test_mercoa_sample_vendor_is_found_by_name_in_the_default_sandbox(
     async with serve(sandbox.create_app()) as base_url:
         config = sandbox.sandbox_connection(ConnectionConfig(erp="sap"), base_url)
         connector = SapConnector("sap-default", config, http, state)
-        assert await connector.resolve_supplier(ref) == "1000090"
+        assert await connector.resolve_supplier(ref, tenant="acme") == "1000090"
         booked = await connector.handle(untaxed("inv_mercoa", ref), ctx())
         records = await SandboxControl(http, base_url).records("supplier_invoice")
         assert [r["record"]["InvoicingParty"] for r in records if r["id"] == booked.erp_record_id] == ["1000090"]

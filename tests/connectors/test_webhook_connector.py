@@ -28,7 +28,7 @@ OTHER = "whsec_" + base64.b64encode(b"some-other-secret-9876543210abcd").decode(
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
     values: dict[str, Any] = {
-        "canonical_id": f"mercoa:bill:{source_id}",
+        "canonical_id": f"acme:mercoa:bill:{source_id}",
         "tenant": "acme",
         "source": "mercoa",
         "source_id": source_id,
@@ -95,7 +95,7 @@ async def test_signed_delivery_verified_and_deduplicated_by_webhook_id(
     assert len(deliveries) == 1
     body = deliveries[0]["record"]["body"]
     assert body["type"] == "bill.upsert"
-    assert body["data"]["canonical_id"] == "mercoa:bill:inv_1"
+    assert body["data"]["canonical_id"] == "acme:mercoa:bill:inv_1"
     assert body["data"]["total"] == "150.10"  # money stays a decimal string
     assert deliveries[0]["record"]["webhook_id"] == "idem-1"
     update = await connector.handle(make_bill(memo="m"), ctx("idem-2", BinderEntry(booked.erp_record_id, None, "h")))
@@ -123,7 +123,7 @@ async def test_body_template_shapes_the_request_and_path_per_object(
         "hook", config(receiver, body_template=template, paths={"bill": "/ap/bills"}), http, state
     )
     booked = await connector.handle(make_bill(), ctx("idem-t"))
-    assert booked.erp_record_id == "mercoa:bill:inv_1"  # no pointer configured: the canonical id
+    assert booked.erp_record_id == "acme:mercoa:bill:inv_1"  # no pointer configured: the canonical id
     stored = [
         r for r in await SandboxControl(http, receiver).records("delivery") if r["record"]["webhook_id"] == "idem-t"
     ]
@@ -190,7 +190,7 @@ class TestWebhookContract(ConnectorContract):
                 erp="http", base_url=base_url, objects=["bill"], credentials={"secret": OTHER}, options=options
             )
             payment = Payment(
-                canonical_id="mercoa:payment:tx_contract",
+                canonical_id="contract:mercoa:payment:tx_contract",
                 tenant="contract",
                 source="mercoa",
                 source_id="tx_contract",

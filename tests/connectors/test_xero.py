@@ -95,7 +95,7 @@ async def test_bill_is_an_authorised_accpay_invoice_with_the_payload_total(
     assert record["LineItems"][0]["LineAmount"] == Decimal("1234.56")
     contacts = await control.records("contact")
     assert [c["record"]["Name"] for c in contacts] == ["Acme Concrete Supply"]
-    binding = await state.get_binding("xero", "vendor-ref:ent_acme")
+    binding = await state.get_binding("xero", "contract:vendor-ref:ent_acme")
     assert binding is not None
     assert binding.erp_record_id == contacts[0]["id"]
     # A name with quotes is matched by the where filter, not created twice.
@@ -202,7 +202,7 @@ async def test_void_and_payment(xero: tuple[FastAPI, str], http: httpx.AsyncClie
         "xero", bill.canonical_id, erp_record_id=str(booked.erp_record_id), erp_version=None, content_hash=""
     )
     payment = Payment(
-        canonical_id="mercoa:payment:tr_1",
+        canonical_id="t:mercoa:payment:tr_1",
         tenant="t",
         source="mercoa",
         source_id="tr_1",

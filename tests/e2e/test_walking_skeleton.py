@@ -40,7 +40,7 @@ async def test_mercoa_invoice_lands_once_in_quickbooks_and_xero(
     settings = _settings(kafka_bootstrap, kafka_is_embedded, tmp_path, f"e2e{unique}")
     routing = demo_routing()
     payload = orjson.loads(mercoa_sample)
-    canonical_id = f"mercoa:bill:{payload['invoice']['id']}"
+    canonical_id = f"demo:mercoa:bill:{payload['invoice']['id']}"
     amount = Decimal(str(payload["invoice"]["amount"]))
 
     async with run_stack(settings, routing) as stack:
@@ -157,7 +157,7 @@ async def test_one_bill_booked_in_all_five_erps_and_the_http_target(
         results = await demo.collect_results(
             stack.bootstrap_servers,
             settings.topics.results,
-            f"mercoa:bill:{payload['invoice']['id']}",
+            f"demo:mercoa:bill:{payload['invoice']['id']}",
             list(ALL_ERPS),
             timeout=90,
         )

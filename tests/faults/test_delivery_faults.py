@@ -56,7 +56,7 @@ class Posted:
     @property
     def canonical_id(self) -> str:
         """Canonical id of the bill the webhook maps to."""
-        return f"mercoa:bill:{self.invoice_id}"
+        return f"faults:mercoa:bill:{self.invoice_id}"
 
     @property
     def accepted(self) -> bool:

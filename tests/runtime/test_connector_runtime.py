@@ -61,7 +61,7 @@ def _routing() -> Routing:
 def _bill(total: str = "100.00", source_id: str = "in_1") -> Bill:
     return Bill.model_validate(
         {
-            "canonical_id": f"mercoa:bill:{source_id}",
+            "canonical_id": f"t:mercoa:bill:{source_id}",
             "tenant": "t",
             "source": "mercoa",
             "source_id": source_id,
@@ -124,7 +124,7 @@ async def test_retriable_errors_are_retried_then_succeed(store: StateStore) -> N
     assert result.outcome is Outcome.SUCCEEDED
     assert result.attempts == 3
     keys = {c.idempotency_key for c in rt.connector.calls}
-    assert keys == {idempotency_key("erp-a", "evt-1")}, "every attempt must reuse the idempotency key"
+    assert keys == {idempotency_key("erp-a", "evt-1", "t")}, "every attempt must reuse the idempotency key"
 
 
 async def test_exhausted_retries_and_permanent_errors_fail_with_the_vendor_message(store: StateStore) -> None:
@@ -144,7 +144,7 @@ async def test_exhausted_retries_and_permanent_errors_fail_with_the_vendor_messa
         False,
         "Account 999 does not exist",
     )
-    assert await store.get_binding("erp-a", "mercoa:bill:in_1") is None
+    assert await store.get_binding("erp-a", "t:mercoa:bill:in_1") is None
 
 
 async def test_unsupported_and_unconfigured_objects_are_skipped_with_a_reason(store: StateStore) -> None:
@@ -288,15 +288,15 @@ async def test_a_batch_reads_its_binder_rows_in_one_query_and_writes_them_in_one
 
     assert statements == ["SELECT", "INSERT"], statements
     outcomes = [(r.canonical_id, r.outcome, r.operation) for r in published]
-    assert outcomes.count(("mercoa:bill:in_0", Outcome.DUPLICATE, Operation.SKIP)) == 1
-    in_3 = [(o, op) for cid, o, op in outcomes if cid == "mercoa:bill:in_3"]
+    assert outcomes.count(("t:mercoa:bill:in_0", Outcome.DUPLICATE, Operation.SKIP)) == 1
+    in_3 = [(o, op) for cid, o, op in outcomes if cid == "t:mercoa:bill:in_3"]
     assert in_3 == [
         (Outcome.SUCCEEDED, Operation.CREATE),
         (Outcome.DUPLICATE, Operation.SKIP),
         (Outcome.SUCCEEDED, Operation.UPDATE),
     ]
     assert await store.count_bindings("erp-a") == 5
-    row = await store.get_binding("erp-a", "mercoa:bill:in_3")
+    row = await store.get_binding("erp-a", "t:mercoa:bill:in_3")
     assert row is not None
     assert row.content_hash == content_hash(_bill("120.00", source_id="in_3"))
 
@@ -307,7 +307,7 @@ async def test_bookings_of_a_failed_batch_are_still_written(store: StateStore) -
     async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
         nonlocal calls
         calls += 1
-        if SyncResult.model_validate_json(value).canonical_id == "mercoa:bill:in_2":
+        if SyncResult.model_validate_json(value).canonical_id == "t:mercoa:bill:in_2":
             raise ConnectionError("broker gone")
 
     routing = _routing()
@@ -318,9 +318,9 @@ async def test_bookings_of_a_failed_batch_are_still_written(store: StateStore) -
         await rt.handle_batch(batch, concurrency=1)
     assert calls == 3
     # in_0 and in_1 had their results acknowledged: the binder knows them, the redelivery is a duplicate.
-    assert await store.get_binding("erp-a", "mercoa:bill:in_0") is not None
-    assert await store.get_binding("erp-a", "mercoa:bill:in_1") is not None
-    assert await store.get_binding("erp-a", "mercoa:bill:in_2") is None
+    assert await store.get_binding("erp-a", "t:mercoa:bill:in_0") is not None
+    assert await store.get_binding("erp-a", "t:mercoa:bill:in_1") is not None
+    assert await store.get_binding("erp-a", "t:mercoa:bill:in_2") is None
 
 
 async def test_reference_ids_are_cached_and_the_cache_can_be_turned_off(store: StateStore) -> None:
@@ -366,7 +366,7 @@ async def test_a_parked_record_rereads_the_binder_after_its_wait(store: StateSto
     assert result.outcome is Outcome.SKIPPED
     assert result.error is not None
     assert result.error.code == "record.superseded"
-    row = await store.get_binding("erp-a", "mercoa:bill:in_1")
+    row = await store.get_binding("erp-a", "t:mercoa:bill:in_1")
     assert row is not None
     assert row.content_hash == content_hash(_bill("150.00"))
 

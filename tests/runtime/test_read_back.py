@@ -24,7 +24,7 @@ from ledgerflow.core.state import StateStore
 def _bill(total: str = "110.00") -> Bill:
     return Bill.model_validate(
         {
-            "canonical_id": "mercoa:bill:in_1",
+            "canonical_id": "t:mercoa:bill:in_1",
             "tenant": "t",
             "source": "mercoa",
             "source_id": "in_1",

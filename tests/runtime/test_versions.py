@@ -51,7 +51,7 @@ async def test_an_older_version_delivered_late_is_skipped_as_superseded(store: S
         _bill("160.00").total,
         _bill("170.00").total,
     ]
-    row = await store.get_binding("erp-a", "mercoa:bill:in_1")
+    row = await store.get_binding("erp-a", "t:mercoa:bill:in_1")
     assert row is not None
     assert row.source_updated_at is not None
     assert row.source_updated_at.replace(tzinfo=UTC) == T0 + timedelta(minutes=9)

@@ -117,7 +117,7 @@ def test_the_shipped_standard_webhooks_mapping_is_the_identity_and_the_body_cann
     }
     bill = map_payload(mapping, {"type": "bill.created", "data": data}, event_type="bill.created", tenant="acme")
     assert bill.tenant == "acme"
-    assert bill.canonical_id == "standardwebhooks:bill:B-1"
+    assert bill.canonical_id == "acme:standardwebhooks:bill:B-1"
     dumped = json.loads(bill.model_dump_json())
     for key in ("source_id", "bill_date", "currency", "subtotal", "total"):
         assert dumped[key] == data[key]
@@ -235,7 +235,7 @@ def test_cli_mapping_test_prints_the_record_checks_a_golden_file_and_reports_err
         ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["canonical_id"] == "standardwebhooks:bill:exp_9f2c"
+    assert json.loads(result.stdout)["canonical_id"] == "acme:standardwebhooks:bill:exp_9f2c"
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN, encoding="utf-8")

@@ -170,10 +170,10 @@ async def test_poller_publishes_like_the_ingress_and_mappers_accept_it(kafka_boo
         )
         mapped += ROUTERS["accessplanit"](event).mapper(event)
     assert [r.canonical_id for r in mapped] == [
-        "accessplanit:invoice:1",
-        "accessplanit:invoice:2",
-        "accessplanit:invoice:3",
-        "accessplanit:payment:71",
+        "acme:accessplanit:invoice:1",
+        "acme:accessplanit:invoice:2",
+        "acme:accessplanit:invoice:3",
+        "acme:accessplanit:payment:71",
     ]
     assert isinstance(mapped[2], Invoice)
     assert str(mapped[2].total) == "36.00"

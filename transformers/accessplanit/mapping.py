@@ -271,7 +271,7 @@ def map_invoice(event: RawEvent) -> Sequence[CanonicalRecord]:
         custom["invoice_status"] = str(record["InvoiceStatus"])
     return [
         Invoice(
-            canonical_id=canonical_id(Source.ACCESSPLANIT, "invoice", source_id),
+            canonical_id=canonical_id(event.tenant, Source.ACCESSPLANIT, "invoice", source_id),
             tenant=event.tenant,
             source=Source.ACCESSPLANIT,
             source_id=source_id,
@@ -316,7 +316,7 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
         raise ContractError("accessplanit transaction has no TransactionDate")
     return [
         Payment(
-            canonical_id=canonical_id(Source.ACCESSPLANIT, "payment", source_id),
+            canonical_id=canonical_id(event.tenant, Source.ACCESSPLANIT, "payment", source_id),
             tenant=event.tenant,
             source=Source.ACCESSPLANIT,
             source_id=source_id,
@@ -335,7 +335,7 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
             applied_to=[
                 AppliedTo(
                     document=Reference(source_id=invoice_id),
-                    document_canonical_id=canonical_id(Source.ACCESSPLANIT, "invoice", invoice_id),
+                    document_canonical_id=canonical_id(event.tenant, Source.ACCESSPLANIT, "invoice", invoice_id),
                     amount=amount,
                 )
             ]

@@ -141,7 +141,7 @@ def _custom(record: dict[str, Any]) -> dict[str, str]:
 def _common(event: RawEvent, record: dict[str, Any], object_type: str) -> dict[str, Any]:
     source_id = str(require(record, "api_code"))
     return {
-        "canonical_id": canonical_id(Source.ACCOUNTINGSUITE, object_type, source_id),
+        "canonical_id": canonical_id(event.tenant, Source.ACCOUNTINGSUITE, object_type, source_id),
         "tenant": event.tenant,
         "source": Source.ACCOUNTINGSUITE,
         "source_id": source_id,
@@ -383,7 +383,9 @@ def map_cash_receipt(event: RawEvent) -> Sequence[CanonicalRecord]:
     applied = [
         AppliedTo(
             document=Reference(source_id=str(line["Document_Key"]), name=_text(line.get("Document"))),
-            document_canonical_id=canonical_id(Source.ACCOUNTINGSUITE, "invoice", str(line["Document_Key"])),
+            document_canonical_id=canonical_id(
+                event.tenant, Source.ACCOUNTINGSUITE, "invoice", str(line["Document_Key"])
+            ),
             amount=as_decimal(require(line, "Payment"), f"LineItems[{i}].Payment"),
         )
         for i, line in enumerate(as_objects(record.get("LineItems"), "LineItems"))

@@ -167,7 +167,7 @@ def apply_rule(
         tenant=tenant,
         source=source,
         source_event=event_type,
-        canonical_id=canonical_id(source, rule.model.object_type, str(source_id)),
+        canonical_id=canonical_id(tenant, source, rule.model.object_type, str(source_id)),
     )
     return rule.model.model_validate(record)
 

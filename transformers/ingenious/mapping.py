@@ -309,7 +309,7 @@ def _totals(data: dict[str, Any], lines: Sequence[LineItem]) -> tuple[Decimal, D
 def _common(event: RawEvent, data: dict[str, Any], object_type: str) -> dict[str, Any]:
     source_id = str(require(data, "id"))
     return {
-        "canonical_id": canonical_id(Source.INGENIOUS, object_type, source_id),
+        "canonical_id": canonical_id(event.tenant, Source.INGENIOUS, object_type, source_id),
         "tenant": event.tenant,
         "source": Source.INGENIOUS,
         "source_id": source_id,

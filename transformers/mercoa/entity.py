@@ -160,7 +160,7 @@ def entity_records(
     custom = {"foreign_id": str(entity["foreignId"])} if entity.get("foreignId") else {}
     return [
         model(
-            canonical_id=canonical_id(Source.MERCOA, model.object_type, source_id),
+            canonical_id=canonical_id(event.tenant, Source.MERCOA, model.object_type, source_id),
             tenant=event.tenant,
             source=Source.MERCOA,
             source_id=source_id,

@@ -238,7 +238,7 @@ def map_invoice(event: RawEvent) -> Sequence[Bill]:
 
     return [
         Bill(
-            canonical_id=canonical_id(Source.MERCOA, "bill", source_id),
+            canonical_id=canonical_id(event.tenant, Source.MERCOA, "bill", source_id),
             tenant=event.tenant,
             source=Source.MERCOA,
             source_id=source_id,

@@ -226,7 +226,7 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
     destination = as_object(trx.get("paymentDestination"), "transaction.paymentDestination")
     return [
         Payment(
-            canonical_id=canonical_id(Source.MERCOA, "payment", source_id),
+            canonical_id=canonical_id(event.tenant, Source.MERCOA, "payment", source_id),
             tenant=event.tenant,
             source=Source.MERCOA,
             source_id=source_id,
@@ -246,7 +246,7 @@ def map_transaction(event: RawEvent) -> Sequence[CanonicalRecord]:
             applied_to=[
                 AppliedTo(
                     document=Reference(source_id=str(require(inv, "id")), name=inv.get("invoiceNumber")),
-                    document_canonical_id=canonical_id(Source.MERCOA, "bill", str(inv["id"])),
+                    document_canonical_id=canonical_id(event.tenant, Source.MERCOA, "bill", str(inv["id"])),
                     amount=as_decimal(require(inv, "amount"), f"transaction.invoices[{i}].amount"),
                 )
                 for i, inv in enumerate(invoices)

@@ -331,7 +331,7 @@ def _address(value: Any) -> Address | None:
 def _common(event: RawEvent, obj: dict[str, Any], object_type: str) -> dict[str, Any]:
     source_id = str(require(obj, "id"))
     return {
-        "canonical_id": canonical_id(Source.MONITE, object_type, source_id),
+        "canonical_id": canonical_id(event.tenant, Source.MONITE, object_type, source_id),
         "tenant": event.tenant,
         "source": Source.MONITE,
         "source_id": source_id,
@@ -657,7 +657,9 @@ def map_payment_record(event: RawEvent) -> Sequence[CanonicalRecord]:
             applied_to=[
                 AppliedTo(
                     document=Reference(source_id=doc_id, name=document.get("document_id")),
-                    document_canonical_id=canonical_id(Source.MONITE, "bill" if outgoing else "invoice", doc_id),
+                    document_canonical_id=canonical_id(
+                        event.tenant, Source.MONITE, "bill" if outgoing else "invoice", doc_id
+                    ),
                     amount=amount,
                 )
             ],
