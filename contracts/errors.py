@@ -40,7 +40,8 @@ class ErrorCode(StrEnum):
     RECORD_NOT_APPROVED = "record.not_approved"
     """The document is draft/submitted in the source and the connection books approved records only."""
     RECORD_SUPERSEDED = "record.superseded"
-    """A newer version of the record was booked while this one waited on a retry tier."""
+    """A newer version of the record was already booked: its ``source_updated_at`` is older than the
+    booked one's, or a newer version was booked while this one waited on a retry tier."""
     RECORD_NOT_BOOKED = "record.not_booked"
     """A void/delete of a record never booked on this connection."""
     PAYMENT_KIND_UNSUPPORTED = "payment.kind_unsupported"
@@ -107,7 +108,8 @@ class ErrorCode(StrEnum):
     """The ERP answered 2xx with a body that is not what it documents (HTML, truncated JSON, no record id):
     retried a few times, then dead-lettered."""
     ERP_PROTOCOL = "erp.protocol"
-    """The ERP's answer is not what its API documents (no id, wrong shape)."""
+    """A read-back answer is not what the ERP's API documents (a booking's own answer without an id or
+    of the wrong shape is ``erp.invalid_response``)."""
     ERP_NOTHING_TO_VOID = "erp.nothing_to_void"
     """A void/delete found nothing to void in the ERP."""
     ERP_UNSUPPORTED_OBJECT = "erp.unsupported_object"

@@ -33,6 +33,7 @@ from ledgerflow.connectors.base import (
     Booked,
     Connector,
     HandleContext,
+    InvalidResponse,
     PermanentError,
     UnresolvedReferenceError,
     Unsupported,
@@ -66,14 +67,14 @@ DEFAULT_CONCURRENCY = 10
 def _list(response: httpx.Response) -> list[dict[str, Any]]:
     body = loads_json(response.content)
     if not isinstance(body, list):
-        raise PermanentError(ErrorCode.ERP_PROTOCOL, f"Coupa answered a look-up with {type(body).__name__}, not a list")
+        raise InvalidResponse(f"Coupa answered a look-up with {type(body).__name__}, not a list")
     return [item for item in body if isinstance(item, dict)]
 
 
 def _id(body: Any, what: str) -> str:
     if isinstance(body, dict) and body.get("id") is not None:
         return str(body["id"])
-    raise PermanentError(ErrorCode.ERP_PROTOCOL, f"Coupa returned no id for the {what}")
+    raise InvalidResponse(f"Coupa returned no id for the {what}")
 
 
 def _same_document(invoice: dict[str, Any], body: dict[str, Any], invoice_id: str) -> None:

@@ -32,6 +32,7 @@ from ledgerflow.connectors.base import (
     Booked,
     Connector,
     HandleContext,
+    InvalidResponse,
     PermanentError,
     UnresolvedReferenceError,
     Unsupported,
@@ -273,4 +274,4 @@ class NetSuiteConnector(Connector):
         body = loads_json(found.content)
         if isinstance(body, dict) and body.get("id"):
             return str(body["id"])
-        raise PermanentError(ErrorCode.ERP_PROTOCOL, f"NetSuite returned no internal id for {record_type} eid:{eid}")
+        raise InvalidResponse(f"NetSuite returned no internal id for {record_type} eid:{eid}")

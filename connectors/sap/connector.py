@@ -48,6 +48,7 @@ from ledgerflow.connectors.base import (
     Booked,
     Connector,
     HandleContext,
+    InvalidResponse,
     PermanentError,
     RetriableError,
     UnresolvedReferenceError,
@@ -296,7 +297,7 @@ class SapConnector(Connector):
         data = body.get("d") if isinstance(body, dict) else None
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list):
-            raise PermanentError(ErrorCode.ERP_PROTOCOL, f"SAP {path} answered without d.results")
+            raise InvalidResponse(f"SAP {path} answered without d.results")
         return [r for r in results if isinstance(r, dict) and r.get("Supplier", r.get("BusinessPartner"))]
 
     async def _suppliers_named(self, name: str) -> list[dict[str, Any]]:
@@ -390,7 +391,7 @@ class SapConnector(Connector):
     def _key(entity: Any) -> str:
         if isinstance(entity, dict) and entity.get("SupplierInvoice") and entity.get("FiscalYear"):
             return f"{entity['SupplierInvoice']}/{entity['FiscalYear']}"
-        raise PermanentError(ErrorCode.ERP_PROTOCOL, "SAP returned no SupplierInvoice/FiscalYear key")
+        raise InvalidResponse("SAP returned no SupplierInvoice/FiscalYear key")
 
     async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         token, cookie = self._csrf or await self.fetch_csrf()

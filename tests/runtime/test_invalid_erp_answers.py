@@ -45,7 +45,7 @@ async def _requests(http: httpx.AsyncClient, url: str) -> int:
 
 
 @pytest.mark.parametrize("garbage", ["html", "truncated", "no_id"])
-@pytest.mark.parametrize("erp", ["quickbooks", "xero", "http"])
+@pytest.mark.parametrize("erp", ["quickbooks", "xero", "netsuite", "sap", "coupa", "http"])
 async def test_garbage_2xx_answers_are_bounded_and_dead_lettered(erp: str, garbage: str, state: StateStore) -> None:
     sandbox = sandbox_module(erp)
     async with serve(sandbox.create_app()) as url, httpx.AsyncClient(timeout=5) as http:
@@ -88,7 +88,7 @@ async def test_garbage_2xx_answers_are_bounded_and_dead_lettered(erp: str, garba
     assert parked == []
     assert {h["ledgerflow_dlq_reason"] for h in dead} == {INVALID_RESPONSE}
     # Bounded: at most ATTEMPTS bookings per bill, each at most a few requests (look-ups + write).
-    per_booking = {"quickbooks": 4, "xero": 4, "http": 1}[erp]
+    per_booking = {"quickbooks": 4, "xero": 4, "netsuite": 4, "sap": 4, "coupa": 4, "http": 1}[erp]
     assert calls <= BILLS * ATTEMPTS * per_booking, f"{calls} ERP calls for {BILLS} bills"
     print(f"{erp}/{garbage}: {calls} ERP calls for {BILLS} bills")
 
