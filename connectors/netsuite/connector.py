@@ -194,7 +194,8 @@ class NetSuiteConnector(Connector):
     async def read_back(self, record: CanonicalRecord, booked: Booked) -> StoredDocument | None:
         """Read the booked transaction back and map it for read-back verification.
 
-        ``GET /<recordType>/<internal id>`` (NetSuite's write answer is a bare 204), mapped by
+        ``GET /<recordType>/<internal id>?expandSubResources=true`` (NetSuite's write answer is a
+        bare 204; without the parameter the lines come as links only), mapped by
         :func:`~ledgerflow.connectors.netsuite.mapping.stored_document`.
 
         Raises:
@@ -207,7 +208,11 @@ class NetSuiteConnector(Connector):
             return None
         record_type = RECORD_TYPES[record.object_type]
         response = await self.client.request(
-            "GET", f"/{record_type}/{booked.erp_record_id}", operation=f"{record.object_type}.read_back"
+            "GET",
+            f"/{record_type}/{booked.erp_record_id}",
+            operation=f"{record.object_type}.read_back",
+            # Sublists (the lines) come as links only without it.
+            params={"expandSubResources": "true"},
         )
         body = loads_json(response.content)
         if not isinstance(body, dict):

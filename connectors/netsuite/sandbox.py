@@ -5,7 +5,8 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 * ``PUT /services/rest/record/v1/<recordType>/eid:<externalId>`` — upsert: creates the record or
   updates the one with that external id; answers **204 No Content** with ``Location:
   …/<recordType>/<internal id>``. ``POST /<recordType>`` creates (204 + Location),
-  ``PATCH /<recordType>/<id>`` updates, ``GET /<recordType>/<id | eid:…>`` reads,
+  ``PATCH /<recordType>/<id>`` updates, ``GET /<recordType>/<id | eid:…>`` reads (sublists such
+  as ``expense`` and ``item`` only as links unless ``expandSubResources=true``, as NetSuite),
   ``GET /<recordType>`` lists (``items`` of ``{id, links}``).
 * Bodies are validated against the record's schema in the NetSuite OpenAPI description when one
   is given (``spec_path``; :mod:`ledgerflow.connectors.netsuite.schema`), with unknown fields rejected;
@@ -323,7 +324,16 @@ class _NetSuite:
         found = self.find(record_type, key)
         if found is None:
             return _error(404, "NONEXISTENT_ID", f"The record instance does not exist: {record_type} {key}.")
-        return DecimalJSONResponse(found[1])
+        record_id, record = found
+        if request.query_params.get("expandSubResources", "").lower() == "true":
+            return DecimalJSONResponse(record)
+        # As NetSuite: sublists are links to their own resources unless expandSubResources=true.
+        base = self.location(request, record_type, record_id)
+        collapsed = {
+            key: {"links": [{"rel": "self", "href": f"{base}/{key}"}]} if key in ("expense", "item") else value
+            for key, value in record.items()
+        }
+        return DecimalJSONResponse(collapsed)
 
     async def listing(self, request: Request, record_type: str, limit: int = 1000, offset: int = 0) -> Response:
         if not self.authorised(request):

@@ -151,7 +151,10 @@ async def test_netsuite_stores_its_own_total_and_the_knob_alters_it(netsuite: ht
     response = await _send(netsuite, "PUT", f"{RECORD_PATH}/invoice/eid:inv-jpy", invoice)
     assert response.status_code == 204, response.text
     record_id = response.headers["location"].rsplit("/", 1)[-1]
-    stored = (await netsuite.get(f"{RECORD_PATH}/invoice/{record_id}")).json()
+    collapsed = (await netsuite.get(f"{RECORD_PATH}/invoice/{record_id}")).json()
+    assert set(collapsed["item"]) == {"links"}  # sublists are links unless expanded, as in NetSuite
+    read = await netsuite.get(f"{RECORD_PATH}/invoice/{record_id}", params={"expandSubResources": "true"})
+    stored = read.json()
     assert stored["item"]["items"][0]["amount"] == 1000  # 3 × 333.4 rounded to the yen
     assert stored["total"] == 1100
     control = SandboxControl(netsuite, "http://sandbox")
