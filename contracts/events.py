@@ -15,6 +15,7 @@ eagerly, and the ingress must hand the raw body bytes on untouched.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ __all__ = [
     "new_traceparent",
     "raw_event_attributes",
     "record_version_id",
+    "valid_traceparent",
 ]
 
 _REQUIRED = (h.CE_ID, h.CE_SOURCE, h.CE_TYPE, h.CE_TENANT)
@@ -61,6 +63,28 @@ def record_version_id(tenant: str, source: str, resource: str, record_id: str, v
 def new_traceparent() -> str:
     """A fresh W3C ``traceparent`` (version 00, sampled)."""
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """``value`` when it is a W3C Trace Context ``traceparent`` a receiver may continue, else None.
+
+    W3C Trace Context Level 1 §3.2: lower-case hex ``version-trace_id-parent_id-flags``; version
+    ``ff``, an all-zero trace id or parent id are invalid; version ``00`` has exactly four fields
+    (later versions may append more, which are kept).
+    """
+    if not value:
+        return None
+    value = value.strip()
+    match = _TRACEPARENT.fullmatch(value)
+    if match is None:
+        return None
+    version, trace_id, parent_id, _flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == "0" * 32 or parent_id == "0" * 16:
+        return None
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +164,15 @@ def raw_event_attributes(
     event_type: str,
     record_id: str,
     extensions: Mapping[str, str] | None = None,
+    traceparent: str | None = None,
 ) -> EventAttributes:
     """The context of a raw event on ``<prefix>.raw.<source>``: the one shape every raw event has.
 
     ``ce_source`` is ``/tenants/<tenant>/<source>``, ``ce_type`` ``io.ledgerflow.raw.<source>.<event_type>``
     (``event_type`` is the source's own, e.g. ``invoice.created``), ``ce_subject`` the source's
     record id (also the Kafka key). ``extensions`` become ``ce_<name>`` headers (e.g. ``sourceevent``).
+    ``traceparent`` continues the sender's trace (the ingress passes the webhook's valid
+    ``traceparent`` header, :func:`valid_traceparent`); without one the event starts a new trace.
     """
     return EventAttributes(
         id=id,
@@ -153,5 +180,6 @@ def raw_event_attributes(
         type=f"io.ledgerflow.raw.{source}.{event_type}",
         tenant=tenant,
         subject=record_id,
+        traceparent=valid_traceparent(traceparent) or new_traceparent(),
         extensions=dict(extensions or {}),
     )

@@ -282,6 +282,7 @@ class Ingress:
             event_type=envelope.event_type,
             record_id=envelope.record_id,
             extensions=extensions,
+            traceparent=wreq.headers.get("traceparent"),  # the sender's trace continues (W3C Trace Context)
         )
         try:
             await self.publisher.publish(

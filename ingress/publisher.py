@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from ledgerflow.core import tracing
 from ledgerflow.core.kafka import kafka_client_options, producer_options
 from ledgerflow.core.settings import Settings
 
@@ -92,11 +93,12 @@ class KafkaPublisher:
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:
         """Publish and await the acknowledgement (see :class:`Publisher`)."""
-        encoded = [(name, text.encode()) for name, text in headers.items()]
         try:
-            async with asyncio.timeout(self.timeout):
-                ack = await self.producer.send(topic, value, key=key, headers=encoded)
-                await ack
+            with tracing.publish_span(topic, headers):  # off: a no-op; on: the record carries this span's context
+                encoded = [(name, text.encode()) for name, text in headers.items()]
+                async with asyncio.timeout(self.timeout):
+                    ack = await self.producer.send(topic, value, key=key, headers=encoded)
+                    await ack
         except TimeoutError as exc:
             raise BrokerUnavailable(f"broker did not acknowledge within {self.timeout:g}s", maybe_stored=True) from exc
         except MessageSizeTooLargeError as exc:

@@ -77,6 +77,15 @@ def _setup_logging(settings: Settings, quiet: bool = False) -> None:
     from ledgerflow.core.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, quiet=quiet)
+    _setup_tracing()
+
+
+def _setup_tracing() -> None:
+    """Traces from the ``OTEL_*`` variables (off unless they ask); ``service.name`` is ``ledgerflow-<command>``."""
+    from ledgerflow.core.tracing import configure_tracing
+
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    configure_tracing(f"ledgerflow-{command}" if command.isidentifier() else "ledgerflow")
 
 
 def _load(settings: Settings) -> Routing:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ledgerflow.core import tracing
 from ledgerflow.core.settings import Settings
 
 __all__ = ["BoundedHttpToolsProtocol", "HttpLimits", "serve"]
@@ -220,7 +221,7 @@ async def serve(
     config.setdefault("http", _protocol_for(bounds))
     config.setdefault("timeout_keep_alive", bounds.keep_alive)
     config.setdefault("h11_max_incomplete_event_size", bounds.max_header_bytes)
-    server = _EmbeddedServer(uvicorn.Config(app, **config))
+    server = _EmbeddedServer(uvicorn.Config(tracing.instrument_asgi(app), **config))
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"asgi-{host}:{bound_port}")
     try:
         deadline = time.monotonic() + ready_timeout

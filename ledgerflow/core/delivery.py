@@ -35,7 +35,7 @@ from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
 from ledgerflow.contracts import headers as h
-from ledgerflow.core import metrics
+from ledgerflow.core import metrics, tracing
 from ledgerflow.core.logs import log_context
 
 __all__ = [
@@ -341,7 +341,7 @@ async def run_batch(
     async def run_group(group: list[ConsumedRecord]) -> None:
         async with gate:
             for record in sorted(group, key=lambda r: r.offset):
-                with log_context(stage=stage, **record_log_fields(record)):
+                with log_context(stage=stage, **record_log_fields(record)), tracing.record_span(stage, record):
                     await run_one(record)
 
     async def run_one(record: ConsumedRecord) -> None:

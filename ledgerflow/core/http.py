@@ -14,6 +14,8 @@ from typing import Literal
 
 import httpx
 
+from ledgerflow.core import tracing
+
 __all__ = ["DEFAULT_TIMEOUT", "worker_http_client"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -35,7 +37,7 @@ def worker_http_client(
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     if transport == "httpx":
-        return httpx.AsyncClient(timeout=timeout, limits=limits)
+        return tracing.instrument_http_client(httpx.AsyncClient(timeout=timeout, limits=limits))
     from httpx_aiohttp import AiohttpTransport
 
-    return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(limits=limits))
+    return tracing.instrument_http_client(httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(limits=limits)))

@@ -18,6 +18,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLOAuthBearer, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY
 
+from ledgerflow.core import tracing
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.settings import Settings
 
@@ -111,7 +112,7 @@ def broker_from_settings(settings: Settings, bootstrap_servers: str, *, embedded
     per-message logs go to the ``ledgerflow.core.kafka.messages`` logger at DEBUG (so they follow
     the process's logging configuration instead of printing to stdout).
     """
-    kwargs.setdefault("middlewares", (prometheus_middleware(),))
+    kwargs.setdefault("middlewares", (prometheus_middleware(), *tracing.broker_middlewares()))
     kwargs.setdefault("logger", logging.getLogger("ledgerflow.core.kafka.messages"))
     kwargs.setdefault("log_level", logging.DEBUG)
     security, extra = security_from_settings(settings)
