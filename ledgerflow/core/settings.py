@@ -30,6 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledgerflow.contracts import OBJECT_MODELS
+from ledgerflow.contracts.common import Source
 from ledgerflow.contracts.topics import Topics
 
 __all__ = [
@@ -108,6 +110,16 @@ class ConnectionConfig(BaseModel):
     objects: list[str] = Field(
         default_factory=lambda: ["bill"], description="Canonical object types this connection takes."
     )
+
+    @field_validator("objects")
+    @classmethod
+    def _known_objects(cls, value: list[str]) -> list[str]:
+        unknown = [o for o in value if o not in OBJECT_MODELS]
+        if unknown:
+            raise ValueError(
+                f"unknown object type(s) {', '.join(map(repr, unknown))}: use one of {', '.join(OBJECT_MODELS)}"
+            )
+        return value
     credentials: dict[str, SecretStr] = Field(default_factory=dict, description="ERP credentials.")
     credentials_dir: Path | None = Field(
         None,
@@ -141,6 +153,18 @@ class TenantConfig(BaseModel):
 
     sources: dict[str, SourceConfig] = Field(default_factory=dict, description="Source name → credentials.")
     connections: list[str] = Field(default_factory=list, description="ERP connections fed by this tenant.")
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        known = [s.value for s in Source]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown source(s) {', '.join(map(repr, unknown))}: use one of {', '.join(known)} "
+                "(a sender ledgerflow has no code for is a standardwebhooks source with a mapping file)"
+            )
+        return value
 
 
 class Routing(BaseModel):
