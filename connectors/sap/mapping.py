@@ -137,6 +137,9 @@ def lookup_filter(bill: Bill, party: str | None = None) -> str:
     )
 
 
+PAYMENT_REFERENCE_LENGTH = 30
+"""``PaymentReference`` length in ``A_SupplierInvoiceType``."""
+
 MAX_NET_PAYMENT_DAYS = 999
 """``NetPaymentDays`` is ``Edm.Decimal`` precision 3, scale 0."""
 
@@ -267,7 +270,9 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
     ``InvoicingParty``, ``DocumentCurrency``, ``InvoiceGrossAmount`` (= bill total),
     ``UnplannedDeliveryCost`` (shipping), ``DocumentHeaderText`` (memo, 25 chars; free text is
     shortened), ``DueCalculationBaseDate`` (the bill date, SAP's baseline date) and
-    ``NetPaymentDays`` (days from it to the due date, so SAP's due date is the source's). A bill
+    ``NetPaymentDays`` (days from it to the due date, so SAP's due date is the source's),
+    ``PaymentReference`` (the vendor's invoice number when longer than the 16 characters of
+    ``SupplierInvoiceIDByInvcgParty``, which then holds a stable hash). A bill
     with a negative total is a credit memo
     (``SupplierInvoiceIsCreditMemo`` ``X``, amounts positive, debit/credit swapped).
     Lines: ``to_SupplierInvoiceItemGLAcct`` with ``SupplierInvoiceItem`` (1-based), ``GLAccount``
@@ -398,6 +403,15 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
         body["UnplannedDeliveryCost"] = _amount(amounts.shipping)
     if bill.memo:
         body["DocumentHeaderText"] = bill.memo[:25]
+    if bill.bill_number and body["SupplierInvoiceIDByInvcgParty"] != bill.bill_number:
+        # SAP's reference holds 16 characters: the vendor's longer invoice number goes where SAP
+        # keeps the reference the payment quotes, so it is not lost.
+        if len(bill.bill_number) > PAYMENT_REFERENCE_LENGTH:
+            raise UnresolvedReferenceError(
+                f"{what}: invoice number {bill.bill_number!r} is longer than SAP holds (16 characters as the "
+                f"reference, {PAYMENT_REFERENCE_LENGTH} as the payment reference)"
+            )
+        body["PaymentReference"] = bill.bill_number
     return body
 
 

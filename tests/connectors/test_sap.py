@@ -444,3 +444,12 @@ async def test_mercoa_sample_vendor_is_found_by_name_in_the_default_sandbox(
         booked = await connector.handle(untaxed("inv_mercoa", ref), ctx())
         records = await SandboxControl(http, base_url).records("supplier_invoice")
         assert [r["record"]["InvoicingParty"] for r in records if r["id"] == booked.erp_record_id] == ["1000090"]
+
+
+def test_a_long_vendor_invoice_number_is_kept_as_the_payment_reference() -> None:
+    body = supplier_invoice_body(make_bill(bill_number="A-VERY-LONG-INVOICE-NUMBER-1"), OPTIONS)
+    assert len(body["SupplierInvoiceIDByInvcgParty"]) == 16
+    assert body["PaymentReference"] == "A-VERY-LONG-INVOICE-NUMBER-1"
+    assert "PaymentReference" not in supplier_invoice_body(make_bill(), OPTIONS)
+    with pytest.raises(UnresolvedReferenceError, match="longer than SAP holds"):
+        supplier_invoice_body(make_bill(bill_number="X" * 31), OPTIONS)
