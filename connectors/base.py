@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import httpx
 from cachetools import TTLCache
+from pydantic import BaseModel
 
 from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import CanonicalRecord, Operation, PurchaseOrderChange, canonical_id, erp_identifiers
@@ -194,12 +195,20 @@ class Connector(ABC):
 
     erp: ClassVar[str]
     supports: ClassVar[frozenset[str]]
+    options_model: ClassVar[type[BaseModel] | None] = None
+    """The connector's typed ``Options`` (its ``config.py``): ``config.options`` is validated against it."""
+    credentials_model: ClassVar[type[BaseModel] | None] = None
+    """The connector's typed ``Credentials`` (its ``config.py``): ``config.credentials`` is validated against it."""
     payment_kinds: ClassVar[frozenset[str]] = frozenset({"payment"})
     """Payment ``kind`` values the connector books as what they are (``payment``; ``refund`` and
     ``return`` only where the ERP's refund document is implemented). The runtime fails any other
     kind with ``payment.kind_unsupported`` rather than let it be booked as money received."""
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
+        if self.options_model is not None and self.credentials_model is not None:
+            from ledgerflow.connectors.config import validate_connection
+
+            validate_connection(name, config, self.options_model, self.credentials_model)
         self.name = name
         self.config = config
         self.http = http

@@ -10,11 +10,11 @@ line here (CONTRIBUTING.md, "Add an ERP").
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 
-from ledgerflow.connectors.base import Connector
+from ledgerflow.connectors.base import Connector, PermanentError
+from ledgerflow.connectors.config import validate_connection
 from ledgerflow.core.settings import ConfigError, Routing
 
 __all__ = ["ERPS", "ERP_KINDS", "ErpEntry", "check_routing", "connector_class", "sandbox_module"]
@@ -34,6 +34,11 @@ class ErpEntry:
     connector: str
     extra: str | None = None
     sandbox: str | None = None
+
+    @property
+    def config_module(self) -> str:
+        """The module with the ERP's typed ``Options`` and ``Credentials``: ``<package>.config``."""
+        return f"{self.connector.partition(':')[0]}.config"
 
     @property
     def sandbox_module(self) -> str:
@@ -57,16 +62,27 @@ ERP_KINDS: tuple[str, ...] = tuple(ERPS)
 """Every ERP kind ledgerflow has a connector for, in registry order."""
 
 
-def check_routing(routing: Routing, kinds: Iterable[str] | None = None) -> None:
-    """Check that every connection of ``routing`` names a registered ERP kind.
+def check_routing(routing: Routing) -> None:
+    """Check every connection of ``routing``: a registered ERP kind and settings its ``config.py`` accepts.
+
+    Unknown option or credential keys, wrong types and renamed options are errors.
 
     Raises:
-        ConfigError: naming each connection with an unknown kind and the known kinds.
+        ConfigError: naming each connection with an unknown kind (and the known kinds) or with
+            invalid options or credentials (and each wrong key).
     """
-    known = tuple(kinds) if kinds is not None else tuple(ERPS)
-    wrong = [f"{name}: {config.erp!r}" for name, config in routing.connections.items() if config.erp not in known]
+    wrong = [f"{name}: {config.erp!r}" for name, config in routing.connections.items() if config.erp not in ERPS]
     if wrong:
-        raise ConfigError(f"unknown ERP kind in connection(s) {'; '.join(wrong)} (known: {', '.join(known)})")
+        raise ConfigError(f"unknown ERP kind in connection(s) {'; '.join(wrong)} (known: {', '.join(ERPS)})")
+    problems = []
+    for name, config in routing.connections.items():
+        module = importlib.import_module(ERPS[config.erp].config_module)
+        try:
+            validate_connection(name, config, module.Options, module.Credentials)
+        except PermanentError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise ConfigError("invalid connection settings: " + " | ".join(problems))
 
 
 def connector_class(erp: str) -> type[Connector]:

@@ -38,6 +38,7 @@ from ledgerflow.connectors.base import (
     UnresolvedReferenceError,
     Unsupported,
 )
+from ledgerflow.connectors.coupa.config import Credentials, Options
 from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
 from ledgerflow.connectors.coupa.mapping import (
     invoice_body,
@@ -120,6 +121,8 @@ class CoupaConnector(Connector):
     """
 
     erp: ClassVar[str] = "coupa"
+    options_model = Options
+    credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset({"bill", "vendor"})
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:

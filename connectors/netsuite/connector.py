@@ -39,6 +39,7 @@ from ledgerflow.connectors.base import (
 )
 from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
+from ledgerflow.connectors.netsuite.config import Credentials, Options
 from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from ledgerflow.connectors.netsuite.mapping import (
     RECORD_TYPES,
@@ -96,6 +97,8 @@ class NetSuiteConnector(Connector):
     """
 
     erp: ClassVar[str] = "netsuite"
+    options_model = Options
+    credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset({*RECORD_TYPES, "purchase_order_change"})
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:

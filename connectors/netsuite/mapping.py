@@ -288,7 +288,7 @@ def invoice_body(invoice: Invoice, options: Mapping[str, Any]) -> dict[str, Any]
     """Map a canonical AR :class:`~contracts.Invoice` to a NetSuite ``invoice`` body.
 
     NetSuite invoices carry item lines (``item.items`` with ``item``, ``quantity``, ``rate``,
-    ``amount``, ``description``); a line without an item uses ``options["default_item_id"]``.
+    ``amount``, ``description``); a line without an item uses ``options["default_item"]``.
     ``amount`` is the source's line amount (authoritative); ``rate`` (the unit price, at the
     source's precision) is sent only when ``quantity × rate`` rounds to that amount, otherwise
     NetSuite would recompute a different amount.
@@ -321,7 +321,7 @@ def invoice_body(invoice: Invoice, options: Mapping[str, Any]) -> dict[str, Any]
     if invoice.memo:
         body["memo"] = invoice.memo
     body["currency"] = _currency(currency_code, options, what)
-    default_item = options.get("default_item_id")
+    default_item = options.get("default_item")
     segments = {**options, "line_segments": {"business_unit": "department"}}
     amounts = document_amounts(invoice)
     items: list[dict[str, Any]] = []
@@ -329,7 +329,7 @@ def invoice_body(invoice: Invoice, options: Mapping[str, Any]) -> dict[str, Any]
         item_ref = _ref(line.item) or ({"id": str(default_item)} if default_item else None)
         if item_ref is None:
             raise UnresolvedReferenceError(
-                f"{what} line {line.line_number} has no NetSuite item and the connection has no default_item_id"
+                f"{what} line {line.line_number} has no NetSuite item and the connection has no default_item"
             )
         element: dict[str, Any] = {"item": item_ref, "amount": amount}
         if line.quantity is not None:

@@ -69,6 +69,7 @@ from ledgerflow.connectors.base import (
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
 from ledgerflow.connectors.quickbooks import mapping
+from ledgerflow.connectors.quickbooks.config import Credentials, Options
 from ledgerflow.connectors.quickbooks.errors import QUICKBOOKS_ERRORS, fault_of, quickbooks_error
 from ledgerflow.contracts import (
     Action,
@@ -120,6 +121,8 @@ class QuickBooksConnector(Connector):
     """Books canonical records into one QuickBooks Online company (realm). See the module docstring."""
 
     erp: ClassVar[str] = "quickbooks"
+    options_model = Options
+    credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset(
         {"bill", "vendor", "customer", "payment", "purchase_order", "purchase_order_change", "invoice"}
     )

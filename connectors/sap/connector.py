@@ -57,6 +57,7 @@ from ledgerflow.connectors.base import (
 )
 from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.oauth import ClientCredentialsManager
+from ledgerflow.connectors.sap.config import Credentials, Options
 from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
 from ledgerflow.connectors.sap.mapping import (
     lookup_filter,
@@ -124,7 +125,7 @@ class SapConnector(Connector):
 
     ``config.base_url`` is the tenant's API host (``https://my000000-api.s4hana.cloud.sap`` or the
     sandbox URL). Options: ``company_code`` (required), ``default_tax_code``,
-    ``default_gl_account``, ``line_assignments`` (see :mod:`ledgerflow.connectors.sap.mapping`).
+    ``default_expense_account``, ``line_assignments`` (see :mod:`ledgerflow.connectors.sap.mapping`).
 
     Raises (from :meth:`handle`):
         Unsupported: object types other than ``bill``; void/delete; updates of posted invoices.
@@ -138,6 +139,8 @@ class SapConnector(Connector):
     """
 
     erp: ClassVar[str] = "sap"
+    options_model = Options
+    credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset({"bill"})
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:

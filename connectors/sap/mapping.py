@@ -307,10 +307,10 @@ def supplier_invoice_body(bill: Bill, options: Mapping[str, Any], party: str | N
     taxed_lines: list[tuple[str | None, Decimal, Decimal]] = []
     for index, (line, amount) in enumerate(zip(bill.line_items, amounts.lines, strict=True), start=1):
         line_what = f"{what} line {line.line_number}"
-        account = _code(line.gl_account) or options.get("default_gl_account")
+        account = _code(line.gl_account) or options.get("default_expense_account")
         if not account:
             raise UnresolvedReferenceError(
-                f"{line_what} has no G/L account and the connection has no options.default_gl_account"
+                f"{line_what} has no G/L account and the connection has no options.default_expense_account"
             )
         directed = amount * sign
         item: dict[str, Any] = {

@@ -48,6 +48,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, InvalidResponse, PermanentError, Unsupported
 from ledgerflow.connectors.http import ErpClient, dumps_json, loads_json
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
+from ledgerflow.connectors.webhook.config import Credentials, Options
 from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
 from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Document, Operation
 from ledgerflow.contracts.errors import ErrorCode
@@ -139,6 +140,8 @@ class WebhookConnector(Connector):
     """
 
     erp: ClassVar[str] = "http"
+    options_model = Options
+    credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset(OBJECT_MODELS)
     payment_kinds: ClassVar[frozenset[str]] = frozenset({"payment", "refund", "return"})
     """The in-house ERP receives the canonical payment, whose ``kind`` says what it is."""

@@ -69,6 +69,7 @@ from ledgerflow.connectors.base import (
 from ledgerflow.connectors.http import ErpClient, loads_json
 from ledgerflow.connectors.oauth import RefreshTokenManager
 from ledgerflow.connectors.xero import mapping
+from ledgerflow.connectors.xero.config import Credentials, Options
 from ledgerflow.connectors.xero.errors import XERO_ERRORS, xero_error
 from ledgerflow.contracts import (
     Action,
@@ -126,6 +127,8 @@ class XeroConnector(Connector):
     """Books canonical records into one Xero organisation (tenant). See the module docstring."""
 
     erp: ClassVar[str] = "xero"
+    options_model = Options
+    credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset(
         {"bill", "invoice", "vendor", "customer", "payment", "purchase_order", "purchase_order_change"}
     )

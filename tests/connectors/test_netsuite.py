@@ -167,7 +167,7 @@ def test_vendor_and_invoice_bodies() -> None:
         subtotal=Decimal("10.50"),
         total=Decimal("10.50"),
     )
-    record_type, body = body_for(invoice, {"default_item_id": "5", **USD})
+    record_type, body = body_for(invoice, {"default_item": "5", **USD})
     assert record_type == "invoice"
     assert body["item"]["items"] == [
         {"item": {"id": "5"}, "amount": Decimal("10.50"), "quantity": Decimal(2), "rate": Decimal("5.25")}
