@@ -18,6 +18,12 @@ class Options(ConnectionOptions):
     paths: dict[str, str] | None = Field(None, description="Canonical object type → request path.")
     body_template: str | None = Field(None, description="Jinja2 template of the request body (default: the record).")
     record_id_pointer: str | None = Field(None, description="JSON pointer of the ERP record id in the answer.")
+    read_back_path: str | None = Field(
+        None, description="Path of a booked record for read-back verification, e.g. /records/{record_id}."
+    )
+    read_back_pointer: str | None = Field(
+        None, description="JSON pointer of the canonical document in the read-back answer (default /data)."
+    )
 
 
 class Credentials(ConnectionCredentials):
