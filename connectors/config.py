@@ -10,7 +10,7 @@ and when a connector is built (:func:`validate_connection`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -67,6 +67,11 @@ class ConnectionOptions(BaseModel):
     )
     max_concurrency: int | None = Field(None, ge=1, description="ERP requests in flight at once.")
     timeout_seconds: float | None = Field(None, gt=0, description="Timeout of one ERP request, in seconds.")
+    unresolved_tracking: Literal["omit"] | None = Field(
+        None,
+        description="omit: book lines whose tracking reference (cost code, project, class…) has no ERP id "
+        "without it; unset: such a line is reference.unresolved (connectors/tracking.py).",
+    )
     error_overrides: dict[str, Any] | None = Field(
         None,
         description='Reclassify ERP errors: "http.<status>" or a vendor code → retriable | permanent | '
@@ -115,7 +120,7 @@ def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     """``<prefix><key>: message`` for each error of a validation, joined by ``; `` (the key named first)."""
     parts = []
     for err in exc.errors():
-        where = prefix + ".".join(str(p) for p in err["loc"])
+        where = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else prefix.rstrip(".")
         message = err["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)

@@ -79,8 +79,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "default_bank_account": "090",
         "create_vendors": True,
     },
-    "netsuite": {"default_expense_account": "600394", "default_item_id": "5"},
-    "sap": {"default_gl_account": "61008000", "default_tax_code": "V1", "discount_gl_account": "52080000"},
+    "netsuite": {"default_expense_account": "600394", "default_item": "5"},
+    "sap": {"default_expense_account": "61008000", "default_tax_code": "V1", "discount_gl_account": "52080000"},
     "coupa": {"default_expense_account": "6000", "discount_account": "4900"},
     "http": {},
 }
