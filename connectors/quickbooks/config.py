@@ -28,6 +28,12 @@ class Options(OAuthOptions):
     tax_account: AccountId | None = Field(None, description="Account Id of the tax line of a bill.")
     tax_item: AccountId | None = Field(None, description="Item Id of the tax line of an invoice.")
     tax_code: AccountId | None = Field(None, description="TaxCode Id for tax-inclusive documents.")
+    taxable_line_code: AccountId | None = Field(
+        None, description="TaxCode of a taxed line (default TAX, US companies)."
+    )
+    exempt_line_code: AccountId | None = Field(
+        None, description="TaxCode of an untaxed line (default NON, US companies)."
+    )
     shipping_account: AccountId | None = Field(None, description="Account Id of the shipping line of a bill.")
     shipping_item: AccountId | None = Field(None, description="Item Id of the shipping line of an invoice.")
     discount_account: AccountId | None = Field(None, description="Account Id of a document discount.")

@@ -22,6 +22,7 @@ class Options(OAuthOptions):
     default_revenue_account: AccountId | None = Field(None, description="Account code for invoice lines without one.")
     default_bank_account: AccountId | None = Field(None, description="Bank account code or AccountID of payments.")
     default_tax_type: str | None = Field(None, description="TaxType for lines without a tax code.")
+    no_tax_type: str | None = Field(None, description="TaxType of an untaxed line (default NONE).")
     tax_account: AccountId | None = Field(None, description="Account code of a tax line.")
     shipping_account: AccountId | None = Field(None, description="Account code of a shipping line.")
     discount_account: AccountId | None = Field(None, description="Account code of a document discount.")
