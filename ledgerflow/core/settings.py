@@ -120,6 +120,7 @@ class ConnectionConfig(BaseModel):
                 f"unknown object type(s) {', '.join(map(repr, unknown))}: use one of {', '.join(OBJECT_MODELS)}"
             )
         return value
+
     credentials: dict[str, SecretStr] = Field(default_factory=dict, description="ERP credentials.")
     credentials_dir: Path | None = Field(
         None,
