@@ -167,7 +167,7 @@ OUTCOMES: dict[str, dict[str, int]] = {}
 """Booked and refused documents per ERP and object (``pytest -s`` and print it when measuring)."""
 
 
-@pytest.mark.parametrize("kind", ["bill", "invoice"])
+@pytest.mark.parametrize("kind", ["bill", "invoice", "purchase_order"])
 @SETTINGS
 @given(data=st.data())
 async def test_quickbooks_holds_the_source_total_or_says_why(
@@ -176,12 +176,13 @@ async def test_quickbooks_holds_the_source_total_or_says_why(
     connectors, app = qbo
     connector = connectors[data.draw(st.booleans())]
     doc = data.draw(documents(kind))
-    outcome = await _check(connector, app, doc, lambda r: Decimal(str(r["TotalAmt"])), kind)
+    store_kind = {"purchase_order": "purchaseorder"}.get(kind, kind)
+    outcome = await _check(connector, app, doc, lambda r: Decimal(str(r["TotalAmt"])), store_kind)
     OUTCOMES.setdefault(f"quickbooks {kind}", {}).setdefault(outcome, 0)
     OUTCOMES[f"quickbooks {kind}"][outcome] += 1
 
 
-@pytest.mark.parametrize("kind", ["bill", "invoice"])
+@pytest.mark.parametrize("kind", ["bill", "invoice", "purchase_order"])
 @SETTINGS
 @given(data=st.data())
 async def test_xero_holds_the_source_total_or_says_why(
@@ -189,7 +190,8 @@ async def test_xero_holds_the_source_total_or_says_why(
 ) -> None:
     connector, app = xero
     doc = data.draw(documents(kind))
-    outcome = await _check(connector, app, doc, lambda r: Decimal(str(r["Total"])), "invoice")
+    store_kind = "purchase_order" if kind == "purchase_order" else "invoice"
+    outcome = await _check(connector, app, doc, lambda r: Decimal(str(r["Total"])), store_kind)
     OUTCOMES.setdefault(f"xero {kind}", {}).setdefault(outcome, 0)
     OUTCOMES[f"xero {kind}"][outcome] += 1
 
