@@ -7,7 +7,7 @@ run through its source's router and mapper. Allowed outcomes: records, ``SkipEve
 ``ContractError`` or ``pydantic.ValidationError`` (both become an ``invalid-record`` dead letter).
 The mapper is called *without* the :func:`~ledgerflow.transformers.base.shape_checked` safety net,
 and the net's :class:`~ledgerflow.transformers.base.UnexpectedShapeError` counts as a failure too: the
-mappers' own validation must name what is wrong. Derandomized and bounded (100 examples per input).
+mappers' own validation must name what is wrong. Derandomized and bounded (50 examples per input).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.transformers.transformer_helpers import raw_event
 
 CASES = sorted(f"{p.parent.name}/{p.name.removesuffix('.input.json')}" for p in GOLDEN.glob("*/*.input.json"))
 FUZZ = settings(
-    max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    max_examples=50, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 
 

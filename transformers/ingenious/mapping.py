@@ -68,7 +68,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -276,7 +276,10 @@ def _lines(event: RawEvent, data: dict[str, Any]) -> list[LineItem]:
             # no line amount sent: the commercial rounding of quantity × unit value to the currency's
             # minor unit, never a three-decimal amount an ERP would reject or round its own way
             minor = Decimal(1).scaleb(-currency_precision(_currency(event, data)))
-            amount = (qty * unit).quantize(minor, rounding=ROUND_HALF_UP)
+            try:
+                amount = (qty * unit).quantize(minor, rounding=ROUND_HALF_UP)
+            except InvalidOperation:
+                raise ContractError(f"{where}: qty × unit_value ({qty} × {unit}) is out of range") from None
         else:
             raise ContractError(f"{where} has neither gross_value nor qty and unit_value")
         lines.append(

@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from ledgerflow.contracts import (
@@ -185,8 +185,15 @@ def _quantity(value: Any, what: str) -> Decimal:
 
 
 def _half_up(amount: Decimal, currency: str) -> Decimal:
-    """``amount`` rounded half-up (commercial rounding) to ``currency``'s minor unit."""
-    return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP)
+    """``amount`` rounded half-up (commercial rounding) to ``currency``'s minor unit.
+
+    Raises:
+        ContractError: the amount has more digits than ``Decimal`` arithmetic holds (28).
+    """
+    try:
+        return amount.quantize(Decimal(1).scaleb(-currency_precision(currency)), rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        raise ContractError(f"amount {amount} {currency} is out of range") from None
 
 
 def _percent(value: Any, what: str) -> Decimal:
