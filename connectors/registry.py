@@ -15,9 +15,17 @@ from types import ModuleType
 
 from ledgerflow.connectors.base import Connector, PermanentError
 from ledgerflow.connectors.config import validate_connection
-from ledgerflow.core.settings import ConfigError, Routing
+from ledgerflow.core.settings import ConfigError, ConnectionConfig, Routing
 
-__all__ = ["ERPS", "ERP_KINDS", "ErpEntry", "check_routing", "connector_class", "sandbox_module"]
+__all__ = [
+    "ERPS",
+    "ERP_KINDS",
+    "ErpEntry",
+    "check_routing",
+    "connection_problem",
+    "connector_class",
+    "sandbox_module",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +82,23 @@ def check_routing(routing: Routing) -> None:
     wrong = [f"{name}: {config.erp!r}" for name, config in routing.connections.items() if config.erp not in ERPS]
     if wrong:
         raise ConfigError(f"unknown ERP kind in connection(s) {'; '.join(wrong)} (known: {', '.join(ERPS)})")
-    problems = []
-    for name, config in routing.connections.items():
-        module = importlib.import_module(ERPS[config.erp].config_module)
-        try:
-            validate_connection(name, config, module.Options, module.Credentials)
-        except PermanentError as exc:
-            problems.append(exc.message)
+    problems = [p for name, config in routing.connections.items() if (p := connection_problem(name, config))]
     if problems:
         raise ConfigError("invalid connection settings: " + " | ".join(problems))
+
+
+def connection_problem(name: str, config: ConnectionConfig) -> str | None:
+    """What is wrong with connection ``name``'s options and credentials (its ERP's ``config.py``), or None.
+
+    Raises:
+        KeyError: ``config.erp`` is not a registered ERP kind.
+    """
+    module = importlib.import_module(ERPS[config.erp].config_module)
+    try:
+        validate_connection(name, config, module.Options, module.Credentials)
+    except PermanentError as exc:
+        return exc.message
+    return None
 
 
 def connector_class(erp: str) -> type[Connector]:

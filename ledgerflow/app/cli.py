@@ -32,7 +32,7 @@ from typer.core import TyperGroup
 
 from ledgerflow import __version__
 from ledgerflow.app.startup import explain
-from ledgerflow.connectors.registry import ERP_KINDS, check_routing
+from ledgerflow.connectors.registry import ERP_KINDS, ERPS, check_routing
 from ledgerflow.core import aio
 from ledgerflow.core.settings import ConfigError, Routing, Settings
 
@@ -501,8 +501,8 @@ def sandbox(
     from ledgerflow.connectors.registry import sandbox_module
     from ledgerflow.core.asgi import serve
 
-    if erp not in ERP_KINDS:
-        console.print(f"[red]error:[/red] unknown ERP kind {erp!r}: use one of {', '.join(ERP_KINDS)}")
+    if erp not in ERPS:
+        console.print(f"[red]error:[/red] unknown ERP kind {erp!r}: use one of {', '.join(ERPS)}")
         raise typer.Exit(2)
 
     async def run() -> None:

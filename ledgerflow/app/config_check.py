@@ -15,7 +15,7 @@ from ledgerflow.app.startup import masked_url
 from ledgerflow.audit.main import audit_lag_watch
 from ledgerflow.audit.settings import AuditSettings
 from ledgerflow.connectors.main import connector_lag_watch
-from ledgerflow.connectors.registry import connector_class
+from ledgerflow.connectors.registry import connection_problem, connector_class
 from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.settings import ConfigError, Routing, Settings
@@ -83,6 +83,9 @@ def _connections(settings: Settings, routing: Routing, problems: list[str]) -> d
             connector_class(config.erp)
         except (KeyError, ImportError, TypeError) as exc:
             problems.append(f"connection {name}: ERP kind {config.erp!r} cannot be loaded: {exc}")
+        else:
+            if problem := connection_problem(name, config):
+                problems.append(problem)
         connections[name] = {
             "erp": config.erp,
             "base_url": config.base_url or "local sandbox (ledgerflow up only)",

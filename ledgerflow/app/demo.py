@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ledgerflow.app.stack import RunningStack
-from ledgerflow.connectors.registry import ERP_KINDS
+from ledgerflow.connectors.registry import ERPS
 from ledgerflow.contracts import Outcome, SyncResult
 from ledgerflow.core.settings import Routing
 
@@ -176,9 +176,10 @@ def all_erps_routing() -> Routing:
     One connection per kind, named after it, taking bills and vendors; tenant ``demo`` with the
     Mercoa token ``demo-token``.
     """
+    kinds = list(ERPS)
     return Routing.model_validate(
         {
-            "tenants": {"demo": {"sources": {"mercoa": {"tokens": ["demo-token"]}}, "connections": list(ERP_KINDS)}},
-            "connections": {erp: {"erp": erp, "objects": ["bill", "vendor"]} for erp in ERP_KINDS},
+            "tenants": {"demo": {"sources": {"mercoa": {"tokens": ["demo-token"]}}, "connections": kinds}},
+            "connections": {erp: {"erp": erp, "objects": ["bill", "vendor"]} for erp in kinds},
         }
     )

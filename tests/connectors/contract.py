@@ -145,8 +145,8 @@ def mercoa_sample_bill(sample: bytes) -> Bill:
     return bill
 
 
-def ctx(key: str, existing: BinderEntry | None = None) -> HandleContext:
-    """A handle context with idempotency key ``key``."""
+def ctx(key: str = "k1", existing: BinderEntry | None = None) -> HandleContext:
+    """A handle context with idempotency key ``key`` (event id ``evt-<key>``)."""
     return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from ledgerflow.connectors.base import (
     BinderEntry,
-    HandleContext,
     PermanentError,
     RetriableError,
     UnresolvedReferenceError,
@@ -26,7 +25,7 @@ from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
-from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
+from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, ctx
 
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
@@ -56,10 +55,6 @@ def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
     }
     values.update(overrides)
     return Bill(**values)
-
-
-def ctx(key: str = "k1", existing: BinderEntry | None = None) -> HandleContext:
-    return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)
 
 
 def test_invoice_body_follows_the_reference_example() -> None:

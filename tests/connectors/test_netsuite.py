@@ -17,7 +17,6 @@ from pydantic import SecretStr
 
 from ledgerflow.connectors.base import (
     BinderEntry,
-    HandleContext,
     PermanentError,
     RetriableError,
     UnresolvedReferenceError,
@@ -39,7 +38,7 @@ from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
-from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
+from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, ctx
 
 
 def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
@@ -265,10 +264,6 @@ async def ns_sandbox(shared_dir: Path) -> AsyncIterator[str]:
 def ns_config(base_url: str, **options: Any) -> ConnectionConfig:
     creds = {"account_id": "1234567_SB1", **TBA}
     return ConnectionConfig(erp="netsuite", base_url=base_url, credentials=creds, options={**USD, **options})
-
-
-def ctx(key: str = "k1", existing: BinderEntry | None = None) -> HandleContext:
-    return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)
 
 
 async def test_upsert_by_eid_answers_204_location_and_updates_in_place(

@@ -14,7 +14,6 @@ import pytest
 
 from ledgerflow.connectors.base import (
     BinderEntry,
-    HandleContext,
     PermanentError,
     RetriableError,
     UnresolvedReferenceError,
@@ -35,7 +34,7 @@ from ledgerflow.connectors.sap.sandbox import create_app, parse_filter
 from ledgerflow.contracts import Address, Bill, LineItem, Operation, Reference, Vendor, VendorRef
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
-from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill
+from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, contract_bill, ctx
 from tests.connectors.contract import entry as contract_entry
 
 OPTIONS = {"company_code": "1010", "default_tax_code": "V1"}
@@ -67,10 +66,6 @@ def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
     }
     values.update(overrides)
     return Bill(**values)
-
-
-def ctx(key: str = "k1", existing: BinderEntry | None = None) -> HandleContext:
-    return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)
 
 
 def test_supplier_invoice_body_follows_the_reference_example() -> None:

@@ -20,6 +20,7 @@ from ledgerflow.connectors.webhook.receiver import create_receiver
 from ledgerflow.contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
+from tests.connectors import contract
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget
 
 SECRET = "whsec_" + base64.b64encode(b"ledgerflow-test-secret-0123456789").decode()
@@ -48,7 +49,8 @@ def make_bill(source_id: str = "inv_1", **overrides: Any) -> Bill:
 
 
 def ctx(key: str = "idem-1", existing: BinderEntry | None = None) -> HandleContext:
-    return HandleContext(event_id=f"evt-{key}", idempotency_key=key, existing=existing)
+    """The contract suite's context, with this module's default key (its deliveries assert it)."""
+    return contract.ctx(key, existing)
 
 
 @pytest.fixture
