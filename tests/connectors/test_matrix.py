@@ -11,6 +11,7 @@ ERP changed (the sandboxes' ``PATCH /_sandbox/records`` knob).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,15 @@ import pytest
 
 from ledgerflow.connectors.base import Booked, HandleContext, PermanentError
 from ledgerflow.connectors.verify import compare
-from ledgerflow.contracts import Bill, CanonicalRecord, Operation, PurchaseOrderChange
+from ledgerflow.contracts import (
+    Bill,
+    CanonicalRecord,
+    LineItem,
+    Operation,
+    PurchaseOrderChange,
+    Reference,
+    VendorRef,
+)
 from tests.connectors.matrix import ERPS, Matrix, _unique, golden_records
 
 
@@ -109,3 +118,39 @@ async def test_netsuite_does_not_compare_a_change_order_with_the_order_it_amends
     async with Matrix.open([change], erps=["netsuite"]) as matrix:
         booked = Booked(Operation.UPDATE, "42")
         assert await matrix.connectors["netsuite"].read_back(change, booked) is None
+
+
+@pytest.mark.parametrize(("tax", "booked"), [("19.00", True), ("18.99", False)])
+async def test_sap_calculated_tax_books_only_when_it_balances(tax: str, booked: bool) -> None:
+    """With ``tax_calculation: sap`` SAP computes the tax from the tax codes; a source whose tax
+    differs is refused by SAP's balance check (a precise failure), never booked with SAP's figure.
+    """
+    line = LineItem(line_number=1, amount=Decimal("100.00"), gl_account=Reference(accounting_custom_id="61008000"))
+    bill = Bill(
+        canonical_id=f"acme:monite:bill:calc-{tax}",
+        tenant="acme",
+        source="monite",
+        source_id=f"calc-{tax}",
+        source_event="payable.approved",
+        vendor=VendorRef(accounting_custom_id="17300001", name="Concrete GmbH"),
+        bill_number=f"C-{tax}",
+        bill_date=date(2026, 3, 2),
+        currency="EUR",
+        line_items=[line],
+        subtotal=Decimal("100.00"),
+        tax_total=Decimal(tax),
+        total=Decimal("100.00") + Decimal(tax),
+    )
+    async with Matrix.open([bill], erps=["sap"]) as matrix:
+        connector = matrix.connectors["sap"]
+        connector.config.options["tax_calculation"] = "sap"
+        context = HandleContext(event_id=f"evt-{tax}", idempotency_key=f"calc-{tax}", existing=None)
+        if not booked:
+            with pytest.raises(PermanentError) as refused:
+                await connector.handle(bill, context)
+            assert "Balance" in refused.value.message
+            return
+        done = await connector.handle(bill, context)
+        stored = await connector.read_back(bill, done)
+        assert stored is not None
+        assert compare(bill, stored, counterparty_id=done.counterparty_id) == []
