@@ -79,7 +79,7 @@ class FlakyErp(Connector):
 def _bill(tenant: str, source_id: str, number: str) -> Bill:
     return Bill.model_validate(
         {
-            "canonical_id": f"mercoa:bill:{source_id}",
+            "canonical_id": f"{tenant}:mercoa:bill:{source_id}",
             "tenant": tenant,
             "source": "mercoa",
             "source_id": source_id,
@@ -195,7 +195,7 @@ async def console(
             await producer.send_and_wait(
                 settings.topics.canonical("bill"),
                 _bill(tenant, source_id, number).model_dump_json().encode(),
-                key=f"mercoa:bill:{source_id}".encode(),
+                key=f"{tenant}:mercoa:bill:{source_id}".encode(),
                 headers=[(k, v.encode()) for k, v in attrs.to_headers().items()],
             )
         # A transform-stage dead letter, so the dead-letters page has something to show.
@@ -224,9 +224,9 @@ async def console(
             redriver=(await keys.create("operator", ["redrive"], ["acme"])).key,
             reader=(await keys.create("auditor", ["read"], ["acme"])).key,
             beta=(await keys.create("beta ops", ["redrive"], ["beta"])).key,
-            record_a1=sync_record_id("mercoa:bill:in_a1", "erp-a"),
-            record_a2=sync_record_id("mercoa:bill:in_a2", "erp-a"),
-            record_b1=sync_record_id("mercoa:bill:in_b1", "erp-a"),
+            record_a1=sync_record_id("acme:mercoa:bill:in_a1", "erp-a"),
+            record_a2=sync_record_id("acme:mercoa:bill:in_a2", "erp-a"),
+            record_b1=sync_record_id("beta:mercoa:bill:in_b1", "erp-a"),
             shots=shots,
         )
 
@@ -254,7 +254,7 @@ async def test_operator_finds_redrives_and_sees_a_failed_record_succeed(console:
 
         await page.get_by_label("Search: source id, document number or event id").fill("INV-A1")
         await playwright_api.expect(rows).to_have_count(1)
-        await page.get_by_role("link", name="mercoa:bill:in_a1").click()
+        await page.get_by_role("link", name="acme:mercoa:bill:in_a1").click()
         await page.wait_for_url(f"{console.url}/console/records/{console.record_a1}")
         await playwright_api.expect(page.locator("#record-outcome")).to_have_text("failed")
         await playwright_api.expect(page.locator("main")).to_contain_text("Vendor 'Acme Supplies' not found")
@@ -316,7 +316,7 @@ async def test_a_key_of_one_tenant_cannot_see_another(console: Console, browser:
         page = await _login(browser, console.url, console.beta)
         rows = page.locator("#records tbody tr")
         await playwright_api.expect(rows).to_have_count(1)
-        await playwright_api.expect(rows).to_contain_text("mercoa:bill:in_b1")
+        await playwright_api.expect(rows).to_contain_text("beta:mercoa:bill:in_b1")
         await playwright_api.expect(page.get_by_label("Tenant")).not_to_contain_text("acme")
         answer = await page.goto(f"{console.url}/console/records/{console.record_a1}")
         assert answer is not None
