@@ -52,9 +52,19 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from ledgerflow.connectors.base import PermanentError
+from ledgerflow.connectors.base import PermanentError, UnresolvedReferenceError
+from ledgerflow.connectors.tracking import check_tracking
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
-from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, PurchaseOrderChange, erp_identifiers
+from ledgerflow.contracts import (
+    Bill,
+    Document,
+    Invoice,
+    LineItem,
+    PurchaseOrder,
+    PurchaseOrderChange,
+    Reference,
+    erp_identifiers,
+)
 from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
@@ -155,6 +165,27 @@ def _net(line: LineItem, document: Document) -> Decimal:
     return line.amount
 
 
+def _tracking_id(ref: Reference | None, field: str, where: str, options: Mapping[str, Any]) -> str | None:
+    """The QuickBooks Id of a line's cost code (``ClassRef``) or project (``CustomerRef``), or None.
+
+    QuickBooks takes these by ``Id`` only. A reference without one fails the document (never
+    dropped silently) unless the connection's option ``unresolved_tracking`` is ``omit``.
+
+    Raises:
+        PermanentError: ``reference.unresolved`` naming the reference.
+    """
+    if ref is None:
+        return None
+    erp_id, _, _ = erp_identifiers(ref)
+    if erp_id:
+        return erp_id
+    try:
+        check_tracking(ref, field, where, "QuickBooks Id", options)
+    except UnresolvedReferenceError as exc:
+        raise _fail(ErrorCode.REFERENCE_UNRESOLVED, str(exc)) from None
+    return None
+
+
 def _tax_mode(document: Document, options: Mapping[str, Any], line_option: str) -> str:
     """How tax is booked: ``none``, ``detail`` (TxnTaxDetail, option tax_code) or ``line`` (an adjustment line).
 
@@ -217,10 +248,11 @@ def _expense_lines(document: Document, accounts: Sequence[LineRefs], options: Ma
     detail_tax = _tax_mode(document, options, "tax_account") == "detail"
     for line, refs in zip(document.line_items, accounts, strict=True):
         detail: dict[str, Any] = {"AccountRef": {"value": refs.ref}}
-        cost_id, _, _ = erp_identifiers(line.cost_code)
+        where = f"{_what(document)} line {line.line_number}"
+        cost_id = _tracking_id(line.cost_code, "cost_code", where, options)
         if cost_id:
             detail["ClassRef"] = {"value": cost_id}
-        project_id, _, _ = erp_identifiers(line.project)
+        project_id = _tracking_id(line.project, "project", where, options)
         if project_id:
             detail["CustomerRef"] = {"value": project_id}
         if detail_tax and line.tax_amount:
@@ -371,6 +403,9 @@ def _sales_line(
     line: LineItem, item: str, invoice: Invoice, detail_tax: bool, options: Mapping[str, Any]
 ) -> dict[str, Any]:
     detail: dict[str, Any] = {"ItemRef": {"value": item}}
+    class_id = _tracking_id(line.cost_code, "cost_code", f"{_what(invoice)} line {line.line_number}", options)
+    if class_id:
+        detail["ClassRef"] = {"value": class_id}
     net = _net(line, invoice)
     note = _quantity_note(line)
     if line.quantity is not None and line.unit_price is not None and not invoice.tax_inclusive:

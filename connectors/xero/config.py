@@ -6,6 +6,8 @@ or ``AccountID`` UUIDs.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from ledgerflow.connectors.config import AccountId, OAuthCredentials, OAuthOptions
@@ -26,6 +28,11 @@ class Options(OAuthOptions):
     tax_account: AccountId | None = Field(None, description="Account code of a tax line.")
     shipping_account: AccountId | None = Field(None, description="Account code of a shipping line.")
     discount_account: AccountId | None = Field(None, description="Account code of a document discount.")
+    tracking_categories: dict[Literal["cost_code", "project", "business_unit"], str] | None = Field(
+        None,
+        description="Xero tracking category (its name) of each tracked line reference, e.g. "
+        "{cost_code: Cost Code, project: Project}; at most two per line.",
+    )
 
 
 class Credentials(OAuthCredentials):

@@ -21,6 +21,9 @@ line                   ``Description``, ``Quantity``, ``UnitAmount`` (≤ 4 deci
                        more than four decimals, a truncating source, a discounted bill line) the
                        line is sent as quantity 1 at its amount, with ``quantity × unit price`` kept
                        in the ``Description``
+tracking               ``Tracking`` ``{Name, Option}`` for the line's cost code, project and business
+                       unit, categories from option ``tracking_categories``; an untrackable one fails
+                       (option ``unresolved_tracking: omit`` books without it)
 line discount          ``DiscountAmount`` on sales invoices (ACCREC); Xero supports no discount on
                        bills, so a discounted bill line is sent at its net amount (see above)
 header tax             tax no line carries, or every tax when a taxed line has no ``TaxType``: a
@@ -227,6 +230,9 @@ def _source_line(
             entry["TaxAmount"] = Decimal(0)
     field, value = account_field(code)
     entry[field] = value
+    tracking = _tracking(line, f"{_what(document)} line {line.line_number}", options)
+    if tracking:
+        entry["Tracking"] = tracking
     _, item_code, _ = erp_identifiers(line.item)
     if sales and item_code:
         entry["ItemCode"] = item_code
@@ -236,6 +242,53 @@ def _source_line(
 def _no_tax(options: Mapping[str, Any]) -> str:
     """The ``TaxType`` of an untaxed line: option ``no_tax_type``, else ``NONE``."""
     return _option(options, "no_tax_type") or NO_TAX
+
+
+TRACKED = ("cost_code", "project", "business_unit")
+"""Line references booked as Xero tracking (``LineItem.Tracking``), each in the category the option names."""
+
+
+def _tracking(line: LineItem, where: str, options: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The line's ``Tracking``: ``{"Name": <category>, "Option": <option>}`` per tracked reference.
+
+    The category of each canonical field comes from the option ``tracking_categories`` (e.g.
+    ``{cost_code: "Cost Code", project: "Project"}``); the option is the reference's ERP code
+    (``accounting_custom_id``), else its name. A reference that cannot be expressed fails the
+    document (never dropped silently) unless the option ``unresolved_tracking`` is ``omit``.
+
+    Raises:
+        PermanentError: ``reference.unresolved`` naming the reference and what to configure.
+    """
+    categories = options.get("tracking_categories") or {}
+    out: list[dict[str, str]] = []
+    for field in TRACKED:
+        ref = getattr(line, field)
+        if ref is None:
+            continue
+        _, code, name = erp_identifiers(ref)
+        category = categories.get(field) if isinstance(categories, Mapping) else None
+        option = code or name
+        if category and option:
+            out.append({"Name": str(category), "Option": option[:100]})
+            continue
+        if options.get("unresolved_tracking") == "omit":
+            continue
+        label = field.replace("_", " ")
+        if not category:
+            why = f"set the connection option tracking_categories.{field} (the Xero tracking category for it)"
+        else:
+            why = "the source sent no code or name for it (map it in the source)"
+        raise _fail(
+            ErrorCode.REFERENCE_UNRESOLVED,
+            f"{where}: {label} {ref.name or ref.source_id or '?'!r} cannot be booked as Xero tracking: {why}, or "
+            "set unresolved_tracking: omit to book without it",
+        )
+    if len(out) > 2:
+        raise _fail(
+            ErrorCode.REFERENCE_UNRESOLVED,
+            f"{where}: Xero takes at most two tracking categories per line, the line has {len(out)}",
+        )
+    return out
 
 
 def _adjustment(amount: Decimal, label: str, code: str, taxed: bool, options: Mapping[str, Any]) -> dict[str, Any]:

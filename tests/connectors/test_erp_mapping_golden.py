@@ -23,7 +23,7 @@ from ledgerflow.connectors.quickbooks import mapping as qbo
 from ledgerflow.connectors.quickbooks.sandbox import FinanceSchema
 from ledgerflow.connectors.xero import mapping as xero
 from ledgerflow.connectors.xero.sandbox import XeroSchemas
-from ledgerflow.contracts import Bill, Document, Invoice
+from ledgerflow.contracts import Bill, Document, Invoice, Reference
 from tests.connectors.erp_documents import (
     QBO_OPTIONS,
     QBO_TAX_CODE_OPTIONS,
@@ -185,3 +185,37 @@ def test_xero_tax_without_a_tax_type_goes_on_the_tax_line_or_names_the_options()
     assert xero_total(body) == doc.total
     with pytest.raises(PermanentError, match="default_tax_type"):
         xero_body(untyped, {k: v for k, v in XERO_OPTIONS.items() if k != "tax_account"})
+
+
+def _tracked_bill(cost_code: dict[str, str]) -> Document:
+    doc = golden_cases("xero")["bill_rounding"]
+    line = doc.line_items[0].model_copy(update={"cost_code": Reference.model_validate(cost_code)})
+    return doc.model_copy(update={"line_items": [line, *doc.line_items[1:]]})
+
+
+def test_quickbooks_cost_codes_are_classes_by_id_never_dropped() -> None:
+    with_id = _tracked_bill({"accounting_id": "5000000000000012345", "name": "Framing"})
+    _, body = qbo_body(with_id, QBO_OPTIONS)
+    assert body["Line"][0]["AccountBasedExpenseLineDetail"]["ClassRef"] == {"value": "5000000000000012345"}
+    unmapped = _tracked_bill({"source_id": "cc_330", "name": "Framing"})
+    with pytest.raises(PermanentError) as err:
+        qbo_body(unmapped, QBO_OPTIONS)
+    assert err.value.code == "reference.unresolved"
+    assert "'Framing'" in err.value.message
+    assert "unresolved_tracking: omit" in err.value.message
+    _, omitted = qbo_body(unmapped, {**QBO_OPTIONS, "unresolved_tracking": "omit"})
+    assert "ClassRef" not in omitted["Line"][0]["AccountBasedExpenseLineDetail"]
+
+
+def test_xero_cost_codes_are_tracking_options_in_the_configured_category(xero_schemas: XeroSchemas) -> None:
+    doc = _tracked_bill({"accounting_custom_id": "330", "name": "Framing"})
+    options = {**XERO_OPTIONS, "tracking_categories": {"cost_code": "Cost Code"}}
+    _, body = xero_body(doc, options)
+    assert body["LineItems"][0]["Tracking"] == [{"Name": "Cost Code", "Option": "330"}]
+    assert xero_schemas.validate("Invoice", json.loads(dumps_json(body))) == []
+    with pytest.raises(PermanentError) as err:
+        xero_body(doc, XERO_OPTIONS)
+    assert err.value.code == "reference.unresolved"
+    assert "tracking_categories.cost_code" in err.value.message
+    _, omitted = xero_body(doc, {**XERO_OPTIONS, "unresolved_tracking": "omit"})
+    assert "Tracking" not in omitted["LineItems"][0]
