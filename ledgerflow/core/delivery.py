@@ -351,6 +351,7 @@ async def run_batch(
             with metrics.STAGE_DURATION.labels(stage).time():
                 await handle_bounded(record)
         except DeadLetter as dl:
+            tracing.dead_lettered(dl.reason, dl.detail)
             log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, dl)
             await publish(dlq_topic, record.key, record.value or b"", dead_letter_headers(record, stage, dl))
             metrics.DLQ_MESSAGES.labels(stage, dl.reason).inc()

@@ -39,6 +39,8 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
+
 from ledgerflow.core.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ __all__ = [
     "TracingUnavailable",
     "broker_middlewares",
     "configure_tracing",
+    "dead_lettered",
     "disable_tracing",
     "enable_tracing",
     "instrument_asgi",
@@ -93,6 +96,14 @@ class _State:
 
 
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+_LOG_FIELDS = {
+    "tenant": "ledgerflow.tenant",
+    "source": "ledgerflow.source",
+    "connection": "ledgerflow.connection",
+    "event_id": "cloudevents.event_id",
+}
+"""Log context fields (:func:`ledgerflow.core.logs.log_context`) copied onto a record's span → attribute names."""
 
 
 def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
@@ -193,7 +204,9 @@ def record_span(stage: str, record: _Headers) -> contextlib.AbstractContextManag
     Its parent is the record's ``traceparent`` header (the producer span that wrote it), so the
     record's trace continues across the Kafka hop; it is the current span while the stage handles
     the record (its writes, ERP calls and dead letter are its children). Span kind ``CONSUMER``,
-    name ``<stage> <topic>``, messaging attributes (topic, partition, offset). Off: a shared no-op.
+    name ``<stage> <topic>``, messaging attributes (topic, partition, offset) and the record's log
+    context (:func:`ledgerflow.core.logs.log_context`: ``ledgerflow.tenant``, ``ledgerflow.source``,
+    ``ledgerflow.connection``, ``cloudevents.event_id``). Off: a shared no-op.
     """
     if _State.tracer is None:
         return _NO_SPAN
@@ -218,10 +231,24 @@ def _record_span(tracer: Tracer, stage: str, record: _Headers) -> Iterator[Any]:
         "messaging.kafka.offset": record.offset,
         "ledgerflow.stage": stage,
     }
+    for field, value in structlog.contextvars.get_contextvars().items():
+        if field in _LOG_FIELDS and isinstance(value, str):
+            attributes[_LOG_FIELDS[field]] = value
     with tracer.start_as_current_span(
         f"{stage} {record.topic}", context=extract(carrier), kind=SpanKind.CONSUMER, attributes=attributes
     ) as span:
         yield span
+
+
+def dead_lettered(reason: str, detail: str) -> None:
+    """Mark the current record's span as dead-lettered: status error, ``ledgerflow.dlq.reason`` (off: nothing)."""
+    if _State.tracer is None:
+        return
+    from opentelemetry.trace import Status, StatusCode, get_current_span
+
+    span = get_current_span()
+    span.set_attribute("ledgerflow.dlq.reason", reason)
+    span.set_status(Status(StatusCode.ERROR, f"dead-lettered: {reason}: {detail[:500]}"))
 
 
 def publish_span(topic: str, headers: dict[str, str]) -> contextlib.AbstractContextManager[Any]:

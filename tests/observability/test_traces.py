@@ -153,7 +153,7 @@ async def test_one_webhook_is_one_trace_across_the_kafka_hops(
         topic_partitions=3,
         state_url=f"sqlite+aiosqlite:///{tmp_path}/state.db",
     )
-    canonical_id = f"mercoa:bill:{orjson.loads(mercoa_sample)['invoice']['id']}"
+    canonical_id = f"demo:mercoa:bill:{orjson.loads(mercoa_sample)['invoice']['id']}"
     async with run_stack(settings, demo_routing()) as stack:
         async with httpx.AsyncClient(timeout=30) as client:
             resp = await client.post(
@@ -199,7 +199,15 @@ async def test_one_webhook_is_one_trace_across_the_kafka_hops(
     (transform,) = named(f"transform {settings.topics.raw('mercoa')}")
     bookings = named(f"connector {settings.topics.canonical('bill')}")
     audits = named(f"audit {settings.topics.results}")
-    assert len(bookings) == 2  # QuickBooks and Xero, each its own consumer group
+    # QuickBooks and Xero, each its own consumer group; the span carries the record's log context.
+    assert sorted(str(b.attributes["ledgerflow.connection"]) for b in bookings if b.attributes) == [
+        "quickbooks",
+        "xero",
+    ]
+    assert transform.attributes is not None
+    assert transform.attributes["ledgerflow.tenant"] == "demo"
+    assert transform.attributes["ledgerflow.source"] == "mercoa"
+    assert transform.attributes["cloudevents.event_id"] == resp.json()["event_id"]
     assert len(audits) == 2
     assert request in _ancestors(ingress_write, by_id)
     assert ingress_write in _ancestors(transform, by_id)
