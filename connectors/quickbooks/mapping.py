@@ -15,8 +15,8 @@ line                   bill / purchase order: ``AccountBasedExpenseLineDetail`` 
                        is kept in the ``Description``. Invoice: ``SalesItemLineDetail`` (``ItemRef``,
                        ``Qty``, ``UnitPrice`` at full precision) when ``Qty × UnitPrice`` rounded
                        half-up to the cent is the line amount (Intuit validates it), else the amount
-                       alone with quantity and unit price in the ``Description``; a line discount
-                       is ``DiscountAmt``.
+                       alone with quantity and unit price in the ``Description`` (so is a line
+                       with a discount: its net amount, ``q × p less discount d`` in the description).
 header tax             option ``tax_code`` (a QuickBooks ``TaxCode`` Id): ``TxnTaxDetail`` with
                        ``TxnTaxCodeRef`` and ``TotalTax`` = the document's tax, ``GlobalTaxCalculation``
                        ``TaxExcluded`` (``TaxInclusive`` for tax-inclusive documents, lines then carry
@@ -408,14 +408,19 @@ def _sales_line(
         detail["ClassRef"] = {"value": class_id}
     net = _net(line, invoice)
     note = _quantity_note(line)
-    if line.quantity is not None and line.unit_price is not None and not invoice.tax_inclusive:
-        priced = line.quantity * line.unit_price - (line.discount_amount or Decimal(0))
-        if priced.quantize(CENT, rounding=ROUND_HALF_UP) == line.amount:
-            detail["Qty"] = line.quantity
-            detail["UnitPrice"] = line.unit_price
-            if line.discount_amount:
-                detail["DiscountAmt"] = line.discount_amount
-            note = None
+    # Intuit validates Amount = Qty × UnitPrice (rounded half-up to the cent); a line discount has
+    # no place in that equation outside the regions with line discounts, so a discounted line is
+    # sent at its net amount with the quantity, price and discount in the description.
+    priceable = not invoice.tax_inclusive and not line.discount_amount
+    if (
+        line.quantity is not None
+        and line.unit_price is not None
+        and priceable
+        and (line.quantity * line.unit_price).quantize(CENT, rounding=ROUND_HALF_UP) == line.amount
+    ):
+        detail["Qty"] = line.quantity
+        detail["UnitPrice"] = line.unit_price
+        note = None
     if detail_tax:
         taxable, exempt = _line_codes(options)
         detail["TaxCodeRef"] = {"value": taxable if line.tax_amount else exempt}
