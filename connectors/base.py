@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import CanonicalRecord, Operation, PurchaseOrderChange, canonical_id, erp_identifiers
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.errors import ConnectorError, PermanentError, RetriableError
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -43,51 +44,6 @@ INVALID_RESPONSE = ErrorCode.ERP_INVALID_RESPONSE
 """Error code of a 2xx answer that is not what the ERP documents (not JSON, truncated, no record id)."""
 
 
-class ConnectorError(Exception):
-    """Base of connector errors: a stable ``code``, the ERP's message, status and vendor code.
-
-    ``code`` is an :class:`~ledgerflow.contracts.errors.ErrorCode` (a plain string is accepted
-    only if it is one of its values).
-
-    Raises:
-        ValueError: ``code`` is not an ``ErrorCode`` value.
-    """
-
-    retriable: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        *,
-        http_status: int | None = None,
-        vendor_code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = ErrorCode(code)
-        self.message = message
-        self.http_status = http_status
-        self.vendor_code = vendor_code
-
-
-class RetriableError(ConnectorError):
-    """May succeed if tried again; ``retry_after`` (seconds) is the ERP's ``Retry-After`` if sent."""
-
-    retriable: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        *,
-        http_status: int | None = None,
-        vendor_code: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(code, message, http_status=http_status, vendor_code=vendor_code)
-        self.retry_after = retry_after
-
-
 class InvalidResponse(RetriableError):  # noqa: N818 - reads as the outcome it produces
     """The ERP answered 2xx, but the body is not what it documents: HTML, truncated JSON, no record id.
 
@@ -99,10 +55,6 @@ class InvalidResponse(RetriableError):  # noqa: N818 - reads as the outcome it p
 
     def __init__(self, message: str, *, http_status: int | None = None) -> None:
         super().__init__(INVALID_RESPONSE, message, http_status=http_status)
-
-
-class PermanentError(ConnectorError):
-    """Will fail again unchanged: bad data, unresolved reference, rejected credentials."""
 
 
 class UnresolvedReferenceError(ValueError):

@@ -91,7 +91,7 @@ class ConnectionOptions(BaseModel):
 
 
 class OAuthOptions(ConnectionOptions):
-    """Options of a connection that gets OAuth 2.0 tokens (:mod:`ledgerflow.connectors.oauth`)."""
+    """Options of a connection that gets OAuth 2.0 tokens (:mod:`ledgerflow.core.outbound.oauth`)."""
 
     token_url: str | None = Field(None, description="Token endpoint (default: the vendor's).")
     scope: str | None = Field(None, description="Scope asked for with client credentials.")

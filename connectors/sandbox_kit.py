@@ -65,8 +65,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.core.asgi import serve
+from ledgerflow.core.outbound.client import dumps_json, loads_json
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
@@ -102,7 +102,7 @@ def spec_file(name: str) -> Path:
 
 
 class DecimalJSONResponse(JSONResponse):
-    """A JSON response writing ``Decimal`` as exact JSON numbers (:func:`~ledgerflow.connectors.http.dumps_json`)."""
+    """A JSON response writing ``Decimal`` as exact JSON numbers (``ledgerflow.core.outbound.client.dumps_json``)."""
 
     def render(self, content: Any) -> bytes:
         """Serialise ``content``."""

@@ -29,8 +29,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -38,6 +36,7 @@ import stamina
 from aiolimiter import AsyncLimiter
 from cachetools import TTLCache
 
+from ledgerflow.core.outbound.client import parse_retry_after
 from ledgerflow.core.settings import Routing, SourceConfig
 from ledgerflow.core.state import StateStore
 
@@ -78,18 +77,14 @@ class RetriableEnrichmentError(EnrichmentError):
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), capped; None if absent."""
-    raw = response.headers.get("Retry-After")
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(raw) - datetime.now(UTC)).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+    """Seconds from a ``Retry-After`` header, capped at :data:`MAX_RETRY_AFTER_SECONDS`; None if absent.
+
+    Parsed by the outbound toolkit (:func:`ledgerflow.core.outbound.client.parse_retry_after`:
+    delta-seconds or an HTTP-date; NaN, infinite and unparseable values are None, a date without a
+    zone is UTC), as for the ERPs.
+    """
+    seconds = parse_retry_after(response.headers.get("Retry-After"))
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
 def _backoff(exc: Exception) -> bool | float:

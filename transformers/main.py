@@ -16,9 +16,9 @@ import httpx
 from faststream.kafka import KafkaBroker
 
 from ledgerflow.core.asgi import serve
-from ledgerflow.core.http import worker_http_client
 from ledgerflow.core.kafka import broker_from_settings, kafka_client_options
 from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.outbound.transport import worker_http_client
 from ledgerflow.core.service import LagWatch, broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore

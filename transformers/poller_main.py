@@ -21,8 +21,8 @@ from faststream.kafka import KafkaBroker
 
 from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.asgi import serve
-from ledgerflow.core.http import worker_http_client
 from ledgerflow.core.kafka import broker_from_settings
+from ledgerflow.core.outbound.transport import worker_http_client
 from ledgerflow.core.service import broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore

@@ -48,11 +48,11 @@ from ledgerflow.connectors.coupa.mapping import (
     supplier_number,
     supplier_ref,
 )
-from ledgerflow.connectors.http import ErpClient, loads_json
-from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, Vendor
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import ErpClient, loads_json
+from ledgerflow.core.outbound.oauth import ClientCredentialsManager
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

@@ -1,4 +1,4 @@
-"""Coupa error responses → retriable / permanent, as an :class:`~ledgerflow.connectors.http.ErrorTable`.
+"""Coupa error responses → retriable / permanent, as an :class:`~ledgerflow.core.outbound.client.ErrorTable`.
 
 Coupa answers errors as ``{"errors": {"<field>": ["<message>", …]}}`` in JSON (``<errors><error>``
 in XML; reference ``erp_apis.md`` §5.3, Compass "Differences between XML and JSON"), 429 when the
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import httpx
 
-from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 
 __all__ = ["COUPA_ERRORS", "extract_error"]
 

@@ -4,7 +4,7 @@ TBA signs every request with the integration's consumer key/secret and the user'
 id/secret, realm = the account id (reference ``erp_apis.md`` §3.3; Oracle help "Token-based
 Authentication"). Tokens do not expire, so there is nothing to refresh. The signature itself is
 computed by ``oauthlib`` (``SIGNATURE_HMAC_SHA256``); this module only adapts it to
-:class:`ledgerflow.connectors.http.RequestAuth`.
+:class:`ledgerflow.core.outbound.client.RequestAuth`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ carrying the tenant).
 Auth (``config.credentials``): Token-Based Auth (``account_id``, ``consumer_key``,
 ``consumer_secret``, ``token_id``, ``token_secret``; OAuth 1.0a HMAC-SHA256, see
 :mod:`ledgerflow.connectors.netsuite.auth`) or OAuth 2.0 client credentials (``client_id``,
-``client_secret``, optional ``token_url``; :class:`ledgerflow.connectors.oauth.ClientCredentialsManager`).
+``client_secret``, optional ``token_url``; :class:`ledgerflow.core.outbound.oauth.ClientCredentialsManager`).
 
 Limits: NetSuite governs *concurrency per account*, shared by every integration of the customer
 (15 for the base service tier, +10 per SuiteCloud Plus licence; reference §3.3). Defaults take a
@@ -37,7 +37,6 @@ from ledgerflow.connectors.base import (
     UnresolvedReferenceError,
     Unsupported,
 )
-from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
 from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
 from ledgerflow.connectors.netsuite.config import Credentials, Options
 from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
@@ -51,10 +50,11 @@ from ledgerflow.connectors.netsuite.mapping import (
     sent_entity_id,
     stored_document,
 )
-from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import Action, CanonicalRecord, Document, Operation, PurchaseOrderChange
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import ErpClient, RequestAuth, loads_json
+from ledgerflow.core.outbound.oauth import ClientCredentialsManager
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

@@ -1,19 +1,19 @@
-"""NetSuite error responses → retriable / permanent, as an :class:`~ledgerflow.connectors.http.ErrorTable`.
+"""NetSuite error responses → retriable / permanent, as an :class:`~ledgerflow.core.outbound.client.ErrorTable`.
 
 NetSuite REST errors are RFC 7807-like ``{"type", "title", "status", "o:errorDetails": [{"detail",
 "o:errorCode", "o:errorPath"}]}`` (schema ``nsError`` in the OpenAPI description; reference
 ``erp_apis.md`` §3.3, Oracle help section_156570709583). :data:`NETSUITE_ERRORS` decides by
 ``o:errorCode`` first, then by HTTP status; ``config.options["error_overrides"]``
 (``{"http.<status>" | "<o:errorCode>": "retriable" | "permanent"}``) wins over both (applied by
-:meth:`ledgerflow.connectors.http.ErpClient.for_connection`).
+:meth:`ledgerflow.core.outbound.client.ErpClient.for_connection`).
 """
 
 from __future__ import annotations
 
 import httpx
 
-from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 
 __all__ = ["NETSUITE_ERRORS", "extract_error"]
 

@@ -5,7 +5,7 @@ Field names follow the NetSuite REST record API and its OpenAPI description (``v
 the account's metadata catalog; captured copy ``specs/netsuite-oas.json``) and the assembled
 example in ``reference/erp_apis.md`` §3.2. Amounts are JSON *numbers* in NetSuite (``"type":
 "number"``): the bodies keep them as :class:`decimal.Decimal` and
-:func:`ledgerflow.connectors.http.dumps_json` writes them as exact JSON numbers (never through ``float``).
+:func:`ledgerflow.core.outbound.client.dumps_json` writes them as exact JSON numbers (never through ``float``).
 
 Reference resolution (a NetSuite reference is ``{"id": internal id}`` or ``{"externalId": …}``):
 ``accounting_id`` → ``{"id"}`` (NetSuite's internal id is what the REST API keys on, so it comes

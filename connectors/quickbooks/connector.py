@@ -66,8 +66,6 @@ from ledgerflow.connectors.base import (
     Unsupported,
     reference_key,
 )
-from ledgerflow.connectors.http import ErpClient, loads_json
-from ledgerflow.connectors.oauth import RefreshTokenManager
 from ledgerflow.connectors.quickbooks import mapping
 from ledgerflow.connectors.quickbooks.config import Credentials, Options
 from ledgerflow.connectors.quickbooks.errors import QUICKBOOKS_ERRORS, fault_of, quickbooks_error
@@ -88,6 +86,8 @@ from ledgerflow.contracts import (
     erp_identifiers,
 )
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import ErpClient, loads_json
+from ledgerflow.core.outbound.oauth import RefreshTokenManager
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

@@ -8,15 +8,22 @@ document number, 610 = object not found or inactive, 2500 = invalid reference id
 account, vendor…), 003001 = throttled (429), 3200/3100 = authentication/authorisation failures.
 
 Override per connection with ``options.error_overrides`` (see
-:meth:`ledgerflow.connectors.http.ErrorTable.with_overrides`).
+:meth:`ledgerflow.core.outbound.client.ErrorTable.with_overrides`).
 """
 
 from __future__ import annotations
 
 import httpx
 
-from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import (
+    DEFAULT_ERRORS,
+    ErrorRule,
+    ErrorTable,
+    VendorError,
+    default_extract,
+    loads_json,
+)
 
 __all__ = ["QUICKBOOKS_ERRORS", "fault_of", "quickbooks_error"]
 
@@ -35,7 +42,7 @@ QUICKBOOKS_ERRORS = DEFAULT_ERRORS.merged(
         }
     )
 )
-"""The QuickBooks table: :data:`ledgerflow.connectors.http.DEFAULT_ERRORS` plus Intuit fault codes."""
+"""The QuickBooks table: :data:`ledgerflow.core.outbound.client.DEFAULT_ERRORS` plus Intuit fault codes."""
 
 
 def fault_of(body: object) -> VendorError | None:

@@ -55,8 +55,6 @@ from ledgerflow.connectors.base import (
     Unsupported,
     reference_key,
 )
-from ledgerflow.connectors.http import ErpClient, RequestAuth, loads_json
-from ledgerflow.connectors.oauth import ClientCredentialsManager
 from ledgerflow.connectors.sap.config import Credentials, Options
 from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
 from ledgerflow.connectors.sap.mapping import (
@@ -70,6 +68,8 @@ from ledgerflow.connectors.sap.mapping import (
 from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.contracts import Action, Bill, CanonicalRecord, Operation, VendorRef
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import ErpClient, RequestAuth, loads_json
+from ledgerflow.core.outbound.oauth import ClientCredentialsManager
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -94,7 +94,7 @@ def _partner(supplier: dict[str, Any]) -> str:
 
 
 class BasicAuth:
-    """HTTP Basic for an SAP communication user (implements :class:`ledgerflow.connectors.http.RequestAuth`)."""
+    """HTTP Basic for an SAP communication user (implements :class:`ledgerflow.core.outbound.client.RequestAuth`)."""
 
     def __init__(self, username: SecretStr, password: SecretStr) -> None:
         raw = f"{username.get_secret_value()}:{password.get_secret_value()}".encode()

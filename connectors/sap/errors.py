@@ -1,4 +1,4 @@
-"""SAP OData V2 error responses → retriable / permanent, as an :class:`~ledgerflow.connectors.http.ErrorTable`.
+"""SAP OData V2 error responses → retriable / permanent, as an :class:`~ledgerflow.core.outbound.client.ErrorTable`.
 
 SAP Gateway answers ``{"error": {"code": "M8/108", "message": {"lang": "en", "value": "…"},
 "innererror": {…, "errordetails": [...]}}}`` (reference ``erp_apis.md`` §4.3). Message codes are
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import httpx
 
-from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, loads_json
 
 __all__ = ["SAP_ERRORS", "extract_error"]
 

@@ -46,12 +46,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, InvalidResponse, PermanentError, Unsupported
-from ledgerflow.connectors.http import ErpClient, dumps_json, loads_json
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
 from ledgerflow.connectors.webhook.config import Credentials, Options
 from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
 from ledgerflow.contracts import OBJECT_MODELS, Action, CanonicalRecord, Document, Operation
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import ErpClient, dumps_json, loads_json
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

@@ -1,7 +1,7 @@
-"""Status → retriable / permanent for the generic HTTP connector, as an :class:`~ledgerflow.connectors.http.ErrorTable`.
+"""Status → retriable / permanent for the generic HTTP connector (an ``ErrorTable`` of ledgerflow.core.outbound.client).
 
 A custom endpoint has no vendor error codes, so only HTTP semantics (RFC 9110) decide: on top of
-:data:`ledgerflow.connectors.http.DEFAULT_ERRORS` (408, 429, 5xx retriable; 401/403 ``auth.rejected``; other
+:data:`ledgerflow.core.outbound.client.DEFAULT_ERRORS` (408, 429, 5xx retriable; 401/403 ``auth.rejected``; other
 4xx ``erp.validation``), 423 Locked and 425 Too Early are retriable and 409 Conflict is a
 permanent ``erp.conflict``. ``config.options["error_overrides"]`` (``{"http.<status>":
 "retriable" | "permanent"}``) changes any of them per connection.
@@ -9,8 +9,8 @@ permanent ``erp.conflict``. ``config.options["error_overrides"]`` (``{"http.<sta
 
 from __future__ import annotations
 
-from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import DEFAULT_ERRORS, ErrorRule, ErrorTable
 
 __all__ = ["WEBHOOK_ERRORS"]
 

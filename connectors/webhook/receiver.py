@@ -32,8 +32,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from ledgerflow.connectors.http import loads_json
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox
+from ledgerflow.core.outbound.client import loads_json
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = ["DEFAULT_SECRET", "create_app", "create_receiver", "sandbox_connection"]

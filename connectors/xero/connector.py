@@ -66,8 +66,6 @@ from ledgerflow.connectors.base import (
     Unsupported,
     reference_key,
 )
-from ledgerflow.connectors.http import ErpClient, loads_json
-from ledgerflow.connectors.oauth import RefreshTokenManager
 from ledgerflow.connectors.xero import mapping
 from ledgerflow.connectors.xero.config import Credentials, Options
 from ledgerflow.connectors.xero.errors import XERO_ERRORS, xero_error
@@ -88,6 +86,8 @@ from ledgerflow.contracts import (
     erp_identifiers,
 )
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import ErpClient, loads_json
+from ledgerflow.core.outbound.oauth import RefreshTokenManager
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 

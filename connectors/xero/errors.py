@@ -9,15 +9,22 @@ contact…); ``ObjectNotFoundException`` a 404; 429 carries ``Retry-After`` and
 problem JSON (``{"Title": "Unauthorized", "Detail": "AuthenticationUnsuccessful"}``).
 
 Vendor codes in the table are the exception ``Type``. Override per connection with
-``options.error_overrides`` (see :meth:`ledgerflow.connectors.http.ErrorTable.with_overrides`).
+``options.error_overrides`` (see :meth:`ledgerflow.core.outbound.client.ErrorTable.with_overrides`).
 """
 
 from __future__ import annotations
 
 import httpx
 
-from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable, VendorError, default_extract, loads_json
 from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core.outbound.client import (
+    DEFAULT_ERRORS,
+    ErrorRule,
+    ErrorTable,
+    VendorError,
+    default_extract,
+    loads_json,
+)
 
 __all__ = ["XERO_ERRORS", "xero_error"]
 
@@ -33,7 +40,7 @@ XERO_ERRORS = DEFAULT_ERRORS.merged(
         }
     )
 )
-"""The Xero table: :data:`ledgerflow.connectors.http.DEFAULT_ERRORS` plus Xero exception types."""
+"""The Xero table: :data:`ledgerflow.core.outbound.client.DEFAULT_ERRORS` plus Xero exception types."""
 
 
 def xero_error(response: httpx.Response) -> VendorError:

@@ -19,9 +19,9 @@ from ledgerflow.connectors.main import run_connector
 from ledgerflow.connectors.registry import sandbox_module
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.embedded import EmbeddedBroker
-from ledgerflow.core.http import worker_http_client
 from ledgerflow.core.kafka import ensure_topics, kafka_client_options
 from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.outbound.transport import worker_http_client
 from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore

@@ -361,7 +361,7 @@ class Settings(BaseSettings):
         "auto", description="Log lines as JSON objects, or readable lines; auto: JSON unless stderr is a terminal."
     )
     http_transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="Transport of the workers' outbound HTTP client (ledgerflow.core.http)."
+        "aiohttp", description="Transport of the workers' outbound HTTP client (ledgerflow.core.outbound.transport)."
     )
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of every service: uvloop when installed (auto), or the stdlib loop."

@@ -288,7 +288,7 @@ def instrument_http_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
 
     A client span per request, child of the current span (the booking), with the ``traceparent``
     sent to the server. The workers' client runs httpx over aiohttp's pool
-    (:mod:`ledgerflow.core.http`); instrumenting at the httpx level gives one span per call
+    (:mod:`ledgerflow.core.outbound.transport`); instrumenting at the httpx level gives one span per call
     whichever transport is underneath.
     """
     if _State.provider is None:

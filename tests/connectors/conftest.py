@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledgerflow.core.http import worker_http_client
+from ledgerflow.core.outbound.transport import worker_http_client
 from ledgerflow.core.state import StateStore
 
 

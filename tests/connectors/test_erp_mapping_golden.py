@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from ledgerflow.connectors.base import PermanentError
-from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.connectors.quickbooks import mapping as qbo
 from ledgerflow.connectors.quickbooks.sandbox import FinanceSchema
 from ledgerflow.connectors.xero import mapping as xero
 from ledgerflow.connectors.xero.sandbox import XeroSchemas
 from ledgerflow.contracts import Bill, Document, Invoice, Reference
+from ledgerflow.core.outbound.client import dumps_json, loads_json
 from tests.connectors.erp_documents import (
     QBO_OPTIONS,
     QBO_TAX_CODE_OPTIONS,

@@ -22,7 +22,6 @@ from ledgerflow.connectors.base import (
     UnresolvedReferenceError,
     Unsupported,
 )
-from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.connectors.netsuite import NetSuiteConnector, sandbox
 from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
 from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
@@ -36,6 +35,7 @@ from ledgerflow.connectors.netsuite.sandbox import create_app
 from ledgerflow.connectors.netsuite.schema import load_schemas
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.contracts import Bill, Invoice, LineItem, Operation, Payment, Reference, Vendor, VendorRef
+from ledgerflow.core.outbound.client import dumps_json, loads_json
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 from tests.connectors.contract import CLIENT_TIMEOUT, KNOWN_GL, ConnectorContract, ContractTarget, ctx

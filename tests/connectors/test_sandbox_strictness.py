@@ -22,7 +22,6 @@ import pytest
 from fastapi import FastAPI
 
 from ledgerflow.connectors.coupa import sandbox as coupa_sandbox
-from ledgerflow.connectors.http import dumps_json, loads_json
 from ledgerflow.connectors.netsuite import sandbox as ns_sandbox
 from ledgerflow.connectors.netsuite.connector import RECORD_PATH
 from ledgerflow.connectors.quickbooks import sandbox as qbo_sandbox
@@ -31,6 +30,7 @@ from ledgerflow.connectors.sap import sandbox as sap_sandbox
 from ledgerflow.connectors.sap.connector import SERVICE_PATH
 from ledgerflow.connectors.webhook import receiver
 from ledgerflow.connectors.xero import sandbox as xero_sandbox
+from ledgerflow.core.outbound.client import dumps_json, loads_json
 
 TOKEN = "strictness-token"
 

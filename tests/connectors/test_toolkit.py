@@ -16,10 +16,17 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from ledgerflow.connectors.base import PermanentError, RetriableError
-from ledgerflow.connectors.http import DEFAULT_ERRORS, ErpClient, ErrorTable, dumps_json, loads_json, parse_retry_after
-from ledgerflow.connectors.oauth import ClientCredentialsManager, RefreshTokenManager
 from ledgerflow.connectors.sandbox_kit import OAuthIssuer, Sandbox, SandboxControl, serve
 from ledgerflow.core.metrics import ERP_REQUESTS
+from ledgerflow.core.outbound.client import (
+    DEFAULT_ERRORS,
+    ErpClient,
+    ErrorTable,
+    dumps_json,
+    loads_json,
+    parse_retry_after,
+)
+from ledgerflow.core.outbound.oauth import ClientCredentialsManager, RefreshTokenManager
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore, StoredToken
 

@@ -75,7 +75,7 @@ PACKAGE = {
     "errors.py": '''
         """How TinyLedger errors are classified."""
 
-        from ledgerflow.connectors.http import DEFAULT_ERRORS, ErrorRule, ErrorTable
+        from ledgerflow.core.outbound.client import DEFAULT_ERRORS, ErrorRule, ErrorTable
         from ledgerflow.contracts.errors import ErrorCode
 
         TINY_ERRORS = DEFAULT_ERRORS.merged(ErrorTable({409: ErrorRule(False, ErrorCode.ERP_DUPLICATE)}))
@@ -86,7 +86,7 @@ PACKAGE = {
         from typing import ClassVar
 
         from ledgerflow.connectors.base import Booked, Connector, HandleContext, PermanentError, Unsupported
-        from ledgerflow.connectors.http import ErpClient
+        from ledgerflow.core.outbound.client import ErpClient
         from ledgerflow.contracts import Bill, CanonicalRecord, Operation
         from ledgerflow.contracts.errors import ErrorCode
         from tinyledger.config import Credentials, Options

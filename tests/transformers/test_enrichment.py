@@ -359,3 +359,23 @@ async def test_tenant_field_names_reach_the_ingenious_mapper_and_its_enrichment(
     cost_code = bill.line_items[0].cost_code
     assert cost_code is not None
     assert (cost_code.accounting_custom_id, cost_code.name) == ("03-1000", "Sitework")
+
+
+def test_source_api_retry_after_is_parsed_like_the_erps() -> None:
+    """One Retry-After parser for ERPs and source APIs: NaN and infinity are ignored, a zone-less date is UTC."""
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from ledgerflow.transformers.enrichment import MAX_RETRY_AFTER_SECONDS, _retry_after
+
+    def after(value: str) -> float | None:
+        return _retry_after(httpx.Response(429, headers={"Retry-After": value}))
+
+    assert after("nan") is None
+    assert after("inf") is None
+    assert after("2") == 2.0
+    assert after("3600") == MAX_RETRY_AFTER_SECONDS
+    naive = format_datetime(datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=20))
+    waited = after(naive)
+    assert waited is not None
+    assert 15.0 <= waited <= 20.0

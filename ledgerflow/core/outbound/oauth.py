@@ -14,7 +14,7 @@ Two grants (RFC 6749):
 
 Both refresh ``refresh_margin`` seconds ahead of expiry, hold an ``asyncio.Lock`` so that
 concurrent requests refresh once, re-read the store inside the lock (another replica may have
-rotated already), and implement :class:`ledgerflow.connectors.http.RequestAuth` (``apply`` sets
+rotated already), and implement :class:`ledgerflow.core.outbound.client.RequestAuth` (``apply`` sets
 ``Authorization: Bearer …``; ``invalidate`` forgets an access token the ERP rejected).
 
 Token endpoint client authentication is HTTP Basic by default (Intuit and Xero both document
@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import httpx
 
-from ledgerflow.connectors.base import PermanentError, RetriableError
-from ledgerflow.connectors.http import parse_retry_after
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
+from ledgerflow.core.outbound.client import parse_retry_after
+from ledgerflow.core.outbound.errors import PermanentError, RetriableError
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore, StoredToken
 

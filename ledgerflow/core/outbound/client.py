@@ -6,11 +6,11 @@ One :class:`ErpClient` per ERP connection wraps the runtime's shared ``httpx.Asy
   concurrency cap (``asyncio.Semaphore``), defaults from the vendor's published limits,
   overridable by ``config.options["rate_limit_per_minute"]`` / ``["max_concurrency"]``;
 * authentication through a :class:`RequestAuth` (OAuth token managers in
-  :mod:`ledgerflow.connectors.oauth`); one re-authentication when the ERP answers 401 with a token
+  :mod:`ledgerflow.core.outbound.oauth`); one re-authentication when the ERP answers 401 with a token
   that was accepted before (revoked or expired early), never more;
 * metrics ``ledgerflow_erp_requests_total`` and ``ledgerflow_erp_request_duration_seconds``;
-* the mapping of outcomes to :class:`~ledgerflow.connectors.base.RetriableError` /
-  :class:`~ledgerflow.connectors.base.PermanentError` through an :class:`ErrorTable` (HTTP status and
+* the mapping of outcomes to :class:`~ledgerflow.core.outbound.errors.RetriableError` /
+  :class:`~ledgerflow.core.outbound.errors.PermanentError` through an :class:`ErrorTable` (HTTP status and
   vendor error codes), with the vendor's message pulled out by a per-ERP ``extract`` function.
 
 The client never retries: the connector runtime retries whole ``handle()`` calls, honouring
@@ -50,9 +50,9 @@ import httpx
 import orjson
 from aiolimiter import AsyncLimiter
 
-from ledgerflow.connectors.base import ConnectorError, PermanentError, RetriableError
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
+from ledgerflow.core.outbound.errors import ConnectorError, PermanentError, RetriableError
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
@@ -257,11 +257,11 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 class RequestAuth(Protocol):
-    """Authenticates outgoing requests of one connection (see :mod:`ledgerflow.connectors.oauth`).
+    """Authenticates outgoing requests of one connection (see :mod:`ledgerflow.core.outbound.oauth`).
 
     ``apply`` sets headers on the built request (it may sign method and URL, e.g. OAuth 1.0a
     TBA); ``invalidate`` forgets a cached credential the ERP rejected, so the next ``apply``
-    fetches a fresh one. Both raise :class:`~ledgerflow.connectors.base.ConnectorError` on failure.
+    fetches a fresh one. Both raise :class:`~ledgerflow.core.outbound.errors.ConnectorError` on failure.
     """
 
     async def apply(self, request: httpx.Request) -> None:
