@@ -59,6 +59,7 @@ __all__ = [
     "instrument_http_client",
     "publish_span",
     "record_span",
+    "text_keys_processor",
     "tracing_enabled",
     "tracing_requested",
 ]
@@ -128,7 +129,8 @@ def tracing_enabled() -> bool:
 def enable_tracing(provider: TracerProvider) -> None:
     """Record every span of this process with ``provider`` (:func:`configure_tracing`'s, or a test's own).
 
-    Brokers, HTTP clients and ASGI apps built *after* this call are instrumented.
+    Brokers, HTTP clients and ASGI apps built *after* this call are instrumented. A provider
+    built here should start with :func:`text_keys_processor` (Kafka keys as text).
     """
     _State.provider = provider
     _State.tracer = provider.get_tracer("ledgerflow")
@@ -175,11 +177,33 @@ def configure_tracing(service_name: str, environ: Mapping[str, str] | None = Non
         raise TracingUnavailable(f"OTEL_TRACES_EXPORTER={exporter_name!r} is not supported: use otlp, console or none")
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service_name})
     provider = TracerProvider(resource=resource)
+    provider.add_span_processor(text_keys_processor())
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     enable_tracing(provider)
     _State.configured_from_env = True
     return True
+
+
+def text_keys_processor() -> Any:
+    """A span processor that turns ``bytes`` attribute values (FastStream's Kafka message keys) into text.
+
+    ledgerflow's keys are UTF-8 record ids; as bytes they reach backends base64-encoded, and the
+    console exporter cannot write them at all (it drops the whole batch of spans). Undecodable
+    bytes are written as their hex.
+    """
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class TextKeys(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            for name, value in list((span.attributes or {}).items()):
+                if isinstance(value, bytes):
+                    try:
+                        span.set_attribute(name, value.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        span.set_attribute(name, value.hex())
+
+    return TextKeys()
 
 
 def _otlp_exporter(env: Mapping[str, str]) -> Any:

@@ -19,7 +19,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from ledgerflow.app import demo
 from ledgerflow.app.stack import run_stack
@@ -38,6 +38,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     """Tracing on for this test only, every finished span kept in memory."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
+    provider.add_span_processor(tracing.text_keys_processor())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.enable_tracing(provider)
     try:
@@ -209,6 +210,12 @@ async def test_one_webhook_is_one_trace_across_the_kafka_hops(
     assert transform.attributes["ledgerflow.source"] == "mercoa"
     assert transform.attributes["cloudevents.event_id"] == resp.json()["event_id"]
     assert len(audits) == 2
+    # FastStream's spans name the Kafka key (the canonical id) as text, not bytes.
+    assert {
+        b.attributes["messaging.kafka.message.key"]
+        for b in named(f"{settings.topics.canonical('bill')} create")
+        if b.attributes
+    } == {canonical_id}
     assert request in _ancestors(ingress_write, by_id)
     assert ingress_write in _ancestors(transform, by_id)
     for booking in bookings:
@@ -222,3 +229,51 @@ async def test_one_webhook_is_one_trace_across_the_kafka_hops(
         assert [s for s in named(f"{settings.topics.results} publish") if _parent_id(s) == result_write.context.span_id]
         (audit,) = [s for s in audits if _parent_id(s) == result_write.context.span_id]
         assert audit.kind is SpanKind.CONSUMER
+
+
+@pytest.mark.parametrize(
+    ("sent", "continued"),
+    [(SENDER_TRACEPARENT, True), (f"00-{SENDER_TRACE}-{'0' * 16}-01", False), (None, False)],
+)
+async def test_ingress_continues_the_senders_traceparent_with_tracing_off(sent: str | None, continued: bool) -> None:
+    from ledgerflow.core.settings import Routing
+    from ledgerflow.ingress.app import create_app
+    from tests.ingress.ingress_signing import NEW, SECRETS, TENANT, RecordingPublisher, payload, routing_dict
+
+    publisher = RecordingPublisher()
+    app = create_app(Settings(), Routing.model_validate(routing_dict(TENANT)), publisher)
+    headers = {"authorization": f"Bearer {SECRETS['mercoa'][NEW]}", "content-type": "application/json"}
+    if sent is not None:
+        headers["traceparent"] = sent
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
+        resp = await client.post(
+            f"/webhooks/{TENANT}/mercoa", content=orjson.dumps(payload("mercoa", "i")), headers=headers
+        )
+    assert resp.status_code == 200, resp.text
+    ((_, _, _, written),) = publisher.records
+    assert valid_traceparent(written["traceparent"]) == written["traceparent"]
+    assert (written["traceparent"] == SENDER_TRACEPARENT) is continued
+    assert (SENDER_TRACE in written["traceparent"]) is continued
+
+
+def test_a_dead_lettered_record_span_is_an_error_under_the_records_trace(spans: InMemorySpanExporter) -> None:
+    class Record:
+        topic, partition, offset, headers = (
+            "ledgerflow.raw.mercoa",
+            2,
+            7,
+            [("traceparent", SENDER_TRACEPARENT.encode())],
+        )
+
+    with tracing.record_span("transform", Record()):
+        tracing.dead_lettered("invalid-record", "lines.0.amount: not a decimal")
+    (span,) = spans.get_finished_spans()
+    assert span.name == "transform ledgerflow.raw.mercoa"
+    assert span.kind is SpanKind.CONSUMER
+    assert span.context.trace_id == int(SENDER_TRACE, 16)
+    assert _parent_id(span) == int(SENDER_SPAN, 16)
+    assert span.attributes is not None
+    assert span.attributes["ledgerflow.dlq.reason"] == "invalid-record"
+    assert span.attributes["messaging.kafka.offset"] == 7
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "dead-lettered: invalid-record: lines.0.amount: not a decimal"
