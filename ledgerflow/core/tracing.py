@@ -327,12 +327,34 @@ def instrument_asgi(app: Any) -> Any:
     """``app`` wrapped in OpenTelemetry's ASGI middleware when tracing is on (else ``app`` itself).
 
     A server span per request that continues the caller's ``traceparent``; ``/healthz``,
-    ``/readyz`` and ``/metrics`` are not traced.
+    ``/readyz`` and ``/metrics`` are not traced. The span is named after the app's route template
+    (``POST /webhooks/{tenant}/mercoa``, ``http.route``), as FastAPI's instrumentation does, never
+    after the path (tenant names, record ids, or whatever an unknown client sends): just the
+    method when no route matches.
     """
     if _State.provider is None:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     return OpenTelemetryMiddleware(
-        app, excluded_urls=",".join(_NOT_TRACED), tracer_provider=_State.provider, exclude_spans=["receive", "send"]
+        app,
+        excluded_urls=",".join(_NOT_TRACED),
+        default_span_details=_route_span_details(getattr(app, "routes", ())),
+        tracer_provider=_State.provider,
+        exclude_spans=["receive", "send"],
     )
+
+
+def _route_span_details(routes: Sequence[Any]) -> Any:
+    """ASGI span details from the first route of ``routes`` (Starlette) that fully matches the request."""
+    from starlette.routing import Match
+
+    def details(scope: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        method = str(scope.get("method") or "HTTP")
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL and isinstance(getattr(route, "path", None), str):
+                return f"{method} {route.path}", {"http.route": route.path}
+        return method, {}
+
+    return details

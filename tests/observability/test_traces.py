@@ -196,6 +196,7 @@ async def test_one_webhook_is_one_trace_across_the_kafka_hops(
         return [s for s in trace if s.name == name]
 
     (request,) = [s for s in trace if s.kind is SpanKind.SERVER and _parent_id(s) == sender]
+    assert request.name == "POST /webhooks/{tenant}/mercoa"  # the route template, never the path
     (ingress_write,) = named(f"{settings.topics.raw('mercoa')} publish")
     (transform,) = named(f"transform {settings.topics.raw('mercoa')}")
     bookings = named(f"connector {settings.topics.canonical('bill')}")
