@@ -62,7 +62,7 @@ async def test_demo_fan_out_reconciles_and_an_altered_booking_is_the_difference(
     since = datetime.now(UTC) - timedelta(minutes=1)
     async with run_stack(settings, all_erps_routing()) as stack:
         await demo.post_webhook(stack, mercoa_sample)
-        first = f"mercoa:bill:{payload['invoice']['id']}"
+        first = f"demo:mercoa:bill:{payload['invoice']['id']}"
         results = await demo.collect_results(
             stack.bootstrap_servers, settings.topics.results, first, list(ALL_ERPS), timeout=90
         )
@@ -85,7 +85,7 @@ async def test_demo_fan_out_reconciles_and_an_altered_booking_is_the_difference(
         results = await demo.collect_results(
             stack.bootstrap_servers,
             settings.topics.results,
-            f"mercoa:bill:{second['invoice']['id']}",
+            f"demo:mercoa:bill:{second['invoice']['id']}",
             list(ALL_ERPS),
             timeout=90,
         )
