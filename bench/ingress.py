@@ -29,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -63,15 +64,28 @@ def ingress_app() -> Any:
     settings = Settings(kafka_bootstrap_servers=_env_bootstrap(), topic_prefix=PREFIX)
     routing = Routing.model_validate({"tenants": {TENANT: {"sources": {"mercoa": {"tokens": [TOKEN]}}}}})
     producer = ingress_producer(settings, _env_bootstrap(), embedded=True)
-    app = create_app(settings, routing, KafkaPublisher(producer, settings.ingress_publish_timeout_seconds))
+    publisher: Any = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
+    state = None
+    if os.environ.get("BENCH_OUTBOX_URL"):
+        # What `ledgerflow up` runs: the outbox row in the state store first, then the broker.
+        from ledgerflow.core.outbox import Outbox, OutboxPublisher
+        from ledgerflow.core.state import StateStore
+
+        state = StateStore(os.environ["BENCH_OUTBOX_URL"])
+        publisher = OutboxPublisher(Outbox(state), publisher)
+    app = create_app(settings, routing, publisher)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
+        if state is not None:
+            await state.create_all()
         await producer.start()
         try:
             yield
         finally:
             await producer.stop()
+            if state is not None:
+                await state.close()
 
     app.router.lifespan_context = lifespan
     return app
@@ -193,6 +207,9 @@ def measure(factory: str, args: argparse.Namespace, bodies: list[bytes]) -> dict
         asyncio.run(ensure_topics(broker.bootstrap_servers, [topic], partitions=args.partitions))
         port = _free_port()
         env = {**os.environ, "BENCH_BOOTSTRAP": broker.bootstrap_servers, "PYTHONPATH": str(ROOT)}
+        if args.outbox and factory == "ingress_app":
+            folder = tempfile.mkdtemp(prefix="bench-outbox-")
+            env["BENCH_OUTBOX_URL"] = f"sqlite+aiosqlite:///{folder}/state.db"
         cmd = [
             sys.executable, "-m", "uvicorn", "--factory", f"bench.ingress:{factory}",
             "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
@@ -247,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload", type=Path, help="webhook body (default: the Mercoa sample)")
     parser.add_argument("--only", choices=["ingress", "baseline"], help="measure one contender")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--outbox", action="store_true", help="the ingress writes each webhook to a SQLite outbox first (`up`)"
+    )
     args = parser.parse_args(argv)
     bodies = _payloads(args.payload)
     load_before = os.getloadavg()

@@ -13,6 +13,7 @@ from typing import Final
 __all__ = [
     "CE_ID",
     "CE_PREFIX",
+    "CE_RAW_EVENT",
     "CE_SOURCE",
     "CE_SPECVERSION",
     "CE_SUBJECT",
@@ -53,6 +54,8 @@ CE_TENANT: Final = "ce_tenant"
 """Extension attribute: the tenant the event belongs to (required on every ledgerflow message)."""
 CONTENT_TYPE: Final = "content-type"
 TRACEPARENT: Final = "traceparent"
+CE_RAW_EVENT: Final = "ce_rawevent"
+"""Extension attribute: id of the raw event (the accepted webhook) a canonical record or result comes from."""
 
 # ledgerflow's own
 LEDGERFLOW_PREFIX: Final = "ledgerflow_"

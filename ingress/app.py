@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -383,6 +383,7 @@ def create_app(
     routing: Routing,
     publisher: Publisher,
     readiness: ReadinessCheck | None = None,
+    health: Callable[[], Mapping[str, Any]] | None = None,
 ) -> IngressApp:
     """Build the ingress ASGI app.
 
@@ -391,6 +392,7 @@ def create_app(
         routing: tenants and their source credentials.
         publisher: where accepted webhooks go (Kafka in production).
         readiness: async check for ``/readyz`` (broker reachable, topics present); None = always ready.
+        health: extra facts for ``/healthz`` (``ledgerflow up``: the embedded broker's restarts).
     """
     ingress = Ingress(settings, routing, publisher)
     app = IngressApp(
@@ -425,9 +427,9 @@ def create_app(
         problem = Problem(400, "bad-request", "Bad request", "the request is malformed", outcome="bad_request")
         return problem_response(problem, instance=request.url.path)
 
-    @app.get("/healthz", summary="Process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="Process is alive (and what happened to the embedded broker)")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", **(health() if health is not None else {})}
 
     @app.get("/readyz", summary="Broker reachable and topics present")
     async def readyz() -> Response:

@@ -7,18 +7,22 @@ configured exists (those are the only topics the ingress writes); stops both in 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 from ledgerflow.core.asgi import HttpLimits, serve
 from ledgerflow.core.kafka import kafka_client_options, missing_topics
+from ledgerflow.core.outbox import Outbox, OutboxPublisher, SettlementTracker, Sweeper
 from ledgerflow.core.settings import Routing, Settings
+from ledgerflow.core.state import StateStore
 from ledgerflow.ingress.app import create_app
-from ledgerflow.ingress.publisher import KafkaPublisher, ingress_producer
+from ledgerflow.ingress.publisher import KafkaPublisher, Publisher, ingress_producer
 from ledgerflow.ingress.readiness import all_ready, build_readiness, secrets_readiness
 
-__all__ = ["ingress_topics", "routing_sources", "run_ingress"]
+__all__ = ["ingress_topics", "outbox_enabled", "routing_sources", "run_ingress"]
 
 
 def routing_sources(routing: Routing) -> set[str]:
@@ -40,6 +44,9 @@ async def run_ingress(
     embedded: bool,
     host: str,
     port: int,
+    state: StateStore | None = None,
+    on_outbox: Callable[[Sweeper], None] | None = None,
+    health: Callable[[], Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[str]:
     """Serve the ingress on ``host:port`` (0: a free port) until the block exits; yield its base URL.
 
@@ -50,6 +57,11 @@ async def run_ingress(
         embedded: the broker is the embedded Tansu (producer idempotence off unless set).
         host: interface to listen on.
         port: port to listen on.
+        state: the state store holding the outbox (one is opened from the settings when the outbox
+            is on and none is given).
+        on_outbox: called with the outbox's :class:`~ledgerflow.core.outbox.Sweeper` when the outbox
+            is on (``ledgerflow up`` relays through it after restarting its broker).
+        health: extra facts for ``/healthz`` (the embedded broker's restarts).
 
     Raises:
         aiokafka.errors.KafkaError: the producer cannot reach the broker.
@@ -63,9 +75,44 @@ async def run_ingress(
             secrets_readiness(routing),
             build_readiness(bootstrap_servers, ingress_topics(settings, routing), check=metadata),
         )
-        publisher = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
-        app = create_app(settings, routing, publisher, readiness=ready)
-        async with serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)) as url:
-            yield url
+        kafka = KafkaPublisher(producer, settings.ingress_publish_timeout_seconds)
+        publisher: Publisher = kafka
+        async with contextlib.AsyncExitStack() as stack:
+            if outbox_enabled(settings, embedded=embedded):
+                if state is None:
+                    state = StateStore.from_settings(settings)
+                    await state.create_all()
+                    stack.push_async_callback(state.close)
+                outbox = Outbox(state)
+                publisher = OutboxPublisher(outbox, kafka)
+                sweeper = Sweeper(
+                    outbox,
+                    kafka.publish,
+                    age_seconds=settings.outbox_sweep_age_seconds,
+                    max_sends=settings.outbox_max_sends,
+                    interval_seconds=settings.outbox_sweep_interval_seconds,
+                )
+                tracker = SettlementTracker(
+                    outbox,
+                    bootstrap_servers,
+                    results_topic=settings.topics.results,
+                    dlq_topics=[settings.topics.dlq(stage) for stage in ("transform", "connector")],
+                    connections_of={t: frozenset(c.connections) for t, c in routing.tenants.items()},
+                    group_id=settings.topics.group("outbox"),
+                    client_options=kafka_client_options(settings),
+                )
+                for task in (sweeper.run(), tracker.run()):
+                    running = asyncio.create_task(task)
+                    stack.callback(running.cancel)
+                if on_outbox is not None:
+                    on_outbox(sweeper)
+            app = create_app(settings, routing, publisher, readiness=ready, health=health)
+            async with serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)) as url:
+                yield url
     finally:
         await producer.stop()
+
+
+def outbox_enabled(settings: Settings, *, embedded: bool) -> bool:
+    """Whether the ingress keeps an outbox: ``LEDGERFLOW_INGRESS_OUTBOX`` on, or auto with the embedded broker."""
+    return settings.ingress_outbox == "on" or (settings.ingress_outbox == "auto" and embedded)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from ledgerflow.contracts import CanonicalRecord, ContractError
+from ledgerflow.contracts import headers as wire
 from ledgerflow.contracts.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.core import metrics
 from ledgerflow.core.delivery import (
@@ -41,6 +43,9 @@ from ledgerflow.transformers.enrichment import EnrichmentError
 from ledgerflow.transformers.registry import ROUTERS
 
 __all__ = ["GROUP_ROLE", "Transformer", "raw_topics", "register"]
+
+RAW_EVENT_EXTENSION = wire.CE_RAW_EVENT.removeprefix(wire.CE_PREFIX)
+"""CloudEvents extension carrying the accepted webhook's event id (``ce_rawevent``)."""
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +195,9 @@ class Transformer:
             type=f"io.ledgerflow.{object_type}.v1",
             subject=record.canonical_id,
         )
+        if RAW_EVENT_EXTENSION not in raw.extensions:
+            # The accepted webhook's id travels on to the results: it settles the ingress outbox.
+            attrs = replace(attrs, extensions={**raw.extensions, RAW_EVENT_EXTENSION: raw.id})
         await publish(
             self.topics.canonical(object_type),
             record.canonical_id.encode(),

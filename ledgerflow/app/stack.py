@@ -8,6 +8,7 @@ the audit service (results store and sync-records API), and the ingress. Stops t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,10 +19,11 @@ from ledgerflow.connectors.base import Connector
 from ledgerflow.connectors.main import run_connector
 from ledgerflow.connectors.registry import sandbox_module
 from ledgerflow.core.asgi import serve
-from ledgerflow.core.embedded import EmbeddedBroker
+from ledgerflow.core.embedded import BrokerWatchdog, EmbeddedBroker
 from ledgerflow.core.kafka import ensure_topics, kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.outbound.transport import worker_http_client
+from ledgerflow.core.outbox import Sweeper
 from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
@@ -53,6 +55,10 @@ class RunningStack:
     connectors: dict[str, Connector] = field(default_factory=dict)
     pollers: dict[str, list[str]] = field(default_factory=dict)
     """Source with a feed → the tenants its poller reads (those whose routing sets ``options.poll``)."""
+    broker: EmbeddedBroker | None = None
+    """The embedded broker (None with real Kafka)."""
+    watchdog: BrokerWatchdog | None = None
+    """Restarts the embedded broker when it dies (None with real Kafka)."""
 
 
 def _sandbox_config(erp: str, config: ConnectionConfig, base_url: str) -> ConnectionConfig:
@@ -165,7 +171,35 @@ async def run_stack(
         running.audit_admin_key = audit.admin_key
         watched += audit.watched
         await stack.enter_async_context(lag_reporter(bootstrap, watched, client_options=kafka_client_options(settings)))
+        sweepers: list[Sweeper] = []
+        watchdog: BrokerWatchdog | None = None
+        if embedded:
+
+            async def recreate() -> None:
+                # The restarted broker has nothing: topics first, then what the outbox says was
+                # accepted and has no final result yet.
+                await ensure_topics(bootstrap, settings.topics.all(), partitions=settings.topic_partitions)
+                for sweeper in sweepers:
+                    relayed = await sweeper.relay_after_restart()
+                    log.warning("relayed %d accepted webhook(s) without a final result", relayed)
+
+            watchdog = BrokerWatchdog(broker_proc, recreate, interval=settings.embedded_broker_check_seconds)
         running.ingress_url = await stack.enter_async_context(
-            run_ingress(settings, routing, bootstrap, embedded=embedded, host=host, port=ingress_port)
+            run_ingress(
+                settings,
+                routing,
+                bootstrap,
+                embedded=embedded,
+                host=host,
+                port=ingress_port,
+                state=state,
+                on_outbox=sweepers.append,
+                health=watchdog.health if watchdog else None,
+            )
         )
+        if watchdog is not None:
+            running.broker = broker_proc
+            running.watchdog = watchdog
+            task = asyncio.create_task(watchdog.run())
+            stack.callback(task.cancel)
         yield running

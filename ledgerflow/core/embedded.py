@@ -7,6 +7,7 @@ producers talking to it run with idempotence off (see :mod:`ledgerflow.core.kafk
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -15,10 +16,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EmbeddedBroker", "EmbeddedBrokerError", "free_port"]
+from ledgerflow.core import metrics
+
+__all__ = ["BrokerWatchdog", "EmbeddedBroker", "EmbeddedBrokerError", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +171,80 @@ class EmbeddedBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class BrokerWatchdog:
+    """Notices that the embedded broker died, starts it again on the same port and says so.
+
+    Tansu keeps everything in memory: a restarted broker has no topics, no messages and no
+    committed offsets. ``on_restart`` (``ledgerflow up``: create the topics, then relay the
+    outbox's unsettled webhooks) runs after each restart; consumers reconnect on their own and read
+    the recreated topics from the earliest offset.
+
+    Args:
+        broker: the broker to watch (started).
+        on_restart: awaited after each restart.
+        interval: seconds between checks.
+    """
+
+    def __init__(
+        self, broker: EmbeddedBroker, on_restart: Callable[[], Awaitable[object]], *, interval: float = 1.0
+    ) -> None:
+        self.broker = broker
+        self.on_restart = on_restart
+        self.interval = interval
+        self.restarts = 0
+        self.last_death: datetime | None = None
+        self.last_restart: datetime | None = None
+        self.last_error: str | None = None
+        self.restarting = False
+
+    def health(self) -> dict[str, object]:
+        """What ``/healthz`` tells about the broker: restarts, when it last died and came back."""
+        return {
+            "embedded_broker": {
+                "state": "restarting" if self.restarting else ("up" if self.broker.running else "down"),
+                "restarts": self.restarts,
+                "last_death": self.last_death.isoformat() if self.last_death else None,
+                "last_restart": self.last_restart.isoformat() if self.last_restart else None,
+                "last_error": self.last_error,
+            }
+        }
+
+    async def readiness(self) -> str | None:
+        """A reason while the broker is down or being restarted, else None."""
+        if self.restarting or not self.broker.running:
+            return "the embedded broker died and is being restarted (its memory-only data is gone)"
+        return None
+
+    async def check_once(self) -> bool:
+        """Restart the broker if it died; return True when it did."""
+        if self.broker.running:
+            return False
+        self.restarting = True
+        self.last_death = datetime.now(UTC)
+        log.error(
+            "the embedded broker died (it kept everything in memory); restarting it on %s",
+            self.broker.bootstrap_servers,
+        )
+        try:
+            await asyncio.to_thread(self.broker.start)
+            self.restarts += 1
+            metrics.BROKER_RESTARTS.inc()
+            await self.on_restart()
+            self.last_restart = datetime.now(UTC)
+            self.last_error = None
+            log.warning("the embedded broker is back (restart #%d); topics recreated, outbox relayed", self.restarts)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("restarting the embedded broker failed; trying again")
+            return False
+        finally:
+            self.restarting = False
+        return True
+
+    async def run(self) -> None:
+        """Check every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.check_once()

@@ -13,6 +13,7 @@ from ledgerflow import __version__
 
 __all__ = [
     "AUDIT_REFUSED",
+    "BROKER_RESTARTS",
     "BUILD_INFO",
     "CONNECTOR_RESULTS",
     "CONSUMER_LAG",
@@ -21,6 +22,7 @@ __all__ = [
     "END_TO_END_LATENCY",
     "ERP_REQUESTS",
     "ERP_REQUEST_DURATION",
+    "OUTBOX_REDRIVES",
     "POLLED_RECORDS",
     "POLLER_LAST_SUCCESS",
     "POLLS",
@@ -146,6 +148,15 @@ POLLER_LAST_SUCCESS = Gauge(
     "ledgerflow_poller_last_success_timestamp_seconds",
     "When a poller last completed a round (unix s).",
     ["source", "tenant"],
+)
+OUTBOX_REDRIVES = Counter(
+    "ledgerflow_outbox_redrives_total",
+    "Accepted webhooks sent again from the outbox (redriven), or left for an operator (given_up).",
+    ["outcome"],
+)
+BROKER_RESTARTS = Counter(
+    "ledgerflow_embedded_broker_restarts_total",
+    "Times `ledgerflow up` found its embedded broker dead and restarted it.",
 )
 DLQ_MESSAGES = Counter("ledgerflow_dlq_messages_total", "Messages written to a dead-letter topic.", ["stage", "reason"])
 CONSUMER_LAG = Gauge(

@@ -328,6 +328,19 @@ class Settings(BaseSettings):
     ingress_publish_timeout_seconds: float = Field(
         5.0, gt=0, description="How long the ingress waits for the broker's ack before answering 503."
     )
+    ingress_outbox: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Write each accepted webhook to the state store's outbox before answering 202 and re-drive "
+        "what has no final result: `auto` = on with the embedded (memory-only) broker, off with real Kafka.",
+    )
+    outbox_sweep_age_seconds: float = Field(
+        300.0, gt=0, description="Seconds after its last send an accepted webhook without a final result is sent again."
+    )
+    outbox_max_sends: int = Field(4, ge=1, description="Sends of one accepted webhook at most (the first included).")
+    outbox_sweep_interval_seconds: float = Field(5.0, gt=0, description="How often the outbox is swept.")
+    embedded_broker_check_seconds: float = Field(
+        1.0, gt=0, description="How often `ledgerflow up` checks that its embedded broker is alive."
+    )
     poller_interval_seconds: float = Field(
         60.0, gt=0, description="Seconds between a poller's rounds over a source's feed (failed rounds back off)."
     )

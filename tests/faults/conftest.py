@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pipeline import Pipeline, PipelineConfig
 
 from tests.databases import fresh_database, postgres_up
+from tests.faults.pipeline import Pipeline, PipelineConfig
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,13 @@ async def faults_pipeline(running_pipeline: Pipeline) -> AsyncIterator[Pipeline]
     yield running_pipeline
     for connection in running_pipeline.config.connections:
         await running_pipeline.clear_faults(connection)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault scenarios' report (accepted / booked / dead-lettered / lost / duplicated)."""
+    from tests.faults.report import table
+
+    text = table()
+    if text:
+        terminalreporter.section("fault scenarios")
+        terminalreporter.write_line(text)

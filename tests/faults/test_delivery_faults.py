@@ -28,10 +28,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from pipeline import Pipeline, read_topics
 
 from ledgerflow.contracts import Outcome, SyncResult
 from ledgerflow.contracts.events import deterministic_id
+from tests.faults.pipeline import Pipeline, read_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
