@@ -60,9 +60,7 @@ ERPS: dict[str, ErpEntry] = {
     "netsuite": ErpEntry("ledgerflow.connectors.netsuite:NetSuiteConnector", extra="netsuite"),
     "sap": ErpEntry("ledgerflow.connectors.sap:SapConnector"),
     "coupa": ErpEntry("ledgerflow.connectors.coupa:CoupaConnector"),
-    "http": ErpEntry(
-        "ledgerflow.connectors.webhook:WebhookConnector", "http", "ledgerflow.connectors.webhook.receiver"
-    ),
+    "http": ErpEntry("ledgerflow.connectors.webhook:WebhookConnector", extra="http"),
 }
 """ERP kind (``ConnectionConfig.erp``) → its connector, extra and sandbox."""
 

@@ -28,7 +28,7 @@ from ledgerflow.connectors.quickbooks import sandbox as qbo_sandbox
 from ledgerflow.connectors.sandbox_kit import SandboxControl
 from ledgerflow.connectors.sap import sandbox as sap_sandbox
 from ledgerflow.connectors.sap.connector import SERVICE_PATH
-from ledgerflow.connectors.webhook import receiver
+from ledgerflow.connectors.webhook import sandbox as receiver
 from ledgerflow.connectors.xero import sandbox as xero_sandbox
 from ledgerflow.core.outbound.client import dumps_json, loads_json
 

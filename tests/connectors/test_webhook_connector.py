@@ -14,9 +14,9 @@ import pytest
 from ledgerflow.connectors.base import BinderEntry, HandleContext, PermanentError, RetriableError, Unsupported
 from ledgerflow.connectors.sandbox_kit import SandboxControl, serve
 from ledgerflow.connectors.webhook import WebhookConnector
-from ledgerflow.connectors.webhook import receiver as receiver_module
-from ledgerflow.connectors.webhook.connector import resolve_pointer
-from ledgerflow.connectors.webhook.receiver import create_receiver
+from ledgerflow.connectors.webhook import sandbox as receiver_module
+from ledgerflow.connectors.webhook.mapping import resolve_pointer
+from ledgerflow.connectors.webhook.sandbox import create_receiver
 from ledgerflow.contracts import OBJECT_MODELS, Bill, LineItem, Operation, Payment, Reference, VendorRef
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
