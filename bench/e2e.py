@@ -368,6 +368,9 @@ class Cluster:
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None, *, metrics: bool = False) -> Service:
         """Start ``args`` with the ``LEDGERFLOW_*`` variables in ``env``; log to ``<workdir>/<name>.log``."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERFLOW_")}
+        # `python -m bench.…` roles run from the work directory: the checkout (where `bench` lives;
+        # the installed package is `ledgerflow` only) goes on their path.
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p)
         full_env.update(env or {})
         metrics_url = None
         if metrics:
