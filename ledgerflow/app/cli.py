@@ -31,6 +31,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ledgerflow import __version__
+from ledgerflow.app.connections_cli import connections_app
 from ledgerflow.app.startup import explain
 from ledgerflow.connectors.registry import ERP_KINDS, ERPS, check_routing
 from ledgerflow.core import aio
@@ -89,8 +90,14 @@ def _setup_tracing() -> None:
 
 
 def _load(settings: Settings) -> Routing:
+    """The routing file (or the demo routing) with the enabled connections of the state store merged in.
+
+    On a configuration error: one line and exit code 2.
+    """
+    from ledgerflow.core.connections import stored_routing
+
     try:
-        routing = settings.load_routing()
+        routing = aio.run(stored_routing(settings, settings.load_routing()), settings.event_loop)
         check_routing(routing)
         return routing
     except ConfigError as exc:
@@ -456,7 +463,7 @@ def connector(
     bootstrap = _require_bootstrap(settings)
     _preflight(settings, kafka=bootstrap, state=True)
     if connection not in routing.connections:
-        console.print(f"[red]no connection named {connection!r} in the routing file[/red]")
+        console.print(f"[red]no connection named {connection!r} in the routing file or the state store[/red]")
         raise typer.Exit(2)
     config = routing.connections[connection]
     if not config.credentials_mounted:
@@ -921,6 +928,8 @@ def replay(
 if __name__ == "__main__":  # pragma: no cover
     app()
 
+
+app.add_typer(connections_app, name="connections")
 
 state_app = typer.Typer(help="The state store (binder, OAuth tokens, cursors, outbox).", no_args_is_help=True)
 app.add_typer(state_app, name="state")

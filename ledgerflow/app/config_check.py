@@ -17,6 +17,8 @@ from ledgerflow.audit.settings import AuditSettings
 from ledgerflow.connectors.main import connector_lag_watch
 from ledgerflow.connectors.registry import connection_problem, connector_class
 from ledgerflow.contracts.topics import STAGES
+from ledgerflow.core import aio
+from ledgerflow.core.connections import stored_routing
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.settings import ConfigError, Routing, Settings
 from ledgerflow.ingress.main import ingress_topics
@@ -112,7 +114,7 @@ def check_config(settings: Settings) -> ConfigReport:
     report = ConfigReport()
     problems = report.problems
     try:
-        routing = settings.load_routing()
+        routing = aio.run(stored_routing(settings, settings.load_routing()), settings.event_loop)
     except ConfigError as exc:
         problems.append(f"routing: {exc}")
         routing = Routing()

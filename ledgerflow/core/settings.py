@@ -308,6 +308,16 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///ledgerflow-state.db",
         description="SQLAlchemy async URL of the state store (binder, tokens, audit).",
     )
+    connections_key: SecretStr | None = Field(
+        None,
+        description="Fernet key encrypting the credentials of connections kept in the state store "
+        "(`ledgerflow connections`); prefer LEDGERFLOW_CONNECTIONS_KEY_FILE from a mounted Secret.",
+    )
+    connections_key_file: Path | None = Field(
+        None,
+        description="File with Fernet keys, one per line: the first encrypts stored connections' credentials, "
+        "every one decrypts (key rotation).",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         100,
         ge=0,

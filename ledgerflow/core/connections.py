@@ -1,0 +1,383 @@
+"""ERP connections kept in the state store, beside (not instead of) the YAML routing file.
+
+Table ``erp_connections`` (created by :meth:`~ledgerflow.core.state.StateStore.create_all` with
+the other state tables): one row per connection, the same fields as a routing file's
+``connections:`` entry (:class:`~ledgerflow.core.settings.ConnectionConfig`) plus the tenants it
+serves and whether it is enabled. The ``credentials`` column holds a Fernet token
+(``cryptography``; AES-128-CBC + HMAC-SHA256) of the credentials' JSON, never the values; the key
+is ``LEDGERFLOW_CONNECTIONS_KEY`` or the file ``LEDGERFLOW_CONNECTIONS_KEY_FILE`` (a mounted
+Kubernetes Secret), one key per line: the first encrypts, every one decrypts (rotation: put the new
+key first, run ``ledgerflow connections update NAME`` on each connection, then drop the old key).
+
+:func:`merge_routing` adds the enabled stored connections to a routing loaded from YAML (or the
+demo routing): the workers see one :class:`~ledgerflow.core.settings.Routing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import ValidationError
+from sqlalchemy import JSON, Boolean, DateTime, String, Text, delete, select, update
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ledgerflow.core.settings import ConfigError, ConnectionConfig, Routing, Settings, TenantConfig
+from ledgerflow.core.state import StateBase, StateStore
+
+__all__ = [
+    "ConnectionCipher",
+    "ConnectionRow",
+    "ConnectionStore",
+    "StoredConnection",
+    "merge_routing",
+    "stored_routing",
+    "validate_connection",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` with its UTC zone (SQLite returns the stored UTC times without one)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class ConnectionRow(StateBase):
+    """One ERP connection managed with ``ledgerflow connections`` (credentials encrypted)."""
+
+    __tablename__ = "erp_connections"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    erp: Mapped[str] = mapped_column(String(50))
+    tenants: Mapped[list[str]] = mapped_column(JSON)
+    base_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    objects: Mapped[list[str]] = mapped_column(JSON)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    credential_keys: Mapped[list[str]] = mapped_column(JSON)
+    credentials: Mapped[str | None] = mapped_column(Text, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ConnectionCipher:
+    """Encrypts and decrypts connection credentials with Fernet keys (first key encrypts, all decrypt).
+
+    Args:
+        keys: url-safe base64 Fernet keys (``Fernet.generate_key()``); empty = no key configured.
+
+    Raises:
+        ConfigError: a key is not a valid Fernet key (32 url-safe base64-encoded bytes).
+    """
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        try:
+            self._fernet = MultiFernet([Fernet(key.encode()) for key in keys]) if keys else None
+        except ValueError as exc:
+            raise ConfigError(
+                "LEDGERFLOW_CONNECTIONS_KEY is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
+                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
+            ) from exc
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionCipher:
+        """The keys of ``LEDGERFLOW_CONNECTIONS_KEY`` then each line of ``LEDGERFLOW_CONNECTIONS_KEY_FILE``.
+
+        Raises:
+            ConfigError: the key file cannot be read, or a key is invalid.
+        """
+        keys = [settings.connections_key.get_secret_value()] if settings.connections_key else []
+        if settings.connections_key_file is not None:
+            keys += _read_keys(settings.connections_key_file)
+        return cls(keys)
+
+    def _require(self, name: str) -> MultiFernet:
+        if self._fernet is None:
+            raise ConfigError(
+                f"connection {name!r} has credentials, which are stored encrypted: set LEDGERFLOW_CONNECTIONS_KEY "
+                "or LEDGERFLOW_CONNECTIONS_KEY_FILE (a Fernet key, e.g. from a mounted Secret)"
+            )
+        return self._fernet
+
+    def encrypt(self, name: str, credentials: Mapping[str, str]) -> str | None:
+        """The Fernet token of ``credentials`` (a JSON object), None when there are none.
+
+        Raises:
+            ConfigError: credentials are given and no key is configured.
+        """
+        if not credentials:
+            return None
+        return self._require(name).encrypt(orjson.dumps(dict(credentials))).decode()
+
+    def decrypt(self, name: str, token: str | None) -> dict[str, str]:
+        """The credentials in ``token`` (empty when None).
+
+        Raises:
+            ConfigError: no key is configured, or none of the keys decrypts the token (wrong key,
+                or the column was altered).
+        """
+        if token is None:
+            return {}
+        try:
+            plain = self._require(name).decrypt(token.encode())
+        except InvalidToken:
+            raise ConfigError(
+                f"the credentials of connection {name!r} cannot be decrypted with the configured "
+                "LEDGERFLOW_CONNECTIONS_KEY / LEDGERFLOW_CONNECTIONS_KEY_FILE (wrong key, or a key removed too early)"
+            ) from None
+        credentials: dict[str, str] = orjson.loads(plain)
+        return credentials
+
+
+def _read_keys(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read LEDGERFLOW_CONNECTIONS_KEY_FILE {path}: {exc.strerror}") from exc
+    return [line.strip() for line in lines if line.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConnection:
+    """A connection as stored: its :class:`ConnectionConfig` (credentials decrypted), tenants and state."""
+
+    name: str
+    config: ConnectionConfig
+    tenants: list[str] = field(default_factory=list)
+    enabled: bool = True
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def validate_connection(
+    name: str,
+    *,
+    erp: str,
+    base_url: str | None,
+    objects: Sequence[str],
+    credentials: Mapping[str, str],
+    options: Mapping[str, Any],
+) -> ConnectionConfig:
+    """A :class:`ConnectionConfig` validated exactly as a routing file's entry (unknown keys rejected).
+
+    Raises:
+        ConfigError: naming the connection and each invalid field.
+    """
+    raw = {
+        "erp": erp,
+        "base_url": base_url,
+        "objects": list(objects),
+        "credentials": dict(credentials),
+        "options": dict(options),
+    }
+    try:
+        return ConnectionConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"connection {name!r} is invalid: {problems}") from exc
+
+
+class ConnectionStore:
+    """Create, read, update, disable and remove stored connections.
+
+    Args:
+        state: the state store (its ``create_all`` creates the table).
+        cipher: encrypts credentials on write and decrypts them on read.
+    """
+
+    def __init__(self, state: StateStore, cipher: ConnectionCipher) -> None:
+        self._session = async_sessionmaker(state.engine, expire_on_commit=False)
+        self._cipher = cipher
+
+    def _to_stored(self, row: ConnectionRow) -> StoredConnection:
+        credentials = self._cipher.decrypt(row.name, row.credentials)
+        config = validate_connection(
+            row.name,
+            erp=row.erp,
+            base_url=row.base_url,
+            objects=row.objects,
+            credentials=credentials,
+            options=row.options,
+        )
+        return StoredConnection(row.name, config, list(row.tenants), row.enabled, row.created_at, row.updated_at)
+
+    async def add(self, name: str, config: ConnectionConfig, tenants: Sequence[str]) -> None:
+        """Store a new, enabled connection.
+
+        Raises:
+            ConfigError: a stored connection has that name, or it has credentials and no key is set.
+        """
+        async with self._session.begin() as session:
+            if await session.get(ConnectionRow, name) is not None:
+                raise ConfigError(f"a stored connection named {name!r} exists (ledgerflow connections update)")
+            session.add(self._row(name, config, tenants, enabled=True))
+
+    def _row(self, name: str, config: ConnectionConfig, tenants: Sequence[str], *, enabled: bool) -> ConnectionRow:
+        credentials = {key: value.get_secret_value() for key, value in config.credentials.items()}
+        now = _now()
+        return ConnectionRow(
+            name=name,
+            erp=config.erp,
+            tenants=list(dict.fromkeys(tenants)),
+            base_url=config.base_url,
+            objects=list(config.objects),
+            options=dict(config.options),
+            credential_keys=sorted(credentials),
+            credentials=self._cipher.encrypt(name, credentials),
+            enabled=enabled,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def replace(self, name: str, config: ConnectionConfig, tenants: Sequence[str]) -> None:
+        """Overwrite stored connection ``name`` (re-encrypting its credentials with the first key).
+
+        Raises:
+            ConfigError: no stored connection has that name, or it has credentials and no key is set.
+        """
+        row = self._row(name, config, tenants, enabled=True)
+        async with self._session.begin() as session:
+            current = await session.get(ConnectionRow, name)
+            if current is None:
+                raise ConfigError(f"no stored connection named {name!r}")
+            for column in ("erp", "tenants", "base_url", "objects", "options", "credential_keys", "credentials"):
+                setattr(current, column, getattr(row, column))
+            current.updated_at = _now()
+
+    async def get(self, name: str) -> StoredConnection | None:
+        """Stored connection ``name`` with its credentials decrypted, or None.
+
+        Raises:
+            ConfigError: its credentials cannot be decrypted (no key, wrong key).
+        """
+        async with self._session() as session:
+            row = await session.get(ConnectionRow, name)
+        return None if row is None else self._to_stored(row)
+
+    async def all(self, *, enabled_only: bool = False) -> list[StoredConnection]:
+        """Every stored connection by name (only the enabled ones when asked), credentials decrypted.
+
+        Raises:
+            ConfigError: a connection's credentials cannot be decrypted (no key, wrong key).
+        """
+        async with self._session() as session:
+            query = select(ConnectionRow).order_by(ConnectionRow.name)
+            if enabled_only:
+                query = query.where(ConnectionRow.enabled.is_(True))
+            rows = (await session.scalars(query)).all()
+        return [self._to_stored(row) for row in rows]
+
+    async def summaries(self) -> list[dict[str, Any]]:
+        """Every stored connection, without decrypting anything (what ``list`` and ``show`` print).
+
+        Each a dict: name, erp, tenants, base_url, objects, options, credentials (the key names),
+        enabled, created_at and updated_at (ISO 8601).
+        """
+        async with self._session() as session:
+            rows = (await session.scalars(select(ConnectionRow).order_by(ConnectionRow.name))).all()
+        return [
+            {
+                "name": row.name,
+                "erp": row.erp,
+                "tenants": list(row.tenants),
+                "base_url": row.base_url,
+                "objects": list(row.objects),
+                "options": dict(row.options),
+                "credentials": list(row.credential_keys),
+                "enabled": row.enabled,
+                "created_at": _utc(row.created_at).isoformat(),
+                "updated_at": _utc(row.updated_at).isoformat(),
+            }
+            for row in rows
+        ]
+
+    async def set_enabled(self, name: str, enabled: bool) -> bool:
+        """Enable or disable ``name`` (the row and its binder stay); False when no such connection."""
+        async with self._session.begin() as session:
+            result = await session.execute(
+                update(ConnectionRow).where(ConnectionRow.name == name).values(enabled=enabled, updated_at=_now())
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def remove(self, name: str) -> bool:
+        """Delete ``name`` (its binder rows and OAuth tokens stay, keyed by name); False when no such connection."""
+        async with self._session.begin() as session:
+            result = await session.execute(delete(ConnectionRow).where(ConnectionRow.name == name))
+        return bool(getattr(result, "rowcount", 0))
+
+
+def merge_routing(routing: Routing, stored: Sequence[StoredConnection]) -> Routing:
+    """``routing`` plus the enabled ``stored`` connections, each added to its tenants' ``connections``.
+
+    Raises:
+        ConfigError: a stored connection has the name of one in ``routing`` (the message names it),
+            or names a tenant the routing does not have.
+    """
+    enabled = [conn for conn in stored if conn.enabled]
+    clashes = sorted(conn.name for conn in enabled if conn.name in routing.connections)
+    if clashes:
+        raise ConfigError(
+            f"connection(s) {', '.join(map(repr, clashes))} defined both in the routing file and in the state "
+            "store: rename or remove one (ledgerflow connections remove NAME)"
+        )
+    tenants: dict[str, TenantConfig] = dict(routing.tenants)
+    connections: dict[str, ConnectionConfig] = dict(routing.connections)
+    for conn in enabled:
+        unknown = [t for t in conn.tenants if t not in tenants]
+        if unknown:
+            raise ConfigError(
+                f"stored connection {conn.name!r} serves tenant(s) {', '.join(map(repr, unknown))} "
+                "that the routing does not have"
+            )
+        connections[conn.name] = conn.config
+        for tenant in conn.tenants:
+            current = tenants[tenant]
+            if conn.name not in current.connections:
+                tenants[tenant] = current.model_copy(update={"connections": [*current.connections, conn.name]})
+    return routing.model_copy(update={"tenants": tenants, "connections": connections})
+
+
+def _state_exists(url: str) -> bool:
+    """False for a SQLite state store in memory or in a file that does not exist (servers: True)."""
+    if not url.startswith("sqlite"):
+        return True
+    path = url.partition(":///")[2]
+    return bool(path) and ":memory:" not in path and Path(path).exists()
+
+
+async def stored_routing(settings: Settings, routing: Routing) -> Routing:
+    """``routing`` merged with the enabled connections in ``settings``' state store.
+
+    A state store without the table yet (no connection ever stored) adds nothing, and so does a
+    SQLite state file that does not exist (it is not created).
+
+    Raises:
+        ConfigError: as :func:`merge_routing`, or a stored connection cannot be decrypted.
+    """
+    if not _state_exists(settings.state_url):
+        return routing
+    state = StateStore.from_settings(settings)
+    try:
+        store = ConnectionStore(state, ConnectionCipher.from_settings(settings))
+        try:
+            stored = await store.all(enabled_only=True)
+        except (OperationalError, ProgrammingError) as exc:
+            if "erp_connections" in str(exc.orig):
+                return routing
+            raise
+    finally:
+        await state.close()
+    return merge_routing(routing, stored)
