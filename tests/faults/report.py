@@ -33,7 +33,7 @@ class ScenarioReport:
     def line(self) -> str:
         """One table row."""
         return (
-            f"{self.scenario:<44} {self.accepted:>8} {self.booked:>7} {self.dead_lettered:>13} "
+            f"{self.scenario:<52} {self.accepted:>8} {self.booked:>7} {self.dead_lettered:>13} "
             f"{self.lost:>5} {self.duplicated:>10}  {self.note}"
         )
 
@@ -41,7 +41,7 @@ class ScenarioReport:
 SCENARIOS: list[ScenarioReport] = []
 """Every scenario reported in this run, in order."""
 
-HEADER = f"{'scenario':<44} {'accepted':>8} {'booked':>7} {'dead-lettered':>13} {'lost':>5} {'duplicated':>10}"
+HEADER = f"{'scenario':<52} {'accepted':>8} {'booked':>7} {'dead-lettered':>13} {'lost':>5} {'duplicated':>10}"
 
 
 def record_scenario(report: ScenarioReport) -> ScenarioReport:

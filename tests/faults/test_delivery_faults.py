@@ -32,6 +32,7 @@ import pytest
 from ledgerflow.contracts import Outcome, SyncResult
 from ledgerflow.contracts.events import deterministic_id
 from tests.faults.pipeline import Pipeline, read_topics
+from tests.faults.report import ScenarioReport, record_scenario
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
@@ -175,6 +176,20 @@ class Ledger:
     duplicate_results: dict[str, int] = field(default_factory=dict)
     failed_rounds: dict[str, int] = field(default_factory=dict)
 
+    def report(self, scenario: str, dead_lettered: int = 0) -> ScenarioReport:
+        """Record this ledger in the fault suite's report (``tests/faults/report.py``)."""
+        return record_scenario(
+            ScenarioReport(
+                scenario,
+                accepted=self.accepted,
+                booked=min(self.booked.values(), default=0),
+                dead_lettered=dead_lettered,
+                lost=len(self.lost),
+                duplicated=len(self.duplicated),
+                note=f"per connection {self.booked}",
+            )
+        )
+
     def line(self) -> str:
         """One printable summary line."""
         return (
@@ -308,6 +323,7 @@ async def test_kill9_transformer_and_connector_mid_stream_loses_and_duplicates_n
     for line in (*kill_logs[0], *kill_logs[1]):
         print(line)
     print(f"kill -9: {ledger.line()} transformer_redeliveries={transformer_redeliveries} ")
+    ledger.report("kill -9 transformer and connector, several times")
     print(f"kill -9: {time.monotonic() - started:.1f}s; statuses {sorted({p.status for p in batch})}")
 
     assert {p.status for p in batch} <= {200, 503}
@@ -399,6 +415,7 @@ async def test_erp_outage_recovers_without_slowing_the_healthy_erp(
     parked = len(await pipe.read_topic(pipe.topics.retry("connector", 1)))
     print(f"outage: baseline {baseline_ledger.line()}")
     print(f"outage: during   {ledger.line()}")
+    ledger.report("ERP outage (429, 5xx, slow, dropped) on one connection")
     print(
         f"outage: {outage_seconds:.1f}s; healthy p50 baseline {baseline_p50:.2f}s, during {outage_p50:.2f}s; "
         f"healthy done {(recovered_at - healthy_last).total_seconds():.1f}s before recovery; "
