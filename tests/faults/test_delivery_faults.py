@@ -340,6 +340,52 @@ async def test_kill9_transformer_and_connector_mid_stream_loses_and_duplicates_n
     assert transformer_redeliveries + sum(ledger.redeliveries.values()) > 0
 
 
+async def test_kill9_ingress_mid_stream_loses_nothing_it_accepted(
+    faults_pipeline: Pipeline, mercoa_sample: bytes
+) -> None:
+    """kill -9 of the ingress while senders post: what it answered 2xx was on the broker (acks=all)."""
+    pipe = faults_pipeline
+    connections = list(pipe.config.connections)
+    sample = orjson.loads(mercoa_sample)
+    batch = invoices("i" + uuid.uuid4().hex[:7], 150)
+    queue: asyncio.Queue[Posted] = asyncio.Queue()
+    for item in batch:
+        queue.put_nowait(item)
+
+    async def sender() -> None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0)) as http:
+            while not queue.empty():
+                item = queue.get_nowait()
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        item.status, item.event_id = await pipe.post_mercoa(invoice_body(sample, item), http)
+                    except httpx.TransportError:  # the ingress is down: senders retry
+                        await asyncio.sleep(0.2)
+                        continue
+                    if item.accepted:
+                        break
+                    await asyncio.sleep(0.2)
+
+    async def killer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(p.accepted for p in batch) >= len(batch) // 3:
+                break
+            await asyncio.sleep(0.05)
+        pipe.kill9("ingress")
+        await asyncio.sleep(0.5)
+        await pipe.restart("ingress")
+
+    await asyncio.gather(killer(), *(sender() for _ in range(CLIENTS)))
+    results = await wait_until_booked(pipe, batch, connections)
+    ledger = await audit(pipe, batch, connections, results)
+    ledger.report("kill -9 ingress mid-stream")
+    assert ledger.accepted == len(batch)
+    assert ledger.lost == []
+    assert ledger.duplicated == []
+
+
 # --------------------------------------------------------------------------------------------
 # 2. ERP outage
 
