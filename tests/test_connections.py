@@ -197,6 +197,16 @@ async def test_merge_with_a_yaml_routing_name_clash_and_disable(tmp_path: Path) 
         assert SECRET not in repr(merged)
         assert load_routing(settings.routing_file).tenants["acme"].connections == ["qbo-main"]  # type: ignore[arg-type]
 
+        # The ingress and the transformer decrypt nothing and need no key; a connector needs its own.
+        keyless = settings.model_copy(update={"connections_key": None})
+        merged = await stored_routing(keyless, settings.load_routing(), decrypt=())
+        assert merged.tenants["beta"].connections == ["xero-acme"]
+        assert merged.connections["xero-acme"].credentials == {}
+        with pytest.raises(ConfigError, match="connection 'xero-acme' has credentials"):
+            await stored_routing(keyless, settings.load_routing(), decrypt=["xero-acme"])
+        merged = await stored_routing(settings, settings.load_routing(), decrypt=["xero-acme"])
+        assert merged.connections["xero-acme"].credentials["refresh_token"].get_secret_value() == SECRET
+
         await store.add("qbo-main", _config(), ["acme"])
         with pytest.raises(ConfigError, match="'qbo-main' defined both in the routing file and in the state store"):
             await stored_routing(settings, settings.load_routing())

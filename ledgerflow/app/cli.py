@@ -17,7 +17,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -89,15 +89,19 @@ def _setup_tracing() -> None:
     configure_tracing(f"ledgerflow-{command}" if command.isidentifier() else "ledgerflow")
 
 
-def _load(settings: Settings) -> Routing:
+def _load(settings: Settings, *, credentials_of: Collection[str] | None = ()) -> Routing:
     """The routing file (or the demo routing) with the enabled connections of the state store merged in.
 
-    On a configuration error: one line and exit code 2.
+    ``credentials_of``: the stored connections whose credentials this process books with, decrypted
+    (None: all of them); the others' credentials stay in the store. On a configuration error: one
+    line and exit code 2.
     """
     from ledgerflow.core.connections import stored_routing
 
     try:
-        routing = aio.run(stored_routing(settings, settings.load_routing()), settings.event_loop)
+        routing = aio.run(
+            stored_routing(settings, settings.load_routing(), decrypt=credentials_of), settings.event_loop
+        )
         check_routing(routing)
         return routing
     except ConfigError as exc:
@@ -194,7 +198,7 @@ def up(
     """Run broker, ingress, transformer, every connector, the audit service and the sandboxes until Ctrl-C."""
     settings, state_file = _embedded_state(Settings(), "up")
     _setup_logging(settings)
-    routing = _load(settings)
+    routing = _load(settings, credentials_of=None)
     _check_mappings(routing)
     from ledgerflow.app.stack import run_stack
 
@@ -257,7 +261,7 @@ def demo(
     _setup_logging(settings, quiet=True)
     from ledgerflow.app import demo as demo_mod
 
-    routing = demo_mod.all_erps_routing() if all_erps else _load(settings)
+    routing = demo_mod.all_erps_routing() if all_erps else _load(settings, credentials_of=None)
     from ledgerflow.app.stack import run_stack
     from ledgerflow.contracts import canonical_id as canonical_id_of
     from ledgerflow.core.kafka import kafka_client_options
@@ -459,7 +463,7 @@ def connector(
     """Run the connector worker of one ERP connection (consumer group ledgerflow.connector.<name>)."""
     settings = Settings()
     _setup_logging(settings)
-    routing = _load(settings)
+    routing = _load(settings, credentials_of=[connection])
     bootstrap = _require_bootstrap(settings)
     _preflight(settings, kafka=bootstrap, state=True)
     if connection not in routing.connections:

@@ -15,7 +15,7 @@ demo routing): the workers see one :class:`~ledgerflow.core.settings.Routing`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,8 +202,8 @@ class ConnectionStore:
         self._session = async_sessionmaker(state.engine, expire_on_commit=False)
         self._cipher = cipher
 
-    def _to_stored(self, row: ConnectionRow) -> StoredConnection:
-        credentials = self._cipher.decrypt(row.name, row.credentials)
+    def _to_stored(self, row: ConnectionRow, *, decrypt: bool = True) -> StoredConnection:
+        credentials = self._cipher.decrypt(row.name, row.credentials) if decrypt else {}
         config = validate_connection(
             row.name,
             erp=row.erp,
@@ -267,18 +267,25 @@ class ConnectionStore:
             row = await session.get(ConnectionRow, name)
         return None if row is None else self._to_stored(row)
 
-    async def all(self, *, enabled_only: bool = False) -> list[StoredConnection]:
-        """Every stored connection by name (only the enabled ones when asked), credentials decrypted.
+    async def all(
+        self, *, enabled_only: bool = False, decrypt: Collection[str] | None = None
+    ) -> list[StoredConnection]:
+        """Every stored connection by name (only the enabled ones when asked).
+
+        Args:
+            enabled_only: leave out disabled connections.
+            decrypt: names whose credentials are decrypted (None: every connection's); the others
+                come with empty ``credentials``, so a process that books into none of them needs no key.
 
         Raises:
-            ConfigError: a connection's credentials cannot be decrypted (no key, wrong key).
+            ConfigError: a decrypted connection's credentials cannot be decrypted (no key, wrong key).
         """
         async with self._session() as session:
             query = select(ConnectionRow).order_by(ConnectionRow.name)
             if enabled_only:
                 query = query.where(ConnectionRow.enabled.is_(True))
             rows = (await session.scalars(query)).all()
-        return [self._to_stored(row) for row in rows]
+        return [self._to_stored(row, decrypt=decrypt is None or row.name in decrypt) for row in rows]
 
     async def summaries(self) -> list[dict[str, Any]]:
         """Every stored connection, without decrypting anything (what ``list`` and ``show`` print).
@@ -358,14 +365,18 @@ def _state_exists(url: str) -> bool:
     return bool(path) and ":memory:" not in path and Path(path).exists()
 
 
-async def stored_routing(settings: Settings, routing: Routing) -> Routing:
+async def stored_routing(settings: Settings, routing: Routing, *, decrypt: Collection[str] | None = None) -> Routing:
     """``routing`` merged with the enabled connections in ``settings``' state store.
 
-    A state store without the table yet (no connection ever stored) adds nothing, and so does a
-    SQLite state file that does not exist (it is not created).
+    ``decrypt`` names the stored connections whose credentials this process needs (a connector
+    worker: its own; None: all, as ``ledgerflow up`` and ``config check``); the others are merged
+    with empty ``credentials``, so the ingress and the transformer never hold the key nor any ERP
+    credential. A state store without the table yet (no connection ever stored) adds nothing, and
+    so does a SQLite state file that does not exist (it is not created).
 
     Raises:
-        ConfigError: as :func:`merge_routing`, or a stored connection cannot be decrypted.
+        ConfigError: as :func:`merge_routing`, or a stored connection in ``decrypt`` cannot be
+            decrypted (no key configured, wrong key).
     """
     if not _state_exists(settings.state_url):
         return routing
@@ -373,7 +384,7 @@ async def stored_routing(settings: Settings, routing: Routing) -> Routing:
     try:
         store = ConnectionStore(state, ConnectionCipher.from_settings(settings))
         try:
-            stored = await store.all(enabled_only=True)
+            stored = await store.all(enabled_only=True, decrypt=decrypt)
         except (OperationalError, ProgrammingError) as exc:
             if "erp_connections" in str(exc.orig):
                 return routing
