@@ -301,3 +301,32 @@ def test_cli_add_list_show_update_disable_remove(tmp_path: Path, monkeypatch: py
     assert json.loads(run("list", "--json")) == []
     assert "no stored connection named 'xero-acme'" in run("show", "xero-acme", code=2)
     assert "no stored connection named 'xero-acme'" in run("disable", "xero-acme", code=2)
+
+
+def test_only_the_connection_s_own_connector_needs_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEDGERFLOW_STATE_URL", f"sqlite:///{tmp_path}/state.db")
+    monkeypatch.setenv("LEDGERFLOW_CONNECTIONS_KEY", Fernet.generate_key().decode())
+    monkeypatch.setenv("LEDGERFLOW_ROUTING_FILE", str(_yaml_routing(tmp_path)))
+    monkeypatch.delenv("LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    runner = CliRunner()
+    added = runner.invoke(
+        app, ["connections", "add", "xero-acme", "--erp", "xero", "--tenant", "acme", "--credential", f"a={SECRET}"]
+    )
+    assert added.exit_code == 2, added.output  # Xero takes no credential "a"
+    added = runner.invoke(
+        app,
+        ["connections", "add", "xero-acme", "--erp", "xero", "--tenant", "acme", "--credential", f"tenant_id={SECRET}"],
+    )
+    assert added.exit_code == 0, added.output
+    monkeypatch.delenv("LEDGERFLOW_CONNECTIONS_KEY")
+
+    # The transformer loads the merged routing without the key, then stops at the missing broker.
+    transformer = runner.invoke(app, ["transformer"])
+    assert transformer.exit_code == 2
+    assert "LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS is not set" in transformer.output
+    # The connection's own connector needs the key to book with its credentials.
+    connector = runner.invoke(app, ["connector", "--connection", "xero-acme"])
+    assert connector.exit_code == 2
+    assert "connection 'xero-acme' has credentials" in " ".join(connector.output.split())
+    assert SECRET not in transformer.output + connector.output
