@@ -27,6 +27,7 @@ __all__ = [
     "EventAttributes",
     "MissingAttributeError",
     "deterministic_id",
+    "inbound_event_attributes",
     "new_traceparent",
     "raw_event_attributes",
     "record_version_id",
@@ -182,4 +183,26 @@ def raw_event_attributes(
         subject=record_id,
         traceparent=valid_traceparent(traceparent) or new_traceparent(),
         extensions=dict(extensions or {}),
+    )
+
+
+def inbound_event_attributes(
+    *, id: str, tenant: str, erp: str, connection: str, kind: str, subject: str, time: datetime | None = None
+) -> EventAttributes:
+    """The context of a reference record read from an ERP, on ``<prefix>.inbound.<kind>.v1``.
+
+    ``ce_source`` is ``/connections/<connection>/<erp>``, ``ce_type``
+    ``io.ledgerflow.inbound.<kind>.v1``, ``ce_subject`` the record's key, and the extension
+    ``ce_direction`` is ``inbound`` (:data:`~ledgerflow.contracts.headers.DIRECTION_INBOUND`), so
+    no consumer mistakes it for a record to book. ``tenant`` is the tenant the connection serves
+    (the connection name when several share it). ``time`` is when the ERP changed the record.
+    """
+    return EventAttributes(
+        id=id,
+        source=f"/connections/{connection}/{erp}",
+        type=f"io.ledgerflow.inbound.{kind}.v1",
+        tenant=tenant,
+        subject=subject,
+        time=time or datetime.now(UTC),
+        extensions={h.CE_DIRECTION.removeprefix(h.CE_PREFIX): h.DIRECTION_INBOUND},
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CE_DIRECTION",
     "CE_ID",
     "CE_PREFIX",
     "CE_RAW_EVENT",
@@ -21,6 +22,7 @@ __all__ = [
     "CE_TIME",
     "CE_TYPE",
     "CONTENT_TYPE",
+    "DIRECTION_INBOUND",
     "DLQ_ATTEMPTS",
     "DLQ_DETAIL",
     "DLQ_EXCEPTION",
@@ -56,6 +58,10 @@ CONTENT_TYPE: Final = "content-type"
 TRACEPARENT: Final = "traceparent"
 CE_RAW_EVENT: Final = "ce_rawevent"
 """Extension attribute: id of the raw event (the accepted webhook) a canonical record or result comes from."""
+CE_DIRECTION: Final = "ce_direction"
+"""Extension attribute ``direction``: ``inbound`` on records read from an ERP (absent on outbound ones)."""
+DIRECTION_INBOUND: Final = "inbound"
+"""Value of ``ce_direction`` on records read from an ERP (``<prefix>.inbound.<kind>.v1``)."""
 
 # ledgerflow's own
 LEDGERFLOW_PREFIX: Final = "ledgerflow_"

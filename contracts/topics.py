@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledgerflow.contracts import OBJECT_MODELS, Source
+from ledgerflow.contracts.reference import INBOUND_KINDS
 
 __all__ = ["RETRY_TIERS", "STAGES", "Topics"]
 
@@ -33,6 +34,14 @@ class Topics:
         """Topic of canonical ``object_type`` records (key: canonical id)."""
         return f"{self.prefix}.{object_type}.v1"
 
+    def inbound(self, kind: str) -> str:
+        """Topic of reference records of ``kind`` read from the ERPs (key: ``<connection>:<entity>:<erp id>``).
+
+        ``<prefix>.inbound.<kind>.v1``; kinds are :data:`~ledgerflow.contracts.reference.INBOUND_KINDS`.
+        Distinct from the canonical topics, so no outbound connector ever reads them.
+        """
+        return f"{self.prefix}.inbound.{kind}.v1"
+
     @property
     def results(self) -> str:
         """Topic of ``SyncResult`` events (key: canonical id)."""
@@ -57,6 +66,7 @@ class Topics:
         """Every topic the pipeline uses, for creation on the embedded broker and Strimzi."""
         names = [self.raw(s.value) for s in Source]
         names += [self.canonical(o) for o in OBJECT_MODELS]
+        names += [self.inbound(k) for k in INBOUND_KINDS]
         names.append(self.results)
         names += [self.dlq(s) for s in STAGES]
         names += [self.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]

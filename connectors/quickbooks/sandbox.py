@@ -9,7 +9,9 @@ What it reproduces (``shared/reference/erp_apis.md`` §1, Intuit "Bill" entity p
   another realm → 403 ``AuthorizationFault`` 3100):
   ``POST /{entity}`` (create; full update with ``Id`` + ``SyncToken``; sparse update with
   ``"sparse": true``; ``?operation=delete``) for bill, vendor, customer, billpayment, payment,
-  purchaseorder, invoice; ``GET /{entity}/{id}``; ``GET /query?query=select * from X where F = '…'``;
+  purchaseorder, invoice, account, class, department; ``GET /{entity}/{id}``;
+  ``GET /query?query=select * from X [where F = '…' | where MetaData.LastUpdatedTime >= '…']
+  [orderby F] [startposition N] [maxresults M]`` (default 100 results, like Intuit);
   ``GET /companyinfo/{realmId}``;
 * ``?requestid=`` replay: the same id answers the original response, no second record;
 * ``SyncToken`` optimistic concurrency: stale → 400 ``ValidationFault`` 5010 "Stale Object Error";
@@ -23,7 +25,9 @@ What it reproduces (``shared/reference/erp_apis.md`` §1, Intuit "Bill" entity p
   ``MetaData``…) are accepted from :data:`INTUIT_ENTITY_ELEMENTS` and types it defines
   (``ReferenceType``) are checked by shape. Without the spec file validation is skipped;
 * a chart of accounts with Id ``600394`` (the Mercoa sample's ``glAccountId``) and a few
-  standard accounts, and one service item.
+  standard accounts, and one service item; tax codes and rates, classes and departments
+  (:data:`SEEDED_REFERENCE`), vendors and customers with ``seed_parties`` (:data:`SEEDED_PARTIES`),
+  each with ``MetaData.LastUpdatedTime`` (records booked later carry theirs) for the ERP readers.
 
 Wiring with a connector (tests, ``ledgerflow up``)::
 
@@ -35,8 +39,10 @@ Wiring with a connector (tests, ``ledgerflow up``)::
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -73,11 +79,28 @@ ENTITIES: dict[str, str] = {
     "invoice": "Invoice",
     "account": "Account",
     "item": "Item",
+    "taxcode": "TaxCode",
+    "taxrate": "TaxRate",
+    "class": "Class",
+    "department": "Department",
 }
 """URL path segment → entity name (the JSON wrapper key)."""
 
-_WRITABLE = {"bill", "vendor", "customer", "billpayment", "payment", "purchaseorder", "invoice"}
+_WRITABLE = {
+    "bill",
+    "vendor",
+    "customer",
+    "billpayment",
+    "payment",
+    "purchaseorder",
+    "invoice",
+    "account",
+    "class",
+    "department",
+}
 _NAMED = {"vendor", "customer"}
+_LISTS = {"account", "class", "department"}
+"""List entities (no currency, no transaction date); ``Active`` defaults to true."""
 _TOTALLED = {"bill", "purchaseorder", "invoice"}
 _REFS = {
     "VendorRef": "vendor",
@@ -124,6 +147,57 @@ SEEDED_ACCOUNTS: tuple[dict[str, Any], ...] = (
     {"Id": "79", "Name": "Sales of Product Income", "AccountType": "Income", "Active": True},
 )
 """The sandbox chart of accounts (``600394`` is the Mercoa sample's ``glAccountId``)."""
+
+SEEDED_REFERENCE: dict[str, tuple[dict[str, Any], ...]] = {
+    "taxcode": (
+        {"Id": "TAX", "Name": "TAX", "Description": "Taxable", "Taxable": True, "Active": True},
+        {"Id": "NON", "Name": "NON", "Description": "Non-taxable", "Taxable": False, "Active": True},
+        {
+            "Id": "3",
+            "Name": "CA Sales Tax",
+            "Description": "California",
+            "Taxable": True,
+            "Active": True,
+            "SalesTaxRateList": {"TaxRateDetail": [{"TaxRateRef": {"value": "2"}}]},
+        },
+    ),
+    "taxrate": (
+        {"Id": "1", "Name": "No tax", "RateValue": Decimal("0"), "Active": True},
+        {"Id": "2", "Name": "California", "RateValue": Decimal("7.25"), "AgencyRef": {"value": "1"}, "Active": True},
+    ),
+    "class": (
+        {
+            "Id": "5000000000000123",
+            "Name": "03-3000 Concrete",
+            "FullyQualifiedName": "03-3000 Concrete",
+            "Active": True,
+        },
+        {
+            "Id": "5000000000000124",
+            "Name": "09-9000 Finishes",
+            "FullyQualifiedName": "09-9000 Finishes",
+            "Active": True,
+        },
+    ),
+    "department": (
+        {"Id": "1", "Name": "Head office", "Active": True},
+        {"Id": "2", "Name": "Site 12 Harbour St", "Active": True},
+    ),
+}
+"""Tax codes and rates, classes (cost codes) and departments (locations) every sandbox starts with."""
+
+SEEDED_PARTIES: dict[str, tuple[dict[str, Any], ...]] = {
+    "vendor": (
+        {"Id": "56", "DisplayName": "Bayside Concrete Supply", "Active": True},
+        {"Id": "57", "DisplayName": "Northwind Electrical", "Active": True},
+        {"Id": "58", "DisplayName": "Harbour Scaffolding Ltd", "Active": False},
+    ),
+    "customer": (
+        {"Id": "61", "DisplayName": "Riverside Developments", "Active": True},
+        {"Id": "62", "DisplayName": "City of Springfield", "Active": True},
+    ),
+}
+"""Vendors and customers a sandbox starts with when built with ``seed_parties=True``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,9 +370,37 @@ def _fault_body(status: int) -> dict[str, Any]:
 
 
 _QUERY = re.compile(
-    r"^\s*select\s+\*\s+from\s+(\w+)(?:\s+where\s+(\w+)\s*=\s*'((?:[^'\\]|\\.)*)')?\s*(?:maxresults\s+(\d+))?\s*$",
+    r"^\s*select\s+\*\s+from\s+(?P<entity>\w+)"
+    r"(?:\s+where\s+(?P<field>[\w.]+)\s*(?P<op>>=|<=|=|>|<)\s*'(?P<value>(?:[^'\\]|\\.)*)')?"
+    r"(?:\s+orderby\s+(?P<order>[\w.]+)(?:\s+(?P<direction>asc|desc))?)?"
+    r"(?:\s+startposition\s+(?P<start>\d+))?"
+    r"(?:\s+maxresults\s+(?P<limit>\d+))?\s*$",
     re.IGNORECASE,
 )
+"""The subset of Intuit's query language the sandbox answers: one ``where`` condition (``=`` on a
+field, or a comparison on ``MetaData.LastUpdatedTime`` / ``MetaData.CreateTime``), ``orderby`` one
+field, ``startposition`` (1-based) and ``maxresults``."""
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _field(record: dict[str, Any], path: str) -> Any:
+    value: Any = record
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _comparable(path: str, value: Any) -> Any:
+    if path.startswith("MetaData.") and value:
+        return datetime.fromisoformat(str(value)).astimezone(UTC)
+    return "" if value is None else str(value)
 
 
 def _document_total(document: dict[str, Any]) -> Decimal:
@@ -331,19 +433,26 @@ def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
 class _QuickBooks:
     """Route handlers over one :class:`Sandbox`."""
 
-    def __init__(self, sandbox: Sandbox, credentials: SandboxCredentials, schema: FinanceSchema | None) -> None:
+    def __init__(
+        self, sandbox: Sandbox, credentials: SandboxCredentials, schema: FinanceSchema | None, *, seed_parties: bool
+    ) -> None:
         self.sandbox = sandbox
         self.store = sandbox.store
         self.credentials = credentials
         self.schema = schema
+        seeded = {"CreateTime": _now(), "LastUpdatedTime": _now()}
         for account in SEEDED_ACCOUNTS:
-            self.store.put("account", account["Id"], {**account, "SyncToken": "0"})
+            self.store.put("account", account["Id"], {**account, "SyncToken": "0", "MetaData": dict(seeded)})
         self.store.put(
             "item", "1", {"Id": "1", "Name": "Services", "Type": "Service", "SyncToken": "0", "Active": True}
         )
         self.store.put(
             "item", "2", {"Id": "2", "Name": "Materials", "Type": "NonInventory", "SyncToken": "0", "Active": True}
         )
+        reference = {**SEEDED_REFERENCE, **(SEEDED_PARTIES if seed_parties else {})}
+        for kind, records in reference.items():
+            for record in records:
+                self.store.put(kind, record["Id"], {**record, "SyncToken": "0", "MetaData": dict(seeded)})
 
     def _denied(self, request: Request, realm: str) -> Response | None:
         if not self.sandbox.issuer.verify(request.headers.get("authorization")):
@@ -387,19 +496,33 @@ class _QuickBooks:
         match = _QUERY.match(query)
         if match is None:
             return _fault("4000", "Error parsing query", f"QueryParserError: cannot parse {query!r}")
-        entity_name, field, raw_value, limit = match.groups()
+        entity_name = match["entity"]
         kind = entity_name.lower()
         if kind not in ENTITIES:
             return _fault("4001", "Invalid query", f"QueryValidationError: unknown entity {entity_name}")
         records = self.store.all(kind)
+        field, op = match["field"], match["op"]
         if field is not None:
-            wanted = re.sub(r"\\(.)", r"\1", raw_value)
-            records = [r for r in records if str(r.get(field, "")) == wanted]
-        if limit:
-            records = records[: int(limit)]
+            if op != "=" and not field.startswith("MetaData."):
+                return _fault("4001", "Invalid query", f"QueryValidationError: {op} is not supported on {field}")
+            try:
+                wanted = _comparable(field, re.sub(r"\\(.)", r"\1", match["value"]))
+            except ValueError:
+                return _fault("4001", "Invalid query", f"QueryValidationError: {match['value']!r} is not a date-time")
+            compare = _COMPARE[op]
+            records = [r for r in records if (v := _comparable(field, _field(r, field))) != "" and compare(v, wanted)]
+        if match["order"]:
+            order = match["order"]
+            records.sort(
+                key=lambda r: (_comparable(order, _field(r, order)), str(r.get("Id"))),
+                reverse=(match["direction"] or "").lower() == "desc",
+            )
+        start = max(int(match["start"] or 1), 1)
+        limit = int(match["limit"]) if match["limit"] else 100
+        records = records[start - 1 : start - 1 + limit]
         body: dict[str, Any] = {}
         if records:
-            body = {ENTITIES[kind]: records, "startPosition": 1, "maxResults": len(records)}
+            body = {ENTITIES[kind]: records, "startPosition": start, "maxResults": len(records)}
         return DecimalJSONResponse({"QueryResponse": body, "time": _now()})
 
     async def write(self, request: Request, realm: str, entity: str) -> Response:
@@ -504,7 +627,9 @@ class _QuickBooks:
             merged["TotalAmt"] = total
             if kind != "purchaseorder":
                 merged["Balance"] = total
-        if kind not in _NAMED:
+        if kind in _LISTS:
+            merged.setdefault("Active", True)
+        if kind not in _NAMED and kind not in _LISTS:
             merged.setdefault("CurrencyRef", {"value": "USD", "name": "United States Dollar"})
         if kind in _TOTALLED or kind in ("billpayment", "payment"):
             merged.setdefault("TxnDate", date.today().isoformat())
@@ -575,6 +700,7 @@ def create_app(
     credentials: SandboxCredentials = DEFAULT_CREDENTIALS,
     spec_path: Path | None = None,
     access_ttl: int = 3600,
+    seed_parties: bool = False,
 ) -> FastAPI:
     """Build the QuickBooks sandbox app.
 
@@ -582,6 +708,9 @@ def create_app(
         credentials: client, refresh token and realm the sandbox accepts.
         spec_path: ``Finance.xsd``; default :func:`default_spec_path`; validation is skipped if absent.
         access_ttl: lifetime of issued access tokens, seconds (Intuit: 3600).
+        seed_parties: also start with :data:`SEEDED_PARTIES` (vendors, customers). Off by default:
+            booking tests count the vendors they create. The chart of accounts, tax codes and
+            rates, classes and departments (:data:`SEEDED_REFERENCE`) are always there.
 
     The :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
     validated against the spec is ``app.state.spec_validation``.
@@ -600,7 +729,7 @@ def create_app(
     )
     path = spec_path or default_spec_path()
     schema = _load_schema(str(path)) if path.is_file() else None
-    qbo = _QuickBooks(sandbox, credentials, schema)
+    qbo = _QuickBooks(sandbox, credentials, schema, seed_parties=seed_parties)
     app = sandbox.app
     app.state.spec_validation = schema is not None
     prefix = "/v3/company/{realm}"

@@ -8,7 +8,11 @@ developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
 * ``/api.xro/2.0/…`` with ``Authorization: Bearer`` (401 problem JSON) and ``xero-tenant-id``
   (missing or foreign → 403): ``PUT /Invoices`` (create), ``POST /Invoices/{InvoiceID}``
   (update, ``Status`` ``VOIDED`` for authorised, ``DELETED`` for draft/submitted),
-  ``GET /Invoices/{InvoiceID}``, ``GET|PUT /Contacts`` (``where=Name=="…"``),
+  ``GET /Invoices/{InvoiceID}``, ``GET|PUT /Contacts`` (``where=Name=="…"`` or
+  ``IsSupplier==true``; ``If-Modified-Since``, ``order=UpdatedDateUTC ASC``, ``page``/``pageSize``,
+  ``includeArchived``; ``IsSupplier``/``IsCustomer`` derived from the bills and sales invoices
+  naming a contact), ``GET|PUT /Accounts`` (``If-Modified-Since``), ``GET /TaxRates``,
+  ``GET /TrackingCategories``,
   ``POST /Contacts/{ContactID}``, ``PUT /Payments``, ``POST /Payments/{PaymentID}``,
   ``PUT /PurchaseOrders``, ``POST /PurchaseOrders/{PurchaseOrderID}``, ``GET /Organisation``;
 * ``Idempotency-Key`` replay (same key → the original response, no second record);
@@ -22,7 +26,9 @@ developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
   ``LineItems`` required on invoices, property names known, account codes in the chart;
   validation is skipped cleanly without the spec file;
 * ``SubTotal``, ``TotalTax``, ``Total`` and ``AmountDue`` computed from the lines;
-* a chart of accounts with code ``600394`` (the Mercoa sample's ``glAccountId``).
+* a chart of accounts with code ``600394`` (the Mercoa sample's ``glAccountId``), tax rates and
+  tracking categories (always), contacts with ``seed_parties``; accounts and contacts carry
+  ``UpdatedDateUTC`` for the ERP readers.
 
 Wiring with a connector (tests, ``ledgerflow up``)::
 
@@ -41,7 +47,9 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +82,27 @@ SEEDED_ACCOUNTS: tuple[dict[str, Any], ...] = (
     {"Code": "090", "Name": "Business Bank Account", "Type": "BANK", "EnablePaymentsToAccount": True},
 )
 """The sandbox chart of accounts (``600394`` is the Mercoa sample's ``glAccountId``)."""
+
+SEEDED_TAX_RATES: tuple[dict[str, Any], ...] = (
+    {"Name": "Tax Exempt", "TaxType": "NONE", "EffectiveRate": Decimal("0"), "Status": "ACTIVE"},
+    {"Name": "Tax on Purchases", "TaxType": "INPUT", "EffectiveRate": Decimal("8.875"), "Status": "ACTIVE"},
+    {"Name": "Tax on Sales", "TaxType": "OUTPUT", "EffectiveRate": Decimal("8.875"), "Status": "ACTIVE"},
+)
+"""Tax rates (``GET /TaxRates``) every sandbox starts with (a US organisation's defaults)."""
+
+SEEDED_TRACKING: tuple[dict[str, Any], ...] = (
+    {"Name": "Region", "Status": "ACTIVE", "Options": ["North", "South"]},
+    {"Name": "Cost Code", "Status": "ACTIVE", "Options": ["03-3000 Concrete", "09-9000 Finishes"]},
+)
+"""Tracking categories (Xero allows two active ones) and their options."""
+
+SEEDED_CONTACTS: tuple[dict[str, Any], ...] = (
+    {"Name": "Bayside Concrete Supply", "IsSupplier": True, "IsCustomer": False},
+    {"Name": "Northwind Electrical", "IsSupplier": True, "IsCustomer": False},
+    {"Name": "Harbour Scaffolding Ltd", "IsSupplier": True, "IsCustomer": False, "ContactStatus": "ARCHIVED"},
+    {"Name": "Riverside Developments", "IsSupplier": False, "IsCustomer": True},
+)
+"""Contacts a sandbox starts with when built with ``seed_parties=True``."""
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     "Invoice": ("Type", "Contact", "LineItems"),
@@ -222,7 +251,27 @@ def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
     return Decimal(str(value)) if value is not None else None
 
 
-_WHERE = re.compile(r'^\s*(\w+)\s*==\s*"((?:[^"\\]|\\.)*)"\s*$')
+_WHERE = re.compile(r'^\s*(\w+)\s*==\s*(?:"((?:[^"\\]|\\.)*)"|(true|false))\s*$', re.IGNORECASE)
+
+
+def _updated_ms(record: dict[str, Any]) -> int:
+    match = re.match(r"^/Date\((-?\d+)", str(record.get("UpdatedDateUTC", "")))
+    return int(match.group(1)) if match else 0
+
+
+def _parse_since(value: str) -> int:
+    """``If-Modified-Since`` (ISO 8601, UTC when no offset, or an HTTP-date) → epoch milliseconds.
+
+    Raises:
+        ValueError: neither form.
+    """
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = parsedate_to_datetime(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
 
 
 class _Xero:
@@ -237,6 +286,7 @@ class _Xero:
         minute_limit: int,
         concurrent_limit: int,
         latency: float,
+        seed_parties: bool = False,
     ) -> None:
         self.sandbox = sandbox
         self.store = sandbox.store
@@ -247,8 +297,31 @@ class _Xero:
         self.latency = latency
         self._calls: dict[str, deque[float]] = defaultdict(deque)
         self._in_flight: dict[str, int] = defaultdict(int)
+        stamp = _ms_date()
         for account in SEEDED_ACCOUNTS:
-            self.store.put("account", account["Code"], {**account, "AccountID": str(uuid.uuid4()), "Status": "ACTIVE"})
+            self.store.put(
+                "account",
+                account["Code"],
+                {**account, "AccountID": str(uuid.uuid4()), "Status": "ACTIVE", "UpdatedDateUTC": stamp},
+            )
+        for rate in SEEDED_TAX_RATES:
+            self.store.put("tax_rate", rate["TaxType"], dict(rate))
+        for category in SEEDED_TRACKING:
+            category_id = str(uuid.uuid4())
+            options = [
+                {"TrackingOptionID": str(uuid.uuid4()), "Name": name, "Status": "ACTIVE"}
+                for name in category["Options"]
+            ]
+            self.store.put(
+                "tracking_category",
+                category_id,
+                {**category, "TrackingCategoryID": category_id, "Options": options},
+            )
+        if seed_parties:
+            for contact in SEEDED_CONTACTS:
+                contact_id = str(uuid.uuid4())
+                seeded = {"ContactStatus": "ACTIVE", **contact, "ContactID": contact_id, "UpdatedDateUTC": stamp}
+                self.store.put("contact", contact_id, seeded)
 
     # ------------------------------------------------------------------ gatekeeping
 
@@ -414,7 +487,9 @@ class _Xero:
 
     async def get_contacts(self, request: Request, where: str | None = None) -> Response:
         async def handler() -> Response:
-            contacts = self.store.all("contact")
+            contacts = [self._with_roles(c) for c in self.store.all("contact")]
+            if request.query_params.get("includeArchived", "").lower() != "true":
+                contacts = [c for c in contacts if c.get("ContactStatus") != "ARCHIVED"]
             if where:
                 match = _WHERE.match(where)
                 if match is None:
@@ -424,10 +499,105 @@ class _Xero:
                         "Message": f"Cannot parse where {where!r}",
                     }
                     return DecimalJSONResponse(body, status_code=400)
-                field, raw = match.groups()
-                wanted = re.sub(r"\\(.)", r"\1", raw)
-                contacts = [c for c in contacts if str(c.get(field, "")) == wanted]
-            return DecimalJSONResponse(self._answer("Contacts", contacts))
+                field, raw, flag = match.groups()
+                if flag is not None:
+                    contacts = [c for c in contacts if bool(c.get(field)) is (flag.lower() == "true")]
+                else:
+                    wanted = re.sub(r"\\(.)", r"\1", raw)
+                    contacts = [c for c in contacts if str(c.get(field, "")) == wanted]
+            listed = self._listed(request, contacts)
+            if isinstance(listed, Response):
+                return listed
+            return DecimalJSONResponse(self._answer("Contacts", listed))
+
+        return await self._limited(request, handler)
+
+    def _with_roles(self, contact: dict[str, Any]) -> dict[str, Any]:
+        """``contact`` with ``IsSupplier`` / ``IsCustomer`` as Xero derives them.
+
+        Set when sent, or when a bill or purchase order (supplier) or a sales invoice (customer) names it.
+        """
+        contact_id = contact.get("ContactID")
+
+        def named(kind: str, types: tuple[str, ...]) -> bool:
+            return any(
+                (r.get("Contact") or {}).get("ContactID") == contact_id and (not types or r.get("Type") in types)
+                for r in self.store.all(kind)
+            )
+
+        supplier = bool(contact.get("IsSupplier")) or named("invoice", ("ACCPAY",)) or named("purchase_order", ())
+        customer = bool(contact.get("IsCustomer")) or named("invoice", ("ACCREC",))
+        return {**contact, "IsSupplier": supplier, "IsCustomer": customer}
+
+    @staticmethod
+    def _listed(request: Request, records: list[dict[str, Any]]) -> list[dict[str, Any]] | Response:
+        """``records`` as a list request asks for them.
+
+        Filtered by ``If-Modified-Since`` (changed at or after it), ordered by ``order``
+        (``UpdatedDateUTC ASC|DESC``) and cut to ``page`` (1-based) of ``pageSize`` (default 100,
+        at most 1000) when ``page`` is given.
+        """
+        since_raw = request.headers.get("if-modified-since")
+        if since_raw:
+            try:
+                since = _parse_since(since_raw)
+            except ValueError:
+                return _validation([f"If-Modified-Since {since_raw!r} is not a date"])
+            records = [r for r in records if _updated_ms(r) >= since]
+        order = request.query_params.get("order", "")
+        if order.split(" ")[0] == "UpdatedDateUTC":
+            records = sorted(records, key=_updated_ms, reverse=order.upper().endswith("DESC"))
+        page = request.query_params.get("page")
+        if page is not None:
+            try:
+                number = max(int(page), 1)
+                size = min(max(int(request.query_params.get("pageSize", "100")), 1), 1000)
+            except ValueError:
+                return _validation(["page and pageSize must be integers"])
+            records = records[(number - 1) * size : number * size]
+        return records
+
+    async def get_accounts(self, request: Request) -> Response:
+        async def handler() -> Response:
+            listed = self._listed(request, self.store.all("account"))
+            if isinstance(listed, Response):
+                return listed
+            return DecimalJSONResponse(self._answer("Accounts", listed))
+
+        return await self._limited(request, handler)
+
+    async def put_account(self, request: Request) -> Response:
+        """``PUT /Accounts``: one account (``Code``, ``Name``, ``Type``); a code in use → 400."""
+
+        async def handler() -> Response:
+            body = await self._body(request)
+            if not isinstance(body, dict) or not body.get("Code") or not body.get("Name") or not body.get("Type"):
+                return _validation(["An account needs Code, Name and Type"])
+            if self.store.get("account", str(body["Code"])) is not None:
+                return _validation([f"Please enter a unique Code. {body['Code']} is already in use."])
+            account = {
+                **body,
+                "AccountID": str(uuid.uuid4()),
+                "Status": "ACTIVE",
+                "UpdatedDateUTC": _ms_date(),
+            }
+            self.store.put("account", str(body["Code"]), account)
+            return DecimalJSONResponse(self._answer("Accounts", [account]))
+
+        return await self._limited(request, lambda: self._idempotent(request, handler))
+
+    async def get_tax_rates(self, request: Request) -> Response:
+        async def handler() -> Response:
+            return DecimalJSONResponse(self._answer("TaxRates", self.store.all("tax_rate")))
+
+        return await self._limited(request, handler)
+
+    async def get_tracking_categories(self, request: Request) -> Response:
+        async def handler() -> Response:
+            categories = self.store.all("tracking_category")
+            if request.query_params.get("includeArchived", "").lower() != "true":
+                categories = [c for c in categories if c.get("Status") != "ARCHIVED"]
+            return DecimalJSONResponse(self._answer("TrackingCategories", categories))
 
         return await self._limited(request, handler)
 
@@ -607,6 +777,7 @@ def create_app(
     concurrent_limit: int = 5,
     latency: float = 0.0,
     access_ttl: int = 1800,
+    seed_parties: bool = False,
 ) -> FastAPI:
     """Build the Xero sandbox app.
 
@@ -617,6 +788,9 @@ def create_app(
         concurrent_limit: API calls per tenant in flight at once (Xero: 5).
         latency: seconds each API call takes (to make concurrency observable in tests and demos).
         access_ttl: lifetime of access tokens, seconds (Xero: 1800).
+        seed_parties: also start with :data:`SEEDED_CONTACTS` (off by default: booking tests
+            count the contacts they create). Accounts, tax rates and tracking categories are
+            always seeded.
 
     The :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
     validated is ``app.state.spec_validation``. Stored invoices are records of kind ``invoice``.
@@ -637,7 +811,13 @@ def create_app(
     path = spec_path or default_spec_path()
     schemas = _load_schemas(str(path)) if path.is_file() else None
     xero = _Xero(
-        sandbox, credentials, schemas, minute_limit=minute_limit, concurrent_limit=concurrent_limit, latency=latency
+        sandbox,
+        credentials,
+        schemas,
+        minute_limit=minute_limit,
+        concurrent_limit=concurrent_limit,
+        latency=latency,
+        seed_parties=seed_parties,
     )
     app = sandbox.app
     app.state.spec_validation = schemas is not None
@@ -652,6 +832,10 @@ def create_app(
     app.add_api_route(API + "/Contacts", xero.put_contacts, methods=["PUT"])
     app.add_api_route(API + "/Contacts", xero.get_contacts, methods=["GET"])
     app.add_api_route(API + "/Contacts/{record_id}", xero.post_contact, methods=["POST"])
+    app.add_api_route(API + "/Accounts", xero.get_accounts, methods=["GET"])
+    app.add_api_route(API + "/Accounts", xero.put_account, methods=["PUT"])
+    app.add_api_route(API + "/TaxRates", xero.get_tax_rates, methods=["GET"])
+    app.add_api_route(API + "/TrackingCategories", xero.get_tracking_categories, methods=["GET"])
     app.add_api_route(API + "/Payments", xero.put_payments, methods=["PUT"])
     app.add_api_route(API + "/Payments/{record_id}", xero.post_payment, methods=["POST"])
     return app

@@ -966,3 +966,13 @@ def state_migrate_keys(
 
     moved = aio.run(run(), settings.event_loop)
     out.print(f"moved {moved} binder row(s) of {connection} to tenant {tenant}")
+
+
+def _register_commands() -> None:
+    """Commands defined in their own modules (keeps this file's conflicts small)."""
+    from ledgerflow.app.reference_cli import register as register_reference
+
+    register_reference(app)
+
+
+_register_commands()

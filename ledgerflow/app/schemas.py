@@ -27,6 +27,7 @@ from ledgerflow.audit.main import audit_lag_watch
 from ledgerflow.connectors.main import connector_lag_watch
 from ledgerflow.contracts import OBJECT_MODELS, Source, SyncResult
 from ledgerflow.contracts import headers as h
+from ledgerflow.contracts.reference import INBOUND_KINDS, ReferenceRecord
 from ledgerflow.contracts.topics import RETRY_TIERS, STAGES
 from ledgerflow.core.settings import Settings
 from ledgerflow.transformers.worker import raw_topics
@@ -133,6 +134,14 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
             "headers": _headers(),
             "payload": _hoist(_model_schema(SyncResult), schemas),
         },
+        "ReferenceRecord": {
+            "name": "ReferenceRecord",
+            "title": "A reference record read from an ERP (inbound)",
+            "summary": "Vendor, customer, GL account, tax rate or tracking dimension as the ERP holds it.",
+            "contentType": "application/json",
+            "headers": _headers({h.CE_DIRECTION: "Always `inbound`: read from an ERP, never booked back into it."}),
+            "payload": _hoist(_model_schema(ReferenceRecord), schemas),
+        },
         "DeadLetter": {
             "name": "DeadLetter",
             "title": "A message a stage could not handle, unchanged, with the reason in headers",
@@ -163,7 +172,13 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
         }
         return cid
 
-    sends: dict[str, list[str]] = {"ingress": [], "transformer": [], "connector": [], "audit": []}
+    sends: dict[str, list[str]] = {
+        "ingress": [],
+        "transformer": [],
+        "connector": [],
+        "audit": [],
+        "reference-reader": [],
+    }
     receives: dict[str, list[str]] = {"ingress": [], "transformer": [], "connector": [], "audit": []}
     raw_ids = {}
     for source in Source:
@@ -177,6 +192,15 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
             topics.canonical(name), model.__name__, f"Canonical {name} records, keyed by canonical id."
         )
     sends["transformer"] += list(canonical_ids.values())
+    for kind in INBOUND_KINDS:
+        sends["reference-reader"].append(
+            channel(
+                topics.inbound(kind),
+                "ReferenceRecord",
+                f"Reference records of kind {kind} read from the ERPs (`ledgerflow sync-reference`), "
+                "keyed by <connection>:<entity>:<erp id>.",
+            )
+        )
     results = channel(topics.results, "SyncResult", "One result per booking attempt, keyed by canonical id.")
     sends["connector"].append(results)
     dlq_ids = {}
