@@ -35,10 +35,14 @@ def sync_reference(
     Exit 2 on a configuration problem, 1 when a ``--once`` pass fails.
     """
     from ledgerflow.connectors.reference import READERS, open_reference_sync
+    from ledgerflow.connectors.registry import check_routing
+    from ledgerflow.core.connections import stored_routing
 
     settings = Settings()
     try:
-        routing = settings.load_routing()
+        # The routing file (or demo routing) with the state store's enabled connections merged in.
+        routing = aio.run(stored_routing(settings, settings.load_routing()), settings.event_loop)
+        check_routing(routing)
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
