@@ -40,8 +40,9 @@ def sync_reference(
 
     settings = Settings()
     try:
-        # The routing file (or demo routing) with the state store's enabled connections merged in.
-        routing = aio.run(stored_routing(settings, settings.load_routing()), settings.event_loop)
+        # The routing file (or demo routing) with the state store's enabled connections merged in;
+        # only this connection's stored credentials are decrypted (like the connector worker's).
+        routing = aio.run(stored_routing(settings, settings.load_routing(), decrypt=[connection]), settings.event_loop)
         check_routing(routing)
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
