@@ -30,7 +30,7 @@ from ledgerflow.connectors.base import Connector
 from ledgerflow.connectors.quickbooks import QuickBooksConnector
 from ledgerflow.connectors.quickbooks import sandbox as qbo_sandbox
 from ledgerflow.connectors.quickbooks.reader import QuickBooksReader
-from ledgerflow.connectors.reference import KafkaReferencePublisher, ReferenceReader, ReferenceSync
+from ledgerflow.connectors.reference import KafkaReferencePublisher, ReferenceReader, ReferenceSync, SyncReport
 from ledgerflow.connectors.sandbox_kit import serve
 from ledgerflow.connectors.xero import XeroConnector
 from ledgerflow.connectors.xero import sandbox as xero_sandbox
@@ -311,3 +311,64 @@ def test_sync_reference_command_once_resumes_from_the_cursor(
         assert "0 record(s) published" in again.output
         unknown = runner.invoke(cli_app, ["sync-reference", "--connection", "nope", "--once"])
         assert unknown.exit_code == 2
+
+
+class _Collected:
+    """Publisher that keeps what it was given (no broker: paging behaviour only)."""
+
+    def __init__(self) -> None:
+        self.records: list[ReferenceRecord] = []
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        self.records.append(ReferenceRecord.model_validate_json(value))
+
+
+async def test_a_record_changed_while_pages_are_read_is_not_lost(
+    shared_dir: Path, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """An account renamed after the first page moves behind the others; nothing is skipped."""
+    app = qbo_sandbox.create_app(spec_path=shared_dir / "specs" / "Finance.xsd")
+    store = app.state.sandbox.store
+    async with serve(app) as url:
+        config = qbo_sandbox.sandbox_connection(
+            ConnectionConfig(erp="quickbooks", options={"rate_limit_per_minute": 6000}), url
+        )
+        state = StateStore(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+        await state.create_all()
+        try:
+            connector = QuickBooksConnector("qbo", config, http, state)
+            reader = QuickBooksReader(connector, page_size=PAGE_SIZE)
+            accounts = next(s for s in reader.sources if s.entity == "Account")
+            original = reader.read
+            pages = 0
+
+            async def read_and_rename(source: Any, since: Any, limit: int) -> Any:
+                nonlocal pages
+                page = await original(source, since, limit)
+                pages += 1
+                if pages == 1:
+                    first = page.records[0].erp_record
+                    await asyncio.sleep(1.05)  # QuickBooks stamps to the second
+                    answer = await connector.client().request(
+                        "POST",
+                        "/account",
+                        operation="account.update",
+                        params={"minorversion": "75"},
+                        json_body={"Id": first["Id"], "SyncToken": "0", "sparse": True, "Name": "Job Materials (old)"},
+                    )
+                    assert answer.status_code == 200
+                return page
+
+            reader.read = read_and_rename  # type: ignore[method-assign]
+            collected = _Collected()
+            sync = ReferenceSync(reader, state, collected, Topics("t"), tenant="acme")
+            report = SyncReport()
+            await sync.sync_source(accounts, report)
+            ids = [r.erp_id for r in collected.records]
+            assert set(ids) == set(store.records["account"]), "an account was skipped"
+            renamed = [r for r in collected.records if r.name == "Job Materials (old)"]
+            assert len(renamed) == 1, "the renamed account is published in its new version"
+            assert len(ids) == len(store.records["account"]) + 1
+            assert report.reads >= 3
+        finally:
+            await state.close()
