@@ -45,9 +45,9 @@ from faststream.kafka import KafkaBroker
 from ledgerflow.contracts.events import deterministic_id, raw_event_attributes, record_version_id
 from ledgerflow.contracts.topics import Topics
 from ledgerflow.core import metrics
+from ledgerflow.core.outbound.json_api import EnrichmentError, JsonApiClient
 from ledgerflow.core.settings import Routing
 from ledgerflow.core.state import StateStore
-from ledgerflow.transformers.enrichment import EnrichmentError, JsonApiClient
 
 __all__ = [
     "AccessplanitFeed",
@@ -168,7 +168,7 @@ class AccessplanitFeed(JsonApiClient):
         Returns the records of an OData ``{"value": [...]}`` answer or of a bare JSON list.
 
         Raises:
-            ledgerflow.transformers.enrichment.EnrichmentError: the feed could not be read.
+            ledgerflow.core.outbound.json_api.EnrichmentError: the feed could not be read.
 
         """
         params = {"$orderby": f"{resource.cursor_field} asc", "$top": str(top), "$skip": str(skip)}
@@ -259,7 +259,7 @@ class AccessplanitPoller:
         """Publish every record of ``resource`` changed since its cursor; return how many.
 
         Raises:
-            ledgerflow.transformers.enrichment.EnrichmentError: the feed could not be read (the cursor
+            ledgerflow.core.outbound.json_api.EnrichmentError: the feed could not be read (the cursor
                 stays after the last acknowledged record).
             Exception: the publisher's error when the broker did not acknowledge (same).
 

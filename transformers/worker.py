@@ -37,9 +37,9 @@ from ledgerflow.core.delivery import (
     header_map,
     run_batch,
 )
+from ledgerflow.core.outbound.json_api import EnrichmentError
 from ledgerflow.core.settings import Settings
 from ledgerflow.transformers.base import Enrichers, RawEvent, Router, SkipEvent
-from ledgerflow.transformers.enrichment import EnrichmentError
 from ledgerflow.transformers.registry import ROUTERS
 
 __all__ = ["GROUP_ROLE", "Transformer", "raw_topics", "register"]

@@ -9,9 +9,12 @@ import httpx
 import pytest
 
 from ledgerflow.contracts import Bill, Invoice, Payment
+from ledgerflow.core.outbound.json_api import EnrichmentError
 from ledgerflow.core.settings import Routing
 from ledgerflow.core.state import StateStore
-from ledgerflow.transformers.enrichment import EnricherSet, EnrichmentError, IngeniousClient, MoniteClient
+from ledgerflow.transformers.enrichment import EnricherSet
+from ledgerflow.transformers.ingenious.client import IngeniousClient
+from ledgerflow.transformers.monite.client import MoniteClient
 from ledgerflow.transformers.registry import ROUTERS
 from tests.transformers.source_sandboxes import Script, ingenious_app, mercoa_app, monite_app
 from tests.transformers.transformer_helpers import raw_event
@@ -366,7 +369,7 @@ def test_source_api_retry_after_is_parsed_like_the_erps() -> None:
     from datetime import UTC, datetime, timedelta
     from email.utils import format_datetime
 
-    from ledgerflow.transformers.enrichment import MAX_RETRY_AFTER_SECONDS, _retry_after
+    from ledgerflow.core.outbound.json_api import MAX_RETRY_AFTER_SECONDS, _retry_after
 
     def after(value: str) -> float | None:
         return _retry_after(httpx.Response(429, headers={"Retry-After": value}))

@@ -116,12 +116,12 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
 
     ``enrichment["currency"]``: the tenant's ``options.currency`` (for records without
     ``Currency``). ``enrichment["customer"]``: the account ``IssuerID`` names, from the API v2
-    (:class:`~ledgerflow.transformers.enrichment.AccessplanitClient`), when the tenant configured
+    (:class:`~ledgerflow.transformers.accessplanit.client.AccessplanitClient`), when the tenant configured
     ``api_base_url`` and ``api_key`` — QuickBooks and Xero need the customer's name to find or
     create it. A DELETE carries nothing to book against a customer and is not enriched.
 
     Raises:
-        ledgerflow.transformers.enrichment.EnrichmentError: the API call failed after retries.
+        ledgerflow.core.outbound.json_api.EnrichmentError: the API call failed after retries.
 
     """
     found: dict[str, Any] = {}

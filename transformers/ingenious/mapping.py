@@ -156,7 +156,7 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     unchanged: its references then resolve by name or the connection's defaults.
 
     Raises:
-        ledgerflow.transformers.enrichment.EnrichmentError: the Public API call failed after retries.
+        ledgerflow.core.outbound.json_api.EnrichmentError: the Public API call failed after retries.
 
     """
     defaults = (enrichers.get("defaults").for_tenant(event.tenant) or {}).get("ingenious")

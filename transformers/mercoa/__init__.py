@@ -38,7 +38,7 @@ async def enrich_invoice(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     """Re-fetch the invoice (``GET /invoice/{id}``) when the tenant enabled ``options.refetch``.
 
     Raises:
-        ledgerflow.transformers.enrichment.EnrichmentError: the Mercoa API call failed after retries.
+        ledgerflow.core.outbound.json_api.EnrichmentError: the Mercoa API call failed after retries.
 
     """
     client = enrichers.get("mercoa").for_tenant(event.tenant)
@@ -55,7 +55,7 @@ async def enrich_bulk(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     """Fetch every invoice a bulk event lists without an error, when re-fetch is enabled.
 
     Raises:
-        ledgerflow.transformers.enrichment.EnrichmentError: a Mercoa API call failed after retries.
+        ledgerflow.core.outbound.json_api.EnrichmentError: a Mercoa API call failed after retries.
 
     """
     client = enrichers.get("mercoa").for_tenant(event.tenant)

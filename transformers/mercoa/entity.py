@@ -235,7 +235,7 @@ async def enrich_counterparty(event: RawEvent, enrichers: Enrichers) -> RawEvent
     """Fetch every counterparty entity a ``counterparty.*`` webhook names (``GET /entity/{id}``).
 
     Raises:
-        ledgerflow.transformers.enrichment.EnrichmentError: the Mercoa API call failed after retries.
+        ledgerflow.core.outbound.json_api.EnrichmentError: the Mercoa API call failed after retries.
 
     """
     client = enrichers.get("mercoa").for_tenant(event.tenant)

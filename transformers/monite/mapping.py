@@ -110,6 +110,7 @@ from ledgerflow.contracts import (
     canonical_id,
     currency_precision,
 )
+from ledgerflow.core.outbound.json_api import EnrichmentError
 from ledgerflow.transformers.base import (
     Enrichers,
     RawEvent,
@@ -121,7 +122,6 @@ from ledgerflow.transformers.base import (
     as_objects,
     require,
 )
-from ledgerflow.transformers.enrichment import EnrichmentError
 
 __all__ = ["enrich", "map_counterpart", "map_payable", "map_payment_record", "map_receivable", "minor_to_major"]
 
@@ -213,7 +213,7 @@ async def enrich(event: RawEvent, enrichers: Enrichers) -> RawEvent:
     records). A tenant without Monite API options gets the event back unchanged.
 
     Raises:
-        ledgerflow.transformers.enrichment.EnrichmentError: a Monite API call failed after retries.
+        ledgerflow.core.outbound.json_api.EnrichmentError: a Monite API call failed after retries.
 
     """
     client = enrichers.get("monite").for_tenant(event.tenant)
@@ -255,7 +255,7 @@ async def _optional_get(client: Any, path: str, entity_id: Any) -> Any:
     """``GET path``, or ``{}`` when Monite answers 404 (the line keeps its Monite id only).
 
     Raises:
-        ledgerflow.transformers.enrichment.EnrichmentError: any other failure after retries.
+        ledgerflow.core.outbound.json_api.EnrichmentError: any other failure after retries.
     """
     try:
         return await client.get_reference(path, entity_id=entity_id)
