@@ -1,22 +1,23 @@
 """Enrichment: the per-tenant source API clients that fetch what a thin or partial webhook only points to.
 
-* :class:`~ledgerflow.transformers.ingenious.client.IngeniousClient` — INGENIOUS.BUILD Public API: the ``custom_id`` of an accounting
-  object (company, cost code, entity/GL account, project, cost type, business unit) when a
-  webhook carried ``accounting_*_id`` but no ``accounting_*_custom_id`` (seed 000 l.134–137:
-  "Use the accounting_*_id and call the matching Get Public API endpoint"). Bearer access
-  token (seed 000 l.14; API overview guide), at most 60 reads per minute (Public API changelog,
-  ``sources.md`` §1.3) enforced with :class:`aiolimiter.AsyncLimiter`, answers cached in
-  memory with a TTL (:class:`cachetools.TTLCache`).
-* :class:`~ledgerflow.transformers.monite.client.MoniteClient` — Monite Partner API: ``POST /auth/token`` (client credentials, seed
-  001 l.179–198), then ``GET /payables/{id}``, ``GET /payables/{id}/line_items``,
+* ``ingenious.client.IngeniousClient`` — INGENIOUS.BUILD Public API: the ``custom_id`` of an
+  accounting object (company, cost code, entity/GL account, project, cost type, business unit)
+  when a webhook carried ``accounting_*_id`` but no ``accounting_*_custom_id`` (seed 000
+  l.134–137: "Use the accounting_*_id and call the matching Get Public API endpoint"). Bearer
+  access token (seed 000 l.14; API overview guide), at most 60 reads per minute (Public API
+  changelog, ``sources.md`` §1.3) enforced with :class:`aiolimiter.AsyncLimiter`, answers cached
+  in memory with a TTL (:class:`cachetools.TTLCache`).
+* ``monite.client.MoniteClient`` — Monite Partner API: ``POST /auth/token`` (client credentials,
+  seed 001 l.179–198), then ``GET /payables/{id}``, ``GET /payables/{id}/line_items``,
   ``GET /receivables/{id}``, ``GET /counterparts/{id}``, ``GET /payment_records/{id}`` with
   ``X-Monite-Entity-Id`` and ``X-Monite-Version`` (seed 001 l.223–228; ``sources.md`` §3.1).
-* :class:`~ledgerflow.transformers.accessplanit.client.AccessplanitClient` — accessplanit API v2: the account (customer) an invoice or a
-  transaction names only by id (API-key header, seed 004; path configurable, ``sources.md`` §5.1).
-* :class:`~ledgerflow.transformers.mercoa.client.MercoaClient` — Mercoa API: ``GET /invoice/{id}`` and ``GET /entity/{id}`` with the
-  API key as bearer token (``sources.md`` §2.3 "fetch-to-verify").
+* ``accessplanit.client.AccessplanitClient`` — accessplanit API v2: the account (customer) an
+  invoice or a transaction names only by id (API-key header, seed 004; path configurable,
+  ``sources.md`` §5.1).
+* ``mercoa.client.MercoaClient`` — Mercoa API: ``GET /invoice/{id}`` and ``GET /entity/{id}`` with
+  the API key as bearer token (``sources.md`` §2.3 "fetch-to-verify").
 
-Each is a :class:`~ledgerflow.core.outbound.json_api.JsonApiClient` (the outbound toolkit's source-API
+(each under ``ledgerflow.transformers``). Each is a :class:`~ledgerflow.core.outbound.json_api.JsonApiClient` (the outbound toolkit's source-API
 client): every request is retried with :mod:`stamina` a bounded number of times on 429 (honouring
 ``Retry-After``), 5xx and transport errors; then
 :class:`~ledgerflow.core.outbound.json_api.EnrichmentError` says which call failed and why. 4xx
