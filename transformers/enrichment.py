@@ -18,7 +18,8 @@
   the API key as bearer token (``sources.md`` §2.3 "fetch-to-verify").
 
 (each under ``ledgerflow.transformers``). Each is a
-:class:`~ledgerflow.core.outbound.json_api.JsonApiClient` (the outbound toolkit's source-API client): every request is retried with :mod:`stamina` a bounded number of times on 429 (honouring
+:class:`~ledgerflow.core.outbound.json_api.JsonApiClient`, the outbound toolkit's source-API
+client: every request is retried with :mod:`stamina` a bounded number of times on 429 (honouring
 ``Retry-After``), 5xx and transport errors; then
 :class:`~ledgerflow.core.outbound.json_api.EnrichmentError` says which call failed and why. 4xx
 other than 429 fail at once.
