@@ -47,6 +47,7 @@ from ledgerflow.connectors.base import Connector
 from ledgerflow.contracts.events import deterministic_id, inbound_event_attributes
 from ledgerflow.contracts.reference import ReferenceKind, ReferenceRecord
 from ledgerflow.contracts.topics import Topics
+from ledgerflow.core import metrics
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics, kafka_client_options
 from ledgerflow.core.outbound.transport import worker_http_client
 from ledgerflow.core.settings import Routing, Settings
@@ -249,6 +250,7 @@ class ReferenceSync:
             record.model_dump_json().encode(),
             attributes.to_headers(),
         )
+        metrics.REFERENCE_RECORDS.labels(record.connection, record.kind).inc()
 
     async def sync_source(self, source: ReferenceSource, report: SyncReport) -> int:
         """Read ``source`` from its cursor to the end, publish what is new; return how many were published."""
@@ -286,15 +288,23 @@ class ReferenceSync:
     async def sync_once(self, kinds: Sequence[str] | None = None) -> SyncReport:
         """One pass over every source (or those of ``kinds``); returns what was published.
 
+        Counted in ``ledgerflow_reference_syncs_total{connection, outcome}``; each record published
+        in ``ledgerflow_reference_records_total{connection, kind}``.
+
         Raises:
             RetriableError, PermanentError: a read failed (sources before it keep their progress).
         """
         report = SyncReport()
-        for source in self.reader.sources:
-            if kinds is not None and source.kind not in kinds:
-                continue
-            count = await self.sync_source(source, report)
-            report.published[source.kind] = report.published.get(source.kind, 0) + count
+        try:
+            for source in self.reader.sources:
+                if kinds is not None and source.kind not in kinds:
+                    continue
+                count = await self.sync_source(source, report)
+                report.published[source.kind] = report.published.get(source.kind, 0) + count
+        except Exception:
+            metrics.REFERENCE_SYNCS.labels(self.reader.connection, "failed").inc()
+            raise
+        metrics.REFERENCE_SYNCS.labels(self.reader.connection, "ok").inc()
         log.info(
             "reference sync of %s: %d record(s) published in %d read(s) %s",
             self.reader.connection,

@@ -29,6 +29,8 @@ __all__ = [
     "READ_BACK",
     "REDELIVERED_SKIPPED",
     "REDRIVES",
+    "REFERENCE_RECORDS",
+    "REFERENCE_SYNCS",
     "RETRIES",
     "STAGE_DURATION",
     "STAGE_IN_FLIGHT",
@@ -148,6 +150,16 @@ POLLER_LAST_SUCCESS = Gauge(
     "ledgerflow_poller_last_success_timestamp_seconds",
     "When a poller last completed a round (unix s).",
     ["source", "tenant"],
+)
+REFERENCE_RECORDS = Counter(
+    "ledgerflow_reference_records_total",
+    "Reference records an ERP reader published to an inbound topic (ledgerflow sync-reference).",
+    ["connection", "kind"],
+)
+REFERENCE_SYNCS = Counter(
+    "ledgerflow_reference_syncs_total",
+    "Reference sync passes of an ERP connection, by outcome (ok, failed).",
+    ["connection", "outcome"],
 )
 OUTBOX_REDRIVES = Counter(
     "ledgerflow_outbox_redrives_total",

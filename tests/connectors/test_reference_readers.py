@@ -372,3 +372,47 @@ async def test_a_record_changed_while_pages_are_read_is_not_lost(
             assert report.reads >= 3
         finally:
             await state.close()
+
+
+async def test_a_failed_pass_is_counted_and_keeps_the_progress_made(
+    shared_dir: Path, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from ledgerflow.connectors.base import PermanentError
+    from ledgerflow.contracts.errors import ErrorCode
+
+    app = qbo_sandbox.create_app(spec_path=shared_dir / "specs" / "Finance.xsd")
+    async with serve(app) as url:
+        config = qbo_sandbox.sandbox_connection(
+            ConnectionConfig(erp="quickbooks", options={"rate_limit_per_minute": 6000}), url
+        )
+        state = StateStore(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+        await state.create_all()
+        try:
+            connection = f"qbo-{uuid.uuid4().hex[:6]}"
+            reader = QuickBooksReader(QuickBooksConnector(connection, config, http, state), page_size=PAGE_SIZE)
+            original = reader.read
+
+            async def fail_on_tax_codes(source: Any, since: Any, limit: int) -> Any:
+                if source.entity == "TaxCode":
+                    raise PermanentError(ErrorCode.ERP_VALIDATION, "refused")
+                return await original(source, since, limit)
+
+            reader.read = fail_on_tax_codes  # type: ignore[method-assign]
+            collected = _Collected()
+            sync = ReferenceSync(reader, state, collected, Topics("t"), tenant="acme")
+            with pytest.raises(PermanentError):
+                await sync.sync_once()
+            labels = {"connection": connection, "outcome": "failed"}
+            assert REGISTRY.get_sample_value("ledgerflow_reference_syncs_total", labels) == 1
+            accounts = {"connection": connection, "kind": "gl_account"}
+            assert REGISTRY.get_sample_value("ledgerflow_reference_records_total", accounts) == 6
+            # The next pass resumes: accounts are not published again.
+            reader.read = original  # type: ignore[method-assign]
+            report = await sync.sync_once()
+            assert report.published == {"vendor": 0, "customer": 0, "gl_account": 0, "tax_rate": 5, "tracking": 4}
+            ok = {"connection": connection, "outcome": "ok"}
+            assert REGISTRY.get_sample_value("ledgerflow_reference_syncs_total", ok) == 1
+        finally:
+            await state.close()
