@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ledgerflow.audit.reconcile import Reconciliation
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class _Group(TyperGroup):
@@ -354,14 +356,13 @@ def ingress(
     _preflight(settings, kafka=bootstrap, state=False)
     from ledgerflow.ingress.main import run_ingress
 
-    async def run() -> None:
-        async with run_ingress(
+    _serve_until_signal(
+        run_ingress(
             settings, routing, bootstrap, embedded=False, host=settings.ingress_host, port=port or settings.ingress_port
-        ) as url:
-            console.print(f"ingress listening on {url}")
-            await _wait_for_signal()
-
-    aio.run(run(), settings.event_loop)
+        ),
+        settings,
+        lambda url: f"ingress listening on {url}",
+    )
 
 
 def _require_bootstrap(settings: Settings) -> str:
@@ -381,6 +382,20 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+def _serve_until_signal(
+    service: AbstractAsyncContextManager[S], settings: Settings, announce: Callable[[S], str] | None = None
+) -> None:
+    """Run ``service`` (a service's ``run_*`` entry) until SIGINT/SIGTERM; print ``announce(running)`` once up."""
+
+    async def run() -> None:
+        async with service as running:
+            if announce is not None:
+                console.print(announce(running), highlight=False)
+            await _wait_for_signal()
+
+    aio.run(run(), settings.event_loop)
+
+
 @app.command()
 def transformer(
     concurrency: Annotated[int, typer.Option(help="Records of different keys mapped at once.")] = 16,
@@ -394,8 +409,8 @@ def transformer(
     _check_mappings(routing)
     from ledgerflow.transformers.main import run_transformer
 
-    async def run() -> None:
-        async with run_transformer(
+    _serve_until_signal(
+        run_transformer(
             settings,
             routing,
             bootstrap,
@@ -403,10 +418,9 @@ def transformer(
             concurrency=concurrency,
             health_port=settings.metrics_port,
             health_host=settings.metrics_host,
-        ):
-            await _wait_for_signal()
-
-    aio.run(run(), settings.event_loop)
+        ),
+        settings,
+    )
 
 
 @app.command()
@@ -437,8 +451,8 @@ def poller(
         console.print(f"[red]--since {since!r} is not an ISO 8601 date or timestamp[/red]")
         raise typer.Exit(2) from None
 
-    async def run() -> None:
-        async with run_poller(
+    _serve_until_signal(
+        run_poller(
             settings,
             routing,
             bootstrap,
@@ -448,11 +462,10 @@ def poller(
             interval=interval or settings.poller_interval_seconds,
             health_port=settings.metrics_port,
             health_host=settings.metrics_host,
-        ) as running:
-            console.print(f"{source} poller for {len(running.pollers)} tenant(s); health on {running.health_url}")
-            await _wait_for_signal()
-
-    aio.run(run(), settings.event_loop)
+        ),
+        settings,
+        lambda running: f"{source} poller for {len(running.pollers)} tenant(s); health on {running.health_url}",
+    )
 
 
 @app.command()
@@ -483,8 +496,8 @@ def connector(
         raise typer.Exit(2)
     from ledgerflow.connectors.main import run_connector
 
-    async def run() -> None:
-        async with run_connector(
+    _serve_until_signal(
+        run_connector(
             settings,
             routing,
             connection,
@@ -493,10 +506,9 @@ def connector(
             concurrency=concurrency,
             health_port=settings.metrics_port,
             health_host=settings.metrics_host,
-        ):
-            await _wait_for_signal()
-
-    aio.run(run(), settings.event_loop)
+        ),
+        settings,
+    )
 
 
 @app.command()
@@ -793,8 +805,8 @@ def audit(
     writers = None if settings.state_url.startswith("sqlite") else settings.audit_concurrency
     routing = _load(settings) if settings.routing_file else None  # connections' rate limits (headroom)
 
-    async def run() -> None:
-        async with run_audit(
+    _serve_until_signal(
+        run_audit(
             settings,
             bootstrap,
             embedded=False,
@@ -803,11 +815,10 @@ def audit(
             concurrency=writers,
             oidc=settings.oidc(),
             routing=routing,
-        ) as audit_:
-            console.print(f"audit API on {audit_.url}  (/v1/… /console /healthz /readyz /metrics)")
-            await _wait_for_signal()
-
-    aio.run(run(), settings.event_loop)
+        ),
+        settings,
+        lambda audit_: f"audit API on {audit_.url}  (/v1/… /console /healthz /readyz /metrics)",
+    )
 
 
 @app.command()
