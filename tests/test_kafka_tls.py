@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY
 
@@ -33,6 +32,7 @@ from ledgerflow.core.kafka import ensure_topics, missing_topics
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.settings import Settings, demo_routing
+from tests.lagging import leave_group_behind
 from tests.tls_proxy import TlsProxy
 
 trustme = pytest.importorskip("trustme", reason="trustme (dev extra) makes the test CA")
@@ -166,31 +166,7 @@ async def test_lag_metric_over_tls(tls_broker: TlsBroker, tmp_path: Path, unique
     options = kafka_client_options(settings)
     topic, group = f"tlslag.{unique}", f"tlslag-{unique}"
     await ensure_topics(tls_broker.address, [topic], partitions=1, client_options=options)
-    producer = AIOKafkaProducer(bootstrap_servers=tls_broker.address, **options)
-    await producer.start()
-    try:
-        for n in range(10):
-            await producer.send_and_wait(topic, f"m{n}".encode())
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=tls_broker.address,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **options,
-    )
-    await consumer.start()
-    try:
-        seen = 0
-        async with asyncio.timeout(20):
-            while seen < 3:
-                batch = await consumer.getmany(timeout_ms=500, max_records=3 - seen)
-                seen += sum(len(m) for m in batch.values())
-        await consumer.commit()
-    finally:
-        await consumer.stop()
+    await leave_group_behind(tls_broker.address, topic, group, produced=10, consumed=3, client_options=options)
 
     value = None
     async with lag_reporter(tls_broker.address, [(group, [topic])], interval=0.2, client_options=options):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.lag import group_lag, lag_reporter
+from tests.lagging import leave_group_behind
 
 pytestmark = pytest.mark.kafka
 
@@ -18,27 +19,7 @@ pytestmark = pytest.mark.kafka
 async def test_lag_counts_messages_behind_the_committed_offsets(kafka_bootstrap: str, unique: str) -> None:
     topic, group = f"lag.{unique}", f"lag-group-{unique}"
     await ensure_topics(kafka_bootstrap, [topic], partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
-        for n in range(10):
-            await producer.send_and_wait(topic, f"m{n}".encode())
-    finally:
-        await producer.stop()
-
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        seen = 0
-        async with asyncio.timeout(20):
-            while seen < 4:
-                batch = await consumer.getmany(timeout_ms=500, max_records=4 - seen)
-                seen += sum(len(m) for m in batch.values())
-        await consumer.commit()
-    finally:
-        await consumer.stop()
+    await leave_group_behind(kafka_bootstrap, topic, group, produced=10, consumed=4)
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
