@@ -130,9 +130,9 @@ async def test_topics_create_over_tls_and_a_plain_client_is_refused(tls_broker: 
         await missing_topics(tls_broker.address, settings.topics.all(), timeout=2.0)
 
 
+@pytest.mark.parametrize("tls_broker", ["mtls"], indirect=True)
 async def test_mutual_tls_refuses_a_client_without_a_certificate(tls_broker: TlsBroker, tmp_path: Path) -> None:
-    if tls_broker.cert is None:
-        pytest.skip("only the mutual-TLS listener asks for a client certificate")
+    assert tls_broker.cert is not None, "the mutual-TLS listener asks for a client certificate"
     settings = tls_broker.settings(tmp_path, "nocert", kafka_ssl_certfile=None, kafka_ssl_keyfile=None)
     with pytest.raises((KafkaError, TimeoutError, OSError)):
         await missing_topics(tls_broker.address, ["any"], timeout=2.0, client_options=kafka_client_options(settings))
