@@ -23,13 +23,14 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import CursorResult, Table, and_, case, func, literal, or_, select, update
+from sqlalchemy import CursorResult, Select, Table, and_, case, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import StaticPool
 
 from ledgerflow.audit.tables import (
@@ -205,6 +206,10 @@ class CanonicalEvent:
     offset: int
     source_id: str | None = None
     document_number: str | None = None
+
+
+R = TypeVar("R", SyncRecordRow, DeadLetterRow)
+"""A row kind the keyset pages of :meth:`AuditStore._keyset_page` are made of."""
 
 
 def _encode_cursor(row: SyncRecordRow | DeadLetterRow) -> str:
@@ -511,23 +516,9 @@ class AuditStore:
             InvalidCursorError: ``cursor`` is not one this store produced.
             ValueError: ``limit`` is out of range.
         """
-        if not 1 <= limit <= 500:
-            raise ValueError("limit must be between 1 and 500")
         stmt = select(SyncRecordRow).where(*_record_conditions(filters))
-        if cursor is not None:
-            created, ident = _decode_cursor(cursor)
-            stmt = stmt.where(
-                or_(
-                    SyncRecordRow.created_at < created,
-                    and_(SyncRecordRow.created_at == created, SyncRecordRow.id < ident),
-                )
-            )
-        stmt = stmt.order_by(SyncRecordRow.created_at.desc(), SyncRecordRow.id.desc()).limit(limit + 1)
-        async with self._session() as session:
-            rows = list((await session.scalars(stmt)).all())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return RecordPage(rows, _encode_cursor(rows[-1]) if more and rows else None)
+        rows, next_cursor = await self._keyset_page(stmt, SyncRecordRow.created_at, SyncRecordRow.id, limit, cursor)
+        return RecordPage(rows, next_cursor)
 
     async def get_record(self, record_id: str) -> tuple[SyncRecordRow, list[SyncAttemptRow]] | None:
         """One sync record and its attempts (oldest first), or None when unknown."""
@@ -622,23 +613,37 @@ class AuditStore:
             InvalidCursorError: ``cursor`` is not one this store produced.
             ValueError: ``limit`` is out of range (1–500).
         """
+        stmt = select(DeadLetterRow).where(*_dead_letter_conditions(filters))
+        rows, next_cursor = await self._keyset_page(
+            stmt, DeadLetterRow.dead_lettered_at, DeadLetterRow.id, limit, cursor
+        )
+        return DeadLetterPage(rows, next_cursor)
+
+    async def _keyset_page(
+        self,
+        stmt: Select[R],
+        at: InstrumentedAttribute[datetime],
+        ident: InstrumentedAttribute[str],
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[R], str | None]:
+        """One page of ``stmt`` newest first by (``at``, ``ident``), after ``cursor``; the next page's cursor.
+
+        Raises:
+            InvalidCursorError: ``cursor`` is not one this store produced.
+            ValueError: ``limit`` is out of range (1–500).
+        """
         if not 1 <= limit <= 500:
             raise ValueError("limit must be between 1 and 500")
-        stmt = select(DeadLetterRow).where(*_dead_letter_conditions(filters))
         if cursor is not None:
-            created, ident = _decode_cursor(cursor)
-            stmt = stmt.where(
-                or_(
-                    DeadLetterRow.dead_lettered_at < created,
-                    and_(DeadLetterRow.dead_lettered_at == created, DeadLetterRow.id < ident),
-                )
-            )
-        stmt = stmt.order_by(DeadLetterRow.dead_lettered_at.desc(), DeadLetterRow.id.desc()).limit(limit + 1)
+            created, last = _decode_cursor(cursor)
+            stmt = stmt.where(or_(at < created, and_(at == created, ident < last)))
+        stmt = stmt.order_by(at.desc(), ident.desc()).limit(limit + 1)
         async with self._session() as session:
             rows = list((await session.scalars(stmt)).all())
         more = len(rows) > limit
         rows = rows[:limit]
-        return DeadLetterPage(rows, _encode_cursor(rows[-1]) if more and rows else None)
+        return rows, (_encode_cursor(rows[-1]) if more and rows else None)
 
     async def dead_letters_in_order(self, filters: DeadLetterFilter, *, limit: int) -> list[DeadLetterRow]:
         """Up to ``limit`` dead letters matching ``filters`` in the order they were written (per partition).
