@@ -37,13 +37,13 @@ from ledgerflow.connectors.base import (
     UnresolvedReferenceError,
     Unsupported,
 )
+from ledgerflow.connectors.change_orders import change_order_tag
 from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
 from ledgerflow.connectors.netsuite.config import Credentials, Options
 from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from ledgerflow.connectors.netsuite.mapping import (
     RECORD_TYPES,
     body_for,
-    change_order_tag,
     changed_order_expense,
     external_id,
     internal_id_from_location,

@@ -48,7 +48,6 @@ __all__ = [
     "RECORD_TYPES",
     "bill_body",
     "body_for",
-    "change_order_tag",
     "changed_order_expense",
     "external_id",
     "internal_id_from_location",
@@ -418,16 +417,6 @@ def party_body(party: Party, options: Mapping[str, Any]) -> dict[str, Any]:
     if party.currency:
         body["currency"] = _currency(party.currency, options, f"{party.object_type} {party.canonical_id}")
     return body
-
-
-CHANGE_TAG = "Change order {number}: "
-"""Prefix of the ``memo`` of every purchase-order expense line a change order added: re-applying or
-voiding the change replaces exactly those lines."""
-
-
-def change_order_tag(change: PurchaseOrderChange) -> str:
-    """The memo prefix marking the lines of ``change`` on the purchase order it changes."""
-    return CHANGE_TAG.format(number=change.number or change.source_id)
 
 
 def _sendable(line: Mapping[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,7 @@ from ledgerflow.connectors.base import (
     Unsupported,
     reference_key,
 )
+from ledgerflow.connectors.change_orders import change_order_tag
 from ledgerflow.connectors.quickbooks import mapping
 from ledgerflow.connectors.quickbooks.config import Credentials, Options
 from ledgerflow.connectors.quickbooks.errors import QUICKBOOKS_ERRORS, fault_of, quickbooks_error
@@ -322,7 +323,7 @@ class QuickBooksConnector(Connector):
         lines = mapping.changed_order_lines(
             current.get("Line") or [],
             change if applying else None,
-            mapping.change_order_tag(change),
+            change_order_tag(change),
             accounts=accounts,
             options=self.config.options,
         )

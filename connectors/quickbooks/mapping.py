@@ -72,7 +72,6 @@ __all__ = [
     "CENT",
     "LineRefs",
     "bill_body",
-    "change_order_tag",
     "changed_order_lines",
     "check_amounts",
     "invoice_body",
@@ -347,16 +346,6 @@ def purchase_order_body(
     if order.title:
         body["Memo"] = order.title[:4000]
     return body
-
-
-CHANGE_TAG = "Change order {number}: "
-"""Prefix of the description of every purchase-order line a change order added (QuickBooks lines
-carry no custom id): re-applying or voiding the change replaces exactly those lines."""
-
-
-def change_order_tag(change: PurchaseOrderChange) -> str:
-    """The description prefix marking the lines of ``change`` on the purchase order it changes."""
-    return CHANGE_TAG.format(number=change.number or change.source_id)
 
 
 def changed_order_lines(

@@ -66,6 +66,7 @@ from ledgerflow.connectors.base import (
     Unsupported,
     reference_key,
 )
+from ledgerflow.connectors.change_orders import change_order_tag
 from ledgerflow.connectors.xero import mapping
 from ledgerflow.connectors.xero.config import Credentials, Options
 from ledgerflow.connectors.xero.errors import XERO_ERRORS, xero_error
@@ -324,7 +325,7 @@ class XeroConnector(Connector):
         lines = mapping.changed_order_lines(
             current.get("LineItems") or [],
             change if applying else None,
-            mapping.change_order_tag(change),
+            change_order_tag(change),
             accounts=accounts,
             options=self.config.options,
         )

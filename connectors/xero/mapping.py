@@ -60,7 +60,6 @@ __all__ = [
     "ADJUSTMENTS",
     "UNITDP",
     "account_field",
-    "change_order_tag",
     "changed_order_lines",
     "check_amounts",
     "invoice_body",
@@ -411,16 +410,6 @@ def purchase_order_body(
     if order.title:
         body["Reference"] = order.title[:255]
     return body
-
-
-CHANGE_TAG = "Change order {number}: "
-"""Prefix of the description of every purchase-order line a change order added: re-applying or
-voiding the change replaces exactly those lines (matched by this prefix)."""
-
-
-def change_order_tag(change: PurchaseOrderChange) -> str:
-    """The description prefix marking the lines of ``change`` on the purchase order it changes."""
-    return CHANGE_TAG.format(number=change.number or change.source_id)
 
 
 def changed_order_lines(
