@@ -33,7 +33,7 @@ from ledgerflow.contracts.party import BankAccount, Customer, Party, Vendor
 from ledgerflow.contracts.payment import AppliedTo, Payment
 from ledgerflow.contracts.purchase_order import PurchaseOrder, PurchaseOrderChange
 from ledgerflow.contracts.sales_order import SalesOrder
-from ledgerflow.contracts.sync_result import Difference, ErrorInfo, Operation, Outcome, SyncResult
+from ledgerflow.contracts.sync_result import Difference, Direction, ErrorInfo, Operation, Outcome, SyncResult
 
 __all__ = [
     "OBJECT_MODELS",
@@ -50,6 +50,7 @@ __all__ = [
     "CurrencyCode",
     "Customer",
     "Difference",
+    "Direction",
     "Document",
     "ErrorCode",
     "ErrorInfo",

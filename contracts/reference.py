@@ -1,4 +1,6 @@
-"""Reference data read from an ERP (inbound): vendors, customers, GL accounts, tax rates, tracking.
+"""Reference data and payments read from an ERP (inbound): vendors, GL accounts, tax rates, projects….
+
+Kinds: vendors, customers, GL accounts, tax rates, tracking dimensions, projects and payments.
 
 The ERP readers (``ledgerflow sync-reference``) publish one :class:`ReferenceRecord` per record
 they read to ``<prefix>.inbound.<kind>.v1`` (:meth:`ledgerflow.contracts.topics.Topics.inbound`),
@@ -13,18 +15,49 @@ module docstring has the field table).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["INBOUND_KINDS", "ReferenceKind", "ReferenceRecord"]
+from ledgerflow.contracts.common import Money
 
-ReferenceKind = Literal["vendor", "customer", "gl_account", "tax_rate", "tracking"]
+__all__ = ["INBOUND_KINDS", "AppliedDocument", "ReferenceKind", "ReferenceRecord"]
+
+ReferenceKind = Literal["vendor", "customer", "gl_account", "tax_rate", "tracking", "project", "payment"]
 """Kinds of reference data the readers publish (one inbound topic each)."""
 
-INBOUND_KINDS: tuple[ReferenceKind, ...] = ("vendor", "customer", "gl_account", "tax_rate", "tracking")
-"""Every :data:`ReferenceKind`, in reading order."""
+INBOUND_KINDS: tuple[ReferenceKind, ...] = (
+    "vendor",
+    "customer",
+    "gl_account",
+    "tax_rate",
+    "tracking",
+    "project",
+    "payment",
+)
+"""Every :data:`ReferenceKind`, in reading order (payments last: they point at bills and invoices)."""
+
+
+class AppliedDocument(BaseModel):
+    """One bill or invoice a payment read from an ERP settles (part of), with the source document it came from.
+
+    ``tenant``, ``source``, ``source_id`` and ``object_type`` are filled by the reader from the
+    binder when ledgerflow booked the document (its binder key names them); they are None for a
+    document ledgerflow did not book, which the source writers then leave alone.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entity: str = Field(description="ERP entity paid: QuickBooks Bill/Invoice, Xero Invoice, NetSuite vendorBill.")
+    erp_id: str = Field(description="The ERP's id of the paid document.")
+    amount: Money = Field(description="Amount of this payment applied to the document, major units, payment currency.")
+    object_type: str | None = Field(
+        default=None, description="Canonical object type ledgerflow booked it from (bill, invoice); None if not ours."
+    )
+    tenant: str | None = Field(default=None, description="Tenant of the source document; None if not ours.")
+    source: str | None = Field(default=None, description="Source system of the document (ingenious, mercoa, monite…).")
+    source_id: str | None = Field(default=None, description="The document's id in its source system.")
 
 
 class ReferenceRecord(BaseModel):
@@ -57,6 +90,14 @@ class ReferenceRecord(BaseModel):
     )
     parent_id: str | None = Field(
         default=None, description="The enclosing record's ERP id: QuickBooks ParentRef of a class or department."
+    )
+    amount: Money | None = Field(
+        default=None, description="Payments: total paid, major units of `currency` (Decimal, serialised as text)."
+    )
+    currency: str | None = Field(default=None, description="Payments: ISO 4217 currency of `amount`.")
+    paid_on: date | None = Field(default=None, description="Payments: the payment (posting) date in the ERP.")
+    applied_to: list[AppliedDocument] = Field(
+        default_factory=list, description="Payments: the bills / invoices it settles, with the applied amounts."
     )
     erp_record: dict[str, Any] = Field(description="The record exactly as the ERP answered it (its own JSON).")
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledgerflow.contracts.common import Money
 from ledgerflow.contracts.errors import ErrorCode
 
-__all__ = ["Difference", "ErrorInfo", "Operation", "Outcome", "SyncResult"]
+__all__ = ["Difference", "Direction", "ErrorInfo", "Operation", "Outcome", "SyncResult"]
+
+Direction = Literal["outbound", "inbound"]
+"""``outbound``: a source record booked into an ERP; ``inbound``: an ERP record written into a source."""
 
 
 class Operation(StrEnum):
@@ -74,9 +78,21 @@ class ErrorInfo(BaseModel):
 
 
 class SyncResult(BaseModel):
-    """The result of handling one canonical record for one ERP connection."""
+    """The result of handling one record, in either direction.
+
+    Outbound (the default): a canonical record booked into one ERP connection. Inbound
+    (``direction="inbound"``): a record read from an ERP connection written into a source.
+    For inbound results ``object_type`` is the reference kind (``vendor``, ``gl_account``,
+    ``payment``…), ``source`` the source system written to, ``erp``/``connection`` the ERP connection
+    the record was read from, ``erp_record_id`` its id there and ``source_record_id`` the id the
+    source gave it.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    direction: Direction = Field(
+        "outbound", description="`outbound`: booked into an ERP; `inbound`: an ERP record written into a source."
+    )
 
     event_id: str = Field(description="CloudEvents `ce_id` of the canonical event handled.")
     canonical_id: str = Field(description="Canonical id of the record.")
@@ -89,6 +105,9 @@ class SyncResult(BaseModel):
     outcome: Outcome = Field(description="How it ended.")
     erp_record_id: str | None = Field(None, description="Id of the record in the ERP.")
     erp_record_version: str | None = Field(None, description="ERP version token (QuickBooks `SyncToken`).")
+    source_record_id: str | None = Field(
+        None, description="Inbound: id of the record written in the source (INGENIOUS company id, Mercoa invoice id…)."
+    )
     attempts: int = Field(ge=0, description="HTTP attempts made for this result (0 when nothing was sent).")
     http_status: int | None = Field(None, description="Status of the last ERP response.")
     error: ErrorInfo | None = Field(None, description="Set when the outcome is `failed` (or why skipped).")
