@@ -21,14 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import ValidationError
 from sqlalchemy import JSON, Boolean, DateTime, String, Text, delete, select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ledgerflow.core.cipher import ConnectionCipher
 from ledgerflow.core.settings import ConfigError, ConnectionConfig, Routing, Settings, TenantConfig
 from ledgerflow.core.state import StateBase, StateStore
 
@@ -68,83 +67,6 @@ class ConnectionRow(StateBase):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class ConnectionCipher:
-    """Encrypts and decrypts connection credentials with Fernet keys (first key encrypts, all decrypt).
-
-    Args:
-        keys: url-safe base64 Fernet keys (``Fernet.generate_key()``); empty = no key configured.
-
-    Raises:
-        ConfigError: a key is not a valid Fernet key (32 url-safe base64-encoded bytes).
-    """
-
-    def __init__(self, keys: Sequence[str]) -> None:
-        try:
-            self._fernet = MultiFernet([Fernet(key.encode()) for key in keys]) if keys else None
-        except ValueError as exc:
-            raise ConfigError(
-                "LEDGERFLOW_CONNECTIONS_KEY is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
-                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
-            ) from exc
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ConnectionCipher:
-        """The keys of ``LEDGERFLOW_CONNECTIONS_KEY`` then each line of ``LEDGERFLOW_CONNECTIONS_KEY_FILE``.
-
-        Raises:
-            ConfigError: the key file cannot be read, or a key is invalid.
-        """
-        keys = [settings.connections_key.get_secret_value()] if settings.connections_key else []
-        if settings.connections_key_file is not None:
-            keys += _read_keys(settings.connections_key_file)
-        return cls(keys)
-
-    def _require(self, name: str) -> MultiFernet:
-        if self._fernet is None:
-            raise ConfigError(
-                f"connection {name!r} has credentials, which are stored encrypted: set LEDGERFLOW_CONNECTIONS_KEY "
-                "or LEDGERFLOW_CONNECTIONS_KEY_FILE (a Fernet key, e.g. from a mounted Secret)"
-            )
-        return self._fernet
-
-    def encrypt(self, name: str, credentials: Mapping[str, str]) -> str | None:
-        """The Fernet token of ``credentials`` (a JSON object), None when there are none.
-
-        Raises:
-            ConfigError: credentials are given and no key is configured.
-        """
-        if not credentials:
-            return None
-        return self._require(name).encrypt(orjson.dumps(dict(credentials))).decode()
-
-    def decrypt(self, name: str, token: str | None) -> dict[str, str]:
-        """The credentials in ``token`` (empty when None).
-
-        Raises:
-            ConfigError: no key is configured, or none of the keys decrypts the token (wrong key,
-                or the column was altered).
-        """
-        if token is None:
-            return {}
-        try:
-            plain = self._require(name).decrypt(token.encode())
-        except InvalidToken:
-            raise ConfigError(
-                f"the credentials of connection {name!r} cannot be decrypted with the configured "
-                "LEDGERFLOW_CONNECTIONS_KEY / LEDGERFLOW_CONNECTIONS_KEY_FILE (wrong key, or a key removed too early)"
-            ) from None
-        credentials: dict[str, str] = orjson.loads(plain)
-        return credentials
-
-
-def _read_keys(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read LEDGERFLOW_CONNECTIONS_KEY_FILE {path}: {exc.strerror}") from exc
-    return [line.strip() for line in lines if line.strip()]
 
 
 @dataclass(frozen=True, slots=True)

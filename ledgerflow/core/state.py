@@ -6,7 +6,11 @@ Tables
                     versions). ``key`` is a canonical id (``acme:mercoa:bill:in_…``) or, for
                     references, ``<tenant>:vendor-ref:<source id>``; keys of rows written before
                     carried no tenant (:meth:`StateStore.migrate_legacy_keys`).
-  ``oauth_tokens``  connection → access/refresh token and expiry (refresh-token rotation persisted).
+  ``oauth_tokens``  connection → access/refresh token and expiry (refresh-token rotation persisted);
+                    with a key configured (``LEDGERFLOW_CONNECTIONS_KEY[_FILE]``) both tokens are
+                    stored Fernet-encrypted (``fernet:…``, :class:`~ledgerflow.core.cipher.ConnectionCipher`);
+                    rows written in plaintext by earlier releases are read once and rewritten
+                    encrypted (:meth:`StateStore.encrypt_tokens`, run by ``create_all``).
   ``cursors``       name → opaque position (pollers).
 
 Writes are upserts so that two replicas racing on the same key leave one row.
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, Text, delete, func, inspect, select, text
+from sqlalchemy import DateTime, MetaData, String, Text, delete, func, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -28,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
 from ledgerflow.contracts import is_legacy_key, tenant_scoped
+from ledgerflow.core.cipher import SEALED_PREFIX, ConnectionCipher
 from ledgerflow.core.settings import Settings
 
 __all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken"]
@@ -147,11 +152,16 @@ class StateStore:
             ``postgresql+asyncpg://postgres@127.0.0.1/ledgerflow``.
         pool_size, max_overflow: connections kept open, and opened beyond them at peaks (server
             databases only; SQLite files use SQLAlchemy's defaults).
+        cipher: encrypts OAuth tokens at rest when it has a key (None or keyless: plaintext, as
+            before keys existed; reading an encrypted row then raises ``ConfigError``).
 
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, max_overflow: int = 20, cipher: ConnectionCipher | None = None
+    ) -> None:
         self.url = url
+        self.cipher = cipher
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
             kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
@@ -173,7 +183,12 @@ class StateStore:
         Each process holds at most pool size + overflow connections: size PostgreSQL's
         ``max_connections`` for the replicas of every worker times that.
         """
-        return cls(settings.state_url, pool_size=settings.state_pool_size, max_overflow=settings.state_max_overflow)
+        return cls(
+            settings.state_url,
+            pool_size=settings.state_pool_size,
+            max_overflow=settings.state_max_overflow,
+            cipher=ConnectionCipher.from_settings(settings),
+        )
 
     async def create_all(self) -> None:
         """Create the state tables if they do not exist (idempotent, safe from several processes at once).
@@ -186,6 +201,7 @@ class StateStore:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
             await conn.run_sync(StateBase.metadata.create_all)
             await conn.run_sync(_add_missing_columns)
+        await self.encrypt_tokens()
 
     async def close(self) -> None:
         """Dispose of the connection pool."""
@@ -317,21 +333,79 @@ class StateStore:
             rows = await session.execute(select(BinderRow.key).where(BinderRow.connection == connection))
             return len(rows.all())
 
+    def _sealing(self) -> ConnectionCipher | None:
+        return self.cipher if self.cipher is not None and self.cipher.configured else None
+
+    def _seal(self, connection: str, value: str | None) -> str | None:
+        cipher = self._sealing()
+        return value if value is None or cipher is None else cipher.seal(connection, value)
+
+    def _unseal(self, connection: str, value: str | None) -> str | None:
+        if value is None or not value.startswith(SEALED_PREFIX):
+            return value
+        return (self.cipher or ConnectionCipher([])).unseal(connection, value)
+
     async def get_token(self, connection: str) -> StoredToken | None:
-        """The persisted OAuth tokens of ``connection``, or None."""
+        """The persisted OAuth tokens of ``connection`` (decrypted), or None.
+
+        A plaintext row (written before a key was configured) is returned as it is and, when a
+        key is configured now, rewritten encrypted.
+
+        Raises:
+            ConfigError: the row is encrypted and no configured key decrypts it.
+        """
         async with self._session() as session:
             row = await session.get(TokenRow, connection)
             if row is None:
                 return None
-            expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
-            return StoredToken(row.access_token, row.refresh_token, expires)
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+        token = StoredToken(
+            self._unseal(connection, row.access_token) or "", self._unseal(connection, row.refresh_token), expires
+        )
+        if self._sealing() is not None and not row.access_token.startswith(SEALED_PREFIX):
+            await self._reseal(connection, row.access_token, token)
+        return token
+
+    async def _reseal(self, connection: str, plain_access: str, token: StoredToken) -> None:
+        """Rewrite a plaintext row encrypted, unless another process changed it meanwhile."""
+        async with self._session.begin() as session:
+            await session.execute(
+                update(TokenRow)
+                .where(TokenRow.connection == connection, TokenRow.access_token == plain_access)
+                .values(
+                    access_token=self._seal(connection, token.access_token),
+                    refresh_token=self._seal(connection, token.refresh_token),
+                )
+            )
+
+    async def encrypt_tokens(self) -> int:
+        """Rewrite every plaintext ``oauth_tokens`` row encrypted (no key configured: nothing); return how many.
+
+        The migration path of the tokens persisted by releases that stored them in plaintext:
+        each is read once and rewritten sealed; a row rotated meanwhile by another process is left
+        to that process (it wrote it encrypted). Idempotent.
+        """
+        if self._sealing() is None:
+            return 0
+        async with self._session() as session:
+            rows = (
+                await session.execute(
+                    select(TokenRow.connection, TokenRow.access_token, TokenRow.refresh_token).where(
+                        TokenRow.access_token.not_like(SEALED_PREFIX + "%")
+                    )
+                )
+            ).all()
+        for connection, access, refresh in rows:
+            token = StoredToken(access, self._unseal(connection, refresh), datetime.now(UTC))
+            await self._reseal(connection, access, token)
+        return len(rows)
 
     async def put_token(self, connection: str, token: StoredToken) -> None:
-        """Persist rotated OAuth tokens of ``connection``."""
+        """Persist rotated OAuth tokens of ``connection`` (encrypted when a key is configured)."""
         stmt = self._insert(TokenRow.__table__).values(
             connection=connection,
-            access_token=token.access_token,
-            refresh_token=token.refresh_token,
+            access_token=self._seal(connection, token.access_token),
+            refresh_token=self._seal(connection, token.refresh_token),
             expires_at=token.expires_at,
         )
         stmt = stmt.on_conflict_do_update(

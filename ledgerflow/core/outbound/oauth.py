@@ -41,7 +41,7 @@ from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.metrics import ERP_REQUEST_DURATION, ERP_REQUESTS
 from ledgerflow.core.outbound.client import parse_retry_after
 from ledgerflow.core.outbound.errors import PermanentError, RetriableError
-from ledgerflow.core.settings import ConnectionConfig
+from ledgerflow.core.settings import ConfigError, ConnectionConfig
 from ledgerflow.core.state import StateStore, StoredToken
 
 __all__ = ["ClientCredentialsManager", "OAuthTokenManager", "RefreshTokenManager", "TokenRejected"]
@@ -122,7 +122,8 @@ class OAuthTokenManager(ABC):
         """A valid access token, refreshing (once, under the lock) and persisting when needed.
 
         Raises:
-            PermanentError: ``auth.refresh_rejected`` / ``auth.rejected`` / ``auth.config``.
+            PermanentError: ``auth.refresh_rejected`` / ``auth.rejected`` / ``auth.config`` (also:
+                the persisted tokens are encrypted and no configured key decrypts them).
             RetriableError: the token endpoint is unavailable, throttling or timing out.
 
         """
@@ -132,7 +133,10 @@ class OAuthTokenManager(ABC):
         async with self._lock:
             if self._cached is not None and self._fresh(self._cached):
                 return self._cached.access_token
-            stored = await self.state.get_token(self.connection)
+            try:
+                stored = await self.state.get_token(self.connection)
+            except ConfigError as exc:  # encrypted tokens, and no (or the wrong) key
+                raise PermanentError(ErrorCode.AUTH_CONFIG, str(exc)) from exc
             if stored is not None and self._fresh(stored):
                 self._cached = stored
                 return stored.access_token
