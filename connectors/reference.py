@@ -338,6 +338,7 @@ def utc(value: datetime) -> datetime:
 READERS: dict[str, str] = {
     "quickbooks": "ledgerflow.connectors.quickbooks.reader:QuickBooksReader",
     "xero": "ledgerflow.connectors.xero.reader:XeroReader",
+    "netsuite": "ledgerflow.connectors.netsuite.reader:NetSuiteReader",
 }
 """ERP kind → ``module:Class`` of its :class:`ReferenceReader` (ERPs without one cannot be read yet)."""
 
@@ -346,7 +347,7 @@ def reader_class(erp: str) -> type[ReferenceReader]:
     """The reader class of ERP kind ``erp``.
 
     Raises:
-        LookupError: ``erp`` has no reader (only QuickBooks Online and Xero have one).
+        LookupError: ``erp`` has no reader (see :data:`READERS`).
     """
     target = READERS.get(erp)
     if target is None:

@@ -27,6 +27,11 @@ class Options(OAuthOptions):
     shipping_item_id: AccountId | None = Field(None, description="Item id of an invoice's shipping line.")
     discount_account: AccountId | None = Field(None, description="Expense account id of a bill's discount.")
     discount_item_id: AccountId | None = Field(None, description="Item id of an invoice's discount line.")
+    time_zone: str | None = Field(
+        None,
+        description="IANA time zone of the integration user, in which SuiteQL compares and formats "
+        "timestamps (reference reader); UTC when unset.",
+    )
 
 
 class Credentials(OAuthCredentials):

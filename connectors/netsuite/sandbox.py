@@ -29,13 +29,32 @@ What it reproduces (reference ``erp_apis.md`` §3; Oracle help sections cited th
 * Auth: OAuth 1.0a TBA (HMAC-SHA256, verified with ``oauthlib``) when ``tba`` credentials are
   given, and OAuth 2.0 bearer tokens from ``POST /services/rest/auth/oauth2/v1/token`` (client
   credentials). Anything else → 401 ``INVALID_LOGIN``.
+* ``POST /services/rest/query/v1/suiteql?limit=&offset=`` with ``Prefer: transient`` and
+  ``{"q": "<SuiteQL>"}`` (Oracle help section_157909186990, section_158394344595) over the stored
+  records, for the ERP reader (:mod:`ledgerflow.connectors.netsuite.reader`): the subset
+  ``SELECT <column | TO_CHAR(column, 'YYYY-MM-DD HH24:MI:SS') AS alias>, … FROM <table>
+  [WHERE lastmodifieddate >= TO_TIMESTAMP('<YYYY-MM-DD HH24:MI:SS>', 'YYYY-MM-DD HH24:MI:SS')]
+  [ORDER BY column [ASC|DESC], …]`` on the tables of :data:`SUITEQL_TABLES`; columns are the
+  record's fields lower-cased (those of the OpenAPI description where it has the record), an
+  unknown table or column, another syntax, a ``limit`` outside 1..1000 or an ``offset`` that is
+  not a multiple of ``limit`` → 400 ``INVALID_PARAMETER``; no ``Prefer: transient`` → 400
+  ``INVALID_HEADER``. Rows as SuiteQL answers them: strings, booleans ``T``/``F``, references
+  as their internal id, dates without ``TO_CHAR`` in the account's ``M/D/YYYY`` format, null
+  columns left out; ``{"links", "count", "hasMore", "items", "offset", "totalResults"}``.
+  Every stored record carries ``lastModifiedDate`` (UTC, whole seconds, from ``clock``), set
+  again by each write, so changed records come back in the next incremental read.
+* Reference data: GL account names, sales tax items, departments, classes, locations and
+  projects (:data:`SEEDED_REFERENCE`) always; with ``seed_parties`` also the vendors and
+  customers of :data:`SEEDED_PARTIES`.
 * Errors in the ``nsError`` shape; injected faults (``/_sandbox/faults``) too.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,6 +79,10 @@ __all__ = [
     "DEFAULT_VENDORS",
     "SANDBOX_CURRENCIES",
     "SANDBOX_OPTIONS",
+    "SEEDED_PARTIES",
+    "SEEDED_REFERENCE",
+    "SUITEQL_PATH",
+    "SUITEQL_TABLES",
     "TOKEN_PATH",
     "create_app",
     "default_spec_path",
@@ -163,6 +186,167 @@ SANDBOX_OPTIONS: dict[str, Any] = {
 _CURRENCY_CODES = {internal: code for code, internal in SANDBOX_CURRENCIES.items()}
 
 
+SUITEQL_PATH = "/services/rest/query/v1/suiteql"
+"""NetSuite's SuiteQL endpoint (REST query service), beside the record service."""
+
+SUITEQL_TABLES: dict[str, tuple[str, frozenset[str] | None]] = {
+    "vendor": ("vendor", None),
+    "customer": ("customer", None),
+    "account": ("account", None),
+    "salestaxitem": ("salesTaxItem", None),
+    "department": (
+        "department",
+        frozenset({"id", "name", "fullname", "isinactive", "parent", "subsidiary", "externalid", "lastmodifieddate"}),
+    ),
+    "classification": (
+        "classification",
+        frozenset({"id", "name", "fullname", "isinactive", "parent", "subsidiary", "externalid", "lastmodifieddate"}),
+    ),
+    "location": (
+        "location",
+        frozenset({"id", "name", "fullname", "isinactive", "parent", "subsidiary", "externalid", "lastmodifieddate"}),
+    ),
+    "job": (
+        "job",
+        frozenset(
+            {
+                "id",
+                "entityid",
+                "companyname",
+                "altname",
+                "isinactive",
+                "parent",
+                "customer",
+                "entitystatus",
+                "startdate",
+                "projectedenddate",
+                "externalid",
+                "lastmodifieddate",
+            }
+        ),
+    ),
+}
+"""SuiteQL table → (stored record type, its columns). None: the columns are the record's fields in
+the OpenAPI description (lower-cased), which the sandbox needs for those tables; without the
+description any column of a stored record is accepted. The captured description has no
+``lastModifiedDate`` on ``salesTaxItem``: sales tax items are read whole (snapshot)."""
+
+SEEDED_REFERENCE: dict[str, tuple[dict[str, Any], ...]] = {
+    "salesTaxItem": (
+        {"id": "301", "itemId": "CA STATE", "description": "California state sales tax", "rate": "7.25%"},
+        {"id": "302", "itemId": "NY STATE", "description": "New York state sales tax", "rate": "4.0%"},
+        {"id": "303", "itemId": "EXEMPT", "description": "Tax exempt", "rate": "0.0%", "isInactive": False},
+    ),
+    "department": (
+        {"id": "101", "name": "Head office", "isInactive": False},
+        {"id": "102", "name": "Site operations", "isInactive": False},
+    ),
+    "classification": (
+        {"id": "111", "name": "03-300 Concrete", "isInactive": False},
+        {"id": "112", "name": "09-900 Finishes", "isInactive": True},
+    ),
+    "location": (
+        {"id": "121", "name": "Site 12 Harbour St", "isInactive": False},
+        {"id": "122", "name": "Yard", "isInactive": False, "parent": {"id": "121"}},
+    ),
+    "job": (
+        {"id": "131", "entityId": "PRJ-17", "companyName": "Harbour St Tower", "parent": {"id": "2001"}},
+        {"id": "132", "entityId": "PRJ-09", "companyName": "Riverside Car Park", "isInactive": True},
+    ),
+}
+"""Reference records every sandbox starts with (besides :data:`DEFAULT_ACCOUNTS`, which get the
+names of :data:`ACCOUNT_NAMES`), keyed by record type."""
+
+ACCOUNT_NAMES: dict[str, str] = {
+    "600394": "Job Materials",
+    "58": "Subcontractors",
+    "61": "Equipment Rental",
+    "6000": "Construction Costs",
+    "6100": "Site Overheads",
+    "2200": "Sales Tax Payable",
+    "5200": "Freight In",
+    "4900": "Purchase Discounts",
+}
+"""Names (``acctName``) of the default chart of accounts."""
+
+SEEDED_PARTIES: dict[str, tuple[dict[str, Any], ...]] = {
+    "vendor": (
+        {"id": "1002", "companyName": "Bayside Concrete Supply", "entityId": "V-1002", "isInactive": False},
+        {"id": "1003", "companyName": "Northwind Electrical", "entityId": "V-1003", "isInactive": False},
+        {"id": "1004", "companyName": "Harbour Scaffolding Ltd", "entityId": "V-1004", "isInactive": True},
+    ),
+    "customer": ({"id": "2002", "companyName": "Riverside Developments", "entityId": "C-2002", "isInactive": False},),
+}
+"""Vendors and customers added with ``seed_parties=True`` (besides :data:`DEFAULT_VENDORS` and
+:data:`DEFAULT_CUSTOMERS`)."""
+
+_SUITEQL = re.compile(
+    r"^\s*SELECT\s+(?P<columns>.+?)\s+FROM\s+(?P<table>\w+)"
+    r"(?:\s+WHERE\s+(?P<where>.+?))?"
+    r"(?:\s+ORDER\s+BY\s+(?P<order>.+?))?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_TIMESTAMP_FORMAT = "YYYY-MM-DD HH24:MI:SS"
+_TO_CHAR = re.compile(
+    rf"^TO_CHAR\(\s*(?P<column>\w+)\s*,\s*'{_TIMESTAMP_FORMAT}'\s*\)\s+AS\s+(?P<alias>\w+)$", re.IGNORECASE
+)
+_WHERE = re.compile(
+    rf"^(?P<column>\w+)\s*>=\s*TO_TIMESTAMP\(\s*'(?P<stamp>[^']*)'\s*,\s*'{_TIMESTAMP_FORMAT}'\s*\)$", re.IGNORECASE
+)
+_ORDER = re.compile(r"^(?P<column>\w+)(?:\s+(?P<direction>ASC|DESC))?$", re.IGNORECASE)
+_MAX_SUITEQL_LIMIT = 1000
+
+
+def _stamp(when: datetime) -> str:
+    """``lastModifiedDate`` as the REST record service writes it: UTC, whole seconds, ``Z``."""
+    return when.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_stamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _suiteql_value(value: Any) -> str | None:
+    """A stored REST field as SuiteQL answers it: text, ``T``/``F``, a reference as its id."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    if isinstance(value, dict):
+        return str(value["id"]) if value.get("id") is not None else None
+    if isinstance(value, list):
+        return None
+    return str(value)
+
+
+def _bad_query(detail: str) -> Response:
+    return _error(
+        400,
+        "INVALID_PARAMETER",
+        f"Invalid search query. Detailed unprocessed description follows. Search error occurred: {detail}",
+    )
+
+
+def _split_columns(text: str) -> list[str]:
+    """Comma-separated select items (commas inside parentheses or quotes do not split)."""
+    parts: list[str] = []
+    depth, quoted, start = 0, False, 0
+    for index, char in enumerate(text):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(text[start:index].strip())
+            start = index + 1
+    parts.append(text[start:].strip())
+    return parts
+
+
 class _NetSuite:
     def __init__(
         self,
@@ -172,7 +356,9 @@ class _NetSuite:
         *,
         strict: bool,
         currencies: Mapping[str, str],
+        clock: Callable[[], datetime],
     ) -> None:
+        self.clock = clock
         self.strict = strict
         self.currencies = {internal: code for code, internal in currencies.items()}
         self.sandbox = sandbox
@@ -302,6 +488,7 @@ class _NetSuite:
         else:
             record_id, existing = found
             record = {**existing, **body, "id": record_id}
+        record["lastModifiedDate"] = _stamp(self.clock())
         self.store.put(record_type, record_id, self.booked(record))
         return Response(status_code=204, headers={"Location": self.location(request, record_type, record_id)})
 
@@ -315,7 +502,8 @@ class _NetSuite:
         if (problem := self.problems(record_type, body)) is not None:
             return problem
         record_id = self.store.next_id()
-        self.store.put(record_type, record_id, self.booked({**body, "id": record_id}))
+        record = {**body, "id": record_id, "lastModifiedDate": _stamp(self.clock())}
+        self.store.put(record_type, record_id, self.booked(record))
         return Response(status_code=204, headers={"Location": self.location(request, record_type, record_id)})
 
     async def read(self, request: Request, record_type: str, key: str) -> Response:
@@ -334,6 +522,114 @@ class _NetSuite:
             for key, value in record.items()
         }
         return DecimalJSONResponse(collapsed)
+
+    def columns(self, record_type: str, fixed: frozenset[str] | None) -> frozenset[str] | None:
+        """SuiteQL columns of ``record_type``: ``fixed``, else its described fields lower-cased (None: any)."""
+        if fixed is not None:
+            return fixed
+        described = self.schemas.fields(record_type) if self.schemas is not None else None
+        return None if described is None else frozenset(name.lower() for name in described) | {"id"}
+
+    async def suiteql(self, request: Request) -> Response:
+        """``POST /services/rest/query/v1/suiteql``: the SuiteQL subset of the module docstring."""
+        if not self.authorised(request):
+            return _error(401, "INVALID_LOGIN", "Invalid login attempt.")
+        if "transient" not in request.headers.get("prefer", "").lower():
+            return _error(400, "INVALID_HEADER", "SuiteQL requests need the header Prefer: transient.")
+        try:
+            limit = int(request.query_params.get("limit", str(_MAX_SUITEQL_LIMIT)))
+            offset = int(request.query_params.get("offset", "0"))
+        except ValueError:
+            return _error(400, "INVALID_PARAMETER", "The limit and offset parameters must be integers.")
+        if not 1 <= limit <= _MAX_SUITEQL_LIMIT:
+            return _error(400, "INVALID_PARAMETER", f"The limit parameter must be between 1 and {_MAX_SUITEQL_LIMIT}.")
+        if offset < 0 or offset % limit:
+            return _error(400, "INVALID_PARAMETER", "The offset parameter value must be a multiple of the limit.")
+        try:
+            body = await read_json(request)
+        except ValueError:
+            return _error(400, "INVALID_CONTENT", "The request body is not valid JSON.")
+        query = body.get("q") if isinstance(body, dict) else None
+        if not isinstance(query, str) or set(body) != {"q"}:
+            return _error(400, "INVALID_CONTENT", 'The request body must be {"q": "<SuiteQL query>"}.')
+        match = _SUITEQL.match(query)
+        if match is None:
+            return _bad_query(f"cannot parse {query!r}")
+        table = match["table"].lower()
+        if table not in SUITEQL_TABLES:
+            return _bad_query(f"Record '{match['table']}' was not found.")
+        record_type, fixed = SUITEQL_TABLES[table]
+        known = self.columns(record_type, fixed)
+
+        def unknown(column: str) -> Response | None:
+            if known is not None and column.lower() not in known:
+                return _bad_query(f"Field '{column}' for record '{table}' was not found.")
+            return None
+
+        selected: list[tuple[str, str, bool]] = []  # (output name, column, as timestamp text)
+        for item in _split_columns(match["columns"]):
+            if (formatted := _TO_CHAR.match(item)) is not None:
+                selected.append((formatted["alias"].lower(), formatted["column"].lower(), True))
+            elif re.fullmatch(r"\w+", item):
+                selected.append((item.lower(), item.lower(), False))
+            else:
+                return _bad_query(f"unsupported select item {item!r}")
+        rows = [{key.lower(): value for key, value in record.items()} for record in self.store.all(record_type)]
+        since: datetime | None = None
+        if match["where"] is not None:
+            where = _WHERE.match(match["where"].strip())
+            if where is None:
+                return _bad_query(f"unsupported condition {match['where']!r}")
+            if (problem := unknown(where["column"])) is not None:
+                return problem
+            try:
+                since = datetime.strptime(where["stamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+            except ValueError:
+                return _bad_query(f"{where['stamp']!r} does not match the format {_TIMESTAMP_FORMAT}")
+            column = where["column"].lower()
+            rows = [r for r in rows if (v := _parse_stamp(r.get(column))) is not None and v >= since]
+        for _name, column, _ in selected:
+            if (problem := unknown(column)) is not None:
+                return problem
+        if match["order"] is not None:
+            keys: list[tuple[str, bool]] = []
+            for part in match["order"].split(","):
+                order = _ORDER.match(part.strip())
+                if order is None:
+                    return _bad_query(f"unsupported ORDER BY {match['order']!r}")
+                if (problem := unknown(order["column"])) is not None:
+                    return problem
+                keys.append((order["column"].lower(), (order["direction"] or "").upper() == "DESC"))
+            for column, descending in reversed(keys):
+                rows.sort(key=functools.partial(_row_key, column), reverse=descending)
+        page = rows[offset : offset + limit]
+        items = [self.suiteql_row(row, selected) for row in page]
+        url = str(request.url)
+        return DecimalJSONResponse(
+            {
+                "links": [{"rel": "self", "href": url}],
+                "count": len(items),
+                "hasMore": offset + limit < len(rows),
+                "items": items,
+                "offset": offset,
+                "totalResults": len(rows),
+            }
+        )
+
+    @staticmethod
+    def suiteql_row(row: dict[str, Any], selected: list[tuple[str, str, bool]]) -> dict[str, Any]:
+        """One result row: the selected columns that are not null, as SuiteQL answers them."""
+        out: dict[str, Any] = {"links": []}
+        for name, column, as_text in selected:
+            value = row.get(column)
+            stamp = _parse_stamp(value) if column == "lastmodifieddate" else None
+            if stamp is not None:
+                value = stamp.strftime("%Y-%m-%d %H:%M:%S") if as_text else f"{stamp.month}/{stamp.day}/{stamp.year}"
+            else:
+                value = _suiteql_value(value)
+            if value is not None:
+                out[name] = value
+        return out
 
     async def listing(self, request: Request, record_type: str, limit: int = 1000, offset: int = 0) -> Response:
         if not self.authorised(request):
@@ -394,6 +690,8 @@ def create_app(
     items: Iterable[str] | None = None,
     currencies: Mapping[str, str] | None = None,
     strict: bool = True,
+    seed_parties: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """Build the NetSuite sandbox FastAPI app.
 
@@ -413,6 +711,9 @@ def create_app(
         currencies: ISO code → internal id of the account's currencies; None → :data:`SANDBOX_CURRENCIES`.
         strict: refuse references to records that do not exist (``INVALID_KEY_OR_REF``), as
             NetSuite does; False accepts any reference (other checks stay).
+        seed_parties: also start with :data:`SEEDED_PARTIES` (more vendors and customers, one
+            of each kind inactive) for the ERP reader's tests.
+        clock: the time writes stamp into ``lastModifiedDate`` (UTC; default the wall clock).
 
     Returns:
         The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -430,7 +731,8 @@ def create_app(
     spec_path = spec_path if spec_path is not None else default_spec_path()
     schemas = load_schemas(spec_path) if spec_path.is_file() else None
     currencies = dict(currencies if currencies is not None else SANDBOX_CURRENCIES)
-    netsuite = _NetSuite(sandbox, schemas, tba, strict=strict, currencies=currencies)
+    clock = clock or (lambda: datetime.now(UTC))
+    netsuite = _NetSuite(sandbox, schemas, tba, strict=strict, currencies=currencies, clock=clock)
     eids = dict(external_ids or {})
     for kind, given, defaults in (("vendor", vendors, DEFAULT_VENDORS), ("customer", customers, DEFAULT_CUSTOMERS)):
         seeds = {rid: (name, eids.get(rid, f"seed-{rid}")) for rid, name in given.items()} if given else defaults
@@ -442,12 +744,37 @@ def create_app(
         sandbox.store.put("item", record_id, {"id": record_id, "externalId": f"item-{record_id}"})
     for code, record_id in currencies.items():
         sandbox.store.put("currency", record_id, {"id": record_id, "symbol": code})
+    reference = {**SEEDED_REFERENCE, **(SEEDED_PARTIES if seed_parties else {})}
+    for record_type, records in reference.items():
+        for seed in records:
+            existing = sandbox.store.get(record_type, seed["id"]) or {}
+            sandbox.store.put(record_type, seed["id"], {**existing, **seed})
+    seeded = _stamp(clock())
+    for record_type, stored in sandbox.store.records.items():
+        for record_id, record in stored.items():
+            record.setdefault("lastModifiedDate", seeded)
+            if record_type == "account" and record_id in ACCOUNT_NAMES:
+                record.setdefault("acctName", ACCOUNT_NAMES[record_id])
     app = sandbox.app
+    app.add_api_route(SUITEQL_PATH, netsuite.suiteql, methods=["POST"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}/{{key}}", netsuite.upsert, methods=["PUT", "PATCH"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}/{{key}}", netsuite.read, methods=["GET"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}", netsuite.create, methods=["POST"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}", netsuite.listing, methods=["GET"])
     return app
+
+
+def _row_key(column: str, row: dict[str, Any]) -> tuple[int, Any]:
+    return _sort_key(row.get(column))
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Sort key of a stored value: timestamps in time order, digits numerically, other text as text."""
+    stamp = _parse_stamp(value) if isinstance(value, str) and value[:4].isdigit() and "T" in value else None
+    if stamp is not None:
+        return (0, stamp.timestamp())
+    text = "" if value is None else str(value.get("id") if isinstance(value, dict) else value)
+    return (1, int(text)) if text.isdigit() else (2, text)
 
 
 def _bad_internal_id(node: Any, path: str) -> tuple[str, str] | None:

@@ -86,6 +86,13 @@ class RecordSchemas:
         """Record types the description defines (``vendorBill``, ``vendor``, ``customer``…)."""
         return frozenset(self._components["schemas"])
 
+    def fields(self, record_type: str) -> frozenset[str] | None:
+        """The field names of ``record_type`` (read-only ones included), or None when not described."""
+        schema = self._components["schemas"].get(record_type)
+        if not isinstance(schema, dict):
+            return None
+        return frozenset(schema.get("properties") or {})
+
     def validator(self, record_type: str) -> Draft7Validator | None:
         """The validator of ``record_type``, or None when the description does not define it."""
         if record_type not in self._components["schemas"]:

@@ -22,7 +22,9 @@ console = Console()
 
 
 def sync_reference(
-    connection: Annotated[str, typer.Option(help="ERP connection name from the routing file (quickbooks or xero).")],
+    connection: Annotated[
+        str, typer.Option(help="ERP connection name from the routing file (quickbooks, xero or netsuite).")
+    ],
     once: Annotated[bool, typer.Option("--once", help="Read every kind once and exit.")] = False,
     interval: Annotated[float, typer.Option(min=1, help="Seconds between passes when not --once.")] = 900.0,
     page_size: Annotated[int, typer.Option(min=1, max=1000, help="Records per ERP read.")] = 100,

