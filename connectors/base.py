@@ -6,11 +6,22 @@ timeouts, connection errors: the runtime retries with backoff, honouring ``retry
 :class:`PermanentError` for what will not (validation 4xx, unresolved GL account: the runtime
 writes a ``failed`` result with the vendor's message). An object type the ERP cannot take is
 :class:`Unsupported` (a ``skipped`` result).
+
+Batch writes (issue 18): a connector whose ERP takes several records in one request sets
+:attr:`Connector.max_batch`, says which records may share a request (:meth:`Connector.batch_kind`)
+and implements :meth:`Connector.handle_batch`, which answers one :class:`Booked` or one
+:class:`ConnectorError` *per record*, so one record's failure never fails its neighbours. The
+runtime reaches it through :meth:`Connector.book_many` (:mod:`ledgerflow.connectors.batching`
+forms the batches). Without an override every record is handled on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -27,6 +38,7 @@ from ledgerflow.core.state import StateStore
 
 __all__ = [
     "INVALID_RESPONSE",
+    "BatchItem",
     "BinderEntry",
     "Booked",
     "Connector",
@@ -37,6 +49,7 @@ __all__ = [
     "RetriableError",
     "UnresolvedReferenceError",
     "Unsupported",
+    "batch_idempotency_key",
     "reference_key",
 ]
 
@@ -126,6 +139,24 @@ class Booked:
     counterparty_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One record of a batch write and its context (what :meth:`Connector.handle` would get)."""
+
+    record: CanonicalRecord
+    ctx: HandleContext
+
+
+def batch_idempotency_key(keys: Sequence[str]) -> str:
+    """The ERP idempotency key of one batch request: 36 hex characters from its items' keys, in order.
+
+    The same records in the same order give the same key, so a batch request repeated after a
+    crash (before the binder was written) is replayed by the ERP instead of executed again
+    (Xero ``Idempotency-Key``, QuickBooks ``requestid``, at most 36 characters for a batch).
+    """
+    return hashlib.sha256("\x00".join(keys).encode()).hexdigest()[:36]
+
+
 class Connector(ABC):
     """One ERP connection's client logic. Subclasses set :attr:`erp` and :attr:`supports`.
 
@@ -155,6 +186,8 @@ class Connector(ABC):
     """Payment ``kind`` values the connector books as what they are (``payment``; ``refund`` and
     ``return`` only where the ERP's refund document is implemented). The runtime fails any other
     kind with ``payment.kind_unsupported`` rather than let it be booked as money received."""
+    max_batch: ClassVar[int] = 1
+    """Most records the ERP takes in one write request (1: no batch endpoint; option ``max_batch`` lowers it)."""
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         if self.options_model is not None and self.credentials_model is not None:
@@ -279,6 +312,65 @@ class Connector(ABC):
                 http_status=booked.http_status,
             )
         return booked
+
+    def batch_size(self) -> int:
+        """Largest batch for this connection: :attr:`max_batch`, lowered by option ``max_batch`` (≥ 1)."""
+        wanted = self.config.options.get("max_batch")
+        return max(1, min(self.max_batch, int(wanted))) if wanted is not None else self.max_batch
+
+    def batch_kind(self, record: CanonicalRecord, ctx: HandleContext) -> str | None:
+        """Which batch ``record`` may join (records of one kind share a request), or None to write it alone.
+
+        The default (no batch endpoint) is None for every record.
+        """
+        return None
+
+    async def handle_batch(self, items: Sequence[BatchItem]) -> list[Booked | ConnectorError]:
+        """Book ``items`` (all of one :meth:`batch_kind`), answering one outcome per item, in order.
+
+        An item's outcome is its :class:`Booked` or the :class:`ConnectorError` it failed with;
+        an error of the whole request (throttled, unreachable, rejected credentials) may be
+        raised instead and then is every item's outcome. The default handles each item on its own.
+
+        Raises:
+            ConnectorError: the request as a whole failed.
+        """
+
+        async def one(item: BatchItem) -> Booked | ConnectorError:
+            try:
+                return await self.handle(item.record, item.ctx)
+            except ConnectorError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def book_many(self, items: Sequence[BatchItem]) -> list[Booked | ConnectorError]:
+        """:meth:`handle_batch` with the evidence rules of :meth:`book`, per item: what the runtime calls.
+
+        Never raises for ERP errors: an error of the whole request becomes every item's outcome
+        (each its own copy); an unreadable answer becomes :class:`InvalidResponse` for every item;
+        a ``Booked`` without the ERP's record id becomes :class:`InvalidResponse` for that item.
+        """
+        try:
+            outcomes = await self.handle_batch(items)
+        except ConnectorError as exc:
+            return [copy.copy(exc) for _ in items]
+        except (ValueError, LookupError, TypeError, AttributeError, ArithmeticError) as exc:
+            message = f"{self.erp} answered with a body ledgerflow cannot read: {type(exc).__name__}: {str(exc)[:300]}"
+            return [InvalidResponse(message) for _ in items]
+        if len(outcomes) != len(items):
+            miscount = f"{self.erp} answered {len(outcomes)} results for {len(items)} records"
+            return [InvalidResponse(miscount) for _ in items]
+        checked: list[Booked | ConnectorError] = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Booked) and not outcome.erp_record_id:
+                outcome = InvalidResponse(
+                    f"{self.erp} answered {outcome.http_status or '2xx'} without the record's id: "
+                    f"nothing shows {item.record.canonical_id} was booked",
+                    http_status=outcome.http_status,
+                )
+            checked.append(outcome)
+        return checked
 
     @abstractmethod
     async def handle(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:

@@ -66,6 +66,15 @@ class ConnectionOptions(BaseModel):
         None, gt=0, description="Requests per minute to the ERP (default: the vendor's published limit)."
     )
     max_concurrency: int | None = Field(None, ge=1, description="ERP requests in flight at once.")
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Records per ERP batch write at most (default: the ERP's largest batch, Xero 50, "
+        "QuickBooks 30; 1 = one request per record). connectors/batching.py.",
+    )
+    batch_linger_ms: float = Field(
+        200, ge=0, description="Milliseconds a record waits for others to share its ERP batch write."
+    )
     timeout_seconds: float | None = Field(None, gt=0, description="Timeout of one ERP request, in seconds.")
     unresolved_tracking: Literal["omit"] | None = Field(
         None,

@@ -10,7 +10,9 @@ broken ERP never holds back another one. For each canonical record:
 3. the binder says whether the record was booked already: same content hash → ``duplicate``
    (nothing is sent); different content → the connector updates the ERP record;
 4. the connector is called with an idempotency key stable across redeliveries of the event
-   (the ERP's own mechanism covers a crash between the ERP write and the binder write);
+   (the ERP's own mechanism covers a crash between the ERP write and the binder write); where the
+   ERP has batch writes, records of this connection waiting within a short linger share one
+   request (:mod:`ledgerflow.connectors.batching`), each still with its own result;
 5. :class:`~ledgerflow.connectors.base.RetriableError` is retried in place with exponential backoff
    (``stamina``), honouring ``Retry-After``, for a bounded number of attempts and time; then the
    record is *parked* on ``ledgerflow.retry.connector.<tier>`` with a growing delay (so the
@@ -57,6 +59,7 @@ from ledgerflow.connectors.base import (
     InvalidResponse,
     Unsupported,
 )
+from ledgerflow.connectors.batching import Batcher
 from ledgerflow.connectors.binder import BatchBinder, binder_key, content_hash, idempotency_key
 from ledgerflow.connectors.references import ReferenceMapError, apply_reference_map
 from ledgerflow.connectors.retry import TARGET_HEADER, Parked, RetryPolicy, parked_headers, sleep_until
@@ -155,6 +158,7 @@ class ConnectorRuntime:
         self.book_unapproved = bool(routing.connections[self.connection].options.get("book_unapproved", False))
         self.verify_read_back = verification_enabled(routing.connections[self.connection].options)
         self.durable = DurableOutcomes()
+        self.batcher = Batcher(connector)
 
     async def migrate_legacy_keys(self) -> int:
         """Move this connection's binder rows written before keys carried the tenant; return how many.
@@ -208,7 +212,7 @@ class ConnectorRuntime:
                     stage="connector",
                     dlq_topic=self.topics.dlq("connector"),
                     publish=self.publish,
-                    concurrency=concurrency,
+                    concurrency=self.batcher.concurrency_for(concurrency),
                     durable=self.durable,
                     completed=completed,
                 )
@@ -506,7 +510,7 @@ class ConnectorRuntime:
                     attempts += 1
                     if attempts > 1:
                         metrics.RETRIES.labels("connector", self.connector.erp).inc()
-                    booked = await self.connector.book(record, ctx)
+                    booked = await self.batcher.book(record, ctx)
             assert booked is not None
         except Unsupported as exc:
             return done(

@@ -37,6 +37,9 @@ class Options(OAuthOptions):
     shipping_account: AccountId | None = Field(None, description="Account Id of the shipping line of a bill.")
     shipping_item: AccountId | None = Field(None, description="Item Id of the shipping line of an invoice.")
     discount_account: AccountId | None = Field(None, description="Account Id of a document discount.")
+    batch_rate_limit_per_minute: float | None = Field(
+        None, gt=0, description="Batch requests per minute (default 40, Intuit's limit per company)."
+    )
 
 
 class Credentials(OAuthCredentials):

@@ -14,6 +14,14 @@ What it reproduces (``shared/reference/erp_apis.md`` §1, Intuit "Bill" entity p
   [orderby F] [startposition N] [maxresults M]`` (default 100 results, like Intuit);
   ``GET /companyinfo/{realmId}``;
 * ``?requestid=`` replay: the same id answers the original response, no second record;
+* ``POST /batch`` (``BatchItemRequest[{bId, operation, <Entity>}]`` → ``BatchItemResponse[{bId,
+  <Entity> | Fault}]``): up to :data:`MAX_BATCH` items, each executed like its own request (one
+  item's fault never fails its neighbours), ``bId`` required and unique; the ``requestid`` of the
+  batch request replays the whole answer;
+* with ``enforce_limits`` (off by default), Intuit's published limits per company: 500 requests
+  per minute, 10 in flight, 40 batch requests per minute, answered with 429 and the
+  ``ThrottleExceeded`` fault (003001); ``time_scale`` shrinks the windows for benchmarks
+  (:mod:`ledgerflow.connectors.sandbox_limits`);
 * ``SyncToken`` optimistic concurrency: stale → 400 ``ValidationFault`` 5010 "Stale Object Error";
 * Fault JSON error shapes; duplicate ``DisplayName`` → 6240; unknown reference (vendor,
   account, item, linked transaction) → 2500; unknown id → 610;
@@ -42,7 +50,7 @@ import functools
 import operator
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -53,11 +61,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
+from ledgerflow.connectors.sandbox_limits import QuotaGate, Window
+from ledgerflow.core.outbound.client import loads_json
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
     "INTUIT_ENTITY_ELEMENTS",
+    "MAX_BATCH",
     "TOKEN_PATH",
     "FinanceSchema",
     "SandboxCredentials",
@@ -67,6 +78,11 @@ __all__ = [
 ]
 
 TOKEN_PATH = "/oauth2/v1/tokens/bearer"  # noqa: S105 - a URL path, not a secret
+
+MAX_BATCH = 30
+"""Items per batch request (Intuit: "the maximum number of payloads in a single batch request is 30")."""
+
+_BATCH_OPERATIONS = frozenset({"create", "update", "delete"})
 _NS = "{http://schema.intuit.com/finance/v3}"
 
 ENTITIES: dict[str, str] = {
@@ -85,6 +101,8 @@ ENTITIES: dict[str, str] = {
     "department": "Department",
 }
 """URL path segment → entity name (the JSON wrapper key)."""
+
+_ENTITY_KINDS = {name: kind for kind, name in ENTITIES.items()}
 
 _WRITABLE = {
     "bill",
@@ -434,12 +452,19 @@ class _QuickBooks:
     """Route handlers over one :class:`Sandbox`."""
 
     def __init__(
-        self, sandbox: Sandbox, credentials: SandboxCredentials, schema: FinanceSchema | None, *, seed_parties: bool
+        self,
+        sandbox: Sandbox,
+        credentials: SandboxCredentials,
+        schema: FinanceSchema | None,
+        *,
+        seed_parties: bool,
+        quota: QuotaGate | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.store = sandbox.store
         self.credentials = credentials
         self.schema = schema
+        self.quota = quota
         seeded = {"CreateTime": _now(), "LastUpdatedTime": _now()}
         for account in SEEDED_ACCOUNTS:
             self.store.put("account", account["Id"], {**account, "SyncToken": "0", "MetaData": dict(seeded)})
@@ -471,10 +496,25 @@ class _QuickBooks:
             )
         return None
 
+    async def _metered(self, realm: str, handler: Callable[[], Awaitable[Response]], *tags: str) -> Response:
+        """Run ``handler`` within the company's limits, or answer 429 ``ThrottleExceeded``."""
+        if self.quota is None:
+            return await handler()
+        refused = self.quota.admit(realm, tags)
+        if refused is not None:
+            return DecimalJSONResponse(_fault_body(429), status_code=429)
+        try:
+            return await handler()
+        finally:
+            self.quota.release(realm)
+
     async def company_info(self, request: Request, realm: str, company: str) -> Response:
         denied = self._denied(request, realm)
         if denied is not None:
             return denied
+        return await self._metered(realm, self._company_info)
+
+    async def _company_info(self) -> Response:
         info = {"Id": "1", "CompanyName": "ledgerflow sandbox company", "Country": "US", "SyncToken": "0"}
         return DecimalJSONResponse({"CompanyInfo": info, "time": _now()})
 
@@ -482,6 +522,9 @@ class _QuickBooks:
         denied = self._denied(request, realm)
         if denied is not None:
             return denied
+        return await self._metered(realm, lambda: self._read(entity, record_id))
+
+    async def _read(self, entity: str, record_id: str) -> Response:
         if entity not in ENTITIES:
             return _fault("4000", f"Unsupported entity {entity}", status=400)
         record = self.store.get(entity, record_id)
@@ -493,6 +536,9 @@ class _QuickBooks:
         denied = self._denied(request, realm)
         if denied is not None:
             return denied
+        return await self._metered(realm, lambda: self._query(query))
+
+    async def _query(self, query: str) -> Response:
         match = _QUERY.match(query)
         if match is None:
             return _fault("4000", "Error parsing query", f"QueryParserError: cannot parse {query!r}")
@@ -547,7 +593,92 @@ class _QuickBooks:
                 return self._void(entity, body)
             return self._upsert(entity, body)
 
-        return await self.store.idempotent(realm, request_id, handler)
+        return await self._metered(realm, lambda: self.store.idempotent(realm, request_id, handler))
+
+    async def batch(self, request: Request, realm: str) -> Response:
+        """``POST /batch``: each ``BatchItemRequest`` item executed on its own, answered by ``bId``."""
+        denied = self._denied(request, realm)
+        if denied is not None:
+            return denied
+        try:
+            body = await read_json(request)
+        except ValueError:
+            return _fault("2010", "Request has invalid or unsupported property", "Body is not JSON")
+        items = body.get("BatchItemRequest") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            return _fault(
+                "2020",
+                "Required param missing, need to supply the required value for the API",
+                "Required parameter BatchItemRequest is missing in the request",
+                "BatchItemRequest",
+            )
+        if len(items) > MAX_BATCH:
+            return _fault(
+                "1001",
+                "Batch request too large",
+                f"The batch request carries {len(items)} items: the maximum is {MAX_BATCH}",
+                "BatchItemRequest",
+            )
+        bids = [item.get("bId") if isinstance(item, dict) else None for item in items]
+        if any(not isinstance(b, str) or not b for b in bids) or len(set(bids)) != len(bids):
+            return _fault(
+                "2020",
+                "Required param missing, need to supply the required value for the API",
+                "Every BatchItemRequest needs a bId, unique within the batch",
+                "bId",
+            )
+        request_id = request.query_params.get("requestid")
+        if request_id is not None and len(request_id) > 36:
+            return _fault(
+                "2010",
+                "Request has invalid or unsupported property",
+                "requestid of a batch request is at most 36 characters",
+                "requestid",
+            )
+
+        async def handler() -> Response:
+            answers = [self._batch_item(item) for item in items]
+            return DecimalJSONResponse({"BatchItemResponse": answers, "time": _now()})
+
+        return await self._metered(realm, lambda: self.store.idempotent(realm, request_id, handler), "batch")
+
+    def _batch_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        """One batch item executed like ``POST /{entity}``: ``{bId, <Entity>}`` or ``{bId, Fault}``."""
+        bid = item["bId"]
+        names = [key for key in item if key in _ENTITY_KINDS]
+        operation = item.get("operation")
+        if len(names) != 1 or operation not in _BATCH_OPERATIONS or not isinstance(item[names[0]], dict):
+            fault = {
+                "Error": [
+                    {
+                        "Message": "Invalid batch item",
+                        "Detail": "A batch item needs an operation (create, update, delete) and one entity",
+                        "code": "2010",
+                    }
+                ],
+                "type": "ValidationFault",
+            }
+            return {"bId": bid, "Fault": fault}
+        kind = _ENTITY_KINDS[names[0]]
+        if kind not in _WRITABLE:
+            return {
+                "bId": bid,
+                "Fault": {
+                    "Error": [{"Message": f"Unsupported operation on {kind}", "code": "4000"}],
+                    "type": "ValidationFault",
+                },
+            }
+        entity_body = dict(item[names[0]])
+        if operation == "delete":
+            response = self._delete(kind, entity_body)
+        elif item.get("optionsData") == "void":
+            response = self._void(kind, entity_body)
+        else:
+            response = self._upsert(kind, entity_body)
+        answer = loads_json(bytes(response.body))
+        if "Fault" in answer:
+            return {"bId": bid, "Fault": answer["Fault"]}
+        return {"bId": bid, names[0]: answer[names[0]]}
 
     def _delete(self, kind: str, body: dict[str, Any]) -> Response:
         record_id = str(body.get("Id", ""))
@@ -701,6 +832,11 @@ def create_app(
     spec_path: Path | None = None,
     access_ttl: int = 3600,
     seed_parties: bool = False,
+    enforce_limits: bool = False,
+    minute_limit: int = 500,
+    concurrent_limit: int = 10,
+    batch_minute_limit: int = 40,
+    time_scale: float = 1.0,
 ) -> FastAPI:
     """Build the QuickBooks sandbox app.
 
@@ -711,6 +847,11 @@ def create_app(
         seed_parties: also start with :data:`SEEDED_PARTIES` (vendors, customers). Off by default:
             booking tests count the vendors they create. The chart of accounts, tax codes and
             rates, classes and departments (:data:`SEEDED_REFERENCE`) are always there.
+        enforce_limits: answer 429 ``ThrottleExceeded`` over Intuit's limits per company (below).
+        minute_limit: requests per company per rolling minute, batch requests included (Intuit: 500).
+        concurrent_limit: requests per company in flight at once (Intuit: 10).
+        batch_minute_limit: batch requests per company per rolling minute (Intuit: 40).
+        time_scale: quota seconds per real second (the minute lasts ``60 / time_scale`` s).
 
     The :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
     validated against the spec is ``app.state.spec_validation``.
@@ -729,10 +870,21 @@ def create_app(
     )
     path = spec_path or default_spec_path()
     schema = _load_schema(str(path)) if path.is_file() else None
-    qbo = _QuickBooks(sandbox, credentials, schema, seed_parties=seed_parties)
+    quota = (
+        QuotaGate(
+            [Window("minute", minute_limit, 60.0), Window("batch", batch_minute_limit, 60.0, frozenset({"batch"}))],
+            concurrent=concurrent_limit,
+            time_scale=time_scale,
+        )
+        if enforce_limits
+        else None
+    )
+    qbo = _QuickBooks(sandbox, credentials, schema, seed_parties=seed_parties, quota=quota)
     app = sandbox.app
     app.state.spec_validation = schema is not None
+    app.state.quota = quota
     prefix = "/v3/company/{realm}"
+    app.add_api_route(prefix + "/batch", qbo.batch, methods=["POST"])
     app.add_api_route(prefix + "/companyinfo/{company}", qbo.company_info, methods=["GET"])
     app.add_api_route(prefix + "/query", qbo.query, methods=["GET"])
     app.add_api_route(prefix + "/{entity}/{record_id}", qbo.read, methods=["GET"])

@@ -25,8 +25,24 @@ purchase_order_change  no change-order document in Xero: ``POST /PurchaseOrders/
 =====================  ==============================================================================
 
 Every write carries ``Idempotency-Key: <ctx.idempotency_key>`` (Xero replays the first response
-for a repeated key) and ``xero-tenant-id``. Because ACCPAY invoice numbers are not unique in
-Xero, the binder (InvoiceID ↔ canonical id) is the record of what was booked.
+for a repeated key) and ``xero-tenant-id``.
+
+Batch writes (:meth:`XeroConnector.handle_batch`): new bills and sales invoices of one connection
+go up to :attr:`XeroConnector.max_batch` (50) per ``PUT /Invoices?summarizeErrors=false&unitdp=4``.
+Xero answers 200 with one element per invoice, in the order sent; each element is mapped back to
+its record by position and checked by ``Type``, ``InvoiceNumber`` and ``Contact.ContactID`` (an
+answer that does not line up is an ``InvalidResponse`` for the whole batch, never a guess). An
+element with ``HasErrors`` / ``ValidationErrors`` (``StatusAttributeString: ERROR``) is that
+record's ``PermanentError`` with Xero's messages; its neighbours are booked. Idempotency per
+record: (1) the binder, written after every result of the consumer batch is acknowledged, makes a
+redelivered record a ``duplicate`` that never reaches Xero; (2) the request's ``Idempotency-Key``
+is :func:`~ledgerflow.connectors.base.batch_idempotency_key` of its records' own keys in order, so
+the same batch repeated after a crash between Xero's answer and the binder write is replayed by
+Xero, not booked again. A batch formed differently after such a crash is not covered by (2):
+Xero has no per-item key and ACCPAY ``InvoiceNumber`` is not unique (README, "Batch writes").
+
+Because ACCPAY invoice numbers are not unique in Xero, the binder (InvoiceID ↔ canonical id) is
+the record of what was booked.
 
 Vendor resolution before a bill: ``vendor.accounting_id`` (ContactID) → binder row
 ``<tenant>:vendor-ref:<source_id>`` → ``GET /Contacts?where=ContactNumber=="<accounting_custom_id>"`` then
@@ -50,20 +66,25 @@ and attached to the ``Booked`` result, so the runtime compares it with the sourc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
 
 from ledgerflow.connectors.base import (
+    BatchItem,
     Booked,
     Connector,
+    ConnectorError,
     HandleContext,
     InvalidResponse,
     PermanentError,
     RetriableError,
     Unsupported,
+    batch_idempotency_key,
     reference_key,
 )
 from ledgerflow.connectors.change_orders import change_order_tag
@@ -136,10 +157,12 @@ class XeroConnector(Connector):
     TOKEN_URL: ClassVar[str] = "https://identity.xero.com/connect/token"  # noqa: S105
     RATE_PER_MINUTE: ClassVar[int] = 60
     MAX_CONCURRENCY: ClassVar[int] = 5
+    max_batch: ClassVar[int] = 50
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)
         self._client: ErpClient | None = None
+        self._resolving: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -272,6 +295,101 @@ class XeroConnector(Connector):
             return await self._contact(record, ctx)
         reason = _UNSUPPORTED.get(record.object_type, f"Xero connector does not book {record.object_type}")
         raise Unsupported(ErrorCode.ERP_UNSUPPORTED_OBJECT, reason)
+
+    # ------------------------------------------------------------------ batch writes
+
+    def batch_kind(self, record: CanonicalRecord, ctx: HandleContext) -> str | None:
+        """``"Invoices"`` for a new bill or sales invoice (one ``PUT /Invoices`` takes both), else None."""
+        if ctx.existing is None and record.action is Action.UPSERT and isinstance(record, Bill | Invoice):
+            return "Invoices"
+        return None
+
+    async def handle_batch(self, items: Sequence[BatchItem]) -> list[Booked | ConnectorError]:
+        """Create the bills and invoices of ``items`` in one ``PUT /Invoices?summarizeErrors=false``.
+
+        See the module docstring (mapping back, idempotency). Items that are not new bills or
+        invoices are handled on their own; an item whose body cannot be built (unresolved
+        account or vendor) fails alone, before the request.
+
+        Raises:
+            ConnectorError: the request as a whole failed (throttled, unreachable, rejected).
+            InvalidResponse: Xero's answer does not line up with the invoices sent.
+        """
+        outcomes: list[Booked | ConnectorError | None] = [None] * len(items)
+
+        async def body_of(item: BatchItem) -> dict[str, Any] | ConnectorError:
+            ctx = item.ctx.for_tenant(item.record.tenant)
+            try:
+                if isinstance(item.record, Bill):
+                    return await self._bill_body(item.record, ctx)
+                assert isinstance(item.record, Invoice)
+                return await self._invoice_body(item.record, ctx)
+            except ConnectorError as exc:
+                return exc
+
+        batched = [i for i, item in enumerate(items) if self.batch_kind(item.record, item.ctx) == "Invoices"]
+        alone = [i for i in range(len(items)) if i not in set(batched)]
+        for i, outcome in zip(alone, await super().handle_batch([items[i] for i in alone]), strict=True):
+            outcomes[i] = outcome
+        bodies = await asyncio.gather(*(body_of(items[i]) for i in batched))
+        sending: list[tuple[int, dict[str, Any]]] = []
+        for i, body in zip(batched, bodies, strict=True):
+            if isinstance(body, ConnectorError):
+                outcomes[i] = body
+            else:
+                sending.append((i, body))
+        if sending:
+            key = batch_idempotency_key([items[i].ctx.idempotency_key for i, _ in sending])
+            answer, status = await self._call(
+                "PUT",
+                "/Invoices",
+                operation="invoices.create_batch",
+                key=key,
+                params={"unitdp": str(mapping.UNITDP), "summarizeErrors": "false"},
+                body={"Invoices": [body for _, body in sending]},
+            )
+            elements = answer.get("Invoices")
+            if not isinstance(elements, list) or len(elements) != len(sending):
+                raise InvalidResponse(f"Xero Invoices answer does not carry one element per invoice ({len(sending)})")
+            for (i, body), element in zip(sending, elements, strict=True):
+                outcomes[i] = self._batch_outcome(items[i].record, body, element, status)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _batch_outcome(self, record: Any, body: dict[str, Any], element: Any, status: int) -> Booked | ConnectorError:
+        """The outcome of one invoice of a ``summarizeErrors=false`` answer (checked against what was sent).
+
+        Raises:
+            InvalidResponse: the element is not the invoice sent at its position.
+        """
+        if not isinstance(element, dict):
+            raise InvalidResponse("Xero Invoices answer element is not an object")
+        sent_contact = body["Contact"]["ContactID"]
+        got_contact = (element.get("Contact") or {}).get("ContactID")
+        if (
+            element.get("Type") != body["Type"]
+            or element.get("InvoiceNumber") != body.get("InvoiceNumber")
+            or (got_contact is not None and got_contact != sent_contact)
+        ):
+            raise InvalidResponse(
+                f"Xero Invoices answer out of line: sent {body['Type']} {body.get('InvoiceNumber')!r}, "
+                f"got {element.get('Type')} {element.get('InvoiceNumber')!r}"
+            )
+        errors = element.get("ValidationErrors") or []
+        if element.get("HasErrors") or errors or element.get("StatusAttributeString") == "ERROR":
+            messages = "; ".join(str(e.get("Message")) for e in errors if isinstance(e, dict))
+            return PermanentError(
+                ErrorCode.ERP_VALIDATION, f"Xero Invoices: {messages or 'validation errors'}", http_status=status
+            )
+        if "InvoiceID" not in element:
+            return InvalidResponse("Xero Invoices answer element carries no InvoiceID", http_status=status)
+        return Booked(
+            Operation.CREATE,
+            str(element["InvoiceID"]),
+            element.get("UpdatedDateUTC"),
+            status,
+            stored=mapping.stored_document(element, source_lines=len(record.line_items)),
+            counterparty_id=str(sent_contact),
+        )
 
     # ------------------------------------------------------------------ documents
 
@@ -493,6 +611,23 @@ class XeroConnector(Connector):
         key = reference_key(ctx.tenant, role.lower(), ref.source_id) if ref.source_id else None
         if key and (bound := await self.reference_id(key)) is not None:
             return bound
+        if key is None:
+            return await self._resolve_contact(role, ref, ctx, None, create=create)
+        # One resolution per contact at a time: the invoices of a batch naming one new vendor
+        # look it up (and create it) once, not once each.
+        async with self._resolving.setdefault(key, asyncio.Lock()):
+            if (bound := await self.reference_id(key)) is not None:
+                return bound
+            return await self._resolve_contact(role, ref, ctx, key, create=create)
+
+    async def _resolve_contact(
+        self, role: str, ref: Reference, ctx: HandleContext, key: str | None, *, create: bool
+    ) -> str:
+        """Find (or create) the contact of ``ref`` in Xero and bind it under ``key``.
+
+        Raises:
+            PermanentError: ``reference.unresolved`` when nothing matches and creating is off or impossible.
+        """
         found = (
             await self._find_contact("ContactNumber", ref.accounting_custom_id) if ref.accounting_custom_id else None
         )

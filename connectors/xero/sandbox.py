@@ -16,9 +16,17 @@ developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
   ``POST /Contacts/{ContactID}``, ``PUT /Payments``, ``POST /Payments/{PaymentID}``,
   ``PUT /PurchaseOrders``, ``POST /PurchaseOrders/{PurchaseOrderID}``, ``GET /Organisation``;
 * ``Idempotency-Key`` replay (same key → the original response, no second record);
-* per-tenant limits (default 60 per minute, 5 concurrent) answered with 429, ``Retry-After``
-  and ``X-Rate-Limit-Problem: minute|concurrent``; ``X-MinLimit-Remaining`` on answers;
-  both limits are arguments of :func:`create_app` so demos and benchmarks can raise them;
+* per-tenant limits (default 60 per minute, 5 concurrent, 5,000 per day) answered with 429,
+  ``Retry-After`` and ``X-Rate-Limit-Problem: minute|day|concurrent``; ``X-MinLimit-Remaining``
+  and ``X-DayLimit-Remaining`` on answers (:mod:`ledgerflow.connectors.sandbox_limits`); every
+  limit and a ``time_scale`` are arguments of :func:`create_app` so demos and benchmarks can
+  raise them or shrink the windows;
+* batch creates: ``PUT /Invoices`` (``/Contacts``, ``/Payments``, ``/PurchaseOrders``) takes up to
+  :data:`MAX_BATCH` documents; with ``summarizeErrors=false`` it answers 200 with one element per
+  document, in order, each ``StatusAttributeString`` ``OK`` or ``ERROR`` (then ``HasErrors`` and
+  ``ValidationErrors``), and stores only the good ones; without it (Xero's default) one bad
+  document fails the request with 400 and stores nothing. More than :data:`MAX_BATCH` → 400
+  (Xero recommends 50 per request; the sandbox holds clients to it);
 * Xero's error shape (``ErrorNumber``, ``Type``, ``Message``, ``Elements[].ValidationErrors[]``);
 * each invoice, contact, payment and purchase order validated against its schema in
   ``xero_accounting.yaml`` with ``jsonschema`` (``$ref`` resolved through ``components``),
@@ -41,10 +49,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 import time
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -57,11 +65,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json, spec_file
+from ledgerflow.connectors.sandbox_limits import QuotaGate, Refusal, Window
 from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
+    "MAX_BATCH",
     "TOKEN_PATH",
     "SandboxCredentials",
     "XeroSchemas",
@@ -72,6 +82,9 @@ __all__ = [
 
 TOKEN_PATH = "/connect/token"  # noqa: S105 - a URL path, not a secret
 API = "/api.xro/2.0"
+
+MAX_BATCH = 50
+"""Documents per create request the sandbox takes (Xero: "batch ~50 invoices per request")."""
 
 SEEDED_ACCOUNTS: tuple[dict[str, Any], ...] = (
     {"Code": "600394", "Name": "Job Materials", "Type": "EXPENSE"},
@@ -233,6 +246,19 @@ def _fault_headers(status: int) -> dict[str, str]:
     return {"X-Rate-Limit-Problem": "minute"} if status == 429 else {}
 
 
+def _item_errors(document: Any, refused: Response) -> dict[str, Any]:
+    """One document of a ``summarizeErrors=false`` answer that was not stored: itself plus its errors."""
+    body = json.loads(bytes(refused.body))
+    elements = body.get("Elements") or [{}]
+    messages = elements[0].get("ValidationErrors") or [{"Message": body.get("Message", "validation error")}]
+    return {
+        **(document if isinstance(document, dict) else {}),
+        "HasErrors": True,
+        "StatusAttributeString": "ERROR",
+        "ValidationErrors": messages,
+    }
+
+
 def _money(value: Any) -> Decimal:
     return Decimal(str(value)) if value is not None else Decimal(0)
 
@@ -286,17 +312,20 @@ class _Xero:
         minute_limit: int,
         concurrent_limit: int,
         latency: float,
+        day_limit: int = 5000,
+        time_scale: float = 1.0,
         seed_parties: bool = False,
     ) -> None:
         self.sandbox = sandbox
         self.store = sandbox.store
         self.credentials = credentials
         self.schemas = schemas
-        self.minute_limit = minute_limit
-        self.concurrent_limit = concurrent_limit
         self.latency = latency
-        self._calls: dict[str, deque[float]] = defaultdict(deque)
-        self._in_flight: dict[str, int] = defaultdict(int)
+        self.quota = QuotaGate(
+            [Window("minute", minute_limit, 60.0), Window("day", day_limit, 86_400.0)],
+            concurrent=concurrent_limit,
+            time_scale=time_scale,
+        )
         stamp = _ms_date()
         for account in SEEDED_ACCOUNTS:
             self.store.put(
@@ -337,30 +366,27 @@ class _Xero:
         if denied is not None:
             return denied
         tenant = self.credentials.tenant_id
-        now = time.monotonic()
-        calls = self._calls[tenant]
-        while calls and calls[0] <= now - 60:
-            calls.popleft()
-        if len(calls) >= self.minute_limit:
-            wait = max(1, int(calls[0] + 60 - now + 0.999))
-            return self._throttled("minute", wait)
-        if self._in_flight[tenant] >= self.concurrent_limit:
-            return self._throttled("concurrent", 1)
-        calls.append(now)
-        self._in_flight[tenant] += 1
+        refused = self.quota.admit(tenant)
+        if refused is not None:
+            return self._throttled(refused, tenant)
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
             response = await handler()
         finally:
-            self._in_flight[tenant] -= 1
-        response.headers["X-MinLimit-Remaining"] = str(max(0, self.minute_limit - len(calls)))
+            self.quota.release(tenant)
+        response.headers.update(self._remaining(tenant))
         return response
 
-    @staticmethod
-    def _throttled(problem: str, retry_after: int) -> Response:
-        body = {"Title": "Too Many Requests", "Status": 429, "Detail": f"Rate limit exceeded: {problem}"}
-        headers = {"Retry-After": str(retry_after), "X-Rate-Limit-Problem": problem}
+    def _remaining(self, tenant: str) -> dict[str, str]:
+        return {
+            "X-MinLimit-Remaining": str(self.quota.remaining(tenant, "minute")),
+            "X-DayLimit-Remaining": str(self.quota.remaining(tenant, "day")),
+        }
+
+    def _throttled(self, refused: Refusal, tenant: str) -> Response:
+        body = {"Title": "Too Many Requests", "Status": 429, "Detail": f"Rate limit exceeded: {refused.problem}"}
+        headers = {"Retry-After": refused.header(), "X-Rate-Limit-Problem": refused.problem, **self._remaining(tenant)}
         return DecimalJSONResponse(body, status_code=429, headers=headers)
 
     async def _idempotent(self, request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
@@ -410,17 +436,27 @@ class _Xero:
             documents = _envelope(plural, await self._body(request))
             if not documents:
                 return _validation([f"The request body must carry {plural}"])
-            built: list[dict[str, Any]] = []
+            if len(documents) > MAX_BATCH:
+                return _validation([f"A request can create at most {MAX_BATCH} {plural}; it carried {len(documents)}"])
+            summarize = request.query_params.get("summarizeErrors", "true").lower() != "false"
+            answered: list[dict[str, Any]] = []
             for document in documents:
                 result = self._build(schema, kind, id_field, document, None)
                 if isinstance(result, Response):
-                    return result
-                built.append(result)
-            for record in built:
+                    if summarize:  # Xero's default: one bad document fails the request, nothing is stored
+                        return result
+                    answered.append(_item_errors(document, result))
+                    continue
+                answered.append(result)
+            for record in answered:
+                if record.get("HasErrors"):
+                    continue
                 self.store.put(kind, record[id_field], record)
                 if kind == "payment":
                     self._apply_payment(record)
-            return DecimalJSONResponse(self._answer(plural, built))
+                if not summarize:
+                    record["StatusAttributeString"] = "OK"
+            return DecimalJSONResponse(self._answer(plural, answered))
 
         return await self._limited(request, lambda: self._idempotent(request, handler))
 
@@ -775,6 +811,8 @@ def create_app(
     spec_path: Path | None = None,
     minute_limit: int = 60,
     concurrent_limit: int = 5,
+    day_limit: int = 5000,
+    time_scale: float = 1.0,
     latency: float = 0.0,
     access_ttl: int = 1800,
     seed_parties: bool = False,
@@ -786,6 +824,9 @@ def create_app(
         spec_path: ``xero_accounting.yaml``; default :func:`default_spec_path`; validation is skipped if absent.
         minute_limit: API calls per tenant per rolling minute (Xero: 60).
         concurrent_limit: API calls per tenant in flight at once (Xero: 5).
+        day_limit: API calls per tenant per rolling day (Xero: 5,000).
+        time_scale: quota seconds per real second: the minute and day windows last
+            ``60 / time_scale`` and ``86400 / time_scale`` real seconds (benchmarks; 1 = real time).
         latency: seconds each API call takes (to make concurrency observable in tests and demos).
         access_ttl: lifetime of access tokens, seconds (Xero: 1800).
         seed_parties: also start with :data:`SEEDED_CONTACTS` (off by default: booking tests
@@ -817,10 +858,13 @@ def create_app(
         minute_limit=minute_limit,
         concurrent_limit=concurrent_limit,
         latency=latency,
+        day_limit=day_limit,
+        time_scale=time_scale,
         seed_parties=seed_parties,
     )
     app = sandbox.app
     app.state.spec_validation = schemas is not None
+    app.state.quota = xero.quota
     app.add_api_route("/connections", xero.connections, methods=["GET"])
     app.add_api_route(API + "/Organisation", xero.organisation, methods=["GET"])
     app.add_api_route(API + "/Invoices", xero.put_invoices, methods=["PUT"])

@@ -1,0 +1,124 @@
+"""Batch writes: the records of one connection waiting within a linger share one ERP request.
+
+The connector runtime books every record on its own (binder, retries, parking, results: one per
+record); only the ERP write itself goes through a :class:`Batcher`. When the connector says a
+record may share a request (:meth:`~ledgerflow.connectors.base.Connector.batch_kind`, e.g. a new
+Xero bill), the record waits up to ``batch_linger_ms`` (connection option, default 200 ms) for
+others of the same kind; the batch is written as soon as it holds ``max_batch`` records (the
+ERP's largest batch, lowered by the connection option) or the linger is over, through
+:meth:`~ledgerflow.connectors.base.Connector.book_many`. Each record then gets *its own* outcome:
+its :class:`~ledgerflow.connectors.base.Booked`, or its error raised to its own caller, so a
+failing item is that record's ``failed`` / parked / dead-lettered result and its neighbours
+succeed; a retriable failure is retried by that record's retry loop, which submits it again (it
+joins a later batch).
+
+One batcher per connection (per :class:`~ledgerflow.connectors.runtime.ConnectorRuntime`), so a
+batch never mixes connections; records of different kinds (Xero invoices and contacts) never
+share a request either. Records a connector does not batch, and every record when the batch
+size is 1, go straight to :meth:`~ledgerflow.connectors.base.Connector.book`.
+
+Batches fill only when enough records are in flight at once: the runtime books up to
+``concurrency`` records of different keys concurrently, so it raises that bound to at least
+``max_batch`` times the ERP's concurrency (:meth:`Batcher.concurrency_for`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ledgerflow.connectors.base import BatchItem, Booked, Connector, ConnectorError, HandleContext
+from ledgerflow.contracts import CanonicalRecord
+
+__all__ = ["DEFAULT_LINGER_MS", "Batcher"]
+
+DEFAULT_LINGER_MS = 200.0
+"""How long a record waits for others to share its batch write, by default (milliseconds)."""
+
+log = logging.getLogger(__name__)
+
+_Waiting = tuple[BatchItem, "asyncio.Future[Booked | ConnectorError]"]
+
+
+class Batcher:
+    """Forms the batch writes of one connection (see the module docstring).
+
+    Args:
+        connector: the connection's connector.
+        linger: seconds a record waits for others (default: option ``batch_linger_ms`` / 1000).
+        max_size: records per request at most (default: :meth:`Connector.batch_size`).
+    """
+
+    def __init__(self, connector: Connector, *, linger: float | None = None, max_size: int | None = None) -> None:
+        options = connector.config.options
+        self.connector = connector
+        self.linger = linger if linger is not None else float(options.get("batch_linger_ms", DEFAULT_LINGER_MS)) / 1000
+        self.max_size = max(1, max_size if max_size is not None else connector.batch_size())
+        self._waiting: dict[str, list[_Waiting]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self.requests = 0
+        """Batch requests sent so far (each a :meth:`Connector.book_many` call)."""
+
+    def concurrency_for(self, concurrency: int) -> int:
+        """The records to book at once so batches can fill: at least ``max_size`` × the ERP's concurrency."""
+        if self.max_size <= 1:
+            return concurrency
+        erp_concurrency = int(self.connector.config.options.get("max_concurrency") or 0) or getattr(
+            self.connector, "MAX_CONCURRENCY", 1
+        )
+        return max(concurrency, self.max_size * int(erp_concurrency))
+
+    async def book(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
+        """Book ``record``: alone, or in a batch with the records of its kind waiting with it.
+
+        Raises:
+            ConnectorError: this record's own failure (its neighbours' outcomes are theirs).
+        """
+        kind = self.connector.batch_kind(record, ctx) if self.max_size > 1 else None
+        if kind is None:
+            return await self.connector.book(record, ctx)
+        future: asyncio.Future[Booked | ConnectorError] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(kind, [])
+        waiting.append((BatchItem(record, ctx), future))
+        if len(waiting) >= self.max_size:
+            self._flush(kind)
+        elif kind not in self._timers:
+            self._timers[kind] = asyncio.get_running_loop().call_later(self.linger, self._flush, kind)
+        outcome = await future
+        if isinstance(outcome, ConnectorError):
+            raise outcome
+        return outcome
+
+    def _flush(self, kind: str) -> None:
+        """Send what waits under ``kind`` now, in requests of at most ``max_size``."""
+        timer = self._timers.pop(kind, None)
+        if timer is not None:
+            timer.cancel()
+        waiting = self._waiting.pop(kind, [])
+        for start in range(0, len(waiting), self.max_size):
+            task = asyncio.create_task(self._send(kind, waiting[start : start + self.max_size]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, kind: str, batch: list[_Waiting]) -> None:
+        self.requests += 1
+        try:
+            outcomes = await self.connector.book_many([item for item, _ in batch])
+        except Exception as exc:  # not an ERP answer (a bug): every record of the batch fails with it
+            log.exception("%s: batch write of %d %s failed", self.connector.name, len(batch), kind)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        log.debug("%s: batch write of %d %s", self.connector.name, len(batch), kind)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():  # its caller may have been cancelled meanwhile
+                future.set_result(outcome)
+
+    async def aclose(self) -> None:
+        """Send what still waits and wait for every batch in flight."""
+        for kind in list(self._waiting):
+            self._flush(kind)
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
