@@ -59,6 +59,14 @@ class ConnectionOptions(BaseModel):
     reference_map: dict[str, Any] | None = Field(
         None, description="Per reference kind: source ids → ERP ids, overriding what the source said."
     )
+    reference_check: bool = Field(
+        True,
+        description="Refuse a record naming a GL account, tax rate, tracking value or vendor the connection's "
+        "complete reference cache does not hold (reference.unknown, before any ERP call); false = off.",
+    )
+    reference_refresh_seconds: float = Field(
+        10, ge=0, description="Seconds the stored mapping tables and cache status are kept in process; 0 = re-read."
+    )
     verify_read_back: bool = Field(
         True, description="Read the ERP record back after booking and compare it with the canonical document."
     )

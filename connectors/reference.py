@@ -19,7 +19,8 @@ Cursors (state store ``cursors`` table, name ``reference:<connection>:<kind>:<en
   ``since`` (keyset paging: a record changed while the pages are read moves to the end instead of
   shifting an offset over one not read yet). Records changed before ``since``, or at ``since``
   and in ``seen``, are skipped. The cursor is written after every page, once the broker
-  acknowledged the page's records: a restart re-reads nothing acknowledged and misses nothing;
+  acknowledged the page's records, in one transaction with the page's rows of the reference
+  cache (:mod:`ledgerflow.core.reference_cache`): a restart re-reads nothing acknowledged and misses nothing;
   a crash between the acknowledgement and the cursor write publishes that page again with the
   same event ids.
 * snapshot sources (the ERP has no change filter: Xero ``TaxRates`` and ``TrackingCategories``):
@@ -50,6 +51,7 @@ from ledgerflow.contracts.topics import Topics
 from ledgerflow.core import metrics
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics, kafka_client_options
 from ledgerflow.core.outbound.transport import worker_http_client
+from ledgerflow.core.reference_cache import ReferenceCache
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
 
@@ -228,6 +230,7 @@ class ReferenceSync:
         self.publisher = publisher
         self.topics = topics
         self.tenant = tenant
+        self.cache = ReferenceCache(state)
 
     def cursor_name(self, source: ReferenceSource) -> str:
         """State-store cursor name of ``source``: ``reference:<connection>:<kind>:<entity>``."""
@@ -253,9 +256,17 @@ class ReferenceSync:
         metrics.REFERENCE_RECORDS.labels(record.connection, record.kind).inc()
 
     async def sync_source(self, source: ReferenceSource, report: SyncReport) -> int:
-        """Read ``source`` from its cursor to the end, publish what is new; return how many were published."""
+        """Read ``source`` from its cursor to the end, publish what is new; return how many were published.
+
+        Each page's records go to the reference cache (:class:`~ledgerflow.core.reference_cache.ReferenceCache`)
+        in the transaction that writes the cursor, after the broker acknowledged them. A source
+        the cache does not hold completely yet (first pass, or a cursor older than the cache) is
+        read from the start: every record is cached, only those the cursor does not cover are
+        published. The pass that reaches the end marks the source complete.
+        """
         name = self.cursor_name(source)
         cursor = ReferenceCursor.parse(await self.state.get_cursor(name))
+        connection = self.reader.connection
         published = 0
         if not source.incremental:
             page = await self.reader.read(source, None, self.reader.page_size)
@@ -266,24 +277,39 @@ class ReferenceSync:
                     await self._publish(record)
                     cursor.hashes[record.erp_id] = digest
                     published += 1
-            await self.state.put_cursor(name, cursor.dump())
+            await self.cache.write(
+                connection,
+                source.kind,
+                source.entity,
+                page.records,
+                cursor=(name, cursor.dump()),
+                complete=True,
+                replace=True,
+            )
             return published
-        allowance = len(cursor.seen)
+        full = not await self.cache.is_complete(connection, source.kind, source.entity)
+        position = ReferenceCursor() if full else cursor
+        allowance = len(position.seen)
         while True:
             limit = self.reader.page_size + allowance
-            page = await self.reader.read(source, cursor.since, limit)
+            page = await self.reader.read(source, position.since, limit)
             report.reads += 1
-            fresh = [record for record in page.records if not cursor.covers(record)]
+            fresh = [record for record in page.records if not position.covers(record)]
             for record in fresh:
-                await self._publish(record)
-                cursor.advance(record)
-            published += len(fresh)
-            if fresh:
-                await self.state.put_cursor(name, cursor.dump())
-            if page.complete or len(page.records) < limit:
+                if not cursor.covers(record):
+                    await self._publish(record)
+                    cursor.advance(record)
+                    published += 1
+                position.advance(record)
+            done = page.complete or len(page.records) < limit
+            if fresh or done:
+                await self.cache.write(
+                    connection, source.kind, source.entity, fresh, cursor=(name, cursor.dump()), complete=done
+                )
+            if done:
                 return published
             # A full page of records seen before (many sharing one change time): ask for more at once.
-            allowance = len(cursor.seen) if fresh else limit
+            allowance = len(position.seen) if fresh else limit
 
     async def sync_once(self, kinds: Sequence[str] | None = None) -> SyncReport:
         """One pass over every source (or those of ``kinds``); returns what was published.

@@ -61,7 +61,8 @@ from ledgerflow.connectors.base import (
 )
 from ledgerflow.connectors.batching import Batcher
 from ledgerflow.connectors.binder import BatchBinder, binder_key, content_hash, idempotency_key
-from ledgerflow.connectors.references import ReferenceMapError, apply_reference_map
+from ledgerflow.connectors.preflight import ReferenceGuard
+from ledgerflow.connectors.references import ReferenceMapError
 from ledgerflow.connectors.retry import TARGET_HEADER, Parked, RetryPolicy, parked_headers, sleep_until
 from ledgerflow.connectors.verify import MISMATCH, compare, describe, verifiable, verification_enabled
 from ledgerflow.contracts import (
@@ -159,6 +160,7 @@ class ConnectorRuntime:
         self.verify_read_back = verification_enabled(routing.connections[self.connection].options)
         self.durable = DurableOutcomes()
         self.batcher = Batcher(connector)
+        self.references = ReferenceGuard(connector, state)
 
     async def migrate_legacy_keys(self) -> int:
         """Move this connection's binder rows written before keys carried the tenant; return how many.
@@ -369,7 +371,7 @@ class ConnectorRuntime:
             return result(**fields), None
 
         try:
-            record = apply_reference_map(record, self.connector.config.options)
+            record = await self.references.apply_maps(record)  # options.reference_map + stored mappings
         except ReferenceMapError as exc:
             return done(
                 operation=Operation.SKIP,
@@ -479,6 +481,10 @@ class ConnectorRuntime:
                     retriable=False,
                 ),
             )
+
+        if record.action is Action.UPSERT and (unknown := await self.references.check(record)) is not None:
+            # A reference the ERP does not have (complete reference cache): refused before any ERP call.
+            return done(operation=Operation.SKIP, outcome=Outcome.FAILED, attempts=0, error=unknown)
 
         ctx = HandleContext(
             event_id=attrs.id,

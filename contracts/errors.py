@@ -76,6 +76,11 @@ class ErrorCode(StrEnum):
     """A name lookup found several ERP records."""
     REFERENCE_PENDING = "reference.pending"
     """The referenced record is not booked yet (retriable: it usually is moments later)."""
+    REFERENCE_UNKNOWN = "reference.unknown"
+    """A GL account, tax rate, tracking value or vendor the record names is not in the connection's
+    reference cache (or is inactive there), and that cache holds a complete pass of the ERP's list:
+    refused before any ERP call; the message names every missing code, its kind and when the
+    cache was synced (``connectors/preflight.py``, option ``reference_check``)."""
 
     # The ERP answered and refused
     ERP_VALIDATION = "erp.validation"

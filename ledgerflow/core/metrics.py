@@ -29,6 +29,7 @@ __all__ = [
     "READ_BACK",
     "REDELIVERED_SKIPPED",
     "REDRIVES",
+    "REFERENCE_PREFLIGHT_FAILURES",
     "REFERENCE_RECORDS",
     "REFERENCE_SYNCS",
     "RETRIES",
@@ -154,6 +155,12 @@ POLLER_LAST_SUCCESS = Gauge(
 REFERENCE_RECORDS = Counter(
     "ledgerflow_reference_records_total",
     "Reference records an ERP reader published to an inbound topic (ledgerflow sync-reference).",
+    ["connection", "kind"],
+)
+REFERENCE_PREFLIGHT_FAILURES = Counter(
+    "ledgerflow_reference_preflight_failures_total",
+    "References a record named that the connection's reference cache does not hold (or holds inactive): "
+    "refused before any ERP call (reference.unknown), one per missing reference, by cached kind.",
     ["connection", "kind"],
 )
 REFERENCE_SYNCS = Counter(

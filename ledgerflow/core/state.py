@@ -12,6 +12,9 @@ Tables
                     rows written in plaintext by earlier releases are read once and rewritten
                     encrypted (:meth:`StateStore.encrypt_tokens`, run by ``create_all``).
   ``cursors``       name → opaque position (pollers).
+  ``reference_cache`` / ``reference_cache_status`` / ``reference_mappings``: the ERP reference data
+                    the readers saw, whether a full pass over each source finished, and the
+                    operators' source code → ERP id tables (:mod:`ledgerflow.core.reference_cache`).
 
 Writes are upserts so that two replicas racing on the same key leave one row.
 """
@@ -24,10 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, Text, delete, func, inspect, select, text, update
+from sqlalchemy import Boolean, DateTime, MetaData, String, Text, delete, func, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
@@ -35,7 +38,16 @@ from ledgerflow.contracts import is_legacy_key, tenant_scoped
 from ledgerflow.core.cipher import SEALED_PREFIX, ConnectionCipher
 from ledgerflow.core.settings import Settings
 
-__all__ = ["BinderRow", "BindingValues", "StateBase", "StateStore", "StoredToken"]
+__all__ = [
+    "BinderRow",
+    "BindingValues",
+    "MappingRow",
+    "ReferenceCacheRow",
+    "ReferenceStatusRow",
+    "StateBase",
+    "StateStore",
+    "StoredToken",
+]
 
 
 class _NoValueEcho(logging.Filter):
@@ -107,6 +119,49 @@ class CursorRow(StateBase):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     position: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ReferenceCacheRow(StateBase):
+    """One reference record an ERP reader read (:mod:`ledgerflow.core.reference_cache`)."""
+
+    __tablename__ = "reference_cache"
+
+    connection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(60), primary_key=True)
+    erp_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    code: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(400))
+    active: Mapped[bool] = mapped_column(Boolean)
+    parent_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ReferenceStatusRow(StateBase):
+    """Whether the cache of one (connection, kind, entity) holds a full pass (``complete_at`` set)."""
+
+    __tablename__ = "reference_cache_status"
+
+    connection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(60), primary_key=True)
+    complete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class MappingRow(StateBase):
+    """One operator mapping: (tenant, connection, kind, source code) → ERP id."""
+
+    __tablename__ = "reference_mappings"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    connection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source_code: Mapped[str] = mapped_column(String(200), primary_key=True)
+    erp_id: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +264,14 @@ class StateStore:
 
     def _insert(self, table: Any) -> Any:
         return pg_insert(table) if self._dialect == "postgresql" else sqlite_insert(table)
+
+    def upsert(self, table: Any) -> Any:
+        """An ``INSERT`` on ``table`` that takes ``on_conflict_do_update`` (PostgreSQL or SQLite dialect)."""
+        return self._insert(table)
+
+    def session(self) -> AsyncSession:
+        """A new session on the state database (``async with store.session() as s, s.begin(): …``)."""
+        return self._session()
 
     async def get_binding(self, connection: str, key: str) -> BinderRow | None:
         """The binder row for ``key`` on ``connection``, or None."""

@@ -1,0 +1,299 @@
+"""Before a record reaches its connector: the stored mapping tables, then a check against the reference cache.
+
+:class:`ReferenceGuard` is what the connector runtime calls (:mod:`ledgerflow.connectors.runtime`):
+
+1. :meth:`ReferenceGuard.apply_maps` applies the connection's ``options.reference_map`` (YAML)
+   merged with the tenant's stored mapping tables (``ledgerflow mappings``, ``/v1/mappings``;
+   :mod:`ledgerflow.core.reference_cache`). For the same kind and source key **the stored mapping
+   wins**: it is the operator's live edit, the YAML is the deployment's default.
+2. :meth:`ReferenceGuard.check` looks every ERP identifier the connector is about to send up in
+   the connection's reference cache (what ``ledgerflow sync-reference`` read from that ERP). An
+   identifier absent from a *complete* cache of its kind, or inactive there, fails the record
+   with ``reference.unknown`` before any ERP call, naming every missing code, its kind and when
+   the cache was synced. A kind whose cache is not complete (never synced, first pass not
+   finished) is not checked, so a connection that was never synced is never blocked. Option
+   ``reference_check: false`` turns the check off for a connection.
+
+What is checked is exactly what each connector sends, and matched the way the ERP resolves it:
+
+===========  =============================================================================================
+ERP          identifiers checked (canonical field → ERP field → cached record matched)
+===========  =============================================================================================
+quickbooks   bill / purchase order: ``vendor.accounting_id`` → ``VendorRef`` → Vendor ``Id``; invoice:
+             ``customer.accounting_id`` → ``CustomerRef`` → Customer ``Id``; bill / purchase order lines:
+             ``gl_account.accounting_id`` → ``AccountRef`` → Account ``Id``, else its
+             ``accounting_custom_id`` → Account ``AcctNum`` (the connector looks the number up);
+             ``project.accounting_id`` → ``CustomerRef`` → Customer ``Id``; every document's lines:
+             ``cost_code.accounting_id`` → ``ClassRef`` → Class ``Id``; bill: ``ap_account.accounting_id``
+             → ``APAccountRef`` → Account ``Id``, ``business_unit.accounting_id`` → ``DepartmentRef``
+             → Department ``Id``. Tax codes come from connection options, not the record: not checked.
+xero         ``vendor`` / ``customer.accounting_id`` → ``ContactID`` → Contact (supplier or customer);
+             lines: ``gl_account.accounting_custom_id`` or else ``accounting_id`` → ``AccountCode`` →
+             Account ``Code`` (a UUID → ``AccountID`` → Account id); ``tax_rate.accounting_custom_id``
+             or ``accounting_id`` → ``TaxType`` → TaxRate ``TaxType`` (documents with tax only);
+             ``cost_code`` / ``project`` / ``business_unit`` code or name → ``Tracking.Option`` in the
+             category ``options.tracking_categories`` names → TrackingCategory by ``Name``, then one
+             of its options by ``Name``.
+===========  =============================================================================================
+
+Other ERPs have no reader yet, so nothing to check against. Identifiers taken from connection
+options (``default_expense_account``, ``tax_account``…) are not the record's and are not checked;
+a name-only vendor (matched or created by the connector) is not checked either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from ledgerflow.connectors.base import Connector
+from ledgerflow.connectors.references import apply_reference_map
+from ledgerflow.contracts import CanonicalRecord, Document, ErrorInfo, Reference
+from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.core import metrics
+from ledgerflow.core.reference_cache import KIND_LABELS, CachedReference, CacheStatus, MappingStore, ReferenceCache
+from ledgerflow.core.state import StateStore
+
+__all__ = ["Need", "ReferenceGuard", "needs_of"]
+
+R = TypeVar("R", bound=CanonicalRecord)
+
+Match = Literal["id", "code", "name"]
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """One ERP identifier a connector will send, and where in the cache it must be.
+
+    ``sources`` are the (kind, ERP entity) pairs it may be found in; ``requires`` those whose
+    cache must be complete for the check to run (default: ``sources``); ``match`` is the cached
+    field compared (``erp_id``, ``code`` or ``name``); ``parent_name`` (Xero tracking) is the
+    name of the category the matched option must belong to.
+    """
+
+    kind: str
+    sources: tuple[tuple[str, str], ...]
+    value: str
+    match: Match
+    where: str
+    parent_name: str | None = None
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def complete_needed(self) -> tuple[tuple[str, str], ...]:
+        """The sources whose complete cache the check needs."""
+        return self.requires or self.sources
+
+    def matches(self, row: CachedReference) -> bool:
+        """Whether ``row`` is this identifier (kind, entity and field)."""
+        if (row.kind, row.entity) not in self.sources or (row.entity == "TrackingCategory" and self.parent_name):
+            return False
+        field = {"id": row.erp_id, "code": row.code, "name": row.name}[self.match]
+        return field == self.value
+
+
+def _id(ref: Reference | None) -> str | None:
+    return ref.accounting_id or None if ref is not None else None
+
+
+def _quickbooks(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
+    needs: list[Need] = []
+    obj = record.object_type
+    party_field, entity, kind = (
+        ("customer", "Customer", "customer") if obj == "invoice" else ("vendor", "Vendor", "vendor")
+    )
+    party = getattr(record, party_field, None)
+    if isinstance(party, Reference) and (value := _id(party)):
+        needs.append(Need(kind, ((kind, entity),), value, "id", party_field))
+    if not isinstance(record, Document):
+        return needs
+    expense = obj in ("bill", "purchase_order", "purchase_order_change")
+    account = (("gl_account", "Account"),)
+    for line in record.line_items:
+        where = f"line {line.line_number}"
+        if expense and line.gl_account is not None:
+            if value := _id(line.gl_account):
+                needs.append(Need("gl_account", account, value, "id", where))
+            elif line.gl_account.accounting_custom_id:
+                needs.append(Need("gl_account", account, line.gl_account.accounting_custom_id, "code", where))
+        if value := _id(line.cost_code):
+            needs.append(Need("tracking", (("tracking", "Class"),), value, "id", f"{where} cost code"))
+        if expense and (value := _id(line.project)):
+            needs.append(Need("customer", (("customer", "Customer"),), value, "id", f"{where} project"))
+    if obj == "bill":
+        if value := _id(getattr(record, "ap_account", None)):
+            needs.append(Need("gl_account", account, value, "id", "AP account"))
+        if value := _id(getattr(record, "business_unit", None)):
+            needs.append(Need("tracking", (("tracking", "Department"),), value, "id", "department"))
+    return needs
+
+
+def _xero(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
+    from ledgerflow.connectors.xero.mapping import TRACKED, line_amount_types
+
+    needs: list[Need] = []
+    contacts = (("vendor", "Contact"), ("customer", "Contact"))
+    for field in ("vendor", "customer"):
+        party = getattr(record, field, None)
+        if isinstance(party, Reference) and (value := _id(party)):
+            needs.append(Need("vendor" if field == "vendor" else "customer", contacts, value, "id", field))
+    if not isinstance(record, Document):
+        return needs
+    taxed = line_amount_types(record) != "NoTax"
+    categories = options.get("tracking_categories") or {}
+    for line in record.line_items:
+        where = f"line {line.line_number}"
+        ref = line.gl_account
+        if ref is not None and (value := ref.accounting_custom_id or ref.accounting_id):
+            match: Match = "id" if _UUID.match(value) else "code"
+            needs.append(Need("gl_account", (("gl_account", "Account"),), value, match, where))
+        tax = line.tax_rate
+        if taxed and tax is not None and (value := tax.accounting_custom_id or tax.accounting_id):
+            needs.append(Need("tax_rate", (("tax_rate", "TaxRate"),), value, "id", where))
+        for field in TRACKED:
+            ref = getattr(line, field)
+            category = categories.get(field) if isinstance(categories, Mapping) else None
+            option = (ref.accounting_custom_id or ref.name) if ref is not None else None
+            if option and category:
+                needs.append(
+                    Need(
+                        "tracking",
+                        (("tracking", "TrackingCategory"), ("tracking", "TrackingOption")),
+                        option[:100],
+                        "name",
+                        f"{where} {field.replace('_', ' ')} ({category})",
+                        parent_name=str(category),
+                        requires=(("tracking", "TrackingCategory"),),  # options are cached with their category
+                    )
+                )
+    return needs
+
+
+_RULES = {"quickbooks": _quickbooks, "xero": _xero}
+"""ERP kind → the identifiers its connector sends for a record (see the module docstring)."""
+
+
+def needs_of(erp: str, record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
+    """The ERP identifiers ``record`` makes the ``erp`` connector send, to check against the cache."""
+    rule = _RULES.get(erp)
+    return rule(record, options) if rule is not None else []
+
+
+def _merged(options: Mapping[str, Any], stored: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """``options`` with the stored tables merged into ``reference_map`` (stored keys win)."""
+    yaml_map = options.get("reference_map") or {}
+    if not isinstance(yaml_map, Mapping):
+        return dict(options)  # malformed: apply_reference_map reports it
+    merged: dict[str, Any] = dict(yaml_map)
+    for kind, entries in stored.items():
+        base = merged.get(kind)
+        merged[kind] = {**base, **entries} if isinstance(base, Mapping) else (base if base else dict(entries))
+    return {**options, "reference_map": merged}
+
+
+class ReferenceGuard:
+    """Mapping tables and the reference-cache check of one connection (see the module docstring).
+
+    The stored mapping tables and the cache status are read at most every
+    ``options.reference_refresh_seconds`` (default 10) per process; the cache lookup of a record
+    is one query, made only when one of the kinds it names is completely cached.
+    """
+
+    def __init__(self, connector: Connector, state: StateStore) -> None:
+        self.connection = connector.name
+        self.erp = connector.erp
+        self.options = connector.config.options
+        self.enabled = bool(self.options.get("reference_check", True)) and self.erp in _RULES
+        self.ttl = float(self.options.get("reference_refresh_seconds", 10))
+        self.cache = ReferenceCache(state)
+        self.mappings = MappingStore(state)
+        self._lock = asyncio.Lock()
+        self._tables: dict[str, dict[str, dict[str, str]]] = {}
+        self._tables_at = -1e18
+        self._status: dict[tuple[str, str], CacheStatus] = {}
+        self._status_at = -1e18
+
+    async def _fresh_tables(self) -> dict[str, dict[str, dict[str, str]]]:
+        async with self._lock:
+            if time.monotonic() - self._tables_at >= self.ttl:
+                self._tables = await self.mappings.tables(self.connection)
+                self._tables_at = time.monotonic()
+            return self._tables
+
+    async def _fresh_status(self) -> dict[tuple[str, str], CacheStatus]:
+        async with self._lock:
+            if time.monotonic() - self._status_at >= self.ttl:
+                self._status = await self.cache.status(self.connection)
+                self._status_at = time.monotonic()
+            return self._status
+
+    async def apply_maps(self, record: R) -> R:
+        """``record`` with ``options.reference_map`` and the tenant's stored mappings applied (stored wins).
+
+        Raises:
+            ReferenceMapError: the YAML table is malformed.
+        """
+        stored = (await self._fresh_tables()).get(record.tenant)
+        options = _merged(self.options, stored) if stored else self.options
+        return apply_reference_map(record, options)
+
+    async def check(self, record: CanonicalRecord) -> ErrorInfo | None:
+        """``reference.unknown`` naming every identifier of ``record`` absent or inactive in a complete cache, or None.
+
+        Counts ``ledgerflow_reference_preflight_failures_total{connection, kind}`` per missing identifier.
+        """
+        if not self.enabled:
+            return None
+        needs = needs_of(self.erp, record, self.options)
+        if not needs:
+            return None
+        status = await self._fresh_status()
+        needs = [n for n in needs if all(s in status and status[s].complete for s in n.complete_needed)]
+        if not needs:
+            return None
+        rows = await self.cache.find(
+            self.connection,
+            {kind for n in needs for kind, _ in n.sources},
+            ids=[n.value for n in needs if n.match == "id"],
+            codes=[n.value for n in needs if n.match == "code"],
+            names=[n.value for n in needs if n.match == "name"] + [n.parent_name for n in needs if n.parent_name],
+        )
+        problems: list[str] = []
+        for need in needs:
+            found = [row for row in rows if need.matches(row)]
+            label, collection = KIND_LABELS.get(need.kind, (need.kind, f"{need.kind}s"))
+            synced = min(status[s].synced_at for s in need.complete_needed).isoformat(timespec="seconds")
+            if need.parent_name is not None:
+                parents = {
+                    row.erp_id for row in rows if row.entity == "TrackingCategory" and row.name == need.parent_name
+                }
+                if not parents:
+                    metrics.REFERENCE_PREFLIGHT_FAILURES.labels(self.connection, need.kind).inc()
+                    problems.append(
+                        f"{need.where}: tracking category {need.parent_name!r} is not in "
+                        f"{self.connection}'s {collection} (synced {synced})"
+                    )
+                    continue
+                found = [row for row in found if row.parent_id in parents]
+            if any(row.active for row in found):
+                continue
+            metrics.REFERENCE_PREFLIGHT_FAILURES.labels(self.connection, need.kind).inc()
+            state = "is inactive (archived) in" if found else "is not in"
+            problems.append(
+                f"{need.where}: {label} {need.value} {state} {self.connection}'s {collection} (synced {synced})"
+            )
+        if not problems:
+            return None
+        return ErrorInfo(
+            code=ErrorCode.REFERENCE_UNKNOWN,
+            message="; ".join(problems)
+            + f". Nothing was sent to {self.erp}: add or reactivate it there and run `ledgerflow sync-reference "
+            f"{self.connection}`, or map the source code to an existing one (`ledgerflow mappings set`), then retry",
+            retriable=False,
+        )
