@@ -365,6 +365,7 @@ READERS: dict[str, str] = {
     "quickbooks": "ledgerflow.connectors.quickbooks.reader:QuickBooksReader",
     "xero": "ledgerflow.connectors.xero.reader:XeroReader",
     "netsuite": "ledgerflow.connectors.netsuite.reader:NetSuiteReader",
+    "sap": "ledgerflow.connectors.sap.reader:SapReader",
 }
 """ERP kind → ``module:Class`` of its :class:`ReferenceReader` (ERPs without one cannot be read yet)."""
 

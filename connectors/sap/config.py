@@ -25,6 +25,10 @@ class Options(OAuthOptions):
     line_assignments: dict[str, str] | None = Field(
         None, description="Canonical line field → SAP account-assignment property (cost center, WBS element…)."
     )
+    chart_of_accounts: str | None = Field(
+        None, description="Chart of accounts whose G/L accounts the reference reader reads (default YCOA)."
+    )
+    language: str | None = Field(None, description="Language of the names the reference reader reads (default EN).")
 
 
 class Credentials(OAuthCredentials):

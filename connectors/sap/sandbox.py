@@ -34,6 +34,13 @@ What it reproduces (reference ``erp_apis.md`` §4):
   (``BusinessPartner``, ``AddressID``, ``Country``, ``CityName``), same ``$filter`` / ``$select`` /
   ``$top``; a property the entity type does not have is a ``400`` as in SAP Gateway. Every seeded
   supplier is a valid ``InvoicingParty``. ``app.state.sap.queries`` counts GETs per entity set.
+* Reference entity sets for the ERP reader (:mod:`ledgerflow.connectors.sap.reference_sandbox`):
+  business partners (suppliers and customers, with ``LastChangeDate`` / ``LastChangeTime``),
+  G/L accounts of chart ``YCOA``, cost centers, enterprise projects and WBS elements, with
+  ``$filter`` (comparisons on change dates, ``and`` / ``or``, parentheses), ``$orderby``,
+  ``$top`` / ``$skip``, ``$expand=to_Text``, ``$select`` checked as SAP Gateway does; more
+  business partners with ``seed_parties``; ``app.state.sap.reference.change(...)`` changes a row
+  and stamps it from ``clock``.
 * Auth: HTTP Basic for the configured communication users, or bearer tokens from
   ``POST /oauth2/token`` (client credentials). Errors in the OData V2 JSON shape.
 """
@@ -44,7 +51,7 @@ import base64
 import binascii
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -56,6 +63,7 @@ from fastapi.responses import Response
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, read_json, spec_file
 from ledgerflow.connectors.sap.connector import BUSINESS_PARTNER_PATH, SERVICE_PATH
 from ledgerflow.connectors.sap.edmx import EntityType, load_entity_types, property_problems
+from ledgerflow.connectors.sap.reference_sandbox import ENTITY_SETS, FilterError, ReferenceData
 from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
 
@@ -246,6 +254,7 @@ class _Sap:
         seeded = frozenset(row["Supplier"] for row in self.supplier_rows)
         suppliers = seeded if suppliers is None else (None if "*" in suppliers else suppliers | seeded)
         self.tax_rates: dict[str, Decimal] = dict(DEFAULT_TAX_RATES)
+        self.reference = ReferenceData(lambda: datetime.now(UTC), seed_parties=False, suppliers=[])
         self.queries: dict[str, int] = {}
         """GET requests answered per entity set (``A_Supplier``, ``A_SupplierInvoice``, …)."""
         self.sandbox = sandbox
@@ -451,6 +460,23 @@ class _Sap:
     async def addresses_query(self, request: Request) -> Response:
         return self.entity_set(request, "A_BusinessPartnerAddress", self.address_rows, _ADDRESS_PROPERTIES)
 
+    def reference_set(self, name: str) -> Callable[[Request], Any]:
+        """The handler of reference entity set ``name`` (:mod:`~ledgerflow.connectors.sap.reference_sandbox`)."""
+
+        async def handler(request: Request) -> Response:
+            if not self.authorised(request):
+                return _error(401, "/IWFND/CM_CONSUMER/101", "Logon failed")
+            self.queries[name] = self.queries.get(name, 0) + 1
+            try:
+                rows = self.reference.query(name, request.query_params)
+            except FilterError as exc:
+                return _error(400, exc.code, str(exc))
+            response = DecimalJSONResponse({"d": {"results": rows}})
+            self.csrf_headers(request, response)
+            return response
+
+        return handler
+
     def entity_set(
         self, request: Request, name: str, rows: Iterable[dict[str, Any]], properties: frozenset[str] | None
     ) -> Response:
@@ -492,6 +518,8 @@ def create_app(
     gl_accounts: Iterable[str] | None = None,
     supplier_records: Iterable[Mapping[str, str]] | None = None,
     tax_rates: Mapping[str, Decimal] | None = None,
+    seed_parties: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """Build the SAP supplier invoice sandbox.
 
@@ -509,6 +537,9 @@ def create_app(
         gl_accounts: G/L accounts that exist (``FH/103`` for others); None accepts any.
         tax_rates: the company's tax codes and rates in percent (automatic tax);
             None → :data:`DEFAULT_TAX_RATES`.
+        seed_parties: also business partners beyond the suppliers (customers, a blocked and a
+            changed supplier) for the ERP reader's tests.
+        clock: the time reference data changes are stamped with (UTC; default the wall clock).
 
     Returns:
         The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``,
@@ -533,6 +564,11 @@ def create_app(
         DEFAULT_SUPPLIERS if supplier_records is None else supplier_records,
     )
     sap.tax_rates = dict(DEFAULT_TAX_RATES if tax_rates is None else tax_rates)
+    sap.reference = ReferenceData(
+        clock or (lambda: datetime.now(UTC)),
+        seed_parties=seed_parties,
+        suppliers=list(DEFAULT_SUPPLIERS if supplier_records is None else supplier_records),
+    )
 
     async def expire_csrf() -> Response:
         sap.tokens.clear()
@@ -547,5 +583,7 @@ def create_app(
     app.add_api_route(SERVICE_PATH + "/A_SupplierInvoice", sap.create, methods=["POST"])
     app.add_api_route(BUSINESS_PARTNER_PATH + "/A_Supplier", sap.suppliers_query, methods=["GET"])
     app.add_api_route(BUSINESS_PARTNER_PATH + "/A_BusinessPartnerAddress", sap.addresses_query, methods=["GET"])
+    for name, path in ENTITY_SETS.items():
+        app.add_api_route(path, sap.reference_set(name), methods=["GET"])
     app.state.sap = sap
     return app

@@ -23,7 +23,7 @@ console = Console()
 
 def sync_reference(
     connection: Annotated[
-        str, typer.Option(help="ERP connection name from the routing file (quickbooks, xero or netsuite).")
+        str, typer.Option(help="ERP connection name from the routing file (quickbooks, xero, netsuite or sap).")
     ],
     once: Annotated[bool, typer.Option("--once", help="Read every kind once and exit.")] = False,
     interval: Annotated[float, typer.Option(min=1, help="Seconds between passes when not --once.")] = 900.0,

@@ -35,6 +35,9 @@ from ledgerflow.connectors.reference import (
     reader_class,
 )
 from ledgerflow.connectors.sandbox_kit import serve
+from ledgerflow.connectors.sap import sandbox as sap_sandbox
+from ledgerflow.connectors.sap.connector import SapConnector
+from ledgerflow.connectors.sap.reader import SapReader
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.contracts.reference import INBOUND_KINDS, ReferenceRecord
 from ledgerflow.contracts.topics import Topics
@@ -119,7 +122,28 @@ async def _ns_bad_query(connector: Connector) -> Any:
     )
 
 
-@pytest.fixture(params=["netsuite"])
+# SAP
+
+
+def _sap_change_vendor(app: Any) -> Callable[[Connector], Awaitable[str]]:
+    async def change(connector: Connector) -> str:
+        # A supplier never changed since its creation: its first change moves it to the other source.
+        app.state.sap.reference.change("A_BusinessPartner", "1000100", {"BusinessPartnerFullName": "Northwind US"})
+        return "1000100"
+
+    return change
+
+
+async def _sap_bad_query(connector: Connector) -> Any:
+    assert isinstance(connector, SapConnector)
+    url = str(connector.config.base_url).rstrip("/") + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/A_BusinessPartner"
+    # A date compared with a text literal: SAP Gateway refuses the $filter.
+    return await connector.client.request(
+        "GET", url, operation="bp.read", params={"$filter": "LastChangeDate ge '2026-01-01'", "$format": "json"}
+    )
+
+
+@pytest.fixture(params=["netsuite", "sap"])
 async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator[Erp]:
     clock = Clock()
     if request.param == "netsuite":
@@ -135,6 +159,26 @@ async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator
                 {("vendor", "1004"), ("classification", "112"), ("job", "132")},
                 _ns_change_vendor,
                 _ns_bad_query,
+                clock,
+            )
+    elif request.param == "sap":
+        app = sap_sandbox.create_app(shared_dir / "specs" / "sap_si.edmx", seed_parties=True, clock=clock)
+        async with serve(app) as url:
+            config = sap_sandbox.sandbox_connection(
+                ConnectionConfig(erp="sap", options={"rate_limit_per_minute": 60000}), url
+            )
+            yield Erp(
+                "sap",
+                lambda http, state: SapConnector("s4", config, http, state),
+                {"vendor": 8, "customer": 2, "gl_account": 6, "tracking": 6, "project": 2},
+                {
+                    ("A_BusinessPartner", "1000130"),
+                    ("A_GLAccountInChartOfAccounts", "61009000"),
+                    ("A_CostCenter", "10101301"),
+                    ("A_EnterpriseProject", "0a1b2c3d-0000-4000-8000-000000000009"),
+                },
+                _sap_change_vendor(app),
+                _sap_bad_query,
                 clock,
             )
 
@@ -227,26 +271,30 @@ async def test_a_query_the_vendor_refuses_is_a_permanent_error(
 
 async def test_a_page_holds_at_most_the_page_size(erp: Erp, http: httpx.AsyncClient, state: StateStore) -> None:
     reader = erp.reader(erp.connector(http, state))
-    vendors = next(s for s in reader.sources if s.kind == "vendor")
-    page = await reader.read(vendors, None, PAGE_SIZE)
+    vendors = [s for s in reader.sources if s.kind == "vendor"]
+    page = await reader.read(vendors[0], None, PAGE_SIZE)
     assert len(page.records) == PAGE_SIZE
     assert not page.complete
-    rest = await reader.read(vendors, None, 50)
-    assert len(rest.records) == erp.seeded["vendor"]
-    assert rest.complete
-    stamps = [r.updated_at for r in rest.records]
-    assert all(s is not None for s in stamps)
-    assert stamps == sorted(stamps)  # type: ignore[type-var]
+    everything = []
+    for source in vendors:
+        rest = await reader.read(source, None, 50)
+        assert rest.complete
+        stamps = [r.updated_at for r in rest.records]
+        assert all(s is not None for s in stamps)
+        assert stamps == sorted(stamps)  # type: ignore[type-var]
+        everything.extend(rest.records)
+    assert len(everything) == erp.seeded["vendor"]
     # Asked from the newest change time on: only what changed then.
     erp.clock.tick()
     changed = await erp.change_vendor(erp.connector(http, state))
-    latest = await reader.read(vendors, erp.clock.now, 50)
-    assert [r.erp_id for r in latest.records] == [changed]
+    latest = [r.erp_id for source in vendors for r in (await reader.read(source, erp.clock.now, 50)).records]
+    assert latest == [changed]
 
 
 def test_readers_are_registered() -> None:
-    assert {"netsuite"} <= set(READERS)
+    assert {"netsuite", "sap"} <= set(READERS)
     assert reader_class("netsuite") is NetSuiteReader
+    assert reader_class("sap") is SapReader
 
 
 @pytest.mark.kafka
