@@ -5,19 +5,33 @@ The binder rows live in the state store (:class:`~ledgerflow.core.state.StateSto
 writes its bookings in one upsert at the end. :func:`content_hash` is what a row remembers of
 what was booked (a redelivery with the same hash is a ``duplicate``), :func:`idempotency_key`
 what the ERP is told so that a booking repeated after a crash is recognised by the ERP itself.
+:func:`parse_binder_key` reads a key back into its tenant, source, object type and source id
+(the ERP readers name the source document a payment settles with it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ledgerflow.contracts import CanonicalRecord, tenant_scoped
+from ledgerflow.contracts import OBJECT_MODELS, CanonicalRecord, Source, is_legacy_key, tenant_scoped
 from ledgerflow.core.state import BinderRow, BindingValues, StateStore
 
-__all__ = ["BatchBinder", "Bound", "binder_key", "content_hash", "idempotency_key"]
+__all__ = [
+    "BatchBinder",
+    "BinderKey",
+    "Bound",
+    "binder_key",
+    "content_hash",
+    "documents_of_erp_records",
+    "idempotency_key",
+    "parse_binder_key",
+]
+
+log = logging.getLogger(__name__)
 
 
 def idempotency_key(connection: str, event_id: str, tenant: str) -> str:
@@ -37,6 +51,71 @@ def binder_key(record: CanonicalRecord) -> str:
     binder row the state-store migration moved there.
     """
     return tenant_scoped(record.tenant, record.canonical_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BinderKey:
+    """The parts of a document's binder key ``<tenant>:<source>:<object type>:<source id>``."""
+
+    tenant: str
+    source: str
+    object_type: str
+    source_id: str
+
+
+_SOURCES = frozenset(s.value for s in Source)
+
+
+def parse_binder_key(key: str) -> BinderKey | None:
+    """The tenant, source, object type and source id of binder key ``key`` (:func:`binder_key` read back).
+
+    ``acme:mercoa:bill:in_1`` → ``BinderKey("acme", "mercoa", "bill", "in_1")``; the source id
+    may itself hold colons (everything after the object type is the source id). The source is
+    found as the first known :class:`~ledgerflow.contracts.Source` followed by a known object
+    type (:data:`~ledgerflow.contracts.OBJECT_MODELS`) after a non-empty tenant, so a tenant name
+    with colons still parses. Returns None for keys that name no document: reference keys
+    (``<tenant>:vendor-ref:<source id>``), legacy keys without a tenant
+    (:func:`~ledgerflow.contracts.is_legacy_key`; ``ledgerflow state migrate-keys`` moves them),
+    anything else.
+    """
+    if is_legacy_key(key):
+        return None
+    parts = key.split(":")
+    for index in range(1, len(parts) - 2):
+        if parts[index] in _SOURCES and parts[index + 1] in OBJECT_MODELS:
+            tenant = ":".join(parts[:index])
+            source_id = ":".join(parts[index + 2 :])
+            if tenant and source_id:
+                return BinderKey(tenant, parts[index], parts[index + 1], source_id)
+            return None
+    return None
+
+
+async def documents_of_erp_records(
+    state: StateStore, connection: str, erp_record_ids: Collection[str]
+) -> dict[tuple[str, str], BinderKey]:
+    """The source documents ledgerflow booked as ``erp_record_ids`` on ``connection``, by (ERP id, object type).
+
+    One look-up on the binder's ERP-id index per 500 ids
+    (:meth:`~ledgerflow.core.state.StateStore.bindings_of_erp_records`); rows whose key names no
+    document (references, legacy keys) are left out. When two documents of one object type are
+    bound to one ERP record (which a booking never does) neither is returned and a warning names
+    them: a payment must not be told to the wrong source document.
+    """
+    found: dict[tuple[str, str], BinderKey] = {}
+    ambiguous: set[tuple[str, str]] = set()
+    for row in await state.bindings_of_erp_records(connection, erp_record_ids):
+        parsed = parse_binder_key(row.key)
+        if parsed is None:
+            continue
+        slot = (row.erp_record_id, parsed.object_type)
+        if slot in found and found[slot] != parsed:
+            ambiguous.add(slot)
+        found[slot] = parsed
+    for slot in ambiguous:
+        log.warning("binder of %s: several %s documents are bound to ERP record %s", connection, slot[1], slot[0])
+        del found[slot]
+    return found
 
 
 def content_hash(record: CanonicalRecord) -> str:

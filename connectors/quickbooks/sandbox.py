@@ -10,9 +10,17 @@ What it reproduces (``shared/reference/erp_apis.md`` §1, Intuit "Bill" entity p
   ``POST /{entity}`` (create; full update with ``Id`` + ``SyncToken``; sparse update with
   ``"sparse": true``; ``?operation=delete``) for bill, vendor, customer, billpayment, payment,
   purchaseorder, invoice, account, class, department; ``GET /{entity}/{id}``;
-  ``GET /query?query=select * from X [where F = '…' | where MetaData.LastUpdatedTime >= '…']
-  [orderby F] [startposition N] [maxresults M]`` (default 100 results, like Intuit);
-  ``GET /companyinfo/{realmId}``;
+  ``GET /query?query=select * from X [where F = '…' | where MetaData.LastUpdatedTime >= '…'
+  [and …]] [orderby F] [startposition N] [maxresults M]`` (default 100 results, like Intuit;
+  booleans as ``Job = true``); ``GET /cdc?entities=A,B&changedSince=<ISO 8601>`` (change data
+  capture: :meth:`_QuickBooks.cdc`); ``GET /companyinfo/{realmId}``;
+* bill payments and customer payments (``POST /billpayment``, ``POST /payment``): every
+  ``Line[].LinkedTxn[]`` names an existing ``Bill`` (bill payment) or ``Invoice`` (payment) of the
+  payment's vendor / customer, a line pays at most the document's ``Balance`` and the lines at
+  most ``TotalAmt``; the paid document's ``Balance`` goes down (back up when the payment is
+  updated, voided or deleted). A bill or invoice update keeps what was paid off its ``Balance``;
+* customers carry ``Job`` (false unless sent: true with ``ParentRef`` makes a sub-customer /
+  project, Intuit's Customer entity page);
 * ``?requestid=`` replay: the same id answers the original response, no second record;
 * ``POST /batch`` (``BatchItemRequest[{bId, operation, <Entity>}]`` → ``BatchItemResponse[{bId,
   <Entity> | Fault}]``): up to :data:`MAX_BATCH` items, each executed like its own request (one
@@ -52,7 +60,7 @@ import re
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -120,6 +128,12 @@ _NAMED = {"vendor", "customer"}
 _LISTS = {"account", "class", "department"}
 """List entities (no currency, no transaction date); ``Active`` defaults to true."""
 _TOTALLED = {"bill", "purchaseorder", "invoice"}
+_PAYMENTS = {"billpayment", "payment"}
+
+CDC_MAX_AGE = timedelta(days=30)
+"""How far back ``changedSince`` of a change data capture request may go (Intuit: 30 days)."""
+CDC_MAX_OBJECTS = 1000
+"""Objects per entity in one change data capture answer (Intuit: 1000)."""
 _REFS = {
     "VendorRef": "vendor",
     "CustomerRef": "customer",
@@ -213,9 +227,18 @@ SEEDED_PARTIES: dict[str, tuple[dict[str, Any], ...]] = {
     "customer": (
         {"Id": "61", "DisplayName": "Riverside Developments", "Active": True},
         {"Id": "62", "DisplayName": "City of Springfield", "Active": True},
+        {
+            "Id": "63",
+            "DisplayName": "Harbour St Tower",
+            "FullyQualifiedName": "Riverside Developments:Harbour St Tower",
+            "Job": True,
+            "ParentRef": {"value": "61"},
+            "Active": True,
+        },
     ),
 }
-"""Vendors and customers a sandbox starts with when built with ``seed_parties=True``."""
+"""Vendors and customers a sandbox starts with when built with ``seed_parties=True`` (customer 63 is a
+project of customer 61: ``Job`` true, ``ParentRef``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,17 +410,23 @@ def _fault_body(status: int) -> dict[str, Any]:
     return {"Fault": {"Error": [error], "type": "SystemFault"}, "time": _now()}
 
 
+_CONDITION = r"[\w.]+\s*(?:>=|<=|=|>|<)\s*(?:'(?:[^'\\]|\\.)*'|true|false)"
 _QUERY = re.compile(
     r"^\s*select\s+\*\s+from\s+(?P<entity>\w+)"
-    r"(?:\s+where\s+(?P<field>[\w.]+)\s*(?P<op>>=|<=|=|>|<)\s*'(?P<value>(?:[^'\\]|\\.)*)')?"
+    rf"(?:\s+where\s+(?P<where>{_CONDITION}(?:\s+and\s+{_CONDITION})*))?"
     r"(?:\s+orderby\s+(?P<order>[\w.]+)(?:\s+(?P<direction>asc|desc))?)?"
     r"(?:\s+startposition\s+(?P<start>\d+))?"
     r"(?:\s+maxresults\s+(?P<limit>\d+))?\s*$",
     re.IGNORECASE,
 )
-"""The subset of Intuit's query language the sandbox answers: one ``where`` condition (``=`` on a
-field, or a comparison on ``MetaData.LastUpdatedTime`` / ``MetaData.CreateTime``), ``orderby`` one
-field, ``startposition`` (1-based) and ``maxresults``."""
+"""The subset of Intuit's query language the sandbox answers: ``where`` conditions joined by ``and``
+(``=`` on a field, ``'text'`` or ``true``/``false``, or a comparison on ``MetaData.LastUpdatedTime`` /
+``MetaData.CreateTime``), ``orderby`` one field, ``startposition`` (1-based) and ``maxresults``."""
+
+_ONE_CONDITION = re.compile(
+    r"(?P<field>[\w.]+)\s*(?P<op>>=|<=|=|>|<)\s*(?:'(?P<value>(?:[^'\\]|\\.)*)'|(?P<flag>true|false))",
+    re.IGNORECASE,
+)
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,
@@ -418,6 +447,8 @@ def _field(record: dict[str, Any], path: str) -> Any:
 def _comparable(path: str, value: Any) -> Any:
     if path.startswith("MetaData.") and value:
         return datetime.fromisoformat(str(value)).astimezone(UTC)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return "" if value is None else str(value)
 
 
@@ -441,6 +472,10 @@ def _document_total(document: dict[str, Any]) -> Decimal:
     if isinstance(tax, dict) and tax.get("TotalTax") is not None:
         total += Decimal(str(tax["TotalTax"]))
     return total
+
+
+def _amount(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
 
 
 def _total(kind: str, record: dict[str, Any]) -> Decimal | None:
@@ -477,7 +512,10 @@ class _QuickBooks:
         reference = {**SEEDED_REFERENCE, **(SEEDED_PARTIES if seed_parties else {})}
         for kind, records in reference.items():
             for record in records:
-                self.store.put(kind, record["Id"], {**record, "SyncToken": "0", "MetaData": dict(seeded)})
+                extra = {"Job": False} if kind == "customer" else {}
+                self.store.put(kind, record["Id"], {**extra, **record, "SyncToken": "0", "MetaData": dict(seeded)})
+        self.deleted: dict[str, dict[str, dict[str, Any]]] = {}
+        """Deleted records by kind and Id, as change data capture answers them (``status: Deleted``)."""
 
     def _denied(self, request: Request, realm: str) -> Response | None:
         if not self.sandbox.issuer.verify(request.headers.get("authorization")):
@@ -547,14 +585,15 @@ class _QuickBooks:
         if kind not in ENTITIES:
             return _fault("4001", "Invalid query", f"QueryValidationError: unknown entity {entity_name}")
         records = self.store.all(kind)
-        field, op = match["field"], match["op"]
-        if field is not None:
+        for condition in _ONE_CONDITION.finditer(match["where"] or ""):
+            field, op = condition["field"], condition["op"]
             if op != "=" and not field.startswith("MetaData."):
                 return _fault("4001", "Invalid query", f"QueryValidationError: {op} is not supported on {field}")
+            raw = condition["flag"].lower() if condition["flag"] else re.sub(r"\\(.)", r"\1", condition["value"])
             try:
-                wanted = _comparable(field, re.sub(r"\\(.)", r"\1", match["value"]))
+                wanted = _comparable(field, raw)
             except ValueError:
-                return _fault("4001", "Invalid query", f"QueryValidationError: {match['value']!r} is not a date-time")
+                return _fault("4001", "Invalid query", f"QueryValidationError: {raw!r} is not a date-time")
             compare = _COMPARE[op]
             records = [r for r in records if (v := _comparable(field, _field(r, field))) != "" and compare(v, wanted)]
         if match["order"]:
@@ -570,6 +609,69 @@ class _QuickBooks:
         if records:
             body = {ENTITIES[kind]: records, "startPosition": start, "maxResults": len(records)}
         return DecimalJSONResponse({"QueryResponse": body, "time": _now()})
+
+    async def cdc(self, request: Request, realm: str) -> Response:
+        """``GET /cdc?entities=Vendor,Customer&changedSince=<ISO 8601>``: what changed since, per entity.
+
+        Intuit's ChangeDataCapture operation: ``entities`` (comma-separated entity names) and
+        ``changedSince`` (at most :data:`CDC_MAX_AGE` ago) are required, else a 400
+        ``ValidationFault``. Each entity answers the records changed at or after ``changedSince``
+        (oldest first, at most :data:`CDC_MAX_OBJECTS`), deleted ones as
+        ``{"Id", "status": "Deleted", "domain", "MetaData": {"LastUpdatedTime"}}``, in
+        ``{"CDCResponse": [{"QueryResponse": [{"<Entity>": [...], "startPosition", "maxResults",
+        "totalCount"}, ...]}], "time"}``.
+        """
+        denied = self._denied(request, realm)
+        if denied is not None:
+            return denied
+        entities = request.query_params.get("entities", "")
+        changed = request.query_params.get("changedSince", "")
+        for name, value in (("entities", entities), ("changedSince", changed)):
+            if not value.strip():
+                return _fault(
+                    "2020",
+                    "Required param missing, need to supply the required value for the API",
+                    f"Required parameter {name} is missing in the request",
+                    name,
+                )
+        try:
+            since = datetime.fromisoformat(changed)
+        except ValueError:
+            return _fault(
+                "2030", "Invalid value", f"changedSince {changed!r} is not an ISO 8601 date-time", "changedSince"
+            )
+        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+        if since < datetime.now(UTC) - CDC_MAX_AGE:
+            return _fault(
+                "2030",
+                "Invalid value",
+                f"changedSince {changed!r} is more than {CDC_MAX_AGE.days} days in the past",
+                "changedSince",
+            )
+        answers: list[dict[str, Any]] = []
+        for name in (part.strip() for part in entities.split(",")):
+            kind = name.lower()
+            if kind not in ENTITIES:
+                return _fault("2030", "Invalid value", f"entities: {name!r} is not a QuickBooks entity", "entities")
+            changed_records = [
+                *self.store.all(kind),
+                *self.deleted.get(kind, {}).values(),
+            ]
+            stamped = [
+                (_comparable("MetaData.LastUpdatedTime", _field(r, "MetaData.LastUpdatedTime")), r)
+                for r in changed_records
+            ]
+            found = [
+                r
+                for stamp, r in sorted(stamped, key=lambda p: (p[0], str(p[1]["Id"])))
+                if stamp != "" and stamp >= since
+            ]
+            answer: dict[str, Any] = {}
+            if found:
+                page = found[:CDC_MAX_OBJECTS]
+                answer = {ENTITIES[kind]: page, "startPosition": 1, "maxResults": len(page), "totalCount": len(page)}
+            answers.append(answer)
+        return DecimalJSONResponse({"CDCResponse": [{"QueryResponse": answers}], "time": _now()})
 
     async def write(self, request: Request, realm: str, entity: str) -> Response:
         denied = self._denied(request, realm)
@@ -687,9 +789,18 @@ class _QuickBooks:
             return _fault("610", "Object Not Found", f"Object Not Found : {ENTITIES[kind]} {record_id}")
         if str(body.get("SyncToken")) != existing["SyncToken"]:
             return _stale(kind, record_id)
+        if kind in _PAYMENTS:
+            self._apply_links(kind, existing, sign=1)
         del self.store.records[kind][record_id]
+        now = _now()
+        self.deleted.setdefault(kind, {})[record_id] = {
+            "domain": "QBO",
+            "status": "Deleted",
+            "Id": record_id,
+            "MetaData": {"LastUpdatedTime": now},
+        }
         return DecimalJSONResponse(
-            {ENTITIES[kind]: {"Id": record_id, "status": "Deleted", "domain": "QBO"}, "time": _now()}
+            {ENTITIES[kind]: {"Id": record_id, "status": "Deleted", "domain": "QBO"}, "time": now}
         )
 
     def _void(self, kind: str, body: dict[str, Any]) -> Response:
@@ -699,6 +810,8 @@ class _QuickBooks:
             return _fault("610", "Object Not Found", f"Object Not Found : {ENTITIES[kind]} {record_id}")
         if str(body.get("SyncToken")) != existing["SyncToken"]:
             return _stale(kind, record_id)
+        if kind in _PAYMENTS:
+            self._apply_links(kind, existing, sign=1)
         voided = {
             **existing,
             "Line": [{**line, "Amount": Decimal(0)} for line in existing.get("Line", [])],
@@ -708,6 +821,7 @@ class _QuickBooks:
         }
         if "Balance" in existing:
             voided["Balance"] = Decimal(0)
+        voided["MetaData"] = {**existing.get("MetaData", {}), "LastUpdatedTime": _now()}
         self.store.put(kind, record_id, voided)
         return DecimalJSONResponse({ENTITIES[kind]: voided, "time": _now()})
 
@@ -742,6 +856,12 @@ class _QuickBooks:
         problem = self._references(merged)
         if problem is not None:
             return problem
+        if kind in _PAYMENTS:
+            problem = self._payment_problem(kind, merged, existing)
+            if problem is not None:
+                return problem
+        if kind == "customer":
+            merged.setdefault("Job", False)
         if kind in _NAMED:
             name = merged.get("DisplayName")
             clash = self.store.find(kind, lambda r: r.get("DisplayName") == name and r["Id"] != merged.get("Id"))
@@ -757,7 +877,9 @@ class _QuickBooks:
             total = _document_total(merged)
             merged["TotalAmt"] = total
             if kind != "purchaseorder":
-                merged["Balance"] = total
+                # What payments settled stays settled when the document is updated.
+                paid = _amount(existing.get("TotalAmt")) - _amount(existing.get("Balance")) if existing else Decimal(0)
+                merged["Balance"] = total - paid
         if kind in _LISTS:
             merged.setdefault("Active", True)
         if kind not in _NAMED and kind not in _LISTS:
@@ -774,8 +896,102 @@ class _QuickBooks:
             merged["SyncToken"] = str(int(existing["SyncToken"]) + 1)
             merged["MetaData"] = {**existing.get("MetaData", {}), "LastUpdatedTime": now}
         merged["domain"] = "QBO"
+        if kind in _PAYMENTS:
+            if existing is not None:
+                self._apply_links(kind, existing, sign=1)
+            self._apply_links(kind, merged, sign=-1)
         self.store.put(kind, merged["Id"], merged)
         return DecimalJSONResponse({entity: merged, "time": now})
+
+    def _links(self, payment: dict[str, Any]) -> list[tuple[str, str, Decimal]]:
+        """``(txn kind, txn id, amount)`` of each ``Line[].LinkedTxn[]`` of ``payment`` (the line's ``Amount``)."""
+        links: list[tuple[str, str, Decimal]] = []
+        for line in payment.get("Line") or []:
+            if not isinstance(line, dict):
+                continue
+            for linked in line.get("LinkedTxn") or []:
+                if isinstance(linked, dict):
+                    links.append(
+                        (
+                            str(linked.get("TxnType", "")).lower(),
+                            str(linked.get("TxnId", "")),
+                            _amount(line.get("Amount")),
+                        )
+                    )
+        return links
+
+    def _payment_problem(self, kind: str, payment: dict[str, Any], existing: dict[str, Any] | None) -> Response | None:
+        """Why ``payment`` cannot be booked (Intuit's BillPayment / Payment entity pages), or None.
+
+        Each line links exactly one transaction of the type the payment settles (``Bill`` for a
+        bill payment, ``Invoice`` for a payment) and of the payment's own vendor / customer; the
+        lines paying one document add up to at most its ``Balance`` (plus what ``existing``, the
+        version being replaced, paid of it); the lines add up to at most ``TotalAmt``.
+        """
+        wanted, party = ("bill", "VendorRef") if kind == "billpayment" else ("invoice", "CustomerRef")
+        owner = str((payment.get(party) or {}).get("value", ""))
+        previously: dict[str, Decimal] = {}
+        for _kind, txn_id, amount in self._links(existing) if existing else []:
+            previously[txn_id] = previously.get(txn_id, Decimal(0)) + amount
+        paying: dict[str, Decimal] = {}
+        for line in payment.get("Line") or []:
+            linked = line.get("LinkedTxn") if isinstance(line, dict) else None
+            if not isinstance(linked, list) or len(linked) != 1:
+                return _fault(
+                    "6000",
+                    "A business validation error has occurred while processing your request",
+                    "Business Validation Error: each payment line links exactly one transaction",
+                    "Line.LinkedTxn",
+                )
+        for txn_kind, txn_id, amount in self._links(payment):
+            if txn_kind != wanted:
+                return _fault(
+                    "6000",
+                    "A business validation error has occurred while processing your request",
+                    f"Business Validation Error: a {ENTITIES[kind]} can only be linked to a {ENTITIES[wanted]}"
+                    f" (got {txn_kind} {txn_id})",
+                    "LinkedTxn.TxnType",
+                )
+            document = self.store.get(wanted, txn_id)
+            if document is None:
+                return _fault(
+                    "2500", "Invalid Reference Id", f"Invalid Reference Id : {txn_kind} {txn_id} not found", "LinkedTxn"
+                )
+            if str((document.get(party) or {}).get("value", "")) != owner:
+                return _fault(
+                    "6000",
+                    "A business validation error has occurred while processing your request",
+                    f"Business Validation Error: {ENTITIES[wanted]} {txn_id} belongs to another "
+                    f"{'vendor' if party == 'VendorRef' else 'customer'}",
+                    party,
+                )
+            if amount <= 0:
+                return _fault("2030", "Invalid value", "Line.Amount of a payment line must be positive", "Line.Amount")
+            paying[txn_id] = paying.get(txn_id, Decimal(0)) + amount
+            open_balance = _amount(document.get("Balance")) + previously.get(txn_id, Decimal(0))
+            if paying[txn_id] > open_balance:
+                return _fault(
+                    "6000",
+                    "A business validation error has occurred while processing your request",
+                    f"Business Validation Error: the payment of {paying[txn_id]} exceeds the open balance "
+                    f"{open_balance} of {ENTITIES[wanted]} {txn_id}",
+                    "Line.Amount",
+                )
+        if sum(paying.values(), Decimal(0)) > _amount(payment.get("TotalAmt")):
+            return _fault(
+                "6000",
+                "A business validation error has occurred while processing your request",
+                "Business Validation Error: the lines pay more than TotalAmt",
+                "TotalAmt",
+            )
+        return None
+
+    def _apply_links(self, kind: str, payment: dict[str, Any], *, sign: int) -> None:
+        """Move the ``Balance`` of the documents ``payment`` pays: ``sign`` -1 books it, +1 reverses it."""
+        for txn_kind, txn_id, amount in self._links(payment):
+            document = self.store.get(txn_kind, txn_id)
+            if document is not None and "Balance" in document:
+                document["Balance"] = _amount(document["Balance"]) + sign * amount
 
     def _references(self, body: Any, path: str = "") -> Response | None:
         if isinstance(body, list):
@@ -887,6 +1103,7 @@ def create_app(
     app.add_api_route(prefix + "/batch", qbo.batch, methods=["POST"])
     app.add_api_route(prefix + "/companyinfo/{company}", qbo.company_info, methods=["GET"])
     app.add_api_route(prefix + "/query", qbo.query, methods=["GET"])
+    app.add_api_route(prefix + "/cdc", qbo.cdc, methods=["GET"])
     app.add_api_route(prefix + "/{entity}/{record_id}", qbo.read, methods=["GET"])
     app.add_api_route(prefix + "/{entity}", qbo.write, methods=["POST"])
     return app

@@ -13,7 +13,12 @@ developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
   ``includeArchived``; ``IsSupplier``/``IsCustomer`` derived from the bills and sales invoices
   naming a contact), ``GET|PUT /Accounts`` (``If-Modified-Since``), ``GET /TaxRates``,
   ``GET /TrackingCategories``,
-  ``POST /Contacts/{ContactID}``, ``PUT /Payments``, ``POST /Payments/{PaymentID}``,
+  ``POST /Contacts/{ContactID}``, ``PUT /Payments`` (``Invoice.InvoiceID`` of an AUTHORISED
+  invoice, a bank ``Account``, ``Amount`` at most the ``AmountDue``: the invoice's ``AmountPaid``
+  and ``AmountDue`` follow, ``Status`` ``PAID`` when nothing is due), ``POST /Payments/{PaymentID}``
+  (``Status`` ``DELETED``), ``GET /Payments`` (``If-Modified-Since``, ``order``, ``page``/``pageSize``;
+  each payment as Xero answers it: ``Date`` as ``/Date(ms+0000)/``, ``PaymentType``, the invoice's
+  ``InvoiceID``, ``InvoiceNumber``, ``Type``, ``CurrencyCode`` and ``Contact``),
   ``PUT /PurchaseOrders``, ``POST /PurchaseOrders/{PurchaseOrderID}``, ``GET /Organisation``;
 * ``Idempotency-Key`` replay (same key → the original response, no second record);
 * per-tenant limits (default 60 per minute, 5 concurrent, 5,000 per day) answered with 429,
@@ -34,6 +39,10 @@ developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
   ``LineItems`` required on invoices, property names known, account codes in the chart;
   validation is skipped cleanly without the spec file;
 * ``SubTotal``, ``TotalTax``, ``Total`` and ``AmountDue`` computed from the lines;
+* the Xero Projects API (``GET /projects.xro/2.0/projects?page=&pageSize=&states=``, camelCase
+  ``{"pagination": {...}, "items": [{"projectId", "contactId", "name", "currencyCode", "status"…}]}``,
+  ``pageSize`` 1–500, ``states`` ``INPROGRESS``/``CLOSED``; shape per developer.xero.com
+  "Projects", not in ``shared/specs``), seeded with one project with ``seed_parties``;
 * a chart of accounts with code ``600394`` (the Mercoa sample's ``glAccountId``), tax rates and
   tracking categories (always), contacts with ``seed_parties``; accounts and contacts carry
   ``UpdatedDateUTC`` for the ERP readers.
@@ -82,6 +91,8 @@ __all__ = [
 
 TOKEN_PATH = "/connect/token"  # noqa: S105 - a URL path, not a secret
 API = "/api.xro/2.0"
+PROJECTS_API = "/projects.xro/2.0"
+"""Base path of the Xero Projects API (``https://api.xero.com/projects.xro/2.0``)."""
 
 MAX_BATCH = 50
 """Documents per create request the sandbox takes (Xero: "batch ~50 invoices per request")."""
@@ -351,6 +362,18 @@ class _Xero:
                 contact_id = str(uuid.uuid4())
                 seeded = {"ContactStatus": "ACTIVE", **contact, "ContactID": contact_id, "UpdatedDateUTC": stamp}
                 self.store.put("contact", contact_id, seeded)
+                if contact["Name"] == "Riverside Developments":
+                    project_id = str(uuid.uuid4())
+                    project = {
+                        "projectId": project_id,
+                        "contactId": contact_id,
+                        "name": "Harbour St Tower",
+                        "currencyCode": "USD",
+                        "minutesLogged": 0,
+                        "status": "INPROGRESS",
+                        "estimate": {"currency": "USD", "value": Decimal("250000.00")},
+                    }
+                    self.store.put("project", project_id, project)
 
     # ------------------------------------------------------------------ gatekeeping
 
@@ -481,6 +504,7 @@ class _Xero:
                 return _validation(["Payments can only be deleted (Status DELETED)"])
             if payment.get("Status") != "DELETED":
                 payment["Status"] = "DELETED"
+                payment["UpdatedDateUTC"] = _ms_date()
                 invoice = self.store.get("invoice", payment["Invoice"]["InvoiceID"])
                 if invoice is not None:
                     invoice["AmountPaid"] = _money(invoice.get("AmountPaid")) - _money(payment["Amount"])
@@ -592,6 +616,61 @@ class _Xero:
                 return _validation(["page and pageSize must be integers"])
             records = records[(number - 1) * size : number * size]
         return records
+
+    async def get_payments(self, request: Request) -> Response:
+        """``GET /Payments``: payments as Xero lists them (``If-Modified-Since``, ``order``, ``page``)."""
+
+        async def handler() -> Response:
+            listed = self._listed(request, self.store.all("payment"))
+            if isinstance(listed, Response):
+                return listed
+            return DecimalJSONResponse(self._answer("Payments", [self._payment_view(p) for p in listed]))
+
+        return await self._limited(request, handler)
+
+    def _payment_view(self, payment: dict[str, Any]) -> dict[str, Any]:
+        """``payment`` as ``GET /Payments`` answers it: the invoice summary, ``PaymentType``, a JSON date."""
+        invoice = self.store.get("invoice", str((payment.get("Invoice") or {}).get("InvoiceID"))) or {}
+        kind = invoice.get("Type")
+        summary = {
+            "InvoiceID": invoice.get("InvoiceID"),
+            "InvoiceNumber": invoice.get("InvoiceNumber"),
+            "Type": kind,
+            "CurrencyCode": invoice.get("CurrencyCode") or "USD",
+            "Contact": invoice.get("Contact"),
+        }
+        view = {**payment, "Invoice": {k: v for k, v in summary.items() if v is not None}}
+        view["PaymentType"] = "ACCPAYPAYMENT" if kind == "ACCPAY" else "ACCRECPAYMENT"
+        raw_date = payment.get("Date")
+        if isinstance(raw_date, str) and re.match(r"^\d{4}-\d{2}-\d{2}", raw_date):
+            stamp = datetime.fromisoformat(raw_date[:10]).replace(tzinfo=UTC)
+            view["Date"] = f"/Date({int(stamp.timestamp() * 1000)}+0000)/"
+        return view
+
+    async def get_projects(self, request: Request) -> Response:
+        """``GET /projects.xro/2.0/projects``: the Xero Projects API list (``page``, ``pageSize`` ≤ 500, ``states``)."""
+
+        async def handler() -> Response:
+            try:
+                page = int(request.query_params.get("page", "1"))
+                size = int(request.query_params.get("pageSize", "50"))
+            except ValueError:
+                return _problem(400, "Bad Request", "page and pageSize must be integers")
+            if page < 1 or not 1 <= size <= 500:
+                return _problem(400, "Bad Request", "page must be at least 1 and pageSize between 1 and 500")
+            projects = self.store.all("project")
+            states = request.query_params.get("states")
+            if states:
+                wanted = {state.strip().upper() for state in states.split(",")}
+                if not wanted <= {"INPROGRESS", "CLOSED"}:
+                    return _problem(400, "Bad Request", f"states must be INPROGRESS and/or CLOSED, not {states!r}")
+                projects = [p for p in projects if p.get("status") in wanted]
+            count = len(projects)
+            pagination = {"page": page, "pageSize": size, "pageCount": max(1, -(-count // size)), "itemCount": count}
+            items = projects[(page - 1) * size : page * size]
+            return DecimalJSONResponse({"pagination": pagination, "items": items})
+
+        return await self._limited(request, handler)
 
     async def get_accounts(self, request: Request) -> Response:
         async def handler() -> Response:
@@ -881,5 +960,7 @@ def create_app(
     app.add_api_route(API + "/TaxRates", xero.get_tax_rates, methods=["GET"])
     app.add_api_route(API + "/TrackingCategories", xero.get_tracking_categories, methods=["GET"])
     app.add_api_route(API + "/Payments", xero.put_payments, methods=["PUT"])
+    app.add_api_route(API + "/Payments", xero.get_payments, methods=["GET"])
+    app.add_api_route(PROJECTS_API + "/projects", xero.get_projects, methods=["GET"])
     app.add_api_route(API + "/Payments/{record_id}", xero.post_payment, methods=["POST"])
     return app

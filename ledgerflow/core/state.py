@@ -5,7 +5,9 @@ Tables
                     version time (``source_updated_at`` of the booked record, to refuse older
                     versions). ``key`` is a canonical id (``acme:mercoa:bill:in_…``) or, for
                     references, ``<tenant>:vendor-ref:<source id>``; keys of rows written before
-                    carried no tenant (:meth:`StateStore.migrate_legacy_keys`).
+                    carried no tenant (:meth:`StateStore.migrate_legacy_keys`). Index
+                    ``ix_binder_erp_record`` on (connection, erp_record_id) serves the ERP readers'
+                    reverse look-up (:meth:`StateStore.bindings_of_erp_records`).
   ``oauth_tokens``  connection → access/refresh token and expiry (refresh-token rotation persisted);
                     with a key configured (``LEDGERFLOW_CONNECTIONS_KEY[_FILE]``) both tokens are
                     stored Fernet-encrypted (``fernet:…``, :class:`~ledgerflow.core.cipher.ConnectionCipher`);
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, MetaData, String, Text, delete, func, inspect, select, text, update
+from sqlalchemy import Boolean, DateTime, Index, MetaData, String, Text, delete, func, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -94,6 +96,8 @@ class BinderRow(StateBase):
     content_hash: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     source_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_binder_erp_record", "connection", "erp_record_id"),)
 
 
 _ADDED_COLUMNS: dict[str, dict[str, str]] = {"binder": {"source_updated_at": "TIMESTAMP WITH TIME ZONE"}}
@@ -197,6 +201,8 @@ def _add_missing_columns(connection: Any) -> None:
             if name not in present:
                 kind = sql_type if connection.dialect.name == "postgresql" else "DATETIME"
                 connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind} NULL"))
+    for index in StateBase.metadata.tables["binder"].indexes:  # indexes added after the first release
+        index.create(connection, checkfirst=True)
 
 
 class StateStore:
@@ -294,6 +300,27 @@ class StateStore:
                     select(BinderRow).where(BinderRow.connection == connection, BinderRow.key.in_(chunk))
                 )
                 found.update((row.key, row) for row in rows)
+        return found
+
+    async def bindings_of_erp_records(self, connection: str, erp_record_ids: Collection[str]) -> list[BinderRow]:
+        """Every binder row on ``connection`` whose ERP record id is one of ``erp_record_ids`` (reverse look-up).
+
+        One query per 500 ids on the ``ix_binder_erp_record`` index. An ERP id can have several
+        rows (QuickBooks numbers vendors and bills apart, so a vendor reference and a bill may share
+        an id): callers tell them apart by the key (:func:`ledgerflow.connectors.binder.parse_binder_key`).
+        Rows come ordered by ERP id, then key.
+        """
+        unique = sorted(set(erp_record_ids))
+        found: list[BinderRow] = []
+        async with self._session() as session:
+            for start in range(0, len(unique), _IN_CHUNK):
+                chunk = unique[start : start + _IN_CHUNK]
+                rows = await session.scalars(
+                    select(BinderRow)
+                    .where(BinderRow.connection == connection, BinderRow.erp_record_id.in_(chunk))
+                    .order_by(BinderRow.erp_record_id, BinderRow.key)
+                )
+                found.extend(rows)
         return found
 
     async def put_binding(

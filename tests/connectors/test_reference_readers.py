@@ -99,7 +99,7 @@ async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator
                 "quickbooks",
                 lambda http, state: QuickBooksConnector("qbo", config, http, state),
                 lambda c: QuickBooksReader(c, page_size=PAGE_SIZE),  # type: ignore[arg-type]
-                {"vendor": 3, "customer": 2, "gl_account": 6, "tax_rate": 5, "tracking": 4},
+                {"vendor": 3, "customer": 2, "project": 1, "gl_account": 6, "tax_rate": 5, "tracking": 4, "payment": 0},
                 _qbo_vendor,
                 _qbo_account,
             )
@@ -115,7 +115,7 @@ async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator
                 "xero",
                 lambda http, state: XeroConnector("xero", config, http, state),
                 lambda c: XeroReader(c, page_size=PAGE_SIZE),  # type: ignore[arg-type]
-                {"vendor": 3, "customer": 1, "gl_account": 6, "tax_rate": 3, "tracking": 2},
+                {"vendor": 3, "customer": 1, "gl_account": 6, "tax_rate": 3, "tracking": 2, "payment": 0, "project": 1},
                 _xero_vendor,
                 _xero_account,
             )
@@ -189,7 +189,7 @@ async def test_incremental_reads_publish_each_record_once(
         await erp.add_vendor(connector, "Acme Rebar & Mesh")
         await erp.add_gl_account(connector, "6020", "Rebar")
         second = await sync.sync_once()
-        assert second.published == {"vendor": 1, "customer": 0, "gl_account": 1, "tax_rate": 0, "tracking": 0}
+        assert second.published == {**dict.fromkeys(erp.seeded, 0), "vendor": 1, "gl_account": 1}
 
         # A restart: new connector and reader, same state store.
         connector, sync = new_sync()
@@ -411,7 +411,15 @@ async def test_a_failed_pass_is_counted_and_keeps_the_progress_made(
             # The next pass resumes: accounts are not published again.
             reader.read = original  # type: ignore[method-assign]
             report = await sync.sync_once()
-            assert report.published == {"vendor": 0, "customer": 0, "gl_account": 0, "tax_rate": 5, "tracking": 4}
+            assert report.published == {
+                "vendor": 0,
+                "customer": 0,
+                "project": 0,
+                "gl_account": 0,
+                "tax_rate": 5,
+                "tracking": 4,
+                "payment": 0,
+            }
             ok = {"connection": connection, "outcome": "ok"}
             assert REGISTRY.get_sample_value("ledgerflow_reference_syncs_total", ok) == 1
         finally:
