@@ -102,6 +102,10 @@ def _id(ref: Reference | None) -> str | None:
     return ref.accounting_id or None if ref is not None else None
 
 
+_CUSTOMERS = (("customer", "Customer"), ("project", "Customer"))
+"""Where a QuickBooks ``CustomerRef`` id is cached: plain customers and projects (``Job`` customers)."""
+
+
 def _quickbooks(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
     needs: list[Need] = []
     obj = record.object_type
@@ -110,7 +114,9 @@ def _quickbooks(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Nee
     )
     party = getattr(record, party_field, None)
     if isinstance(party, Reference) and (value := _id(party)):
-        needs.append(Need(kind, ((kind, entity),), value, "id", party_field))
+        # A QuickBooks project is a Customer with Job = true, read as kind "project".
+        sources = _CUSTOMERS if kind == "customer" else ((kind, entity),)
+        needs.append(Need(kind, sources, value, "id", party_field))
     if not isinstance(record, Document):
         return needs
     expense = obj in ("bill", "purchase_order", "purchase_order_change")
@@ -125,7 +131,7 @@ def _quickbooks(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Nee
         if value := _id(line.cost_code):
             needs.append(Need("tracking", (("tracking", "Class"),), value, "id", f"{where} cost code"))
         if expense and (value := _id(line.project)):
-            needs.append(Need("customer", (("customer", "Customer"),), value, "id", f"{where} project"))
+            needs.append(Need("customer", _CUSTOMERS, value, "id", f"{where} project"))
     if obj == "bill":
         if value := _id(getattr(record, "ap_account", None)):
             needs.append(Need("gl_account", account, value, "id", "AP account"))

@@ -30,7 +30,7 @@ from ledgerflow.connectors.sandbox_kit import serve
 from ledgerflow.connectors.xero import XeroConnector
 from ledgerflow.connectors.xero import sandbox as xero_sandbox
 from ledgerflow.connectors.xero.reader import XeroReader
-from ledgerflow.contracts import ErrorCode, Outcome, SyncResult
+from ledgerflow.contracts import ErrorCode, Outcome, Reference, SyncResult
 from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.contracts.reference import ReferenceRecord
 from ledgerflow.contracts.topics import Topics
@@ -158,6 +158,8 @@ async def test_the_readers_fill_the_cache_and_mark_each_source_complete(xero: Er
         ("gl_account", "Account"),
         ("tax_rate", "TaxRate"),
         ("tracking", "TrackingCategory"),
+        ("payment", "Payment"),
+        ("project", "Project"),
     }
     codes = {r.code for r in await cache.find("xero-main", ["gl_account"], codes=["429", "6999"])}
     assert codes == {"429"}
@@ -289,6 +291,22 @@ async def test_quickbooks_checks_the_ids_it_sends_and_the_vendor(quickbooks: Erp
     ok = ok.model_copy(update={"vendor": ok.vendor.model_copy(update={"accounting_id": "56"})})
     booked = await runtime.book(ok, _attrs("e-qbo-ok"))
     assert booked.outcome is Outcome.SUCCEEDED, booked.error
+
+
+async def test_a_quickbooks_project_on_a_line_is_known(quickbooks: Erp) -> None:
+    """Customer 63 is a project (``Job`` true): cached as kind ``project``, still a valid ``CustomerRef``."""
+    await quickbooks.sync()
+    bill = _bill("qbo-project", {"accounting_id": "7"})
+    line = bill.line_items[0].model_copy(update={"project": Reference(accounting_id="63")})
+    unknown = bill.line_items[0].model_copy(update={"project": Reference(accounting_id="64")})
+    bill = bill.model_copy(update={"vendor": bill.vendor.model_copy(update={"accounting_id": "56"})})
+    booked = await quickbooks.runtime().book(bill.model_copy(update={"line_items": [line]}), _attrs("e-qbo-project"))
+    assert booked.outcome is Outcome.SUCCEEDED, booked.error
+    refused = await quickbooks.runtime().book(
+        bill.model_copy(update={"canonical_id": "t:mercoa:bill:qbo-p2", "line_items": [unknown]}), _attrs("e-qbo-p2")
+    )
+    assert refused.error is not None
+    assert refused.error.code == ErrorCode.REFERENCE_UNKNOWN
 
 
 async def test_a_stored_mapping_is_applied_and_wins_over_the_yaml_map(xero: Erp) -> None:
