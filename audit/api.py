@@ -98,7 +98,7 @@ def _text(description: str) -> Any:
     return Query(max_length=200, pattern=_TEXT, description=description)
 
 
-StageName = Literal["ingress", "transform", "connector", "audit"]
+StageName = Literal["ingress", "transform", "connector", "writeback", "audit"]
 assert set(StageName.__args__) == set(STAGES)  # type: ignore[attr-defined]
 
 
@@ -322,7 +322,7 @@ class StageCounts(BaseModel):
 class ReplayIn(BaseModel):
     """Which dead letters to replay (as `ledgerflow replay dlq`); empty lists match everything."""
 
-    stages: list[StageName] = Field(default_factory=list, max_length=4, description="Stages.")
+    stages: list[StageName] = Field(default_factory=list, max_length=5, description="Stages.")
     reasons: list[Text] = Field(default_factory=list, max_length=50, description="Reasons.")
     tenant: Text | None = Field(None, description="Tenant.")
     since: datetime | None = Field(None, description="Dead-lettered at or after.")

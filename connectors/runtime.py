@@ -75,6 +75,7 @@ from ledgerflow.contracts import (
     Outcome,
     SyncResult,
 )
+from ledgerflow.contracts import headers as ce_headers
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.contracts.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.contracts.topics import Topics
@@ -96,6 +97,9 @@ __all__ = ["ConnectorRuntime", "group_id", "register", "result_event_id"]
 
 SUPERSEDED = ErrorCode.RECORD_SUPERSEDED
 """Error code of a ``skipped`` result for a version older than the one already booked."""
+
+INBOUND_RECORD = "inbound-record"
+"""Dead-letter reason of a record read from an ERP (``ce_direction: inbound``) found on a connector's topics."""
 
 _UNAPPROVED = frozenset({"draft", "submitted"})
 """Document statuses that are not yet approved in the source: not booked unless a connection asks."""
@@ -237,6 +241,9 @@ class ConnectorRuntime:
         own_binder = binder is None
         binder = binder or self.batch_binder()
         headers = header_map(record)
+        if headers.get(ce_headers.CE_DIRECTION) == ce_headers.DIRECTION_INBOUND:
+            # Read from an ERP (sync-reference): never booked back into one, whatever topic it is on.
+            raise DeadLetter(INBOUND_RECORD, "a record read from an ERP (ce_direction: inbound) is never booked")
         try:
             attrs = EventAttributes.from_headers(headers)
         except MissingAttributeError as exc:

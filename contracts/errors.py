@@ -7,6 +7,7 @@ Codes are ``<family>.<what>``. The family says where the problem is:
 * ``reference.*``: ledgerflow could not resolve a reference of the record to an ERP id
   (before anything was sent);
 * ``erp.*``: the ERP answered and refused (the vendor's own code is ``error.vendor_code``);
+* ``source.*``: a source system refused a write of the source writers (inbound results);
 * ``http.*``: transport failures and HTTP statuses with no more specific meaning.
 
 Whether a retry may help is carried separately (``error.retriable``); a code does not imply it.
@@ -127,6 +128,19 @@ class ErrorCode(StrEnum):
     """Read back after booking, the ERP record differs from the canonical document (totals, lines, dates)."""
     ERP_RETRIABLE = "erp.retriable"
     """A vendor error an ``error_overrides`` option made retriable."""
+
+    # Source writers (inbound: records read from an ERP written into a source)
+    SOURCE_VALIDATION = "source.validation"
+    """The source API refused the write as invalid (4xx other than 404/409/429)."""
+    SOURCE_NOT_FOUND = "source.not_found"
+    """The source document a payment points at does not exist in the source (404)."""
+    SOURCE_INVALID_STATE = "source.invalid_state"
+    """The source document cannot take the change in its state (Monite 409 "Payable couldn't be updated due to
+    current state", a Mercoa invoice not payable)."""
+    SOURCE_PARTIAL_PAYMENT = "source.partial_payment"
+    """The payment covers part of the document and the source has no partially paid state (Mercoa)."""
+    SOURCE_UNAVAILABLE = "source.unavailable"
+    """The source API kept failing transiently (429, 5xx, transport) after the retries."""
 
     # Transport and HTTP statuses
     HTTP_TIMEOUT = "http.timeout"

@@ -7,13 +7,18 @@ from dataclasses import dataclass
 from ledgerflow.contracts import OBJECT_MODELS, Source
 from ledgerflow.contracts.reference import INBOUND_KINDS
 
-__all__ = ["RETRY_TIERS", "STAGES", "Topics"]
+__all__ = ["RETRYING_STAGES", "RETRY_TIERS", "STAGES", "Topics"]
 
 RETRY_TIERS = 3
-"""Retry topics ``<prefix>.retry.connector.1..3`` where connectors park transient failures."""
+"""Retry topics ``<prefix>.retry.<stage>.1..3`` where the connectors (stage ``connector``) and the
+source writers (stage ``writeback``) park transient failures."""
 
-STAGES = ("ingress", "transform", "connector", "audit")
-"""Pipeline stages that own a dead-letter topic ``<prefix>.dlq.<stage>``."""
+STAGES = ("ingress", "transform", "connector", "writeback", "audit")
+"""Pipeline stages that own a dead-letter topic ``<prefix>.dlq.<stage>`` (``writeback``: the source
+writers, which write records read from the ERPs into the sources)."""
+
+RETRYING_STAGES = ("connector", "writeback")
+"""Stages that park retriable failures on their own retry topics ``<prefix>.retry.<stage>.<tier>``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,5 +74,5 @@ class Topics:
         names += [self.inbound(k) for k in INBOUND_KINDS]
         names.append(self.results)
         names += [self.dlq(s) for s in STAGES]
-        names += [self.retry("connector", tier) for tier in range(1, RETRY_TIERS + 1)]
+        names += [self.retry(stage, tier) for stage in RETRYING_STAGES for tier in range(1, RETRY_TIERS + 1)]
         return names

@@ -132,6 +132,9 @@ class Transformer:
             attrs = EventAttributes.from_headers(header_map(record))
         except MissingAttributeError as exc:
             raise DeadLetter("missing-attributes", str(exc)) from None
+        if attrs.extensions.get("direction") == "inbound":
+            # Read from an ERP (sync-reference): not a source's webhook, never mapped into a booking.
+            raise DeadLetter("inbound-record", "a record read from an ERP (ce_direction: inbound) is never mapped")
         try:
             payload = orjson.loads(record.value or b"")
         except orjson.JSONDecodeError as exc:

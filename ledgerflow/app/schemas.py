@@ -31,6 +31,7 @@ from ledgerflow.contracts.reference import INBOUND_KINDS, ReferenceRecord
 from ledgerflow.contracts.topics import RETRY_TIERS, STAGES
 from ledgerflow.core.settings import Settings
 from ledgerflow.transformers.worker import raw_topics
+from ledgerflow.transformers.writeback.main import source_writer_lag_watch
 
 __all__ = ["asyncapi_document", "export", "json_schemas"]
 
@@ -178,8 +179,15 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
         "connector": [],
         "audit": [],
         "reference-reader": [],
+        "source-writer": [],
     }
-    receives: dict[str, list[str]] = {"ingress": [], "transformer": [], "connector": [], "audit": []}
+    receives: dict[str, list[str]] = {
+        "ingress": [],
+        "transformer": [],
+        "connector": [],
+        "audit": [],
+        "source-writer": [],
+    }
     raw_ids = {}
     for source in Source:
         raw_ids[topics.raw(source.value)] = channel(
@@ -203,12 +211,14 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
         )
     results = channel(topics.results, "SyncResult", "One result per booking attempt, keyed by canonical id.")
     sends["connector"].append(results)
+    sends["source-writer"].append(results)
     dlq_ids = {}
     for stage in STAGES:
         dlq_ids[topics.dlq(stage)] = channel(topics.dlq(stage), "DeadLetter", f"Dead letters of the {stage} stage.")
     sends["transformer"].append(dlq_ids[topics.dlq("transform")])
     sends["connector"].append(dlq_ids[topics.dlq("connector")])
     sends["audit"].append(dlq_ids[topics.dlq("audit")])
+    sends["source-writer"].append(dlq_ids[topics.dlq("writeback")])
     for tier in range(1, RETRY_TIERS + 1):
         address = topics.retry("connector", tier)
         # A parked record keeps its canonical model; the channel carries any of them.
@@ -219,11 +229,22 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
             "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in OBJECT_MODELS.values()},
         }
         sends["connector"].append(cid)
+        address = topics.retry("writeback", tier)
+        cid = _channel_id(address, prefix)
+        channels[cid] = {
+            "address": address,
+            "description": f"Reference records whose writes into a source are parked on retry tier {tier} "
+            "(headers say when and for which tenant and source).",
+            "messages": {"ReferenceRecord": {"$ref": "#/components/messages/ReferenceRecord"}},
+        }
+        sends["source-writer"].append(cid)
 
     by_address = {c["address"]: cid for cid, c in channels.items()}
     receives["transformer"] += [by_address[t] for t in raw_topics(settings) if t in by_address]
     for _, watched in connector_lag_watch("<connection>", settings):
         receives["connector"] += [by_address[t] for t in watched if t in by_address]
+    for _, watched in source_writer_lag_watch(settings):
+        receives["source-writer"] += [by_address[t] for t in watched if t in by_address]
     for _, watched in audit_lag_watch(settings):
         receives["audit"] += [by_address[t] for t in watched if t in by_address]
 

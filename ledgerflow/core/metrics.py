@@ -41,6 +41,7 @@ __all__ = [
     "WEBHOOKS_RECEIVED",
     "WEBHOOK_BYTES",
     "WEBHOOK_DURATION",
+    "WRITEBACK_RESULTS",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -167,6 +168,11 @@ REFERENCE_SYNCS = Counter(
     "ledgerflow_reference_syncs_total",
     "Reference sync passes of an ERP connection, by outcome (ok, failed).",
     ["connection", "outcome"],
+)
+WRITEBACK_RESULTS = Counter(
+    "ledgerflow_writeback_results_total",
+    "Writes of records read from an ERP into a source (ledgerflow source-writer), by outcome.",
+    ["tenant", "source", "kind", "connection", "outcome"],
 )
 OUTBOX_REDRIVES = Counter(
     "ledgerflow_outbox_redrives_total",

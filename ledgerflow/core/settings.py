@@ -32,15 +32,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledgerflow.contracts import OBJECT_MODELS
 from ledgerflow.contracts.common import Source
+from ledgerflow.contracts.reference import INBOUND_KINDS
 from ledgerflow.contracts.topics import Topics
 
 __all__ = [
     "ConfigError",
     "ConnectionConfig",
+    "IngeniousWriteback",
+    "PaymentMarking",
     "Routing",
     "Settings",
     "SourceConfig",
     "TenantConfig",
+    "WritebackConfig",
     "demo_routing",
     "load_routing",
     "normalize_state_url",
@@ -147,6 +151,103 @@ class ConnectionConfig(BaseModel):
         return self.credentials_dir is None or self.credentials_dir.is_dir()
 
 
+IngeniousObject = Literal["company", "entity", "cost_code", "project", "business_unit"]
+"""INGENIOUS accounting objects the source writer creates: Accounting Companies (vendors), Accounting
+Entities (GL accounts), Accounting Cost Codes, Projects and Business Units."""
+
+IngeniousPath = Literal[
+    "company_list",
+    "company",
+    "entity_list",
+    "entity",
+    "cost_code_list",
+    "cost_code",
+    "project_list",
+    "project",
+    "business_unit_list",
+    "business_unit",
+    "invoice_payments",
+]
+"""Names of the INGENIOUS Public API paths the source writer calls (defaults and the ASSUMPTION
+marks: ``ledgerflow.transformers.ingenious.writer``)."""
+
+IngeniousField = Literal["custom_id", "name", "code", "active", "amount", "currency", "paid_on"]
+"""Names of the INGENIOUS fields the source writer sends (defaults: ``ledgerflow.transformers.ingenious.writer``)."""
+
+_DEFAULT_INGENIOUS_OBJECTS: dict[str, IngeniousObject] = {
+    "vendor": "company",
+    "gl_account": "entity",
+    "project": "project",
+    "tracking": "cost_code",
+    "tracking:Department": "business_unit",
+}
+
+
+class IngeniousWriteback(BaseModel):
+    """What the source writer writes into INGENIOUS for one tenant (``writeback.ingenious``).
+
+    ``objects`` maps a reference kind (``vendor``), or a kind and the ERP's entity
+    (``tracking:Department``, more specific, wins), to the INGENIOUS object it becomes. ``paths`` and
+    ``fields`` override the writer's defaults by name (the Public API reference is not public:
+    ``sources.md`` §1.1). Credentials and the base URL come from the tenant's
+    ``sources.ingenious.options`` (``api_base_url``, ``api_token``) unless ``base_url`` is set here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    objects: dict[str, IngeniousObject] = Field(
+        default_factory=lambda: dict(_DEFAULT_INGENIOUS_OBJECTS),
+        description="Reference kind (or `kind:ERP entity`) → INGENIOUS object; a kind not listed is not written.",
+    )
+    payments: bool = Field(True, description="Record ERP payments on the INGENIOUS invoices they pay.")
+    base_url: str | None = Field(None, description="Public API root; default: sources.ingenious.options.api_base_url.")
+    paths: dict[IngeniousPath, str] = Field(default_factory=dict, description="Path overrides by name.")
+    fields: dict[IngeniousField, str] = Field(default_factory=dict, description="Field-name overrides by name.")
+
+    @field_validator("objects")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, IngeniousObject]) -> dict[str, IngeniousObject]:
+        unknown = sorted(k for k in value if k.split(":", 1)[0] not in INBOUND_KINDS or k.startswith("payment"))
+        if unknown:
+            kinds = ", ".join(k for k in INBOUND_KINDS if k != "payment")
+            raise ValueError(f"unknown reference kind(s) {', '.join(map(repr, unknown))}: use one of {kinds}")
+        return value
+
+
+class PaymentMarking(BaseModel):
+    """Marking source documents paid when the ERP books or makes their payment (Mercoa, Monite); off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mark_paid: bool = Field(False, description="Mark the source invoice / payable paid from ERP payments.")
+
+
+class WritebackConfig(BaseModel):
+    """A tenant's source writers (``tenants.<t>.writeback``): records read from its ERPs written into its sources.
+
+    Example::
+
+        writeback:
+          connections: [qbo-main]          # default: the tenant's connections
+          ingenious: {}                    # vendors, GL accounts, projects, tracking; payments
+          mercoa: {mark_paid: true}
+          monite: {mark_paid: true}
+
+    A section left out writes nothing into that source; INGENIOUS needs the section, Mercoa and
+    Monite payment marking needs ``mark_paid: true``. The source's API credentials are the tenant's
+    ``sources.<source>.options`` (as for enrichment). Nothing is ever written into an ERP.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    connections: list[str] | None = Field(
+        None, description="ERP connections whose records are written into this tenant's sources; None: all of its own."
+    )
+    ingenious: IngeniousWriteback | None = Field(None, description="INGENIOUS writes; None: none.")
+    mercoa: PaymentMarking = Field(default_factory=PaymentMarking, description="Mercoa invoice status updates.")
+    monite: PaymentMarking = Field(default_factory=PaymentMarking, description="Monite payable mark-as-paid.")
+
+
 class TenantConfig(BaseModel):
     """A tenant: its sources and the ERP connections its records go to."""
 
@@ -154,6 +255,9 @@ class TenantConfig(BaseModel):
 
     sources: dict[str, SourceConfig] = Field(default_factory=dict, description="Source name → credentials.")
     connections: list[str] = Field(default_factory=list, description="ERP connections fed by this tenant.")
+    writeback: WritebackConfig | None = Field(
+        None, description="Source writers: records read from the ERPs written into this tenant's sources."
+    )
 
     @field_validator("sources")
     @classmethod
@@ -182,11 +286,27 @@ class Routing(BaseModel):
             for conn in tenant.connections:
                 if conn not in self.connections:
                     raise ValueError(f"tenant {name!r} routes to unknown connection {conn!r}")
+            for conn in (tenant.writeback.connections or []) if tenant.writeback else []:
+                if conn not in self.connections:
+                    raise ValueError(f"tenant {name!r} writes back from unknown connection {conn!r}")
         return self
 
     def tenants_for(self, connection: str) -> set[str]:
         """Tenants whose records go to ``connection``."""
         return {name for name, t in self.tenants.items() if connection in t.connections}
+
+    def writeback_tenants(self, connection: str) -> dict[str, WritebackConfig]:
+        """Tenants whose sources take the records read from ``connection``, with their writeback config.
+
+        A tenant takes them when it has a ``writeback`` section and ``connection`` is in its
+        ``writeback.connections`` (default: the tenant's own ``connections``).
+        """
+        found: dict[str, WritebackConfig] = {}
+        for name, tenant in self.tenants.items():
+            wb = tenant.writeback
+            if wb is not None and connection in (wb.connections if wb.connections is not None else tenant.connections):
+                found[name] = wb
+        return found
 
 
 def load_routing(path: Path) -> Routing:

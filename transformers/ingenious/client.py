@@ -1,9 +1,14 @@
-"""INGENIOUS.BUILD Public API client: accounting objects by id, for their ``custom_id`` and name (seed 000)."""
+"""INGENIOUS.BUILD Public API client: accounting objects by id (``custom_id``, name; seed 000), and writes.
+
+The writes (find by a field, create, update) are the source writer's
+(:mod:`ledgerflow.transformers.ingenious.writer`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from aiolimiter import AsyncLimiter
@@ -96,3 +101,49 @@ class IngeniousClient(JsonApiClient):
 
         """
         return (await self.accounting_object(kind, accounting_id))[0]
+
+    # Writes (the source writer, ``ledgerflow.transformers.ingenious.writer``): paths and body
+    # field names are the writer's, configurable; see its module docstring for the ASSUMPTIONS.
+
+    @staticmethod
+    def _records(body: Any) -> list[dict[str, Any]]:
+        """The records of a list answer: ``{"data": [...]}`` or a bare list (anything else: none)."""
+        items = body.get("data", []) if isinstance(body, dict) else body
+        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+    @staticmethod
+    def _record(body: Any) -> dict[str, Any]:
+        """The record of a single-object answer: ``{"data": {...}}`` or the bare object."""
+        record = body.get("data", body) if isinstance(body, dict) else {}
+        return record if isinstance(record, dict) else {}
+
+    async def find(self, list_path: str, field: str, value: str) -> dict[str, Any] | None:
+        """``GET list_path?<field>=<value>`` → the first record whose ``field`` equals ``value``, or None.
+
+        The answer is filtered here too (an API that ignores the query parameter returns every
+        record; only an exact match counts).
+
+        Raises:
+            EnrichmentError: the API call failed.
+        """
+        body = await self.request("GET", f"{list_path}?{urlencode({field: value})}")
+        for record in self._records(body):
+            if str(record.get(field, "")) == value:
+                return record
+        return None
+
+    async def create(self, list_path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST list_path`` with ``body`` → the created record.
+
+        Raises:
+            EnrichmentError: the API call failed.
+        """
+        return self._record(await self.request("POST", list_path, json=dict(body)))
+
+    async def update(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH path`` with ``body`` → the updated record.
+
+        Raises:
+            EnrichmentError: the API call failed.
+        """
+        return self._record(await self.request("PATCH", path, json=dict(body)))

@@ -39,3 +39,15 @@ class MercoaClient(JsonApiClient):
 
         """
         return await self.request("GET", f"/entity/{entity_id}")
+
+    async def update_invoice(self, invoice_id: str, body: dict[str, Any]) -> Any:
+        """``POST /invoice/{invoice_id}`` with an ``InvoiceUpdateRequest`` body → the InvoiceResponse JSON.
+
+        Mercoa's invoice update (``mercoa-finance`` SDK ``InvoiceClient.UpdateAsync``): every field
+        optional; the source writer sends ``status`` (``PAID``) and ``settlementDate``.
+
+        Raises:
+            EnrichmentError: the call failed.
+
+        """
+        return await self.request("POST", f"/invoice/{invoice_id}", json=body)

@@ -91,3 +91,23 @@ class MoniteClient(JsonApiClient):
         body = await self.get(path, entity_id=entity_id)
         self._reference_cache[key] = body
         return body
+
+    async def post(self, path: str, body: dict[str, Any] | None, *, entity_id: str | None = None) -> Any:
+        """``POST path`` with ``body`` for the entity (``entity_id`` or the configured one).
+
+        Used by the source writer for ``POST /payables/{id}/mark_as_paid`` (body ``CommentPayload``)
+        and ``…/mark_as_partially_paid`` (body ``PartiallyPaidPayload``), Monite Partner API 2024-05-25.
+
+        Raises:
+            EnrichmentError: no entity id, or the token or the call failed.
+
+        """
+        entity = entity_id or self.entity_id
+        if not entity:
+            raise EnrichmentError(f"Monite POST {path}: no entity id (options.entity_id)")
+        headers = {
+            "Authorization": f"Bearer {await self._bearer()}",
+            "X-Monite-Version": self.api_version,
+            "X-Monite-Entity-Id": entity,
+        }
+        return await self.request("POST", path, json=body, headers=headers)

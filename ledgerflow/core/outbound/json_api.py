@@ -10,7 +10,9 @@ up. Per-source clients (``ledgerflow.transformers.<source>.client``) add authent
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -19,11 +21,35 @@ from aiolimiter import AsyncLimiter
 
 from ledgerflow.core.outbound.client import parse_retry_after
 
-__all__ = ["MAX_RETRY_AFTER_SECONDS", "EnrichmentError", "JsonApiClient", "RetriableEnrichmentError"]
+__all__ = [
+    "MAX_RETRY_AFTER_SECONDS",
+    "EnrichmentError",
+    "JsonApiClient",
+    "RetriableEnrichmentError",
+    "counted_attempts",
+]
 
 
 MAX_RETRY_AFTER_SECONDS = 30.0
 """A ``Retry-After`` longer than this is capped, so a worker never parks for minutes."""
+
+
+_ATTEMPTS: ContextVar[list[int] | None] = ContextVar("json_api_attempts", default=None)
+
+
+@contextlib.contextmanager
+def counted_attempts() -> Iterator[list[int]]:
+    """Count the HTTP attempts (first tries and retries) :class:`JsonApiClient` s make in this block.
+
+    The count is ``counter[0]`` of the yielded list; it covers the current task only (a context
+    variable), so concurrent writes on one shared client each count their own.
+    """
+    counter = [0]
+    token = _ATTEMPTS.set(counter)
+    try:
+        yield counter
+    finally:
+        _ATTEMPTS.reset(token)
 
 
 class EnrichmentError(RuntimeError):
@@ -120,6 +146,8 @@ class JsonApiClient:
                 wait_jitter=0.0,
             ):
                 with attempt:
+                    if (counter := _ATTEMPTS.get()) is not None:
+                        counter[0] += 1
                     if self.limiter is not None:
                         await self.limiter.acquire()
                     merged = {**(await self._headers()), **(headers or {})}

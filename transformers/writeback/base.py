@@ -1,0 +1,159 @@
+"""What every source writer shares: the outcome of one write, the write ledger, error classification.
+
+A *source writer* (``ledgerflow.transformers.<source>.writer``) writes a
+:class:`~ledgerflow.contracts.reference.ReferenceRecord` read from an ERP into one source system
+for one tenant. One record may mean several writes (a payment applied to two bills); each gives a
+:class:`WriteOutcome`, which the runtime (:mod:`ledgerflow.transformers.writeback.runtime`) turns
+into a ``SyncResult`` with ``direction="inbound"``.
+
+Idempotency: every write has a deterministic key (:func:`write_key`). The :class:`WriteLedger`
+keeps, per (source, tenant) and key, the id the source gave the record and the hash of what was
+written (state store binder table, connection ``writeback:<source>:<tenant>``): the same content
+again is a ``duplicate`` and nothing is sent; a payment already marked is never marked twice. The
+ledger row is written right after the source acknowledged the write (before the result is
+published), so a redelivery after a crash finds it. Where no ledger row exists yet (first write,
+or a crash between the source's answer and the ledger write) the writers look the record up in
+the source first (by ``custom_id``, or the document's paid state) before creating anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+from ledgerflow.contracts import ErrorInfo, Operation, Outcome
+from ledgerflow.contracts.errors import ErrorCode
+from ledgerflow.contracts.reference import ReferenceRecord
+from ledgerflow.core.outbound.json_api import EnrichmentError, RetriableEnrichmentError, counted_attempts
+from ledgerflow.core.state import StateStore
+
+__all__ = [
+    "SourceWriter",
+    "WriteLedger",
+    "WriteOutcome",
+    "classify",
+    "content_digest",
+    "counting",
+    "write_key",
+]
+
+
+def write_key(*parts: str) -> str:
+    """The deterministic key of one write: its parts joined by ``:`` (at most 400 characters, else hashed)."""
+    key = ":".join(parts)
+    return key if len(key) <= 400 else hashlib.sha256(key.encode()).hexdigest()
+
+
+def content_digest(value: Any) -> str:
+    """SHA-256 (hex) of ``value`` as canonical JSON (sorted keys; Decimal and dates as text)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """How one write into a source ended.
+
+    ``target`` names what was written in the source's terms (``company``, ``invoice``, ``payable``);
+    ``key`` is the write's deterministic key (:func:`write_key`), also the result's canonical id
+    suffix. ``amount``/``currency``: payments, the amount applied to that document.
+    """
+
+    target: str
+    key: str
+    operation: Operation
+    outcome: Outcome
+    source_record_id: str | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    error: ErrorInfo | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+
+    @property
+    def retriable(self) -> bool:
+        """A failed write a later attempt may make succeed (the runtime parks it on a retry tier)."""
+        return self.outcome is Outcome.FAILED and self.error is not None and self.error.retriable
+
+
+async def counting(write: Awaitable[WriteOutcome]) -> WriteOutcome:
+    """Await one write and set its ``attempts`` to the HTTP attempts it made (retries included)."""
+    with counted_attempts() as sent:
+        outcome = await write
+    return replace(outcome, attempts=sent[0])
+
+
+def classify(exc: EnrichmentError, *, conflict: ErrorCode = ErrorCode.SOURCE_INVALID_STATE) -> ErrorInfo:
+    """The :class:`ErrorInfo` of a failed source API call.
+
+    Transient failures that outlasted the client's retries (429, 5xx, transport errors: the cause
+    is a :class:`RetriableEnrichmentError`) are ``source.unavailable``, retriable; 404 is
+    ``source.not_found``, 409 ``conflict`` (default ``source.invalid_state``), any other 4xx
+    ``source.validation``; none of those is retriable.
+    """
+    status = exc.status
+    if isinstance(exc.__cause__, RetriableEnrichmentError) or isinstance(exc, RetriableEnrichmentError):
+        return ErrorInfo(code=ErrorCode.SOURCE_UNAVAILABLE, message=str(exc), retriable=True)
+    if status == 404:
+        return ErrorInfo(code=ErrorCode.SOURCE_NOT_FOUND, message=str(exc), retriable=False)
+    if status == 409:
+        return ErrorInfo(code=conflict, message=str(exc), retriable=False)
+    if status in (401, 403):
+        return ErrorInfo(code=ErrorCode.AUTH_REJECTED, message=str(exc), retriable=False)
+    return ErrorInfo(code=ErrorCode.SOURCE_VALIDATION, message=str(exc), retriable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A write the ledger remembers: the source's id of the record and the hash of what was written."""
+
+    source_record_id: str
+    content_hash: str
+
+
+@dataclass
+class WriteLedger:
+    """The writes already made into one source for one tenant (state store binder, ``writeback:<source>:<tenant>``).
+
+    Args:
+        state: the state store.
+        source: source system written to.
+        tenant: tenant whose source it is.
+    """
+
+    state: StateStore
+    source: str
+    tenant: str
+    _name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._name = f"writeback:{self.source}:{self.tenant}"[:100]
+
+    async def get(self, key: str) -> Written | None:
+        """What was written under ``key``, or None."""
+        row = await self.state.get_binding(self._name, key)
+        return None if row is None else Written(row.erp_record_id, row.content_hash)
+
+    async def put(self, key: str, source_record_id: str, content_hash: str) -> None:
+        """Remember that ``key`` was written as ``source_record_id`` with content ``content_hash``."""
+        await self.state.put_binding(
+            self._name, key, erp_record_id=source_record_id, erp_version=None, content_hash=content_hash
+        )
+
+
+class SourceWriter(Protocol):
+    """Writes records read from an ERP into one source for one tenant."""
+
+    source: str
+    """The source system written to (``ingenious``, ``mercoa``, ``monite``)."""
+
+    def takes(self, record: ReferenceRecord) -> bool:
+        """Whether this writer writes anything for ``record`` (its kind is enabled, a payment pays its documents)."""
+        ...
+
+    async def write(self, record: ReferenceRecord, tenant: str, ledger: WriteLedger) -> Sequence[WriteOutcome]:
+        """Write ``record`` into the source; one outcome per write. Never raises for API errors."""
+        ...
