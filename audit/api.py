@@ -8,7 +8,7 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
 (:mod:`ledgerflow.core.problems`) and documented as such.
 
 ``GET /v1/sync-records`` (read)
-    Filters ``tenant``, ``source``, ``object_type``, ``erp``, ``connection``, ``outcome``,
+    Filters ``tenant``, ``source``, ``object_type``, ``erp``, ``connection``, ``outcome``, ``direction``,
     ``since``/``until`` on the last attempt time, ``q`` (source id, document number, event id);
     cursor pagination, newest first, stable across pages. ``GET /v1/sync-records/counts``: per outcome.
 ``GET /v1/sync-records/{id}`` (read)
@@ -30,6 +30,7 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -63,6 +64,7 @@ from ledgerflow.audit.store import (
 )
 from ledgerflow.audit.tables import ApiKeyRow, DeadLetterRow, SyncAttemptRow, SyncRecordRow
 from ledgerflow.contracts import Outcome
+from ledgerflow.contracts.sync_result import Direction
 from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.problems import PROBLEM_SCHEMA, Problem, problem_doc, problem_response
 from ledgerflow.core.settings import Settings
@@ -123,6 +125,10 @@ class SyncRecordOut(BaseModel):
     attempt_count: int = Field(description="Number of attempts (results) received for this record.")
     retry_event_id: str | None = Field(description="Event id of the last re-drive requested through this API.")
     retry_requested_at: datetime | None = Field(description="When that re-drive was requested.")
+    direction: Direction = Field(
+        "outbound", description="`outbound`: booked into the ERP; `inbound`: read from it, written into a source."
+    )
+    source_record_id: str | None = Field(None, description="Inbound: the record's id in the source written to.")
 
     @classmethod
     def of(cls, row: SyncRecordRow) -> SyncRecordOut:
@@ -698,11 +704,16 @@ def create_app(
         q: Annotated[str | None, _text("Source id, document number or event id (exact).")] = None,
         limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 100,
         cursor: Annotated[str | None, _text("`next_cursor` of the previous page.")] = None,
+        direction: Annotated[
+            Direction | None, Query(description="`outbound` (booked into an ERP) or `inbound` (written into a source).")
+        ] = None,
     ) -> SyncRecordPage:
         """Sync records matching every given filter, newest first, one page at a time."""
         filters = record_filter(
             principal, tenant, source, object_type, erp, connection, outcome.value if outcome else None, since, until, q
         )
+        if direction is not None:
+            filters = dataclasses.replace(filters, direction=direction)
         try:
             page = await store.list_records(filters, limit=limit, cursor=cursor)
         except InvalidCursorError as exc:

@@ -91,6 +91,8 @@ class RecordFilter:
     erp: str | None = None
     connection: str | None = None
     outcome: str | None = None
+    direction: str | None = None
+    """``outbound`` or ``inbound`` (:attr:`ledgerflow.contracts.SyncResult.direction`)."""
     since: datetime | None = None
     until: datetime | None = None
     search: str | None = None
@@ -263,6 +265,7 @@ def _record_conditions(filters: RecordFilter) -> list[Any]:
         (SyncRecordRow.erp, filters.erp),
         (SyncRecordRow.connection, filters.connection),
         (SyncRecordRow.outcome, filters.outcome),
+        (SyncRecordRow.direction, filters.direction),
     ):
         if value is not None:
             conditions.append(column == value)
@@ -401,6 +404,14 @@ class AuditStore:
             "attempt_count": 0,
             "created_at": now,
         }
+        # Inbound results (the source writers') carry their direction and the source's id; an
+        # outbound one is written exactly as before those columns existed (their defaults hold).
+        inbound: dict[str, Any] = {}
+        if result.direction != "outbound":
+            record["direction"] = result.direction
+        if result.source_record_id is not None:
+            attempt["source_record_id"] = record["source_record_id"] = result.source_record_id
+            inbound["source_record_id"] = record["source_record_id"]
         attempt, record = _no_nul(attempt), _no_nul(record)
         table: Table = SyncRecordRow.__table__  # type: ignore[assignment]
         create_record = self._insert(table).values(**record).on_conflict_do_nothing(index_elements=["id"])
@@ -433,6 +444,7 @@ class AuditStore:
                 erp_record_version=latest_known("erp_record_version"),
                 amount=latest_known("amount"),
                 currency=latest_known("currency"),
+                **{column: latest(column) for column in inbound},
                 first_attempt_at=case(
                     (table.c.first_attempt_at > finished, finished),
                     else_=table.c.first_attempt_at,

@@ -2,7 +2,9 @@
 
 ``sync_records``
     One row per (canonical id, ERP connection): the latest outcome and ERP record id, the
-    document amount and currency, first/last attempt times and the number of attempts.
+    document amount and currency, first/last attempt times and the number of attempts; its
+    ``direction`` (``outbound``: booked into the ERP; ``inbound``: a record read from that ERP
+    written into a source, with the source's ``source_record_id``).
     ``id`` is deterministic (:func:`sync_record_id`), so every replica computes the same one.
 ``sync_attempts``
     One row per ``SyncResult`` event received, unique on the result's CloudEvents ``ce_id``:
@@ -135,6 +137,7 @@ class SyncRecordRow(AuditBase):
         Index("ix_sync_records_order", "created_at", "id"),
         Index("ix_sync_records_tenant_last", "tenant", "last_attempt_at"),
         Index("ix_sync_records_outcome", "outcome"),
+        Index("ix_sync_records_direction", "direction"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -157,6 +160,10 @@ class SyncRecordRow(AuditBase):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     retry_event_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     retry_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    direction: Mapped[str] = mapped_column(String(10), server_default="outbound")
+    """``outbound`` (booked into an ERP) or ``inbound`` (an ERP record written into a source)."""
+    source_record_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """Inbound: the id the source gave the record written (INGENIOUS company id, Mercoa invoice id…)."""
 
 
 class SyncAttemptRow(AuditBase):
@@ -190,6 +197,7 @@ class SyncAttemptRow(AuditBase):
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
     trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    source_record_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class CanonicalRecordRow(AuditBase):
