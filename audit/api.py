@@ -26,6 +26,9 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
     Health, last success and error rate of each ERP connection.
 ``GET|POST /v1/keys``, ``DELETE /v1/keys/{id}`` (admin)
     API keys (the secret is shown once, at creation).
+``/v1/stored-connections…`` (read; admin to change), ``GET /oauth/callback`` (public)
+    ERP connections kept in the state store and the OAuth consent of QuickBooks and Xero
+    (:mod:`ledgerflow.audit.connections_api`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import httpx
 import orjson
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledgerflow import __version__
 from ledgerflow.audit.auth import ALL_TENANTS, SCOPES, Authenticator, Principal, forbidden
+from ledgerflow.audit.connections_api import install_connections
 from ledgerflow.audit.masking import mask_text, mask_tree
 from ledgerflow.audit.operations import (
     RETRY_OF_HEADER,
@@ -66,6 +71,7 @@ from ledgerflow.audit.tables import ApiKeyRow, DeadLetterRow, SyncAttemptRow, Sy
 from ledgerflow.contracts import Outcome
 from ledgerflow.contracts.sync_result import Direction
 from ledgerflow.contracts.topics import STAGES
+from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.problems import PROBLEM_SCHEMA, Problem, problem_doc, problem_response
 from ledgerflow.core.settings import Settings
 
@@ -583,6 +589,8 @@ def create_app(
     *,
     authenticator: Authenticator,
     rate_limits: Mapping[str, float] | None = None,
+    connection_check: ConnectionCheck | None = None,
+    oauth_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """The sync-records API over ``store``; ``publish(topic, key, value, headers)`` re-publishes re-drives.
 
@@ -592,6 +600,9 @@ def create_app(
         settings: topic prefix.
         authenticator: API keys and (optionally) OIDC tokens.
         rate_limits: connection → ``rate_limit_per_minute`` set in the routing file (headroom shown).
+        connection_check: the composition layer's check of stored connections (ERP kinds and
+            options, the routing file's names and tenants); None = their shape only.
+        oauth_transport: httpx transport of the OAuth code exchange (tests); None = the network.
 
     Returns:
         A FastAPI app: the API under ``/v1`` (OpenAPI at ``/v1/openapi.json``), no docs UI (nothing
@@ -876,6 +887,7 @@ def create_app(
         return Response(status_code=204)
 
     app.include_router(router)
+    install_connections(app, store.engine, settings, check=connection_check, transport=oauth_transport)
     return app
 
 

@@ -17,6 +17,7 @@ from ledgerflow.audit.service import start_audit
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.contracts import OBJECT_MODELS, Source
 from ledgerflow.contracts.topics import STAGES
+from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.lag import lag_reporter
 from ledgerflow.core.service import LagWatch
@@ -77,6 +78,7 @@ async def run_audit(
     oidc: OidcConfig | None = None,
     local_admin_key: bool = False,
     routing: Routing | None = None,
+    connection_check: ConnectionCheck | None = None,
 ) -> AsyncIterator[RunningAudit]:
     """Run the audit service until the block exits.
 
@@ -93,6 +95,8 @@ async def run_audit(
             and return it in :attr:`RunningAudit.admin_key`: the embedded default of ``ledgerflow up``.
         routing: the routing in use; connections' ``options.rate_limit_per_minute`` give the
             rate-limit headroom of the connections page.
+        connection_check: what connections stored through the API must pass besides their shape
+            (``ledgerflow.app.connections_cli.routing_check``).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -110,6 +114,7 @@ async def run_audit(
             concurrency=concurrency,
             oidc=oidc,
             rate_limits=rate_limits(routing) if routing is not None else None,
+            connection_check=connection_check,
         )
         admin_key = None
         if local_admin_key:

@@ -21,6 +21,7 @@ from ledgerflow.audit.consumer import register
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.core.asgi import HttpLimits, serve
+from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.kafka import broker_from_settings
 from ledgerflow.core.service import health_app
 from ledgerflow.core.settings import Settings
@@ -51,6 +52,7 @@ async def start_audit(
     oidc: OidcConfig | None = None,
     key_hasher: PasswordHasher | None = None,
     rate_limits: Mapping[str, float] | None = None,
+    connection_check: ConnectionCheck | None = None,
 ) -> str:
     """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
 
@@ -67,6 +69,7 @@ async def start_audit(
         key_hasher: Argon2 parameters of API keys (tests use cheaper ones).
         rate_limits: connection → ``rate_limit_per_minute`` of the routing file (the connections
             page shows the headroom against the requests the audit recorded).
+        connection_check: the composition layer's check of connections stored through the API.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -96,7 +99,14 @@ async def start_audit(
     stack.push_async_callback(broker.stop)
     verifier = OidcVerifier(oidc) if oidc is not None else None
     authenticator = Authenticator(KeyStore(store.engine, key_hasher), verifier)
-    app = create_app(store, publish, settings, authenticator=authenticator, rate_limits=rate_limits)
+    app = create_app(
+        store,
+        publish,
+        settings,
+        authenticator=authenticator,
+        rate_limits=rate_limits,
+        connection_check=connection_check,
+    )
     install_console(app)
     app = audit_app(app, ready)
     return await stack.enter_async_context(serve(app, host=host, port=port, limits=HttpLimits.from_settings(settings)))

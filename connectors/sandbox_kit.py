@@ -32,7 +32,12 @@ routes to ``sandbox.app``. The kit gives it:
   Faults apply to every path outside ``/_sandbox/`` (also the token endpoint);
 * :class:`OAuthIssuer` — an OAuth 2.0 token endpoint (RFC 6749 §4.4, §6) that checks client
   credentials (HTTP Basic or form fields), issues bearer tokens, rotates refresh tokens on
-  every refresh (the old one stops working) and rejects bad ones with ``invalid_grant``;
+  every refresh (the old one stops working) and rejects bad ones with ``invalid_grant``; and
+  the authorization-code grant with PKCE (RFC 6749 §4.1, RFC 7636 ``S256`` only): an authorize
+  endpoint that consents at once (redirects with ``code`` and ``state``, plus the vendor's extra
+  parameters such as Intuit's ``realmId``) after checking ``response_type``, ``client_id``,
+  ``redirect_uri``, ``scope`` and the code challenge, and single-use codes (10 minutes) whose
+  exchange checks the client, the ``redirect_uri`` and the ``code_verifier``;
 * :class:`DecimalJSONResponse` / :func:`read_json` — JSON with exact decimals;
 * :func:`serve` — runs an app with uvicorn in this process on a free loopback port::
 
@@ -49,6 +54,7 @@ import base64
 import binascii
 import itertools
 import os
+import re
 import secrets
 import time
 from collections import defaultdict
@@ -57,11 +63,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -309,6 +316,16 @@ class OAuthIssuer:
             the tokens they rotate to are single-use.
         access_ttl: ``expires_in`` of access tokens, seconds.
         refresh_ttl: ``x_refresh_token_expires_in`` reported (QuickBooks style), seconds.
+        scopes: scopes a consent may ask for (the request's must be a non-empty subset); empty =
+            no authorization-code grant.
+        required_scopes: scopes every consent must ask for (Intuit: the accounting scope).
+        redirect_uris: redirect URIs registered for the clients; empty = any loopback
+            ``http://127.0.0.1:<port>/…`` or ``http://localhost:<port>/…`` URI (RFC 8252 §7.3).
+        callback_params: extra query parameters of the consent redirect (Intuit: ``realmId``).
+        client_auth: ``"basic"``: the client authenticates with HTTP Basic only (Intuit, Xero);
+            ``"any"``: Basic or ``client_id``/``client_secret`` form fields.
+        offline_scope: a code exchange answers a refresh token only if the consent asked for
+            this scope (Xero: ``offline_access``); None = always.
 
     """
 
@@ -320,6 +337,12 @@ class OAuthIssuer:
         consent_tokens: Iterable[str] = (),
         access_ttl: int = 3600,
         refresh_ttl: int = 8_726_400,
+        scopes: Iterable[str] = (),
+        required_scopes: Iterable[str] = (),
+        redirect_uris: Iterable[str] = (),
+        callback_params: Mapping[str, str] | None = None,
+        client_auth: Literal["basic", "any"] = "any",
+        offline_scope: str | None = None,
     ) -> None:
         self.clients = dict(clients)
         self.refresh_tokens: set[str] = set(refresh_tokens)
@@ -328,6 +351,16 @@ class OAuthIssuer:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.refreshes = 0
+        self.scopes = frozenset(scopes)
+        self.required_scopes = frozenset(required_scopes)
+        self.redirect_uris: set[str] = set(redirect_uris)
+        self.callback_params = dict(callback_params or {})
+        self.client_auth = client_auth
+        self.offline_scope = offline_scope
+        self.codes: dict[str, _Grant] = {}
+        """Authorization codes not yet exchanged (single use)."""
+        self.consents = 0
+        """Number of consents given (authorize requests answered with a code)."""
 
     def issue_refresh_token(self) -> str:
         """Mint a new valid refresh token (what a consent flow would hand out)."""
@@ -346,7 +379,8 @@ class OAuthIssuer:
         expires = self.access_tokens.get(authorization.removeprefix("Bearer ").strip())
         return expires is not None and expires > time.monotonic()
 
-    def _client_ok(self, request: Request, form: Mapping[str, str]) -> bool:
+    def _client(self, request: Request, form: Mapping[str, str]) -> str | None:
+        """The authenticated client id of a token request, or None."""
         header = request.headers.get("authorization", "")
         client_id: str | None
         secret: str | None
@@ -354,22 +388,85 @@ class OAuthIssuer:
             try:
                 client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
-                return False
+                return None
+        elif self.client_auth == "basic":
+            return None
         else:
             client_id, secret = form.get("client_id"), form.get("client_secret")
         if client_id is None or secret is None or client_id not in self.clients:
-            return False
-        return secrets.compare_digest(self.clients[client_id], secret)
+            return None
+        return client_id if secrets.compare_digest(self.clients[client_id], secret) else None
+
+    def _redirect_ok(self, uri: str) -> bool:
+        if self.redirect_uris:
+            return uri in self.redirect_uris
+        parts = urlsplit(uri)
+        return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost") and not parts.fragment
+
+    async def authorize_endpoint(self, request: Request) -> Response:
+        """``GET`` handler: the consent page, approving at once (RFC 6749 §4.1.1-4.1.2, RFC 7636 §4.3).
+
+        An unknown ``client_id`` or a ``redirect_uri`` not registered answers 400 here (never a
+        redirect: §4.1.2.1); any other error redirects with ``error`` and the ``state``.
+        """
+        query = request.query_params
+        client_id, redirect_uri, state = query.get("client_id", ""), query.get("redirect_uri", ""), query.get("state")
+        if client_id not in self.clients:
+            return JSONResponse({"error": "invalid_client", "error_description": "unknown client_id"}, 400)
+        if not self._redirect_ok(redirect_uri):
+            return JSONResponse({"error": "invalid_request", "error_description": "redirect_uri not registered"}, 400)
+
+        def refuse(error: str, description: str) -> Response:
+            params = {"error": error, "error_description": description, **({"state": state} if state else {})}
+            return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
+
+        if query.get("response_type") != "code":
+            return refuse("unsupported_response_type", "response_type must be code")
+        asked = set((query.get("scope") or "").split())
+        if not asked or not asked <= self.scopes or not self.required_scopes <= asked:
+            return refuse("invalid_scope", f"scope must be among {' '.join(sorted(self.scopes))}")
+        if not state:
+            return refuse("invalid_request", "state is required")
+        challenge = query.get("code_challenge", "")
+        if query.get("code_challenge_method") != "S256" or not _PKCE_VALUE.fullmatch(challenge):
+            return refuse("invalid_request", "a code_challenge with code_challenge_method=S256 is required")
+        code = "code-" + secrets.token_urlsafe(24)
+        self.codes[code] = _Grant(client_id, redirect_uri, challenge, " ".join(sorted(asked)), time.monotonic() + 600)
+        self.consents += 1
+        params = {"code": code, "state": state, **self.callback_params}
+        return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
+
+    def _exchange(self, client_id: str, form: Mapping[str, str]) -> JSONResponse | _Grant:
+        """Check an ``authorization_code`` grant (the code is spent whatever the outcome): the grant, or the refusal."""
+        grant = self.codes.pop(form.get("code", ""), None)
+        if grant is None or grant.expires < time.monotonic() or grant.client_id != client_id:
+            return JSONResponse({"error": "invalid_grant", "error_description": "unknown, used or expired code"}, 400)
+        if form.get("redirect_uri") != grant.redirect_uri:
+            return JSONResponse({"error": "invalid_grant", "error_description": "redirect_uri mismatch"}, 400)
+        verifier = form.get("code_verifier", "")
+        if not _PKCE_VALUE.fullmatch(verifier):
+            return JSONResponse({"error": "invalid_request", "error_description": "code_verifier missing"}, 400)
+        if not secrets.compare_digest(create_s256_code_challenge(verifier), grant.challenge):
+            return JSONResponse({"error": "invalid_grant", "error_description": "code_verifier mismatch"}, 400)
+        return grant
 
     async def token_endpoint(self, request: Request) -> Response:
-        """``POST`` handler: grants ``refresh_token`` (rotating) and ``client_credentials``."""
+        """``POST`` handler: grants ``authorization_code`` (PKCE), ``refresh_token`` (rotating), client credentials."""
         # application/x-www-form-urlencoded (RFC 6749 §4.1.3), parsed by the stdlib.
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
-        if not self._client_ok(request, form):
+        client_id = self._client(request, form)
+        if client_id is None:
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         grant = form.get("grant_type")
         body: dict[str, Any]
-        if grant == "refresh_token":
+        if grant == "authorization_code":
+            granted = self._exchange(client_id, form)
+            if isinstance(granted, JSONResponse):
+                return granted
+            body = {"scope": granted.scope}
+            if self.offline_scope is None or self.offline_scope in granted.scope.split():
+                body.update(refresh_token=self.issue_refresh_token(), x_refresh_token_expires_in=self.refresh_ttl)
+        elif grant == "refresh_token":
             old = form.get("refresh_token", "")
             if old not in self.refresh_tokens and old not in self.consent_tokens:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
@@ -386,6 +483,21 @@ class OAuthIssuer:
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
+_PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+"""A code verifier (RFC 7636 §4.1) or an S256 challenge (43 base64url characters)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """An authorization code's grant: who asked, where to, the PKCE challenge, the scope, until when."""
+
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    scope: str
+    expires: float
+
+
 # --------------------------------------------------------------------------------------------
 # The sandbox
 
@@ -397,6 +509,8 @@ class Sandbox:
         title: app title.
         issuer: the token issuer.
         token_path: where the token endpoint is mounted (e.g. ``/oauth2/v1/tokens/bearer``).
+        authorize_path: where the consent (authorize) endpoint is mounted, if the ERP has one
+            (the vendor's path, e.g. Intuit's ``/connect/oauth2``).
         total_of: the total of a stored record for ``/_sandbox/records`` (None if it has none).
         fault_body: body of injected error responses, in the ERP's error shape, from (status).
         fault_headers: extra headers of injected error responses, from (status)
@@ -411,6 +525,7 @@ class Sandbox:
         *,
         issuer: OAuthIssuer,
         token_path: str,
+        authorize_path: str | None = None,
         total_of: Callable[[str, dict[str, Any]], Decimal | None] = lambda kind, record: None,
         fault_body: Callable[[int], Any] = lambda status: {"message": f"injected fault {status}"},
         fault_headers: Callable[[int], Mapping[str, str]] = lambda status: {},
@@ -427,6 +542,8 @@ class Sandbox:
         self.app.state.sandbox = self
         self.app.add_middleware(_FaultMiddleware, sandbox=self)
         self.app.add_api_route(token_path, issuer.token_endpoint, methods=["POST"], include_in_schema=False)
+        if authorize_path is not None:
+            self.app.add_api_route(authorize_path, issuer.authorize_endpoint, methods=["GET"], include_in_schema=False)
         self.app.add_api_route("/_sandbox/faults", self._arm, methods=["POST"])
         self.app.add_api_route("/_sandbox/faults", self._clear, methods=["DELETE"])
         self.app.add_api_route("/_sandbox/faults", self._show, methods=["GET"])

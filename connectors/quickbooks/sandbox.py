@@ -2,9 +2,14 @@
 
 What it reproduces (``shared/reference/erp_apis.md`` §1, Intuit "Bill" entity page, error-code list):
 
-* ``POST /oauth2/v1/tokens/bearer`` — OAuth 2.0 token endpoint, refresh tokens rotate on every
-  refresh, bad client credentials → 401 ``invalid_client``, unknown refresh token → 400
-  ``invalid_grant``;
+* ``GET /connect/oauth2`` — the consent page (appcenter.intuit.com's path), approving at once:
+  checks ``client_id``, ``redirect_uri``, ``response_type=code``, scope
+  ``com.intuit.quickbooks.accounting``, a PKCE ``S256`` challenge and ``state``, and redirects
+  with ``code``, ``state`` and ``realmId`` (:class:`~ledgerflow.connectors.sandbox_kit.OAuthIssuer`);
+* ``POST /oauth2/v1/tokens/bearer`` — OAuth 2.0 token endpoint (HTTP Basic client authentication):
+  the authorization code (single use, ``code_verifier`` checked) and refresh tokens, which rotate
+  on every refresh; bad client credentials → 401 ``invalid_client``, unknown refresh token or
+  code → 400 ``invalid_grant``;
 * ``/v3/company/{realmId}/…`` with ``Authorization: Bearer`` (401 ``AuthenticationFault`` 3200;
   another realm → 403 ``AuthorizationFault`` 3100):
   ``POST /{entity}`` (create; full update with ``Id`` + ``SyncToken``; sparse update with
@@ -74,9 +79,11 @@ from ledgerflow.core.outbound.client import loads_json
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
+    "AUTHORIZE_PATH",
     "DEFAULT_CREDENTIALS",
     "INTUIT_ENTITY_ELEMENTS",
     "MAX_BATCH",
+    "SCOPE",
     "TOKEN_PATH",
     "FinanceSchema",
     "SandboxCredentials",
@@ -91,6 +98,10 @@ MAX_BATCH = 30
 """Items per batch request (Intuit: "the maximum number of payloads in a single batch request is 30")."""
 
 _BATCH_OPERATIONS = frozenset({"create", "update", "delete"})
+AUTHORIZE_PATH = "/connect/oauth2"
+"""Path of Intuit's consent page (``https://appcenter.intuit.com/connect/oauth2``)."""
+SCOPE = "com.intuit.quickbooks.accounting"
+"""The Accounting API's OAuth scope."""
 _NS = "{http://schema.intuit.com/finance/v3}"
 
 ENTITIES: dict[str, str] = {
@@ -1076,11 +1087,16 @@ def create_app(
         {credentials.client_id: credentials.client_secret},
         consent_tokens=[credentials.refresh_token],
         access_ttl=access_ttl,
+        scopes=[SCOPE, "com.intuit.quickbooks.payment", "openid", "profile", "email"],
+        required_scopes=[SCOPE],
+        callback_params={"realmId": credentials.realm_id},
+        client_auth="basic",
     )
     sandbox = Sandbox(
         "QuickBooks Online sandbox",
         issuer=issuer,
         token_path=TOKEN_PATH,
+        authorize_path=AUTHORIZE_PATH,
         total_of=_total,
         fault_body=_fault_body,
     )

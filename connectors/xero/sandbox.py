@@ -3,7 +3,13 @@
 What it reproduces (``shared/reference/erp_apis.md`` §2, ``xero_accounting.yaml``,
 developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
 
-* ``POST /connect/token`` — OAuth 2.0 token endpoint (identity.xero.com), refresh tokens rotate;
+* ``GET /identity/connect/authorize`` — the consent page (login.xero.com's path), approving at
+  once: checks ``client_id``, ``redirect_uri``, ``response_type=code``, the scopes, a PKCE
+  ``S256`` challenge and ``state``, and redirects with ``code`` and ``state``
+  (:class:`~ledgerflow.connectors.sandbox_kit.OAuthIssuer`);
+* ``POST /connect/token`` — OAuth 2.0 token endpoint (identity.xero.com; HTTP Basic client
+  authentication): the authorization code (single use, ``code_verifier`` checked; a refresh token
+  only with ``offline_access``) and refresh tokens, which rotate;
 * ``GET /connections`` — the tenants the token may use;
 * ``/api.xro/2.0/…`` with ``Authorization: Bearer`` (401 problem JSON) and ``xero-tenant-id``
   (missing or foreign → 403): ``PUT /Invoices`` (create), ``POST /Invoices/{InvoiceID}``
@@ -79,8 +85,10 @@ from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
+    "AUTHORIZE_PATH",
     "DEFAULT_CREDENTIALS",
     "MAX_BATCH",
+    "SCOPES",
     "TOKEN_PATH",
     "SandboxCredentials",
     "XeroSchemas",
@@ -90,6 +98,23 @@ __all__ = [
 ]
 
 TOKEN_PATH = "/connect/token"  # noqa: S105 - a URL path, not a secret
+AUTHORIZE_PATH = "/identity/connect/authorize"
+"""Path of Xero's consent page (``https://login.xero.com/identity/connect/authorize``)."""
+SCOPES = (
+    "offline_access",
+    "openid",
+    "profile",
+    "email",
+    "accounting.transactions",
+    "accounting.transactions.read",
+    "accounting.contacts",
+    "accounting.contacts.read",
+    "accounting.settings",
+    "accounting.settings.read",
+    "accounting.reports.read",
+    "accounting.attachments",
+)
+"""Scopes a consent may ask for (developer.xero.com "OAuth 2.0 scopes")."""
 API = "/api.xro/2.0"
 PROJECTS_API = "/projects.xro/2.0"
 """Base path of the Xero Projects API (``https://api.xero.com/projects.xro/2.0``)."""
@@ -919,11 +944,15 @@ def create_app(
         {credentials.client_id: credentials.client_secret},
         consent_tokens=[credentials.refresh_token],
         access_ttl=access_ttl,
+        scopes=SCOPES,
+        client_auth="basic",
+        offline_scope="offline_access",
     )
     sandbox = Sandbox(
         "Xero sandbox",
         issuer=issuer,
         token_path=TOKEN_PATH,
+        authorize_path=AUTHORIZE_PATH,
         total_of=_total,
         fault_body=_fault_body,
         fault_headers=_fault_headers,

@@ -795,6 +795,7 @@ def audit(
     port: Annotated[int | None, typer.Option(help="API port (default: LEDGERFLOW_AUDIT_PORT, 8081).")] = None,
 ) -> None:
     """Run the audit service: results consumer (group ledgerflow.audit) and the sync-records API (docs/audit.md)."""
+    from ledgerflow.app.connections_cli import routing_check
     from ledgerflow.audit.main import run_audit
     from ledgerflow.audit.settings import AuditSettings
 
@@ -815,6 +816,7 @@ def audit(
             concurrency=writers,
             oidc=settings.oidc(),
             routing=routing,
+            connection_check=routing_check(settings),
         ),
         settings,
         lambda audit_: f"audit API on {audit_.url}  (/v1/… /console /healthz /readyz /metrics)",

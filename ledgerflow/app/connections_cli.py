@@ -13,6 +13,12 @@ Examples::
     ledgerflow connections enable xero-acme
     ledgerflow connections remove xero-acme
 
+    # OAuth 2.0 consent (authorization code + PKCE): prints the vendor's consent URL
+    LEDGERFLOW_OAUTH_CLIENT_ID=... LEDGERFLOW_OAUTH_CLIENT_SECRET=... \\
+    ledgerflow connections connect xero --tenant acme --name xero-acme \\
+        --redirect-uri https://ledgerflow.example.com/oauth/callback
+    ledgerflow connections complete --url 'https://ledgerflow.example.com/oauth/callback?code=...&state=...'
+
 Workers read the enabled connections when they start and merge them into the routing file's
 (:func:`ledgerflow.core.connections.merge_routing`). Nothing here prints a credential value:
 ``list`` and ``show`` print the credential key names only.
@@ -20,8 +26,8 @@ Workers read the enabled connections when they start and merge them into the rou
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -33,14 +39,17 @@ from rich.table import Table
 from ledgerflow.connectors.registry import ERP_KINDS, ERPS, connection_problem
 from ledgerflow.core import aio
 from ledgerflow.core.connections import (
+    ConnectionAdmin,
+    ConnectionChanges,
+    ConnectionCheck,
     ConnectionCipher,
     ConnectionStore,
-    validate_connection,
 )
+from ledgerflow.core.oauth_connect import PROVIDERS, Consent, OAuthConnect
 from ledgerflow.core.settings import ConfigError, ConnectionConfig, Settings
 from ledgerflow.core.state import StateStore
 
-__all__ = ["connections_app"]
+__all__ = ["connections_app", "routing_check"]
 
 T = TypeVar("T")
 
@@ -68,19 +77,45 @@ def _pairs(values: list[str] | None, what: str, *, parse: bool) -> dict[str, Any
     return result
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
-def _run(settings: Settings, work: Callable[[ConnectionStore], Awaitable[T]]) -> T:
-    """Run ``work`` against the state store of ``settings`` (tables created if missing)."""
+def routing_check(settings: Settings) -> ConnectionCheck:
+    """What the workers would refuse when merging a stored connection, as a :data:`ConnectionCheck`.
+
+    That is: an unknown ERP kind, options or credentials the ERP's ``config.py`` rejects, a name
+    the routing file has, a tenant it does not have. The routing file is read at each call (the
+    audit service's API uses the same check for ``/v1/stored-connections``).
+    """
+
+    def check(name: str, config: ConnectionConfig, tenants: Sequence[str]) -> str | None:
+        if config.erp not in ERPS:
+            return f"unknown ERP kind {config.erp!r} (known: {', '.join(ERP_KINDS)})"
+        problem = connection_problem(name, config)
+        if problem:
+            return f"invalid connection settings: {problem}"
+        routing = settings.load_routing()
+        if name in routing.connections:
+            return f"connection {name!r} is already defined in the routing file; choose another name"
+        unknown = [t for t in tenants if t not in routing.tenants]
+        if unknown:
+            return f"tenant(s) {', '.join(map(repr, unknown))} not in the routing (known: {', '.join(routing.tenants)})"
+        return None
+
+    return check
+
+
+def _run(settings: Settings, work: Callable[[ConnectionAdmin], Awaitable[T]]) -> T:
+    """Run ``work`` against the state store of ``settings`` (tables created if missing); a ConfigError exits 2."""
 
     async def main() -> T:
         state = StateStore.from_settings(settings)
         try:
             await state.create_all()
-            return await work(ConnectionStore(state, ConnectionCipher.from_settings(settings)))
+            store = ConnectionStore(state, ConnectionCipher.from_settings(settings))
+            return await work(ConnectionAdmin(store, routing_check(settings)))
         finally:
             await state.close()
 
@@ -88,26 +123,6 @@ def _run(settings: Settings, work: Callable[[ConnectionStore], Awaitable[T]]) ->
         return aio.run(main(), settings.event_loop)
     except ConfigError as exc:
         _fail(str(exc))
-        raise  # unreachable: _fail exits
-
-
-def _checked(name: str, config: ConnectionConfig, tenants: list[str], settings: Settings) -> None:
-    """Refuse what the workers would refuse when merging (one line, exit 2).
-
-    That is: an unknown ERP kind, options or credentials the ERP's ``config.py`` rejects, a name
-    the routing file has, a tenant it does not have.
-    """
-    if config.erp not in ERPS:
-        _fail(f"unknown ERP kind {config.erp!r} (known: {', '.join(ERP_KINDS)})")
-    problem = connection_problem(name, config)
-    if problem:
-        _fail(f"invalid connection settings: {problem}")
-    routing = settings.load_routing()
-    if name in routing.connections:
-        _fail(f"connection {name!r} is already defined in the routing file; choose another name")
-    unknown = [t for t in tenants if t not in routing.tenants]
-    if unknown:
-        _fail(f"tenant(s) {', '.join(map(repr, unknown))} not in the routing (known: {', '.join(routing.tenants)})")
 
 
 @connections_app.command("add")
@@ -127,24 +142,21 @@ def add(
     ] = None,
 ) -> None:
     """Store a new, enabled ERP connection; workers started afterwards route to it."""
-    settings = Settings()
-    try:
-        config = validate_connection(
+    credentials = _pairs(credential, "--credential", parse=False)
+    options = _pairs(option, "--option", parse=True)
+
+    async def work(admin: ConnectionAdmin) -> None:
+        await admin.add(
             name,
             erp=erp,
+            tenants=tenant,
             base_url=base_url,
             objects=object_ or ["bill"],
-            credentials=_pairs(credential, "--credential", parse=False),
-            options=_pairs(option, "--option", parse=True),
+            credentials=credentials,
+            options=options,
         )
-    except ConfigError as exc:
-        _fail(str(exc))
-    _checked(name, config, tenant, settings)
 
-    async def work(store: ConnectionStore) -> None:
-        await store.add(name, config, tenant)
-
-    _run(settings, work)
+    _run(Settings(), work)
     out.print(f"connection {name!r} added ({erp}, tenant(s) {', '.join(tenant)})", highlight=False)
 
 
@@ -169,40 +181,27 @@ def update(
     drop_option: Annotated[list[str] | None, typer.Option(metavar="KEY", help="Remove an option.")] = None,
 ) -> None:
     """Change a stored connection; credentials are re-encrypted with the first configured key."""
-    settings = Settings()
-    credentials = _pairs(credential, "--credential", parse=False)
-    options = _pairs(option, "--option", parse=True)
+    changes = ConnectionChanges(
+        tenants=tenant,
+        base_url=base_url,
+        sandbox=sandbox,
+        objects=object_,
+        set_credentials=_pairs(credential, "--credential", parse=False),
+        drop_credentials=drop_credential or (),
+        set_options=_pairs(option, "--option", parse=True),
+        drop_options=drop_option or (),
+    )
 
-    async def work(store: ConnectionStore) -> None:
-        current = await store.get(name)
-        if current is None:
-            raise ConfigError(f"no stored connection named {name!r}")
-        merged_credentials = {k: v.get_secret_value() for k, v in current.config.credentials.items()}
-        merged_credentials.update(credentials)
-        merged_options = {**current.config.options, **options}
-        for key in drop_credential or []:
-            merged_credentials.pop(key, None)
-        for key in drop_option or []:
-            merged_options.pop(key, None)
-        config = validate_connection(
-            name,
-            erp=current.config.erp,
-            base_url=None if sandbox else (base_url or current.config.base_url),
-            objects=object_ or current.config.objects,
-            credentials=merged_credentials,
-            options=merged_options,
-        )
-        tenants = tenant or current.tenants
-        _checked(name, config, tenants, settings)
-        await store.replace(name, config, tenants)
+    async def work(admin: ConnectionAdmin) -> None:
+        await admin.update(name, changes)
 
-    _run(settings, work)
+    _run(Settings(), work)
     out.print(f"connection {name!r} updated", highlight=False)
 
 
 def _summaries(settings: Settings) -> list[dict[str, Any]]:
-    async def work(store: ConnectionStore) -> list[dict[str, Any]]:
-        return await store.summaries()
+    async def work(admin: ConnectionAdmin) -> list[dict[str, Any]]:
+        return await admin.store.summaries()
 
     return _run(settings, work)
 
@@ -233,18 +232,18 @@ def list_(
 @connections_app.command("show")
 def show(name: Annotated[str, typer.Argument(help="Stored connection name.")]) -> None:
     """One stored connection as JSON (credential key names only, never their values)."""
-    row = next((r for r in _summaries(Settings()) if r["name"] == name), None)
-    if row is None:
-        _fail(f"no stored connection named {name!r}")
-    out.print_json(orjson.dumps(row).decode())
+
+    async def work(admin: ConnectionAdmin) -> dict[str, Any]:
+        return await admin.show(name)
+
+    out.print_json(orjson.dumps(_run(Settings(), work)).decode())
 
 
 def _set_enabled(name: str, enabled: bool) -> None:
-    async def work(store: ConnectionStore) -> bool:
-        return await store.set_enabled(name, enabled)
+    async def work(admin: ConnectionAdmin) -> None:
+        await admin.set_enabled(name, enabled)
 
-    if not _run(Settings(), work):
-        _fail(f"no stored connection named {name!r}")
+    _run(Settings(), work)
     out.print(f"connection {name!r} {'enabled' if enabled else 'disabled'}", highlight=False)
 
 
@@ -264,9 +263,93 @@ def enable(name: Annotated[str, typer.Argument(help="Stored connection name.")])
 def remove(name: Annotated[str, typer.Argument(help="Stored connection name.")]) -> None:
     """Delete a stored connection (its binder rows and OAuth tokens stay, under its name)."""
 
-    async def work(store: ConnectionStore) -> bool:
-        return await store.remove(name)
+    async def work(admin: ConnectionAdmin) -> None:
+        await admin.remove(name)
 
-    if not _run(Settings(), work):
-        _fail(f"no stored connection named {name!r}")
+    _run(Settings(), work)
     out.print(f"connection {name!r} removed", highlight=False)
+
+
+@connections_app.command("connect")
+def connect(
+    erp: Annotated[str, typer.Argument(help=f"ERP kind: {', '.join(PROVIDERS)}.")],
+    tenant: Annotated[list[str], typer.Option(help="Tenant whose records go to this connection (repeatable).")],
+    name: Annotated[str, typer.Option(help="Name of the connection to create.")],
+    redirect_uri: Annotated[
+        str, typer.Option(help="Redirect URI registered with the app: the audit service's /oauth/callback.")
+    ],
+    client_id: Annotated[
+        str, typer.Option(envvar="LEDGERFLOW_OAUTH_CLIENT_ID", help="The app's OAuth client id.", show_default=False)
+    ],
+    client_secret: Annotated[
+        str,
+        typer.Option(
+            envvar="LEDGERFLOW_OAUTH_CLIENT_SECRET",
+            help="The app's OAuth client secret (prefer the environment, e.g. from a Secret).",
+            show_default=False,
+        ),
+    ],
+    base_url: Annotated[str | None, typer.Option(help="API base URL; unset = the local sandbox.")] = None,
+    object_: Annotated[
+        list[str] | None, typer.Option("--object", help="Canonical object type taken (repeatable; default bill).")
+    ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="Connector option, value read as YAML (repeatable).")
+    ] = None,
+    scope: Annotated[
+        str | None, typer.Option(help="Scopes to ask for (default: the vendor's accounting scopes).")
+    ] = None,
+    oauth_root: Annotated[
+        str | None, typer.Option(help="Origin serving the vendor's authorize/token paths (a sandbox).")
+    ] = None,
+    xero_tenant_id: Annotated[
+        str | None, typer.Option(help="Xero organisation to use when the consent grants several.")
+    ] = None,
+) -> None:
+    """Start the OAuth 2.0 consent (authorization code + PKCE): print the URL to open; valid 10 minutes.
+
+    After the consent the vendor redirects to --redirect-uri: the audit service's /oauth/callback
+    stores the connection, or paste the URL the browser was sent to into `ledgerflow connections complete`.
+    """
+    options = _pairs(option, "--option", parse=True)
+
+    async def work(admin: ConnectionAdmin) -> Consent:
+        return await OAuthConnect(admin).start(
+            erp,
+            name=name,
+            tenants=tenant,
+            client_id=client_id,
+            client_secret=client_secret,
+            redirect_uri=redirect_uri,
+            base_url=base_url,
+            objects=object_ or ["bill"],
+            options=options,
+            oauth_root=oauth_root,
+            scope=scope,
+            xero_tenant_id=xero_tenant_id,
+            requested_by="cli",
+        )
+
+    consent = _run(Settings(), work)
+    console.print(
+        f"Open this URL to consent (valid until {consent.expires_at:%H:%M:%S} UTC); the vendor redirects to "
+        f"{redirect_uri}:",
+        highlight=False,
+    )
+    out.print(consent.url, highlight=False, soft_wrap=True)
+
+
+@connections_app.command("complete")
+def complete(
+    url: Annotated[str, typer.Option(help="The whole URL the vendor redirected the browser to (code, state…).")],
+) -> None:
+    """Finish a consent headless: exchange the code of the callback URL and store the connection."""
+
+    async def work(admin: ConnectionAdmin) -> dict[str, Any]:
+        return await OAuthConnect(admin).complete_url(url)
+
+    summary = _run(Settings(), work)
+    out.print(
+        f"connection {summary['name']!r} connected ({summary['erp']}, tenant(s) {', '.join(summary['tenants'])})",
+        highlight=False,
+    )

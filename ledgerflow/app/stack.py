@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from ledgerflow.app.connections_cli import routing_check
 from ledgerflow.audit.main import run_audit
 from ledgerflow.connectors.base import Connector
 from ledgerflow.connectors.main import run_connector
@@ -165,6 +166,7 @@ async def run_stack(
                 report_lag=False,
                 local_admin_key=True,
                 routing=effective,
+                connection_check=routing_check(settings),
             )
         )
         running.audit_url = audit.url

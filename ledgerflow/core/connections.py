@@ -15,7 +15,8 @@ demo routing): the workers see one :class:`~ledgerflow.core.settings.Routing`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,12 @@ from ledgerflow.core.settings import ConfigError, ConnectionConfig, Routing, Set
 from ledgerflow.core.state import StateBase, StateStore
 
 __all__ = [
+    "ConnectionAdmin",
+    "ConnectionChanges",
+    "ConnectionCheck",
     "ConnectionCipher",
+    "ConnectionConflict",
+    "ConnectionNotFound",
     "ConnectionRow",
     "ConnectionStore",
     "StoredConnection",
@@ -40,6 +46,20 @@ __all__ = [
     "stored_routing",
     "validate_connection",
 ]
+
+
+class ConnectionNotFound(ConfigError):  # noqa: N818 - reads as the condition
+    """No stored connection has that name."""
+
+
+class ConnectionConflict(ConfigError):  # noqa: N818 - reads as the condition
+    """The name is taken (a stored connection, or one of the routing file)."""
+
+
+ConnectionCheck = Callable[[str, ConnectionConfig, Sequence[str]], str | None]
+"""What the composition layer checks before a connection is stored: ``(name, config, tenants)`` → a
+problem or None (``ledgerflow.app.connections_cli.routing_check``: the ERP kind and its
+``config.py``'s options and credentials, the routing file's names and tenants)."""
 
 
 def _now() -> datetime:
@@ -121,8 +141,14 @@ class ConnectionStore:
     """
 
     def __init__(self, state: StateStore, cipher: ConnectionCipher) -> None:
+        self.state = state
         self._session = async_sessionmaker(state.engine, expire_on_commit=False)
         self._cipher = cipher
+
+    @property
+    def cipher(self) -> ConnectionCipher:
+        """The cipher of the credentials (also seals pending OAuth authorizations)."""
+        return self._cipher
 
     def _to_stored(self, row: ConnectionRow, *, decrypt: bool = True) -> StoredConnection:
         credentials = self._cipher.decrypt(row.name, row.credentials) if decrypt else {}
@@ -144,7 +170,7 @@ class ConnectionStore:
         """
         async with self._session.begin() as session:
             if await session.get(ConnectionRow, name) is not None:
-                raise ConfigError(f"a stored connection named {name!r} exists (ledgerflow connections update)")
+                raise ConnectionConflict(f"a stored connection named {name!r} exists (ledgerflow connections update)")
             session.add(self._row(name, config, tenants, enabled=True))
 
     def _row(self, name: str, config: ConnectionConfig, tenants: Sequence[str], *, enabled: bool) -> ConnectionRow:
@@ -174,7 +200,7 @@ class ConnectionStore:
         async with self._session.begin() as session:
             current = await session.get(ConnectionRow, name)
             if current is None:
-                raise ConfigError(f"no stored connection named {name!r}")
+                raise ConnectionNotFound(f"no stored connection named {name!r}")
             for column in ("erp", "tenants", "base_url", "objects", "options", "credential_keys", "credentials"):
                 setattr(current, column, getattr(row, column))
             current.updated_at = _now()
@@ -209,14 +235,17 @@ class ConnectionStore:
             rows = (await session.scalars(query)).all()
         return [self._to_stored(row, decrypt=decrypt is None or row.name in decrypt) for row in rows]
 
-    async def summaries(self) -> list[dict[str, Any]]:
-        """Every stored connection, without decrypting anything (what ``list`` and ``show`` print).
+    async def summaries(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every stored connection (or only ``name``), without decrypting anything (what ``list`` and ``show`` print).
 
         Each a dict: name, erp, tenants, base_url, objects, options, credentials (the key names),
         enabled, created_at and updated_at (ISO 8601).
         """
         async with self._session() as session:
-            rows = (await session.scalars(select(ConnectionRow).order_by(ConnectionRow.name))).all()
+            query = select(ConnectionRow).order_by(ConnectionRow.name)
+            if name is not None:
+                query = query.where(ConnectionRow.name == name)
+            rows = (await session.scalars(query)).all()
         return [
             {
                 "name": row.name,
@@ -246,6 +275,146 @@ class ConnectionStore:
         async with self._session.begin() as session:
             result = await session.execute(delete(ConnectionRow).where(ConnectionRow.name == name))
         return bool(getattr(result, "rowcount", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanges:
+    """What ``update`` changes; None / empty = keep.
+
+    ``base_url`` replaces the base URL, ``sandbox`` clears it (the local sandbox); credentials
+    and options are merged key by key (``set_*`` then ``drop_*``); ``tenants`` and ``objects``
+    replace their lists.
+    """
+
+    tenants: Sequence[str] | None = None
+    base_url: str | None = None
+    sandbox: bool = False
+    objects: Sequence[str] | None = None
+    set_credentials: Mapping[str, str] = field(default_factory=dict)
+    drop_credentials: Sequence[str] = ()
+    set_options: Mapping[str, Any] = field(default_factory=dict)
+    drop_options: Sequence[str] = ()
+
+
+class ConnectionAdmin:
+    """The operations of ``ledgerflow connections`` and of the API's ``/v1/stored-connections``, one implementation.
+
+    Args:
+        store: the stored connections.
+        check: what the composition layer checks besides the shape (:data:`ConnectionCheck`);
+            None = the shape only (:func:`validate_connection`).
+
+    Every method raises :class:`ConnectionNotFound` (unknown name), :class:`ConnectionConflict`
+    (name taken) or :class:`ConfigError` (invalid: the message names the field), never with a
+    credential value in the message.
+    """
+
+    def __init__(self, store: ConnectionStore, check: ConnectionCheck | None = None) -> None:
+        self.store = store
+        self.check = check
+
+    def validated(
+        self,
+        name: str,
+        *,
+        erp: str,
+        tenants: Sequence[str],
+        base_url: str | None,
+        objects: Sequence[str],
+        credentials: Mapping[str, str],
+        options: Mapping[str, Any],
+    ) -> ConnectionConfig:
+        """The connection's config, validated as a routing file's entry and by :attr:`check`.
+
+        Raises:
+            ConfigError: invalid name, fields or tenants; ConnectionConflict: the routing file has the name.
+        """
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"connection name {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
+        if not tenants:
+            raise ConfigError(f"connection {name!r} needs at least one tenant")
+        config = validate_connection(
+            name, erp=erp, base_url=base_url, objects=objects, credentials=credentials, options=options
+        )
+        problem = self.check(name, config, tenants) if self.check is not None else None
+        if problem:
+            raise (ConnectionConflict if "already defined in the routing file" in problem else ConfigError)(problem)
+        return config
+
+    async def add(
+        self,
+        name: str,
+        *,
+        erp: str,
+        tenants: Sequence[str],
+        base_url: str | None = None,
+        objects: Sequence[str] = ("bill",),
+        credentials: Mapping[str, str] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store a new, enabled connection; its summary (:meth:`ConnectionStore.summaries`)."""
+        config = self.validated(
+            name,
+            erp=erp,
+            tenants=tenants,
+            base_url=base_url,
+            objects=objects,
+            credentials=credentials or {},
+            options=options or {},
+        )
+        await self.store.add(name, config, tenants)
+        return await self.show(name)
+
+    async def update(self, name: str, changes: ConnectionChanges) -> dict[str, Any]:
+        """Apply ``changes`` to stored connection ``name`` (credentials re-encrypted with the first key)."""
+        current = await self.store.get(name)
+        if current is None:
+            raise ConnectionNotFound(f"no stored connection named {name!r}")
+        credentials = {k: v.get_secret_value() for k, v in current.config.credentials.items()}
+        credentials.update(changes.set_credentials)
+        options = {**current.config.options, **changes.set_options}
+        for key in changes.drop_credentials:
+            credentials.pop(key, None)
+        for key in changes.drop_options:
+            options.pop(key, None)
+        tenants = list(changes.tenants or current.tenants)
+        config = self.validated(
+            name,
+            erp=current.config.erp,
+            tenants=tenants,
+            base_url=None if changes.sandbox else (changes.base_url or current.config.base_url),
+            objects=changes.objects or current.config.objects,
+            credentials=credentials,
+            options=options,
+        )
+        await self.store.replace(name, config, tenants)
+        return await self.show(name)
+
+    async def show(self, name: str) -> dict[str, Any]:
+        """The summary of ``name`` (credential key names only).
+
+        Raises:
+            ConnectionNotFound: no such stored connection.
+        """
+        found = await self.store.summaries(name)
+        if not found:
+            raise ConnectionNotFound(f"no stored connection named {name!r}")
+        return found[0]
+
+    async def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        """Enable or disable ``name``; its summary afterwards."""
+        if not await self.store.set_enabled(name, enabled):
+            raise ConnectionNotFound(f"no stored connection named {name!r}")
+        return await self.show(name)
+
+    async def remove(self, name: str) -> None:
+        """Delete ``name`` (binder rows and OAuth tokens stay under its name)."""
+        if not await self.store.remove(name):
+            raise ConnectionNotFound(f"no stored connection named {name!r}")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A connection name (the Kafka consumer group ``ledgerflow.connector.<name>`` and metric labels use it)."""
 
 
 def merge_routing(routing: Routing, stored: Sequence[StoredConnection]) -> Routing:

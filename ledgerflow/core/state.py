@@ -238,6 +238,20 @@ class StateStore:
         self._dialect = self.engine.dialect.name
 
     @classmethod
+    def on_engine(cls, engine: AsyncEngine, *, cipher: ConnectionCipher | None = None) -> StateStore:
+        """A store over an engine its owner disposes of (the audit service's: same database).
+
+        Do not :meth:`close` it: that disposes of the owner's pool.
+        """
+        store = cls.__new__(cls)
+        store.url = engine.url.render_as_string(hide_password=True)
+        store.cipher = cipher
+        store.engine = engine
+        store._session = async_sessionmaker(engine, expire_on_commit=False)
+        store._dialect = engine.dialect.name
+        return store
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
         """The store at ``LEDGERFLOW_STATE_URL`` with the ``LEDGERFLOW_STATE_POOL_SIZE`` / ``…_MAX_OVERFLOW`` pool.
 

@@ -17,6 +17,7 @@ from ledgerflow.audit.console import install_console
 from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.service import audit_app
 from ledgerflow.audit.store import AuditStore
+from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.settings import Settings
 
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -52,6 +53,8 @@ async def audit_api(
     oidc: OidcConfig | None = None,
     url: str | None = None,
     rate_limits: dict[str, float] | None = None,
+    settings: Settings | None = None,
+    connection_check: ConnectionCheck | None = None,
 ) -> AsyncIterator[AuditApi]:
     """The audit app over a fresh SQLite file in ``tmp_path`` (or the database at ``url``)."""
     url = url or f"sqlite+aiosqlite:///{tmp_path / 'audit-api.db'}"
@@ -64,7 +67,14 @@ async def audit_api(
         published.append(Published(topic, key, value, headers))
 
     authenticator = Authenticator(keys, OidcVerifier(oidc) if oidc else None)
-    app = create_app(store, publish, Settings(), authenticator=authenticator, rate_limits=rate_limits)
+    app = create_app(
+        store,
+        publish,
+        settings or Settings(),
+        authenticator=authenticator,
+        rate_limits=rate_limits,
+        connection_check=connection_check,
+    )
     install_console(app)
 
     async def ready() -> str | None:
