@@ -564,7 +564,9 @@ def sandbox_app(erp: str) -> Any:
 
     create_app = sandbox_module(erp).create_app
     params = inspect.signature(create_app).parameters
-    lifted = {k: v for k, v in {"minute_limit": 10**9, "concurrent_limit": 10**6}.items() if k in params}
+    lifted = {
+        k: v for k, v in {"minute_limit": 10**9, "concurrent_limit": 10**6, "day_limit": 10**9}.items() if k in params
+    }
     return create_app(**lifted)
 
 

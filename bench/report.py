@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["SECTIONS", "TARGETS", "render", "targets", "write"]
+__all__ = ["SECTIONS", "TARGETS", "cpu_ms_per_event", "render", "targets", "write"]
 
 SECTIONS = (
     "## Machine",
@@ -27,8 +27,18 @@ SECTIONS = (
 )
 """Headings every report has (the smoke test checks them)."""
 
-TARGETS = {"e2e_p99_ms_at_1000": 250.0, "sustained_events_per_s": 2000.0, "worker_rss_mb": 150.0}
-"""The targets on a 2-core machine with the embedded broker: p99 at 1,000/s, sustained rate, RSS per worker."""
+TARGETS = {
+    "ingress_vs_baseline": 0.7,
+    "ingress_p99_ms": 100.0,
+    "transformer_vs_baseline_per_cpu_s": 0.6,
+    "cpu_ms_per_event": 2.0,
+    "worker_rss_mb": 150.0,
+}
+"""The targets as ratios to baselines measured in the same run (issue 18; the absolute ones, 5,000
+webhooks/s, 10,000 events/s per core and 2,000 events/s end to end, cannot be judged on two cores
+shared by the broker, the sandboxes and the load generator): ingress ≥ 0.7× the bare ASGI baseline
+at saturation with p99 < 100 ms; transformer ≥ 0.6× the naive worker per CPU-second; CPU per event
+end to end (ingress + transformer + both connectors) ≤ 2.0 ms; peak RSS per worker ≤ 150 MiB."""
 
 
 def _f(value: Any, unit: str = "") -> str:
@@ -47,6 +57,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return [*lines, ""]
 
 
+_PIPELINE = ("ingress", "transformer", "connector")
+"""Process-name prefixes counted in the CPU per event (not the broker, sandboxes or load generator)."""
+
+
 def _workers(data: dict[str, Any]) -> dict[str, float]:
     return {
         name: mb
@@ -55,43 +69,87 @@ def _workers(data: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def cpu_ms_per_event(run: dict[str, Any]) -> tuple[float | None, dict[str, float]]:
+    """CPU milliseconds per webhook of an end-to-end run, summed over ingress, transformers and connectors.
+
+    ``cpu_s_per_1000_events`` is CPU seconds per 1,000 accepted webhooks per process = ms per
+    webhook; one webhook is booked into every ERP connection, so the connectors' share is per
+    webhook booked into all of them. Returns the sum and the parts.
+    """
+    parts = {
+        name: float(ms)
+        for name, ms in (run.get("cpu_s_per_1000_events") or {}).items()
+        if name.startswith(_PIPELINE) and ms is not None
+    }
+    return (round(sum(parts.values()), 3) if parts else None), parts
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return round(value / base, 3) if value is not None and base else None
+
+
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target with the measured value, whether it is met and the miss (measured/target ratio)."""
-    e2e = data.get("e2e", {})
-    at_1000 = e2e.get("fixed_1000", {})
-    p99 = at_1000.get("latency_ms", {}).get("p99")
-    delivered_all = at_1000.get("results") == at_1000.get("expected_results")
-    sustained = max(
-        (r.get("events_per_s") or 0.0 for r in (e2e.get("saturation", {}), data.get("scaling", {}).get("scaled", {}))),
-        default=0.0,
+    """Each target with the measured value, whether it is met and the ratio (measured / its limit or baseline)."""
+    rows: list[dict[str, Any]] = []
+    ingress = data.get("ingress", {}).get("mercoa", {})
+    ours = ingress.get("ledgerflow", {}).get("saturation", {})
+    bare = ingress.get("baseline", {}).get("saturation", {})
+    vs_bare = _ratio(ours.get("accepted_per_s"), bare.get("accepted_per_s"))
+    p99 = ours.get("latency_ms", {}).get("p99")
+    rows.append(
+        {
+            "target": "ingress at saturation (Mercoa body) vs the bare ASGI baseline",
+            "limit": f"≥ {TARGETS['ingress_vs_baseline']:g}×, p99 < {TARGETS['ingress_p99_ms']:g} ms",
+            "measured": None
+            if vs_bare is None
+            else f"{vs_bare:.2f}× ({_f(ours.get('accepted_per_s'))} vs {_f(bare.get('accepted_per_s'))}/s), "
+            f"p99 {_f(p99)} ms",
+            "met": vs_bare is not None
+            and p99 is not None
+            and vs_bare >= TARGETS["ingress_vs_baseline"]
+            and p99 < TARGETS["ingress_p99_ms"],
+            "ratio": vs_bare,
+        }
+    )
+    for workload, contenders in (data.get("transformer") or {}).items():
+        mine = contenders.get("ledgerflow", {}).get("events_per_cpu_s")
+        naive = contenders.get("baseline", {}).get("events_per_cpu_s")
+        ratio = _ratio(mine, naive)
+        rows.append(
+            {
+                "target": f"transformer per CPU-second ({workload}) vs the naive worker",
+                "limit": f"≥ {TARGETS['transformer_vs_baseline_per_cpu_s']:g}×",
+                "measured": None if ratio is None else f"{ratio:.2f}× ({_f(mine)} vs {_f(naive)})",
+                "met": ratio is not None and ratio >= TARGETS["transformer_vs_baseline_per_cpu_s"],
+                "ratio": ratio,
+            }
+        )
+    saturation = data.get("e2e", {}).get("saturation", {})
+    cpu_ms, parts = cpu_ms_per_event(saturation)
+    rows.append(
+        {
+            "target": "CPU per webhook booked into both ERPs, end to end at saturation",
+            "limit": f"≤ {TARGETS['cpu_ms_per_event']:g} ms (ingress + transformer + connectors)",
+            "measured": None
+            if cpu_ms is None
+            else f"{cpu_ms:.2f} ms ({', '.join(f'{n} {v:.2f}' for n, v in sorted(parts.items()))})",
+            "met": cpu_ms is not None and cpu_ms <= TARGETS["cpu_ms_per_event"],
+            "ratio": _ratio(cpu_ms, TARGETS["cpu_ms_per_event"]),
+        }
     )
     worst_rss = max(_workers(data).values(), default=None)
-    rows = [
-        {
-            "target": "end-to-end p99 at 1,000 events/s, two ERPs",
-            "limit": f"< {TARGETS['e2e_p99_ms_at_1000']:g} ms",
-            "measured": None if p99 is None else f"{p99:,.0f} ms" + ("" if delivered_all else " (not all delivered)"),
-            "met": p99 is not None and p99 < TARGETS["e2e_p99_ms_at_1000"] and delivered_all,
-            "ratio": None if p99 is None else round(p99 / TARGETS["e2e_p99_ms_at_1000"], 2),
-        },
-        {
-            "target": "sustained end to end",
-            "limit": f"≥ {TARGETS['sustained_events_per_s']:,.0f} events/s",
-            "measured": f"{sustained:,.0f} events/s",
-            "met": sustained >= TARGETS["sustained_events_per_s"],
-            "ratio": round(sustained / TARGETS["sustained_events_per_s"], 2),
-        },
+    rows.append(
         {
             "target": "peak RSS per worker",
             "limit": f"≤ {TARGETS['worker_rss_mb']:g} MiB",
             "measured": None if worst_rss is None else f"{worst_rss:,.0f} MiB",
             "met": worst_rss is not None and worst_rss <= TARGETS["worker_rss_mb"],
             "ratio": None if worst_rss is None else round(worst_rss / TARGETS["worker_rss_mb"], 2),
-        },
-    ]
+        }
+    )
     if data.get("smoke"):
-        for row in rows[:2]:
-            row["met"] = None  # a smoke run does not load the pipeline: rates are tiny by design
+        for row in rows[:-1]:
+            row["met"] = None  # a smoke run does not load the pipeline: rates and costs are not measurements
     return rows
 
 

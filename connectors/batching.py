@@ -61,13 +61,28 @@ class Batcher:
         """Batch requests sent so far (each a :meth:`Connector.book_many` call)."""
 
     def concurrency_for(self, concurrency: int) -> int:
-        """The records to book at once so batches can fill: at least ``max_size`` × the ERP's concurrency."""
+        """The records to book at once so batches can fill: at least ``max_size`` × the ERP's concurrency.
+
+        ``concurrency`` itself when the connection does not batch.
+        """
         if self.max_size <= 1:
             return concurrency
         erp_concurrency = int(self.connector.config.options.get("max_concurrency") or 0) or getattr(
             self.connector, "MAX_CONCURRENCY", 1
         )
         return max(concurrency, self.max_size * int(erp_concurrency))
+
+    def fetch_size(self, max_records: int, rounds: int = 4) -> int:
+        """Records to fetch per consumer batch: ``rounds`` rounds of full batches at the ERP's concurrency.
+
+        A consumer batch ends with its last requests in flight and the next one starts with no
+        batch formed yet: the ERP's pace is lost for that moment, so fewer, larger consumer
+        batches lose less (Xero: 4 × 50 × 5 = 1,000 records, QuickBooks 4 × 30 × 10 = 1,200).
+        ``max_records`` when the connection does not batch.
+        """
+        if self.max_size <= 1:
+            return max_records
+        return max(max_records, rounds * self.concurrency_for(1))
 
     async def book(self, record: CanonicalRecord, ctx: HandleContext) -> Booked:
         """Book ``record``: alone, or in a batch with the records of its kind waiting with it.

@@ -73,6 +73,12 @@ class ConnectionOptions(BaseModel):
     rate_limit_per_minute: float | None = Field(
         None, gt=0, description="Requests per minute to the ERP (default: the vendor's published limit)."
     )
+    rate_limit_burst: int | None = Field(
+        None,
+        ge=1,
+        description="Requests the rate limit lets through at once after a pause (default max_concurrency); "
+        "1 keeps every rolling minute under rate_limit_per_minute (vendors counting in a sliding window).",
+    )
     max_concurrency: int | None = Field(None, ge=1, description="ERP requests in flight at once.")
     max_batch: int | None = Field(
         None,

@@ -630,9 +630,14 @@ def register(
         broker: a not-yet-started FastStream broker.
         runtime: the connection's runtime.
         concurrency: records of different keys booked at once (bounded further by the ERP rate limit).
-        max_records: largest batch fetched at once.
+        max_records: largest batch fetched at once (raised to four rounds of full ERP batch writes
+            at the ERP's concurrency where the connector batches: :meth:`Batcher.fetch_size`).
     """
     topics = [runtime.topics.canonical(obj) for obj in OBJECT_MODELS]
+    # Batch writes fill only from records fetched together, and the ERP's pace is lost while a
+    # consumer batch drains and the next one fills: fetch four rounds of full ERP batches at the
+    # ERP's concurrency (connectors/batching.py; Xero 1,000 records, QuickBooks 1,200).
+    max_records = max(max_records, runtime.batcher.fetch_size(max_records))
 
     @batch_subscriber(
         broker,

@@ -62,13 +62,15 @@ class QuotaGate:
         time_scale: quota seconds per real second (1 = real time).
 
     :meth:`admit` either refuses a call (nothing is counted) or counts it and marks it in
-    flight until :meth:`release`. ``refusals`` counts the 429s answered, per problem.
+    flight until :meth:`release`. ``refusals`` counts the 429s answered, per problem; ``admitted``
+    the calls let through, per tag (``""`` for every call).
     """
 
     windows: Sequence[Window]
     concurrent: int | None = None
     time_scale: float = 1.0
     refusals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    admitted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _calls: dict[tuple[str, str], deque[float]] = field(default_factory=lambda: defaultdict(deque))
     _in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -99,6 +101,9 @@ class QuotaGate:
         for window in applicable:
             self._calls[(tenant, window.problem)].append(now)
         self._in_flight[tenant] += 1
+        self.admitted[""] += 1
+        for tag in tags:
+            self.admitted[tag] += 1
         return None
 
     def release(self, tenant: str) -> None:

@@ -162,9 +162,11 @@ class QuickBooksConnector(Connector):
         self._client: ErpClient | None = None
         self._accounts_by_number: dict[str, str] = {}
         self._resolving: dict[str, asyncio.Lock] = {}
-        batch_rate = float(config.options.get("batch_rate_limit_per_minute", self.BATCH_RATE_PER_MINUTE))
-        # One batch request per 60/rate seconds, no burst: never more than the rate in any minute.
-        self._batch_limiter = AsyncLimiter(1, 60.0 / batch_rate)
+        batch_rate = float(config.options.get("batch_rate_limit_per_minute") or self.BATCH_RATE_PER_MINUTE)
+        # Intuit counts batch requests per rolling minute: a bucket of `rate_limit_burst` (default 1)
+        # refilled at the rate sends at most burst + rate in any minute.
+        burst = int(config.options.get("rate_limit_burst") or 1)
+        self._batch_limiter = AsyncLimiter(burst, 60.0 * burst / batch_rate)
 
     # ------------------------------------------------------------------ plumbing
 

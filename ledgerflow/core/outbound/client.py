@@ -287,6 +287,10 @@ class ErpClient:
         base_url: prefix of every request path (no trailing slash needed).
         rate_per_minute: requests allowed per 60 s (``aiolimiter`` leaky bucket).
         max_concurrency: requests in flight at once.
+        burst: requests let through at once after a pause (default ``max_concurrency``); 1 keeps
+            every rolling minute at or under ``rate_per_minute``, as vendors that count calls in
+            a sliding window (Xero, Intuit) need: a burst of ``b`` on top of the rate exceeds
+            their window by ``b - 1`` calls in the first minute.
         auth: credentials provider, or None.
         extract: pulls the vendor's message and code out of an error response.
         errors: classification table (start from :data:`DEFAULT_ERRORS`).
@@ -309,6 +313,7 @@ class ErpClient:
         errors: ErrorTable = DEFAULT_ERRORS,
         timeout: float | None = None,
         default_headers: Mapping[str, str] | None = None,
+        burst: int | None = None,
     ) -> None:
         if rate_per_minute <= 0 or max_concurrency < 1:
             raise ValueError("rate_per_minute must be > 0 and max_concurrency ≥ 1")
@@ -323,9 +328,10 @@ class ErpClient:
         self.default_headers = dict(default_headers or {})
         self.rate_per_minute = rate_per_minute
         self.max_concurrency = max_concurrency
-        # Bucket of up to max_concurrency requests, refilled at rate_per_minute.
-        burst = max(1.0, min(float(max_concurrency), rate_per_minute))
-        self.limiter = AsyncLimiter(burst, 60.0 * burst / rate_per_minute)
+        # Bucket of up to `burst` (default max_concurrency) requests, refilled at rate_per_minute.
+        burst_size = float(burst) if burst is not None else float(max_concurrency)
+        bucket = max(1.0, min(burst_size, rate_per_minute))
+        self.limiter = AsyncLimiter(bucket, 60.0 * bucket / rate_per_minute)
         self.semaphore = asyncio.Semaphore(max_concurrency)
 
     @classmethod
@@ -346,7 +352,7 @@ class ErpClient:
     ) -> ErpClient:
         """Build a client for ``config``, honouring its options.
 
-        Options read: ``rate_limit_per_minute``, ``max_concurrency``, ``timeout_seconds``,
+        Options read: ``rate_limit_per_minute``, ``rate_limit_burst``, ``max_concurrency``, ``timeout_seconds``,
         ``error_overrides`` (see :meth:`ErrorTable.with_overrides`).
 
         Raises:
@@ -366,6 +372,7 @@ class ErpClient:
             errors=errors.with_overrides(opts.get("error_overrides")),
             timeout=float(opts["timeout_seconds"]) if opts.get("timeout_seconds") is not None else None,
             default_headers=default_headers,
+            burst=int(opts["rate_limit_burst"]) if opts.get("rate_limit_burst") is not None else None,
         )
 
     def url(self, path: str) -> str:
