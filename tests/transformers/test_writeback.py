@@ -8,13 +8,12 @@ writes; every write gives a ``SyncResult`` with ``direction="inbound"`` on the r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +32,7 @@ from ledgerflow.transformers.ingenious.sandbox import IngeniousSandbox
 from ledgerflow.transformers.mercoa.sandbox import MercoaSandbox
 from ledgerflow.transformers.monite.sandbox import MoniteSandbox
 from ledgerflow.transformers.writeback.main import run_source_writer
-from ledgerflow.transformers.writeback.runtime import WritebackRetry, build_writers
+from ledgerflow.transformers.writeback.runtime import WritebackRetry, check_writeback
 
 pytestmark = pytest.mark.kafka
 
@@ -49,19 +48,6 @@ class Sources:
     mercoa: MercoaSandbox
     monite: MoniteSandbox
     urls: dict[str, str]
-
-
-@pytest.fixture
-async def sources() -> AsyncIterator[Sources]:
-    ingenious, mercoa, monite = IngeniousSandbox(), MercoaSandbox(), MoniteSandbox()
-    async with (
-        serve(ingenious.app()) as ingenious_url,
-        serve(mercoa.app()) as mercoa_url,
-        serve(monite.app()) as monite_url,
-    ):
-        yield Sources(
-            ingenious, mercoa, monite, {"ingenious": ingenious_url, "mercoa": mercoa_url, "monite": monite_url}
-        )
 
 
 def routing_for(sources: Sources, tenant: str = "acme", connection: str = "qbo") -> Routing:
@@ -190,143 +176,181 @@ class Topic:
         self.messages: list[Any] = []
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def __aenter__(self) -> Topic:
+    async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self._consumer.start()
         parts = self._consumer.partitions_for_topic(self.topic) or {0}
         tps = [TopicPartition(self.topic, p) for p in parts]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop(self) -> None:
         assert self._consumer is not None
         await self._consumer.stop()
 
-    async def wait_for(self, count: int, within: float = 20.0) -> list[Any]:
-        """At least ``count`` messages seen in all (fails after ``within`` seconds)."""
+    async def _poll(self, timeout_ms: int = 200) -> bool:
         assert self._consumer is not None
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms)
+        for messages in batch.values():
+            self.messages.extend(messages)
+        return any(batch.values())
+
+    async def wait_for(self, count: int, match: Callable[[Any], bool], within: float = 20.0) -> list[Any]:
+        """The messages ``match`` accepts, once there are at least ``count`` (fails after ``within`` seconds)."""
         deadline = asyncio.get_running_loop().time() + within
-        while len(self.messages) < count:
-            assert asyncio.get_running_loop().time() < deadline, f"{len(self.messages)} of {count} on {self.topic}"
-            batch = await self._consumer.getmany(timeout_ms=200)
-            for messages in batch.values():
-                self.messages.extend(messages)
-        return self.messages
+        while len(found := [m for m in self.messages if match(m)]) < count:
+            assert asyncio.get_running_loop().time() < deadline, f"{len(found)} of {count} on {self.topic}"
+            await self._poll()
+        return found
 
-    async def settle(self, quiet: float = 1.0) -> list[Any]:
-        """Everything seen once nothing new arrived for ``quiet`` seconds."""
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=int(quiet * 1000))
-            if not any(batch.values()):
-                return self.messages
-            for messages in batch.values():
-                self.messages.extend(messages)
-
-    def results(self) -> list[SyncResult]:
-        return [SyncResult.model_validate_json(m.value) for m in self.messages]
+    async def settle(self, quiet: float = 1.0) -> None:
+        """Read until nothing new arrived for ``quiet`` seconds."""
+        while await self._poll(int(quiet * 1000)):
+            pass
 
 
-@contextlib.asynccontextmanager
-async def writer(
-    settings: Settings, routing: Routing, bootstrap: str, embedded: bool, tmp_path: Path, **kwargs: Any
-) -> AsyncIterator[StateStore]:
-    state = StateStore(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+@dataclass
+class Running:
+    """The source writer running for the module, with its sources and the topics it writes."""
+
+    sources: Sources
+    settings: Settings
+    bootstrap: str
+    results: Topic
+    dead: Topic
+
+    async def publish(self, *records: ReferenceRecord, event: str = "") -> None:
+        await publish(self.settings, self.bootstrap, *records, event=event)
+
+    async def results_of(self, erp_ids: set[str], count: int, within: float = 20.0) -> list[SyncResult]:
+        """The results of records with these ERP ids, once there are ``count`` of them, in arrival order."""
+
+        def ours(message: Any) -> bool:
+            return SyncResult.model_validate_json(message.value).erp_record_id in erp_ids
+
+        found = await self.results.wait_for(count, ours, within)
+        return [SyncResult.model_validate_json(m.value) for m in found]
+
+
+@pytest.fixture(scope="module")
+async def running(
+    kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Running]:
+    """One source writer for the whole module (a consumer group joins in seconds: once, not per test)."""
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_enable_idempotence=not kafka_is_embedded,
+        topic_prefix=f"wb{uuid.uuid4().hex[:8]}",
+        kafka_fetch_max_wait_ms=50,
+    )
+    await ensure_topics(kafka_bootstrap, settings.topics.all(), partitions=2)
+    ingenious, mercoa, monite = IngeniousSandbox(), MercoaSandbox(), MoniteSandbox()
+    state = StateStore(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('writeback') / 'state.db'}")
     await state.create_all()
+    results = Topic(kafka_bootstrap, settings.topics.results)
+    dead = Topic(kafka_bootstrap, settings.topics.dlq("writeback"))
     try:
         async with (
-            httpx.AsyncClient() as http,
-            run_source_writer(
-                settings, routing, bootstrap, embedded=embedded, http=http, state=state, report_lag=False, **kwargs
-            ),
+            serve(ingenious.app()) as ingenious_url,
+            serve(mercoa.app()) as mercoa_url,
+            serve(monite.app()) as monite_url,
         ):
-            yield state
+            urls = {"ingenious": ingenious_url, "mercoa": mercoa_url, "monite": monite_url}
+            sources = Sources(ingenious, mercoa, monite, urls)
+            async with (
+                httpx.AsyncClient() as http,
+                run_source_writer(
+                    settings,
+                    routing_for(sources),
+                    kafka_bootstrap,
+                    embedded=kafka_is_embedded,
+                    http=http,
+                    state=state,
+                    report_lag=False,
+                    retry=WritebackRetry((0.0, 0.2)),
+                ),
+            ):
+                await results.start()
+                await dead.start()
+                try:
+                    yield Running(sources, settings, kafka_bootstrap, results, dead)
+                finally:
+                    await results.stop()
+                    await dead.stop()
     finally:
         await state.close()
 
 
-@pytest.fixture
-async def settings(kafka_bootstrap: str, kafka_is_embedded: bool, unique: str) -> Settings:
-    made = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_enable_idempotence=not kafka_is_embedded,
-        topic_prefix=f"wb{unique}",
-        kafka_fetch_max_wait_ms=50,
-    )
-    await ensure_topics(kafka_bootstrap, made.topics.all(), partitions=2)
-    return made
-
-
 async def test_vendor_and_gl_account_from_the_erp_appear_in_ingenious_with_custom_id_and_redelivery_writes_nothing(
-    settings: Settings, sources: Sources, kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path
+    running: Running,
 ) -> None:
-    routing = routing_for(sources)
+    ing = running.sources.ingenious
     records = [vendor("56", "Norton Lumber"), account("7", "6100", "Job Materials")]
-    async with (
-        Topic(kafka_bootstrap, settings.topics.results) as results,
-        writer(settings, routing, kafka_bootstrap, kafka_is_embedded, tmp_path),
-    ):
-        await publish(settings, kafka_bootstrap, *records)
-        await results.wait_for(2)
-        company = sources.ingenious.find("company", "56")
-        entity = sources.ingenious.find("entity", "7")
-        assert company is not None
-        assert company["name"] == "Norton Lumber"
-        assert entity is not None
-        assert (entity["name"], entity["code"]) == ("Job Materials", "6100")
-        first = {r.object_type: r for r in results.results()}
-        assert {k: (r.direction, r.outcome.value, r.operation.value) for k, r in first.items()} == {
-            "vendor": ("inbound", "succeeded", "create"),
-            "gl_account": ("inbound", "succeeded", "create"),
-        }
-        assert first["vendor"].source_record_id == company["id"]
-        assert first["vendor"].erp_record_id == "56"
-        assert (first["vendor"].source, first["vendor"].connection, first["vendor"].erp) == (
-            "ingenious",
-            "qbo",
-            "quickbooks",
-        )
+    await running.publish(*records)
+    first = {r.object_type: r for r in await running.results_of({"56", "7"}, 2)}
+    company = ing.find("company", "56")
+    entity = ing.find("entity", "7")
+    assert company is not None
+    assert company["name"] == "Norton Lumber"
+    assert entity is not None
+    assert (entity["name"], entity["code"]) == ("Job Materials", "6100")
+    assert {k: (r.direction, r.outcome.value, r.operation.value) for k, r in first.items()} == {
+        "vendor": ("inbound", "succeeded", "create"),
+        "gl_account": ("inbound", "succeeded", "create"),
+    }
+    got = first["vendor"]
+    assert (got.source_record_id, got.erp_record_id, got.source, got.connection, got.erp) == (
+        company["id"],
+        "56",
+        "ingenious",
+        "qbo",
+        "quickbooks",
+    )
 
-        # Redelivered (as a new event: sync-reference read it again): the ledger says it is there.
-        writes_before = [c for c in sources.ingenious.faults.calls if not c.startswith("GET")]
-        await publish(settings, kafka_bootstrap, *records, event="again")
-        await results.wait_for(4)
-        assert [r.outcome.value for r in results.results()[2:]] == ["duplicate", "duplicate"]
-        assert [c for c in sources.ingenious.faults.calls if not c.startswith("GET")] == writes_before
-        assert len(sources.ingenious.objects["company"]) == 1
+    # Read again by sync-reference (a new event): the ledger says it is there, nothing is sent.
+    writes_before = [c for c in ing.faults.calls if not c.startswith("GET")]
+    await running.publish(*records, event="again")
+    again = (await running.results_of({"56", "7"}, 4))[2:]
+    assert [r.outcome.value for r in again] == ["duplicate", "duplicate"]
+    assert [c for c in ing.faults.calls if not c.startswith("GET")] == writes_before
+    assert [o["custom_id"] for o in ing.objects["company"].values()].count("56") == 1
 
-        # Renamed in the ERP: the same INGENIOUS company is updated, not a second one created.
-        await publish(settings, kafka_bootstrap, vendor("56", "Norton Lumber & Supply"))
-        renamed = (await results.wait_for(5))[4]
-        result = SyncResult.model_validate_json(renamed.value)
-        assert (result.operation.value, result.outcome.value) == ("update", "succeeded")
-        assert sources.ingenious.objects["company"][company["id"]]["name"] == "Norton Lumber & Supply"
-        assert len(sources.ingenious.objects["company"]) == 1
+    # Renamed in the ERP: the same INGENIOUS company is updated, not a second one created.
+    await running.publish(vendor("56", "Norton Lumber & Supply"))
+    renamed = (await running.results_of({"56", "7"}, 5))[4]
+    assert (renamed.operation.value, renamed.outcome.value) == ("update", "succeeded")
+    assert ing.objects["company"][company["id"]]["name"] == "Norton Lumber & Supply"
+
+    # Deleted in the ERP (a reader's tombstone): deactivated, not renamed to nothing.
+    tombstone = ReferenceRecord(
+        kind="vendor", erp="quickbooks", connection="qbo", entity="Vendor", erp_id="56", name="", active=False,
+        erp_record={"Id": "56", "status": "Deleted"},
+    )  # fmt: skip
+    await running.publish(tombstone)
+    deleted = (await running.results_of({"56", "7"}, 6))[5]
+    assert (deleted.operation.value, deleted.outcome.value) == ("update", "succeeded")
+    assert ing.objects["company"][company["id"]]["name"] == "Norton Lumber & Supply"
+    assert ing.objects["company"][company["id"]]["active"] is False
 
 
-async def test_an_existing_object_with_that_custom_id_is_updated_not_duplicated(
-    settings: Settings, sources: Sources, kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path
-) -> None:
-    """No ledger row (a fresh state store, or created by hand in INGENIOUS): looked up by custom_id first."""
-    sources.ingenious.objects["company"]["company-pre"] = {"id": "company-pre", "custom_id": "56", "name": "Old"}
-    async with (
-        Topic(kafka_bootstrap, settings.topics.results) as results,
-        writer(settings, routing_for(sources), kafka_bootstrap, kafka_is_embedded, tmp_path),
-    ):
-        await publish(settings, kafka_bootstrap, vendor("56", "Norton Lumber"))
-        (result,) = [SyncResult.model_validate_json(m.value) for m in await results.wait_for(1)]
+async def test_an_existing_object_with_that_custom_id_is_updated_not_duplicated(running: Running) -> None:
+    """No ledger row (created by hand in INGENIOUS, or a lost state store): looked up by custom_id first."""
+    companies = running.sources.ingenious.objects["company"]
+    companies["company-pre"] = {"id": "company-pre", "custom_id": "57", "name": "Old"}
+    await running.publish(vendor("57", "Acme Concrete"))
+    (result,) = await running.results_of({"57"}, 1)
     assert (result.operation.value, result.source_record_id) == ("update", "company-pre")
-    assert list(sources.ingenious.objects["company"]) == ["company-pre"]
-    assert sources.ingenious.objects["company"]["company-pre"]["name"] == "Norton Lumber"
+    assert [o["id"] for o in companies.values() if o["custom_id"] == "57"] == ["company-pre"]
+    assert companies["company-pre"]["name"] == "Acme Concrete"
 
 
 async def test_a_bill_paid_in_the_erp_marks_the_ingenious_mercoa_and_monite_documents_paid_once(
-    settings: Settings, sources: Sources, kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path
+    running: Running,
 ) -> None:
-    sources.ingenious.add_invoice("ing-inv-1", Decimal("120.00"), "USD")
-    sources.mercoa.add_invoice("in_26e7b5d3", 80.5, "USD", status="SCHEDULED")
-    sources.monite.add_payable("pay-1", ENTITY, 4000, "USD")
+    src = running.sources
+    src.ingenious.add_invoice("ing-inv-1", Decimal("120.00"), "USD")
+    src.mercoa.add_invoice("in_26e7b5d3", 80.5, "USD", status="SCHEDULED")
+    src.monite.add_payable("pay-1", ENTITY, 4000, "USD")
     payment = bill_payment(
         "301",
         "240.50",
@@ -335,144 +359,115 @@ async def test_a_bill_paid_in_the_erp_marks_the_ingenious_mercoa_and_monite_docu
             paid("ingenious", "ing-inv-1", "120.00", erp_id="b1"),
             paid("mercoa", "in_26e7b5d3", "80.50", erp_id="b2"),
             paid("monite", "pay-1", "40.00", erp_id="b3"),
+            paid("mercoa", "in_other_tenant", "0.00", tenant="beta"),  # another tenant's: left alone
+            AppliedDocument(entity="Bill", erp_id="b9", amount=Decimal("0.00")),  # not booked by ledgerflow
         ],
     )
-    async with (
-        Topic(kafka_bootstrap, settings.topics.results) as results,
-        writer(settings, routing_for(sources), kafka_bootstrap, kafka_is_embedded, tmp_path),
-    ):
-        await publish(settings, kafka_bootstrap, payment)
-        await results.wait_for(3)
-        assert sources.ingenious.invoices["ing-inv-1"]["status"] == "paid"
-        assert sources.ingenious.invoices["ing-inv-1"]["payments"][0]["custom_id"] == "301"
-        assert sources.mercoa.invoices["in_26e7b5d3"]["status"] == "PAID"
-        assert sources.mercoa.invoices["in_26e7b5d3"]["settlementDate"] == "2026-11-30T00:00:00Z"
-        assert (sources.monite.payables["pay-1"]["status"], sources.monite.payables["pay-1"]["amount_paid"]) == (
-            "paid",
-            4000,
-        )
-        got = {r.source: r for r in results.results()}
-        assert {s: (r.direction, r.object_type, r.outcome.value) for s, r in got.items()} == {
-            s: ("inbound", "payment", "succeeded") for s in ("ingenious", "mercoa", "monite")
-        }
-        assert (got["mercoa"].source_record_id, got["mercoa"].amount, got["mercoa"].erp_record_id) == (
-            "in_26e7b5d3",
-            Decimal("80.50"),
-            "301",
-        )
+    await running.publish(payment)
+    got = {r.source: r for r in await running.results_of({"301"}, 3)}
+    assert src.ingenious.invoices["ing-inv-1"]["status"] == "paid"
+    assert src.ingenious.invoices["ing-inv-1"]["payments"][0]["custom_id"] == "301"
+    assert src.mercoa.invoices["in_26e7b5d3"]["status"] == "PAID"
+    assert src.mercoa.invoices["in_26e7b5d3"]["settlementDate"] == "2026-11-30T00:00:00Z"
+    payable = src.monite.payables["pay-1"]
+    assert (payable["status"], payable["amount_paid"]) == ("paid", 4000)
+    assert {s: (r.direction, r.object_type, r.outcome.value) for s, r in got.items()} == {
+        s: ("inbound", "payment", "succeeded") for s in ("ingenious", "mercoa", "monite")
+    }
+    assert (got["mercoa"].source_record_id, got["mercoa"].amount, got["mercoa"].erp_record_id) == (
+        "in_26e7b5d3",
+        Decimal("80.50"),
+        "301",
+    )
 
-        # The same payment again: nothing is marked twice, each write is a duplicate.
-        marks = [c for src in (sources.ingenious, sources.mercoa, sources.monite) for c in src.faults.calls]
-        await publish(settings, kafka_bootstrap, payment, event="again")
-        await results.wait_for(6)
-        assert sorted(r.outcome.value for r in results.results()[3:]) == ["duplicate"] * 3
-        after = [c for src in (sources.ingenious, sources.mercoa, sources.monite) for c in src.faults.calls]
-        assert after == marks, "a redelivered payment called a source API"
-        assert len(sources.ingenious.invoices["ing-inv-1"]["payments"]) == 1
+    # The same payment again: nothing is marked twice, each write is a duplicate.
+    sandboxes = (src.ingenious, src.mercoa, src.monite)
+    calls = [len(x.faults.calls) for x in sandboxes]
+    await running.publish(payment, event="again")
+    again = (await running.results_of({"301"}, 6))[3:]
+    assert sorted(r.outcome.value for r in again) == ["duplicate"] * 3
+    assert [len(x.faults.calls) for x in sandboxes] == calls, "a redelivered payment called a source API"
+    assert len(src.ingenious.invoices["ing-inv-1"]["payments"]) == 1
+    assert (await running.results_of({"301"}, 6, within=0.5))[6:] == []
 
 
 async def test_a_partial_payment_marks_the_monite_payable_partially_paid_and_the_second_settles_it(
-    settings: Settings, sources: Sources, kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path
+    running: Running,
 ) -> None:
-    sources.monite.add_payable("pay-2", ENTITY, 10000, "EUR")
+    monite = running.sources.monite
+    monite.add_payable("pay-2", ENTITY, 10000, "EUR")
     first = bill_payment("401", "30.00", "EUR", [paid("monite", "pay-2", "30.00")])
     second = bill_payment("402", "70.00", "EUR", [paid("monite", "pay-2", "70.00")])
-    async with (
-        Topic(kafka_bootstrap, settings.topics.results) as results,
-        writer(settings, routing_for(sources), kafka_bootstrap, kafka_is_embedded, tmp_path),
-    ):
-        await publish(settings, kafka_bootstrap, first)
-        await results.wait_for(1)
-        payable = sources.monite.payables["pay-2"]
-        assert (payable["status"], payable["amount_paid"], payable["amount_due"]) == ("partially_paid", 3000, 7000)
-        await publish(settings, kafka_bootstrap, first, event="again")  # redelivered: not added twice
-        await publish(settings, kafka_bootstrap, second)
-        await results.wait_for(3)
+    await running.publish(first)
+    await running.results_of({"401"}, 1)
+    payable = monite.payables["pay-2"]
+    assert (payable["status"], payable["amount_paid"], payable["amount_due"]) == ("partially_paid", 3000, 7000)
+    await running.publish(first, event="again")  # redelivered: its amount is not added twice
+    await running.results_of({"401"}, 2)
+    await running.publish(second)
+    results = await running.results_of({"401", "402"}, 3)
     assert (payable["status"], payable["amount_paid"]) == ("paid", 10000)
-    assert [r.outcome.value for r in results.results()] == ["succeeded", "duplicate", "succeeded"]
+    assert [r.outcome.value for r in results] == ["succeeded", "duplicate", "succeeded"]
 
 
-async def test_a_5xx_then_success_and_a_4xx_is_a_failed_result(
-    settings: Settings, sources: Sources, kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path
-) -> None:
-    sources.ingenious.faults.arm(503, retry_after="0", path_prefix="/accounting-companies")
-    sources.monite.add_payable("pay-draft", ENTITY, 500, "USD", status="draft")
-    async with (
-        Topic(kafka_bootstrap, settings.topics.results) as results,
-        writer(settings, routing_for(sources), kafka_bootstrap, kafka_is_embedded, tmp_path),
-    ):
-        await publish(settings, kafka_bootstrap, vendor("88", "Flaky Ltd"))
-        await publish(
-            settings, kafka_bootstrap, bill_payment("501", "5.00", "USD", [paid("monite", "pay-draft", "5.00")])
-        )
-        await results.wait_for(2)
-    got = {r.object_type: r for r in results.results()}
-    assert got["vendor"].outcome.value == "succeeded"
-    assert got["vendor"].attempts == 3
-    assert sources.ingenious.find("company", "88") is not None
-    refused = got["payment"]
+async def test_a_5xx_then_success_and_a_4xx_is_a_failed_result(running: Running) -> None:
+    src = running.sources
+    src.ingenious.faults.arm(503, retry_after="0", path_prefix="/accounting-companies")
+    src.monite.add_payable("pay-draft", ENTITY, 500, "USD", status="draft")
+    await running.publish(vendor("88", "Flaky Ltd"))
+    (flaky,) = await running.results_of({"88"}, 1)
+    assert (flaky.outcome.value, flaky.attempts) == ("succeeded", 3)  # 503, lookup again, create
+    assert src.ingenious.find("company", "88") is not None
+    await running.publish(bill_payment("501", "5.00", "USD", [paid("monite", "pay-draft", "5.00")]))
+    (refused,) = await running.results_of({"501"}, 1)
     assert (refused.outcome.value, refused.http_status) == ("failed", 409)
     assert refused.error is not None
-    assert refused.error.code == "source.invalid_state"
-    assert not refused.error.retriable
+    assert (refused.error.code, refused.error.retriable) == ("source.invalid_state", False)
     assert "current state" in refused.error.message
-    assert sources.monite.payables["pay-draft"]["status"] == "draft"
+    assert src.monite.payables["pay-draft"]["status"] == "draft"
 
 
 async def test_a_source_that_keeps_failing_is_parked_then_dead_lettered_with_reason_and_metric(
-    settings: Settings, sources: Sources, kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path
+    running: Running,
 ) -> None:
-    sources.mercoa.add_invoice("in_down", 10.0, "USD")
-    sources.mercoa.faults.arm(503, count=50, retry_after="0", path_prefix="/invoice")
-    sources.ingenious.add_invoice("ing-ok", Decimal("10.00"), "USD")
+    src = running.sources
+    src.mercoa.add_invoice("in_down", 10.0, "USD")
+    src.mercoa.faults.arm(503, count=50, retry_after="0", path_prefix="/invoice/in_down")
+    src.ingenious.add_invoice("ing-ok", Decimal("10.00"), "USD")
     payment = bill_payment(
         "601", "20.00", "USD", [paid("mercoa", "in_down", "10.00"), paid("ingenious", "ing-ok", "10.00")]
     )
-    before = (
-        REGISTRY.get_sample_value(
-            "ledgerflow_dlq_messages_total", {"stage": "writeback", "reason": "retries-exhausted"}
-        )
-        or 0
-    )
-    async with (
-        Topic(kafka_bootstrap, settings.topics.results) as results,
-        Topic(kafka_bootstrap, settings.topics.dlq("writeback")) as dead,
-        writer(
-            settings,
-            routing_for(sources),
-            kafka_bootstrap,
-            kafka_is_embedded,
-            tmp_path,
-            retry=WritebackRetry((0.0, 0.2)),
-        ),
-    ):
-        await publish(settings, kafka_bootstrap, payment)
-        (letter,) = await dead.wait_for(1, within=30)
-        await results.settle(0.5)
+    labels = {"stage": "writeback", "reason": "retries-exhausted"}
+    before = REGISTRY.get_sample_value("ledgerflow_dlq_messages_total", labels) or 0
+    await running.publish(payment)
+    (letter,) = await running.dead.wait_for(1, lambda m: json.loads(m.value)["erp_id"] == "601", within=30)
+    # Three rounds for Mercoa (first try, tier 1, tier 2), each a failed retriable result; INGENIOUS once.
+    results = await running.results_of({"601"}, 4)
+    src.mercoa.faults.armed.clear()
     headers = {k: v.decode() for k, v in letter.headers}
     assert headers["ledgerflow_dlq_stage"] == "writeback"
     assert headers["ledgerflow_dlq_reason"] == "retries-exhausted"
-    assert headers["ledgerflow_dlq_original_topic"] == settings.topics.inbound("payment")
+    assert headers["ledgerflow_dlq_original_topic"] == running.settings.topics.inbound("payment")
     assert headers["ledgerflow_writeback_targets"] == "acme/mercoa"
-    assert json.loads(letter.value)["erp_id"] == "601"
     by_source: dict[str, list[str]] = {}
-    for r in results.results():
+    for r in results:
         by_source.setdefault(r.source, []).append(r.outcome.value)
-    # Three rounds for Mercoa (first try, tier 1, tier 2), each a failed retriable result; INGENIOUS once.
     assert by_source == {"mercoa": ["failed"] * 3, "ingenious": ["succeeded"]}
-    assert all(r.error is not None and r.error.retriable for r in results.results() if r.source == "mercoa")
-    after = REGISTRY.get_sample_value(
-        "ledgerflow_dlq_messages_total", {"stage": "writeback", "reason": "retries-exhausted"}
+    assert all(r.error is not None and r.error.retriable for r in results if r.source == "mercoa")
+    assert REGISTRY.get_sample_value("ledgerflow_dlq_messages_total", labels) == before + 1
+    assert src.mercoa.invoices["in_down"]["status"] == "APPROVED"
+
+
+def test_a_writer_enabled_without_its_source_credentials_is_a_config_error() -> None:
+    sources = Sources(
+        IngeniousSandbox(),
+        MercoaSandbox(),
+        MoniteSandbox(),
+        dict.fromkeys(("ingenious", "mercoa", "monite"), "http://x"),
     )
-    assert after == before + 1
-    assert sources.mercoa.invoices["in_down"]["status"] == "APPROVED"
-
-
-def test_a_writer_enabled_without_its_source_credentials_is_a_config_error(sources: Sources) -> None:
     raw = raw_routing(sources)
     raw["tenants"]["acme"]["sources"]["monite"]["options"].pop("entity_id")
-    broken = Routing.model_validate(raw)
     with pytest.raises(ConfigError, match=r"sources\.monite\.options lacks entity_id"):
-        build_writers(broken, httpx.AsyncClient())
+        check_writeback(Routing.model_validate(raw))
     with pytest.raises(ValueError, match="unknown reference kind"):
         Routing.model_validate({"tenants": {"a": {"writeback": {"ingenious": {"objects": {"invoices": "company"}}}}}})

@@ -15,7 +15,7 @@ accounting objects carry ``custom_id`` and ``name``) plus the writer's ASSUMPTIO
   ``{"data": {id, amount, currency, status, payments}}``, ``status`` ``approved`` →
   ``partially_paid`` → ``paid`` as payments add up; ``GET /invoices/{id}/payments?custom_id=``;
   ``POST /invoices/{id}/payments`` ``{custom_id, amount (decimal string > 0), currency (the
-  invoice's), paid_on (ISO date)}``: 409 for a ``custom_id`` already recorded, 422 for more than
+  invoice's, optional), paid_on (ISO date)}``: 409 for a ``custom_id`` already recorded, 422 for more than
   is outstanding or a wrong currency.
 
 Faults: :mod:`ledgerflow.transformers.writeback.faults` (``POST /_sandbox/faults``).
@@ -184,7 +184,7 @@ class IngeniousSandbox:
                 raise HTTPException(422, "amount must be a decimal string") from None
             if not amount.is_finite() or amount <= 0:
                 raise HTTPException(422, "amount must be greater than 0")
-            if body.get("currency") != doc["currency"]:
+            if "currency" in body and body["currency"] != doc["currency"]:
                 raise HTTPException(422, f"currency must be the invoice's ({doc['currency']})")
             if "paid_on" in body:
                 try:

@@ -53,6 +53,9 @@ currency      payments: ISO 4217                                     ASSUMPTION
 paid_on       payments: ERP payment date, ISO 8601                   ASSUMPTION
 ============  =====================================================  ==========================================
 
+A record deleted in the ERP (a reader's tombstone: inactive, no name) deactivates the object
+(``PATCH`` with ``active: false``); one that was never written is ``skipped``.
+
 Which reference kinds become which object (``writeback.ingenious.objects``; ``kind:Entity`` wins
 over ``kind``): vendor → company, gl_account → entity, project → project, tracking → cost_code,
 ``tracking:Department`` (QuickBooks departments) → business_unit; customers and tax rates are not
@@ -159,6 +162,10 @@ class IngeniousWriter:
     async def _upsert(self, target: str, record: ReferenceRecord, ledger: WriteLedger) -> WriteOutcome:
         key = write_key(record.connection, record.entity, record.erp_id)
         body = self._body(record)
+        if not record.active and not record.name:
+            # Deleted in the ERP (a reader's tombstone: no name): the object is deactivated, never
+            # renamed to nothing; one never written is not created.
+            body = {self.fields["custom_id"]: record.erp_id, self.fields["active"]: False}
         digest = content_digest({"target": target, **body})
         known = await ledger.get(key)
         if known is not None and known.content_hash == digest:
@@ -172,6 +179,19 @@ class IngeniousWriter:
                     if all(found.get(k) == v for k, v in body.items()):
                         await ledger.put(key, found_id, digest)
                         return WriteOutcome(target, key, Operation.SKIP, Outcome.DUPLICATE, found_id)
+            if found_id is None and not record.name:
+                return WriteOutcome(
+                    target,
+                    key,
+                    Operation.SKIP,
+                    Outcome.SKIPPED,
+                    error=ErrorInfo(
+                        code=ErrorCode.SOURCE_NOT_FOUND,
+                        message=f"{record.entity} {record.erp_id} was deleted in {record.erp} and never written "
+                        "into INGENIOUS: nothing to deactivate",
+                        retriable=False,
+                    ),
+                )
             if found_id is None:
                 written = await self.client.create(self.paths[f"{target}_list"], body)
                 operation = Operation.CREATE
