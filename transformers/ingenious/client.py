@@ -38,6 +38,7 @@ class IngeniousClient(JsonApiClient):
         api_token: bearer access token (Company Settings → Access Tokens).
         paths: kind → path template with ``{id}``; defaults :data:`DEFAULT_INGENIOUS_PATHS`.
         reads_per_minute: published limit, 60 (``sources.md`` §1.3).
+        writes_per_minute: published limit of writes (POST, PATCH…), 30 (``sources.md`` §1.3), on top of it.
         cache_ttl: seconds an answer stays cached; ``cache_size`` entries at most.
 
     """
@@ -50,12 +51,14 @@ class IngeniousClient(JsonApiClient):
         *,
         paths: Mapping[str, str] | None = None,
         reads_per_minute: float = 60,
+        writes_per_minute: float = 30,
         cache_ttl: float = 300.0,
         cache_size: int = 10_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(http, base_url, name="INGENIOUS", limiter=AsyncLimiter(reads_per_minute, 60), **kwargs)
         self._token = api_token
+        self._writes = AsyncLimiter(writes_per_minute, 60)
         self.paths = {**DEFAULT_INGENIOUS_PATHS, **(paths or {})}
         self._cache: TTLCache[tuple[str, str], tuple[str | None, str | None]] = TTLCache(
             maxsize=cache_size, ttl=cache_ttl
@@ -101,6 +104,18 @@ class IngeniousClient(JsonApiClient):
 
         """
         return (await self.accounting_object(kind, accounting_id))[0]
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """As :meth:`JsonApiClient.request`; a write also waits for the write budget (30 a minute).
+
+        Raises:
+            EnrichmentError: as :meth:`JsonApiClient.request`.
+        """
+        if method != "GET":
+            await self._writes.acquire()
+        return await super().request(method, path, json=json, headers=headers)
 
     # Writes (the source writer, ``ledgerflow.transformers.ingenious.writer``): paths and body
     # field names are the writer's, configurable; see its module docstring for the ASSUMPTIONS.
