@@ -401,3 +401,85 @@ async def test_the_sandbox_authorize_and_token_endpoints_are_strict() -> None:
         assert ok.status_code == 200
         assert {"access_token", "refresh_token", "expires_in"} <= set(ok.json())
         assert (await exchange()).json()["error"] == "invalid_grant"  # single use
+
+
+async def test_api_crud_with_scopes_tenants_and_write_only_credentials(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, Fernet.generate_key().decode())
+    secret = "very-secret-refresh-token-0042"
+    async with audit_api(
+        tmp_path, url=settings.state_url, settings=settings, connection_check=routing_check(settings)
+    ) as api:
+        root = await api.key(["admin"], ["*"])
+        acme_admin = await api.key(["admin"], ["acme"])
+        beta_reader = await api.key(["read"], ["beta"])
+        body = {
+            "name": "xero-acme",
+            "erp": "xero",
+            "tenants": ["acme"],
+            "objects": ["bill", "vendor"],
+            "credentials": {"client_id": "app", "client_secret": "s", "refresh_token": secret, "tenant_id": "t"},
+            "options": {"create_vendors": True},
+        }
+        async with api.client(acme_admin) as acme, api.client(root) as admin, api.client(beta_reader) as beta:
+            async with api.client() as anonymous:
+                assert (await anonymous.get("/v1/stored-connections")).status_code == 401
+                assert (await anonymous.post("/v1/stored-connections", json=body)).status_code == 401
+            assert (await beta.post("/v1/stored-connections", json=body)).status_code == 403
+
+            created = await acme.post("/v1/stored-connections", json=body)
+            assert created.status_code == 201, created.text
+            assert secret not in created.text
+            assert created.json()["credentials"] == ["client_id", "client_secret", "refresh_token", "tenant_id"]
+            assert created.json()["enabled"] is True
+            assert (await acme.post("/v1/stored-connections", json=body)).status_code == 409
+            # The routing file's name, an unknown tenant, a tenant the key does not see, bad options.
+            clash = await admin.post("/v1/stored-connections", json={**body, "name": "yaml-qbo"})
+            assert clash.status_code == 409
+            unknown = await admin.post("/v1/stored-connections", json={**body, "name": "n2", "tenants": ["zeta"]})
+            assert unknown.status_code == 400
+            assert "'zeta' not in the routing" in unknown.json()["detail"]
+            assert (await acme.post("/v1/stored-connections", json={**body, "tenants": ["beta"]})).status_code == 404
+            bad = await admin.post("/v1/stored-connections", json={**body, "name": "n3", "options": {"nope": 1}})
+            assert bad.status_code == 400
+            assert bad.json()["type"].endswith("invalid-connection")
+            assert "nope" in bad.json()["detail"]
+            assert (await admin.post("/v1/stored-connections", json={**body, "erp": "sap_b1"})).status_code == 400
+
+            shared = await admin.post(
+                "/v1/stored-connections", json={**body, "name": "shared", "tenants": ["acme", "beta"]}
+            )
+            assert shared.status_code == 201
+            # A connection is visible to a key that sees every tenant it serves.
+            assert [c["name"] for c in (await acme.get("/v1/stored-connections")).json()] == ["xero-acme"]
+            assert [c["name"] for c in (await admin.get("/v1/stored-connections")).json()] == ["shared", "xero-acme"]
+            assert (await beta.get("/v1/stored-connections")).json() == []
+            assert (await acme.get("/v1/stored-connections/shared")).status_code == 404
+            assert (await acme.delete("/v1/stored-connections/shared")).status_code == 404
+            assert (await beta.get("/v1/stored-connections/xero-acme")).status_code == 404
+
+            patched = await acme.patch(
+                "/v1/stored-connections/xero-acme",
+                json={"credentials": {"refresh_token": "rotated-by-hand"}, "drop_options": ["create_vendors"]},
+            )
+            assert patched.status_code == 200, patched.text
+            assert patched.json()["options"] == {}
+            assert "rotated-by-hand" not in patched.text
+            assert (await acme.patch("/v1/stored-connections/xero-acme", json={"tenants": ["beta"]})).status_code == 404
+            assert (await beta.patch("/v1/stored-connections/xero-acme", json={})).status_code == 403
+
+            disabled = await acme.post("/v1/stored-connections/xero-acme/disable")
+            assert disabled.json()["enabled"] is False
+            merged = await stored_routing(settings, settings.load_routing(), decrypt=["shared"])
+            assert "xero-acme" not in merged.connections
+            assert merged.tenants["beta"].connections == ["shared"]
+            assert (await acme.post("/v1/stored-connections/xero-acme/enable")).json()["enabled"] is True
+            merged = await stored_routing(settings, settings.load_routing(), decrypt=["xero-acme"])
+            stored = merged.connections["xero-acme"].credentials
+            assert stored["refresh_token"].get_secret_value() == "rotated-by-hand"
+
+            assert (await acme.delete("/v1/stored-connections/xero-acme")).status_code == 204
+            assert (await acme.get("/v1/stored-connections/xero-acme")).status_code == 404
+            assert (await acme.delete("/v1/stored-connections/xero-acme")).status_code == 404
+            missing = await admin.patch("/v1/stored-connections/none", json={})
+            assert missing.status_code == 404
+            assert missing.headers["content-type"] == "application/problem+json"
