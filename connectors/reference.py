@@ -366,6 +366,7 @@ READERS: dict[str, str] = {
     "xero": "ledgerflow.connectors.xero.reader:XeroReader",
     "netsuite": "ledgerflow.connectors.netsuite.reader:NetSuiteReader",
     "sap": "ledgerflow.connectors.sap.reader:SapReader",
+    "coupa": "ledgerflow.connectors.coupa.reader:CoupaReader",
 }
 """ERP kind → ``module:Class`` of its :class:`ReferenceReader` (ERPs without one cannot be read yet)."""
 

@@ -22,14 +22,20 @@ What it reproduces (reference ``erp_apis.md`` §5):
   its price (rounded half-up to the currency's minor unit; a ``total`` sent is replaced), and
   the invoice's ``gross-total`` is the lines plus tax, shipping, handling and misc amounts; the
   stored invoice carries both (``GET /api/invoices/:id`` answers them).
-* ``/api/suppliers`` — list (``number``/``name`` filters), create, update; ``name`` unique.
+* ``/api/suppliers`` — list, create, update; ``name`` unique. ``GET /api/suppliers``,
+  ``/api/accounts``, ``/api/tax_codes`` and ``/api/lookup_values`` take Coupa's query arguments
+  (``updated_at[gt_or_eq]=…``, ``order_by``/``dir``, ``limit`` ≤ 50, ``offset``…) checked strictly
+  (:mod:`ledgerflow.connectors.coupa.reference_sandbox`), for the ERP reader; accounts, tax codes
+  and lookup values are seeded (:data:`~ledgerflow.connectors.coupa.reference_sandbox.SEEDED_REFERENCE`),
+  more suppliers with ``seed_parties``; records carry ``created-at`` / ``updated-at`` from ``clock``.
 * Errors as ``{"errors": {"<field>": ["<message>"]}}``; injected faults via ``/_sandbox/faults``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
@@ -38,6 +44,13 @@ from babel.numbers import list_currencies
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from ledgerflow.connectors.coupa.reference_sandbox import (
+    SEEDED_REFERENCE,
+    SEEDED_SUPPLIERS,
+    QueryError,
+    coupa_time,
+    select,
+)
 from ledgerflow.connectors.sandbox_kit import DecimalJSONResponse, OAuthIssuer, Sandbox, point_at, read_json
 from ledgerflow.contracts.common import currency_precision
 from ledgerflow.core.settings import ConnectionConfig
@@ -114,7 +127,14 @@ def _booked(invoice: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Coupa:
-    def __init__(self, sandbox: Sandbox, accounts: frozenset[str] | None, charts: frozenset[str]) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        accounts: frozenset[str] | None,
+        charts: frozenset[str],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.clock = clock
         self.accounts = accounts
         self.charts = charts
         self.sandbox = sandbox
@@ -285,15 +305,32 @@ class _Coupa:
         return DecimalJSONResponse(found[: min(limit, 50)])
 
     async def list_suppliers(self, request: Request) -> Response:
+        return await self.list_reference(request, "supplier")
+
+    async def list_reference(self, request: Request, kind: str) -> Response:
+        """``GET /api/<resource>`` with Coupa's query arguments (see the reference sandbox module)."""
         if (refused := self.guard(request)) is not None:
             return refused
-        query = request.query_params
-        found = [
-            s
-            for s in self.store.all("supplier")
-            if all(str(s.get(key)) == value for key, value in query.items() if key in ("number", "name", "id"))
-        ]
-        return DecimalJSONResponse(found[:50])
+        try:
+            found = select(kind, self.store.all(kind), request.query_params)
+        except QueryError as exc:
+            return _errors(400, {exc.argument: [str(exc)]})
+        return DecimalJSONResponse(found)
+
+    def new_id(self, kind: str) -> int:
+        """A new Coupa id of ``kind`` (skipping the seeded ones)."""
+        while True:
+            candidate = self.store.next_id()
+            if self.store.get(kind, candidate) is None:
+                return int(candidate)
+
+    def lister(self, kind: str) -> Callable[[Request], Any]:
+        """The list handler of ``kind``."""
+
+        async def handler(request: Request) -> Response:
+            return await self.list_reference(request, kind)
+
+        return handler
 
     async def save_supplier(self, request: Request, supplier_id: str | None = None) -> Response:
         if (refused := self.guard(request)) is not None:
@@ -310,11 +347,13 @@ class _Coupa:
         name = body.get("name")
         if name and any(s["name"] == name and str(s["id"]) != supplier_id for s in self.store.all("supplier")):
             return _errors(400, {"name": ["has already been taken"]})
+        now = coupa_time(self.clock())
         if existing is not None:
-            existing.update({k: v for k, v in body.items() if k != "id"})
+            existing.update({k: v for k, v in body.items() if k not in ("id", "created-at", "updated-at")})
+            existing["updated-at"] = now
             return DecimalJSONResponse(existing)
-        new_id = int(self.store.next_id())
-        supplier = {**body, "id": new_id}
+        new_id = self.new_id("supplier")
+        supplier = {"status": "active", **body, "id": new_id, "created-at": now, "updated-at": now}
         self.store.put("supplier", str(new_id), supplier)
         return DecimalJSONResponse(supplier, status_code=201)
 
@@ -347,6 +386,8 @@ def create_app(
     suppliers: Mapping[str, tuple[str, str]] | None = DEMO_SUPPLIERS,
     accounts: Iterable[str] | None = None,
     charts: Iterable[str] | None = None,
+    seed_parties: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """Build the Coupa sandbox FastAPI app.
 
@@ -355,6 +396,9 @@ def create_app(
         suppliers: seeded suppliers, Coupa id → (supplier number, name).
         accounts: valid values of account ``segment-1`` (GL account); None accepts any.
         charts: charts of accounts (``account-type`` names); None → :data:`DEFAULT_CHARTS`.
+        seed_parties: also the suppliers of
+            :data:`~ledgerflow.connectors.coupa.reference_sandbox.SEEDED_SUPPLIERS` (one inactive).
+        clock: the time records are stamped with (``created-at`` / ``updated-at``; UTC, default the wall clock).
 
     Returns:
         The FastAPI app; its :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``.
@@ -367,12 +411,28 @@ def create_app(
         total_of=_total,
         fault_body=lambda status: {"errors": {"base": [f"injected fault {status}"]}},
     )
+    clock = clock or (lambda: datetime.now(UTC))
+    stamp = coupa_time(clock())
+    times = {"created-at": stamp, "updated-at": stamp}
     for supplier_id, (number, name) in (suppliers or {}).items():
-        sandbox.store.put("supplier", supplier_id, {"id": int(supplier_id), "number": number, "name": name})
+        seed = {"id": int(supplier_id), "number": number, "name": name, "status": "active", **times}
+        sandbox.store.put("supplier", supplier_id, seed)
+    for supplier in SEEDED_SUPPLIERS if seed_parties else ():
+        sandbox.store.put("supplier", str(supplier["id"]), {**supplier, **times})
+    chart_names = list(charts if charts is not None else DEFAULT_CHARTS)
+    defaults: dict[str, dict[str, Any]] = {
+        "account": {"active": True, "account-type": {"id": 1, "name": chart_names[0]}},
+        "tax_code": {"active": True, "country": {"code": "US"}},
+        "lookup_value": {"active": True, "lookup": {"id": 1, "name": "Project / Cost Code"}, "lookup-id": 1},
+    }
+    for kind, records in SEEDED_REFERENCE.items():
+        for record in records:
+            sandbox.store.put(kind, str(record["id"]), {**defaults[kind], **record, **times})
     coupa = _Coupa(
         sandbox,
         frozenset(accounts) if accounts is not None else None,
-        frozenset(charts if charts is not None else DEFAULT_CHARTS),
+        frozenset(chart_names),
+        clock,
     )
     app = sandbox.app
     app.add_api_route("/api/invoices", coupa.list_invoices, methods=["GET"])
@@ -381,6 +441,8 @@ def create_app(
     app.add_api_route("/api/invoices/{invoice_id}", coupa.update_invoice, methods=["PUT"])
     app.add_api_route("/api/invoices/{invoice_id}/submit", coupa.submit_invoice, methods=["PUT"])
     app.add_api_route("/api/suppliers", coupa.list_suppliers, methods=["GET"])
+    for kind, resource in (("account", "accounts"), ("tax_code", "tax_codes"), ("lookup_value", "lookup_values")):
+        app.add_api_route(f"/api/{resource}", coupa.lister(kind), methods=["GET"])
     app.add_api_route("/api/suppliers", coupa.save_supplier, methods=["POST"])
     app.add_api_route("/api/suppliers/{supplier_id}", coupa.save_supplier, methods=["PUT"])
     return app

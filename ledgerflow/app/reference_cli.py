@@ -23,13 +23,15 @@ console = Console()
 
 def sync_reference(
     connection: Annotated[
-        str, typer.Option(help="ERP connection name from the routing file (quickbooks, xero, netsuite or sap).")
+        str, typer.Option(help="ERP connection name from the routing file (quickbooks, xero, netsuite, sap or coupa).")
     ],
     once: Annotated[bool, typer.Option("--once", help="Read every kind once and exit.")] = False,
     interval: Annotated[float, typer.Option(min=1, help="Seconds between passes when not --once.")] = 900.0,
     page_size: Annotated[int, typer.Option(min=1, max=1000, help="Records per ERP read.")] = 100,
 ) -> None:
-    """Read vendors, customers, GL accounts, tax rates and tracking dimensions from an ERP connection.
+    """Read vendors, customers, GL accounts, tax rates, tracking dimensions and projects from an ERP connection.
+
+    Readers exist for QuickBooks Online, Xero, NetSuite, SAP S/4HANA and Coupa connections.
 
     Each kind resumes from its cursor in the state store; new or changed records go to
     ``<prefix>.inbound.<kind>.v1`` with ``ce_direction: inbound``. With ``--once`` one pass is made

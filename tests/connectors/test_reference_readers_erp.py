@@ -24,6 +24,9 @@ import pytest
 from faststream.kafka import KafkaBroker
 
 from ledgerflow.connectors.base import Connector, PermanentError, RetriableError
+from ledgerflow.connectors.coupa import sandbox as coupa_sandbox
+from ledgerflow.connectors.coupa.connector import CoupaConnector
+from ledgerflow.connectors.coupa.reader import CoupaReader
 from ledgerflow.connectors.netsuite import sandbox as ns_sandbox
 from ledgerflow.connectors.netsuite.connector import NetSuiteConnector
 from ledgerflow.connectors.netsuite.reader import NetSuiteReader
@@ -143,7 +146,26 @@ async def _sap_bad_query(connector: Connector) -> Any:
     )
 
 
-@pytest.fixture(params=["netsuite", "sap"])
+# Coupa
+
+
+async def _coupa_change_vendor(connector: Connector) -> str:
+    assert isinstance(connector, CoupaConnector)
+    await connector.client.request(
+        "PUT", "/api/suppliers/22", operation="vendor.update", json_body={"name": "Northwind Electrical Pty"}
+    )
+    return "22"
+
+
+async def _coupa_bad_query(connector: Connector) -> Any:
+    assert isinstance(connector, CoupaConnector)
+    # "contains" is not used with date fields (Compass "Querying Options").
+    return await connector.client.request(
+        "GET", "/api/suppliers", operation="suppliers.read", params={"updated_at[contains]": "2026"}
+    )
+
+
+@pytest.fixture(params=["netsuite", "sap", "coupa"])
 async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator[Erp]:
     clock = Clock()
     if request.param == "netsuite":
@@ -179,6 +201,21 @@ async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator
                 },
                 _sap_change_vendor(app),
                 _sap_bad_query,
+                clock,
+            )
+    else:
+        app = coupa_sandbox.create_app(seed_parties=True, clock=clock)
+        async with serve(app) as url:
+            config = coupa_sandbox.sandbox_connection(
+                ConnectionConfig(erp="coupa", options={"rate_limit_per_minute": 60000}), url
+            )
+            yield Erp(
+                "coupa",
+                lambda http, state: CoupaConnector("coupa", config, http, state),
+                {"vendor": 4, "gl_account": 4, "tax_rate": 3, "tracking": 4},
+                {("suppliers", "23"), ("accounts", "104"), ("tax_codes", "203"), ("lookup_values", "304")},
+                _coupa_change_vendor,
+                _coupa_bad_query,
                 clock,
             )
 
@@ -292,7 +329,8 @@ async def test_a_page_holds_at_most_the_page_size(erp: Erp, http: httpx.AsyncCli
 
 
 def test_readers_are_registered() -> None:
-    assert {"netsuite", "sap"} <= set(READERS)
+    assert {"netsuite", "sap", "coupa"} <= set(READERS)
+    assert reader_class("coupa") is CoupaReader
     assert reader_class("netsuite") is NetSuiteReader
     assert reader_class("sap") is SapReader
 
@@ -326,3 +364,132 @@ async def test_published_to_the_inbound_topics(
         body = json.loads(message.value)
         assert message.topic == topics.inbound(body["kind"])
         assert body["erp"] == erp.name
+
+
+async def test_coupa_pages_beyond_50_records_sharing_one_change_time(
+    http: httpx.AsyncClient, state: StateStore
+) -> None:
+    """Coupa answers at most 50 a request: 64 suppliers changed in one second, pages of 40, each once."""
+    clock = Clock()
+    app = coupa_sandbox.create_app(seed_parties=True, clock=clock)
+    async with serve(app) as url:
+        config = coupa_sandbox.sandbox_connection(
+            ConnectionConfig(erp="coupa", options={"rate_limit_per_minute": 60000}), url
+        )
+        connector = CoupaConnector("coupa", config, http, state)
+        clock.tick()
+        for n in range(60):
+            await connector.client.request(
+                "POST", "/api/suppliers", operation="vendor.create", json_body={"name": f"Trade {n:02d}"}
+            )
+        collected = Collected()
+        reader = CoupaReader(connector, page_size=40)
+        sync = ReferenceSync(reader, state, collected, Topics("t"), tenant="acme")
+        vendors = next(s for s in reader.sources if s.kind == "vendor")
+        report = await sync.sync_once(kinds=["vendor"])
+        assert report.published == {"vendor": 64}
+        assert len({r.erp_id for r in collected.records}) == 64
+        assert report.reads >= 2
+        assert (await sync.sync_once(kinds=["vendor"])).total == 0
+        # A page larger than 50 is read in requests of 50.
+        page = await reader.read(vendors, None, 70)
+        assert len(page.records) == 64
+        assert page.complete
+
+
+@pytest.mark.parametrize(
+    ("erp_name", "method", "path", "params", "body", "headers"),
+    [
+        (
+            "netsuite",
+            "POST",
+            ns_sandbox.SUITEQL_PATH,
+            {"limit": 10, "offset": 5},
+            {"q": "SELECT id FROM vendor"},
+            {"Prefer": "transient"},
+        ),
+        ("netsuite", "POST", ns_sandbox.SUITEQL_PATH, {"limit": 10}, {"q": "SELECT id FROM vendor"}, {}),
+        (
+            "netsuite",
+            "POST",
+            ns_sandbox.SUITEQL_PATH,
+            {"limit": 10},
+            {"q": "SELECT id, nosuchcolumn FROM vendor"},
+            {"Prefer": "transient"},
+        ),
+        (
+            "netsuite",
+            "POST",
+            ns_sandbox.SUITEQL_PATH,
+            {"limit": 10},
+            {"q": "SELECT id FROM nosuchtable"},
+            {"Prefer": "transient"},
+        ),
+    ],
+)
+async def test_netsuite_sandbox_refuses_what_netsuite_refuses(
+    erp_name: str,
+    method: str,
+    path: str,
+    params: dict[str, Any],
+    body: Any,
+    headers: dict[str, str],
+    shared_dir: Path,
+    http: httpx.AsyncClient,
+    state: StateStore,
+) -> None:
+    app = ns_sandbox.create_app(shared_dir / "specs" / "netsuite-oas.json")
+    async with serve(app) as url:
+        config = ns_sandbox.sandbox_connection(ConnectionConfig(erp="netsuite"), url)
+        connector = NetSuiteConnector("ns", config, http, state)
+        with pytest.raises(PermanentError) as caught:
+            await connector.client.request(
+                method, url + path, operation="q", params=params, json_body=body, headers=headers
+            )
+        assert caught.value.code == ErrorCode.ERP_VALIDATION
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"$filter": "NoSuchProperty eq 'x'"},
+        {"$filter": "LastChangeDate ge datetimeoffset'2026-01-01T00:00:00Z'"},
+        {"$filter": "Supplier ne '' and (LastChangeDate gt datetime'2026-01-01T00:00:00'"},
+        {"$orderby": "LastChangeDate sideways"},
+        {"$top": "ten"},
+        {"$expand": "to_Supplier"},
+        {"$inlinecount": "allpages"},
+    ],
+)
+async def test_sap_sandbox_refuses_what_sap_gateway_refuses(
+    params: dict[str, str], shared_dir: Path, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    app = sap_sandbox.create_app(shared_dir / "specs" / "sap_si.edmx")
+    async with serve(app) as url:
+        config = sap_sandbox.sandbox_connection(ConnectionConfig(erp="sap"), url)
+        connector = SapConnector("s4", config, http, state)
+        bp = url + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/A_BusinessPartner"
+        with pytest.raises(PermanentError):
+            await connector.client.request("GET", bp, operation="bp.read", params=params)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"no_such_attribute": "1"},
+        {"updated_at[sideways]": "2026-01-01"},
+        {"updated_at[gt]": "yesterday"},
+        {"order_by": "colour"},
+        {"order_by": "updated_at", "dir": "up"},
+        {"active": "maybe"},
+    ],
+)
+async def test_coupa_sandbox_refuses_bad_arguments(
+    params: dict[str, str], http: httpx.AsyncClient, state: StateStore
+) -> None:
+    app = coupa_sandbox.create_app()
+    async with serve(app) as url:
+        config = coupa_sandbox.sandbox_connection(ConnectionConfig(erp="coupa"), url)
+        connector = CoupaConnector("coupa", config, http, state)
+        with pytest.raises(PermanentError):
+            await connector.client.request("GET", "/api/accounts", operation="accounts.read", params=params)
