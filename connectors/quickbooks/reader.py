@@ -43,6 +43,11 @@ one binder look-up per page (:func:`ledgerflow.connectors.binder.documents_of_er
 documents ledgerflow did not book keep those fields None. A payment without ``CurrencyRef`` has
 ``currency`` None (no home-currency guess).
 
+Payments ledgerflow booked itself (a source's payment written by the connector: binder key of
+object type ``payment`` on the payment's own id) are published like any other; a writer that must
+not send a payment back to the source it came from recognises them with
+``documents_of_erp_records(state, record.connection, [record.erp_id])`` holding ``(erp_id, "payment")``.
+
 Assumptions (not in ``shared/reference``): ``Job`` is filterable in a Customer query (``where
 Job = true``); TaxCode and TaxRate are not change data capture entities and stay on the query.
 """

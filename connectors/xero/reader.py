@@ -37,6 +37,11 @@ never booked by ledgerflow, so with no source. Tenant, source and source id of a
 ledgerflow booked come from the binder, one look-up per page
 (:func:`ledgerflow.connectors.binder.documents_of_erp_records`); None otherwise.
 
+Payments ledgerflow booked itself (a source's payment written by the connector: binder key of
+object type ``payment`` on the payment's own id) are published like any other; a writer that must
+not send a payment back to the source it came from recognises them with
+``documents_of_erp_records(state, record.connection, [record.erp_id])`` holding ``(erp_id, "payment")``.
+
 Projects (kind ``project``, entity ``Project``): ``projectId`` (id), ``name``, ``contactId``
 (parent_id: the customer contact), ``status`` ``CLOSED`` → inactive; ``updated_at`` None (the
 Projects API has no change time). Assumptions, from developer.xero.com "Projects" (the Projects

@@ -357,6 +357,8 @@ class _Xero:
         self.credentials = credentials
         self.schemas = schemas
         self.latency = latency
+        self._paying: dict[str, Decimal] = {}
+        """Invoice id → amount of the payments earlier in the create request being handled."""
         self.quota = QuotaGate(
             [Window("minute", minute_limit, 60.0), Window("day", day_limit, 86_400.0)],
             concurrent=concurrent_limit,
@@ -488,8 +490,12 @@ class _Xero:
                 return _validation([f"A request can create at most {MAX_BATCH} {plural}; it carried {len(documents)}"])
             summarize = request.query_params.get("summarizeErrors", "true").lower() != "false"
             answered: list[dict[str, Any]] = []
+            self._paying = {}  # what earlier payments of this request already take off each invoice
             for document in documents:
                 result = self._build(schema, kind, id_field, document, None)
+                if kind == "payment" and not isinstance(result, Response):
+                    invoice_id = str(result["Invoice"]["InvoiceID"])
+                    self._paying[invoice_id] = self._paying.get(invoice_id, Decimal(0)) + _money(result["Amount"])
                 if isinstance(result, Response):
                     if summarize:  # Xero's default: one bad document fails the request, nothing is stored
                         return result
@@ -895,7 +901,10 @@ class _Xero:
             found = matches[0] if matches else None
         if found is None or not found.get("EnablePaymentsToAccount"):
             return "Account is not a bank account or does not accept payments"
-        if _money(payment.get("Amount")) > _money(invoice.get("AmountDue")):
+        amount = _money(payment.get("Amount"))
+        if amount <= 0:
+            return "Payment amount must be greater than zero"
+        if amount > _money(invoice.get("AmountDue")) - self._paying.get(str(invoice_id), Decimal(0)):
             return "Payment amount exceeds the amount outstanding on this document"
         return None
 

@@ -427,3 +427,96 @@ async def test_binder_rows_are_found_by_erp_id_on_an_index(state: StateStore) ->
         "connection",
         "erp_record_id",
     ]
+
+
+class _Failing(_Collected):
+    """Publisher that fails (no acknowledgement) on its ``fail_at``-th message, keeping the event ids."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.calls = 0
+        self.event_ids: list[tuple[str, str]] = []
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise ConnectionError("broker gone")
+        await super().publish(topic, key, value, headers)
+        self.event_ids.append((key.decode(), headers["ce_id"]))
+
+
+async def test_a_pass_cut_mid_page_resumes_without_gaps_and_repeats_only_under_the_same_ids(
+    erp: Erp, state: StateStore
+) -> None:
+    bills = []
+    for n in range(3):
+        booked = await erp.connector.book(contract_bill(f"in_cut_{n}", amounts=("50.00",)), ctx(f"c{n}"))
+        assert booked.erp_record_id
+        bills.append(booked.erp_record_id)
+    for bill in bills:
+        for amount in ("10.00", "15.50"):
+            assert (await erp.pay(bill, Decimal(amount))).status_code == 200
+    failing = _Failing(fail_at=4)  # pages of two: the second record of the second page never reaches Kafka
+    with pytest.raises(ConnectionError):
+        await _sync(erp, state, failing).sync_once(["payment"])
+    resumed = _Failing(fail_at=0)
+    await _sync(erp, state, resumed).sync_once(["payment"])
+    ids = [r.erp_id for r in failing.records + resumed.records]
+    assert len(set(ids)) == 6, "a payment was never published"
+    events = failing.event_ids + resumed.event_ids
+    repeated = [key for key, _ in events if [k for k, _ in events].count(key) > 1]
+    # The record published before the cut, on the page whose cursor was not written, comes again.
+    assert len(set(repeated)) == 1, "more than the cut page was published again"
+    for key in set(repeated):
+        assert len({event for k, event in events if k == key}) == 1, "a repeat under a new event id"
+    assert sum((r.amount or Decimal(0) for r in resumed.records), Decimal(0)) > 0
+    assert (await _sync(erp, state, _Collected()).sync_once(["payment"])).published == {"payment": 0}
+
+
+async def test_a_cdc_answer_at_the_cap_is_read_by_query_instead(
+    shared_dir: Path, http: httpx.AsyncClient, state: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledgerflow.connectors.quickbooks import reader as qbo_reader
+
+    app = qbo_sandbox.create_app(spec_path=shared_dir / "specs" / "Finance.xsd", seed_parties=True)
+    async with serve(app) as url:
+        config = qbo_sandbox.sandbox_connection(ConnectionConfig(erp="quickbooks"), url)
+        connector = QuickBooksConnector(f"qbo-cap-{uuid.uuid4().hex[:6]}", config, http, state)
+        reader = QuickBooksReader(connector, page_size=10)
+        vendors = reader.sources[0]
+        recent = datetime.now(UTC) - timedelta(minutes=5)
+        assert len((await reader.read(vendors, recent, 10)).records) == 3
+        monkeypatch.setattr(qbo_reader, "CDC_MAX_OBJECTS", 3)
+        calls: list[str] = []
+        original = reader._query
+
+        async def spy(source: Any, since: Any, limit: int) -> Any:
+            calls.append(source.entity)
+            return await original(source, since, limit)
+
+        monkeypatch.setattr(reader, "_query", spy)
+        page = await reader.read(vendors, recent, 10)
+        assert calls == ["Vendor"], "three objects (the cap) must be read again by query"
+        assert {r.erp_id for r in page.records} == {"56", "57", "58"}
+
+
+@pytest.mark.parametrize("erp", ["xero"], indirect=True)
+async def test_xero_refuses_payments_of_one_request_beyond_the_amount_due(erp: Erp) -> None:
+    booked = await erp.connector.book(contract_bill("in_two", amounts=("40.00",)), ctx("two"))
+    assert isinstance(erp.connector, XeroConnector)
+    invoice = {"InvoiceID": booked.erp_record_id}
+    body = {
+        "Payments": [
+            {"Invoice": invoice, "Account": {"Code": "090"}, "Amount": Decimal("30.00"), "Date": "2026-03-20"},
+            {"Invoice": invoice, "Account": {"Code": "090"}, "Amount": Decimal("10.01"), "Date": "2026-03-20"},
+        ]
+    }
+    answer = await erp.connector.client().request(
+        "PUT", "/Payments", operation="payments.create", json_body=body, ok=(400,)
+    )
+    assert answer.status_code == 400
+    assert "exceeds the amount outstanding" in answer.text
+    assert erp.store.all("payment") == []
+    zero = await erp.pay(str(booked.erp_record_id), Decimal("0"))
+    assert "greater than zero" in zero.text
