@@ -24,6 +24,8 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
     and the difference per connection, object type and currency, with every unbooked document.
 ``GET /v1/connections`` (read)
     Health, last success and error rate of each ERP connection.
+``POST|GET /v1/connections/{name}/reference-sync[/{id}]`` (redrive, read)
+    Run a connection's reference sync now; its last runs (:mod:`ledgerflow.audit.reference_sync_api`).
 ``GET|POST /v1/keys``, ``DELETE /v1/keys/{id}`` (admin)
     API keys (the secret is shown once, at creation).
 ``/v1/stored-connections…`` (read; admin to change), ``GET /oauth/callback`` (public)
@@ -34,7 +36,7 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -73,6 +75,7 @@ from ledgerflow.contracts.sync_result import Direction
 from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.problems import PROBLEM_SCHEMA, Problem, problem_doc, problem_response
+from ledgerflow.core.reference_runs import ReferenceRuns
 from ledgerflow.core.settings import Settings
 
 __all__ = [
@@ -591,6 +594,7 @@ def create_app(
     rate_limits: Mapping[str, float] | None = None,
     connection_check: ConnectionCheck | None = None,
     oauth_transport: httpx.AsyncBaseTransport | None = None,
+    reference_connections: Mapping[str, Collection[str]] | None = None,
 ) -> FastAPI:
     """The sync-records API over ``store``; ``publish(topic, key, value, headers)`` re-publishes re-drives.
 
@@ -603,6 +607,7 @@ def create_app(
         connection_check: the composition layer's check of stored connections (ERP kinds and
             options, the routing file's names and tenants); None = their shape only.
         oauth_transport: httpx transport of the OAuth code exchange (tests); None = the network.
+        reference_connections: connection whose ERP has a reader → its tenants (on-demand reference sync).
 
     Returns:
         A FastAPI app: the API under ``/v1`` (OpenAPI at ``/v1/openapi.json``), no docs UI (nothing
@@ -886,6 +891,9 @@ def create_app(
             raise Problem(404, "not-found", "Not found", f"no live key {key_id}")
         return Response(status_code=204)
 
+    from ledgerflow.audit.reference_sync_api import reference_sync_router  # it imports this module
+
+    reference_sync_router(ReferenceRuns(store.engine), reference_connections or {})(router)
     app.include_router(router)
     install_connections(app, store.engine, settings, check=connection_check, transport=oauth_transport)
     return app

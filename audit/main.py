@@ -9,7 +9,7 @@ optionally reports the group's consumer lag; stops everything when the block exi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
 from ledgerflow.audit.auth import KeyStore, OidcConfig
@@ -79,6 +79,7 @@ async def run_audit(
     local_admin_key: bool = False,
     routing: Routing | None = None,
     connection_check: ConnectionCheck | None = None,
+    reference_connections: Collection[str] = (),
 ) -> AsyncIterator[RunningAudit]:
     """Run the audit service until the block exits.
 
@@ -97,6 +98,8 @@ async def run_audit(
             rate-limit headroom of the connections page.
         connection_check: what connections stored through the API must pass besides their shape
             (``ledgerflow.app.connections_cli.routing_check``).
+        reference_connections: connections of ``routing`` whose ERP has a reader: the API takes
+            on-demand reference sync requests for them (the caller knows the readers; audit does not).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -115,6 +118,7 @@ async def run_audit(
             oidc=oidc,
             rate_limits=rate_limits(routing) if routing is not None else None,
             connection_check=connection_check,
+            reference_connections={n: routing.tenants_for(n) for n in reference_connections} if routing else None,
         )
         admin_key = None
         if local_admin_key:

@@ -8,7 +8,7 @@ stack: it upgrades the schema, starts a broker with the results consumer, and se
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI
@@ -53,6 +53,7 @@ async def start_audit(
     key_hasher: PasswordHasher | None = None,
     rate_limits: Mapping[str, float] | None = None,
     connection_check: ConnectionCheck | None = None,
+    reference_connections: Mapping[str, Collection[str]] | None = None,
 ) -> str:
     """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
 
@@ -70,6 +71,8 @@ async def start_audit(
         rate_limits: connection → ``rate_limit_per_minute`` of the routing file (the connections
             page shows the headroom against the requests the audit recorded).
         connection_check: the composition layer's check of connections stored through the API.
+        reference_connections: connection whose ERP has a reader → its tenants
+            (``POST /v1/connections/{name}/reference-sync``; none when None).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -106,6 +109,7 @@ async def start_audit(
         authenticator=authenticator,
         rate_limits=rate_limits,
         connection_check=connection_check,
+        reference_connections=reference_connections,
     )
     install_console(app)
     app = audit_app(app, ready)

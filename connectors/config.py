@@ -24,6 +24,7 @@ __all__ = [
     "ConnectionOptions",
     "OAuthCredentials",
     "OAuthOptions",
+    "ReferenceSyncOptions",
     "describe_errors",
     "validate_connection",
 ]
@@ -36,6 +37,15 @@ RENAMED_OPTIONS: dict[str, str] = {
 
 AccountId = str | int
 """An ERP id or code of an account, item, tax code… as the routing file gives it (``61`` or ``"61"``)."""
+
+
+class ReferenceSyncOptions(BaseModel):
+    """``options.reference_sync``: when ``ledgerflow sync-reference`` reads the connection (ERPs with a reader)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_seconds: float = Field(900, gt=0, description="Seconds between scheduled passes (jittered by ±10 %).")
+    enabled: bool = Field(True, description="false: sync-reference --all and ledgerflow up do not read it.")
 
 
 class ConnectionOptions(BaseModel):
@@ -99,6 +109,9 @@ class ConnectionOptions(BaseModel):
         None,
         description='Reclassify ERP errors: "http.<status>" or a vendor code → retriable | permanent | '
         "{retriable: bool, code: <ErrorCode>}.",
+    )
+    reference_sync: ReferenceSyncOptions | None = Field(
+        None, description="Schedule of the reference sync: interval_seconds (900), enabled (true)."
     )
 
     @model_validator(mode="before")

@@ -817,10 +817,18 @@ def audit(
             oidc=settings.oidc(),
             routing=routing,
             connection_check=routing_check(settings),
+            reference_connections=_reference_connections(routing),
         ),
         settings,
         lambda audit_: f"audit API on {audit_.url}  (/v1/… /console /healthz /readyz /metrics)",
     )
+
+
+def _reference_connections(routing: Routing | None) -> list[str]:
+    """Connections the audit API takes on-demand reference sync requests for (ERPs with a reader)."""
+    from ledgerflow.connectors.reference_main import reference_connections
+
+    return reference_connections(routing) if routing is not None else []
 
 
 @app.command()

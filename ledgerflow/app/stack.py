@@ -3,13 +3,16 @@
 Starts, in order: the Kafka-protocol broker (embedded Tansu unless bootstrap servers are set),
 every topic, the state store, a local sandbox for each ERP connection without a ``base_url``,
 the transformer, one connector runtime per ERP connection (each in its own consumer group),
-the audit service (results store and sync-records API), and the ingress. Stops them in reverse order.
+the reference sync of every connection with an ERP reader (through that connection's connector;
+sandboxes of ERPs with a reader start with their vendors and customers seeded), the audit
+service (results store and sync-records API), and the ingress. Stops them in reverse order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +21,8 @@ from ledgerflow.app.connections_cli import routing_check
 from ledgerflow.audit.main import run_audit
 from ledgerflow.connectors.base import Connector
 from ledgerflow.connectors.main import run_connector
+from ledgerflow.connectors.reference import READERS
+from ledgerflow.connectors.reference_main import reference_connections, run_reference_sync
 from ledgerflow.connectors.registry import sandbox_module
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.embedded import BrokerWatchdog, EmbeddedBroker
@@ -56,6 +61,8 @@ class RunningStack:
     connectors: dict[str, Connector] = field(default_factory=dict)
     pollers: dict[str, list[str]] = field(default_factory=dict)
     """Source with a feed → the tenants its poller reads (those whose routing sets ``options.poll``)."""
+    reference_sync: list[str] = field(default_factory=list)
+    """Connections whose reference data the stack's sync-reference service reads (on demand too)."""
     broker: EmbeddedBroker | None = None
     """The embedded broker (None with real Kafka)."""
     watchdog: BrokerWatchdog | None = None
@@ -87,8 +94,12 @@ async def run_stack(
     ingress_port: int = 0,
     audit_port: int = 0,
     host: str = "127.0.0.1",
+    reference_interval: float | None = None,
 ) -> AsyncIterator[RunningStack]:
     """Run the whole pipeline in this process until the block exits.
+
+    ``reference_interval``: seconds between the reference sync's scheduled passes (None: each
+    connection's ``options.reference_sync.interval_seconds``, default 900); a pass runs at start.
 
     Raises:
         ledgerflow.core.embedded.EmbeddedBrokerError: the embedded broker cannot start.
@@ -121,7 +132,10 @@ async def run_stack(
         for name, config in routing.connections.items():
             if config.base_url is None:
                 if config.erp not in running.sandboxes:
-                    app = sandbox_module(config.erp).create_app()
+                    # Readable ERPs start with vendors and customers, as a company file has them.
+                    create_app = sandbox_module(config.erp).create_app
+                    seeds = "seed_parties" in inspect.signature(create_app).parameters and config.erp in READERS
+                    app = create_app(**({"seed_parties": True} if seeds else {}))
                     running.sandboxes[config.erp] = await stack.enter_async_context(serve(app, host=host))
                 config = _sandbox_config(config.erp, config, running.sandboxes[config.erp])
             running.connections[name] = config
@@ -156,6 +170,20 @@ async def run_stack(
             )
             running.connectors[name] = conn.connector
             watched += conn.watched
+        reference = await stack.enter_async_context(
+            run_reference_sync(
+                settings,
+                effective,
+                reference_connections(effective),
+                bootstrap,
+                embedded=embedded,
+                http=http,
+                state=state,
+                connectors=running.connectors,
+                interval=reference_interval,
+            )
+        )
+        running.reference_sync = reference.connections
         audit = await stack.enter_async_context(
             run_audit(
                 settings,
@@ -167,6 +195,7 @@ async def run_stack(
                 local_admin_key=True,
                 routing=effective,
                 connection_check=routing_check(settings),
+                reference_connections=running.reference_sync,
             )
         )
         running.audit_url = audit.url

@@ -62,9 +62,11 @@ def test_adding_a_connection_as_documented(tmp_path: Path) -> None:
     app = base / "app" / "kustomization.yaml"
     text = app.read_text(encoding="utf-8")
     assert "  - ../connections/xero-main\n" in text
-    app.write_text(
-        text.replace("  - ../connections/xero-main\n", f"  - ../connections/xero-main\n  - ../connections/{name}\n")
-    )
+    text = text.replace("  - ../connections/xero-main\n", f"  - ../connections/xero-main\n  - ../connections/{name}\n")
+    # ... and its component mounting the credentials into the reference sync pod.
+    component = "  - ../connections/xero-main/sync-reference\n"
+    assert component in text
+    app.write_text(text.replace(component, f"{component}  - ../connections/{name}/sync-reference\n"))
 
     # 4. The dev overlay's worked example: an env file and a secretGenerator entry.
     dev = repo / "deploy" / "overlays" / "dev"
@@ -104,6 +106,11 @@ def test_adding_a_connection_as_documented(tmp_path: Path) -> None:
         assert added[name]["credentials_dir"] in mounts
         assert f"ledgerflow-connection-{name}" in yaml.safe_dump(new["spec"]["template"]["spec"]["volumes"])
         assert "ledgerflow-connector-xero-main" in deployments
+        sync = deployments["ledgerflow-sync-reference"]["spec"]["template"]["spec"]
+        (volume,) = [v["name"] for v in sync["volumes"] if f"ledgerflow-connection-{name}" in yaml.safe_dump(v)]
+        mounted = {m["name"]: m["mountPath"] for m in sync["containers"][0]["volumeMounts"]}
+        assert mounted[volume] == added[name]["credentials_dir"]
+        assert "/run/secrets/ledgerflow/connections/xero-main" in mounted.values()
         groups = {s["spec"]["triggers"][0]["metadata"]["consumerGroup"] for s in of_kind(docs, "ScaledObject")}
         assert {f"ledgerflow.connector.{name}", "ledgerflow.connector.xero-main"} <= groups
         assert f"ledgerflow-connector-{name}" in {p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")}

@@ -15,7 +15,7 @@ from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.settings import Routing, Settings
 from tests.deploy.conftest import DEPLOY, Resource, by_name, of_kind, one
 
-SERVICES = {"ingress", "transformer", "poller", "audit", "connector"}
+SERVICES = {"ingress", "transformer", "poller", "sync-reference", "audit", "connector"}
 WORKER_MEMORY_TARGET_MI = 150
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|STATE_URL|CREDENTIAL|KEY", re.IGNORECASE)
 
@@ -58,6 +58,8 @@ def test_one_deployment_per_service_and_connection(resources: list[Resource]) ->
     assert services.count("ingress") == services.count("transformer") == services.count("audit") == 1
     pollers = [d for d in deployments if _service_of(d) == "poller"]
     assert [_main(d)["args"] for d in pollers] == [["poller", "--source", "accessplanit"]]
+    references = [d for d in deployments if _service_of(d) == "sync-reference"]
+    assert [_main(d)["args"] for d in references] == [["sync-reference", "--all"]]
     # One connector Deployment per connection folder under deploy/base/connections, each once.
     connections = sorted(_connection_of(d) for d in deployments if _service_of(d) == "connector")
     folders = sorted(p.name for p in (DEPLOY / "base" / "connections").iterdir() if p.is_dir())
@@ -172,12 +174,13 @@ def test_every_deployment_has_a_disruption_budget_and_an_autoscaler(resources: l
         assert not others, (
             f"PDB {matching[0]['metadata']['name']} also selects {[o['metadata']['name'] for o in others]}"
         )
-        if _service_of(d) == "poller":
-            # One poller per source by design: a second replica would read the same feeds again.
+        if _service_of(d) in ("poller", "sync-reference"):
+            # One poller per source, one reference sync, by design: a second replica would read the
+            # same feeds (ERPs) again against their rate limits; the cursors make a restart safe.
             assert d["spec"]["replicas"] == 1, name
             assert d["spec"]["strategy"] == {"type": "Recreate"}, name
-            assert name not in scaled, f"{name}: a poller must not autoscale"
-            assert name not in hpas, f"{name}: a poller must not autoscale"
+            assert name not in scaled, f"{name}: must not autoscale"
+            assert name not in hpas, f"{name}: must not autoscale"
         elif _service_of(d) == "ingress":
             assert hpas[name]["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
             assert hpas[name]["spec"]["minReplicas"] >= 1
@@ -237,9 +240,27 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
         mounts = {m["name"]: m["mountPath"] for m in _main(d)["volumeMounts"]}
         assert routing.connections[name].credentials_dir is not None
         assert mounts[volume] == str(routing.connections[name].credentials_dir)
-    # No other workload mounts a connection's credentials.
+    # The reference sync mounts the credentials of every connection with a reader, each at its
+    # credentials_dir (it reads them all); no other workload mounts a connection's credentials.
+    from ledgerflow.connectors.reference_main import reference_connections
+
+    (sync,) = [d for d in of_kind(resources, "Deployment") if _service_of(d) == "sync-reference"]
+    volumes = {
+        s["secret"]["name"]: v["name"]
+        for v in _pod(sync)["volumes"]
+        for s in v.get("projected", {}).get("sources", [])
+        if "secret" in s and s["secret"]["name"].startswith("ledgerflow-connection-")
+    }
+    read = reference_connections(routing)
+    assert read, "the shipped routing has connections with a reader"
+    assert sorted(volumes) == sorted(f"ledgerflow-connection-{name}" for name in read)
+    mounts = {m["name"]: m for m in _main(sync)["volumeMounts"]}
+    for name in read:
+        mount = mounts[volumes[f"ledgerflow-connection-{name}"]]
+        assert mount["mountPath"] == str(routing.connections[name].credentials_dir)
+        assert mount["readOnly"] is True
     for d in of_kind(resources, "Deployment"):
-        if _service_of(d) != "connector":
+        if _service_of(d) not in ("connector", "sync-reference"):
             assert "ledgerflow-connection-" not in yaml.safe_dump(_pod(d).get("volumes", []))
     # No template placeholder survives the rendering.
     assert "CONNECTION" not in yaml.safe_dump_all(resources)
@@ -403,7 +424,7 @@ def test_network_policies(resources: list[Resource]) -> None:
         assert metrics in inbound, f"{service}: metrics port closed to the monitoring namespace"
         assert {53, 9092, 9093} <= outbound, service
         assert (5432 in outbound) == (service != "ingress"), service
-        assert (443 in outbound) == (service in {"connector", "transformer", "poller"}), service
+        assert (443 in outbound) == (service in {"connector", "transformer", "poller", "sync-reference"}), service
         if service == "audit":
             assert 8081 in inbound
     controller = one(resources, "NetworkPolicy", "ledgerflow-ingress-from-controller")
