@@ -410,6 +410,39 @@ async def test_a_partial_payment_marks_the_monite_payable_partially_paid_and_the
     assert [r.outcome.value for r in results] == ["succeeded", "duplicate", "succeeded"]
 
 
+async def test_mercoa_is_marked_paid_once_the_erp_payments_cover_the_invoice_each_counted_once(
+    running: Running,
+) -> None:
+    mercoa = running.sources.mercoa
+    mercoa.add_invoice("in_two_parts", 100.0, "USD")
+    first = bill_payment("701", "60.00", "USD", [paid("mercoa", "in_two_parts", "60.00")])
+    await running.publish(first)
+    await running.publish(first, event="again")  # counted twice, it would cover the invoice
+    partial = await running.results_of({"701"}, 2)
+    assert [(r.outcome.value, r.error.code if r.error else None) for r in partial] == [
+        ("skipped", "source.partial_payment")
+    ] * 2
+    assert mercoa.invoices["in_two_parts"]["status"] == "APPROVED"
+    await running.publish(bill_payment("702", "40.00", "USD", [paid("mercoa", "in_two_parts", "40.00")]))
+    (done,) = await running.results_of({"702"}, 1)
+    assert done.outcome.value == "succeeded"
+    assert mercoa.invoices["in_two_parts"]["status"] == "PAID"
+
+
+async def test_payments_of_one_monite_payable_handled_at_once_add_up(running: Running) -> None:
+    """Two ERP payments of one payable in one batch (own keys): amount_paid is the sum of both."""
+    monite = running.sources.monite
+    monite.add_payable("pay-3", ENTITY, 10000, "EUR")
+    await running.publish(
+        bill_payment("801", "20.00", "EUR", [paid("monite", "pay-3", "20.00")]),
+        bill_payment("802", "30.00", "EUR", [paid("monite", "pay-3", "30.00")]),
+        bill_payment("803", "10.00", "EUR", [paid("monite", "pay-3", "10.00")]),
+    )
+    results = await running.results_of({"801", "802", "803"}, 3)
+    assert [r.outcome.value for r in results] == ["succeeded"] * 3
+    assert (monite.payables["pay-3"]["status"], monite.payables["pay-3"]["amount_paid"]) == ("partially_paid", 6000)
+
+
 async def test_a_5xx_then_success_and_a_4xx_is_a_failed_result(running: Running) -> None:
     src = running.sources
     src.ingenious.faults.arm(503, retry_after="0", path_prefix="/accounting-companies")

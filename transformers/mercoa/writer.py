@@ -15,9 +15,11 @@ field               value                                           basis
 ==================  ==============================================  ===================================
 
 Before writing, the invoice is read (``GET /invoice/{invoiceId}``): an invoice already ``PAID`` is
-a ``duplicate`` (nothing sent), so a redelivered payment marks nothing twice; a payment covering
-only part of the invoice ``amount`` is ``skipped`` with ``source.partial_payment`` (Mercoa has no
-partially paid status). Which statuses Mercoa lets move to ``PAID`` is not in the public material:
+a ``duplicate`` (nothing sent), so a redelivered payment marks nothing twice. Mercoa has no
+partially paid status: the ERP payments applied to an invoice are counted in the write ledger
+(each once), and while they cover less than the invoice ``amount`` the result is ``skipped`` with
+``source.partial_payment``; the payment that completes it marks the invoice ``PAID``. Which
+statuses Mercoa lets move to ``PAID`` is not in the public material:
 the writer does not guess, Mercoa's refusal (4xx) becomes a ``failed`` result with its message.
 Mercoa documents no idempotency key; the read-before-write and the write ledger stand in for one.
 """
@@ -35,6 +37,7 @@ from ledgerflow.contracts.reference import AppliedDocument, ReferenceRecord
 from ledgerflow.core.outbound.json_api import EnrichmentError
 from ledgerflow.transformers.mercoa.client import MercoaClient
 from ledgerflow.transformers.writeback.base import (
+    DocumentLocks,
     WriteLedger,
     WriteOutcome,
     classify,
@@ -59,6 +62,7 @@ class MercoaWriter:
 
     def __init__(self, client: MercoaClient) -> None:
         self.client = client
+        self._locks = DocumentLocks()
 
     def takes(self, record: ReferenceRecord) -> bool:
         """Payments applied to at least one document booked from Mercoa."""
@@ -74,6 +78,12 @@ class MercoaWriter:
 
     async def _mark(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
         assert doc.source_id is not None
+        lock = self._locks(doc.source_id)
+        async with lock:
+            return await self._mark_locked(record, doc, ledger)
+
+    async def _mark_locked(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+        assert doc.source_id is not None
         invoice_id = doc.source_id
         key = write_key(record.connection, record.entity, record.erp_id, "invoice", invoice_id)
         money: dict[str, Any] = {"amount": doc.amount, "currency": record.currency}
@@ -87,7 +97,11 @@ class MercoaWriter:
                 await ledger.put(key, invoice_id, content_digest({"status": "PAID"}))
                 return WriteOutcome("invoice", key, Operation.SKIP, Outcome.DUPLICATE, invoice_id, **money)
             total = _decimal(invoice.get("amount") if isinstance(invoice, dict) else None)
-            if total is not None and doc.amount < total:
+            counted = await ledger.applied(invoice_id)
+            counted[key] = doc.amount
+            paid = sum(counted.values(), Decimal(0))
+            if total is not None and paid < total:
+                await ledger.apply(invoice_id, key, doc.amount)
                 return WriteOutcome(
                     "invoice",
                     key,
@@ -96,8 +110,9 @@ class MercoaWriter:
                     invoice_id,
                     error=ErrorInfo(
                         code=ErrorCode.SOURCE_PARTIAL_PAYMENT,
-                        message=f"{record.erp} payment {record.erp_id} pays {doc.amount} of the {total} of Mercoa "
-                        f"invoice {invoice_id}; Mercoa has no partially paid status, so it is left {status or 'as is'}",
+                        message=f"{record.erp} payments cover {paid} of the {total} of Mercoa invoice {invoice_id} "
+                        f"(this one {doc.amount}); Mercoa has no partially paid status: left {status or 'as is'} "
+                        "until the payments cover it",
                         retriable=False,
                     ),
                     **money,
@@ -136,6 +151,7 @@ class MercoaWriter:
                 **money,
             )
         await ledger.put(key, invoice_id, content_digest(body))
+        await ledger.apply(invoice_id, key, doc.amount)
         return WriteOutcome("invoice", key, Operation.UPDATE, Outcome.SUCCEEDED, invoice_id, **money)
 
 

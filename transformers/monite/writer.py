@@ -27,7 +27,9 @@ than the currency's minor unit, fails with ``source.validation`` (nothing conver
 
 Idempotency: a payable already ``paid`` is a ``duplicate`` (nothing sent); each (ERP payment,
 payable) is remembered in the write ledger once marked, so a redelivered payment never adds its
-amount to ``amount_paid`` twice. Monite documents no idempotency key for these calls.
+amount to ``amount_paid`` twice; payments of one payable are written one at a time (a lock per
+payable in the process: ``amount_paid`` is read, added to and written). Monite documents no
+idempotency key for these calls.
 Receivables (``AppliedDocument.object_type`` ``invoice``) are left alone (``skipped``): Monite
 deprecates their partial marking in favour of ``POST /payment_records``, not implemented here.
 """
@@ -45,6 +47,7 @@ from ledgerflow.contracts.reference import AppliedDocument, ReferenceRecord
 from ledgerflow.core.outbound.json_api import EnrichmentError
 from ledgerflow.transformers.monite.client import MoniteClient
 from ledgerflow.transformers.writeback.base import (
+    DocumentLocks,
     WriteLedger,
     WriteOutcome,
     classify,
@@ -75,6 +78,7 @@ class MoniteWriter:
 
     def __init__(self, client: MoniteClient) -> None:
         self.client = client
+        self._locks = DocumentLocks()
 
     def takes(self, record: ReferenceRecord) -> bool:
         """Payments applied to at least one document booked from Monite."""
@@ -89,6 +93,12 @@ class MoniteWriter:
         ]
 
     async def _mark(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+        assert doc.source_id is not None
+        lock = self._locks(doc.source_id)
+        async with lock:  # amount_paid is read, added to and written: one payment of a payable at a time
+            return await self._mark_locked(record, doc, ledger)
+
+    async def _mark_locked(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
         assert doc.source_id is not None
         payable_id = doc.source_id
         key = write_key(record.connection, record.entity, record.erp_id, "payable", payable_id)

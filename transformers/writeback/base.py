@@ -18,8 +18,10 @@ the source first (by ``custom_id``, or the document's paid state) before creatin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -32,6 +34,7 @@ from ledgerflow.core.outbound.json_api import EnrichmentError, RetriableEnrichme
 from ledgerflow.core.state import StateStore
 
 __all__ = [
+    "DocumentLocks",
     "SourceWriter",
     "WriteLedger",
     "WriteOutcome",
@@ -142,6 +145,41 @@ class WriteLedger:
         await self.state.put_binding(
             self._name, key, erp_record_id=source_record_id, erp_version=None, content_hash=content_hash
         )
+
+    def _applied_name(self, document: str) -> str:
+        return write_key(f"{self._name}:applied", document)[:200]
+
+    async def applied(self, document: str) -> dict[str, Decimal]:
+        """The ERP payments counted against source ``document`` so far: write key → amount applied."""
+        stored = await self.state.get_cursor(self._applied_name(document))
+        return {k: Decimal(v) for k, v in json.loads(stored).items()} if stored else {}
+
+    async def apply(self, document: str, key: str, amount: Decimal) -> dict[str, Decimal]:
+        """Count payment ``key`` (``amount``) against ``document`` once (one row write); return all counted."""
+        counted = await self.applied(document)
+        counted[key] = amount
+        await self.state.put_cursor(self._applied_name(document), json.dumps({k: str(v) for k, v in counted.items()}))
+        return counted
+
+
+class DocumentLocks:
+    """One :class:`asyncio.Lock` per source document, so payments of one document are written one at a time.
+
+    A read-modify-write (Monite ``amount_paid``, the payments counted against a Mercoa invoice)
+    must not interleave with another payment of the same document handled concurrently (payments
+    have their own Kafka keys). Locks live while someone holds or waits for them.
+    """
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, document: str) -> asyncio.Lock:
+        """The lock of ``document`` (keep a reference while using it)."""
+        lock = self._locks.get(document)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[document] = lock
+        return lock
 
 
 class SourceWriter(Protocol):
