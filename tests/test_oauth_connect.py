@@ -483,3 +483,50 @@ async def test_api_crud_with_scopes_tenants_and_write_only_credentials(tmp_path:
             missing = await admin.patch("/v1/stored-connections/none", json={})
             assert missing.status_code == 404
             assert missing.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.postgres
+async def test_connect_on_postgres_one_of_two_concurrent_callbacks_wins(tmp_path: Path) -> None:
+    from ledgerflow.core.connections import ConnectionAdmin, ConnectionStore
+    from ledgerflow.core.oauth_connect import ConsentError, OAuthConnect
+    from tests.databases import fresh_database
+
+    erp = ERPS["xero"]
+    sandbox_app = erp.sandbox.create_app()
+    async with fresh_database("ledgerflow_oauth") as db, serve(sandbox_app, host="127.0.0.1", port=0) as url:
+        settings = _settings(tmp_path, Fernet.generate_key().decode()).model_copy(update={"state_url": db})
+        state = StateStore.from_settings(settings)
+        try:
+            await state.create_all()
+            assert state.cipher is not None
+            flow = OAuthConnect(ConnectionAdmin(ConnectionStore(state, state.cipher), routing_check(settings)))
+            consent = await flow.start(
+                "xero",
+                name="xero-pg",
+                tenants=["acme"],
+                client_id=erp.client_id,
+                client_secret=erp.client_secret,
+                redirect_uri=REDIRECT,
+                base_url=url,
+                oauth_root=url,
+            )
+            async with httpx.AsyncClient() as browser:
+                callback = await _follow(browser, consent.url)
+            results = await asyncio.gather(
+                flow.complete(state=callback["state"], code=callback["code"]),
+                flow.complete(state=callback["state"], code=callback["code"]),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(r, dict) for r in results) == 1
+            refused = [r for r in results if isinstance(r, ConsentError)]
+            assert len(refused) == 1
+            assert refused[0].kind == "invalid-state"
+            async with state.engine.connect() as conn:
+                raw = (await conn.execute(text("SELECT credentials FROM erp_connections"))).scalar_one()
+                pending = (await conn.execute(text("SELECT count(*) FROM oauth_authorizations"))).scalar_one()
+            assert erp.client_secret not in raw
+            assert pending == 0
+            merged = await stored_routing(settings, settings.load_routing(), decrypt=["xero-pg"])
+            assert merged.connections["xero-pg"].credentials["tenant_id"].get_secret_value() == erp.tenant_value
+        finally:
+            await state.close()

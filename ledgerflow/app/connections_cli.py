@@ -43,6 +43,7 @@ from ledgerflow.core.connections import (
     ConnectionChanges,
     ConnectionCheck,
     ConnectionCipher,
+    ConnectionConflict,
     ConnectionStore,
 )
 from ledgerflow.core.oauth_connect import PROVIDERS, Consent, OAuthConnect
@@ -86,8 +87,9 @@ def routing_check(settings: Settings) -> ConnectionCheck:
     """What the workers would refuse when merging a stored connection, as a :data:`ConnectionCheck`.
 
     That is: an unknown ERP kind, options or credentials the ERP's ``config.py`` rejects, a name
-    the routing file has, a tenant it does not have. The routing file is read at each call (the
-    audit service's API uses the same check for ``/v1/stored-connections``).
+    the routing file has (raised as :class:`ConnectionConflict`), a tenant it does not have. The
+    routing file is read at each call (the audit service's API uses the same check for
+    ``/v1/stored-connections``).
     """
 
     def check(name: str, config: ConnectionConfig, tenants: Sequence[str]) -> str | None:
@@ -98,7 +100,7 @@ def routing_check(settings: Settings) -> ConnectionCheck:
             return f"invalid connection settings: {problem}"
         routing = settings.load_routing()
         if name in routing.connections:
-            return f"connection {name!r} is already defined in the routing file; choose another name"
+            raise ConnectionConflict(f"connection {name!r} is already defined in the routing file; choose another name")
         unknown = [t for t in tenants if t not in routing.tenants]
         if unknown:
             return f"tenant(s) {', '.join(map(repr, unknown))} not in the routing (known: {', '.join(routing.tenants)})"

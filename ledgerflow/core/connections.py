@@ -59,7 +59,8 @@ class ConnectionConflict(ConfigError):  # noqa: N818 - reads as the condition
 ConnectionCheck = Callable[[str, ConnectionConfig, Sequence[str]], str | None]
 """What the composition layer checks before a connection is stored: ``(name, config, tenants)`` → a
 problem or None (``ledgerflow.app.connections_cli.routing_check``: the ERP kind and its
-``config.py``'s options and credentials, the routing file's names and tenants)."""
+``config.py``'s options and credentials, the routing file's names and tenants); it raises
+:class:`ConnectionConflict` for a name the routing file has."""
 
 
 def _now() -> datetime:
@@ -338,7 +339,7 @@ class ConnectionAdmin:
         )
         problem = self.check(name, config, tenants) if self.check is not None else None
         if problem:
-            raise (ConnectionConflict if "already defined in the routing file" in problem else ConfigError)(problem)
+            raise ConfigError(problem)
         return config
 
     async def add(
