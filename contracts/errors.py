@@ -139,6 +139,8 @@ class ErrorCode(StrEnum):
     current state", a Mercoa invoice not payable)."""
     SOURCE_PARTIAL_PAYMENT = "source.partial_payment"
     """The payment covers part of the document and the source has no partially paid state (Mercoa)."""
+    SOURCE_ORIGIN = "source.origin"
+    """The ERP record came from this source (ledgerflow booked it into the ERP): it is not written back there."""
     SOURCE_UNAVAILABLE = "source.unavailable"
     """The source API kept failing transiently (429, 5xx, transport) after the retries."""
 

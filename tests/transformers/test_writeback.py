@@ -218,6 +218,7 @@ class Running:
     bootstrap: str
     results: Topic
     dead: Topic
+    state: StateStore
 
     async def publish(self, *records: ReferenceRecord, event: str = "") -> None:
         await publish(self.settings, self.bootstrap, *records, event=event)
@@ -273,7 +274,7 @@ async def running(
                 await results.start()
                 await dead.start()
                 try:
-                    yield Running(sources, settings, kafka_bootstrap, results, dead)
+                    yield Running(sources, settings, kafka_bootstrap, results, dead, state)
                 finally:
                     await results.stop()
                     await dead.stop()
@@ -441,6 +442,21 @@ async def test_payments_of_one_monite_payable_handled_at_once_add_up(running: Ru
     results = await running.results_of({"801", "802", "803"}, 3)
     assert [r.outcome.value for r in results] == ["succeeded"] * 3
     assert (monite.payables["pay-3"]["status"], monite.payables["pay-3"]["amount_paid"]) == ("partially_paid", 6000)
+
+
+async def test_a_payment_ledgerflow_booked_from_a_source_is_not_written_back_into_it(running: Running) -> None:
+    """A Monite payment the connector booked into QuickBooks, read back: Monite is not told again."""
+    monite = running.sources.monite
+    monite.add_payable("pay-4", ENTITY, 10000, "EUR")
+    await running.state.put_binding(
+        "qbo", "acme:monite:payment:pr_1", erp_record_id="901", erp_version="0", content_hash="h"
+    )
+    await running.publish(bill_payment("901", "25.00", "EUR", [paid("monite", "pay-4", "25.00")]))
+    (result,) = await running.results_of({"901"}, 1)
+    assert (result.outcome.value, result.source) == ("skipped", "monite")
+    assert result.error is not None
+    assert result.error.code == "source.origin"
+    assert (monite.payables["pay-4"]["status"], monite.payables["pay-4"]["amount_paid"]) == ("waiting_to_be_paid", 0)
 
 
 async def test_a_5xx_then_success_and_a_4xx_is_a_failed_result(running: Running) -> None:

@@ -21,6 +21,10 @@ Consumer group ``<prefix>.writeback`` over every inbound topic (records read fro
    ``ledgerflow_dlq_messages_total{stage="writeback"}``). Non-retriable failures (4xx) give a
    ``failed`` result at once.
 
+A payment ledgerflow booked into the ERP from a source (the connector's binder has
+``<tenant>:<source>:payment:<id>`` on that ERP payment) is not written back into that source: a
+``skipped`` result with ``source.origin``.
+
 Nothing loops: the writers only call source APIs (INGENIOUS, Mercoa, Monite), never an ERP, and
 no outbound connector or transformer subscribes to the inbound topics (the connectors read the
 canonical topics, the transformer the raw ones). Delivery discipline: :mod:`ledgerflow.core.delivery`.
@@ -40,8 +44,9 @@ import httpx
 from faststream.kafka import KafkaBroker
 from pydantic import SecretStr, ValidationError
 
-from ledgerflow.contracts import SyncResult
+from ledgerflow.contracts import ErrorInfo, Operation, Outcome, Source, SyncResult
 from ledgerflow.contracts import headers as h
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.contracts.events import EventAttributes, MissingAttributeError, deterministic_id
 from ledgerflow.contracts.reference import INBOUND_KINDS, ReferenceRecord
 from ledgerflow.contracts.topics import RETRY_TIERS, Topics
@@ -64,7 +69,7 @@ from ledgerflow.transformers.mercoa.client import MercoaClient
 from ledgerflow.transformers.mercoa.writer import MercoaWriter
 from ledgerflow.transformers.monite.client import MoniteClient
 from ledgerflow.transformers.monite.writer import MoniteWriter
-from ledgerflow.transformers.writeback.base import SourceWriter, WriteLedger, WriteOutcome
+from ledgerflow.transformers.writeback.base import SourceWriter, WriteLedger, WriteOutcome, write_key
 
 __all__ = [
     "GROUP_ROLE",
@@ -91,6 +96,26 @@ TARGETS_HEADER = "ledgerflow_writeback_targets"
 """Header of a parked record: the ``<tenant>/<source>`` writes still to do, comma-separated."""
 
 _PARKING = (h.RETRY_TIER, h.RETRY_NOT_BEFORE, h.RETRY_PARKED_AT, h.RETRY_ORIGINAL_TOPIC, TARGETS_HEADER)
+
+
+_SOURCES = frozenset(s.value for s in Source)
+
+
+def _from_source(ref: ReferenceRecord, source: str) -> WriteOutcome:
+    """The ``skipped`` outcome of a payment ledgerflow booked into the ERP from ``source`` itself."""
+    return WriteOutcome(
+        "payment",
+        write_key(ref.connection, ref.entity, ref.erp_id),
+        Operation.SKIP,
+        Outcome.SKIPPED,
+        error=ErrorInfo(
+            code=ErrorCode.SOURCE_ORIGIN,
+            message=f"{ref.erp} {ref.entity} {ref.erp_id} was booked by ledgerflow from {source}: not written back",
+            retriable=False,
+        ),
+        amount=ref.amount,
+        currency=ref.currency,
+    )
 
 
 def inbound_topics(topics: Topics) -> list[str]:
@@ -301,6 +326,7 @@ class SourceWriterRuntime:
         wanted = {t for t in headers.get(TARGETS_HEADER, "").split(",") if t} if tier else None
         pending: list[str] = []
         last_error = ""
+        origin = await self._origin(ref)
         with log_context(connection=ref.connection, kind=ref.kind):
             for tenant in sorted(self.routing.writeback_tenants(ref.connection)):
                 for writer in self.writers.get(tenant, ()):
@@ -308,7 +334,10 @@ class SourceWriterRuntime:
                     if (wanted is not None and target not in wanted) or not writer.takes(ref):
                         continue
                     started = datetime.now(UTC)
-                    outcomes = await writer.write(ref, tenant, WriteLedger(self.state, writer.source, tenant))
+                    if (tenant, writer.source) in origin:
+                        outcomes: Sequence[WriteOutcome] = [_from_source(ref, writer.source)]
+                    else:
+                        outcomes = await writer.write(ref, tenant, WriteLedger(self.state, writer.source, tenant))
                     for outcome in outcomes:
                         await self._publish_result(ref, attrs, tenant, writer.source, outcome, started, tier)
                         if outcome.retriable:
@@ -316,6 +345,24 @@ class SourceWriterRuntime:
                             last_error = outcome.error.message if outcome.error else "retriable failure"
         if pending:
             await self._park_or_give_up(record, headers, original_topic or record.topic, tier, pending, last_error)
+
+    async def _origin(self, ref: ReferenceRecord) -> set[tuple[str, str]]:
+        """The (tenant, source) a payment came from when ledgerflow booked it into the ERP itself.
+
+        The connector's binder holds ``<tenant>:<source>:payment:<source id>`` → the ERP payment id
+        on the connection (``ledgerflow.connectors.binder``); such a payment read back from the ERP
+        is not written into the source it came from (Monite's ``amount_paid`` would count it twice).
+        """
+        if ref.kind != "payment":
+            return set()
+        found: set[tuple[str, str]] = set()
+        for row in await self.state.bindings_of_erp_records(ref.connection, [ref.erp_id]):
+            parts = row.key.split(":")
+            for index in range(1, len(parts) - 2):
+                if parts[index] in _SOURCES and parts[index + 1] == "payment":
+                    found.add((":".join(parts[:index]), parts[index]))
+                    break
+        return found
 
     async def _publish_result(
         self,
