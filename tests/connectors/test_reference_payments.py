@@ -520,3 +520,25 @@ async def test_xero_refuses_payments_of_one_request_beyond_the_amount_due(erp: E
     assert erp.store.all("payment") == []
     zero = await erp.pay(str(booked.erp_record_id), Decimal("0"))
     assert "greater than zero" in zero.text
+
+
+@pytest.mark.parametrize("erp", ["xero"], indirect=True)
+async def test_xero_projects_are_read_page_after_page_as_a_snapshot(
+    erp: Erp, state: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledgerflow.connectors.xero import reader as xero_reader
+
+    closed = {"projectId": str(uuid.uuid4()), "name": "Old Depot", "status": "CLOSED", "currencyCode": "USD"}
+    erp.store.put("project", closed["projectId"], closed)
+    monkeypatch.setattr(xero_reader, "PROJECTS_PAGE_SIZE", 1)
+    collected = _Collected()
+    first = await _sync(erp, state, collected).sync_once(["project"])
+    assert first.published == {"project": 2}
+    assert first.reads == 1, "one read of the snapshot source (its pages inside)"
+    labels = {"erp": "xero", "connection": erp.connector.name, "operation": "projects.read", "status": "2xx"}
+    assert REGISTRY.get_sample_value("ledgerflow_erp_requests_total", labels) == 2, "two pages of one project"
+    assert {(r.name, r.active) for r in collected.records} == {("Harbour St Tower", True), ("Old Depot", False)}
+    assert (await _sync(erp, state, collected).sync_once(["project"])).published == {"project": 0}
+    closed["name"] = "Old Depot (sold)"
+    assert (await _sync(erp, state, collected).sync_once(["project"])).published == {"project": 1}
+    assert collected.records[-1].name == "Old Depot (sold)"
