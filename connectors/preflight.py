@@ -27,6 +27,7 @@ quickbooks   bill / purchase order: ``vendor.accounting_id`` → ``VendorRef`` �
              ``cost_code.accounting_id`` → ``ClassRef`` → Class ``Id``; bill: ``ap_account.accounting_id``
              → ``APAccountRef`` → Account ``Id``, ``business_unit.accounting_id`` → ``DepartmentRef``
              → Department ``Id``. Tax codes come from connection options, not the record: not checked.
+             A Customer ``Id`` is found among customers and projects (``Job`` customers, kind ``project``).
 xero         ``vendor`` / ``customer.accounting_id`` → ``ContactID`` → Contact (supplier or customer);
              lines: ``gl_account.accounting_custom_id`` or else ``accounting_id`` → ``AccountCode`` →
              Account ``Code`` (a UUID → ``AccountID`` → Account id); ``tax_rate.accounting_custom_id``
