@@ -26,6 +26,8 @@ not see answers 404. Every error is RFC 9457 ``application/problem+json``
     Health, last success and error rate of each ERP connection.
 ``POST|GET /v1/connections/{name}/reference-sync[/{id}]`` (redrive, read)
     Run a connection's reference sync now; its last runs (:mod:`ledgerflow.audit.reference_sync_api`).
+``GET /v1/mappings``, ``PUT|DELETE /v1/mappings/{tenant}/{connection}/{kind}/{source_code}`` (read / admin)
+    Source code → ERP id tables per tenant and connection (:mod:`ledgerflow.audit.mappings_api`).
 ``GET|POST /v1/keys``, ``DELETE /v1/keys/{id}`` (admin)
     API keys (the secret is shown once, at creation).
 ``/v1/stored-connections…`` (read; admin to change), ``GET /oauth/callback`` (public)
@@ -53,6 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledgerflow import __version__
 from ledgerflow.audit.auth import ALL_TENANTS, SCOPES, Authenticator, Principal, forbidden
 from ledgerflow.audit.connections_api import install_connections
+from ledgerflow.audit.mappings_api import mappings_router
 from ledgerflow.audit.masking import mask_text, mask_tree
 from ledgerflow.audit.operations import (
     RETRY_OF_HEADER,
@@ -77,6 +80,7 @@ from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.problems import PROBLEM_SCHEMA, Problem, problem_doc, problem_response
 from ledgerflow.core.reference_runs import ReferenceRuns
 from ledgerflow.core.settings import Settings
+from ledgerflow.core.state import StateStore
 
 __all__ = [
     "API_PREFIX",
@@ -894,6 +898,9 @@ def create_app(
     from ledgerflow.audit.reference_sync_api import reference_sync_router  # it imports this module
 
     reference_sync_router(ReferenceRuns(store.engine), reference_connections or {})(router)
+    # The mapping tables live in the state store, beside the audit tables: same database and engine.
+    state = StateStore(store.url, engine=store.engine)
+    router.include_router(mappings_router(state, require("read"), require("admin")))
     app.include_router(router)
     install_connections(app, store.engine, settings, check=connection_check, transport=oauth_transport)
     return app

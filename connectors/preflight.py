@@ -301,6 +301,7 @@ class ReferenceGuard:
             code=ErrorCode.REFERENCE_UNKNOWN,
             message="; ".join(problems)
             + f". Nothing was sent to {self.erp}: add or reactivate it there and run `ledgerflow sync-reference "
-            f"{self.connection}`, or map the source code to an existing one (`ledgerflow mappings set`), then retry",
+            f"--connection {self.connection}`, or map the source code to an existing one "
+            "(`ledgerflow mappings set`), then retry",
             retriable=False,
         )

@@ -991,11 +991,13 @@ def state_migrate_keys(
 
 def _register_commands() -> None:
     """Commands defined in their own modules (keeps this file's conflicts small)."""
+    from ledgerflow.app.mappings_cli import register as register_mappings
     from ledgerflow.app.reference_cli import register as register_reference
     from ledgerflow.app.writeback_cli import register as register_writeback
 
     register_reference(app)
     register_writeback(app)
+    register_mappings(app)
 
 
 _register_commands()

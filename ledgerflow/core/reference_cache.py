@@ -378,7 +378,7 @@ class MappingStore:
         if not complete:
             why = (
                 f"{connection} has no complete reference cache of {' or '.join(kinds)} "
-                f"(run `ledgerflow sync-reference {connection}`), so {label} {erp_id} cannot be validated"
+                f"(run `ledgerflow sync-reference --connection {connection}`), so {label} {erp_id} cannot be validated"
                 if kinds
                 else f"no reader reads {label}s, so {label} {erp_id} cannot be validated"
             )
@@ -401,27 +401,47 @@ class MappingStore:
     async def put(
         self, tenant: str, connection: str, kind: str, source_code: str, erp_id: str, *, by: str | None = None
     ) -> StoredMapping:
-        """Insert or replace one mapping (not validated here: :meth:`validate` first)."""
-        if kind not in MAPPING_KINDS:
-            raise ValueError(f"unknown mapping kind {kind!r} (one of {', '.join(MAPPING_KINDS)})")
+        """Insert or replace one mapping (not validated here: :meth:`validate` first).
+
+        Raises:
+            ValueError: ``kind`` is not one of :data:`MAPPING_KINDS`.
+        """
+        return (await self.put_many(tenant, connection, [(kind, source_code, erp_id)], by=by))[0]
+
+    async def put_many(
+        self, tenant: str, connection: str, entries: Sequence[tuple[str, str, str]], *, by: str | None = None
+    ) -> list[StoredMapping]:
+        """Insert or replace ``(kind, source code, ERP id)`` mappings in one transaction (all or none).
+
+        Raises:
+            ValueError: a kind is not one of :data:`MAPPING_KINDS` (nothing stored).
+        """
+        for kind, _, _ in entries:
+            if kind not in MAPPING_KINDS:
+                raise ValueError(f"unknown mapping kind {kind!r} (one of {', '.join(MAPPING_KINDS)})")
+        if not entries:
+            return []
         now = _now()
-        values = {
-            "tenant": tenant,
-            "connection": connection,
-            "kind": kind,
-            "source_code": source_code,
-            "erp_id": erp_id,
-            "updated_at": now,
-            "updated_by": by,
-        }
-        stmt = self.state.upsert(MappingRow.__table__).values(**values)
+        values = [
+            {
+                "tenant": tenant,
+                "connection": connection,
+                "kind": kind,
+                "source_code": code,
+                "erp_id": erp_id,
+                "updated_at": now,
+                "updated_by": by,
+            }
+            for kind, code, erp_id in entries
+        ]
+        stmt = self.state.upsert(MappingRow.__table__)
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant", "connection", "kind", "source_code"],
             set_={k: stmt.excluded[k] for k in ("erp_id", "updated_at", "updated_by")},
         )
         async with self.state.session() as session, session.begin():
-            await session.execute(stmt)
-        return StoredMapping(tenant, connection, kind, source_code, erp_id, now, by)
+            await session.execute(stmt, values)
+        return [StoredMapping(tenant, connection, kind, code, erp_id, now, by) for kind, code, erp_id in entries]
 
     async def remove(self, tenant: str, connection: str, kind: str, source_code: str) -> bool:
         """Delete one mapping; False when there was none."""

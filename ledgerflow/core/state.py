@@ -219,7 +219,13 @@ class StateStore:
     """
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, max_overflow: int = 20, cipher: ConnectionCipher | None = None
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        cipher: ConnectionCipher | None = None,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self.url = url
         self.cipher = cipher
@@ -233,7 +239,8 @@ class StateStore:
             kwargs = {"pool_size": pool_size, "max_overflow": max_overflow}
         # hide_parameters: SQL parameters never reach logs or exception messages. At DEBUG the
         # engine logged every OAuth access and refresh token written to or read from oauth_tokens.
-        self.engine: AsyncEngine = create_async_engine(url, hide_parameters=True, **kwargs)
+        # ``engine``: share one already open on the same database (the audit service's).
+        self.engine: AsyncEngine = engine or create_async_engine(url, hide_parameters=True, **kwargs)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
         self._dialect = self.engine.dialect.name
 
