@@ -155,8 +155,9 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown connection, or one serving a tenant the caller does not see.",
         409: "A connection of that name exists (stored, or in the routing file).",
         502: "The vendor's token endpoint could not be reached or answered nonsense.",
+        503: "The connections key (LEDGERFLOW_CONNECTIONS_KEY_FILE) is configured but unusable.",
     }
-    return {status: problem_doc(text[status]) for status in statuses}
+    return {status: problem_doc(text[status]) for status in (*statuses, 503)}
 
 
 def _problem(exc: ConfigError) -> Problem:

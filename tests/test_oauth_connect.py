@@ -530,3 +530,32 @@ async def test_connect_on_postgres_one_of_two_concurrent_callbacks_wins(tmp_path
             assert merged.connections["xero-pg"].credentials["tenant_id"].get_secret_value() == erp.tenant_value
         finally:
             await state.close()
+
+
+async def test_an_unusable_key_file_answers_503_and_no_key_refuses_credentials(tmp_path: Path) -> None:
+    broken = Settings(
+        routing_file=_routing(tmp_path),
+        state_url=f"sqlite+aiosqlite:///{tmp_path}/state.db",
+        connections_key_file=tmp_path / "absent",
+    )
+    async with audit_api(tmp_path, url=broken.state_url, settings=broken) as api:
+        key = await api.key(["admin"], ["*"])
+        async with api.client(key) as client:
+            answer = await client.get("/v1/stored-connections")
+            assert answer.status_code == 503
+            assert "cannot read LEDGERFLOW_CONNECTIONS_KEY_FILE" in answer.json()["detail"]
+    keyless = broken.model_copy(update={"connections_key_file": None})
+    async with audit_api(tmp_path, url=keyless.state_url, settings=keyless) as api:
+        key = await api.key(["admin"], ["*"])
+        async with api.client(key) as client:
+            body = {"name": "n", "erp": "xero", "tenants": ["acme"], "credentials": {"client_secret": "s3cr3t-value"}}
+            refused = await client.post("/v1/stored-connections", json=body)
+            assert refused.status_code == 400
+            assert "LEDGERFLOW_CONNECTIONS_KEY" in refused.json()["detail"]
+            assert "s3cr3t-value" not in refused.text
+            started = await client.post(
+                "/v1/stored-connections/connect",
+                json={"erp": "xero", "name": "n", "tenants": ["acme"], "client_id": "i", "client_secret": "s"},
+            )
+            assert started.status_code == 400
+            assert "stores client credentials and tokens encrypted" in started.json()["detail"]
