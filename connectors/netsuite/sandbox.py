@@ -206,6 +206,17 @@ SUITEQL_TABLES: dict[str, tuple[str, frozenset[str] | None]] = {
         "location",
         frozenset({"id", "name", "fullname", "isinactive", "parent", "subsidiary", "externalid", "lastmodifieddate"}),
     ),
+    "transaction": (
+        "transaction",
+        frozenset(
+            {"id", "tranid", "trandate", "type", "entity", "currency", "foreigntotal", "externalid", "lastmodifieddate"}
+        ),
+    ),
+    "previoustransactionlinelink": (
+        "previoustransactionlinelink",
+        frozenset({"previousdoc", "nextdoc", "linktype", "foreignamount", "previoustype", "nexttype"}),
+    ),
+    "currency": ("currency", frozenset({"id", "symbol", "name", "isinactive"})),
     "job": (
         "job",
         frozenset(
@@ -287,12 +298,19 @@ _SUITEQL = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _TIMESTAMP_FORMAT = "YYYY-MM-DD HH24:MI:SS"
+_DATE_FORMAT = "YYYY-MM-DD"
 _TO_CHAR = re.compile(
-    rf"^TO_CHAR\(\s*(?P<column>\w+)\s*,\s*'{_TIMESTAMP_FORMAT}'\s*\)\s+AS\s+(?P<alias>\w+)$", re.IGNORECASE
+    rf"^TO_CHAR\(\s*(?P<column>\w+)\s*,\s*'(?P<format>{_TIMESTAMP_FORMAT}|{_DATE_FORMAT})'\s*\)\s+AS\s+(?P<alias>\w+)$",
+    re.IGNORECASE,
 )
 _WHERE = re.compile(
     rf"^(?P<column>\w+)\s*>=\s*TO_TIMESTAMP\(\s*'(?P<stamp>[^']*)'\s*,\s*'{_TIMESTAMP_FORMAT}'\s*\)$", re.IGNORECASE
 )
+_EQUALS = re.compile(r"^(?P<column>\w+)\s*=\s*'(?P<value>[^']*)'$")
+_IN = re.compile(r"^(?P<column>\w+)\s+IN\s*\((?P<values>\s*\d+(?:\s*,\s*\d+)*\s*)\)$", re.IGNORECASE)
+_AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
+_TRANSACTION_TYPES = {"vendorBill": "VendBill", "vendorPayment": "VendPymt"}
+"""Stored record type → SuiteQL ``transaction.type`` of the transactions the sandbox reads."""
 _ORDER = re.compile(r"^(?P<column>\w+)(?:\s+(?P<direction>ASC|DESC))?$", re.IGNORECASE)
 _MAX_SUITEQL_LIMIT = 1000
 
@@ -468,7 +486,58 @@ class _NetSuite:
                 line["amount"] = Decimal(str(amount)).quantize(unit, rounding=ROUND_HALF_UP)
         if (total := _total("", record)) is not None:
             record["total"] = total
+        applied = _applied(record)
+        for line in applied:
+            line["amount"] = Decimal(str(line["amount"])).quantize(unit, rounding=ROUND_HALF_UP)
+        if applied:
+            record["total"] = sum((line["amount"] for line in applied), Decimal(0))
         return record
+
+    def payment_problems(self, body: dict[str, Any], record_id: str | None) -> Response | None:
+        """The error NetSuite answers for vendor payment ``body``, or None.
+
+        Refused: no payee, nothing applied, an unknown bill, an amount that is not positive or
+        exceeds what the bill still owes after the other payments (``record_id``: the payment
+        being updated, whose own amounts do not count).
+        """
+        entity = body.get("entity")
+        if not isinstance(entity, dict):
+            return _error(400, "USER_ERROR", "Please enter value(s) for: Payee", "entity")
+        if self.strict and not self.resolves("vendor", entity):
+            return _error(400, "INVALID_KEY_OR_REF", f"Invalid entity reference key {entity.get('id')}.", "entity")
+        lines = _applied(body)
+        if not lines:
+            return _error(400, "USER_ERROR", "You must enter at least one line item for this transaction.", "apply")
+        pending: dict[str, Decimal] = {}
+        for index, line in enumerate(lines):
+            path = f"apply.items[{index}]"
+            bill = self.find("vendorBill", str(line["doc"].get("id", "")))
+            if bill is None:
+                return _error(400, "INVALID_KEY_OR_REF", f"Invalid doc reference key {line['doc'].get('id')}.", path)
+            try:
+                amount = Decimal(str(line.get("amount")))
+            except ArithmeticError:
+                return _error(400, "INVALID_CONTENT", "The amount must be a number.", f"{path}.amount")
+            if not amount.is_finite() or amount <= 0:
+                return _error(400, "USER_ERROR", "The payment amount must be positive.", f"{path}.amount")
+            bill_id, stored = bill
+            paid = sum(
+                (
+                    Decimal(str(other["amount"]))
+                    for payment_id, payment in self.store.records.get("vendorPayment", {}).items()
+                    if payment_id != record_id
+                    for other in _applied(payment)
+                    if str(other["doc"].get("id")) == bill_id
+                ),
+                Decimal(0),
+            )
+            due = Decimal(str(stored.get("total") or 0)) - paid - pending.get(bill_id, Decimal(0))
+            pending[bill_id] = pending.get(bill_id, Decimal(0)) + amount
+            if amount > due:
+                return _error(
+                    400, "USER_ERROR", f"The amount applied to bill {bill_id} exceeds its amount due {due}.", path
+                )
+        return None
 
     async def upsert(self, request: Request, record_type: str, key: str) -> Response:
         if not self.authorised(request):
@@ -480,6 +549,10 @@ class _NetSuite:
         if (problem := self.problems(record_type, body)) is not None:
             return problem
         found = self.find(record_type, key)
+        if record_type == "vendorPayment":
+            merged = {**(found[1] if found else {}), **body}
+            if (problem := self.payment_problems(merged, found[0] if found else None)) is not None:
+                return problem
         if found is None and (request.method == "PATCH" or not key.startswith("eid:")):
             return _error(404, "NONEXISTENT_ID", f"The record instance does not exist: {record_type} {key}.")
         if found is None:
@@ -500,6 +573,8 @@ class _NetSuite:
         except ValueError:
             return _error(400, "INVALID_CONTENT", "The request body is not valid JSON.")
         if (problem := self.problems(record_type, body)) is not None:
+            return problem
+        if record_type == "vendorPayment" and (problem := self.payment_problems(body, None)) is not None:
             return problem
         record_id = self.store.next_id()
         record = {**body, "id": record_id, "lastModifiedDate": _stamp(self.clock())}
@@ -566,28 +641,35 @@ class _NetSuite:
                 return _bad_query(f"Field '{column}' for record '{table}' was not found.")
             return None
 
-        selected: list[tuple[str, str, bool]] = []  # (output name, column, as timestamp text)
+        selected: list[tuple[str, str, str | None]] = []  # (output name, column, TO_CHAR format)
         for item in _split_columns(match["columns"]):
             if (formatted := _TO_CHAR.match(item)) is not None:
-                selected.append((formatted["alias"].lower(), formatted["column"].lower(), True))
+                selected.append((formatted["alias"].lower(), formatted["column"].lower(), formatted["format"].upper()))
             elif re.fullmatch(r"\w+", item):
-                selected.append((item.lower(), item.lower(), False))
+                selected.append((item.lower(), item.lower(), None))
             else:
                 return _bad_query(f"unsupported select item {item!r}")
-        rows = [{key.lower(): value for key, value in record.items()} for record in self.store.all(record_type)]
-        since: datetime | None = None
-        if match["where"] is not None:
-            where = _WHERE.match(match["where"].strip())
-            if where is None:
-                return _bad_query(f"unsupported condition {match['where']!r}")
-            if (problem := unknown(where["column"])) is not None:
+        rows = self.table_rows(table, record_type)
+        for condition in _AND.split(match["where"].strip()) if match["where"] is not None else []:
+            column, test = "", None
+            if (stamp := _WHERE.match(condition)) is not None:
+                try:
+                    since = datetime.strptime(stamp["stamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+                except ValueError:
+                    return _bad_query(f"{stamp['stamp']!r} does not match the format {_TIMESTAMP_FORMAT}")
+                column = stamp["column"].lower()
+                test = functools.partial(_at_or_after, column, since)
+            elif (equals := _EQUALS.match(condition)) is not None:
+                column = equals["column"].lower()
+                test = functools.partial(_equals, column, equals["value"])
+            elif (among := _IN.match(condition)) is not None:
+                column = among["column"].lower()
+                test = functools.partial(_among, column, frozenset(v.strip() for v in among["values"].split(",")))
+            if test is None:
+                return _bad_query(f"unsupported condition {condition!r}")
+            if (problem := unknown(column)) is not None:
                 return problem
-            try:
-                since = datetime.strptime(where["stamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-            except ValueError:
-                return _bad_query(f"{where['stamp']!r} does not match the format {_TIMESTAMP_FORMAT}")
-            column = where["column"].lower()
-            rows = [r for r in rows if (v := _parse_stamp(r.get(column))) is not None and v >= since]
+            rows = [row for row in rows if test(row)]
         for _name, column, _ in selected:
             if (problem := unknown(column)) is not None:
                 return problem
@@ -616,15 +698,63 @@ class _NetSuite:
             }
         )
 
+    def table_rows(self, table: str, record_type: str) -> list[dict[str, Any]]:
+        """The rows of SuiteQL ``table``: stored records with lower-cased fields, or derived ones.
+
+        ``transaction``: vendor bills (``VendBill``) and payments (``VendPymt``) with ``tranid``,
+        ``trandate``, ``entity``, ``currency``, ``foreigntotal``; ``previoustransactionlinelink``:
+        one ``Payment`` link per applied line of a vendor payment (``previousdoc`` the bill,
+        ``nextdoc`` the payment, ``foreignamount`` what was applied).
+        """
+        if table == "transaction":
+            return [
+                {
+                    "id": record["id"],
+                    "tranid": record.get("tranId"),
+                    "trandate": record.get("tranDate"),
+                    "type": code,
+                    "entity": record.get("entity"),
+                    "currency": record.get("currency"),
+                    "foreigntotal": record.get("total"),
+                    "externalid": record.get("externalId"),
+                    "lastmodifieddate": record.get("lastModifiedDate"),
+                }
+                for stored_type, code in _TRANSACTION_TYPES.items()
+                for record in self.store.all(stored_type)
+            ]
+        if table == "previoustransactionlinelink":
+            return [
+                {
+                    "previousdoc": line["doc"]["id"],
+                    "nextdoc": payment["id"],
+                    "linktype": "Payment",
+                    "foreignamount": line.get("amount"),
+                    "previoustype": "VendBill",
+                    "nexttype": "VendPymt",
+                }
+                for payment in self.store.all("vendorPayment")
+                for line in _applied(payment)
+            ]
+        return [{key.lower(): value for key, value in record.items()} for record in self.store.all(record_type)]
+
     @staticmethod
-    def suiteql_row(row: dict[str, Any], selected: list[tuple[str, str, bool]]) -> dict[str, Any]:
-        """One result row: the selected columns that are not null, as SuiteQL answers them."""
+    def suiteql_row(row: dict[str, Any], selected: list[tuple[str, str, str | None]]) -> dict[str, Any]:
+        """One result row: the selected columns that are not null, as SuiteQL answers them.
+
+        Dates and timestamps without ``TO_CHAR`` come back in the account's date format
+        (``M/D/YYYY``, no time), as SuiteQL answers them.
+        """
         out: dict[str, Any] = {"links": []}
-        for name, column, as_text in selected:
+        for name, column, fmt in selected:
             value = row.get(column)
-            stamp = _parse_stamp(value) if column == "lastmodifieddate" else None
-            if stamp is not None:
-                value = stamp.strftime("%Y-%m-%d %H:%M:%S") if as_text else f"{stamp.month}/{stamp.day}/{stamp.year}"
+            when = _parse_when(value) if column in ("lastmodifieddate", "trandate") else None
+            if when is not None:
+                if fmt == _TIMESTAMP_FORMAT:
+                    value = when.strftime("%Y-%m-%d %H:%M:%S")
+                elif fmt == _DATE_FORMAT:
+                    value = when.strftime("%Y-%m-%d")
+                else:
+                    value = f"{when.month}/{when.day}/{when.year}"
             else:
                 value = _suiteql_value(value)
             if value is not None:
@@ -762,6 +892,40 @@ def create_app(
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}", netsuite.create, methods=["POST"])
     app.add_api_route(f"{RECORD_PATH}/{{record_type}}", netsuite.listing, methods=["GET"])
     return app
+
+
+def _parse_when(value: Any) -> datetime | None:
+    """A stored ``lastModifiedDate`` (ISO date-time) or ``tranDate`` (ISO date) as UTC, else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _at_or_after(column: str, since: datetime, row: dict[str, Any]) -> bool:
+    value = _parse_stamp(row.get(column))
+    return value is not None and value >= since
+
+
+def _equals(column: str, wanted: str, row: dict[str, Any]) -> bool:
+    return _suiteql_value(row.get(column)) == wanted
+
+
+def _among(column: str, wanted: frozenset[str], row: dict[str, Any]) -> bool:
+    return _suiteql_value(row.get(column)) in wanted
+
+
+def _applied(payment: dict[str, Any]) -> list[dict[str, Any]]:
+    """The applied lines of a stored vendor payment (``apply.items`` with ``apply`` not false)."""
+    container = payment.get("apply")
+    items = container.get("items") if isinstance(container, dict) else None
+    return [
+        line
+        for line in items or []
+        if isinstance(line, dict) and line.get("apply") is not False and isinstance(line.get("doc"), dict)
+    ]
 
 
 def _row_key(column: str, row: dict[str, Any]) -> tuple[int, Any]:

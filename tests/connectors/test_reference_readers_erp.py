@@ -15,7 +15,8 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from faststream.kafka import KafkaBroker
 
 from ledgerflow.connectors.base import Connector, PermanentError, RetriableError
+from ledgerflow.connectors.binder import binder_key
 from ledgerflow.connectors.coupa import sandbox as coupa_sandbox
 from ledgerflow.connectors.coupa.connector import CoupaConnector
 from ledgerflow.connectors.coupa.reader import CoupaReader
@@ -48,6 +50,7 @@ from ledgerflow.core.kafka import broker_from_settings, ensure_topics
 from ledgerflow.core.outbound.transport import worker_http_client
 from ledgerflow.core.settings import ConnectionConfig, Settings
 from ledgerflow.core.state import StateStore
+from tests.connectors.contract import contract_bill
 from tests.connectors.test_reference_readers import _consume
 
 pytestmark = pytest.mark.timeout(60)
@@ -493,3 +496,82 @@ async def test_coupa_sandbox_refuses_bad_arguments(
         connector = CoupaConnector("coupa", config, http, state)
         with pytest.raises(PermanentError):
             await connector.client.request("GET", "/api/accounts", operation="accounts.read", params=params)
+
+
+async def _ns_post(connector: NetSuiteConnector, record_type: str, body: dict[str, Any]) -> str:
+    response = await connector.client.request(
+        "POST", f"/{record_type}", operation=f"{record_type}.create", json_body=body
+    )
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+def _ns_bill(vendor: str, *amounts: str) -> dict[str, Any]:
+    lines = [{"account": {"id": "600394"}, "amount": float(a), "memo": f"line {i}"} for i, a in enumerate(amounts)]
+    return {"entity": {"id": vendor}, "tranDate": "2026-03-02", "currency": {"id": "1"}, "expense": {"items": lines}}
+
+
+def _ns_payment(bill: str, amount: str, number: str) -> dict[str, Any]:
+    line = {"doc": {"id": bill}, "amount": amount, "apply": True}
+    return {
+        "entity": {"id": "1002"},
+        "tranId": number,
+        "tranDate": "2026-03-20",
+        "currency": {"id": "1"},
+        "apply": {"items": [line]},
+    }
+
+
+async def test_netsuite_vendor_payments_name_the_bills_they_settle(
+    shared_dir: Path, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    """Two payments of a bill ledgerflow booked (binder row) and one of a bill it did not: exact
+    Decimal amounts, the source document named, nothing re-published, overpayment refused."""
+    clock = Clock()
+    app = ns_sandbox.create_app(shared_dir / "specs" / "netsuite-oas.json", seed_parties=True, clock=clock)
+    async with serve(app) as url:
+        config = ns_sandbox.sandbox_connection(ConnectionConfig(erp="netsuite"), url)
+        connector = NetSuiteConnector("ns", config, http, state)
+        ours = await _ns_post(connector, "vendorBill", _ns_bill("1002", "60.00", "40.05"))
+        foreign = await _ns_post(connector, "vendorBill", _ns_bill("1003", "25.00"))
+        bill = contract_bill("in_paid_1", amounts=("60.00", "40.05"))
+        await state.put_binding("ns", binder_key(bill), erp_record_id=ours, erp_version=None, content_hash="h")
+
+        def sync() -> ReferenceSync:
+            reader = NetSuiteReader(NetSuiteConnector("ns", config, http, state), page_size=PAGE_SIZE)
+            return ReferenceSync(reader, state, collected, Topics("t"), tenant="contract")
+
+        collected = Collected()
+        assert (await sync().sync_once(["payment"])).published == {"payment": 0}
+        clock.tick()
+        await _ns_post(connector, "vendorPayment", _ns_payment(ours, "30.01", "PAY-1"))
+        await _ns_post(connector, "vendorPayment", _ns_payment(foreign, "25.00", "PAY-2"))
+        assert (await sync().sync_once(["payment"])).published == {"payment": 2}
+        clock.tick()
+        await _ns_post(connector, "vendorPayment", _ns_payment(ours, "70.04", "PAY-3"))
+        with pytest.raises(PermanentError, match="exceeds its amount due"):
+            await _ns_post(connector, "vendorPayment", _ns_payment(ours, "0.01", "PAY-4"))
+        assert (await sync().sync_once(["payment"])).published == {"payment": 1}
+        assert (await sync().sync_once(["payment"])).published == {"payment": 0}
+
+    payments = {p.code: p for p in collected.records if p.kind == "payment"}
+    assert set(payments) == {"PAY-1", "PAY-2", "PAY-3"}
+    for payment in payments.values():
+        (applied,) = payment.applied_to
+        assert applied.entity == "vendorBill"
+        assert applied.amount == payment.amount
+        assert isinstance(payment.amount, Decimal)
+        assert payment.currency == "USD"
+        assert payment.paid_on == date(2026, 3, 20)
+    assert [payments[c].amount for c in ("PAY-1", "PAY-3")] == [Decimal("30.01"), Decimal("70.04")]
+    assert payments["PAY-1"].amount + payments["PAY-3"].amount == bill.total  # type: ignore[operator]
+    for code in ("PAY-1", "PAY-3"):
+        (applied,) = payments[code].applied_to
+        assert (applied.erp_id, applied.tenant, applied.source, applied.object_type, applied.source_id) == (
+            ours,
+            "contract",
+            "mercoa",
+            "bill",
+            "in_paid_1",
+        )
+    (applied,) = payments["PAY-2"].applied_to
+    assert (applied.erp_id, applied.amount, applied.source_id) == (foreign, Decimal("25.00"), None)
