@@ -37,7 +37,8 @@ xero         ``vendor`` / ``customer.accounting_id`` → ``ContactID`` → Conta
              of its options by ``Name``.
 ===========  =============================================================================================
 
-Other ERPs have no reader yet, so nothing to check against. Identifiers taken from connection
+NetSuite, SAP and Coupa readers fill the cache too, but no rules say yet which identifiers their
+connectors send: their records are not checked. Identifiers taken from connection
 options (``default_expense_account``, ``tax_account``…) are not the record's and are not checked;
 a name-only vendor (matched or created by the connector) is not checked either.
 """

@@ -109,7 +109,11 @@ def _request_now(settings: Settings, connections: list[str], timeout: float) -> 
 
 def sync_reference(
     connection: Annotated[
-        str | None, typer.Option(help="ERP connection name from the routing file (an ERP with a reader).")
+        str | None,
+        typer.Option(
+            help="ERP connection name from the routing file (an ERP with a reader: quickbooks, xero, netsuite, "
+            "sap or coupa)."
+        ),
     ] = None,
     every: Annotated[
         bool, typer.Option("--all", help="Every connection with a reader (options.reference_sync.enabled not false).")
@@ -127,7 +131,10 @@ def sync_reference(
     page_size: Annotated[int, typer.Option(min=1, max=1000, help="Records per ERP read.")] = 100,
     timeout: Annotated[float, typer.Option(min=1, help="--now: seconds to wait for the passes.")] = 120.0,
 ) -> None:
-    """Read vendors, customers, GL accounts, tax rates and tracking dimensions from ERP connections.
+    """Read vendors, customers, GL accounts, tax rates, tracking dimensions, projects and payments from ERP connections.
+
+    Readers exist for quickbooks (QuickBooks Online), xero, netsuite, sap (S/4HANA) and coupa
+    connections; what each reads is in docs and ``connectors/<erp>/reader.py``.
 
     Each kind resumes from its cursor in the state store; new or changed records go to
     ``<prefix>.inbound.<kind>.v1`` with ``ce_direction: inbound``. With ``--once`` one pass is made

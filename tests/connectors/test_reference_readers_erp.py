@@ -331,6 +331,17 @@ async def test_a_page_holds_at_most_the_page_size(erp: Erp, http: httpx.AsyncCli
     assert latest == [changed]
 
 
+def test_sync_reference_help_names_every_erp_with_a_reader() -> None:
+    from typer.testing import CliRunner
+
+    from ledgerflow.app.cli import app as cli_app
+
+    result = CliRunner().invoke(cli_app, ["sync-reference", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for erp_name in READERS:
+        assert erp_name in result.output, erp_name
+
+
 def test_readers_are_registered() -> None:
     assert {"netsuite", "sap", "coupa"} <= set(READERS)
     assert reader_class("coupa") is CoupaReader
