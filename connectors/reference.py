@@ -22,7 +22,8 @@ Cursors (state store ``cursors`` table, name ``reference:<connection>:<kind>:<en
   acknowledged the page's records, in one transaction with the page's rows of the reference
   cache (:mod:`ledgerflow.core.reference_cache`): a restart re-reads nothing acknowledged and misses nothing;
   a crash between the acknowledgement and the cursor write publishes that page again with the
-  same event ids.
+  same event ids. ``"checked"`` is when the last pass that read the source to its end started
+  (:meth:`ReferenceReader.resume`).
 * snapshot sources (the ERP has no change filter: Xero ``TaxRates`` and ``TrackingCategories``):
   the whole list is read and a record is published when its content hash differs from the one
   stored in the cursor ``{"hashes": {id: sha256}}``.
@@ -118,6 +119,16 @@ class ReferenceReader(ABC):
         """The connection name."""
         return self.connector.name
 
+    def resume(self, source: ReferenceSource, checked: datetime | None) -> None:
+        """Told before a pass reads incremental ``source``: when the last pass that read it to the end started.
+
+        Every change before ``checked`` (less clock skew) was read then, so a reader whose change
+        feed only reaches back so far (QuickBooks change data capture: 30 days) may start there
+        when ``since`` is older. None: no such pass, or the source is read again from the start.
+        The default ignores it.
+        """
+        return None
+
     @abstractmethod
     async def read(self, source: ReferenceSource, since: datetime | None, limit: int) -> ReferencePage:
         """Up to ``limit`` records of ``source`` changed at or after ``since`` (all when None), oldest change first.
@@ -154,6 +165,8 @@ class ReferenceCursor:
     since: datetime | None = None
     seen: set[str] = field(default_factory=set)
     hashes: dict[str, str] = field(default_factory=dict)
+    checked: datetime | None = None
+    """When the last pass that read the source to its end started (local UTC clock), None if none did."""
 
     @classmethod
     def parse(cls, stored: str | None) -> ReferenceCursor:
@@ -162,7 +175,8 @@ class ReferenceCursor:
             return cls()
         data = json.loads(stored)
         since = datetime.fromisoformat(data["since"]) if data.get("since") else None
-        return cls(since=since, seen=set(data.get("seen", [])), hashes=dict(data.get("hashes", {})))
+        checked = datetime.fromisoformat(data["checked"]) if data.get("checked") else None
+        return cls(since=since, seen=set(data.get("seen", [])), hashes=dict(data.get("hashes", {})), checked=checked)
 
     def dump(self) -> str:
         """The cursor as stored."""
@@ -172,6 +186,8 @@ class ReferenceCursor:
             data["seen"] = sorted(self.seen)
         if self.hashes:
             data["hashes"] = self.hashes
+        if self.checked is not None:
+            data["checked"] = self.checked.isoformat()
         return json.dumps(data, sort_keys=True)
 
     def covers(self, record: ReferenceRecord) -> bool:
@@ -290,6 +306,8 @@ class ReferenceSync:
         full = not await self.cache.is_complete(connection, source.kind, source.entity)
         position = ReferenceCursor() if full else cursor
         allowance = len(position.seen)
+        started = datetime.now(UTC)
+        self.reader.resume(source, None if full else cursor.checked)
         while True:
             limit = self.reader.page_size + allowance
             page = await self.reader.read(source, position.since, limit)
@@ -302,6 +320,8 @@ class ReferenceSync:
                     published += 1
                 position.advance(record)
             done = page.complete or len(page.records) < limit
+            if done:
+                cursor.checked = started
             if fresh or done:
                 await self.cache.write(
                     connection, source.kind, source.entity, fresh, cursor=(name, cursor.dump()), complete=done

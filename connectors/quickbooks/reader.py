@@ -1,12 +1,16 @@
 """QuickBooks Online reader: reference data, projects and payments by ``query`` and change data capture.
 
-First read of a source (no cursor), and any read whose cursor is :data:`CDC_WINDOW` old or more:
+First read of a source (no cursor), and any read whose change data capture would start
+:data:`CDC_WINDOW` ago or more:
 ``GET /v3/company/{realmId}/query?query=select * from <Entity> where MetaData.LastUpdatedTime >= '<since>'
 orderby MetaData.LastUpdatedTime startposition 1 maxresults <n>`` (Intuit query language;
 ``shared/reference/erp_apis.md`` §1). Later reads of the entities change data capture covers
-(:data:`CDC_ENTITIES`): ``GET /v3/company/{realmId}/cdc?entities=<Entity>&changedSince=<since − 1 s>``
+(:data:`CDC_ENTITIES`): ``GET /v3/company/{realmId}/cdc?entities=<Entity>&changedSince=<start − 1 s>``
 (Intuit ChangeDataCapture: at most 30 days back, at most 1000 objects per entity, deleted objects
-as ``{"Id", "status": "Deleted", "MetaData": {"LastUpdatedTime"}}``). The answer is sorted by change
+as ``{"Id", "status": "Deleted", "MetaData": {"LastUpdatedTime"}}``). The start is the cursor's
+``since``, or, when later, the start of the last pass that read the source to its end less
+:data:`CDC_CLOCK_MARGIN` (:meth:`QuickBooksReader.cdc_start`; the cursor's ``checked``): an entity
+that has not changed for months but is read every pass stays on change data capture. The answer is sorted by change
 time and cut to the page like a query, so the keyset paging of
 :mod:`ledgerflow.connectors.reference` (``since`` + ``seen``) holds for both; ``changedSince`` is
 one second early (QuickBooks stamps to the second) and what the cursor covers is skipped. An
@@ -80,6 +84,9 @@ CDC_MAX_OBJECTS = 1000
 CDC_WINDOW = timedelta(days=30) - timedelta(hours=1)
 """Cursors younger than this read by change data capture (Intuit allows 30 days; an hour of margin)."""
 
+CDC_CLOCK_MARGIN = timedelta(minutes=10)
+"""How far the realm's clock may be behind ours: change data capture from a pass's start goes back this much."""
+
 CDC_ENTITIES = frozenset({"Vendor", "Customer", "Account", "Class", "Department", "BillPayment", "Payment"})
 """Entities of this reader that Intuit's ChangeDataCapture covers."""
 
@@ -115,6 +122,25 @@ class QuickBooksReader(ReferenceReader):
         super().__init__(connector, page_size=page_size)
         self.quickbooks = connector
         self.cdc = cdc
+        self._checked: dict[ReferenceSource, datetime | None] = {}
+
+    def resume(self, source: ReferenceSource, checked: datetime | None) -> None:
+        """Remember when the last complete pass over ``source`` started (see :meth:`cdc_start`)."""
+        self._checked[source] = checked
+
+    def cdc_start(self, source: ReferenceSource, since: datetime) -> datetime:
+        """Where change data capture of ``source`` must start to miss nothing after ``since``.
+
+        ``since`` (the newest change published), or, when a pass read the source to its end
+        since then, that pass's start less :data:`CDC_CLOCK_MARGIN`: nothing changed in between
+        that the pass did not publish. A quiet entity (newest change months old) read every 15
+        minutes thus stays within Intuit's 30 days, and its deletions are seen.
+        """
+        start = utc(since)
+        checked = self._checked.get(source)
+        if checked is not None:
+            start = max(start, utc(checked) - CDC_CLOCK_MARGIN)
+        return start
 
     @staticmethod
     def query(source: ReferenceSource, since: datetime | None, limit: int) -> str:
@@ -136,7 +162,7 @@ class QuickBooksReader(ReferenceReader):
         """Whether a read of ``source`` from ``since`` goes through change data capture."""
         if not self.cdc or since is None or source.entity not in CDC_ENTITIES:
             return False
-        return (now or datetime.now(UTC)) - utc(since) < CDC_WINDOW
+        return (now or datetime.now(UTC)) - self.cdc_start(source, since) < CDC_WINDOW
 
     async def read(self, source: ReferenceSource, since: datetime | None, limit: int) -> ReferencePage:
         """One page of ``source`` (see the module docstring).
@@ -149,7 +175,7 @@ class QuickBooksReader(ReferenceReader):
         found: list[dict[str, Any]] | None = None
         complete = False
         if since is not None and self.uses_cdc(source, since):
-            changed = await self._changes(source, since)
+            changed = await self._changes(source, self.cdc_start(source, since))
             if changed is not None:
                 found = changed[:limit]
                 complete = len(changed) <= limit
@@ -182,7 +208,7 @@ class QuickBooksReader(ReferenceReader):
         return found
 
     async def _changes(self, source: ReferenceSource, since: datetime) -> list[dict[str, Any]] | None:
-        """Objects of ``source`` changed at or after ``since`` by change data capture, oldest first.
+        """Objects of ``source`` changed at or after ``since`` (:meth:`cdc_start`) by change data capture, oldest first.
 
         None when the answer holds :data:`CDC_MAX_OBJECTS` (changes may be missing: query instead).
         """

@@ -542,3 +542,47 @@ async def test_xero_projects_are_read_page_after_page_as_a_snapshot(
     closed["name"] = "Old Depot (sold)"
     assert (await _sync(erp, state, collected).sync_once(["project"])).published == {"project": 1}
     assert collected.records[-1].name == "Old Depot (sold)"
+
+
+async def test_a_quiet_quickbooks_entity_stays_on_cdc_and_its_deletions_are_seen(
+    shared_dir: Path, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    """A payment last changed 40 days ago: the cursor is old, but the last complete pass is not."""
+    app = qbo_sandbox.create_app(spec_path=shared_dir / "specs" / "Finance.xsd", seed_parties=True)
+    store = app.state.sandbox.store
+    async with serve(app) as url:
+        config = qbo_sandbox.sandbox_connection(ConnectionConfig(erp="quickbooks"), url)
+        connector = QuickBooksConnector(f"qbo-quiet-{uuid.uuid4().hex[:6]}", config, http, state)
+        client = connector.client()
+        line = {
+            "Amount": Decimal("75.00"),
+            "DetailType": "AccountBasedExpenseLineDetail",
+            "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "600394"}},
+        }
+        bill = await client.request(
+            "POST", "/bill", operation="bill.create", json_body={"VendorRef": {"value": "56"}, "Line": [line]}
+        )
+        paid = (await _qbo_pay(connector, bill.json()["Bill"]["Id"], Decimal("75.00"))).json()["BillPayment"]
+        long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat(timespec="seconds")
+        store.get("billpayment", paid["Id"])["MetaData"]["LastUpdatedTime"] = long_ago
+
+        collected = _Collected()
+
+        def sync() -> ReferenceSync:
+            return ReferenceSync(QuickBooksReader(connector), state, collected, Topics("t"), tenant="acme")
+
+        assert (await sync().sync_once(["payment"])).published == {"payment": 1}
+        cursor = json.loads(await state.get_cursor(f"reference:{connector.name}:payment:BillPayment") or "{}")
+        assert cursor["since"] == long_ago
+        assert "checked" in cursor
+        await client.request(
+            "POST",
+            "/billpayment",
+            operation="billpayment.delete",
+            params={"operation": "delete"},
+            json_body={"Id": paid["Id"], "SyncToken": paid["SyncToken"]},
+        )
+        assert (await sync().sync_once(["payment"])).published == {"payment": 1}
+        gone = collected.records[-1]
+        assert (gone.erp_id, gone.active) == (paid["Id"], False)
+        assert (await sync().sync_once(["payment"])).published == {"payment": 0}
