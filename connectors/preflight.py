@@ -35,10 +35,21 @@ xero         ``vendor`` / ``customer.accounting_id`` → ``ContactID`` → Conta
              ``cost_code`` / ``project`` / ``business_unit`` code or name → ``Tracking.Option`` in the
              category ``options.tracking_categories`` names → TrackingCategory by ``Name``, then one
              of its options by ``Name``.
+netsuite     internal ids only (``{"id"}``; an ``accounting_custom_id`` goes as ``externalId``, not cached):
+             bill / purchase order ``vendor``, invoice ``customer`` → vendor / customer ``id``; bill /
+             purchase order lines ``gl_account`` → account ``id``, the ``line_segments`` (default
+             ``business_unit`` → department, ``cost_code`` → class (``classification``), ``project`` →
+             customer, a customer or a job) → their ``id``.
+sap          bill: the supplier number (``accounting_custom_id``, else ``accounting_id``, ≤ 10) →
+             ``InvoicingParty`` → business partner ``Supplier``; lines: G/L account code (after
+             ``options.gl_accounts``) → ``GLAccount``; ``line_assignments`` ``CostCenter`` → cost
+             center, ``WBSElement`` → WBS element (``ProjectElement``). Tax codes and internal orders
+             are not read: not checked.
+coupa        bill: ``vendor.accounting_id`` → supplier ``id``, else ``accounting_custom_id`` → supplier
+             ``number``. Account segments are not checked (Coupa caches whole segment combinations).
 ===========  =============================================================================================
 
-NetSuite, SAP and Coupa readers fill the cache too, but no rules say yet which identifiers their
-connectors send: their records are not checked. Identifiers taken from connection
+Identifiers taken from connection
 options (``default_expense_account``, ``tax_account``…) are not the record's and are not checked;
 a name-only vendor (matched or created by the connector) is not checked either.
 """
@@ -183,8 +194,106 @@ def _xero(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
     return needs
 
 
-_RULES = {"quickbooks": _quickbooks, "xero": _xero}
-"""ERP kind → the identifiers its connector sends for a record (see the module docstring)."""
+_NS_SEGMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "department": (("tracking", "department"),),
+    "class": (("tracking", "classification"),),
+    "location": (("tracking", "location"),),
+    "customer": (("customer", "customer"), ("project", "job")),
+}
+"""NetSuite line field → where its internal id is cached (a line ``customer`` is a customer or a job)."""
+
+
+def _netsuite(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
+    from ledgerflow.connectors.netsuite.mapping import DEFAULT_LINE_SEGMENTS
+
+    # Only internal ids ({"id": …}) are checked: an accounting_custom_id is sent as an externalId,
+    # which the reader does not cache.
+    needs: list[Need] = []
+    obj = record.object_type
+    party_field, kind = ("customer", "customer") if obj == "invoice" else ("vendor", "vendor")
+    party = getattr(record, party_field, None)
+    if isinstance(party, Reference) and (value := _id(party)):
+        needs.append(Need(kind, ((kind, kind),), value, "id", party_field))
+    if not isinstance(record, Document) or obj not in ("bill", "purchase_order"):
+        return needs
+    segments: Mapping[str, str] = options.get("line_segments", DEFAULT_LINE_SEGMENTS)
+    header_project = getattr(record, "project", None)
+    for line in record.line_items:
+        where = f"line {line.line_number}"
+        if value := _id(line.gl_account):
+            needs.append(Need("gl_account", (("gl_account", "account"),), value, "id", where))
+        for field, ns_field in segments.items():
+            ref = getattr(line, field, None)
+            if ref is None and field == "project":
+                ref = header_project
+            sources = _NS_SEGMENTS.get(ns_field)
+            if sources and isinstance(ref, Reference) and (value := _id(ref)):
+                needs.append(Need(sources[0][0], sources, value, "id", f"{where} {ns_field}"))
+    return needs
+
+
+_SAP_PARTNERS = (("vendor", "A_BusinessPartner"),)
+_SAP_ASSIGNMENTS: dict[str, tuple[str, str]] = {
+    "CostCenter": ("tracking", "A_CostCenter"),
+    "WBSElement": ("tracking", "A_EnterpriseProjectElement"),
+}
+"""SAP account-assignment property → where its code is cached (internal orders are not read)."""
+
+
+def _sap(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
+    from ledgerflow.connectors.sap.mapping import DEFAULT_LINE_ASSIGNMENTS, supplier_number
+
+    needs: list[Need] = []
+    if record.object_type != "bill" or not isinstance(record, Document):
+        return needs
+    vendor = getattr(record, "vendor", None)
+    if vendor is not None and (number := supplier_number(vendor)):
+        needs.append(
+            Need(
+                "vendor",
+                _SAP_PARTNERS,
+                number,
+                "code",
+                "vendor (InvoicingParty)",
+                requires=(("vendor", "A_BusinessPartner"), ("vendor", "A_BusinessPartner:created")),
+            )
+        )
+    accounts = options.get("gl_accounts") or {}
+    assignments: Mapping[str, str] = options.get("line_assignments", DEFAULT_LINE_ASSIGNMENTS)
+    header_project = getattr(record, "project", None)
+    for line in record.line_items:
+        where = f"line {line.line_number}"
+        ref = line.gl_account
+        if ref is not None and (code := ref.accounting_custom_id or ref.accounting_id):
+            account = str(accounts.get(code, code)) if isinstance(accounts, Mapping) else code
+            needs.append(Need("gl_account", (("gl_account", "A_GLAccountInChartOfAccounts"),), account, "code", where))
+        for field, sap_property in assignments.items():
+            ref = getattr(line, field, None)
+            if ref is None and field == "project":
+                ref = header_project
+            source = _SAP_ASSIGNMENTS.get(sap_property)
+            if source and isinstance(ref, Reference) and (code := ref.accounting_custom_id or ref.accounting_id):
+                needs.append(Need("tracking", (source,), code, "code", f"{where} {sap_property}"))
+    return needs
+
+
+def _coupa(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
+    # Coupa accounts are combinations of segments: one segment value is not an account code the
+    # reader caches, so only the supplier is checked (id, else number).
+    vendor = getattr(record, "vendor", None)
+    if record.object_type != "bill" or not isinstance(vendor, Reference):
+        return []
+    suppliers = (("vendor", "suppliers"),)
+    if value := _id(vendor):
+        return [Need("vendor", suppliers, value, "id", "supplier")]
+    if vendor.accounting_custom_id:
+        return [Need("vendor", suppliers, vendor.accounting_custom_id, "code", "supplier")]
+    return []
+
+
+_RULES = {"quickbooks": _quickbooks, "xero": _xero, "netsuite": _netsuite, "sap": _sap, "coupa": _coupa}
+"""ERP kind → the identifiers its connector sends for a record (see the module docstring); an ERP
+without an entry (the generic webhook connector) is not checked."""
 
 
 def needs_of(erp: str, record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ledgerflow.connectors.base import Connector
+from ledgerflow.connectors.preflight import ReferenceGuard
 from ledgerflow.connectors.quickbooks import QuickBooksConnector
 from ledgerflow.connectors.quickbooks import sandbox as qbo_sandbox
 from ledgerflow.connectors.quickbooks.reader import QuickBooksReader
@@ -327,3 +328,102 @@ async def test_a_stored_mapping_is_applied_and_wins_over_the_yaml_map(xero: Erp)
     stored = xero.app.state.sandbox.store.all("invoice")
     codes = [line["AccountCode"] for line in stored[-1]["LineItems"]]
     assert codes == ["400", "429"]
+
+
+class _Stub(Connector):
+    """A connector of any ERP kind that is never called (the check runs before it)."""
+
+    supports = frozenset({"bill"})
+
+    async def check(self) -> None:
+        return None
+
+    async def handle(self, record: Any, ctx: Any) -> Any:
+        raise AssertionError("the reference check runs before the connector")
+
+
+def _stub(erp: str, state: StateStore, options: dict[str, Any]) -> Connector:
+    cls = type(f"Stub_{erp}", (_Stub,), {"erp": erp})
+    connector: Connector = cls(f"{erp}-main", ConnectionConfig(erp=erp, options=options), httpx.AsyncClient(), state)
+    return connector
+
+
+async def _cache(state: StateStore, erp: str, kind: str, entity: str, *rows: tuple[str, str | None]) -> None:
+    records = [
+        ReferenceRecord(
+            kind=kind,
+            erp=erp,
+            connection=f"{erp}-main",
+            entity=entity.split(":")[0],
+            erp_id=erp_id,
+            code=code,
+            name=f"{entity} {erp_id}",
+            active=True,
+            erp_record={},
+        )
+        for erp_id, code in rows
+    ]
+    await ReferenceCache(state).write(f"{erp}-main", kind, entity, records, complete=True)
+
+
+async def test_netsuite_checks_internal_ids_only(state: StateStore) -> None:
+    await _cache(state, "netsuite", "vendor", "vendor", ("12", "ACME"))
+    await _cache(state, "netsuite", "gl_account", "account", ("58", "6000"))
+    await _cache(state, "netsuite", "tracking", "classification", ("5", None))
+    await _cache(state, "netsuite", "tracking", "department", ("3", None))
+    await _cache(state, "netsuite", "customer", "customer", ("70", None))
+    await _cache(state, "netsuite", "project", "job", ("71", None))
+    guard = ReferenceGuard(_stub("netsuite", state, {}), state)
+    bill = _bill("ns", {"accounting_id": "58"}, {"accounting_id": "99"}, {"accounting_custom_id": "7000"})
+    lines = [
+        bill.line_items[0].model_copy(
+            update={"cost_code": Reference(accounting_id="5"), "project": Reference(accounting_id="71")}
+        ),
+        bill.line_items[1].model_copy(update={"business_unit": Reference(accounting_id="4")}),
+        bill.line_items[2],  # an externalId: not cached, not checked
+    ]
+    bill = bill.model_copy(
+        update={"vendor": bill.vendor.model_copy(update={"accounting_id": "12"}), "line_items": lines}
+    )
+    error = await guard.check(bill)
+    assert error is not None
+    assert error.code == ErrorCode.REFERENCE_UNKNOWN
+    problems = error.message.split(". Nothing")[0].split("; ")
+    assert [p.split(" is ")[0] for p in problems] == ["line 2: GL account 99", "line 2 department: tracking value 4"]
+
+
+async def test_sap_checks_codes_after_its_gl_account_map(state: StateStore) -> None:
+    await _cache(state, "sap", "vendor", "A_BusinessPartner", ("BP1", "1000001"))
+    await _cache(state, "sap", "vendor", "A_BusinessPartner:created")
+    await _cache(state, "sap", "gl_account", "A_GLAccountInChartOfAccounts", ("0000400000", "0000400000"))
+    await _cache(state, "sap", "tracking", "A_CostCenter", ("CC-1", "CC-1"))
+    guard = ReferenceGuard(_stub("sap", state, {"gl_accounts": {"materials": "0000400000"}}), state)
+    bill = _bill("sap", {"accounting_custom_id": "materials"}, {"accounting_custom_id": "0000500000"})
+    lines = [
+        bill.line_items[0].model_copy(update={"business_unit": Reference(accounting_custom_id="CC-1")}),
+        bill.line_items[1].model_copy(update={"business_unit": Reference(accounting_custom_id="CC-9")}),
+    ]
+    vendor = bill.vendor.model_copy(update={"accounting_custom_id": "1000099"})
+    error = await guard.check(bill.model_copy(update={"vendor": vendor, "line_items": lines}))
+    assert error is not None
+    message = error.message
+    assert "vendor (InvoicingParty): vendor 1000099 is not in sap-main's vendors" in message
+    assert "line 2: GL account 0000500000 is not in" in message
+    assert "line 2 CostCenter: tracking value CC-9 is not in" in message
+    assert "line 1" not in message
+
+    known = bill.model_copy(update={"vendor": bill.vendor.model_copy(update={"accounting_custom_id": "1000001"})})
+    known = known.model_copy(update={"line_items": [lines[0]], "subtotal": Decimal("10.00"), "total": Decimal("10.00")})
+    assert await guard.check(known) is None
+
+
+async def test_coupa_checks_the_supplier(state: StateStore) -> None:
+    await _cache(state, "coupa", "vendor", "suppliers", ("17", "SUP-17"))
+    guard = ReferenceGuard(_stub("coupa", state, {}), state)
+    bill = _bill("coupa", {"accounting_custom_id": "6000-100"})
+    by_number = bill.model_copy(update={"vendor": bill.vendor.model_copy(update={"accounting_custom_id": "SUP-17"})})
+    assert await guard.check(by_number) is None
+    unknown = bill.model_copy(update={"vendor": bill.vendor.model_copy(update={"accounting_id": "18"})})
+    error = await guard.check(unknown)
+    assert error is not None
+    assert "supplier: vendor 18 is not in coupa-main's vendors" in error.message
