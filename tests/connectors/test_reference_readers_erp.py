@@ -586,3 +586,46 @@ async def test_netsuite_vendor_payments_name_the_bills_they_settle(
         )
     (applied,) = payments["PAY-2"].applied_to
     assert (applied.erp_id, applied.amount, applied.source_id) == (foreign, Decimal("25.00"), None)
+
+
+@pytest.mark.kafka
+def test_sync_reference_command_reads_an_sap_connection(
+    shared_dir: Path, kafka_bootstrap: str, kafka_is_embedded: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command wires a reader of another ERP than QuickBooks / Xero (connector, state, broker) end to end."""
+    from typer.testing import CliRunner
+
+    from ledgerflow.app.cli import app as cli_app
+    from tests.connectors.test_reference_readers import _sandbox_in_thread
+
+    app = sap_sandbox.create_app(shared_dir / "specs" / "sap_si.edmx")
+    with _sandbox_in_thread(app) as url:
+        user, password = next(iter(sap_sandbox.DEFAULT_USERS.items()))
+        routing = {
+            "tenants": {"acme": {"sources": {}, "connections": ["s4-main"]}},
+            "connections": {
+                "s4-main": {
+                    "erp": "sap",
+                    "base_url": url,
+                    "credentials": {"username": user, "password": password},
+                    "options": {"company_code": "1010"},
+                }
+            },
+        }
+        routing_file = tmp_path / "routing.yaml"
+        routing_file.write_text(json.dumps(routing))
+        monkeypatch.setenv("LEDGERFLOW_ROUTING_FILE", str(routing_file))
+        monkeypatch.setenv("LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+        monkeypatch.setenv("LEDGERFLOW_STATE_URL", f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+        monkeypatch.setenv("LEDGERFLOW_TOPIC_PREFIX", f"cli{uuid.uuid4().hex[:8]}")
+        monkeypatch.setenv("LEDGERFLOW_TOPIC_PARTITIONS", "1")
+        if kafka_is_embedded:
+            monkeypatch.setenv("LEDGERFLOW_KAFKA_ENABLE_IDEMPOTENCE", "false")
+        runner = CliRunner()
+        first = runner.invoke(cli_app, ["sync-reference", "--connection", "s4-main", "--once", "--page-size", "2"])
+        assert first.exit_code == 0, first.output
+        # 6 suppliers (never changed), 6 G/L accounts, 3 cost centers + 3 WBS elements, 2 projects.
+        assert "20 record(s) published" in first.output
+        again = runner.invoke(cli_app, ["sync-reference", "--connection", "s4-main", "--once"])
+        assert again.exit_code == 0, again.output
+        assert "0 record(s) published" in again.output
