@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from ledgerflow.core.settings import Routing, SourceConfig
+from ledgerflow.core.settings import ConfigError, Routing, SourceConfig
 from ledgerflow.core.state import StateStore
 from ledgerflow.transformers.accessplanit.client import DEFAULT_ACCESSPLANIT_CUSTOMER_PATH, AccessplanitClient
 from ledgerflow.transformers.ingenious.client import IngeniousClient
@@ -113,6 +113,15 @@ class EnricherSet:
                 for option in ("date_default", "timezone"):  # INGENIOUS records without data.date
                     if src.options.get(option):
                         defaults.setdefault(tenant, {}).setdefault(source, {})[option] = str(src.options[option])
+                if source == "ingenious":  # what INGENIOUS custom ids are (ingenious.mapping, "custom ids")
+                    writes_back = config.writeback is not None and config.writeback.ingenious is not None
+                    meaning = str(src.options.get("custom_ids") or ("erp_id" if writes_back else "number"))
+                    if meaning not in ("erp_id", "number"):
+                        raise ConfigError(
+                            f"tenant {tenant!r}: sources.ingenious.options.custom_ids must be erp_id or number, "
+                            f"not {meaning!r}"
+                        )
+                    defaults.setdefault(tenant, {}).setdefault(source, {})["custom_ids"] = meaning
                 if src.options.get("transaction_amount_unit") in ("minor", "major"):
                     defaults.setdefault(tenant, {}).setdefault(source, {})["transaction_amount_unit"] = str(
                         src.options["transaction_amount_unit"]

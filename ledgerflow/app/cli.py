@@ -257,10 +257,26 @@ def demo(
     all_erps: Annotated[
         bool, typer.Option("--all-erps", help=f"Book into every ERP kind at once ({', '.join(ERP_KINDS)}).")
     ] = False,
+    writeback: Annotated[
+        bool,
+        typer.Option(
+            "--writeback",
+            help="The other direction: QuickBooks vendor and GL accounts into INGENIOUS, an INGENIOUS invoice "
+            "booked with their ids, its QuickBooks payment synced back.",
+        ),
+    ] = False,
 ) -> None:
     """Run everything, post a Mercoa invoice webhook, wait for every ERP's result; exit 0 only if all succeeded."""
     settings, state_file = _embedded_state(Settings(), f"demo-{os.getpid()}")
     _setup_logging(settings, quiet=True)
+    if writeback:
+        from ledgerflow.app.writeback_demo import run_cli
+
+        try:
+            code = run_cli(settings, out, timeout)
+        finally:
+            _remove_state(state_file)
+        raise typer.Exit(code)
     from ledgerflow.app import demo as demo_mod
 
     routing = demo_mod.all_erps_routing() if all_erps else _load(settings, credentials_of=None)

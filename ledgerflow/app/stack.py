@@ -4,7 +4,9 @@ Starts, in order: the Kafka-protocol broker (embedded Tansu unless bootstrap ser
 every topic, the state store, a local sandbox for each ERP connection without a ``base_url``,
 the transformer, one connector runtime per ERP connection (each in its own consumer group),
 the reference sync of every connection with an ERP reader (through that connection's connector;
-sandboxes of ERPs with a reader start with their vendors and customers seeded), the audit
+sandboxes of ERPs with a reader start with their vendors and customers seeded), the source
+writer when a tenant writes back (INGENIOUS, Mercoa and Monite sandboxes for tenants without the
+source's API: :mod:`ledgerflow.app.source_sandboxes`), the audit
 service (results store and sync-records API), and the ingress. Stops them in reverse order.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ledgerflow.app.connections_cli import routing_check
+from ledgerflow.app.source_sandboxes import SourceSandboxes, start_source_sandboxes
 from ledgerflow.audit.main import run_audit
 from ledgerflow.connectors.base import Connector
 from ledgerflow.connectors.main import run_connector
@@ -36,6 +39,7 @@ from ledgerflow.core.state import StateStore
 from ledgerflow.ingress.main import run_ingress
 from ledgerflow.transformers.main import run_transformer
 from ledgerflow.transformers.poller_main import POLLED_SOURCES, run_poller
+from ledgerflow.transformers.writeback.main import run_source_writer
 
 __all__ = ["RunningStack", "run_stack"]
 
@@ -62,6 +66,10 @@ class RunningStack:
     pollers: dict[str, list[str]] = field(default_factory=dict)
     """Source with a feed → the tenants its poller reads (those whose routing sets ``options.poll``)."""
     reference_sync: list[str] = field(default_factory=list)
+    source_sandboxes: SourceSandboxes = field(default_factory=SourceSandboxes)
+    """INGENIOUS, Mercoa and Monite sandboxes the source writers write into (tenants' ``writeback`` without an API)."""
+    source_writer: bool = False
+    """Whether the source writer runs (some tenant has a ``writeback`` section)."""
     """Connections whose reference data the stack's sync-reference service reads (on demand too)."""
     broker: EmbeddedBroker | None = None
     """The embedded broker (None with real Kafka)."""
@@ -140,6 +148,7 @@ async def run_stack(
                 config = _sandbox_config(config.erp, config, running.sandboxes[config.erp])
             running.connections[name] = config
         effective = routing.model_copy(update={"connections": running.connections})
+        effective, running.source_sandboxes = await start_source_sandboxes(stack, effective, host)
 
         # Each service through its one entry (the same as its CLI command), sharing the HTTP
         # client and the state store; one lag reporter watches every service's groups.
@@ -184,6 +193,14 @@ async def run_stack(
             )
         )
         running.reference_sync = reference.connections
+        if any(tenant.writeback is not None for tenant in effective.tenants.values()):
+            writer = await stack.enter_async_context(
+                run_source_writer(
+                    settings, effective, bootstrap, embedded=embedded, http=http, state=state, report_lag=False
+                )
+            )
+            watched += writer.watched
+            running.source_writer = True
         audit = await stack.enter_async_context(
             run_audit(
                 settings,

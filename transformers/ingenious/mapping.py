@@ -59,7 +59,12 @@ or look up. So: both → the custom id is used; internal id only → the enrichm
 fetched the ``custom_id`` from the Public API into ``event.enrichment["custom_ids"]``, and when
 the object has none (or the tenant has no API options) the connector resolves the reference by
 name or the connection's default; neither → the reference keeps only the INGENIOUS id and
-name, for the connector to match by name or fall back to the connection's default. Amounts are major units (``Decimal``
+name, for the connector to match by name or fall back to the connection's default.
+What a custom id is depends on who wrote it
+(``options.custom_ids``): ``number`` (a user keyed the ERP's account number, supplier number or
+code: ``accounting_custom_id``, looked up as such) or ``erp_id`` (the ERP's internal id, as
+ledgerflow's source writer writes it: ``accounting_id``, sent as is); the default is ``erp_id``
+for a tenant with ``writeback.ingenious``, else ``number``. Amounts are major units (``Decimal``
 through their text). There is only one action, "Sync to Accounting" (seed l.19) → ``upsert``.
 """
 
@@ -192,6 +197,9 @@ def _ref(
         name = name or _text(as_object(event.enrichment.get("names"), "fetched names").get(f"{kind}:{acc_id}"))
     if not (acc_id or custom or source_id or name):
         return None
+    if custom and as_object(event.enrichment.get("defaults"), "defaults").get("custom_ids") == "erp_id":
+        # The tenant's custom ids are the ERP's own ids (ledgerflow's source writer wrote them).
+        return Reference(source_id=source_id, source_accounting_id=acc_id, accounting_id=custom, name=name)
     return Reference(source_id=source_id, source_accounting_id=acc_id, accounting_custom_id=custom, name=name)
 
 
