@@ -24,6 +24,8 @@ from ledgerflow.core.settings import ConfigError, Routing, Settings
 from ledgerflow.ingress.main import ingress_topics
 from ledgerflow.transformers.declarative import MappingError, tenant_routers
 from ledgerflow.transformers.worker import GROUP_ROLE, raw_topics
+from ledgerflow.transformers.writeback.main import source_writer_lag_watch
+from ledgerflow.transformers.writeback.runtime import check_writeback
 
 __all__ = ["ConfigReport", "check_config"]
 
@@ -122,6 +124,10 @@ def check_config(settings: Settings) -> ConfigReport:
         tenant_routers(routing)
     except MappingError as exc:
         problems.extend(f"mapping: {p}" for p in exc.problems)
+    try:
+        check_writeback(routing)
+    except ConfigError as exc:
+        problems.append(f"writeback: {exc}")
     audit = AuditSettings()
     topics = settings.topics
     report.plan = {
@@ -140,6 +146,23 @@ def check_config(settings: Settings) -> ConfigReport:
                 "writes": [topics.canonical("<object>"), topics.dlq("transform")],
             },
             "connectors": _connections(settings, routing, problems),
+            "source_writer": {
+                "tenants": {
+                    name: sorted(
+                        source
+                        for source, enabled in (
+                            ("ingenious", tenant.writeback.ingenious is not None),
+                            ("mercoa", tenant.writeback.mercoa.mark_paid),
+                            ("monite", tenant.writeback.monite.mark_paid),
+                        )
+                        if enabled
+                    )
+                    for name, tenant in routing.tenants.items()
+                    if tenant.writeback is not None
+                },
+                "consumer_groups": _groups(source_writer_lag_watch(settings)),
+                "writes": [topics.results, topics.retry("writeback", 1), topics.dlq("writeback")],
+            },
             "audit": {
                 "listen": f"{audit.audit_host}:{audit.audit_port}",
                 "consumer_groups": _groups(audit_lag_watch(settings)),

@@ -32,13 +32,13 @@ def source_writer(
     settings = Settings()
     cli._setup_logging(settings)
     routing = cli._load(settings)
-    bootstrap = cli._require_bootstrap(settings)
-    cli._preflight(settings, kafka=bootstrap, state=True)
     try:
         check_writeback(routing)
     except ConfigError as exc:
         cli.console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
+    bootstrap = cli._require_bootstrap(settings)
+    cli._preflight(settings, kafka=bootstrap, state=True)
     cli._serve_until_signal(
         run_source_writer(
             settings,

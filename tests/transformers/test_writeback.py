@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -520,3 +522,30 @@ def test_a_writer_enabled_without_its_source_credentials_is_a_config_error() -> 
         check_writeback(Routing.model_validate(raw))
     with pytest.raises(ValueError, match="unknown reference kind"):
         Routing.model_validate({"tenants": {"a": {"writeback": {"ingenious": {"objects": {"invoices": "company"}}}}}})
+
+
+def test_the_command_refuses_a_writer_without_credentials_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ledgerflow.app.cli import app
+    from ledgerflow.app.config_check import check_config
+
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(
+        "tenants:\n  acme:\n    connections: [qbo]\n    sources: {mercoa: {options: {api_base_url: http://x}}}\n"
+        "    writeback: {mercoa: {mark_paid: true}}\nconnections:\n  qbo: {erp: quickbooks}\n",
+        encoding="utf-8",
+    )
+    for name in [k for k in os.environ if k.startswith("LEDGERFLOW_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEDGERFLOW_ROUTING_FILE", str(routing))
+    monkeypatch.setenv("LEDGERFLOW_STATE_URL", f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["source-writer"])
+    assert result.exit_code == 2, result.output
+    assert "sources.mercoa.options lacks api_key" in result.output
+    report = check_config(Settings())
+    assert any(p.startswith("writeback: tenant 'acme' writes back into mercoa") for p in report.problems)
+    assert report.plan["services"]["source_writer"]["tenants"] == {"acme": ["mercoa"]}
