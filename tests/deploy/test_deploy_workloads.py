@@ -15,7 +15,7 @@ from ledgerflow.contracts.topics import Topics
 from ledgerflow.core.settings import Routing, Settings
 from tests.deploy.conftest import DEPLOY, Resource, by_name, of_kind, one
 
-SERVICES = {"ingress", "transformer", "poller", "sync-reference", "audit", "connector"}
+SERVICES = {"ingress", "transformer", "poller", "sync-reference", "source-writer", "audit", "connector"}
 WORKER_MEMORY_TARGET_MI = 150
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|STATE_URL|CREDENTIAL|KEY", re.IGNORECASE)
 
@@ -207,6 +207,8 @@ def test_scaled_objects_follow_consumer_groups_and_partitions(resources: list[Re
             read = [topics.canonical(o) for o in OBJECT_MODELS]
         elif service == "transformer":
             group, read = "ledgerflow.transformer", [t for t in partitions if t.startswith("ledgerflow.raw.")]
+        elif service == "source-writer":
+            group, read = "ledgerflow.writeback", [t for t in partitions if t.startswith("ledgerflow.inbound.")]
         else:
             group, read = "ledgerflow.audit", [topics.results]
         assert meta["consumerGroup"] == group
@@ -424,7 +426,8 @@ def test_network_policies(resources: list[Resource]) -> None:
         assert metrics in inbound, f"{service}: metrics port closed to the monitoring namespace"
         assert {53, 9092, 9093} <= outbound, service
         assert (5432 in outbound) == (service != "ingress"), service
-        assert (443 in outbound) == (service in {"connector", "transformer", "poller", "sync-reference"}), service
+        calls_out = {"connector", "transformer", "poller", "sync-reference", "source-writer"}
+        assert (443 in outbound) == (service in calls_out), service
         if service == "audit":
             assert 8081 in inbound
     controller = one(resources, "NetworkPolicy", "ledgerflow-ingress-from-controller")
