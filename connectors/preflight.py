@@ -107,8 +107,16 @@ class Need:
         """Whether ``row`` is this identifier (kind, entity and field)."""
         if (row.kind, row.entity) not in self.sources or (row.entity == "TrackingCategory" and self.parent_name):
             return False
-        field = {"id": row.erp_id, "code": row.code, "name": row.name}[self.match]
-        return field == self.value
+        return _field(row, self.match) == self.value
+
+
+def _field(row: CachedReference, match: Match) -> str | None:
+    """The cached field ``match`` names: ``erp_id``, ``code`` or ``name``."""
+    return row.erp_id if match == "id" else row.code if match == "code" else row.name
+
+
+_FOUND_MAX = 50_000
+"""Most looked-up values a :class:`ReferenceGuard` keeps in process (then it starts over)."""
 
 
 def _id(ref: Reference | None) -> str | None:
@@ -318,8 +326,9 @@ class ReferenceGuard:
     """Mapping tables and the reference-cache check of one connection (see the module docstring).
 
     The stored mapping tables and the cache status are read at most every
-    ``options.reference_refresh_seconds`` (default 10) per process; the cache lookup of a record
-    is one query, made only when one of the kinds it names is completely cached.
+    ``options.reference_refresh_seconds`` (default 10) per process. A record's identifiers are
+    looked up in one query, only those not looked up since the cache status last changed, and
+    only when one of the kinds it names is completely cached.
     """
 
     def __init__(self, connector: Connector, state: StateStore) -> None:
@@ -335,6 +344,7 @@ class ReferenceGuard:
         self._tables_at = -1e18
         self._status: dict[tuple[str, str], CacheStatus] = {}
         self._status_at = -1e18
+        self._found: dict[tuple[Match, str], list[CachedReference]] = {}
 
     async def _fresh_tables(self) -> dict[str, dict[str, dict[str, str]]]:
         async with self._lock:
@@ -346,9 +356,33 @@ class ReferenceGuard:
     async def _fresh_status(self) -> dict[tuple[str, str], CacheStatus]:
         async with self._lock:
             if time.monotonic() - self._status_at >= self.ttl:
-                self._status = await self.cache.status(self.connection)
+                status = await self.cache.status(self.connection)
+                if status != self._status:
+                    self._found.clear()  # a sync wrote the cache: look values up again
+                self._status = status
                 self._status_at = time.monotonic()
             return self._status
+
+    async def _lookup(self, keys: set[tuple[Match, str]]) -> list[CachedReference]:
+        """Cached rows (any kind) whose id, code or name is one of ``keys``; one query for those not seen yet.
+
+        What a value was found as is kept until the cache status changes (a sync pass wrote it),
+        at most :data:`_FOUND_MAX` values: the same accounts and vendors recur on most records.
+        """
+        missing = keys - self._found.keys()
+        if missing:
+            rows = await self.cache.find(
+                self.connection,
+                None,
+                ids=[v for m, v in missing if m == "id"],
+                codes=[v for m, v in missing if m == "code"],
+                names=[v for m, v in missing if m == "name"],
+            )
+            if len(self._found) + len(missing) > _FOUND_MAX:
+                self._found.clear()
+            for key in missing:
+                self._found[key] = [row for row in rows if _field(row, key[0]) == key[1]]
+        return [row for key in keys for row in self._found.get(key, [])]
 
     async def apply_maps(self, record: R) -> R:
         """``record`` with ``options.reference_map`` and the tenant's stored mappings applied (stored wins).
@@ -374,13 +408,9 @@ class ReferenceGuard:
         needs = [n for n in needs if all(s in status and status[s].complete for s in n.complete_needed)]
         if not needs:
             return None
-        rows = await self.cache.find(
-            self.connection,
-            {kind for n in needs for kind, _ in n.sources},
-            ids=[n.value for n in needs if n.match == "id"],
-            codes=[n.value for n in needs if n.match == "code"],
-            names=[n.value for n in needs if n.match == "name"] + [n.parent_name for n in needs if n.parent_name],
-        )
+        keys: set[tuple[Match, str]] = {(n.match, n.value) for n in needs}
+        keys |= {("name", n.parent_name) for n in needs if n.parent_name}
+        rows = await self._lookup(keys)
         problems: list[str] = []
         for need in needs:
             found = [row for row in rows if need.matches(row)]

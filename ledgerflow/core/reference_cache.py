@@ -275,13 +275,15 @@ class ReferenceCache:
     async def find(
         self,
         connection: str,
-        kinds: Collection[str],
+        kinds: Collection[str] | None,
         *,
         ids: Collection[str] = (),
         codes: Collection[str] = (),
         names: Collection[str] = (),
     ) -> list[CachedReference]:
-        """Cached records of ``kinds`` on ``connection`` with an id in ``ids``, code in ``codes`` or name in ``names``.
+        """Cached records of ``kinds`` (None: any kind) on ``connection`` with an id, code or name given.
+
+        ``ids``, ``codes``, ``names``: the values of ``erp_id``, ``code`` and ``name`` to match.
 
         One query, whatever the number of values (the lists are short: one record's references).
         """
@@ -292,16 +294,13 @@ class ReferenceCache:
             clauses.append(ReferenceCacheRow.code.in_(sorted(set(codes))))
         if names:
             clauses.append(ReferenceCacheRow.name.in_(sorted(set(names))))
-        if not clauses or not kinds:
+        if not clauses or (kinds is not None and not kinds):
             return []
+        query = select(ReferenceCacheRow).where(ReferenceCacheRow.connection == connection, or_(*clauses))
+        if kinds is not None:
+            query = query.where(ReferenceCacheRow.kind.in_(sorted(set(kinds))))
         async with self.state.session() as session:
-            rows = await session.scalars(
-                select(ReferenceCacheRow).where(
-                    ReferenceCacheRow.connection == connection,
-                    ReferenceCacheRow.kind.in_(sorted(set(kinds))),
-                    or_(*clauses),
-                )
-            )
+            rows = await session.scalars(query)
             return [CachedReference.of(row) for row in rows]
 
     async def count(self, connection: str, kind: str | None = None) -> int:

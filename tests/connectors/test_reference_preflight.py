@@ -427,3 +427,27 @@ async def test_coupa_checks_the_supplier(state: StateStore) -> None:
     error = await guard.check(unknown)
     assert error is not None
     assert "supplier: vendor 18 is not in coupa-main's vendors" in error.message
+
+
+async def test_values_are_looked_up_once_until_the_cache_changes(state: StateStore) -> None:
+    from sqlalchemy import event
+
+    await _cache(state, "coupa", "vendor", "suppliers", ("17", "SUP-17"))
+    guard = ReferenceGuard(_stub("coupa", state, {"reference_refresh_seconds": 0}), state)
+    bill = _bill("memo", {"accounting_custom_id": "6000-100"})
+    known = bill.model_copy(update={"vendor": bill.vendor.model_copy(update={"accounting_id": "17"})})
+    assert await guard.check(known) is None
+    selects: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM reference_cache " in statement.replace("\n", " "):
+            selects.append(statement)
+
+    event.listen(state.engine.sync_engine, "before_cursor_execute", count)
+    for _ in range(5):
+        assert await guard.check(known) is None
+    assert selects == [], "a value looked up before is not looked up again"
+
+    await _cache(state, "coupa", "vendor", "suppliers", ("17", "SUP-17"))  # a sync pass: the status changes
+    assert await guard.check(known) is None
+    assert len(selects) == 1
