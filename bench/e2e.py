@@ -805,6 +805,8 @@ def _routing(sandboxes: dict[str, tuple[str, str]]) -> dict[str, Any]:
         config = wired.model_dump(mode="json")
         config["credentials"] = {k: v.get_secret_value() for k, v in wired.credentials.items()}
         config["options"] = {**config.get("options", {}), "rate_limit_per_minute": 6_000_000, "max_concurrency": 64}
+        if erp == "quickbooks":  # Intuit's 40 batch requests per minute, lifted like the rest
+            config["options"]["batch_rate_limit_per_minute"] = 6_000_000
         connections[name] = config
     return {
         "tenants": {

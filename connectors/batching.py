@@ -12,6 +12,12 @@ failing item is that record's ``failed`` / parked / dead-lettered result and its
 succeed; a retriable failure is retried by that record's retry loop, which submits it again (it
 joins a later batch).
 
+A partial batch whose linger is over is held back while the connection has batch requests in
+flight (Nagle's rule): it would only queue behind them for the ERP's rate and concurrency, so it
+keeps filling, and goes when they have all finished, or as soon as it is full. Under a backlog
+every request is then full (a partial one costs a whole call of the quota); at low traffic a
+record waits at most the linger.
+
 One batcher per connection (per :class:`~ledgerflow.connectors.runtime.ConnectorRuntime`), so a
 batch never mixes connections; records of different kinds (Xero invoices and contacts) never
 share a request either. Records a connector does not batch, and every record when the batch
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from ledgerflow.connectors.base import BatchItem, Booked, Connector, ConnectorError, HandleContext
 from ledgerflow.contracts import CanonicalRecord
@@ -57,8 +64,17 @@ class Batcher:
         self._waiting: dict[str, list[_Waiting]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        self._due: set[str] = set()
+        self.max_in_flight = self._erp_concurrency()
         self.requests = 0
         """Batch requests sent so far (each a :meth:`Connector.book_many` call)."""
+
+    def _erp_concurrency(self) -> int:
+        """Requests the connection sends at once: option ``max_concurrency``, else the connector's default."""
+        configured: Any = self.connector.config.options.get("max_concurrency")
+        if configured is None:
+            configured = getattr(self.connector, "MAX_CONCURRENCY", 1)
+        return max(1, int(configured))
 
     def concurrency_for(self, concurrency: int) -> int:
         """The records to book at once so batches can fill: at least ``max_size`` × the ERP's concurrency.
@@ -67,10 +83,7 @@ class Batcher:
         """
         if self.max_size <= 1:
             return concurrency
-        erp_concurrency = int(self.connector.config.options.get("max_concurrency") or 0) or getattr(
-            self.connector, "MAX_CONCURRENCY", 1
-        )
-        return max(concurrency, self.max_size * int(erp_concurrency))
+        return max(concurrency, self.max_size * self.max_in_flight)
 
     def fetch_size(self, max_records: int, rounds: int = 4) -> int:
         """Records to fetch per consumer batch: ``rounds`` rounds of full batches at the ERP's concurrency.
@@ -98,15 +111,24 @@ class Batcher:
         waiting.append((BatchItem(record, ctx), future))
         if len(waiting) >= self.max_size:
             self._flush(kind)
-        elif kind not in self._timers:
-            self._timers[kind] = asyncio.get_running_loop().call_later(self.linger, self._flush, kind)
+        elif kind not in self._timers and kind not in self._due:
+            self._timers[kind] = asyncio.get_running_loop().call_later(self.linger, self._linger_over, kind)
         outcome = await future
         if isinstance(outcome, ConnectorError):
             raise outcome
         return outcome
 
+    def _linger_over(self, kind: str) -> None:
+        """The first record of a partial batch waited the linger: send it, unless requests are in flight."""
+        self._timers.pop(kind, None)
+        if self._sending:
+            self._due.add(kind)  # sent when the requests in flight have finished (or when full)
+            return
+        self._flush(kind)
+
     def _flush(self, kind: str) -> None:
         """Send what waits under ``kind`` now, in requests of at most ``max_size``."""
+        self._due.discard(kind)
         timer = self._timers.pop(kind, None)
         if timer is not None:
             timer.cancel()
@@ -114,7 +136,14 @@ class Batcher:
         for start in range(0, len(waiting), self.max_size):
             task = asyncio.create_task(self._send(kind, waiting[start : start + self.max_size]))
             self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """A batch request finished: when none is left in flight, send the partial batches held back."""
+        self._sending.discard(task)
+        if not self._sending:
+            for kind in list(self._due):
+                self._flush(kind)
 
     async def _send(self, kind: str, batch: list[_Waiting]) -> None:
         self.requests += 1

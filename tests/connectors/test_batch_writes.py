@@ -289,9 +289,11 @@ class _Recording(Connector):
     supports = frozenset({"bill"})
     max_batch = 10
 
-    def __init__(self) -> None:
-        super().__init__("rec", ConnectionConfig(erp="http", options={}), httpx.AsyncClient(), None)  # type: ignore[arg-type]
+    def __init__(self, seconds: float = 0.0, max_concurrency: int = 5) -> None:
+        config = ConnectionConfig(erp="http", options={"max_concurrency": max_concurrency})
+        super().__init__("rec", config, httpx.AsyncClient(), None)  # type: ignore[arg-type]
         self.batches: list[tuple[float, int]] = []
+        self.seconds = seconds
 
     async def check(self) -> None:
         return None
@@ -304,6 +306,7 @@ class _Recording(Connector):
 
     async def handle_batch(self, items: Sequence[BatchItem]) -> list[Booked | ConnectorError]:
         self.batches.append((time.monotonic(), len(items)))
+        await asyncio.sleep(self.seconds)
         return [Booked(Operation.CREATE, f"E-{item.ctx.idempotency_key}") for item in items]
 
 
@@ -324,3 +327,18 @@ async def test_records_wait_the_linger_for_company_and_a_full_batch_goes_at_once
     first_full = connector.batches[1][0]
     assert first_full - started < 0.1, "a full batch does not wait"
     assert batcher.requests == 4
+
+
+async def test_a_partial_batch_keeps_filling_while_the_erp_is_busy() -> None:
+    connector = _Recording(seconds=0.4)
+    batcher = Batcher(connector, linger=0.05)
+
+    async def trickle(i: int) -> Booked:
+        await asyncio.sleep(0.02 * i)  # one record every 20 ms
+        return await batcher.book(contract_bill(f"in_t_{i}"), ctx(f"t-{i}"))
+
+    await asyncio.gather(*(trickle(i) for i in range(12)))
+    sizes = [size for _, size in connector.batches]
+    assert sum(sizes) == 12
+    assert sizes[0] <= 4, "nothing in flight: the first records go after the linger"
+    assert sizes[1] >= 8, "held back while the one request in flight lasted, then sent in one"
