@@ -701,9 +701,15 @@ class AuditStore:
     async def connections(
         self, tenants: tuple[str, ...] | None, *, window: timedelta = timedelta(hours=24)
     ) -> list[ConnectionHealth]:
-        """Every connection with records visible to ``tenants``: counts, last success, error rate in ``window``."""
+        """Every connection with records visible to ``tenants``: counts, last success, error rate in ``window``.
+
+        Only outbound records count (bookings into the ERP): a source the source writers could not
+        write into says nothing about the ERP connection's health.
+        """
         since = _now() - window
-        visible = [] if tenants is None else [SyncRecordRow.tenant.in_(tenants)]
+        visible = [SyncRecordRow.direction == "outbound"]
+        if tenants is not None:
+            visible.append(SyncRecordRow.tenant.in_(tenants))
         records = (
             select(
                 SyncRecordRow.connection,

@@ -43,6 +43,7 @@ async def test_inbound_results_are_stored_with_direction_and_source_id_and_filte
             only_outbound = (await client.get("/v1/sync-records", params={"direction": "outbound"})).json()["data"]
             everything = (await client.get("/v1/sync-records")).json()["data"]
             bad = await client.get("/v1/sync-records", params={"direction": "sideways"})
+            health = await api.store.connections(None)
     record = sync_record_id(inbound.canonical_id, "qbo-main")
     assert [(r["id"], r["direction"], r["source_record_id"]) for r in only_inbound] == [
         (record, "inbound", "company-7")
@@ -52,3 +53,6 @@ async def test_inbound_results_are_stored_with_direction_and_source_id_and_filte
     assert [(r["direction"], r["source_record_id"]) for r in only_outbound] == [("outbound", None)]
     assert len(everything) == 2
     assert bad.status_code in (400, 422)
+    # The ERP connection's health counts its bookings only, not the writes into the sources.
+    (qbo,) = health
+    assert (qbo.connection, qbo.records) == ("qbo-main", 1)
