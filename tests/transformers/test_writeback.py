@@ -27,6 +27,7 @@ from ledgerflow.contracts import SyncResult
 from ledgerflow.contracts.events import deterministic_id, inbound_event_attributes
 from ledgerflow.contracts.reference import AppliedDocument, ReferenceRecord
 from ledgerflow.core.asgi import serve
+from ledgerflow.core.deadletters import replay_headers
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.settings import ConfigError, Routing, Settings
 from ledgerflow.core.state import StateStore
@@ -507,6 +508,24 @@ async def test_a_source_that_keeps_failing_is_parked_then_dead_lettered_with_rea
     assert all(r.error is not None and r.error.retriable for r in results if r.source == "mercoa")
     assert REGISTRY.get_sample_value("ledgerflow_dlq_messages_total", labels) == before + 1
     assert src.mercoa.invoices["in_down"]["status"] == "APPROVED"
+    assert "ledgerflow_retry_tier" not in headers
+
+    # Mercoa is back: the dead letter replayed (as `ledgerflow replay dlq` does) writes only what was left.
+    producer = AIOKafkaProducer(bootstrap_servers=running.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            headers["ledgerflow_dlq_original_topic"],
+            letter.value,
+            key=letter.key,
+            headers=replay_headers(letter.headers, letter.topic, letter.partition, letter.offset),
+        )
+    finally:
+        await producer.stop()
+    replayed = (await running.results_of({"601"}, 5))[4:]
+    assert [(r.source, r.outcome.value) for r in replayed] == [("mercoa", "succeeded")]
+    assert src.mercoa.invoices["in_down"]["status"] == "PAID"
+    assert len(src.ingenious.invoices["ing-ok"]["payments"]) == 1
 
 
 def test_a_writer_enabled_without_its_source_credentials_is_a_config_error() -> None:

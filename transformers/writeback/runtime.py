@@ -18,8 +18,9 @@ Consumer group ``<prefix>.writeback`` over every inbound topic (records read fro
 5. writes that failed retriably are parked on the next retry tier, addressed to their
    (tenant, source) only (header ``ledgerflow_writeback_targets``), with a growing delay; after the
    last tier the record is dead-lettered on ``<prefix>.dlq.writeback`` (reason ``retries-exhausted``,
-   ``ledgerflow_dlq_messages_total{stage="writeback"}``). Non-retriable failures (4xx) give a
-   ``failed`` result at once.
+   ``ledgerflow_dlq_messages_total{stage="writeback"}``), naming the writes still to do, so
+   ``ledgerflow replay dlq --stage writeback`` re-runs only those. Non-retriable failures (4xx)
+   give a ``failed`` result at once.
 
 A payment ledgerflow booked into the ERP from a source (the connector's binder has
 ``<tenant>:<source>:payment:<id>`` on that ERP payment) is not written back into that source: a
@@ -323,7 +324,8 @@ class SourceWriterRuntime:
             ref = ReferenceRecord.model_validate_json(record.value or b"")
         except ValidationError as exc:
             raise DeadLetter("invalid-record", str(exc)) from None
-        wanted = {t for t in headers.get(TARGETS_HEADER, "").split(",") if t} if tier else None
+        # A parked record, or a dead letter replayed, carries the (tenant, source) writes still to do.
+        wanted = {t for t in headers.get(TARGETS_HEADER, "").split(",") if t} or None
         pending: list[str] = []
         last_error = ""
         origin = await self._origin(ref)
@@ -438,7 +440,11 @@ class SourceWriterRuntime:
             log.info("writeback: parked %s for %s on retry tier %d", record.key, ",".join(pending), tier + 1)
             return
         error = DeadLetter("retries-exhausted", f"{','.join(sorted(set(pending)))}: {reason}", attempts=tier + 1)
-        dl_headers = dead_letter_headers(record, STAGE, error, original_topic=original_topic)
+        dl_headers = {
+            k: v
+            for k, v in dead_letter_headers(record, STAGE, error, original_topic=original_topic).items()
+            if k not in _PARKING  # a replay starts again at the first round
+        }
         dl_headers[TARGETS_HEADER] = ",".join(sorted(set(pending)))
         await self.publish(self.topics.dlq(STAGE), record.key, record.value or b"", dl_headers)
         metrics.DLQ_MESSAGES.labels(STAGE, error.reason).inc()
