@@ -224,6 +224,14 @@ def up(
             for source, tenants in stack.pollers.items():
                 polled = ", ".join(tenants) or "no tenant sets options.poll"
                 out.print(f"  poller      {source:<11} {polled}")
+            if stack.reference_sync:
+                out.print(
+                    f"  reference   {', '.join(stack.reference_sync)}  (a pass now: POST "
+                    f"{stack.audit_url}/v1/connections/<name>/reference-sync)",
+                    soft_wrap=True,
+                )
+            for source, url in stack.source_sandboxes.urls.items():
+                out.print(f"  source      {source:<11} {url}  (written back by the source writer)")
             tenant = next(iter(routing.tenants), "demo")
             out.print("\nSend a webhook:")
             out.print(
