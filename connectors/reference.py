@@ -301,6 +301,7 @@ class ReferenceSync:
                 cursor=(name, cursor.dump()),
                 complete=True,
                 replace=True,
+                erp=self.reader.erp,
             )
             return published
         full = not await self.cache.is_complete(connection, source.kind, source.entity)
@@ -324,7 +325,13 @@ class ReferenceSync:
                 cursor.checked = started
             if fresh or done:
                 await self.cache.write(
-                    connection, source.kind, source.entity, fresh, cursor=(name, cursor.dump()), complete=done
+                    connection,
+                    source.kind,
+                    source.entity,
+                    fresh,
+                    cursor=(name, cursor.dump()),
+                    complete=done,
+                    erp=self.reader.erp,
                 )
             if done:
                 return published

@@ -89,6 +89,9 @@ KIND_LABELS: dict[str, tuple[str, str]] = {
 }
 """Cached kind → (what one record is called, what the ERP's list of them is called), for messages."""
 
+_ID_ONLY_ERPS = frozenset({"quickbooks", "netsuite", "coupa"})
+"""ERPs whose connectors send a reference's ``accounting_id`` as the record's internal id (not a code)."""
+
 _TRACKING_OPTION = "TrackingOption"
 _INACTIVE = frozenset({"ARCHIVED", "DELETED"})
 
@@ -131,6 +134,7 @@ class CacheStatus:
     entity: str
     complete_at: datetime | None
     synced_at: datetime
+    erp: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -200,6 +204,7 @@ class ReferenceCache:
         cursor: tuple[str, str] | None = None,
         complete: bool = False,
         replace: bool = False,
+        erp: str | None = None,
     ) -> None:
         """Store ``records`` of one source, its reader cursor and its status, in one transaction.
 
@@ -212,7 +217,9 @@ class ReferenceCache:
             complete: a full pass over the source ended with this write: ``complete_at`` is set.
                 Otherwise the status keeps its ``complete_at`` and only ``synced_at`` moves.
             replace: ``records`` is the whole source (a snapshot read): rows not in it are deleted.
+            erp: the connection's ERP kind (default: the records'), kept with the status.
         """
+        erp = erp or next((record.erp for record in records), None)
         now = _now()
         rows = [row for record in records for row in cache_rows(record, now)]
         async with self.state.session() as session, session.begin():
@@ -244,9 +251,16 @@ class ReferenceCache:
                 )
                 await session.execute(cur)
             status = self.state.upsert(ReferenceStatusRow.__table__).values(
-                connection=connection, kind=kind, entity=entity, complete_at=now if complete else None, synced_at=now
+                connection=connection,
+                kind=kind,
+                entity=entity,
+                erp=erp,
+                complete_at=now if complete else None,
+                synced_at=now,
             )
             update: dict[str, Any] = {"synced_at": now}
+            if erp:
+                update["erp"] = erp
             if complete:
                 update["complete_at"] = now
             status = status.on_conflict_do_update(index_elements=["connection", "kind", "entity"], set_=update)
@@ -262,6 +276,7 @@ class ReferenceCache:
                     row.entity,
                     _aware(row.complete_at) if row.complete_at else None,
                     _aware(row.synced_at),
+                    row.erp,
                 )
                 for row in rows
             }
@@ -384,7 +399,11 @@ class MappingStore:
             if force:
                 return MappingVerdict(True, warning=f"{why}; stored unvalidated (force)")
             return MappingVerdict(False, reason=f"{why}; force stores it unvalidated")
-        found = await self.cache.find(connection, {s.kind for s in complete}, ids=[erp_id], codes=[erp_id])
+        cached_kinds = {s.kind for s in complete}
+        # A mapping becomes the reference's accounting_id: QuickBooks, NetSuite and Coupa send it as
+        # the record's internal id, Xero and SAP as its code (or id), so it must match that.
+        by_id = bool(complete) and all(s.erp in _ID_ONLY_ERPS for s in complete)
+        found = await self.cache.find(connection, cached_kinds, ids=[erp_id], codes=[] if by_id else [erp_id])
         synced = max(s.complete_at for s in complete if s.complete_at is not None)
         if any(r.active for r in found):
             return MappingVerdict(True)
@@ -393,6 +412,10 @@ class MappingStore:
         else:
             what = KIND_LABELS[kinds[0]][1]
             why = f"{label} {erp_id} is not in {connection}'s {what} (synced {synced.isoformat(timespec='seconds')})"
+            coded = await self.cache.find(connection, cached_kinds, codes=[erp_id]) if by_id else []
+            if coded:
+                ids = ", ".join(sorted({f"{r.erp_id} ({r.name})" for r in coded}))
+                why += f"; {erp_id} is the code of {ids}: map to the id, which {complete[0].erp} takes"
         if force:
             return MappingVerdict(True, warning=f"{why}; stored anyway (force)")
         return MappingVerdict(False, reason=why)

@@ -150,6 +150,7 @@ class ReferenceStatusRow(StateBase):
     connection: Mapped[str] = mapped_column(String(100), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40), primary_key=True)
     entity: Mapped[str] = mapped_column(String(60), primary_key=True)
+    erp: Mapped[str | None] = mapped_column(String(40), nullable=True)
     complete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 

@@ -288,6 +288,13 @@ async def test_quickbooks_checks_the_ids_it_sends_and_the_vendor(quickbooks: Erp
     assert "line 1" not in message
     assert "line 3" not in message
 
+    # A mapping becomes the accounting_id, which QuickBooks sends as the Id: an AcctNum is refused, with the Id.
+    mappings = MappingStore(quickbooks.state)
+    assert (await mappings.validate("qbo-main", "gl_account", "7")).accepted
+    by_number = await mappings.validate("qbo-main", "gl_account", "6010")
+    assert not by_number.accepted
+    assert "6010 is the code of 7 (Advertising): map to the id, which quickbooks takes" in (by_number.reason or "")
+
     ok = _bill("qbo-ok", {"accounting_id": "7"}, {"accounting_custom_id": "6000"})
     ok = ok.model_copy(update={"vendor": ok.vendor.model_copy(update={"accounting_id": "56"})})
     booked = await runtime.book(ok, _attrs("e-qbo-ok"))
