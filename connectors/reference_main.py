@@ -17,7 +17,9 @@ Routing options of a connection (``options.reference_sync``)::
       interval_seconds: 900   # seconds between scheduled passes (> 0)
       enabled: true           # false: not read by sync-reference --all nor by ledgerflow up
 
-``/healthz``, ``/readyz`` (ready while the broker answers) and ``/metrics`` as the other services.
+``/healthz``, ``/readyz`` (ready while the broker answers) and ``/metrics`` as the other services;
+``ledgerflow_reference_sync_last_success_timestamp_seconds{connection}`` is set after every
+successful pass (alert ``LedgerflowReferenceSyncStale``).
 One replica by design (docs/deploy.md): a second would read the same ERP twice against its rate
 limit; the cursors make a restart safe.
 """
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +45,7 @@ from ledgerflow.connectors.reference import READERS, KafkaReferencePublisher, Re
 from ledgerflow.connectors.registry import connector_class
 from ledgerflow.contracts.reference import INBOUND_KINDS
 from ledgerflow.contracts.topics import Topics
+from ledgerflow.core import metrics
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics, kafka_client_options
 from ledgerflow.core.outbound.transport import worker_http_client
@@ -154,6 +158,7 @@ class ReferenceSyncService:
                 await self.runs.finish(run_id, error=_error_text(exc))
                 return None
             await self.runs.finish(run_id, counts=report.published, reads=report.reads)
+            metrics.REFERENCE_LAST_SUCCESS.labels(connection).set(time.time())
             return report
 
     def next_wait(self, connection: str) -> float:

@@ -29,6 +29,7 @@ __all__ = [
     "READ_BACK",
     "REDELIVERED_SKIPPED",
     "REDRIVES",
+    "REFERENCE_LAST_SUCCESS",
     "REFERENCE_PREFLIGHT_FAILURES",
     "REFERENCE_RECORDS",
     "REFERENCE_SYNCS",
@@ -152,6 +153,11 @@ POLLER_LAST_SUCCESS = Gauge(
     "ledgerflow_poller_last_success_timestamp_seconds",
     "When a poller last completed a round (unix s).",
     ["source", "tenant"],
+)
+REFERENCE_LAST_SUCCESS = Gauge(
+    "ledgerflow_reference_sync_last_success_timestamp_seconds",
+    "When the sync-reference service last completed a pass of a connection (unix s).",
+    ["connection"],
 )
 REFERENCE_RECORDS = Counter(
     "ledgerflow_reference_records_total",

@@ -170,6 +170,7 @@ async def test_scheduled_and_requested_passes(
                 assert (await client.get(f"{running.health_url}/readyz")).status_code == 200
                 scraped = (await client.get(f"{running.health_url}/metrics")).text
             assert 'ledgerflow_reference_syncs_total{connection="qbo-main",outcome="ok"}' in scraped
+            assert 'ledgerflow_reference_sync_last_success_timestamp_seconds{connection="qbo-main"}' in scraped
     finally:
         await state.close()
 

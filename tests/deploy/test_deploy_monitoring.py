@@ -349,6 +349,41 @@ RULE_TESTS: list[dict[str, Any]] = [
             },
         ],
     },
+    # One connection's reference sync stopped at t=0, the other's completes every minute: only the
+    # stopped one alerts, once it has been stale for three hours and fifteen minutes of "for".
+    {
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'ledgerflow_reference_sync_last_success_timestamp_seconds{connection="xero-main",pod="s"}',
+                "values": "0x300",
+            },
+            {
+                "series": 'ledgerflow_reference_sync_last_success_timestamp_seconds{connection="qbo-main",pod="s"}',
+                "values": "0+60x300",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "190m", "alertname": "LedgerflowReferenceSyncStale", "exp_alerts": []},
+            {
+                "eval_time": "240m",
+                "alertname": "LedgerflowReferenceSyncStale",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": "warning", "connection": "xero-main"},
+                        "exp_annotations": {
+                            "summary": "No reference sync of xero-main has succeeded for 4h 0m 0s",
+                            "description": (
+                                "GET /v1/connections/xero-main/reference-sync lists the last runs with their "
+                                "errors (credentials, ERP outage, rate limit). Fix the cause; POST to the same "
+                                "path runs a pass at once."
+                            ),
+                        },
+                    }
+                ],
+            },
+        ],
+    },
 ]
 
 
