@@ -99,6 +99,17 @@ class ConnectionOptions(BaseModel):
     batch_linger_ms: float = Field(
         200, ge=0, description="Milliseconds a record waits for others to share its ERP batch write."
     )
+    dedicated: bool = Field(
+        False,
+        description="Served by its own worker (ledgerflow connector --connection NAME, its own consumer group), "
+        "not by its ERP kind's fleet (ledgerflow connector --erp KIND).",
+    )
+    daily_limit: int | None = Field(
+        None,
+        ge=1,
+        description="ERP requests per day (default: the vendor's published limit, e.g. Xero 5,000; none for "
+        "QuickBooks); once spent the connector fleet parks the connection's records until the reset.",
+    )
     timeout_seconds: float | None = Field(None, gt=0, description="Timeout of one ERP request, in seconds.")
     unresolved_tracking: Literal["omit"] | None = Field(
         None,

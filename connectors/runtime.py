@@ -165,6 +165,9 @@ class ConnectorRuntime:
         self.durable = DurableOutcomes()
         self.batcher = Batcher(connector)
         self.references = ReferenceGuard(connector, state)
+        self.defer: Callable[[ConsumedRecord, dict[str, str], SyncResult], Awaitable[bool]] | None = None
+        """Set by the connector fleet: ``defer(record, headers, result)`` parks a retriable failure without
+        using a retry tier when the connection's budget is spent (True: parked, no result published)."""
 
     async def migrate_legacy_keys(self) -> int:
         """Move this connection's binder rows written before keys carried the tenant; return how many.
@@ -273,6 +276,8 @@ class ConnectorRuntime:
             # few times already; parking would only hammer it again. Dead-letter at once.
             await self._park_or_give_up(record, headers, topic, parked.tier, result, give_up=True)
         elif result.outcome is Outcome.FAILED and result.error is not None and result.error.retriable:
+            if self.defer is not None and await self.defer(record, headers, result):
+                return
             await self._park_or_give_up(record, headers, topic, parked.tier, result)
         await self.publish(
             self.topics.results,

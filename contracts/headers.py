@@ -22,6 +22,8 @@ __all__ = [
     "CE_TIME",
     "CE_TYPE",
     "CONTENT_TYPE",
+    "DEFERRED_FROM",
+    "DEFERRED_UNTIL",
     "DIRECTION_INBOUND",
     "DLQ_ATTEMPTS",
     "DLQ_DETAIL",
@@ -72,6 +74,12 @@ RETRY_OF: Final = "ledgerflow_retry_of"
 """Event id of the failed attempt that a sync-records API retry re-drives."""
 REPLAYED_FROM: Final = "ledgerflow_replayed_from"
 """``<topic>:<partition>:<offset>`` a replayed message was read from (``ledgerflow replay``)."""
+
+# Deferred records (a connection's rate or daily budget spent: parked without using a retry attempt)
+DEFERRED_UNTIL: Final = "ledgerflow_deferred_until"
+"""Epoch seconds (3 decimals) when the connection's budget allows the deferred record again."""
+DEFERRED_FROM: Final = "ledgerflow_deferred_from"
+"""Topic the deferred record was read from (a canonical topic or a retry tier): it is handled as read from there."""
 
 # Retry tiers (parked records)
 RETRY_TIER: Final = "ledgerflow_retry_tier"

@@ -63,7 +63,7 @@ import functools
 import operator
 import re
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -509,6 +509,7 @@ class _QuickBooks:
         self.sandbox = sandbox
         self.store = sandbox.store
         self.credentials = credentials
+        self.realms = frozenset({credentials.realm_id})
         self.schema = schema
         self.quota = quota
         seeded = {"CreateTime": _now(), "LastUpdatedTime": _now()}
@@ -536,7 +537,7 @@ class _QuickBooks:
                 kind="AuthenticationFault",
                 status=401,
             )
-        if realm != self.credentials.realm_id:
+        if realm not in self.realms:
             return _fault(
                 "3100",
                 "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
@@ -1064,6 +1065,7 @@ def create_app(
     concurrent_limit: int = 10,
     batch_minute_limit: int = 40,
     time_scale: float = 1.0,
+    realm_ids: Collection[str] = (),
 ) -> FastAPI:
     """Build the QuickBooks sandbox app.
 
@@ -1071,6 +1073,8 @@ def create_app(
         credentials: client, refresh token and realm the sandbox accepts.
         spec_path: ``Finance.xsd``; default :func:`default_spec_path`; validation is skipped if absent.
         access_ttl: lifetime of issued access tokens, seconds (Intuit: 3600).
+        realm_ids: more companies (realm ids) served beside ``credentials.realm_id`` (they share the
+            records): one sandbox for a fleet of connections.
         seed_parties: also start with :data:`SEEDED_PARTIES` (vendors, customers). Off by default:
             booking tests count the vendors they create. The chart of accounts, tax codes and
             rates, classes and departments (:data:`SEEDED_REFERENCE`) are always there.
@@ -1112,6 +1116,7 @@ def create_app(
         else None
     )
     qbo = _QuickBooks(sandbox, credentials, schema, seed_parties=seed_parties, quota=quota)
+    qbo.realms = frozenset({credentials.realm_id, *realm_ids})
     app = sandbox.app
     app.state.spec_validation = schema is not None
     app.state.quota = quota

@@ -38,6 +38,8 @@ developer.xero.com "Invoices", "Contacts", "Payments", "OAuth 2.0 limits"):
   ``ValidationErrors``), and stores only the good ones; without it (Xero's default) one bad
   document fails the request with 400 and stores nothing. More than :data:`MAX_BATCH` → 400
   (Xero recommends 50 per request; the sandbox holds clients to it);
+* several organisations (``tenant_ids``: more ``xero-tenant-id`` values the token may use), each
+  with its own limits and idempotency keys (one sandbox for a fleet of connections);
 * Xero's error shape (``ErrorNumber``, ``Type``, ``Message``, ``Elements[].ValidationErrors[]``);
 * each invoice, contact, payment and purchase order validated against its schema in
   ``xero_accounting.yaml`` with ``jsonschema`` (``$ref`` resolved through ``components``),
@@ -68,7 +70,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -351,8 +353,10 @@ class _Xero:
         day_limit: int = 5000,
         time_scale: float = 1.0,
         seed_parties: bool = False,
+        tenant_ids: Collection[str] = (),
     ) -> None:
         self.sandbox = sandbox
+        self.tenants = frozenset({credentials.tenant_id, *tenant_ids})
         self.store = sandbox.store
         self.credentials = credentials
         self.schemas = schemas
@@ -407,7 +411,7 @@ class _Xero:
     def _authorised(self, request: Request) -> Response | None:
         if not self.sandbox.issuer.verify(request.headers.get("authorization")):
             return _problem(401, "Unauthorized", "AuthenticationUnsuccessful")
-        if request.headers.get("xero-tenant-id") != self.credentials.tenant_id:
+        if request.headers.get("xero-tenant-id") not in self.tenants:
             return _problem(403, "Forbidden", "AuthorizationUnsuccessful")
         return None
 
@@ -415,7 +419,7 @@ class _Xero:
         denied = self._authorised(request)
         if denied is not None:
             return denied
-        tenant = self.credentials.tenant_id
+        tenant = request.headers["xero-tenant-id"]
         refused = self.quota.admit(tenant)
         if refused is not None:
             return self._throttled(refused, tenant)
@@ -441,7 +445,7 @@ class _Xero:
 
     async def _idempotent(self, request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
         key = request.headers.get("idempotency-key")
-        return await self.store.idempotent(self.credentials.tenant_id, key, handler)
+        return await self.store.idempotent(request.headers.get("xero-tenant-id", ""), key, handler)
 
     async def _body(self, request: Request) -> Any:
         try:
@@ -929,6 +933,7 @@ def create_app(
     latency: float = 0.0,
     access_ttl: int = 1800,
     seed_parties: bool = False,
+    tenant_ids: Collection[str] = (),
 ) -> FastAPI:
     """Build the Xero sandbox app.
 
@@ -945,6 +950,8 @@ def create_app(
         seed_parties: also start with :data:`SEEDED_CONTACTS` (off by default: booking tests
             count the contacts they create). Accounts, tax rates and tracking categories are
             always seeded.
+        tenant_ids: more organisations (``xero-tenant-id``) served beside ``credentials.tenant_id``, each
+            with its own limits and idempotency keys (they share the records): one sandbox for a fleet.
 
     The :class:`~ledgerflow.connectors.sandbox_kit.Sandbox` is ``app.state.sandbox``; whether bodies are
     validated is ``app.state.spec_validation``. Stored invoices are records of kind ``invoice``.
@@ -978,6 +985,7 @@ def create_app(
         day_limit=day_limit,
         time_scale=time_scale,
         seed_parties=seed_parties,
+        tenant_ids=tenant_ids,
     )
     app = sandbox.app
     app.state.spec_validation = schemas is not None

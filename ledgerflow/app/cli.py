@@ -494,12 +494,29 @@ def poller(
 
 @app.command()
 def connector(
-    connection: Annotated[str, typer.Option(help="ERP connection name from the routing file.")],
-    concurrency: Annotated[int, typer.Option(help="Records of different keys booked at once.")] = 8,
+    connection: Annotated[
+        str | None, typer.Option(help="One dedicated ERP connection (its own consumer group); or --erp.")
+    ] = None,
+    erp: Annotated[
+        str | None,
+        typer.Option(help="Serve every connection of this ERP kind (group ledgerflow.connector.fleet.<erp>)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Records of different keys booked at once (--connection).")] = 8,
+    reload_seconds: Annotated[float, typer.Option(help="How often --erp re-reads the stored connections.")] = 5.0,
+    max_wait: Annotated[
+        float, typer.Option(help="Seconds a record may wait for its connection's rate budget before it is parked.")
+    ] = 1.0,
 ) -> None:
-    """Run the connector worker of one ERP connection (consumer group ledgerflow.connector.<name>)."""
+    """Run a connector worker: the fleet of one ERP kind (--erp), or one dedicated connection (--connection)."""
     settings = Settings()
     _setup_logging(settings)
+    if (connection is None) == (erp is None):
+        console.print("[red]give exactly one of --erp KIND (every connection of that kind) or --connection NAME[/red]")
+        raise typer.Exit(2)
+    if erp is not None:
+        _connector_fleet(settings, erp, reload_seconds=reload_seconds, max_wait=max_wait)
+        return
+    assert connection is not None
     routing = _load(settings, credentials_of=[connection])
     bootstrap = _require_bootstrap(settings)
     _preflight(settings, kafka=bootstrap, state=True)
@@ -532,6 +549,46 @@ def connector(
             health_host=settings.metrics_host,
         ),
         settings,
+    )
+
+
+def _connector_fleet(settings: Settings, erp: str, *, reload_seconds: float, max_wait: float) -> None:
+    """``ledgerflow connector --erp KIND``: every connection of that kind, added and changed at run time."""
+    if erp not in ERPS:
+        console.print(f"[red]error:[/red] unknown ERP kind {erp!r}: use one of {', '.join(ERPS)}")
+        raise typer.Exit(2)
+    try:
+        # The routing file's own connections; the fleet reads (and re-reads) the stored ones itself
+        # and decrypts a stored connection's credentials only when it builds its connector.
+        routing = settings.load_routing()
+        check_routing(routing)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    unwired = [n for n, c in routing.connections.items() if c.erp == erp and c.base_url is None]
+    if unwired:
+        console.print(
+            f"[red]connection(s) {', '.join(unwired)} have no base_url[/red] (sandboxes run only under `ledgerflow up`)"
+        )
+        raise typer.Exit(2)
+    bootstrap = _require_bootstrap(settings)
+    _preflight(settings, kafka=bootstrap, state=True)
+    from ledgerflow.connectors.fleet import run_fleet
+
+    _serve_until_signal(
+        run_fleet(
+            settings,
+            routing,
+            erp,
+            bootstrap,
+            embedded=False,
+            reload_seconds=reload_seconds,
+            max_wait=max_wait,
+            health_port=settings.metrics_port,
+            health_host=settings.metrics_host,
+        ),
+        settings,
+        lambda running: f"{erp} fleet: {len(running.fleet.directory.entries)} connection(s) known",
     )
 
 

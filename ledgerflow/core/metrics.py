@@ -15,6 +15,9 @@ __all__ = [
     "AUDIT_REFUSED",
     "BROKER_RESTARTS",
     "BUILD_INFO",
+    "CONNECTION_DEFERRED",
+    "CONNECTION_QUOTA_REMAINING",
+    "CONNECTION_THROTTLED",
     "CONNECTOR_RESULTS",
     "CONSUMER_LAG",
     "DEAD_LETTER_REPLAYS",
@@ -22,6 +25,8 @@ __all__ = [
     "END_TO_END_LATENCY",
     "ERP_REQUESTS",
     "ERP_REQUEST_DURATION",
+    "FLEET_CONNECTIONS",
+    "FLEET_RECORDS",
     "OUTBOX_REDRIVES",
     "POLLED_RECORDS",
     "POLLER_LAST_SUCCESS",
@@ -188,6 +193,34 @@ OUTBOX_REDRIVES = Counter(
 BROKER_RESTARTS = Counter(
     "ledgerflow_embedded_broker_restarts_total",
     "Times `ledgerflow up` found its embedded broker dead and restarted it.",
+)
+CONNECTION_THROTTLED = Counter(
+    "ledgerflow_connection_throttled_total",
+    "ERP requests of a connection held back by its own budget or refused by the ERP, by reason "
+    "(minute, concurrent, day, retry_after, local_rate, local_day).",
+    ["erp", "connection", "reason"],
+)
+CONNECTION_DEFERRED = Counter(
+    "ledgerflow_connection_deferred_total",
+    "Records of a connection parked on a retry topic without using a retry attempt because its rate or "
+    "daily budget was spent (reason rate or day), and parked records put back because not yet due (requeued).",
+    ["erp", "connection", "reason"],
+)
+CONNECTION_QUOTA_REMAINING = Gauge(
+    "ledgerflow_connection_quota_remaining",
+    "ERP calls a connection has left in the window (minute, day), as the ERP last said (X-MinLimit-Remaining, "
+    "X-DayLimit-Remaining) or, without those headers, as the connector fleet counts.",
+    ["erp", "connection", "window"],
+)
+FLEET_CONNECTIONS = Gauge(
+    "ledgerflow_fleet_connections",
+    "Connections a connector fleet knows, by state (enabled, disabled, built: a connector is built and cached).",
+    ["erp", "state"],
+)
+FLEET_RECORDS = Counter(
+    "ledgerflow_fleet_records_total",
+    "Canonical records a connector fleet consumed, by what became of them (routed, no_connection, disabled).",
+    ["erp", "outcome"],
 )
 DLQ_MESSAGES = Counter("ledgerflow_dlq_messages_total", "Messages written to a dead-letter topic.", ["stage", "reason"])
 CONSUMER_LAG = Gauge(

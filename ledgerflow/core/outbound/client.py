@@ -9,6 +9,10 @@ One :class:`ErpClient` per ERP connection wraps the runtime's shared ``httpx.Asy
   :mod:`ledgerflow.core.outbound.oauth`); one re-authentication when the ERP answers 401 with a token
   that was accepted before (revoked or expired early), never more;
 * metrics ``ledgerflow_erp_requests_total`` and ``ledgerflow_erp_request_duration_seconds``;
+* the :class:`RequestGuard` of the current context (:data:`REQUEST_GUARD`), if any: asked before
+  each request (it may wait, or refuse with a ``RetriableError`` when the connection's budget is
+  spent) and shown each response (its rate-limit headers); the connector fleet sets one per
+  connection (:mod:`ledgerflow.connectors.limits`);
 * the mapping of outcomes to :class:`~ledgerflow.core.outbound.errors.RetriableError` /
   :class:`~ledgerflow.core.outbound.errors.PermanentError` through an :class:`ErrorTable` (HTTP status and
   vendor error codes), with the vendor's message pulled out by a per-ERP ``extract`` function.
@@ -40,6 +44,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,10 +62,12 @@ from ledgerflow.core.settings import ConnectionConfig
 
 __all__ = [
     "DEFAULT_ERRORS",
+    "REQUEST_GUARD",
     "ErpClient",
     "ErrorRule",
     "ErrorTable",
     "RequestAuth",
+    "RequestGuard",
     "VendorError",
     "default_extract",
     "dumps_json",
@@ -271,6 +278,26 @@ class RequestAuth(Protocol):
         """Drop the cached credential so the next :meth:`apply` obtains a new one."""
 
 
+class RequestGuard(Protocol):
+    """Paces one connection's requests from outside the client (the connector fleet's per-connection limits).
+
+    ``before`` runs before each request is sent: it may wait, or raise a
+    :class:`~ledgerflow.core.outbound.errors.RetriableError` to refuse sending (the budget is spent
+    for longer than the caller may wait); ``after`` sees each response (e.g. ``X-MinLimit-Remaining``,
+    ``X-DayLimit-Remaining``, ``Retry-After`` on a 429).
+    """
+
+    async def before(self) -> None:
+        """Wait for the connection's turn, or raise ``RetriableError`` (not sent)."""
+
+    def after(self, response: httpx.Response) -> None:
+        """Learn from one response of the connection."""
+
+
+REQUEST_GUARD: ContextVar[RequestGuard | None] = ContextVar("ledgerflow_request_guard", default=None)
+"""The guard of the requests made in the current context (None: only the client's own limits)."""
+
+
 def _status_class(status: int) -> str:
     if status == 429:
         return "429"
@@ -454,6 +481,9 @@ class ErpClient:
         )
         if self.auth is not None:
             await self.auth.apply(request)
+        guard = REQUEST_GUARD.get()
+        if guard is not None:
+            await guard.before()
         async with self.semaphore, self.limiter:
             started = time.perf_counter()
             try:
@@ -469,6 +499,8 @@ class ErpClient:
                     ErrorCode.HTTP_TRANSPORT, f"{self.erp} {method} {request.url.path}: {type(exc).__name__}: {exc}"
                 ) from exc
             self._observe(operation, _status_class(response.status_code), started)
+            if guard is not None:
+                guard.after(response)
             return response
 
     def _observe(self, operation: str, status: str, started: float) -> None:
