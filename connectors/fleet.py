@@ -176,10 +176,15 @@ class ConnectionDirectory:
         settings: the state store URL and the connections key (credentials are decrypted only by
             :meth:`config`, for a connection being built).
         state: the state store (None: no stored connections, the routing file only).
+        prefer_stored: a stored connection replaces a routing connection of the same name (``ledgerflow
+            up``, whose routing has the stored connections merged in already); otherwise it is ignored.
     """
 
-    def __init__(self, erp: str, routing: Routing, settings: Settings, state: StateStore | None) -> None:
+    def __init__(
+        self, erp: str, routing: Routing, settings: Settings, state: StateStore | None, *, prefer_stored: bool = False
+    ) -> None:
         self.erp = erp
+        self.prefer_stored = prefer_stored
         self._static: dict[str, DirectoryEntry] = {
             name: DirectoryEntry(name, config, frozenset(routing.tenants_for(name)), True, "yaml", False)
             for name, config in routing.connections.items()
@@ -245,7 +250,7 @@ class ConnectionDirectory:
         ]
         entries = dict(self._static)
         for stored in rows:
-            if stored.name in self._static:
+            if stored.name in self._static and not self.prefer_stored:
                 log.error("stored connection %s has the name of a routing-file connection: ignored", stored.name)
                 continue
             version = stored.updated_at.isoformat() if stored.updated_at else "stored"
@@ -721,6 +726,7 @@ async def run_fleet(
     http: httpx.AsyncClient | None = None,
     state: StateStore | None = None,
     prepare: Prepare | None = None,
+    prefer_stored: bool = False,
     reload_seconds: float = 5.0,
     max_wait: float = 1.0,
     in_place_seconds: float = 5.0,
@@ -740,6 +746,8 @@ async def run_fleet(
         http: the outbound HTTP client (one is made, and closed, when None).
         state: the state store (one is opened, created and closed when None).
         prepare: applied to each connection's config before its connector is built.
+        prefer_stored: ``routing`` has the stored connections merged in already (``ledgerflow up``):
+            the stored rows replace them (see :class:`ConnectionDirectory`).
         reload_seconds: how often the stored connections are checked for changes.
         max_wait: seconds a record may wait for its connection's budget before it is deferred.
         in_place_seconds: in-place retry budget of one record.
@@ -770,7 +778,7 @@ async def run_fleet(
         if http is None:
             http = await stack.enter_async_context(worker_http_client(settings.http_transport))
         broker = broker_from_settings(settings, bootstrap_servers, embedded=embedded)
-        directory = ConnectionDirectory(erp, routing, settings, state)
+        directory = ConnectionDirectory(erp, routing, settings, state, prefer_stored=prefer_stored)
         await directory.refresh()
         fleet = ConnectorFleet(
             erp,

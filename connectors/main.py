@@ -35,7 +35,13 @@ from ledgerflow.core.service import LagWatch, broker_readiness, health_app
 from ledgerflow.core.settings import Routing, Settings
 from ledgerflow.core.state import StateStore
 
-__all__ = ["RunningConnector", "connector_lag_watch", "run_connector"]
+__all__ = ["RunningConnector", "connector_lag_watch", "follow_stored_connection", "run_connector"]
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,46 @@ async def erp_health_probe(connector: Connector, interval: float) -> AsyncIterat
             await task
 
 
+async def follow_stored_connection(
+    runtime: ConnectorRuntime, settings: Settings, state: StateStore, http: httpx.AsyncClient, interval: float
+) -> None:
+    """Rebuild ``runtime``'s connector when its stored connection changes (credentials rotated, options).
+
+    Polls the stored row of the connection every ``interval`` seconds until cancelled; a
+    routing-file connection (no stored row) is never changed. The replaced connector is closed one
+    interval later (its in-flight records finish with it). Disabling the connection is logged:
+    a dedicated worker keeps running until it is stopped.
+    """
+    from ledgerflow.core.connections import ConnectionCipher, ConnectionStore
+
+    store = ConnectionStore(state, ConnectionCipher.from_settings(settings))
+    name = runtime.connection
+    seen: Any = None
+    retired: list[Connector] = []
+    while True:
+        to_close, retired = retired, []
+        try:
+            summary = next((s for s in await store.summaries() if s["name"] == name), None)
+            if summary is None:
+                seen = None
+            elif seen is None:
+                seen = summary["updated_at"]
+            elif summary["updated_at"] != seen:
+                seen = summary["updated_at"]
+                if not summary["enabled"]:
+                    log.warning("%s: the stored connection is disabled; stop this dedicated worker", name)
+                elif (stored := await store.get(name)) is not None:
+                    new = connector_class(stored.config.erp)(name, stored.config, http, state)
+                    retired.append(runtime.replace_connector(new))
+                    log.info("%s: stored connection changed: connector rebuilt", name)
+        except Exception:
+            log.exception("%s: reading the stored connection failed; retrying", name)
+        await asyncio.sleep(interval)
+        for connector in to_close:
+            with contextlib.suppress(Exception):
+                await connector.aclose()
+
+
 @contextlib.asynccontextmanager
 async def run_connector(
     settings: Settings,
@@ -165,4 +211,8 @@ async def run_connector(
                 lag_reporter(bootstrap_servers, watched, client_options=kafka_client_options(settings))
             )
         await stack.enter_async_context(erp_health_probe(connector, settings.erp_check_interval_seconds))
+        follow = asyncio.create_task(
+            follow_stored_connection(runtime, settings, state, http, settings.connections_reload_seconds)
+        )
+        stack.push_async_callback(_cancel, follow)
         yield RunningConnector(broker, connector, runtime, watched)

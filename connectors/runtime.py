@@ -169,6 +169,16 @@ class ConnectorRuntime:
         """Set by the connector fleet: ``defer(record, headers, result)`` parks a retriable failure without
         using a retry tier when the connection's budget is spent (True: parked, no result published)."""
 
+    def replace_connector(self, connector: Connector) -> Connector:
+        """Book with ``connector`` (same connection, rotated credentials or new options) from now on.
+
+        Returns the connector replaced (the caller closes it once its in-flight records are done).
+        """
+        old, self.connector = self.connector, connector
+        self.batcher = Batcher(connector)
+        self.references = ReferenceGuard(connector, self.state)
+        return old
+
     async def migrate_legacy_keys(self) -> int:
         """Move this connection's binder rows written before keys carried the tenant; return how many.
 

@@ -162,7 +162,7 @@ def test_config_check_prints_the_plan_without_secrets(tmp_path: Path) -> None:
     conn = plan["services"]["connectors"]["qbo-main"]
     assert conn["credential_keys"] == ["client_secret", "realm_id"]
     assert conn["tenants"] == ["acme"]
-    assert conn["consumer_groups"][0]["group"] == "ledgerflow.connector.qbo-main"
+    assert conn["consumer_groups"][0]["group"] == "ledgerflow.connector.fleet.quickbooks"
     assert plan["services"]["ingress"]["writes"] == ["ledgerflow.raw.mercoa"]
     assert "s3cr3t" not in proc.stdout + proc.stderr
 

@@ -502,7 +502,12 @@ def connector(
         typer.Option(help="Serve every connection of this ERP kind (group ledgerflow.connector.fleet.<erp>)."),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Records of different keys booked at once (--connection).")] = 8,
-    reload_seconds: Annotated[float, typer.Option(help="How often --erp re-reads the stored connections.")] = 5.0,
+    reload_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="How often --erp re-reads the stored connections (default LEDGERFLOW_CONNECTIONS_RELOAD_SECONDS, 5)."
+        ),
+    ] = None,
     max_wait: Annotated[
         float, typer.Option(help="Seconds a record may wait for its connection's rate budget before it is parked.")
     ] = 1.0,
@@ -514,7 +519,8 @@ def connector(
         console.print("[red]give exactly one of --erp KIND (every connection of that kind) or --connection NAME[/red]")
         raise typer.Exit(2)
     if erp is not None:
-        _connector_fleet(settings, erp, reload_seconds=reload_seconds, max_wait=max_wait)
+        reload = reload_seconds or settings.connections_reload_seconds
+        _connector_fleet(settings, erp, reload_seconds=reload, max_wait=max_wait)
         return
     assert connection is not None
     routing = _load(settings, credentials_of=[connection])

@@ -14,9 +14,10 @@ from typing import Any
 from ledgerflow.app.startup import masked_url
 from ledgerflow.audit.main import audit_lag_watch
 from ledgerflow.audit.settings import AuditSettings
+from ledgerflow.connectors.fleet import fleet_lag_watch
 from ledgerflow.connectors.main import connector_lag_watch
 from ledgerflow.connectors.registry import connection_problem, connector_class
-from ledgerflow.contracts.topics import STAGES
+from ledgerflow.contracts.topics import RETRY_TIERS, STAGES
 from ledgerflow.core import aio
 from ledgerflow.core.connections import stored_routing
 from ledgerflow.core.kafka_security import kafka_client_options
@@ -100,7 +101,12 @@ def _connections(settings: Settings, routing: Routing, problems: list[str]) -> d
             "credentials_mounted_here": config.credentials_mounted,
             "options": sorted(config.options),
             "tenants": sorted(t for t, tenant in routing.tenants.items() if name in tenant.connections),
-            "consumer_groups": _groups(connector_lag_watch(name, settings)),
+            # Served by its ERP kind's fleet, unless it is dedicated (its own worker and group).
+            "consumer_groups": _groups(
+                connector_lag_watch(name, settings)
+                if config.options.get("dedicated")
+                else fleet_lag_watch(config.erp, settings, RETRY_TIERS)
+            ),
         }
     return connections
 

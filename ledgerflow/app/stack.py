@@ -2,12 +2,14 @@
 
 Starts, in order: the Kafka-protocol broker (embedded Tansu unless bootstrap servers are set),
 every topic, the state store, a local sandbox for each ERP connection without a ``base_url``,
-the transformer, one connector runtime per ERP connection (each in its own consumer group),
-the reference sync of every connection with an ERP reader (through that connection's connector;
-sandboxes of ERPs with a reader start with their vendors and customers seeded), the source
-writer when a tenant writes back (INGENIOUS, Mercoa and Monite sandboxes for tenants without the
-source's API: :mod:`ledgerflow.app.source_sandboxes`), the audit
-service (results store and sync-records API), and the ingress. Stops them in reverse order.
+the transformer, one connector fleet per ERP kind (:mod:`ledgerflow.connectors.fleet`: one
+consumer group per kind serving every connection of that kind, stored connections added or
+changed while it runs included; a connection with option ``dedicated`` gets its own worker and
+group instead), the reference sync of every connection with an ERP reader (sandboxes of ERPs with
+a reader start with their vendors and customers seeded), the source writer when a tenant writes
+back (INGENIOUS, Mercoa and Monite sandboxes for tenants without the source's API:
+:mod:`ledgerflow.app.source_sandboxes`), the audit service (results store and sync-records API),
+and the ingress. Stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ledgerflow.app.connections_cli import routing_check
 from ledgerflow.app.source_sandboxes import SourceSandboxes, start_source_sandboxes
 from ledgerflow.audit.main import run_audit
 from ledgerflow.connectors.base import Connector
+from ledgerflow.connectors.fleet import ConnectorFleet, run_fleet
 from ledgerflow.connectors.main import run_connector
 from ledgerflow.connectors.reference import READERS
 from ledgerflow.connectors.reference_main import reference_connections, run_reference_sync
@@ -63,6 +66,9 @@ class RunningStack:
     sandboxes: dict[str, str] = field(default_factory=dict)
     connections: dict[str, ConnectionConfig] = field(default_factory=dict)
     connectors: dict[str, Connector] = field(default_factory=dict)
+    """The dedicated connections' connectors (option ``dedicated``); the others are in ``fleets``."""
+    fleets: dict[str, ConnectorFleet] = field(default_factory=dict)
+    """ERP kind → its connector fleet (connectors built on each connection's first record)."""
     pollers: dict[str, list[str]] = field(default_factory=dict)
     """Source with a feed → the tenants its poller reads (those whose routing sets ``options.poll``)."""
     reference_sync: list[str] = field(default_factory=list)
@@ -171,14 +177,47 @@ async def run_stack(
                 )
             )
             running.pollers[source] = [p.tenant for p in poller.pollers]
-        for name in running.connections:
-            conn = await stack.enter_async_context(
-                run_connector(
-                    settings, effective, name, bootstrap, embedded=embedded, http=http, state=state, report_lag=False
+
+        def prepare(name: str, config: ConnectionConfig) -> ConnectionConfig:
+            """A connection stored while ``up`` runs, without a base URL, books into its ERP's sandbox."""
+            if config.base_url is None and config.erp in running.sandboxes:
+                return _sandbox_config(config.erp, config, running.sandboxes[config.erp])
+            return config
+
+        for erp in sorted({config.erp for config in running.connections.values()}):
+            fleet = await stack.enter_async_context(
+                run_fleet(
+                    settings,
+                    effective,
+                    erp,
+                    bootstrap,
+                    embedded=embedded,
+                    http=http,
+                    state=state,
+                    prepare=prepare,
+                    prefer_stored=True,
+                    reload_seconds=settings.connections_reload_seconds,
+                    report_lag=False,
                 )
             )
-            running.connectors[name] = conn.connector
-            watched += conn.watched
+            running.fleets[erp] = fleet.fleet
+            watched += fleet.watched
+        for name, config in running.connections.items():
+            if config.options.get("dedicated"):
+                conn = await stack.enter_async_context(
+                    run_connector(
+                        settings,
+                        effective,
+                        name,
+                        bootstrap,
+                        embedded=embedded,
+                        http=http,
+                        state=state,
+                        report_lag=False,
+                    )
+                )
+                running.connectors[name] = conn.connector
+                watched += conn.watched
         reference = await stack.enter_async_context(
             run_reference_sync(
                 settings,

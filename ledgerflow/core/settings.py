@@ -471,6 +471,12 @@ class Settings(BaseSettings):
     embedded_broker_check_seconds: float = Field(
         1.0, gt=0, description="How often `ledgerflow up` checks that its embedded broker is alive."
     )
+    connections_reload_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often a connector fleet (`ledgerflow connector --erp`) checks the stored connections "
+        "for added, changed and disabled ones (one cheap query).",
+    )
     poller_interval_seconds: float = Field(
         60.0, gt=0, description="Seconds between a poller's rounds over a source's feed (failed rounds back off)."
     )

@@ -54,15 +54,16 @@ def test_adding_a_connection_as_documented(tmp_path: Path) -> None:
     commands = [
         line for block in _blocks(section, "sh") for line in block.splitlines() if line.startswith(("cp ", "sed "))
     ]
-    assert len(commands) == 2
+    assert len(commands) == 4
     for command in commands:
         subprocess.run(command, shell=True, cwd=repo, check=True)
 
     # 3. List the folder in the app kustomization.
+    erp = added[name]["erp"]
     app = base / "app" / "kustomization.yaml"
     text = app.read_text(encoding="utf-8")
-    assert "  - ../connections/xero-main\n" in text
-    text = text.replace("  - ../connections/xero-main\n", f"  - ../connections/xero-main\n  - ../connections/{name}\n")
+    assert "  - ../fleets/xero\n" in text
+    text = text.replace("  - ../fleets/xero\n", f"  - ../fleets/xero\n  - ../fleets/{erp}\n")
     # ... and its component mounting the credentials into the reference sync pod.
     component = "  - ../connections/xero-main/sync-reference\n"
     assert component in text
@@ -99,21 +100,23 @@ def test_adding_a_connection_as_documented(tmp_path: Path) -> None:
             if resource["apiVersion"].startswith(("apps/", "v1", "policy/", "autoscaling/")):
                 validate(resource, "1.29.0", strict=True)
         deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
-        new = deployments[f"ledgerflow-connector-{name}"]
+        new = deployments[f"ledgerflow-connector-{erp}"]
         container = new["spec"]["template"]["spec"]["containers"][0]
-        assert container["args"] == ["connector", "--connection", name]
+        assert container["args"] == ["connector", "--erp", erp]
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert added[name]["credentials_dir"] in mounts
         assert f"ledgerflow-connection-{name}" in yaml.safe_dump(new["spec"]["template"]["spec"]["volumes"])
-        assert "ledgerflow-connector-xero-main" in deployments
+        assert "ledgerflow-connector-xero" in deployments
+        assert "ledgerflow-connection-xero-main" in yaml.safe_dump(deployments["ledgerflow-connector-xero"])
+        assert "ledgerflow-connection-xero-main" not in yaml.safe_dump(new)
         sync = deployments["ledgerflow-sync-reference"]["spec"]["template"]["spec"]
         (volume,) = [v["name"] for v in sync["volumes"] if f"ledgerflow-connection-{name}" in yaml.safe_dump(v)]
         mounted = {m["name"]: m["mountPath"] for m in sync["containers"][0]["volumeMounts"]}
         assert mounted[volume] == added[name]["credentials_dir"]
         assert "/run/secrets/ledgerflow/connections/xero-main" in mounted.values()
         groups = {s["spec"]["triggers"][0]["metadata"]["consumerGroup"] for s in of_kind(docs, "ScaledObject")}
-        assert {f"ledgerflow.connector.{name}", "ledgerflow.connector.xero-main"} <= groups
-        assert f"ledgerflow-connector-{name}" in {p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")}
+        assert {f"ledgerflow.connector.fleet.{erp}", "ledgerflow.connector.fleet.xero"} <= groups
+        assert f"ledgerflow-connector-{erp}" in {p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")}
         (cm,) = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].startswith("ledgerflow-routing")]
         rendered = Routing.model_validate(yaml.safe_load(cm["data"]["routing.yaml"]))
         # Every other service loads the routing without the connection's folder mounted.

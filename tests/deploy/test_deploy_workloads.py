@@ -42,9 +42,9 @@ def _service_of(d: Resource) -> str:
     return str(_main(d)["args"][0])
 
 
-def _connection_of(d: Resource) -> str:
+def _erp_of(d: Resource) -> str:
     args = _main(d)["args"]
-    return str(args[args.index("--connection") + 1])
+    return str(args[args.index("--erp") + 1])
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -60,14 +60,14 @@ def test_one_deployment_per_service_and_connection(resources: list[Resource]) ->
     assert [_main(d)["args"] for d in pollers] == [["poller", "--source", "accessplanit"]]
     references = [d for d in deployments if _service_of(d) == "sync-reference"]
     assert [_main(d)["args"] for d in references] == [["sync-reference", "--all"]]
-    # One connector Deployment per connection folder under deploy/base/connections, each once.
-    connections = sorted(_connection_of(d) for d in deployments if _service_of(d) == "connector")
-    folders = sorted(p.name for p in (DEPLOY / "base" / "connections").iterdir() if p.is_dir())
-    assert connections == folders
-    assert connections, "the shipped layout has at least one connection"
+    # One connector fleet Deployment per ERP kind folder under deploy/base/fleets, each once.
+    kinds = sorted(_erp_of(d) for d in deployments if _service_of(d) == "connector")
+    folders = sorted(p.name for p in (DEPLOY / "base" / "fleets").iterdir() if p.is_dir())
+    assert kinds == folders
+    assert kinds, "the shipped layout has at least one fleet"
     for d in deployments:
         if _service_of(d) == "connector":
-            assert d["metadata"]["name"] == f"ledgerflow-connector-{_connection_of(d)}"
+            assert d["metadata"]["name"] == f"ledgerflow-connector-{_erp_of(d)}"
 
 
 def test_pod_security(resources: list[Resource]) -> None:
@@ -203,7 +203,7 @@ def test_scaled_objects_follow_consumer_groups_and_partitions(resources: list[Re
         assert meta["bootstrapServersFromEnv"] == "LEDGERFLOW_KAFKA_BOOTSTRAP_SERVERS"
         service = _service_of(d)
         if service == "connector":
-            group = f"ledgerflow.connector.{_connection_of(d)}"
+            group = f"ledgerflow.connector.fleet.{_erp_of(d)}"
             read = [topics.canonical(o) for o in OBJECT_MODELS]
         elif service == "transformer":
             group, read = "ledgerflow.transformer", [t for t in partitions if t.startswith("ledgerflow.raw.")]
@@ -221,9 +221,11 @@ def test_scaled_objects_follow_consumer_groups_and_partitions(resources: list[Re
 def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
     routing = _routing(resources)
     connectors = [d for d in of_kind(resources, "Deployment") if _service_of(d) == "connector"]
-    assert {_connection_of(d) for d in connectors} == set(routing.connections)
+    # Every routing-file connection's kind has a fleet; a fleet mounts exactly its kind's Secrets.
+    assert {c.erp for c in routing.connections.values()} <= {_erp_of(d) for d in connectors}
     for d in connectors:
-        name = _connection_of(d)
+        erp = _erp_of(d)
+        own = sorted(name for name, c in routing.connections.items() if c.erp == erp)
         secrets = [
             s["secret"]["name"]
             for v in _pod(d)["volumes"]
@@ -231,17 +233,24 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
             for s in v["projected"]["sources"]
             if "secret" in s
         ]
-        assert [s for s in secrets if s.startswith("ledgerflow-connection-")] == [f"ledgerflow-connection-{name}"]
-        assert d["spec"]["template"]["metadata"]["labels"]["ledgerflow.io/connection"] == name
-        # The Secret is mounted exactly where the routing file tells the connector to read it.
-        (volume,) = [
-            v["name"]
-            for v in _pod(d)["volumes"]
-            if f"ledgerflow-connection-{name}" in yaml.safe_dump(v.get("projected", {}))
+        assert sorted(s for s in secrets if s.startswith("ledgerflow-connection-")) == [
+            f"ledgerflow-connection-{name}" for name in own
         ]
-        mounts = {m["name"]: m["mountPath"] for m in _main(d)["volumeMounts"]}
-        assert routing.connections[name].credentials_dir is not None
-        assert mounts[volume] == str(routing.connections[name].credentials_dir)
+        assert d["spec"]["template"]["metadata"]["labels"]["ledgerflow.io/erp"] == erp
+        for name in own:
+            # The Secret is mounted exactly where the routing file tells the connector to read it.
+            (volume,) = [
+                v["name"]
+                for v in _pod(d)["volumes"]
+                if f"ledgerflow-connection-{name}" in yaml.safe_dump(v.get("projected", {}))
+            ]
+            mounts = {m["name"]: m["mountPath"] for m in _main(d)["volumeMounts"]}
+            assert routing.connections[name].credentials_dir is not None
+            assert mounts[volume] == str(routing.connections[name].credentials_dir)
+        # The stored connections' key, when its Secret exists.
+        keys = [v for v in _pod(d)["volumes"] if v.get("secret", {}).get("secretName") == "ledgerflow-connections-key"]
+        assert len(keys) == 1
+        assert keys[0]["secret"]["optional"] is True
     # The reference sync mounts the credentials of every connection with a reader, each at its
     # credentials_dir (it reads them all); no other workload mounts a connection's credentials.
     from ledgerflow.connectors.reference_main import reference_connections
@@ -265,7 +274,10 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
         if _service_of(d) not in ("connector", "sync-reference"):
             assert "ledgerflow-connection-" not in yaml.safe_dump(_pod(d).get("volumes", []))
     # No template placeholder survives the rendering.
-    assert "CONNECTION" not in yaml.safe_dump_all(resources)
+    rendered = yaml.safe_dump_all(resources)
+    assert "CONNECTION" not in rendered
+    assert "--erp, ERP]" not in rendered
+    assert "fleet.ERP" not in rendered
 
 
 def _routing(resources: list[Resource]) -> Routing:

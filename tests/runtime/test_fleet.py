@@ -3,7 +3,8 @@
 * many connections in one fleet, each canonical record read once (consumed == booked);
 * connections added, rotated and disabled while the fleet runs (no restart);
 * a connection whose daily quota is spent does not delay another connection's records on the same
-  partition: its records are deferred (no retry attempt used, no result) while the other is booked.
+  partition: its records are deferred (no retry attempt used, no result) while the other is booked;
+* a dedicated (per-connection) worker picks up its stored connection's rotated credentials.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.fernet import Fernet
 
 from ledgerflow.connectors.fleet import RunningFleet, fleet_group_id, run_fleet
+from ledgerflow.connectors.main import run_connector
 from ledgerflow.connectors.sandbox_kit import serve
 from ledgerflow.connectors.xero.sandbox import DEFAULT_CREDENTIALS, create_app, sandbox_connection
 from ledgerflow.contracts import Bill, LineItem, Outcome, Reference, SyncResult, VendorRef
 from ledgerflow.contracts import headers as h
 from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core import metrics
-from ledgerflow.core.connections import ConnectionCipher, ConnectionStore
+from ledgerflow.core.connections import ConnectionCipher, ConnectionStore, stored_routing
 from ledgerflow.core.kafka import ensure_topics
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
@@ -276,3 +278,28 @@ async def test_a_connection_with_its_day_spent_does_not_delay_another_on_the_sam
         assert headers[h.DEFERRED_FROM] == pipeline.settings.topics.canonical("bill")
     assert len(hot_app.state.sandbox.store.all("invoice")) == 0
     assert len(quiet_app.state.sandbox.store.all("invoice")) == 10
+
+
+async def test_a_dedicated_worker_picks_up_rotated_credentials(pipeline: Pipeline) -> None:
+    app = create_app(minute_limit=10_000, tenant_ids=[_org(1)])
+    async with serve(app) as url:
+        await pipeline.add("xero-own", url, "ta", _org(1), dedicated=True)
+        settings = pipeline.settings.model_copy(update={"connections_reload_seconds": 0.2})
+        routing = await stored_routing(settings, Routing.model_validate({"tenants": {"ta": {}}}), decrypt=["xero-own"])
+        async with (
+            Results(pipeline.bootstrap, settings.topics.results) as results,
+            run_connector(settings, routing, "xero-own", pipeline.bootstrap, embedded=True, state=pipeline.state),
+        ):
+            await pipeline.publish([_bill("ta", 1)])
+            await results.wait_for([_bill("ta", 1).canonical_id])
+            assert results.of(_bill("ta", 1).canonical_id)[0].outcome is Outcome.SUCCEEDED
+            stored = await pipeline.store.get("xero-own")
+            assert stored is not None
+            rotated = sandbox_connection(stored.config, url, replace(DEFAULT_CREDENTIALS, tenant_id=_org(3)))
+            await pipeline.store.replace("xero-own", rotated, ["ta"])
+            await asyncio.sleep(0.8)
+            await pipeline.publish([_bill("ta", 2)])
+            await results.wait_for([_bill("ta", 2).canonical_id])
+    rotated_result = results.of(_bill("ta", 2).canonical_id)[0]
+    assert rotated_result.outcome is Outcome.FAILED
+    assert rotated_result.http_status == 403, "booked with the rotated credentials, without a restart"

@@ -43,6 +43,12 @@ class ConnectorError(Exception):
         self.http_status = http_status
         self.vendor_code = vendor_code
 
+    def __copy__(self) -> ConnectorError:
+        """A copy with the same attributes (``copy.copy`` cannot call ``__init__`` with the original arguments)."""
+        clone = type(self).__new__(type(self), *self.args)
+        clone.__dict__.update(self.__dict__)
+        return clone
+
 
 class RetriableError(ConnectorError):
     """May succeed if tried again; ``retry_after`` (seconds) is the ERP's ``Retry-After`` if sent."""
