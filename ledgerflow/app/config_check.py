@@ -111,6 +111,28 @@ def _connections(settings: Settings, routing: Routing, problems: list[str]) -> d
     return connections
 
 
+def _sync_reference(settings: Settings, routing: Routing, problems: list[str]) -> dict[str, Any]:
+    """What ``sync-reference --all`` reads: each connection with a reader, its ERP and interval."""
+    from ledgerflow.connectors.reference_main import reference_connections, reference_schedule
+
+    try:
+        names = reference_connections(routing)
+    except ValueError as exc:
+        problems.append(f"sync-reference: {exc}")
+        names = []
+    return {
+        "connections": {
+            name: {
+                "erp": routing.connections[name].erp,
+                "interval_seconds": reference_schedule(routing.connections[name]).interval_seconds,
+                "credentials_mounted_here": routing.connections[name].credentials_mounted,
+            }
+            for name in names
+        },
+        "writes": [settings.topics.inbound("<kind>")],
+    }
+
+
 def check_config(settings: Settings) -> ConfigReport:
     """Validate ``settings`` and its routing file; build the plan of every service.
 
@@ -152,6 +174,7 @@ def check_config(settings: Settings) -> ConfigReport:
                 "writes": [topics.canonical("<object>"), topics.dlq("transform")],
             },
             "connectors": _connections(settings, routing, problems),
+            "sync_reference": _sync_reference(settings, routing, problems),
             "source_writer": {
                 "tenants": {
                     name: sorted(

@@ -212,3 +212,25 @@ async def test_a_failing_connection_records_its_error_and_the_other_runs(
         assert [r.trigger for r in await runs.recent("qbo-main")] == ["cli", "schedule"]
     finally:
         await state.close()
+
+
+def test_config_check_plans_the_reference_sync(tmp_path: Path) -> None:
+    from ledgerflow.app.config_check import check_config
+
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(
+        "tenants: {acme: {sources: {}, connections: [q, x]}}\n"
+        "connections:\n"
+        "  q: {erp: quickbooks}\n"
+        "  x: {erp: xero, options: {reference_sync: {interval_seconds: 1800}}}\n"
+    )
+    report = check_config(Settings(routing_file=routing))
+    assert report.ok, report.problems
+    plan = report.plan["services"]["sync_reference"]
+    assert plan["connections"] == {
+        "q": {"erp": "quickbooks", "interval_seconds": 900.0, "credentials_mounted_here": True},
+        "x": {"erp": "xero", "interval_seconds": 1800.0, "credentials_mounted_here": True},
+    }
+    routing.write_text(routing.read_text().replace("interval_seconds: 1800", "interval_seconds: -1"))
+    bad = check_config(Settings(routing_file=routing))
+    assert any("reference_sync.interval_seconds" in p for p in bad.problems), bad.problems
