@@ -337,6 +337,39 @@ async def test_vendor_and_gl_account_from_the_erp_appear_in_ingenious_with_custo
     assert ing.objects["company"][company["id"]]["active"] is False
 
 
+async def test_xero_tracking_options_become_ingenious_cost_codes_named_as_xero_books_them(running: Running) -> None:
+    category = ReferenceRecord(
+        kind="tracking",
+        erp="xero",
+        connection="qbo",
+        entity="TrackingCategory",
+        erp_id="tc-1",
+        name="Region",
+        active=True,
+        erp_record={
+            "TrackingCategoryID": "tc-1",
+            "Name": "Region",
+            "Options": [
+                {"TrackingOptionID": "o-1", "Name": "North", "Status": "ACTIVE"},
+                {"TrackingOptionID": "o-2", "Name": "South", "Status": "ARCHIVED"},
+            ],
+        },
+    )
+    await running.publish(category)
+    results = await running.results_of({"North", "South"}, 2)
+    assert sorted((r.erp_record_id, r.outcome.value) for r in results) == [
+        ("North", "succeeded"),
+        ("South", "succeeded"),
+    ]
+    codes = running.sources.ingenious
+    north, south = codes.find("cost_code", "North"), codes.find("cost_code", "South")
+    assert north is not None
+    assert north["active"] is True
+    assert south is not None
+    assert south["active"] is False
+    assert codes.find("cost_code", "tc-1") is None
+
+
 async def test_an_existing_object_with_that_custom_id_is_updated_not_duplicated(running: Running) -> None:
     """No ledger row (created by hand in INGENIOUS, or a lost state store): looked up by custom_id first."""
     companies = running.sources.ingenious.objects["company"]

@@ -56,6 +56,11 @@ paid_on       payments: ERP payment date, ISO 8601                   ASSUMPTION
 A record deleted in the ERP (a reader's tombstone: inactive, no name) deactivates the object
 (``PATCH`` with ``active: false``); one that was never written is ``skipped``.
 
+Xero tracking categories are written option by option (entity ``TrackingOption``): Xero books a
+line's tracking by category and option *name*, so an option's ``custom_id`` is its ``Name`` (the
+Xero connector sends it back as ``Tracking.Option``); two categories with an option of the same
+name would share one ``custom_id`` (INGENIOUS refuses the second).
+
 Which reference kinds become which object (``writeback.ingenious.objects``; ``kind:Entity`` wins
 over ``kind``): vendor → company, gl_account → entity, project → project, tracking → cost_code,
 ``tracking:Department`` (QuickBooks departments) → business_unit; customers and tax rates are not
@@ -149,6 +154,12 @@ class IngeniousWriter:
         target = self.object_for(record)
         if target is None:
             return []
+        options = _xero_tracking_options(record)
+        if options is not None:
+            return [
+                replace(await counting(self._upsert(target, option, ledger)), erp_record_id=option.erp_id)
+                for option in options
+            ]
         return [await counting(self._upsert(target, record, ledger))]
 
     def _body(self, record: ReferenceRecord) -> dict[str, Any]:
@@ -160,7 +171,9 @@ class IngeniousWriter:
         return body
 
     async def _upsert(self, target: str, record: ReferenceRecord, ledger: WriteLedger) -> WriteOutcome:
-        key = write_key(record.connection, record.entity, record.erp_id)
+        key = write_key(
+            record.connection, record.entity, *([record.parent_id] if record.parent_id else []), record.erp_id
+        )
         body = self._body(record)
         if not record.active and not record.name:
             # Deleted in the ERP (a reader's tombstone: no name): the object is deactivated, never
@@ -243,6 +256,37 @@ class IngeniousWriter:
         payment_id = str(written.get("id", record.erp_id))
         await ledger.put(key, payment_id, content_digest(body))
         return WriteOutcome("invoice", key, operation, outcome, doc.source_id, **money)
+
+
+def _xero_tracking_options(record: ReferenceRecord) -> list[ReferenceRecord] | None:
+    """A Xero ``TrackingCategory``'s options as records of their own (entity ``TrackingOption``); None otherwise.
+
+    Xero books a line's tracking by category and *option name* (``LineItem.Tracking``
+    ``{Name, Option}``; ``ledgerflow.connectors.xero.mapping``), so each option becomes one
+    INGENIOUS object whose ``custom_id`` is the option's ``Name`` (what the Xero connector sends
+    back), ``parent_id`` the category's id; an option whose ``Status`` is not ``ACTIVE`` is inactive.
+    """
+    if record.erp != "xero" or record.entity != "TrackingCategory":
+        return None
+    options = record.erp_record.get("Options")
+    if not isinstance(options, list):
+        return None
+    return [
+        ReferenceRecord(
+            kind=record.kind,
+            erp=record.erp,
+            connection=record.connection,
+            entity="TrackingOption",
+            erp_id=str(option["Name"]),
+            name=str(option["Name"]),
+            active=record.active and str(option.get("Status", "ACTIVE")).upper() == "ACTIVE",
+            updated_at=record.updated_at,
+            parent_id=record.erp_id,
+            erp_record=option,
+        )
+        for option in options
+        if isinstance(option, dict) and option.get("Name")
+    ]
 
 
 def _failed(target: str, key: str, exc: EnrichmentError) -> WriteOutcome:

@@ -75,6 +75,8 @@ class WriteOutcome:
     error: ErrorInfo | None = None
     amount: Decimal | None = None
     currency: str | None = None
+    erp_record_id: str | None = None
+    """The ERP id written when it is not the record's own (a Xero tracking option of a category)."""
 
     @property
     def retriable(self) -> bool:

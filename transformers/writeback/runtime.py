@@ -388,7 +388,7 @@ class SourceWriterRuntime:
             connection=ref.connection,
             operation=outcome.operation,
             outcome=outcome.outcome,
-            erp_record_id=ref.erp_id,
+            erp_record_id=outcome.erp_record_id or ref.erp_id,
             source_record_id=outcome.source_record_id,
             attempts=outcome.attempts,
             http_status=outcome.http_status,
