@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -332,10 +332,18 @@ class ReferenceData:
             blocked and a changed supplier).
         suppliers: the supplier seeds (``Supplier``, ``SupplierName``, optional ``BusinessPartner``),
             which become business partners never changed since their creation.
+        gl_accounts: G/L accounts the company posts to besides the seeded chart (the sandbox's
+            ``gl_accounts``), listed too so that what the G/L account API answers is what
+            posting accepts.
     """
 
     def __init__(
-        self, clock: Callable[[], datetime], *, seed_parties: bool, suppliers: list[Mapping[str, str]]
+        self,
+        clock: Callable[[], datetime],
+        *,
+        seed_parties: bool,
+        suppliers: list[Mapping[str, str]],
+        gl_accounts: Iterable[str] = (),
     ) -> None:
         self.clock = clock
         self.rows: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITY_SETS}
@@ -356,14 +364,20 @@ class ReferenceData:
             self.add_partner("2000010", "Riverside Developments", customer="2000010", stamps=created)
             self.add_partner("2000020", "City of Walldorf", customer="2000020", stamps=changed)
         stamp = odata_datetimeoffset(now)
-        for account, name, kind, deleted in (
+        chart = [
+            ("600394", "Job materials (Mercoa sample account)", "P", False),
             ("61008000", "Purchased services", "P", False),
             ("61002000", "Construction materials", "P", False),
             ("61003000", "Subcontractor costs", "P", False),
             ("21100000", "Trade payables", "X", False),
             ("15400000", "Input tax", "X", False),
             ("61009000", "Obsolete plant hire", "P", True),
-        ):
+        ]
+        listed = {account for account, *_ in chart}
+        chart.extend(
+            (account, f"G/L account {account}", "P", False) for account in gl_accounts if account not in listed
+        )
+        for account, name, kind, deleted in chart:
             self.rows["A_GLAccountInChartOfAccounts"][account] = {
                 "ChartOfAccounts": "YCOA",
                 "GLAccount": account,

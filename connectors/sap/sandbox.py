@@ -568,6 +568,7 @@ def create_app(
         clock or (lambda: datetime.now(UTC)),
         seed_parties=seed_parties,
         suppliers=list(DEFAULT_SUPPLIERS if supplier_records is None else supplier_records),
+        gl_accounts=sorted(sap.gl_accounts or ()),
     )
 
     async def expire_csrf() -> Response:

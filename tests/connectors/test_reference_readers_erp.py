@@ -195,7 +195,7 @@ async def erp(request: pytest.FixtureRequest, shared_dir: Path) -> AsyncIterator
             yield Erp(
                 "sap",
                 lambda http, state: SapConnector("s4", config, http, state),
-                {"vendor": 8, "customer": 2, "gl_account": 6, "tracking": 6, "project": 2},
+                {"vendor": 8, "customer": 2, "gl_account": 7, "tracking": 6, "project": 2},
                 {
                     ("A_BusinessPartner", "1000130"),
                     ("A_GLAccountInChartOfAccounts", "61009000"),
@@ -624,8 +624,8 @@ def test_sync_reference_command_reads_an_sap_connection(
         runner = CliRunner()
         first = runner.invoke(cli_app, ["sync-reference", "--connection", "s4-main", "--once", "--page-size", "2"])
         assert first.exit_code == 0, first.output
-        # 6 suppliers (never changed), 6 G/L accounts, 3 cost centers + 3 WBS elements, 2 projects.
-        assert "20 record(s) published" in first.output
+        # 6 suppliers (never changed), 7 G/L accounts, 3 cost centers + 3 WBS elements, 2 projects.
+        assert "21 record(s) published" in first.output
         again = runner.invoke(cli_app, ["sync-reference", "--connection", "s4-main", "--once"])
         assert again.exit_code == 0, again.output
         assert "0 record(s) published" in again.output
