@@ -45,7 +45,7 @@ from ledgerflow.core.connections import (
     ConnectionNotFound,
     ConnectionStore,
 )
-from ledgerflow.core.oauth_connect import ConsentError, OAuthConnect, TokenExchangeError
+from ledgerflow.core.oauth_connect import ConsentError, CustomRootError, OAuthConnect, TokenExchangeError
 from ledgerflow.core.problems import Problem, problem_doc
 from ledgerflow.core.settings import ConfigError, Settings
 from ledgerflow.core.state import StateStore
@@ -124,7 +124,9 @@ class ConnectIn(BaseModel):
         None, description="Scopes to ask for; default: the vendor's accounting scopes."
     )
     oauth_root: Url | None = Field(
-        None, description="Origin serving the vendor's authorize/token paths (a sandbox); null = the vendor's."
+        None,
+        description="Origin serving the vendor's authorize/token paths (a sandbox); null = the vendor's. "
+        "Refused (403 `oauth-root-not-allowed`) unless the service runs with LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT=true.",
     )
     xero_tenant_id: Annotated[str, Field(min_length=1, max_length=100, pattern=_TEXT)] | None = Field(
         None, description="Xero organisation to use when the consent grants several."
@@ -151,7 +153,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed or invalid request (detail says which field).",
         401: "No credential, or an unknown, revoked or invalid one.",
-        403: "The credential lacks the scope this operation needs.",
+        403: "The credential lacks the scope this operation needs (or `oauth_root` is not allowed here).",
         404: "Unknown connection, or one serving a tenant the caller does not see.",
         409: "A connection of that name exists (stored, or in the routing file).",
         502: "The vendor's token endpoint could not be reached or answered nonsense.",
@@ -166,6 +168,8 @@ def _problem(exc: ConfigError) -> Problem:
         return Problem(404, "not-found", "Not found", str(exc))
     if isinstance(exc, ConnectionConflict):
         return Problem(409, "conflict", "Conflict", str(exc))
+    if isinstance(exc, CustomRootError):
+        return Problem(403, "oauth-root-not-allowed", "Custom OAuth root not allowed", str(exc))
     if isinstance(exc, ConsentError):
         return Problem(400, exc.kind, "OAuth callback refused", str(exc))
     if isinstance(exc, TokenExchangeError):
@@ -330,7 +334,11 @@ async def connect(
     _require_tenants(principal, body.tenants)
     redirect_uri = body.redirect_uri or str(request.url_for("oauth_callback"))
     try:
-        consent = await OAuthConnect(admin, transport=_transport(request)).start(
+        context: _Context = request.app.state.stored_connections
+        flow = OAuthConnect(
+            admin, transport=_transport(request), allow_custom_root=context.settings.oauth_allow_custom_root
+        )
+        consent = await flow.start(
             body.erp,
             name=body.name,
             tenants=body.tenants,

@@ -103,6 +103,7 @@ def _settings(tmp_path: Path, key: str) -> Settings:
         routing_file=_routing(tmp_path),
         state_url=f"sqlite+aiosqlite:///{tmp_path}/state.db",
         connections_key=SecretStr(key),
+        oauth_allow_custom_root=True,  # the sandboxes serve the vendors' OAuth paths
     )
 
 
@@ -191,6 +192,7 @@ def test_cli_connect_and_complete(kind: str, tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("LEDGERFLOW_CONNECTIONS_KEY", key)
     monkeypatch.setenv("LEDGERFLOW_ROUTING_FILE", str(settings.routing_file))
     monkeypatch.setenv("LEDGERFLOW_OAUTH_CLIENT_SECRET", erp.client_secret)
+    monkeypatch.setenv("LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT", "true")
     runner = CliRunner()
     sandbox_app = erp.sandbox.create_app()
     name = f"{kind}-acme"
@@ -499,7 +501,9 @@ async def test_connect_on_postgres_one_of_two_concurrent_callbacks_wins(tmp_path
         try:
             await state.create_all()
             assert state.cipher is not None
-            flow = OAuthConnect(ConnectionAdmin(ConnectionStore(state, state.cipher), routing_check(settings)))
+            flow = OAuthConnect(
+                ConnectionAdmin(ConnectionStore(state, state.cipher), routing_check(settings)), allow_custom_root=True
+            )
             consent = await flow.start(
                 "xero",
                 name="xero-pg",
@@ -559,3 +563,44 @@ async def test_an_unusable_key_file_answers_503_and_no_key_refuses_credentials(t
             )
             assert started.status_code == 400
             assert "stores client credentials and tokens encrypted" in started.json()["detail"]
+
+
+async def test_oauth_root_is_refused_unless_allowed_api(tmp_path: Path) -> None:
+    """Without LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT an admin cannot send the client secret to another host."""
+    settings = _settings(tmp_path, Fernet.generate_key().decode()).model_copy(update={"oauth_allow_custom_root": False})
+    async with audit_api(
+        tmp_path, url=settings.state_url, settings=settings, connection_check=routing_check(settings)
+    ) as api:
+        admin = await api.key(["admin"], ["*"])
+        async with api.client(admin) as client:
+            refused = await _start(client, "xero", "evil", "http://attacker.example:8000")
+            assert refused.status_code == 403, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            problem = refused.json()
+            assert problem["type"].endswith("/oauth-root-not-allowed")
+            assert "LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT" in problem["detail"]
+            assert ERPS["xero"].client_secret not in refused.text
+            async with api.store.engine.connect() as conn:
+                pending = (await conn.execute(text("SELECT count(*) FROM oauth_authorizations"))).scalar_one()
+            assert pending == 0
+            # Without oauth_root the same admin starts a consent at the vendor's own endpoints.
+            body = {"oauth_root": None}
+            started = await _start(client, "xero", "real", "http://127.0.0.1:9", **body)
+            assert started.status_code == 201, started.text
+            assert started.json()["url"].startswith("https://login.xero.com/identity/connect/authorize?")
+
+
+def test_oauth_root_is_refused_unless_allowed_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(tmp_path, Fernet.generate_key().decode())
+    monkeypatch.setenv("LEDGERFLOW_STATE_URL", settings.state_url)
+    monkeypatch.setenv("LEDGERFLOW_CONNECTIONS_KEY", settings.connections_key.get_secret_value())  # type: ignore[union-attr]
+    monkeypatch.setenv("LEDGERFLOW_ROUTING_FILE", str(settings.routing_file))
+    monkeypatch.setenv("LEDGERFLOW_OAUTH_CLIENT_SECRET", "s3cr3t-value")
+    monkeypatch.delenv("LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT", raising=False)
+    args = ["connections", "connect", "quickbooks", "--tenant", "acme", "--name", "q", "--redirect-uri", REDIRECT]
+    args += ["--client-id", "i", "--oauth-root", "http://attacker.example:8000"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "oauth_root is refused" in result.output
+    assert "LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT=true" in result.output
+    assert "s3cr3t-value" not in result.output

@@ -302,7 +302,11 @@ def connect(
         str | None, typer.Option(help="Scopes to ask for (default: the vendor's accounting scopes).")
     ] = None,
     oauth_root: Annotated[
-        str | None, typer.Option(help="Origin serving the vendor's authorize/token paths (a sandbox).")
+        str | None,
+        typer.Option(
+            help="Origin serving the vendor's authorize/token paths (a sandbox; needs "
+            "LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT=true: the client secret is sent there)."
+        ),
     ] = None,
     xero_tenant_id: Annotated[
         str | None, typer.Option(help="Xero organisation to use when the consent grants several.")
@@ -314,9 +318,10 @@ def connect(
     stores the connection, or paste the URL the browser was sent to into `ledgerflow connections complete`.
     """
     options = _pairs(option, "--option", parse=True)
+    settings = Settings()
 
     async def work(admin: ConnectionAdmin) -> Consent:
-        return await OAuthConnect(admin).start(
+        return await OAuthConnect(admin, allow_custom_root=settings.oauth_allow_custom_root).start(
             erp,
             name=name,
             tenants=tenant,
@@ -332,7 +337,7 @@ def connect(
             requested_by="cli",
         )
 
-    consent = _run(Settings(), work)
+    consent = _run(settings, work)
     console.print(
         f"Open this URL to consent (valid until {consent.expires_at:%H:%M:%S} UTC); the vendor redirects to "
         f"{redirect_uri}:",

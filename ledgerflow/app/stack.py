@@ -242,7 +242,8 @@ async def run_stack(
             running.source_writer = True
         audit = await stack.enter_async_context(
             run_audit(
-                settings,
+                # The local sandboxes serve the vendors' OAuth paths: connect may point there.
+                settings.model_copy(update={"oauth_allow_custom_root": True}),
                 bootstrap,
                 embedded=embedded,
                 host=host,

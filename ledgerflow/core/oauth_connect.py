@@ -19,6 +19,8 @@ rotates it as for any connection.
 Vendor facts (``shared/reference/erp_apis.md`` §1-2; developer.intuit.com "OAuth 2.0",
 developer.xero.com "OAuth 2.0 auth flow"): :data:`PROVIDERS`. ``oauth_root`` rebases the three
 endpoints onto another origin keeping their paths: the local sandboxes serve the vendors' paths.
+The client secret is sent to that origin, so ``oauth_root`` is refused (:class:`CustomRootError`)
+unless the process allows it (``LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT``, on in ``ledgerflow up``).
 
 authlib does the protocol: state and verifier generation (``generate_token``), the ``S256``
 challenge and the consent URL (``AsyncOAuth2Client.create_authorization_url``), the code exchange
@@ -56,6 +58,7 @@ __all__ = [
     "PROVIDERS",
     "Consent",
     "ConsentError",
+    "CustomRootError",
     "OAuthConnect",
     "OAuthProvider",
     "PendingAuthorizationRow",
@@ -76,6 +79,14 @@ class ConsentError(ConfigError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class CustomRootError(ConfigError):
+    """An ``oauth_root`` was given and this process does not allow one (``LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT``).
+
+    The code exchange sends the app's client secret to the token endpoint: an origin other than
+    the vendor's would receive it, so only deployments that talk to sandboxes turn it on.
+    """
 
 
 class TokenExchangeError(ConfigError):
@@ -216,12 +227,20 @@ class OAuthConnect:
         admin: the connection operations (validation, the composition layer's check, the store).
         transport: an httpx transport for the token and connections requests (tests); None = the network.
         timeout: seconds for each request to the vendor.
+        allow_custom_root: whether :meth:`start` accepts an ``oauth_root`` (the setting
+            ``oauth_allow_custom_root``; default refused).
     """
 
     def __init__(
-        self, admin: ConnectionAdmin, *, transport: httpx.AsyncBaseTransport | None = None, timeout: float = 30.0
+        self,
+        admin: ConnectionAdmin,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        allow_custom_root: bool = False,
     ) -> None:
         self.admin = admin
+        self.allow_custom_root = allow_custom_root
         self.store: ConnectionStore = admin.store
         self._session = async_sessionmaker(self.store.state.engine, expire_on_commit=False)
         self._transport = transport
@@ -276,18 +295,24 @@ class OAuthConnect:
             redirect_uri: registered with the app; where the vendor sends the browser back
                 (the audit service's ``/oauth/callback``).
             oauth_root: origin serving the vendor's authorize/token/connections paths (a sandbox);
-                None = the vendor's.
+                None = the vendor's. Refused unless ``allow_custom_root``.
             scope: scopes to ask for (default: the provider's).
             xero_tenant_id: the organisation to use when the consent grants several (Xero).
             requested_by: who asked (kept with the pending authorization).
 
         Raises:
             ConfigError: unknown ERP for this flow, invalid connection fields, no key configured
-                (the secrets are stored encrypted); ConnectionConflict: the name is taken.
+                (the secrets are stored encrypted); ConnectionConflict: the name is taken;
+                CustomRootError: ``oauth_root`` given and not allowed.
         """
         provider = PROVIDERS.get(erp)
         if provider is None:
             raise ConfigError(f"ERP {erp!r} has no authorization-code connect flow (known: {', '.join(PROVIDERS)})")
+        if oauth_root and not self.allow_custom_root:
+            raise CustomRootError(
+                f"oauth_root is refused: the client secret would be sent to {oauth_root!r} instead of {erp}'s "
+                "token endpoint; set LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT=true on this service to connect to a sandbox"
+            )
         if oauth_root:
             provider = provider.at(_http_url(oauth_root, "oauth_root"))
         _http_url(redirect_uri, "redirect_uri")

@@ -438,6 +438,12 @@ class Settings(BaseSettings):
         description="File with Fernet keys, one per line: the first encrypts stored connections' credentials, "
         "every one decrypts (key rotation).",
     )
+    oauth_allow_custom_root: bool = Field(
+        False,
+        description="Accept `oauth_root` (another origin for the vendor's authorize/token endpoints, which "
+        "receives the app's client secret) in `connections connect` and the API: only for sandboxes "
+        "(`ledgerflow up` turns it on).",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         100,
         ge=0,
