@@ -68,6 +68,7 @@ from ledgerflow.core.state import StateStore
 __all__ = ["ErpQuota", "main", "run"]
 
 TENANT = "bench"
+ROOT = Path(__file__).resolve().parents[1]
 TARGET_FRACTION = 0.9
 
 
@@ -270,6 +271,82 @@ async def run_case(
     }
 
 
+async def cpu_per_bill(quota: ErpQuota, *, bills: int, batched: bool, work: Path) -> dict[str, Any]:
+    """The connector runtime's CPU per bill, batched or not, with the sandbox in its own process, limits lifted.
+
+    The sandbox runs as ``python -m bench.e2e --role sandbox`` (its limits lifted), so this
+    process's CPU time is the runtime's own: records decoded and validated, binder, mapping, the
+    ERP requests and answers, read-back, results (published to a list, not a broker).
+    """
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["-m", "bench.e2e", "--role", "sandbox", "--erp", quota.erp, "--port", str(port)]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    http = worker_http_client()
+    state = StateStore(f"sqlite+aiosqlite:///{work / f'cpu-{quota.erp}-{batched}.db'}")
+    try:
+        for _ in range(300):
+            try:
+                await http.get(url + "/_sandbox/faults")
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+        await state.create_all()
+        options: dict[str, Any] = {
+            "rate_limit_per_minute": 6_000_000,
+            "max_concurrency": quota.concurrency,
+            "max_batch": quota.max_batch if batched else 1,
+        }
+        if quota.batch_per_minute is not None:
+            options["batch_rate_limit_per_minute"] = 6_000_000
+        base = ConnectionConfig(erp=quota.erp, options=options, objects=["bill"])
+        module = xero_sandbox if quota.erp == "xero" else qbo_sandbox
+        config = module.sandbox_connection(base, url)
+        name = f"{quota.erp}-cpu"
+        routing = Routing(tenants={TENANT: {"connections": [name]}}, connections={name: config})
+        connector = _connector(quota, name, config, http, state)
+
+        async def publish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+            return None
+
+        runtime = ConnectorRuntime(connector, state, routing, publish, Settings())
+        await connector.check()
+        if quota.erp == "xero":
+            assert isinstance(connector, XeroConnector)
+            vendor, _ = await connector._write_one(
+                "PUT", "Contacts", "ContactID", {"Name": "CPU Vendor"}, operation="setup", key="cpu-vendor"
+            )
+            vendor_id = str(vendor["ContactID"])
+        else:
+            assert isinstance(connector, QuickBooksConnector)
+            vendor, _ = await connector._write(
+                "Vendor", {"DisplayName": "CPU Vendor"}, operation="setup", request_id="cpu-vendor"
+            )
+            vendor_id = str(vendor["Id"])
+        records = _bills(bills, vendor_id, "CPU Vendor", "600394", "c" if batched else "d")
+        fetch = runtime.batcher.fetch_size(200)
+        cpu_started = time.process_time()
+        for start in range(0, len(records), fetch):
+            await runtime.handle_batch(records[start : start + fetch], concurrency=32)
+        cpu = time.process_time() - cpu_started
+        return {
+            "erp": quota.erp,
+            "batched": batched,
+            "bills": bills,
+            "cpu_ms_per_bill": round(cpu / bills * 1000, 3),
+            "batch_requests": runtime.batcher.requests,
+        }
+    finally:
+        await http.aclose()
+        await state.close()
+        proc.terminate()
+        await proc.wait()
+
+
 async def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     """Every case of the benchmark; the data of its report."""
     data: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "cases": []}
@@ -295,6 +372,16 @@ async def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str,
                     log=log,
                 )
             )
+        if args.cpu:
+            data["cpu"] = [
+                await cpu_per_bill(quota, bills=args.cpu, batched=batched, work=work)
+                for quota in (XERO, QUICKBOOKS)
+                for batched in (False, True)
+            ]
+            for row in data["cpu"]:
+                log(
+                    f"CPU {row['erp']} {'batched' if row['batched'] else 'one per record'}: {row['cpu_ms_per_bill']} ms"
+                )
     return data
 
 
@@ -339,6 +426,23 @@ def render(data: dict[str, Any]) -> str:
             f"{c['throttled_after_first']} 429s after the first, {c['booked_twice']} booked twice, "
             f"{c['not_booked']} not booked{speedup} — **{'met' if met else 'missed'}**"
         )
+    if data.get("cpu"):
+        lines += [
+            "",
+            "## Connector CPU per bill",
+            "",
+            "The connector runtime's own CPU time per bill (the sandbox in its own process, limits lifted; "
+            "results published to a list, not a broker):",
+            "",
+            "| ERP | writes | bills | CPU ms per bill | requests |",
+            "|---|---|---|---|---|",
+        ]
+        for row in data["cpu"]:
+            requests = row["batch_requests"] if row["batched"] else row["bills"]
+            lines.append(
+                f"| {row['erp']} | {'batch' if row['batched'] else 'one per record'} | {row['bills']:,} "
+                f"| {row['cpu_ms_per_bill']:.2f} | {requests:,} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -355,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "reports", help="report directory"
+    )
+    parser.add_argument(
+        "--cpu", type=int, default=0, metavar="BILLS", help="also measure the runtime's CPU per bill, batched or not"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
