@@ -174,12 +174,18 @@ def all_erps_routing() -> Routing:
     """The demo routing fanned out to one local sandbox of every registered ERP kind (``demo --all-erps``).
 
     One connection per kind, named after it, taking bills and vendors; tenant ``demo`` with the
-    Mercoa token ``demo-token``.
+    Mercoa token ``demo-token``. SAP maps the sample's GL account ``600394`` to the G/L account
+    ``61002000`` (Construction materials) of its chart ``YCOA``, as an SAP tenant maps its source's
+    account codes (``gl_accounts``): the stack's reference sync reads that chart, and the reference
+    check refuses an account it does not hold.
     """
     kinds = list(ERPS)
+    options: dict[str, dict[str, object]] = {"sap": {"gl_accounts": {"600394": "61002000"}}}
     return Routing.model_validate(
         {
             "tenants": {"demo": {"sources": {"mercoa": {"tokens": ["demo-token"]}}, "connections": kinds}},
-            "connections": {erp: {"erp": erp, "objects": ["bill", "vendor"]} for erp in kinds},
+            "connections": {
+                erp: {"erp": erp, "objects": ["bill", "vendor"], "options": options.get(erp, {})} for erp in kinds
+            },
         }
     )
