@@ -80,7 +80,11 @@ def writeback_routing() -> Routing:
                     "writeback": {"ingenious": {"objects": {"vendor": "company", "gl_account": "entity"}}},
                 }
             },
-            "connections": {CONNECTION: {"erp": "quickbooks", "objects": ["bill", "vendor"]}},
+            # Dedicated: the demo drives QuickBooks through the connection's own connector
+            # (``RunningStack.connectors``), which a fleet builds only on its first record.
+            "connections": {
+                CONNECTION: {"erp": "quickbooks", "objects": ["bill", "vendor"], "options": {"dedicated": True}}
+            },
         }
     )
 
