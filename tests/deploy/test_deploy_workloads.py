@@ -247,10 +247,7 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
             mounts = {m["name"]: m["mountPath"] for m in _main(d)["volumeMounts"]}
             assert routing.connections[name].credentials_dir is not None
             assert mounts[volume] == str(routing.connections[name].credentials_dir)
-        # The stored connections' key, when its Secret exists.
-        keys = [v for v in _pod(d)["volumes"] if v.get("secret", {}).get("secretName") == "ledgerflow-connections-key"]
-        assert len(keys) == 1
-        assert keys[0]["secret"]["optional"] is True
+        # The stored connections' key: tests/deploy/test_deploy_connections_key.py.
     # The reference sync mounts the credentials of every connection with a reader, each at its
     # credentials_dir (it reads them all); no other workload mounts a connection's credentials.
     from ledgerflow.connectors.reference_main import reference_connections
@@ -275,7 +272,7 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
             assert "ledgerflow-connection-" not in yaml.safe_dump(_pod(d).get("volumes", []))
     # No template placeholder survives the rendering.
     rendered = yaml.safe_dump_all(resources)
-    assert "CONNECTION" not in rendered
+    assert not re.search(r"(?<![A-Z_])CONNECTION(?![A-Z_])", rendered)  # not LEDGERFLOW_CONNECTIONS_KEY_FILE
     assert "--erp, ERP]" not in rendered
     assert "fleet.ERP" not in rendered
 
@@ -328,7 +325,8 @@ def test_secrets_are_referenced_never_embedded(resources: list[Resource], overla
     for d in of_kind(resources, "Deployment"):
         for c in _pod(d)["containers"]:
             for e in c.get("env", []):
-                if SECRETISH.search(e["name"]):
+                # A *_FILE setting names a mounted Secret's file: a path, not a secret.
+                if SECRETISH.search(e["name"]) and not e["name"].endswith("_FILE"):
                     assert "secretKeyRef" in e.get("valueFrom", {}), (d["metadata"]["name"], e["name"])
             for e in c.get("envFrom", []):
                 assert set(e) <= {"configMapRef", "secretRef", "prefix"}
