@@ -642,10 +642,11 @@ class ConnectorFleet:
         routes: dict[str, list[ConsumedRecord]] = defaultdict(list)
         for record, headers in due:
             routes[headers[TARGET_HEADER]].append(_restore(record, headers))
+        await self._run(routes)
+        # Written back only once the due ones are resolved: a redelivered batch does not write them twice.
         for record, headers in later:
             await self.publish(record.topic, record.key, record.value or b"", headers)
             metrics.CONNECTION_DEFERRED.labels(self.erp, headers[TARGET_HEADER], "requeued").inc()
-        await self._run(routes)
 
 
 def register_fleet(broker: KafkaBroker, fleet: ConnectorFleet, *, max_records: int = 200) -> None:
