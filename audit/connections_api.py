@@ -115,7 +115,9 @@ class ConnectIn(BaseModel):
         description="The app's OAuth client secret (stored encrypted, never answered)."
     )
     redirect_uri: Url | None = Field(
-        None, description="Redirect URI registered with the app; default: this service's `/oauth/callback`."
+        None,
+        description="Redirect URI registered with the app; default: `<LEDGERFLOW_PUBLIC_URL>/oauth/callback`, "
+        "or this service's `/oauth/callback` on the URL the request came in on when that is unset.",
     )
     base_url: Url | None = Field(None, description="API base URL; null = the local sandbox.")
     objects: list[ObjectType] = Field(["bill"], min_length=1, max_length=20, description="Object types taken.")
@@ -140,6 +142,7 @@ class ConsentOut(BaseModel):
     expires_at: datetime = Field(description="When the pending authorization expires.")
     connection: str = Field(description="The connection it creates.")
     erp: str = Field(description="ERP kind.")
+    redirect_uri: str = Field(description="Where the vendor sends the browser back (must be registered with the app).")
 
 
 class ConnectedOut(BaseModel):
@@ -321,6 +324,18 @@ async def add_stored(
     return StoredConnectionOut.model_validate(summary)
 
 
+def _callback_url(request: Request) -> str:
+    """``LEDGERFLOW_PUBLIC_URL`` + ``/oauth/callback`` when set, else the callback's URL on the request's own origin.
+
+    Behind a proxy or an Ingress the request's origin is the service's internal address, which the
+    vendor cannot redirect a browser to: deployments set the public URL.
+    """
+    context: _Context = request.app.state.stored_connections
+    if context.settings.public_url:
+        return context.settings.public_url.rstrip("/") + CALLBACK_PATH
+    return str(request.url_for("oauth_callback"))
+
+
 @router.post(
     "/connect",
     status_code=201,
@@ -332,7 +347,7 @@ async def connect(
 ) -> ConsentOut:
     """A consent URL (authorization code + PKCE S256); the callback stores the connection."""
     _require_tenants(principal, body.tenants)
-    redirect_uri = body.redirect_uri or str(request.url_for("oauth_callback"))
+    redirect_uri = body.redirect_uri or _callback_url(request)
     try:
         context: _Context = request.app.state.stored_connections
         flow = OAuthConnect(
@@ -355,7 +370,13 @@ async def connect(
         )
     except ConfigError as exc:
         raise _problem(exc) from None
-    return ConsentOut(url=consent.url, expires_at=consent.expires_at, connection=consent.connection, erp=consent.erp)
+    return ConsentOut(
+        url=consent.url,
+        expires_at=consent.expires_at,
+        connection=consent.connection,
+        erp=consent.erp,
+        redirect_uri=redirect_uri,
+    )
 
 
 @router.get("/{name}", summary="Get a stored ERP connection", responses=_problems(400, 401, 403, 404))

@@ -604,3 +604,36 @@ def test_oauth_root_is_refused_unless_allowed_cli(tmp_path: Path, monkeypatch: p
     assert "oauth_root is refused" in result.output
     assert "LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT=true" in result.output
     assert "s3cr3t-value" not in result.output
+
+
+async def test_default_redirect_uri_is_the_public_url_when_set(tmp_path: Path) -> None:
+    """Behind a proxy the service's own origin is not where a browser can come back: LEDGERFLOW_PUBLIC_URL is."""
+    base = _settings(tmp_path, Fernet.generate_key().decode())
+    for public_url, expected in [
+        ("https://ledgerflow.example.com/api/", "https://ledgerflow.example.com/api/oauth/callback"),
+        (None, None),
+    ]:
+        settings = base.model_copy(update={"public_url": public_url})
+        async with audit_api(
+            tmp_path, url=settings.state_url, settings=settings, connection_check=routing_check(settings)
+        ) as api:
+            admin = await api.key(["admin"], ["*"])
+            async with api.client(admin) as client:
+                name = f"public-{bool(public_url)}"
+                started = await _start(client, "xero", name, "http://127.0.0.1:9", redirect_uri=None, oauth_root=None)
+                assert started.status_code == 201, started.text
+                own = str(client.base_url).rstrip("/") + "/oauth/callback"
+                wanted = expected or own
+                assert started.json()["redirect_uri"] == wanted
+                assert parse_qs(urlsplit(started.json()["url"]).query)["redirect_uri"] == [wanted]
+                # An explicit redirect_uri still wins.
+                explicit = await _start(client, "xero", name + "-x", "http://127.0.0.1:9", oauth_root=None)
+                assert explicit.json()["redirect_uri"] == REDIRECT
+
+
+def test_public_url_must_be_an_http_origin() -> None:
+    from pydantic import ValidationError
+
+    for bad in ("ledgerflow.example.com", "ftp://ledgerflow.example.com", "https://x.example.com/?a=1"):
+        with pytest.raises(ValidationError, match="public_url"):
+            Settings(public_url=bad)

@@ -444,6 +444,14 @@ class Settings(BaseSettings):
         "receives the app's client secret) in `connections connect` and the API: only for sandboxes "
         "(`ledgerflow up` turns it on).",
     )
+    public_url: str | None = Field(
+        None,
+        description="Public base URL of the audit service's API as browsers and vendors reach it (behind a "
+        "proxy or Ingress: `https://ledgerflow.example.com`, a path prefix kept); the default OAuth redirect URI "
+        "of `POST /v1/stored-connections/connect` is `<public_url>/oauth/callback`. Unset: the URL the "
+        "request came in on.",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         100,
         ge=0,
