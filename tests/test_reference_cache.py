@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from ledgerflow.contracts.reference import ReferenceRecord
 from ledgerflow.core.reference_cache import MappingStore, ReferenceCache
@@ -108,3 +109,14 @@ async def test_mappings_round_trip_and_validation(state: StateStore) -> None:
     assert not await store.remove("acme", "x", "tax_rate", "vat20")
     with pytest.raises(ValueError, match="unknown mapping kind"):
         await store.put("acme", "x", "colour", "red", "1")
+
+
+async def test_create_all_adds_the_erp_column_to_an_earlier_reference_cache_status(state: StateStore) -> None:
+    # A state database created before reference_cache_status had its erp column (issue 19).
+    async with state.engine.begin() as connection:
+        await connection.execute(text("ALTER TABLE reference_cache_status DROP COLUMN erp"))
+    await state.create_all()
+    cache = ReferenceCache(state)
+    await cache.write("x", "tax_rate", "TaxRate", [_rate("INPUT")], complete=True)
+    assert (await cache.status("x"))[("tax_rate", "TaxRate")].erp == "xero"
+    assert (await MappingStore(state).validate("x", "tax_rate", "INPUT")).accepted

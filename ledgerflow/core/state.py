@@ -100,8 +100,15 @@ class BinderRow(StateBase):
     __table_args__ = (Index("ix_binder_erp_record", "connection", "erp_record_id"),)
 
 
-_ADDED_COLUMNS: dict[str, dict[str, str]] = {"binder": {"source_updated_at": "TIMESTAMP WITH TIME ZONE"}}
-"""Columns added to existing state tables after their first release: :meth:`StateStore.create_all` adds them."""
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "binder": {"source_updated_at": "TIMESTAMP WITH TIME ZONE"},
+    "reference_cache_status": {"erp": "VARCHAR(40)"},
+}
+"""Columns added to existing state tables after their first release: :meth:`StateStore.create_all` adds them
+(table → column → its PostgreSQL type; :data:`_SQLITE_TYPES` gives SQLite's)."""
+
+_SQLITE_TYPES: dict[str, str] = {"TIMESTAMP WITH TIME ZONE": "DATETIME"}
+"""PostgreSQL type of an added column → the type SQLAlchemy gives it on SQLite (others are the same)."""
 
 
 class TokenRow(StateBase):
@@ -200,7 +207,7 @@ def _add_missing_columns(connection: Any) -> None:
         present = {column["name"] for column in inspector.get_columns(table)}
         for name, sql_type in columns.items():
             if name not in present:
-                kind = sql_type if connection.dialect.name == "postgresql" else "DATETIME"
+                kind = sql_type if connection.dialect.name == "postgresql" else _SQLITE_TYPES.get(sql_type, sql_type)
                 connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind} NULL"))
     for index in StateBase.metadata.tables["binder"].indexes:  # indexes added after the first release
         index.create(connection, checkfirst=True)
