@@ -48,7 +48,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -345,8 +345,13 @@ class FleetConnection(ConnectorRuntime):
         """
         now = time.time()
         wait, reason = self.limits.blocked(now)
+        if not isinstance(record, RestoredRecord) and wait <= self.limits.max_wait:
+            # A new record queues behind those deferred for rate (a deferred one comes back at its turn).
+            queued = self.limits.queued(now)
+            if queued > self.limits.max_wait:
+                wait, reason = queued, "local_rate"
         if wait > self.limits.max_wait:
-            await self.fleet.defer(self.connection, record, header_map(record), now + wait, reason)
+            await self.fleet.defer(self.connection, record, header_map(record), self._until(now, wait, reason), reason)
             return
         token = REQUEST_GUARD.set(self.limits)
         try:
@@ -360,8 +365,14 @@ class FleetConnection(ConnectorRuntime):
         wait, reason = self.limits.blocked(now)
         if wait <= self.limits.max_wait:
             return False
-        await self.fleet.defer(self.connection, record, headers, now + wait, reason)
+        await self.fleet.defer(self.connection, record, headers, self._until(now, wait, reason), reason)
         return True
+
+    def _until(self, now: float, wait: float, reason: str) -> float:
+        """When a record deferred now comes back: the daily reset, or its own turn of the bucket."""
+        if reason in ("day", "local_day"):
+            return now + wait
+        return self.limits.slot(wait, now)
 
 
 class ConnectorFleet:
@@ -379,6 +390,9 @@ class ConnectorFleet:
         max_wait: seconds a record may wait for its connection's budget before it is deferred.
         in_place_seconds: in-place retry budget of a record (then it is parked on a retry tier).
         park_delays: the retry tiers' delays, seconds (connections' ``retry.park_delays`` may differ).
+        max_built: connectors kept built at most; the least recently used one is closed beyond it
+            (rebuilt on its next record, its OAuth tokens are in the state store; its budget is kept).
+            A connector costs ~70 KB, a worker ~120 MiB before any: 256 keeps a worker near 150 MiB.
     """
 
     def __init__(
@@ -394,8 +408,10 @@ class ConnectorFleet:
         max_wait: float = 1.0,
         in_place_seconds: float = 5.0,
         park_delays: tuple[float, ...] | None = None,
+        max_built: int = 256,
     ) -> None:
         self.erp = erp
+        self.max_built = max(1, max_built)
         self.directory = directory
         self.state = state
         self.http = http
@@ -406,9 +422,10 @@ class ConnectorFleet:
         self.max_wait = max_wait
         self.in_place_seconds = in_place_seconds
         self.park_delays = park_delays if park_delays is not None else RetryPolicy().park_delays
-        self.connections: dict[str, FleetConnection] = {}
+        self.connections: OrderedDict[str, FleetConnection] = OrderedDict()
         self._limits: dict[str, ConnectionLimits] = {}
         self._retired: list[Any] = []
+        self._closing: list[Any] = []
         self._building: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._stopping = asyncio.Event()
         self.consumed = 0
@@ -430,6 +447,7 @@ class ConnectorFleet:
             return None
         current = self.connections.get(name)
         if current is not None and current.entry.version == entry.version:
+            self.connections.move_to_end(name)
             return current
         async with self._building[name]:
             current = self.connections.get(name)
@@ -440,6 +458,10 @@ class ConnectorFleet:
                 self._retired.append(current.connector)
                 log.info("%s: connection changed (%s): connector rebuilt", name, entry.version)
             self.connections[name] = built
+            self.connections.move_to_end(name)
+            while len(self.connections) > self.max_built:
+                _, evicted = self.connections.popitem(last=False)
+                self._retired.append(evicted.connector)  # closed one reload interval later at least
             metrics.FLEET_CONNECTIONS.labels(self.erp, "built").set(len(self.connections))
             return built
 
@@ -476,13 +498,13 @@ class ConnectorFleet:
     async def reload(self) -> bool:
         """Re-read the stored connections; drop the runtimes of connections disabled or removed.
 
-        Connectors replaced or dropped at the previous reload are closed now (their in-flight
-        records had a reload interval to finish). Returns whether anything changed.
+        Connectors replaced, evicted or dropped before the previous reload are closed now (their
+        in-flight records had at least a reload interval to finish). Returns whether anything changed.
 
         Raises:
             sqlalchemy.exc.SQLAlchemyError: the state store cannot be read.
         """
-        retired, self._retired = self._retired, []
+        retired, self._closing, self._retired = self._closing, self._retired, []
         for connector in retired:
             with contextlib.suppress(Exception):
                 await connector.aclose()
@@ -511,7 +533,8 @@ class ConnectorFleet:
 
     async def aclose(self) -> None:
         """Close every connector built (the shared HTTP client stays the caller's)."""
-        connectors = [c.connector for c in self.connections.values()] + self._retired
+        connectors = [c.connector for c in self.connections.values()] + self._retired + self._closing
+        self._closing = []
         self.connections.clear()
         self._retired = []
         for connector in connectors:
@@ -731,6 +754,7 @@ async def run_fleet(
     reload_seconds: float = 5.0,
     max_wait: float = 1.0,
     in_place_seconds: float = 5.0,
+    max_built: int = 256,
     max_records: int = 200,
     health_port: int | None = None,
     health_host: str = "127.0.0.1",
@@ -752,6 +776,7 @@ async def run_fleet(
         reload_seconds: how often the stored connections are checked for changes.
         max_wait: seconds a record may wait for its connection's budget before it is deferred.
         in_place_seconds: in-place retry budget of one record.
+        max_built: connectors kept built at most (least recently used closed beyond it).
         max_records: largest batch fetched at once.
         health_port: serve ``/healthz``, ``/readyz`` and ``/metrics`` there; None: no server.
         health_host: interface of that server.
@@ -791,6 +816,7 @@ async def run_fleet(
             prepare=prepare,
             max_wait=max_wait,
             in_place_seconds=in_place_seconds,
+            max_built=max_built,
         )
         stack.push_async_callback(fleet.aclose)
         register_fleet(broker, fleet, max_records=max_records)

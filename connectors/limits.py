@@ -155,6 +155,7 @@ class ConnectionLimits:
         self._day_reset = 0.0
         self.day_used = 0
         self._sent: collections.deque[float] = collections.deque()
+        self._queue_tail = 0.0  # the turn reserved by the last record deferred for rate
         self._labels = (erp, connection)
 
     @property
@@ -184,6 +185,25 @@ class ConnectionLimits:
     def wait(self, now: float | None = None) -> float:
         """Seconds until this connection may send its next request (0: now)."""
         return self.blocked(now)[0]
+
+    def queued(self, now: float | None = None) -> float:
+        """Seconds until the records deferred for rate so far have had their turns (0: none waiting).
+
+        A new record queues behind them (:meth:`slot`) instead of taking a token they wait for.
+        """
+        now = self.clock() if now is None else now
+        return max(0.0, self._queue_tail - now)
+
+    def slot(self, wait: float, now: float | None = None) -> float:
+        """Reserve the turn (epoch seconds) of a record deferred now for rate.
+
+        After ``wait`` and after every record deferred before it, one bucket interval apart, so each
+        comes back when a token is there for it (deferred once, not once per second).
+        """
+        now = self.clock() if now is None else now
+        at = max(now + wait, self._queue_tail + self.interval)
+        self._queue_tail = at
+        return at
 
     def day_spent(self, now: float | None = None) -> bool:
         """Whether the connection's daily budget is spent (its records wait for the reset)."""

@@ -19,11 +19,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.fernet import Fernet
 
-from ledgerflow.connectors.fleet import RunningFleet, fleet_group_id, run_fleet
+from ledgerflow.connectors.fleet import ConnectionDirectory, ConnectorFleet, RunningFleet, fleet_group_id, run_fleet
 from ledgerflow.connectors.main import run_connector
 from ledgerflow.connectors.sandbox_kit import serve
 from ledgerflow.connectors.xero.sandbox import DEFAULT_CREDENTIALS, create_app, sandbox_connection
@@ -303,3 +304,34 @@ async def test_a_dedicated_worker_picks_up_rotated_credentials(pipeline: Pipelin
     rotated_result = results.of(_bill("ta", 2).canonical_id)[0]
     assert rotated_result.outcome is Outcome.FAILED
     assert rotated_result.http_status == 403, "booked with the rotated credentials, without a restart"
+
+
+async def test_the_least_recently_used_connectors_are_closed_beyond_the_bound(tmp_path: Path) -> None:
+    settings = Settings(state_url=f"sqlite+aiosqlite:///{tmp_path}/lru.db")
+    state = StateStore.from_settings(settings)
+    await state.create_all()
+    config = {"erp": "xero", "base_url": "https://api.xero.com", "credentials": {"tenant_id": "x"}}
+    routing = Routing.model_validate(
+        {
+            "tenants": {f"t{i}": {"connections": [f"c{i}"]} for i in range(3)},
+            "connections": {f"c{i}": config for i in range(3)},
+        }
+    )
+    directory = ConnectionDirectory("xero", routing, settings, None)
+
+    async def publish(*_: object) -> None:
+        return None
+
+    async with httpx.AsyncClient() as http:
+        fleet = ConnectorFleet("xero", directory, state, http, publish, settings, max_built=2)
+        first = await fleet.connection("c0")
+        await fleet.connection("c1")
+        assert await fleet.connection("c0") is first  # used again: now the most recent
+        await fleet.connection("c2")
+        assert list(fleet.connections) == ["c0", "c2"], "c1, the least recently used, is dropped"
+        rebuilt = await fleet.connection("c1")
+        assert rebuilt is not None
+        assert list(fleet.connections) == ["c2", "c1"]
+        assert fleet.limits("c0") is not None, "a dropped connector's budget is kept"
+        await fleet.aclose()
+    await state.close()
