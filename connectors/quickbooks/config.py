@@ -38,7 +38,10 @@ class Options(OAuthOptions):
     shipping_item: AccountId | None = Field(None, description="Item Id of the shipping line of an invoice.")
     discount_account: AccountId | None = Field(None, description="Account Id of a document discount.")
     batch_rate_limit_per_minute: float | None = Field(
-        None, gt=0, description="Batch requests per minute (default 40, Intuit's limit per company)."
+        None,
+        gt=0,
+        description="Batch requests per minute (default 40, Intuit's limit per company; "
+        "40/500 of rate_limit_per_minute when that is set).",
     )
 
 

@@ -38,7 +38,8 @@ orders of one connection go up to :attr:`QuickBooksConnector.max_batch` (30, Int
 is that record's error (classified like a single request's fault: 6140 duplicate document number,
 2500 unknown reference… are permanent, 5010 and 003001 retriable); its neighbours are booked.
 Batch requests go through a limiter of their own: Intuit allows 40 batch requests per minute per
-company (option ``batch_rate_limit_per_minute``), besides the 500 requests per minute that count
+company (option ``batch_rate_limit_per_minute``; unset, it is 40/500 of ``rate_limit_per_minute``,
+so raising the rate for a sandbox raises it too), besides the 500 requests per minute that count
 them too. Idempotency per record: (1) the binder makes a redelivered record that was acknowledged
 a ``duplicate`` that never reaches QuickBooks; (2) ``requestid`` applies to the batch request
 as a whole (Intuit: at most 36 characters for a batch), so it is
@@ -162,7 +163,11 @@ class QuickBooksConnector(Connector):
         self._client: ErpClient | None = None
         self._accounts_by_number: dict[str, str] = {}
         self._resolving: dict[str, asyncio.Lock] = {}
-        batch_rate = float(config.options.get("batch_rate_limit_per_minute") or self.BATCH_RATE_PER_MINUTE)
+        # Unless set, batch requests keep Intuit's proportion of the request rate (40 of 500 per
+        # minute), so a connection whose rate limit was raised (a sandbox) has its batch limit raised too.
+        rate = float(config.options.get("rate_limit_per_minute") or self.RATE_PER_MINUTE)
+        default_batch_rate = self.BATCH_RATE_PER_MINUTE * rate / self.RATE_PER_MINUTE
+        batch_rate = float(config.options.get("batch_rate_limit_per_minute") or default_batch_rate)
         # Intuit counts batch requests per rolling minute: a bucket of `rate_limit_burst` (default 1)
         # refilled at the rate sends at most burst + rate in any minute.
         burst = int(config.options.get("rate_limit_burst") or 1)
