@@ -13,16 +13,19 @@ publishing :class:`~ledgerflow.contracts.reference.ReferenceRecord` s to
 Cursors (state store ``cursors`` table, name ``reference:<connection>:<kind>:<entity>``, JSON):
 
 * incremental sources (the ERP filters on a change time: QuickBooks ``MetaData.LastUpdatedTime``,
-  Xero ``If-Modified-Since``): ``{"since": <newest change time published, ISO 8601 UTC>,
-  "seen": [ids published at exactly that time]}``. Each page asks for records changed at or after
-  ``since`` in ascending change-time order, at most ``page_size`` + the ids already seen at
-  ``since`` (keyset paging: a record changed while the pages are read moves to the end instead of
-  shifting an offset over one not read yet). Records changed before ``since``, or at ``since``
-  and in ``seen``, are skipped. The cursor is written after every page, once the broker
-  acknowledged the page's records, in one transaction with the page's rows of the reference
-  cache (:mod:`ledgerflow.core.reference_cache`): a restart re-reads nothing acknowledged and misses nothing;
-  a crash between the acknowledgement and the cursor write publishes that page again with the
-  same event ids. ``"checked"`` is when the last pass that read the source to its end started
+  Xero ``If-Modified-Since``, NetSuite ``lastmodifieddate``, SAP change dates, Coupa ``updated-at``):
+  ``{"since": <newest change time published, ISO 8601 UTC>, "seen": {id: content hash of each record
+  published at exactly that time}}``. Each page asks for records changed at or after ``since`` in
+  ascending change-time order, at most ``page_size`` + the ids already seen at ``since`` (keyset
+  paging: a record changed while the pages are read moves to the end instead of shifting an offset
+  over one not read yet). Records changed before ``since``, or at ``since`` with the content hash in
+  ``seen``, are skipped; a record changed again within the same clock tick (NetSuite, SAP and Coupa
+  stamp whole seconds) has another hash and is published again, under a new event id (the id is
+  made of the change time and the content hash). The cursor is written after every page, once the
+  broker acknowledged the page's records, in one transaction with the page's rows of the reference
+  cache (:mod:`ledgerflow.core.reference_cache`): a restart re-reads nothing acknowledged and misses
+  nothing; a crash between the acknowledgement and the cursor write publishes that page again with
+  the same event ids. ``"checked"`` is when the last pass that read the source to its end started
   (:meth:`ReferenceReader.resume`).
 * snapshot sources (the ERP has no change filter: Xero ``TaxRates`` and ``TrackingCategories``):
   the whole list is read and a record is published when its content hash differs from the one
@@ -163,7 +166,10 @@ class ReferenceCursor:
     """Where one source was read up to (see the module docstring for the stored JSON)."""
 
     since: datetime | None = None
-    seen: set[str] = field(default_factory=set)
+    seen: dict[str, str] = field(default_factory=dict)
+    """ERP id → content hash of the records published at exactly ``since`` (a record changed again
+    within the same clock tick — NetSuite, SAP and Coupa stamp whole seconds — differs in hash and
+    is published again)."""
     hashes: dict[str, str] = field(default_factory=dict)
     checked: datetime | None = None
     """When the last pass that read the source to its end started (local UTC clock), None if none did."""
@@ -176,14 +182,18 @@ class ReferenceCursor:
         data = json.loads(stored)
         since = datetime.fromisoformat(data["since"]) if data.get("since") else None
         checked = datetime.fromisoformat(data["checked"]) if data.get("checked") else None
-        return cls(since=since, seen=set(data.get("seen", [])), hashes=dict(data.get("hashes", {})), checked=checked)
+        stored_seen = data.get("seen", {})
+        # Cursors written before the hashes were kept hold a list of ids: an empty hash matches
+        # nothing, so those few records are published once more (same content, writers de-duplicate).
+        seen = dict(stored_seen) if isinstance(stored_seen, dict) else dict.fromkeys(stored_seen, "")
+        return cls(since=since, seen=seen, hashes=dict(data.get("hashes", {})), checked=checked)
 
     def dump(self) -> str:
         """The cursor as stored."""
         data: dict[str, Any] = {}
         if self.since is not None:
             data["since"] = self.since.isoformat()
-            data["seen"] = sorted(self.seen)
+            data["seen"] = dict(sorted(self.seen.items()))
         if self.hashes:
             data["hashes"] = self.hashes
         if self.checked is not None:
@@ -191,10 +201,12 @@ class ReferenceCursor:
         return json.dumps(data, sort_keys=True)
 
     def covers(self, record: ReferenceRecord) -> bool:
-        """True when ``record`` (incremental) was published before: older than ``since``, or at it and seen."""
+        """True when ``record`` (incremental) was published before: older than ``since``, or at it, same content."""
         if self.since is None or record.updated_at is None:
             return False
-        return record.updated_at < self.since or (record.updated_at == self.since and record.erp_id in self.seen)
+        if record.updated_at < self.since:
+            return True
+        return record.updated_at == self.since and self.seen.get(record.erp_id) == content_hash(record.erp_record)
 
     def advance(self, record: ReferenceRecord) -> None:
         """Record that ``record`` (incremental) was published."""
@@ -202,9 +214,9 @@ class ReferenceCursor:
             return
         if self.since is None or record.updated_at > self.since:
             self.since = record.updated_at
-            self.seen = {record.erp_id}
+            self.seen = {record.erp_id: content_hash(record.erp_record)}
         elif record.updated_at == self.since:
-            self.seen.add(record.erp_id)
+            self.seen[record.erp_id] = content_hash(record.erp_record)
 
 
 @dataclass(slots=True)
@@ -253,7 +265,10 @@ class ReferenceSync:
         return f"reference:{self.reader.connection}:{source.kind}:{source.entity}"
 
     async def _publish(self, record: ReferenceRecord) -> None:
-        version = record.updated_at.isoformat() if record.updated_at else content_hash(record.erp_record)
+        # The change time and the content: a record changed twice within one clock tick (whole-second
+        # stamps) gets a new event id; the same content read again keeps its id (stored once).
+        digest = content_hash(record.erp_record)
+        version = f"{record.updated_at.isoformat()}:{digest}" if record.updated_at else digest
         attributes = inbound_event_attributes(
             id=deterministic_id(record.connection, record.kind, record.entity, record.erp_id, version),
             tenant=self.tenant,

@@ -65,31 +65,39 @@ class ReferenceRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: ReferenceKind = Field(description="What the record is: vendor, customer, gl_account, tax_rate or tracking.")
-    erp: str = Field(description="ERP kind of the connection it was read from (quickbooks, xero).")
+    kind: ReferenceKind = Field(
+        description="What the record is: vendor, customer, gl_account, tax_rate, tracking, project or payment."
+    )
+    erp: str = Field(description="ERP kind of the connection it was read from (quickbooks, xero, netsuite, sap…).")
     connection: str = Field(description="The ERP connection name (routing file) it was read from.")
     entity: str = Field(
-        description="The ERP's own entity name: QuickBooks Vendor, Account, TaxCode, TaxRate, Class, Department; "
-        "Xero Contact, Account, TaxRate, TrackingCategory."
+        description="The ERP's own entity name: QuickBooks Vendor, Account, TaxCode, Class, BillPayment…; "
+        "Xero Contact, Account, TaxRate, TrackingCategory, Payment…; NetSuite vendor, account, department, job, "
+        "vendorPayment…; SAP A_BusinessPartner, A_GLAccountInChartOfAccounts, A_CostCenter…; Coupa suppliers, "
+        "accounts, tax_codes, lookup_values. Each reader's module docstring lists its own."
     )
     erp_id: str = Field(
         description="The ERP's id of the record "
-        "(QuickBooks Id; Xero ContactID, AccountID, TaxType, TrackingCategoryID)."
+        "(QuickBooks Id; Xero ContactID, AccountID, TaxType, TrackingCategoryID; NetSuite internal id; "
+        "SAP key such as Supplier or GLAccount; Coupa id)."
     )
     code: str | None = Field(
         default=None,
         description="The code users type for it where the ERP has one: "
-        "QuickBooks AcctNum or TaxCode Name, Xero account Code or TaxType.",
+        "QuickBooks AcctNum or TaxCode Name, Xero account Code or TaxType, NetSuite acctNumber, "
+        "SAP G/L account or cost center, Coupa account code.",
     )
-    name: str = Field(description="Display name (QuickBooks DisplayName / Name, Xero Name).")
+    name: str = Field(description="Display name as the ERP shows it (QuickBooks DisplayName / Name, Xero Name…).")
     active: bool = Field(description="False when the ERP marks it inactive or archived.")
     updated_at: datetime | None = Field(
         default=None,
-        description="When the ERP last changed it (QuickBooks MetaData.LastUpdatedTime, Xero UpdatedDateUTC); "
-        "None for Xero tax rates and tracking categories, which carry no change time.",
+        description="When the ERP last changed it (QuickBooks MetaData.LastUpdatedTime, Xero UpdatedDateUTC, "
+        "NetSuite lastModifiedDate, SAP change date, Coupa updated-at); None for snapshot sources, which carry "
+        "no change time (Xero tax rates and tracking categories, NetSuite sales tax items, SAP cost centers).",
     )
     parent_id: str | None = Field(
-        default=None, description="The enclosing record's ERP id: QuickBooks ParentRef of a class or department."
+        default=None,
+        description="The enclosing record's ERP id: QuickBooks ParentRef of a class, department or project…",
     )
     amount: Money | None = Field(
         default=None, description="Payments: total paid, major units of `currency` (Decimal, serialised as text)."

@@ -267,6 +267,34 @@ async def test_every_kind_once_then_only_what_changed(erp: Erp, http: httpx.Asyn
     assert (await restarted.sync_once()).total == 0
 
 
+@pytest.mark.parametrize("erp", ["netsuite"], indirect=True)
+async def test_a_record_changed_twice_within_one_second_is_published_again(
+    erp: Erp, http: httpx.AsyncClient, state: StateStore
+) -> None:
+    """NetSuite stamps lastModifiedDate to the second: a second change within it is not lost."""
+    connector = erp.connector(http, state)
+    assert isinstance(connector, NetSuiteConnector)
+    collected = Collected()
+    sync = ReferenceSync(erp.reader(connector), state, collected, Topics("t"), tenant="acme")
+    await sync.sync_once()
+    erp.clock.tick()
+    names = []
+    for name in ("Northwind Electrical Pty", "Northwind Electrical Pty Ltd"):
+        # Same clock second for both changes: the ERP's change time does not move between them.
+        await connector.client.request(
+            "PATCH", "/vendor/1003", operation="vendor.update", json_body={"companyName": name}
+        )
+        collected.records.clear()
+        assert (await sync.sync_once()).total == 1
+        (record,) = collected.records
+        names.append(record.name)
+    assert names == ["Northwind Electrical Pty", "Northwind Electrical Pty Ltd"]
+    # Nothing changed since: nothing published, after a restart either.
+    assert (await sync.sync_once()).total == 0
+    restarted = ReferenceSync(erp.reader(erp.connector(http, state)), state, collected, Topics("t"), tenant="acme")
+    assert (await restarted.sync_once()).total == 0
+
+
 async def test_a_restart_resumes_without_gaps_or_duplicates(
     erp: Erp, http: httpx.AsyncClient, state: StateStore
 ) -> None:
