@@ -21,9 +21,9 @@ import asyncio
 import copy
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 from cachetools import TTLCache
@@ -188,6 +188,22 @@ class Connector(ABC):
     kind with ``payment.kind_unsupported`` rather than let it be booked as money received."""
     max_batch: ClassVar[int] = 1
     """Most records the ERP takes in one write request (1: no batch endpoint; option ``max_batch`` lowers it)."""
+    mapping_kinds: ClassVar[frozenset[str]]
+    """Reference kinds (``ledgerflow.connectors.references.REFERENCE_KINDS``) whose mapped
+    ``accounting_id`` this connector sends to its ERP (read off its ``mapping.py``). A stored or
+    YAML mapping of another kind would do nothing, so it is refused (``ledgerflow mappings``,
+    ``/v1/mappings``, ``ledgerflow config check``). Every connector sets it."""
+    unused_mapping_kinds: ClassVar[Mapping[str, str]] = {}
+    """Kind the connector does not honour → what it uses instead (completes "<erp> …" in the refusal)."""
+
+    @classmethod
+    def honoured_mapping_kinds(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """The mapping kinds a connection with ``options`` honours.
+
+        :attr:`mapping_kinds`, plus what options that choose line fields (NetSuite ``line_segments``,
+        SAP ``line_assignments``, Coupa ``account_segments``) add in the connectors that have them.
+        """
+        return cls.mapping_kinds
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         if self.options_model is not None and self.credentials_model is not None:

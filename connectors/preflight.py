@@ -32,9 +32,10 @@ xero         ``vendor`` / ``customer.accounting_id`` → ``ContactID`` → Conta
              lines: ``gl_account.accounting_custom_id`` or else ``accounting_id`` → ``AccountCode`` →
              Account ``Code`` (a UUID → ``AccountID`` → Account id); ``tax_rate.accounting_custom_id``
              or ``accounting_id`` → ``TaxType`` → TaxRate ``TaxType`` (documents with tax only);
-             ``cost_code`` / ``project`` / ``business_unit`` code or name → ``Tracking.Option`` in the
-             category ``options.tracking_categories`` names → TrackingCategory by ``Name``, then one
-             of its options by ``Name``.
+             ``cost_code`` / ``project`` / ``business_unit`` code, else ``accounting_id`` (a mapping),
+             else name → ``Tracking.Option`` in the category ``options.tracking_categories`` names →
+             TrackingCategory by ``Name``, then one of its options by ``Name`` (a UUID
+             ``accounting_id`` is a ``TrackingOptionID``: matched by id, the connector sends its name).
 netsuite     internal ids only (``{"id"}``; an ``accounting_custom_id`` goes as ``externalId``, not cached):
              bill / purchase order ``vendor``, invoice ``customer`` → vendor / customer ``id``; bill /
              purchase order lines ``gl_account`` → account ``id``, the ``line_segments`` (default
@@ -186,14 +187,19 @@ def _xero(record: CanonicalRecord, options: Mapping[str, Any]) -> list[Need]:
         for field in TRACKED:
             ref = getattr(line, field)
             category = categories.get(field) if isinstance(categories, Mapping) else None
-            option = (ref.accounting_custom_id or ref.name) if ref is not None else None
-            if option and category:
+            if ref is None or not category:
+                continue
+            # As the connector books it (mapping.tracking_option): code, else the mapped accounting_id
+            # (an option name, or a TrackingOptionID matched by id), else the name.
+            option = ref.accounting_custom_id or ref.accounting_id or ref.name
+            if option:
+                by_id = not ref.accounting_custom_id and bool(ref.accounting_id) and bool(_UUID.match(option))
                 needs.append(
                     Need(
                         "tracking",
                         (("tracking", "TrackingCategory"), ("tracking", "TrackingOption")),
-                        option[:100],
-                        "name",
+                        option if by_id else option[:100],
+                        "id" if by_id else "name",
                         f"{where} {field.replace('_', ' ')} ({category})",
                         parent_name=str(category),
                         requires=(("tracking", "TrackingCategory"),),  # options are cached with their category

@@ -10,11 +10,15 @@ line here (CONTRIBUTING.md, "Add an ERP").
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from ledgerflow.connectors.base import Connector, PermanentError
 from ledgerflow.connectors.config import validate_connection
+from ledgerflow.connectors.references import REFERENCE_KINDS
+from ledgerflow.core.mapping_targets import MappingKindUse
 from ledgerflow.core.settings import ConfigError, ConnectionConfig, Routing
 
 __all__ = [
@@ -24,6 +28,8 @@ __all__ = [
     "check_routing",
     "connection_problem",
     "connector_class",
+    "mapping_kind_use",
+    "reference_map_problems",
     "sandbox_module",
 ]
 
@@ -97,6 +103,44 @@ def connection_problem(name: str, config: ConnectionConfig) -> str | None:
     except PermanentError as exc:
         return exc.message
     return None
+
+
+def mapping_kind_use(erp: str, options: Mapping[str, Any]) -> MappingKindUse | None:
+    """Which mapping kinds a connection of ``erp`` with ``options`` honours (its connector's table).
+
+    :attr:`Connector.mapping_kinds` and :meth:`Connector.honoured_mapping_kinds`, with what the
+    connector uses instead of the others. None when the ERP kind is unknown or its connector
+    cannot be loaded (its extra is not installed): the kind is then not checked.
+    """
+    try:
+        cls = connector_class(erp)
+    except (KeyError, ImportError, TypeError):
+        return None
+    return MappingKindUse(erp, cls.honoured_mapping_kinds(options), cls.unused_mapping_kinds)
+
+
+def reference_map_problems(name: str, config: ConnectionConfig) -> list[str]:
+    """What is wrong with connection ``name``'s YAML ``options.reference_map`` (empty: nothing).
+
+    An unknown kind, entries that are not a mapping, or a kind the connection's connector does
+    not honour (:func:`mapping_kind_use`: the mapping would silently do nothing).
+    """
+    raw = config.options.get("reference_map")
+    if raw is None:
+        return []
+    where = f"connection {name}: options.reference_map"
+    if not isinstance(raw, Mapping):
+        return [f"{where} must be a mapping of reference kind → {{source key: ERP id}}"]
+    use = mapping_kind_use(config.erp, config.options)
+    problems: list[str] = []
+    for kind, entries in raw.items():
+        if kind not in REFERENCE_KINDS:
+            problems.append(f"{where}.{kind}: unknown reference kind (one of {', '.join(REFERENCE_KINDS)})")
+        elif not isinstance(entries, Mapping):
+            problems.append(f"{where}.{kind} must map source keys to ERP ids")
+        elif use is not None and (why := use.refusal(str(kind))):
+            problems.append(f"{where}.{kind}: {why}")
+    return problems
 
 
 def connector_class(erp: str) -> type[Connector]:

@@ -22,6 +22,7 @@ per second with a burst of 20 (Compass "exception handling and error codes"): de
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -41,6 +42,7 @@ from ledgerflow.connectors.base import (
 from ledgerflow.connectors.coupa.config import Credentials, Options
 from ledgerflow.connectors.coupa.errors import COUPA_ERRORS, extract_error
 from ledgerflow.connectors.coupa.mapping import (
+    DEFAULT_ACCOUNT_SEGMENTS,
     invoice_body,
     invoice_lookup_params,
     stored_document,
@@ -124,6 +126,29 @@ class CoupaConnector(Connector):
     options_model = Options
     credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset({"bill", "vendor"})
+    mapping_kinds: ClassVar[frozenset[str]] = frozenset({"vendor"})  # supplier id / number
+    """Plus the canonical fields ``options.account_segments`` books as account segments."""
+    unused_mapping_kinds: ClassVar[Mapping[str, str]] = {
+        "customer": "books supplier invoices only",
+        "party": "books no payments",
+        "bank_account": "books no payments",
+        "tax_rate": "sends no tax code (tax is the invoice's tax amount)",
+        "item": "books account lines, not catalogue items",
+        "ap_account": "takes no AP account per invoice",
+        **{
+            kind: f"books as account segments only the fields options.account_segments names (add {kind} there)"
+            for kind in ("gl_account", "cost_code", "cost_type", "project", "business_unit")
+        },
+    }
+
+    @classmethod
+    def honoured_mapping_kinds(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """:attr:`mapping_kinds` and the fields ``options.account_segments`` books .
+
+        The default segments are GL account, project and cost code.
+        """
+        layout = options.get("account_segments", DEFAULT_ACCOUNT_SEGMENTS)
+        return cls.mapping_kinds | frozenset(layout.values() if isinstance(layout, Mapping) else ())
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)

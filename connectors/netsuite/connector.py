@@ -23,7 +23,8 @@ third of the base tier (``max_concurrency`` 5) and 300 requests per minute; over
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import httpx
 
@@ -42,6 +43,7 @@ from ledgerflow.connectors.netsuite.auth import TokenBasedAuth
 from ledgerflow.connectors.netsuite.config import Credentials, Options
 from ledgerflow.connectors.netsuite.errors import NETSUITE_ERRORS, extract_error
 from ledgerflow.connectors.netsuite.mapping import (
+    DEFAULT_LINE_SEGMENTS,
     RECORD_TYPES,
     body_for,
     changed_order_expense,
@@ -100,6 +102,34 @@ class NetSuiteConnector(Connector):
     options_model = Options
     credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset({*RECORD_TYPES, "purchase_order_change"})
+    mapping_kinds: ClassVar[frozenset[str]] = frozenset(
+        {
+            "vendor",  # bill / purchase order entity
+            "customer",  # invoice entity
+            "gl_account",  # expense line account
+            "item",  # invoice line item
+            "business_unit",  # invoice line department (always), expense lines per options.line_segments
+        }
+    )
+    unused_mapping_kinds: ClassVar[Mapping[str, str]] = {
+        "tax_rate": "books tax as a line on options.tax_account (bills) or options.tax_item_id (invoices), not a "
+        "line's tax rate",
+        "party": "books no payments",
+        "bank_account": "books no payments",
+        "ap_account": "takes no AP account per bill",
+        "cost_type": "sends as line segments only the fields options.line_segments names (add cost_type there)",
+        "cost_code": "sends as line segments only the fields options.line_segments names (add cost_code there)",
+        "project": "sends as line segments only the fields options.line_segments names (add project there)",
+    }
+
+    @classmethod
+    def honoured_mapping_kinds(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """:attr:`mapping_kinds` and the canonical fields ``options.line_segments`` sends.
+
+        The default segments are business unit, cost code and project.
+        """
+        segments = options.get("line_segments", DEFAULT_LINE_SEGMENTS)
+        return cls.mapping_kinds | frozenset(segments if isinstance(segments, Mapping) else ())
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)

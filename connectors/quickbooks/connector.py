@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -157,6 +157,26 @@ class QuickBooksConnector(Connector):
     MAX_CONCURRENCY: ClassVar[int] = 10
     BATCH_RATE_PER_MINUTE: ClassVar[int] = 40
     max_batch: ClassVar[int] = 30
+    mapping_kinds: ClassVar[frozenset[str]] = frozenset(
+        {
+            "vendor",  # VendorRef
+            "customer",  # CustomerRef
+            "party",  # a payment's VendorRef / CustomerRef
+            "gl_account",  # AccountBasedExpenseLineDetail.AccountRef
+            "ap_account",  # Bill.APAccountRef
+            "bank_account",  # a payment's DepositToAccountRef / APAccountRef bank
+            "cost_code",  # ClassRef
+            "project",  # line CustomerRef (a Job customer)
+            "business_unit",  # Bill.DepartmentRef
+            "item",  # SalesItemLineDetail.ItemRef
+        }
+    )
+    unused_mapping_kinds: ClassVar[Mapping[str, str]] = {
+        "tax_rate": "books tax through the connection's options (options.tax_code for TxnTaxCodeRef, "
+        "options.taxable_line_code / options.exempt_line_code for sales lines, options.tax_account / "
+        "options.tax_item for a tax line), not a line's tax rate",
+        "cost_type": "has no cost type field (a line's cost code books as ClassRef: map cost_code)",
+    }
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)

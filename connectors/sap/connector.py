@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -58,6 +59,7 @@ from ledgerflow.connectors.base import (
 from ledgerflow.connectors.sap.config import Credentials, Options
 from ledgerflow.connectors.sap.errors import SAP_ERRORS, extract_error
 from ledgerflow.connectors.sap.mapping import (
+    DEFAULT_LINE_ASSIGNMENTS,
     lookup_filter,
     odata_string,
     stored_document,
@@ -142,6 +144,33 @@ class SapConnector(Connector):
     options_model = Options
     credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset({"bill"})
+    mapping_kinds: ClassVar[frozenset[str]] = frozenset(
+        {
+            "vendor",  # InvoicingParty (supplier number)
+            "gl_account",  # GLAccount (then options.gl_accounts)
+            "tax_rate",  # TaxCode (then options.tax_codes)
+        }
+    )
+    unused_mapping_kinds: ClassVar[Mapping[str, str]] = {
+        "customer": "books supplier invoices only",
+        "party": "books no payments",
+        "bank_account": "books no payments",
+        "item": "books G/L account lines, not material lines",
+        "ap_account": "posts to the supplier's reconciliation account (no AP account per invoice)",
+        "cost_type": "assigns lines only to the fields options.line_assignments names (add cost_type there)",
+        "cost_code": "assigns lines only to the fields options.line_assignments names (add cost_code there)",
+        "project": "assigns lines only to the fields options.line_assignments names (add project there)",
+        "business_unit": "assigns lines only to the fields options.line_assignments names (add business_unit there)",
+    }
+
+    @classmethod
+    def honoured_mapping_kinds(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """:attr:`mapping_kinds` and the canonical fields ``options.line_assignments`` assigns.
+
+        The default assigns business unit → CostCenter, project → WBSElement, cost code → InternalOrder.
+        """
+        assignments = options.get("line_assignments", DEFAULT_LINE_ASSIGNMENTS)
+        return cls.mapping_kinds | frozenset(assignments if isinstance(assignments, Mapping) else ())
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)

@@ -45,6 +45,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from ledgerflow.connectors.base import Booked, Connector, HandleContext, InvalidResponse, PermanentError, Unsupported
+from ledgerflow.connectors.references import REFERENCE_KINDS
 from ledgerflow.connectors.verify import StoredDocument
 from ledgerflow.connectors.webhook.config import Credentials, Options
 from ledgerflow.connectors.webhook.errors import WEBHOOK_ERRORS
@@ -78,6 +79,8 @@ class WebhookConnector(Connector):
     options_model = Options
     credentials_model = Credentials
     supports: ClassVar[frozenset[str]] = frozenset(OBJECT_MODELS)
+    mapping_kinds: ClassVar[frozenset[str]] = frozenset(REFERENCE_KINDS)
+    """The endpoint receives the canonical record with every mapped reference in it."""
     payment_kinds: ClassVar[frozenset[str]] = frozenset({"payment", "refund", "return"})
     """The in-house ERP receives the canonical payment, whose ``kind`` says what it is."""
 

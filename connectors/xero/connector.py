@@ -69,7 +69,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -110,6 +110,7 @@ from ledgerflow.contracts import (
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core.outbound.client import ErpClient, loads_json
 from ledgerflow.core.outbound.oauth import RefreshTokenManager
+from ledgerflow.core.reference_cache import ReferenceCache
 from ledgerflow.core.settings import ConnectionConfig
 from ledgerflow.core.state import StateStore
 
@@ -158,6 +159,24 @@ class XeroConnector(Connector):
     RATE_PER_MINUTE: ClassVar[int] = 60
     MAX_CONCURRENCY: ClassVar[int] = 5
     max_batch: ClassVar[int] = 50
+    mapping_kinds: ClassVar[frozenset[str]] = frozenset(
+        {
+            "vendor",  # Contact.ContactID (bills, purchase orders)
+            "customer",  # Contact.ContactID (sales invoices)
+            "gl_account",  # LineItem.AccountCode / AccountID
+            "tax_rate",  # LineItem.TaxType
+            "cost_code",  # LineItem.Tracking (options.tracking_categories)
+            "project",  # LineItem.Tracking
+            "business_unit",  # LineItem.Tracking
+            "item",  # LineItem.ItemCode (sales invoices)
+            "bank_account",  # Payment.Account
+        }
+    )
+    unused_mapping_kinds: ClassVar[Mapping[str, str]] = {
+        "party": "books a payment against the paid invoice, whose Contact it keeps; a payment's party is not sent",
+        "ap_account": "posts bills to the organisation's accounts payable account (Xero takes no AP account per bill)",
+        "cost_type": "books as tracking only cost_code, project and business_unit (options.tracking_categories)",
+    }
 
     def __init__(self, name: str, config: ConnectionConfig, http: httpx.AsyncClient, state: StateStore) -> None:
         super().__init__(name, config, http, state)
@@ -446,6 +465,7 @@ class XeroConnector(Connector):
             change_order_tag(change),
             accounts=accounts,
             options=self.config.options,
+            option_names=await self._tracking_option_names(change) if applying else {},
         )
         stored, status = await self._write_one(
             "POST",
@@ -487,19 +507,50 @@ class XeroConnector(Connector):
         mapping.check_amounts(bill)
         contact_id = await self._contact_id("Vendor", bill.vendor, ctx, create=True)
         accounts = self._line_accounts(bill, "default_expense_account")
-        return mapping.invoice_body(bill, contact_id=contact_id, accounts=accounts, options=self.config.options)
+        return mapping.invoice_body(
+            bill,
+            contact_id=contact_id,
+            accounts=accounts,
+            options=self.config.options,
+            option_names=await self._tracking_option_names(bill),
+        )
 
     async def _invoice_body(self, invoice: Invoice, ctx: HandleContext) -> dict[str, Any]:
         mapping.check_amounts(invoice)
         contact_id = await self._contact_id("Customer", invoice.customer, ctx, create=True)
         accounts = self._line_accounts(invoice, "default_revenue_account")
-        return mapping.invoice_body(invoice, contact_id=contact_id, accounts=accounts, options=self.config.options)
+        return mapping.invoice_body(
+            invoice,
+            contact_id=contact_id,
+            accounts=accounts,
+            options=self.config.options,
+            option_names=await self._tracking_option_names(invoice),
+        )
 
     async def _po_body(self, order: PurchaseOrder, ctx: HandleContext) -> dict[str, Any]:
         mapping.check_amounts(order)
         contact_id = await self._contact_id("Vendor", order.vendor, ctx, create=True)
         accounts = self._line_accounts(order, "default_expense_account")
-        return mapping.purchase_order_body(order, contact_id=contact_id, accounts=accounts, options=self.config.options)
+        return mapping.purchase_order_body(
+            order,
+            contact_id=contact_id,
+            accounts=accounts,
+            options=self.config.options,
+            option_names=await self._tracking_option_names(order),
+        )
+
+    async def _tracking_option_names(self, document: Document) -> dict[str, str]:
+        """TrackingOptionID → option name, from the reference cache, for the document's mapped tracking ids.
+
+        A tracking mapping may name a ``TrackingOptionID``; Xero books ``LineItemTracking`` by
+        category and option *name*, so the id is resolved through what ``ledgerflow
+        sync-reference`` cached (``TrackingOption`` rows). Empty when the document maps none.
+        """
+        ids = mapping.tracking_option_ids(document)
+        if not ids:
+            return {}
+        rows = await ReferenceCache(self.state).find(self.name, ["tracking"], ids=ids)
+        return {row.erp_id.lower(): row.name for row in rows if row.entity == "TrackingOption" and row.name}
 
     def _line_accounts(self, document: Document, default_option: str) -> list[str]:
         """The Xero account code (or AccountID) of each line: its GL account's ERP code/id, else the option.

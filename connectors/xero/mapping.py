@@ -21,9 +21,13 @@ line                   ``Description``, ``Quantity``, ``UnitAmount`` (≤ 4 deci
                        more than four decimals, a truncating source, a discounted bill line) the
                        line is sent as quantity 1 at its amount, with ``quantity × unit price`` kept
                        in the ``Description``
-tracking               ``Tracking`` ``{Name, Option}`` for the line's cost code, project and business
-                       unit, categories from option ``tracking_categories``; an untrackable one fails
-                       (option ``unresolved_tracking: omit`` books without it)
+tracking               ``Tracking`` ``{Name, Option}`` (``LineItemTracking``: category name and option
+                       name, developer.xero.com "Invoices") for the line's cost code, project and
+                       business unit, categories from option ``tracking_categories``; the option is
+                       the reference's code, else its ``accounting_id`` (a mapping's value: the option
+                       name, or a ``TrackingOptionID`` the connector resolves to its name through the
+                       reference cache), else its name; an untrackable one fails (option
+                       ``unresolved_tracking: omit`` books without it)
 line discount          ``DiscountAmount`` on sales invoices (ACCREC); Xero supports no discount on
                        bills, so a discounted bill line is sent at its net amount (see above)
 header tax             tax no line carries, or every tax when a taxed line has no ``TaxType``: a
@@ -53,7 +57,16 @@ from typing import Any, Literal
 
 from ledgerflow.connectors.base import PermanentError
 from ledgerflow.connectors.verify import StoredDocument, StoredLine
-from ledgerflow.contracts import Bill, Document, Invoice, LineItem, PurchaseOrder, PurchaseOrderChange, erp_identifiers
+from ledgerflow.contracts import (
+    Bill,
+    Document,
+    Invoice,
+    LineItem,
+    PurchaseOrder,
+    PurchaseOrderChange,
+    Reference,
+    erp_identifiers,
+)
 from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = [
@@ -67,6 +80,8 @@ __all__ = [
     "purchase_order_body",
     "stored_document",
     "stored_payments",
+    "tracking_option",
+    "tracking_option_ids",
 ]
 
 CENT = Decimal("0.01")
@@ -195,6 +210,7 @@ def _source_line(
     taxed_lines: bool,
     sales: bool,
     options: Mapping[str, Any],
+    option_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"Description": line.description or f"Line {line.line_number}"}
     discount = line.discount_amount or Decimal(0)
@@ -229,7 +245,7 @@ def _source_line(
             entry["TaxAmount"] = Decimal(0)
     field, value = account_field(code)
     entry[field] = value
-    tracking = _tracking(line, f"{_what(document)} line {line.line_number}", options)
+    tracking = _tracking(line, f"{_what(document)} line {line.line_number}", options, option_names)
     if tracking:
         entry["Tracking"] = tracking
     _, item_code, _ = erp_identifiers(line.item)
@@ -247,13 +263,35 @@ TRACKED = ("cost_code", "project", "business_unit")
 """Line references booked as Xero tracking (``LineItem.Tracking``), each in the category the option names."""
 
 
-def _tracking(line: LineItem, where: str, options: Mapping[str, Any]) -> list[dict[str, str]]:
+def tracking_option(ref: Reference, option_names: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The Xero tracking option name a line reference books as, and a TrackingOptionID left unresolved.
+
+    In order: the reference's ``accounting_custom_id`` (its code), its ``accounting_id`` (what a
+    mapping sets: the option's name, or its ``TrackingOptionID``, a UUID, which ``option_names``
+    (TrackingOptionID → option name, from the reference cache) turns into the name), its name.
+    Returns ``(None, option_id)`` when the ``accounting_id`` is a TrackingOptionID not in
+    ``option_names`` (Xero's ``LineItemTracking`` is booked by category and option *name*).
+    """
+    if ref.accounting_custom_id:
+        return ref.accounting_custom_id, None
+    if ref.accounting_id:
+        if not _is_uuid(ref.accounting_id):
+            return ref.accounting_id, None
+        name = option_names.get(ref.accounting_id.lower()) or option_names.get(ref.accounting_id)
+        return (name, None) if name else (None, ref.accounting_id)
+    return ref.name or None, None
+
+
+def _tracking(
+    line: LineItem, where: str, options: Mapping[str, Any], option_names: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
     """The line's ``Tracking``: ``{"Name": <category>, "Option": <option>}`` per tracked reference.
 
     The category of each canonical field comes from the option ``tracking_categories`` (e.g.
-    ``{cost_code: "Cost Code", project: "Project"}``); the option is the reference's ERP code
-    (``accounting_custom_id``), else its name. A reference that cannot be expressed fails the
-    document (never dropped silently) unless the option ``unresolved_tracking`` is ``omit``.
+    ``{cost_code: "Cost Code", project: "Project"}``); the option is :func:`tracking_option`
+    (code, else mapped ``accounting_id``, a TrackingOptionID resolved through ``option_names``,
+    else name). A reference that cannot be expressed fails the document (never dropped silently)
+    unless the option ``unresolved_tracking`` is ``omit``.
 
     Raises:
         PermanentError: ``reference.unresolved`` naming the reference and what to configure.
@@ -264,9 +302,8 @@ def _tracking(line: LineItem, where: str, options: Mapping[str, Any]) -> list[di
         ref = getattr(line, field)
         if ref is None:
             continue
-        _, code, name = erp_identifiers(ref)
         category = categories.get(field) if isinstance(categories, Mapping) else None
-        option = code or name
+        option, unknown_id = tracking_option(ref, option_names or {})
         if category and option:
             out.append({"Name": str(category), "Option": option[:100]})
             continue
@@ -275,6 +312,11 @@ def _tracking(line: LineItem, where: str, options: Mapping[str, Any]) -> list[di
         label = field.replace("_", " ")
         if not category:
             why = f"set the connection option tracking_categories.{field} (the Xero tracking category for it)"
+        elif unknown_id:
+            why = (
+                f"its TrackingOptionID {unknown_id} is not in the connection's reference cache, so its option name "
+                "is unknown (run `ledgerflow sync-reference`, or map it to the option's name)"
+            )
         else:
             why = "the source sent no code or name for it (map it in the source)"
         raise _fail(
@@ -290,6 +332,19 @@ def _tracking(line: LineItem, where: str, options: Mapping[str, Any]) -> list[di
     return out
 
 
+def tracking_option_ids(document: Document) -> set[str]:
+    """The TrackingOptionIDs (UUID ``accounting_id``) of ``document``'s tracked line references, to resolve."""
+    return {
+        ref.accounting_id
+        for line in document.line_items
+        for field in TRACKED
+        if (ref := getattr(line, field)) is not None
+        and not ref.accounting_custom_id
+        and ref.accounting_id
+        and _is_uuid(ref.accounting_id)
+    }
+
+
 def _adjustment(amount: Decimal, label: str, code: str, taxed: bool, options: Mapping[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"Description": label, "Quantity": Decimal(1), "UnitAmount": amount, "LineAmount": amount}
     if taxed:
@@ -301,7 +356,12 @@ def _adjustment(amount: Decimal, label: str, code: str, taxed: bool, options: Ma
 
 
 def _lines(
-    document: Document, accounts: list[str], options: Mapping[str, Any], *, sales: bool
+    document: Document,
+    accounts: list[str],
+    options: Mapping[str, Any],
+    *,
+    sales: bool,
+    option_names: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The line items and ``LineAmountTypes`` of a document.
 
@@ -321,7 +381,9 @@ def _lines(
     taxed = amount_types != "NoTax"
     lines = []
     for line, code in zip(document.line_items, accounts, strict=True):
-        entry = _source_line(line, document, code, taxed_lines=on_lines, sales=sales, options=options)
+        entry = _source_line(
+            line, document, code, taxed_lines=on_lines, sales=sales, options=options, option_names=option_names
+        )
         if not taxed:
             entry.pop("TaxType", None)
             entry.pop("TaxAmount", None)
@@ -348,7 +410,12 @@ _STATUS = {"draft": "DRAFT", "submitted": "SUBMITTED"}
 
 
 def invoice_body(
-    document: Bill | Invoice, *, contact_id: str, accounts: list[str], options: Mapping[str, Any]
+    document: Bill | Invoice,
+    *,
+    contact_id: str,
+    accounts: list[str],
+    options: Mapping[str, Any],
+    option_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``PUT /Invoices`` element for a bill (``ACCPAY``) or a sales invoice (``ACCREC``).
 
@@ -357,13 +424,14 @@ def invoice_body(
         contact_id: the Xero ``ContactID`` of the vendor or customer.
         accounts: the account code (or AccountID) of each line, in line order.
         options: ``default_tax_type``, ``tax_account``, ``shipping_account``, ``discount_account``.
+        option_names: TrackingOptionID → option name (the reference cache) for mapped tracking ids.
 
     Raises:
         PermanentError: ``erp.unsupported_amount`` or ``config.missing`` with what to configure.
     """
     check_amounts(document)
     sales = isinstance(document, Invoice)
-    lines, amount_types = _lines(document, accounts, options, sales=sales)
+    lines, amount_types = _lines(document, accounts, options, sales=sales, option_names=option_names)
     body: dict[str, Any] = {
         "Type": "ACCREC" if sales else "ACCPAY",
         "Contact": {"ContactID": contact_id},
@@ -388,7 +456,12 @@ def invoice_body(
 
 
 def purchase_order_body(
-    order: PurchaseOrder, *, contact_id: str, accounts: list[str], options: Mapping[str, Any]
+    order: PurchaseOrder,
+    *,
+    contact_id: str,
+    accounts: list[str],
+    options: Mapping[str, Any],
+    option_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``PUT /PurchaseOrders`` element for ``order``: lines as for bills.
 
@@ -396,7 +469,7 @@ def purchase_order_body(
         PermanentError: ``erp.unsupported_amount`` or ``config.missing`` with what to configure.
     """
     check_amounts(order)
-    lines, amount_types = _lines(order, accounts, options, sales=False)
+    lines, amount_types = _lines(order, accounts, options, sales=False, option_names=option_names)
     body: dict[str, Any] = {
         "Contact": {"ContactID": contact_id},
         "LineItems": lines,
@@ -419,6 +492,7 @@ def changed_order_lines(
     *,
     accounts: list[str],
     options: Mapping[str, Any],
+    option_names: Mapping[str, str] | None = None,
 ) -> list[Any]:
     """The ``LineItems`` of a purchase order after applying (``change`` set) or removing (None) a change order.
 
@@ -433,7 +507,7 @@ def changed_order_lines(
     if change is None:
         return kept
     check_amounts(change)
-    lines, _ = _lines(change, accounts, options, sales=False)
+    lines, _ = _lines(change, accounts, options, sales=False, option_names=option_names)
     return kept + [{**line, "Description": (tag + str(line.get("Description") or ""))[:4000]} for line in lines]
 
 

@@ -16,7 +16,7 @@ from ledgerflow.audit.main import audit_lag_watch
 from ledgerflow.audit.settings import AuditSettings
 from ledgerflow.connectors.fleet import fleet_lag_watch
 from ledgerflow.connectors.main import connector_lag_watch
-from ledgerflow.connectors.registry import connection_problem, connector_class
+from ledgerflow.connectors.registry import connection_problem, connector_class, reference_map_problems
 from ledgerflow.contracts.topics import RETRY_TIERS, STAGES
 from ledgerflow.core import aio
 from ledgerflow.core.connections import stored_routing
@@ -91,6 +91,7 @@ def _connections(settings: Settings, routing: Routing, problems: list[str]) -> d
         else:
             if problem := connection_problem(name, config):
                 problems.append(problem)
+            problems.extend(reference_map_problems(name, config))
         connections[name] = {
             "erp": config.erp,
             "base_url": config.base_url or "local sandbox (ledgerflow up only)",

@@ -337,6 +337,55 @@ async def test_a_stored_mapping_is_applied_and_wins_over_the_yaml_map(xero: Erp)
     assert codes == ["400", "429"]
 
 
+async def test_xero_tracking_mappings_book_the_mapped_option(xero: Erp) -> None:
+    # Issue 19: a stored or YAML cost_code / business_unit mapping sets accounting_id; Xero books
+    # LineItemTracking by category and option name, so a mapped TrackingOptionID is resolved to its name.
+    await xero.sync()
+    cache = ReferenceCache(xero.state)
+    (concrete,) = [r for r in await cache.find("xero-main", ["tracking"], names=["03-3000 Concrete"])]
+    mappings = MappingStore(xero.state)
+    assert (await mappings.validate("xero-main", "cost_code", concrete.erp_id)).accepted
+    await mappings.put("t", "xero-main", "cost_code", "cc-concrete", concrete.erp_id)
+    runtime = xero.runtime(
+        tracking_categories={"cost_code": "Cost Code", "business_unit": "Region"},
+        reference_map={"cost_code": {"cc-finish": "09-9000 Finishes"}, "business_unit": {"bu-n": "North"}},
+    )
+    bill = _bill("tracked-map", {"accounting_custom_id": "429"}, {"accounting_custom_id": "400"})
+    tracked = [("cc-concrete", "Concrete work"), ("cc-finish", "Finishing")]
+    lines = [
+        line.model_copy(
+            update={
+                "cost_code": Reference(source_id=code, name=name),
+                "business_unit": Reference(source_id="bu-n", name="Northern branch"),
+            }
+        )
+        for line, (code, name) in zip(bill.line_items, tracked, strict=True)
+    ]
+    result = await runtime.book(bill.model_copy(update={"line_items": lines}), _attrs("e-tracked-map"))
+    assert result.outcome is Outcome.SUCCEEDED, result.error
+    stored = xero.app.state.sandbox.store.all("invoice")[-1]
+    assert [sorted((t["Name"], t["Option"]) for t in line["Tracking"]) for line in stored["LineItems"]] == [
+        [("Cost Code", "03-3000 Concrete"), ("Region", "North")],
+        [("Cost Code", "09-9000 Finishes"), ("Region", "North")],
+    ]
+
+
+async def test_an_unknown_mapped_tracking_option_id_is_refused_before_any_call(xero: Erp) -> None:
+    await xero.sync()
+    runtime = xero.runtime(
+        tracking_categories={"cost_code": "Cost Code"},
+        reference_map={"cost_code": {"cc-x": "6f1c1d7e-0000-4000-8000-000000000001"}},
+    )
+    bill = _bill("tracked-unknown", {"accounting_custom_id": "429"})
+    lines = [line.model_copy(update={"cost_code": Reference(source_id="cc-x", name="X")}) for line in bill.line_items]
+    before = xero.requests
+    result = await runtime.book(bill.model_copy(update={"line_items": lines}), _attrs("e-tracked-unknown"))
+    assert xero.requests == before
+    assert result.error is not None
+    assert result.error.code == ErrorCode.REFERENCE_UNKNOWN
+    assert "tracking value 6f1c1d7e-0000-4000-8000-000000000001 is not in" in result.error.message
+
+
 class _Stub(Connector):
     """A connector of any ERP kind that is never called (the check runs before it)."""
 
