@@ -108,8 +108,10 @@ class ConnectIn(BaseModel):
     """An OAuth 2.0 consent to start (authorization code + PKCE)."""
 
     erp: Literal["quickbooks", "xero"] = Field(description="ERP kind.")
-    name: Name = Field(description="Name of the connection to create.")
-    tenants: list[Tenant] = Field(min_length=1, max_length=100, description="Tenants served.")
+    name: Name = Field(description="Name of the connection to create (`reconnect`: the stored one).")
+    tenants: list[Tenant] | None = Field(
+        None, min_length=1, max_length=100, description="Tenants served (required unless `reconnect`)."
+    )
     client_id: Annotated[str, Field(min_length=1, max_length=500)] = Field(description="The app's OAuth client id.")
     client_secret: Annotated[str, Field(min_length=1, max_length=500)] = Field(
         description="The app's OAuth client secret (stored encrypted, never answered)."
@@ -120,7 +122,9 @@ class ConnectIn(BaseModel):
         "or this service's `/oauth/callback` on the URL the request came in on when that is unset.",
     )
     base_url: Url | None = Field(None, description="API base URL; null = the local sandbox.")
-    objects: list[ObjectType] = Field(["bill"], min_length=1, max_length=20, description="Object types taken.")
+    objects: list[ObjectType] | None = Field(
+        None, min_length=1, max_length=20, description="Object types taken; default `[bill]`."
+    )
     options: dict[Key, Any] = Field({}, max_length=100, description="Connector options.")
     scope: Annotated[str, Field(min_length=1, max_length=500, pattern=_TEXT)] | None = Field(
         None, description="Scopes to ask for; default: the vendor's accounting scopes."
@@ -132,6 +136,12 @@ class ConnectIn(BaseModel):
     )
     xero_tenant_id: Annotated[str, Field(min_length=1, max_length=100, pattern=_TEXT)] | None = Field(
         None, description="Xero organisation to use when the consent grants several."
+    )
+    reconnect: bool = Field(
+        False,
+        description="Re-consent the stored connection `name` in place: the callback replaces its credentials and "
+        "tokens only (tenants, base URL, objects, options kept) and answers 409 `organisation-mismatch` when "
+        "the consent is for another QuickBooks company (realmId) or Xero organisation (tenantId).",
     )
 
 
@@ -158,7 +168,8 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No credential, or an unknown, revoked or invalid one.",
         403: "The credential lacks the scope this operation needs (or `oauth_root` is not allowed here).",
         404: "Unknown connection, or one serving a tenant the caller does not see.",
-        409: "A connection of that name exists (stored, or in the routing file).",
+        409: "A connection of that name exists (stored, or in the routing file); or a reconnect's consent "
+        "is for another company / organisation (`organisation-mismatch`).",
         502: "The vendor's token endpoint could not be reached or answered nonsense.",
         503: "The connections key (LEDGERFLOW_CONNECTIONS_KEY_FILE) is configured but unusable.",
     }
@@ -173,6 +184,8 @@ def _problem(exc: ConfigError) -> Problem:
         return Problem(409, "conflict", "Conflict", str(exc))
     if isinstance(exc, CustomRootError):
         return Problem(403, "oauth-root-not-allowed", "Custom OAuth root not allowed", str(exc))
+    if isinstance(exc, ConsentError) and exc.kind == "organisation-mismatch":
+        return Problem(409, exc.kind, "Consent for another organisation", str(exc))
     if isinstance(exc, ConsentError):
         return Problem(400, exc.kind, "OAuth callback refused", str(exc))
     if isinstance(exc, TokenExchangeError):
@@ -345,7 +358,9 @@ def _callback_url(request: Request) -> str:
 async def connect(
     principal: Writer, admin: AdminDep, request: Request, body: Annotated[ConnectIn, Body()]
 ) -> ConsentOut:
-    """A consent URL (authorization code + PKCE S256); the callback stores the connection."""
+    """A consent URL (authorization code + PKCE S256); the callback stores the connection (or re-consents it)."""
+    if body.reconnect:
+        await _visible_one(admin, principal, body.name)
     _require_tenants(principal, body.tenants)
     redirect_uri = body.redirect_uri or _callback_url(request)
     try:
@@ -367,6 +382,7 @@ async def connect(
             scope=body.scope,
             xero_tenant_id=body.xero_tenant_id,
             requested_by=f"{principal.kind}:{principal.subject}",
+            reconnect=body.reconnect,
         )
     except ConfigError as exc:
         raise _problem(exc) from None

@@ -637,3 +637,121 @@ def test_public_url_must_be_an_http_origin() -> None:
     for bad in ("ledgerflow.example.com", "ftp://ledgerflow.example.com", "https://x.example.com/?a=1"):
         with pytest.raises(ValidationError, match="public_url"):
             Settings(public_url=bad)
+
+
+OTHER_ORG = {"quickbooks": "9130000000000001", "xero": "00000000-0000-4000-8000-000000000001"}
+
+
+async def _credentials(settings: Settings, name: str) -> dict[str, str]:
+    routing = await stored_routing(settings, settings.load_routing(), decrypt=[name])
+    return {k: v.get_secret_value() for k, v in routing.connections[name].credentials.items()}
+
+
+@pytest.mark.parametrize("kind", ["quickbooks", "xero"])
+async def test_api_reconnect_replaces_only_credentials_and_refuses_another_organisation(
+    kind: str, tmp_path: Path
+) -> None:
+    erp = ERPS[kind]
+    name = f"{kind}-acme"
+    async with _api_and_sandbox(tmp_path, kind) as (api, url, sandbox_app, settings):
+        admin = await api.key(["admin"], ["acme"])
+        async with api.client(admin) as client, api.client() as public, httpx.AsyncClient() as browser:
+            started = await _start(client, kind, name, url, objects=["bill", "vendor"])
+            assert (
+                await public.get("/oauth/callback", params=await _follow(browser, started.json()["url"]))
+            ).is_success
+            before = (await client.get(f"/v1/stored-connections/{name}")).json()
+            old = await _credentials(settings, name)
+
+            # Refused before any consent: unknown name, other tenants, other options.
+            unknown = await _start(client, kind, "nope", url, tenants=None, base_url=None, reconnect=True)
+            assert unknown.status_code == 404, unknown.text
+            other = await _start(client, kind, name, url, tenants=["acme", "beta"], base_url=None, reconnect=True)
+            assert other.status_code == 404  # beta is not visible to this key
+            moved = await _start(client, kind, name, url, reconnect=True)  # a base_url given
+            assert moved.status_code == 400
+            assert "reconnect replaces the credentials and tokens" in moved.json()["detail"]
+
+            again = await _start(client, kind, name, url, tenants=None, base_url=None, reconnect=True)
+            assert again.status_code == 201, again.text
+            done = await public.get("/oauth/callback", params=await _follow(browser, again.json()["url"]))
+            assert done.status_code == 200, done.text
+            after = (await client.get(f"/v1/stored-connections/{name}")).json()
+            for same in ("tenants", "objects", "options", "base_url", "created_at", "enabled", "credentials"):
+                assert after[same] == before[same], same
+            new = await _credentials(settings, name)
+            assert new["refresh_token"] != old["refresh_token"]
+            assert new[erp.tenant_credential] == old[erp.tenant_credential] == erp.tenant_value
+            _assert_encrypted(tmp_path / "state.db", name, erp)
+            await _book_and_refresh(settings, name, erp, sandbox_app)  # the new tokens work
+
+            # The stored organisation differs from the one the sandbox consents for: refused, nothing changed.
+            patched = await client.patch(
+                f"/v1/stored-connections/{name}", json={"credentials": {erp.tenant_credential: OTHER_ORG[kind]}}
+            )
+            assert patched.status_code == 200, patched.text
+            kept = await _credentials(settings, name)
+            again = await _start(client, kind, name, url, tenants=None, base_url=None, reconnect=True)
+            refused = await public.get("/oauth/callback", params=await _follow(browser, again.json()["url"]))
+            assert refused.status_code == 409, refused.text
+            problem = refused.json()
+            assert problem["type"].endswith("/organisation-mismatch")
+            assert OTHER_ORG[kind] in problem["detail"]
+            assert "reconnect refused, nothing changed" in problem["detail"]
+            assert await _credentials(settings, name) == kept
+
+
+def test_cli_reconnect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    erp = ERPS["quickbooks"]
+    key = Fernet.generate_key().decode()
+    settings = _settings(tmp_path, key)
+    monkeypatch.setenv("LEDGERFLOW_STATE_URL", settings.state_url)
+    monkeypatch.setenv("LEDGERFLOW_CONNECTIONS_KEY", key)
+    monkeypatch.setenv("LEDGERFLOW_ROUTING_FILE", str(settings.routing_file))
+    monkeypatch.setenv("LEDGERFLOW_OAUTH_CLIENT_SECRET", erp.client_secret)
+    monkeypatch.setenv("LEDGERFLOW_OAUTH_ALLOW_CUSTOM_ROOT", "true")
+    runner = CliRunner()
+    name = "qbo-cli"
+
+    def consent(*extra: str) -> str:
+        args = ["connections", "connect", "quickbooks", "--name", name, "--redirect-uri", REDIRECT]
+        result = runner.invoke(cli, [*args, "--client-id", erp.client_id, "--oauth-root", url, *extra])
+        assert result.exit_code == 0, result.output
+        consent_url = next(line for line in result.stdout.splitlines() if line.startswith("http"))
+        callback = _consent(consent_url)
+        return REDIRECT + "?" + "&".join(f"{k}={v}" for k, v in callback.items())
+
+    with _sandbox_thread(erp.sandbox.create_app()) as url:
+        missing = runner.invoke(
+            cli,
+            ["connections", "connect", "quickbooks", "--name", name, "--redirect-uri", REDIRECT, "--client-id", "i"],
+        )
+        assert missing.exit_code == 2
+        assert "--tenant" in missing.output
+        done = runner.invoke(cli, ["connections", "complete", "--url", consent("--tenant", "acme", "--base-url", url)])
+        assert done.exit_code == 0, done.output
+        old = asyncio.run(_credentials(settings, name))
+        taken = runner.invoke(
+            cli,
+            [
+                *("connections", "connect", "quickbooks", "--name", name, "--tenant", "acme"),
+                *("--redirect-uri", REDIRECT, "--client-id", erp.client_id, "--oauth-root", url),
+            ],
+        )
+        assert taken.exit_code == 2
+        assert "reconnect it" in taken.output
+
+        done = runner.invoke(cli, ["connections", "complete", "--url", consent("--reconnect")])
+        assert done.exit_code == 0, done.output
+        new = asyncio.run(_credentials(settings, name))
+        assert new["refresh_token"] != old["refresh_token"]
+        assert new["realm_id"] == old["realm_id"]
+
+        updated = runner.invoke(
+            cli, ["connections", "update", name, "--credential", f"realm_id={OTHER_ORG['quickbooks']}"]
+        )
+        assert updated.exit_code == 0, updated.output
+        refused = runner.invoke(cli, ["connections", "complete", "--url", consent("--reconnect")])
+        assert refused.exit_code == 2
+        assert f"connection {name!r} is connected to {OTHER_ORG['quickbooks']!r}" in " ".join(refused.output.split())
+        assert asyncio.run(_credentials(settings, name))["refresh_token"] == new["refresh_token"]

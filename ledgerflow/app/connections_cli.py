@@ -275,8 +275,7 @@ def remove(name: Annotated[str, typer.Argument(help="Stored connection name.")])
 @connections_app.command("connect")
 def connect(
     erp: Annotated[str, typer.Argument(help=f"ERP kind: {', '.join(PROVIDERS)}.")],
-    tenant: Annotated[list[str], typer.Option(help="Tenant whose records go to this connection (repeatable).")],
-    name: Annotated[str, typer.Option(help="Name of the connection to create.")],
+    name: Annotated[str, typer.Option(help="Name of the connection to create (--reconnect: the stored one).")],
     redirect_uri: Annotated[
         str, typer.Option(help="Redirect URI registered with the app: the audit service's /oauth/callback.")
     ],
@@ -311,13 +310,29 @@ def connect(
     xero_tenant_id: Annotated[
         str | None, typer.Option(help="Xero organisation to use when the consent grants several.")
     ] = None,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(help="Tenant whose records go to this connection (repeatable; required unless --reconnect)."),
+    ] = None,
+    reconnect: Annotated[
+        bool,
+        typer.Option(
+            "--reconnect",
+            help="Re-consent the stored connection --name in place: only its credentials and tokens are replaced; "
+            "refused when the consent is for another QuickBooks company or Xero organisation.",
+        ),
+    ] = False,
 ) -> None:
     """Start the OAuth 2.0 consent (authorization code + PKCE): print the URL to open; valid 10 minutes.
 
     After the consent the vendor redirects to --redirect-uri: the audit service's /oauth/callback
     stores the connection, or paste the URL the browser was sent to into `ledgerflow connections complete`.
+    With --reconnect (an expired or revoked consent) the stored connection keeps its name, tenants,
+    objects and options; the callback replaces its credentials and tokens.
     """
     options = _pairs(option, "--option", parse=True)
+    if not tenant and not reconnect:
+        raise typer.BadParameter("at least one --tenant is required (unless --reconnect)", param_hint="--tenant")
     settings = Settings()
 
     async def work(admin: ConnectionAdmin) -> Consent:
@@ -329,12 +344,13 @@ def connect(
             client_secret=client_secret,
             redirect_uri=redirect_uri,
             base_url=base_url,
-            objects=object_ or ["bill"],
+            objects=object_,
             options=options,
             oauth_root=oauth_root,
             scope=scope,
             xero_tenant_id=xero_tenant_id,
             requested_by="cli",
+            reconnect=reconnect,
         )
 
     consent = _run(settings, work)

@@ -14,7 +14,9 @@ the Xero organisation from ``GET https://api.xero.com/connections``, and stores 
 credentials ``client_id``, ``client_secret``, ``refresh_token``, ``realm_id`` (QuickBooks) or
 ``tenant_id`` (Xero), and ``token_url`` when not the vendor's, encrypted; the first token pair goes
 to ``oauth_tokens`` (encrypted), where the connector's :class:`~ledgerflow.core.outbound.oauth.RefreshTokenManager`
-rotates it as for any connection.
+rotates it as for any connection. ``reconnect`` (``connections connect --reconnect``, ``"reconnect": true``)
+re-consents a stored connection in place: only its credentials and tokens are replaced, and a
+consent for another company / organisation than the stored one is refused (``organisation-mismatch``).
 
 Vendor facts (``shared/reference/erp_apis.md`` §1-2; developer.intuit.com "OAuth 2.0",
 developer.xero.com "OAuth 2.0 auth flow"): :data:`PROVIDERS`. ``oauth_root`` rebases the three
@@ -44,7 +46,13 @@ from sqlalchemy import JSON, DateTime, String, Text, delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ledgerflow.core.connections import ConnectionAdmin, ConnectionConflict, ConnectionStore
+from ledgerflow.core.connections import (
+    ConnectionAdmin,
+    ConnectionChanges,
+    ConnectionConflict,
+    ConnectionNotFound,
+    ConnectionStore,
+)
 from ledgerflow.core.settings import ConfigError
 from ledgerflow.core.state import StateBase, StoredToken
 
@@ -73,7 +81,8 @@ class ConsentError(ConfigError):
     """The callback cannot complete: unknown, used or expired state, consent refused, realm missing.
 
     ``kind`` is a short problem type: ``invalid-state``, ``expired-state``, ``consent-refused``,
-    ``invalid-callback``.
+    ``invalid-callback``, ``organisation-mismatch`` (a reconnect consented for another QuickBooks
+    company or Xero organisation than the stored connection's).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -269,7 +278,7 @@ class OAuthConnect:
         erp: str,
         *,
         name: str,
-        tenants: list[str],
+        tenants: list[str] | None,
         client_id: str,
         client_secret: str,
         redirect_uri: str,
@@ -280,13 +289,14 @@ class OAuthConnect:
         scope: str | None = None,
         xero_tenant_id: str | None = None,
         requested_by: str | None = None,
+        reconnect: bool = False,
     ) -> Consent:
         """Keep a pending authorization and return the consent URL.
 
         Args:
             erp: ``quickbooks`` or ``xero`` (:data:`PROVIDERS`).
-            name: the connection to store once consented.
-            tenants: its tenants.
+            name: the connection to store once consented (``reconnect``: the stored one to re-consent).
+            tenants: its tenants (``reconnect``: None, or the stored ones).
             base_url: its API base URL (None: the local sandbox of ``ledgerflow up``).
             objects: its object types (default ``bill``).
             options: its connector options.
@@ -299,11 +309,17 @@ class OAuthConnect:
             scope: scopes to ask for (default: the provider's).
             xero_tenant_id: the organisation to use when the consent grants several (Xero).
             requested_by: who asked (kept with the pending authorization).
+            reconnect: re-consent stored connection ``name`` in place: the callback replaces its
+                credentials and tokens only (tenants, base URL, objects and options kept; giving
+                other ones is refused), and is refused (``organisation-mismatch``) when the consent
+                is for another company / organisation than the stored ``realm_id`` / ``tenant_id``
+                (for Xero, the stored organisation is the one asked for when several are granted).
 
         Raises:
             ConfigError: unknown ERP for this flow, invalid connection fields, no key configured
                 (the secrets are stored encrypted); ConnectionConflict: the name is taken;
-                CustomRootError: ``oauth_root`` given and not allowed.
+                CustomRootError: ``oauth_root`` given and not allowed; ConnectionNotFound:
+                ``reconnect`` and no stored connection ``name``.
         """
         provider = PROVIDERS.get(erp)
         if provider is None:
@@ -320,17 +336,36 @@ class OAuthConnect:
             _http_url(base_url, "base_url")
         if not client_id or not client_secret:
             raise ConfigError(f"connection {name!r}: client_id and client_secret are required")
+        expected_tenant = ""
+        if reconnect:
+            current = await self.store.get(name)
+            if current is None:
+                raise ConnectionNotFound(f"no stored connection named {name!r} to reconnect")
+            if current.config.erp != erp:
+                raise ConfigError(f"connection {name!r} is a {current.config.erp} connection, not {erp}")
+            if (tenants and set(tenants) != set(current.tenants)) or base_url or objects or options:
+                raise ConfigError(
+                    f"reconnect replaces the credentials and tokens of connection {name!r} only: its tenants, "
+                    "base URL, objects and options are kept (change them with update)"
+                )
+            tenants, base_url = list(current.tenants), current.config.base_url
+            objects, options = list(current.config.objects), dict(current.config.options)
+            stored = current.config.credentials.get(provider.tenant_credential)
+            expected_tenant = stored.get_secret_value() if stored else ""
+            xero_tenant_id = xero_tenant_id or (expected_tenant if provider.connections_url else None)
         self.admin.validated(
             name,
             erp=erp,
-            tenants=tenants,
+            tenants=tenants or [],
             base_url=base_url,
             objects=objects or ["bill"],
             credentials={"client_id": client_id, "client_secret": client_secret},
             options=options or {},
         )
-        if await self.store.summaries(name):
-            raise ConnectionConflict(f"a stored connection named {name!r} exists (remove it, or choose another name)")
+        if not reconnect and await self.store.summaries(name):
+            raise ConnectionConflict(
+                f"a stored connection named {name!r} exists (reconnect it, remove it, or choose another name)"
+            )
         if not self.store.cipher.configured:
             raise ConfigError(
                 "connecting stores client credentials and tokens encrypted: set LEDGERFLOW_CONNECTIONS_KEY "
@@ -350,13 +385,15 @@ class OAuthConnect:
             "default_token_url": PROVIDERS[erp].token_url,
             "connections_url": provider.connections_url or "",
             "xero_tenant_id": xero_tenant_id or "",
+            "reconnect": "1" if reconnect else "",
+            "expected_tenant": expected_tenant,
         }
         now = datetime.now(UTC)
         row = PendingAuthorizationRow(
             state_hash=_state_hash(state),
             connection=name,
             erp=erp,
-            tenants=list(dict.fromkeys(tenants)),
+            tenants=list(dict.fromkeys(tenants or [])),
             base_url=base_url,
             objects=list(objects or ["bill"]),
             options=dict(options or {}),
@@ -452,7 +489,7 @@ class OAuthConnect:
             secret["client_id"], secret["client_secret"], secret["redirect_uri"], secret["scope"]
         ) as client:
             token = await self._exchange(client, secret, code, row.erp)
-            tenant = realm_id if provider.realm_param else await self._xero_tenant(client, secret)
+            tenant = realm_id if provider.realm_param else await self._xero_tenant(client, secret, name)
         refresh_token = token.get("refresh_token")
         if not isinstance(refresh_token, str) or not refresh_token:
             raise TokenExchangeError(
@@ -468,21 +505,44 @@ class OAuthConnect:
         }
         if secret["token_url"] != secret["default_token_url"]:
             credentials["token_url"] = secret["token_url"]
-        summary = await self.admin.add(
-            name,
-            erp=row.erp,
-            tenants=row.tenants,
-            base_url=row.base_url,
-            objects=row.objects,
-            credentials=credentials,
-            options=row.options,
-        )
+        if secret.get("reconnect"):
+            summary = await self._reconnect(name, row.erp, str(tenant), secret, credentials)
+        else:
+            summary = await self.admin.add(
+                name,
+                erp=row.erp,
+                tenants=row.tenants,
+                base_url=row.base_url,
+                objects=row.objects,
+                credentials=credentials,
+                options=row.options,
+            )
         expires_in = int(token.get("expires_in") or 3600)
         await self.store.state.put_token(
             name,
             StoredToken(str(token["access_token"]), refresh_token, datetime.now(UTC) + timedelta(seconds=expires_in)),
         )
         return summary
+
+    async def _reconnect(
+        self, name: str, erp: str, tenant: str, secret: dict[str, str], credentials: dict[str, str]
+    ) -> dict[str, Any]:
+        """Replace the credentials of stored connection ``name`` after a re-consent; its summary.
+
+        Raises:
+            ConsentError: ``organisation-mismatch``, the consent is for another company / organisation.
+            ConnectionNotFound: the connection was removed meanwhile.
+        """
+        expected = secret.get("expected_tenant")
+        if expected and tenant != expected:
+            what = "QuickBooks company (realmId)" if erp == "quickbooks" else "Xero organisation (tenantId)"
+            raise ConsentError(
+                "organisation-mismatch",
+                f"the consent is for {what} {tenant!r}, connection {name!r} is connected to {expected!r}: "
+                "reconnect refused, nothing changed (consent with the same one, or connect a new connection)",
+            )
+        drop = () if "token_url" in credentials else ("token_url",)
+        return await self.admin.update(name, ConnectionChanges(set_credentials=credentials, drop_credentials=drop))
 
     async def _exchange(self, client: AsyncOAuth2Client, secret: dict[str, str], code: str, erp: str) -> dict[str, Any]:
         try:
@@ -501,7 +561,7 @@ class OAuthConnect:
             raise TokenExchangeError(f"{erp} answered no access token", error="invalid_response", status=502)
         return dict(token)
 
-    async def _xero_tenant(self, client: AsyncOAuth2Client, secret: dict[str, str]) -> str:
+    async def _xero_tenant(self, client: AsyncOAuth2Client, secret: dict[str, str], name: str) -> str:
         """The organisation the token may use (``GET /connections``): the one asked for, or the only one."""
         try:
             # The client holds the token fetch_token answered: authlib sends it as a bearer token.
@@ -520,6 +580,14 @@ class OAuthConnect:
         if wanted:
             if any(t.get("tenantId") == wanted for t in organisations):
                 return wanted
+            if secret.get("reconnect") and wanted == secret.get("expected_tenant"):
+                granted = ", ".join(repr(t.get("tenantId")) for t in organisations) or "none"
+                raise ConsentError(
+                    "organisation-mismatch",
+                    f"the consent is for Xero organisation (tenantId) {granted}, connection {name!r} is connected "
+                    f"to {wanted!r}: reconnect refused, nothing changed (consent with the same one, or connect a "
+                    "new connection)",
+                )
             raise ConsentError("invalid-callback", f"the consent did not grant organisation {wanted!r}")
         if len(organisations) != 1:
             names = ", ".join(f"{t.get('tenantName')} ({t.get('tenantId')})" for t in organisations) or "none"
