@@ -180,8 +180,8 @@ class ReferenceSyncService:
             while not stop.is_set():
                 try:
                     claimed = await self.runs.claim(self.syncs)
-                except Exception:  # the state store is unreachable: try again at the next poll
-                    log.exception("cannot read the reference sync requests")
+                except Exception as exc:  # the state store is unreachable: try again at the next poll
+                    log.warning("cannot read the reference sync requests (next look in %gs): %s", poll, exc)
                     claimed = []
                 for run in claimed:
                     log.info("reference sync of %s requested (%s, request %s)", run.connection, run.trigger, run.id)
