@@ -77,9 +77,10 @@ from ledgerflow.contracts import Outcome
 from ledgerflow.contracts.sync_result import Direction
 from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.connections import ConnectionCheck
+from ledgerflow.core.mapping_targets import KindsOf, MappingTargetProblem, mapping_routing, target_problem
 from ledgerflow.core.problems import PROBLEM_SCHEMA, Problem, problem_doc, problem_response
 from ledgerflow.core.reference_runs import ReferenceRuns
-from ledgerflow.core.settings import Settings
+from ledgerflow.core.settings import ConfigError, Settings
 from ledgerflow.core.state import StateStore
 
 __all__ = [
@@ -599,6 +600,7 @@ def create_app(
     connection_check: ConnectionCheck | None = None,
     oauth_transport: httpx.AsyncBaseTransport | None = None,
     reference_connections: Mapping[str, Collection[str]] | None = None,
+    mapping_kinds: KindsOf | None = None,
 ) -> FastAPI:
     """The sync-records API over ``store``; ``publish(topic, key, value, headers)`` re-publishes re-drives.
 
@@ -612,6 +614,8 @@ def create_app(
             options, the routing file's names and tenants); None = their shape only.
         oauth_transport: httpx transport of the OAuth code exchange (tests); None = the network.
         reference_connections: connection whose ERP has a reader → its tenants (on-demand reference sync).
+        mapping_kinds: the mapping kinds each ERP's connector honours (``/v1/mappings`` refuses the
+            others); None = the tenant and connection are checked, not the kind.
 
     Returns:
         A FastAPI app: the API under ``/v1`` (OpenAPI at ``/v1/openapi.json``), no docs UI (nothing
@@ -900,7 +904,18 @@ def create_app(
     reference_sync_router(ReferenceRuns(store.engine), reference_connections or {})(router)
     # The mapping tables live in the state store, beside the audit tables: same database and engine.
     state = StateStore(store.url, engine=store.engine)
-    router.include_router(mappings_router(state, require("read"), require("admin")))
+    # A mapping's tenant must route to its connection (the routing file and the stored connections,
+    # which live in this database too), and its kind be one the connection's connector uses.
+    routing_settings = settings.model_copy(update={"state_url": store.url})
+
+    async def mapping_target(tenant: str, connection: str, kind: str | None) -> MappingTargetProblem | None:
+        try:
+            routing = await mapping_routing(routing_settings)
+        except ConfigError as exc:
+            return MappingTargetProblem(409, "invalid-routing", "Routing invalid", str(exc))
+        return target_problem(routing, tenant, connection, kind, mapping_kinds)
+
+    router.include_router(mappings_router(state, require("read"), require("admin"), mapping_target))
     app.include_router(router)
     install_connections(app, store.engine, settings, check=connection_check, transport=oauth_transport)
     return app

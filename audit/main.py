@@ -20,6 +20,7 @@ from ledgerflow.contracts.topics import STAGES
 from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.kafka_security import kafka_client_options
 from ledgerflow.core.lag import lag_reporter
+from ledgerflow.core.mapping_targets import KindsOf
 from ledgerflow.core.service import LagWatch
 from ledgerflow.core.settings import Routing, Settings
 
@@ -80,6 +81,7 @@ async def run_audit(
     routing: Routing | None = None,
     connection_check: ConnectionCheck | None = None,
     reference_connections: Collection[str] = (),
+    mapping_kinds: KindsOf | None = None,
 ) -> AsyncIterator[RunningAudit]:
     """Run the audit service until the block exits.
 
@@ -100,6 +102,7 @@ async def run_audit(
             (``ledgerflow.app.connections_cli.routing_check``).
         reference_connections: connections of ``routing`` whose ERP has a reader: the API takes
             on-demand reference sync requests for them (the caller knows the readers; audit does not).
+        mapping_kinds: the mapping kinds each ERP's connector honours (``/v1/mappings`` refuses the others).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -119,6 +122,7 @@ async def run_audit(
             rate_limits=rate_limits(routing) if routing is not None else None,
             connection_check=connection_check,
             reference_connections={n: routing.tenants_for(n) for n in reference_connections} if routing else None,
+            mapping_kinds=mapping_kinds,
         )
         admin_key = None
         if local_admin_key:

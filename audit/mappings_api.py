@@ -10,9 +10,12 @@
 ``DELETE /v1/mappings/{tenant}/{connection}/{kind}/{source_code}`` (admin)
     Delete one mapping (``404`` when there is none).
 
-A tenant the caller's key does not see answers ``404``, exactly like an unknown mapping. The API
-does not read the routing file: it cannot tell whether the tenant routes to the connection (the
-CLI does); a mapping only ever applies to records of its own tenant on its own connection.
+A tenant the caller's key does not see answers ``404``, exactly like an unknown mapping. A PUT is
+checked like ``ledgerflow mappings set`` (:mod:`ledgerflow.core.mapping_targets`, one check for
+both): an unknown connection answers ``404``; a tenant that does not route to the connection
+``409`` ``tenant-not-routed``; a kind the connection's connector does not use (QuickBooks
+``tax_rate``: its tax codes are options) ``409`` ``mapping-kind-unused`` naming what it uses
+instead. ``force`` does not override these: such a mapping could never apply.
 The connector runtime applies a change within ``options.reference_refresh_seconds`` (10 s).
 """
 
@@ -26,6 +29,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from ledgerflow.audit.auth import Principal
+from ledgerflow.core.mapping_targets import MappingTargetProblem
 from ledgerflow.core.problems import Problem, problem_doc
 from ledgerflow.core.reference_cache import MAPPING_KINDS, MappingStore, StoredMapping
 from ledgerflow.core.state import StateStore
@@ -100,13 +104,16 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No credential, or an unknown, revoked or invalid one.",
         403: "The credential lacks the scope this operation needs.",
         404: "Unknown, or of a tenant the caller does not see.",
-        409: "The ERP id is not in the connection's reference cache, inactive there, or cannot be validated "
-        "(detail says which; force=true stores it anyway).",
+        409: "The tenant does not route to the connection (tenant-not-routed), the connection's connector does "
+        "not use that kind (mapping-kind-unused), or the ERP id is not in the connection's reference cache, "
+        "inactive there, or cannot be validated (reference-unknown; force=true stores it anyway).",
     }
     return {status: problem_doc(text[status]) for status in (400, 401, 403, *statuses)}
 
 
 Dependency = Callable[[Principal], Awaitable[Principal]]
+TargetCheck = Callable[[str, str, str | None], Awaitable[MappingTargetProblem | None]]
+"""(tenant, connection, kind) → why no such mapping may be stored, or None (:mod:`ledgerflow.core.mapping_targets`)."""
 
 Tenant = Annotated[str, _name("Tenant.")]
 Connection = Annotated[str, _name("ERP connection.")]
@@ -114,13 +121,15 @@ Kind = Annotated[MappingKind, Path(description="Reference kind.")]
 Code = Annotated[str, _name("The source code or id.")]
 
 
-def mappings_router(state: StateStore, read: Dependency, admin: Dependency) -> APIRouter:
+def mappings_router(state: StateStore, read: Dependency, admin: Dependency, target: TargetCheck) -> APIRouter:
     """The ``/mappings`` routes over ``state`` (include under the API prefix).
 
     Args:
         state: the state store holding the mapping tables and the reference cache.
         read: FastAPI dependency: the caller's principal if it holds the ``read`` scope.
         admin: the same for ``admin`` (writes).
+        target: the check of a mapping's tenant, connection and kind (the composition's routing
+            and the connectors' table of honoured kinds).
     """
     router = APIRouter()
     store = MappingStore(state)
@@ -168,6 +177,8 @@ def mappings_router(state: StateStore, read: Dependency, admin: Dependency) -> A
     ) -> MappingOut:
         """Map ``source_code`` to ``erp_id`` for ``kind`` on ``connection`` for ``tenant`` (validated: the cache)."""
         visible(principal, tenant)
+        if problem := await target(tenant, connection, kind):
+            raise Problem(problem.status, problem.type, problem.title, problem.detail)
         store = await mappings()
         verdict = await store.validate(connection, kind, body.erp_id, force=force)
         if not verdict.accepted:

@@ -23,6 +23,7 @@ from ledgerflow.audit.store import AuditStore
 from ledgerflow.core.asgi import HttpLimits, serve
 from ledgerflow.core.connections import ConnectionCheck
 from ledgerflow.core.kafka import broker_from_settings
+from ledgerflow.core.mapping_targets import KindsOf
 from ledgerflow.core.service import health_app
 from ledgerflow.core.settings import Settings
 
@@ -54,6 +55,7 @@ async def start_audit(
     rate_limits: Mapping[str, float] | None = None,
     connection_check: ConnectionCheck | None = None,
     reference_connections: Mapping[str, Collection[str]] | None = None,
+    mapping_kinds: KindsOf | None = None,
 ) -> str:
     """Start the audit service inside ``stack`` (stopped when the stack closes); return the API base URL.
 
@@ -73,6 +75,8 @@ async def start_audit(
         connection_check: the composition layer's check of connections stored through the API.
         reference_connections: connection whose ERP has a reader → its tenants
             (``POST /v1/connections/{name}/reference-sync``; none when None).
+        mapping_kinds: the connectors' table of mapping kinds each ERP honours (``/v1/mappings``
+            refuses the others; ``ledgerflow.connectors.registry.mapping_kind_use``).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database cannot be reached or migrated.
@@ -110,6 +114,7 @@ async def start_audit(
         rate_limits=rate_limits,
         connection_check=connection_check,
         reference_connections=reference_connections,
+        mapping_kinds=mapping_kinds,
     )
     install_console(app)
     app = audit_app(app, ready)

@@ -52,10 +52,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         yaml.safe_dump(
             {
                 "tenants": {
-                    "acme": {"sources": {"mercoa": {"tokens": ["t"]}}, "connections": ["xero-main"]},
+                    "acme": {"sources": {"mercoa": {"tokens": ["t"]}}, "connections": ["xero-main", "qbo-main"]},
                     "beta": {"sources": {"mercoa": {"tokens": ["u"]}}},
                 },
-                "connections": {"xero-main": {"erp": "xero", "objects": ["bill"]}},
+                "connections": {
+                    "xero-main": {"erp": "xero", "objects": ["bill"]},
+                    "qbo-main": {"erp": "quickbooks", "objects": ["bill"]},
+                },
             }
         ),
         encoding="utf-8",
@@ -163,3 +166,22 @@ def test_import_is_all_or_nothing(env: str, tmp_path: Path) -> None:
         ("gl_account", "materials", "400"),
         ("gl_account", "travel", "429"),
     }
+
+
+def test_a_kind_the_connection_does_not_use_is_refused_naming_what_it_uses(env: str, tmp_path: Path) -> None:
+    # Issue 19: QuickBooks takes its tax codes from the connection's options; a tax_rate mapping
+    # would be stored and do nothing, so it is refused, even with --force.
+    runner = CliRunner()
+    target = ["--tenant", "acme", "--connection", "qbo-main"]
+    refused = runner.invoke(app, ["mappings", "set", *target, "--kind", "tax_rate", "vat20", "TAX", "--force"])
+    assert refused.exit_code == 2
+    output = " ".join(refused.output.split())
+    assert "tax_rate vat20 → TAX refused: qbo-main: quickbooks books tax through the connection's options" in output
+    assert "tax_rate mappings are not used" in output
+
+    csv_file = tmp_path / "codes.csv"
+    csv_file.write_text("kind,source_code,erp_id\ncost_code,03-3000,5\ntax_rate,vat20,TAX\n")
+    imported = runner.invoke(app, ["mappings", "import", str(csv_file), *target, "--force"])
+    assert imported.exit_code == 2
+    assert "codes.csv:3: qbo-main: quickbooks books tax" in " ".join(imported.output.split())
+    assert json.loads(runner.invoke(app, ["mappings", "list", "--json"]).stdout) == []

@@ -34,7 +34,7 @@ from typer.core import TyperGroup
 from ledgerflow import __version__
 from ledgerflow.app.connections_cli import connections_app
 from ledgerflow.app.startup import explain
-from ledgerflow.connectors.registry import ERP_KINDS, ERPS, check_routing
+from ledgerflow.connectors.registry import ERP_KINDS, ERPS, check_routing, mapping_kind_use
 from ledgerflow.core import aio
 from ledgerflow.core.settings import ConfigError, Routing, Settings
 
@@ -905,6 +905,7 @@ def audit(
             routing=routing,
             connection_check=routing_check(settings),
             reference_connections=_reference_connections(routing),
+            mapping_kinds=mapping_kind_use,
         ),
         settings,
         lambda audit_: f"audit API on {audit_.url}  (/v1/… /console /healthz /readyz /metrics)",

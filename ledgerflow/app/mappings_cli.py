@@ -10,7 +10,10 @@ Examples::
 Every ERP id is validated against the connection's reference cache (what ``ledgerflow
 sync-reference`` read): an id absent from a complete cache of its kind, or inactive there, is
 refused with the reason; so is any id of a kind never synced. ``--force`` stores it anyway,
-with a warning. The connector runtime applies the tables together with the connection's
+with a warning. Refused whatever ``--force`` says: a connection that does not exist, a tenant
+that does not route to it, and a kind its connector does not use (QuickBooks ``tax_rate``: the
+refusal names what the connection uses instead), the same check as ``PUT /v1/mappings``.
+The connector runtime applies the tables together with the connection's
 ``options.reference_map`` (a stored mapping wins; ``connectors/preflight.py``) within
 ``options.reference_refresh_seconds`` (10 s) of a change. docs/mappings.md has the details.
 """
@@ -29,9 +32,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ledgerflow.connectors.registry import mapping_kind_use
 from ledgerflow.core import aio
+from ledgerflow.core.mapping_targets import mapping_routing, target_problem
 from ledgerflow.core.reference_cache import MAPPING_KINDS, MappingStore, StoredMapping
-from ledgerflow.core.settings import ConfigError, Settings
+from ledgerflow.core.settings import ConfigError, Routing, Settings
 from ledgerflow.core.state import StateStore
 
 __all__ = ["mappings_app", "register"]
@@ -67,20 +72,25 @@ def _operator() -> str:
         return "cli"
 
 
-def _check_target(settings: Settings, tenant: str, connection: str) -> None:
-    """Exit 2 unless ``connection`` exists (routing file or stored) and ``tenant`` routes to it."""
-    from ledgerflow.core.connections import stored_routing
+def _target(settings: Settings, tenant: str, connection: str) -> Routing:
+    """The routing, after exit 2 unless ``connection`` exists (routing file or stored) and ``tenant`` routes to it.
 
+    The same check as ``PUT /v1/mappings`` (:func:`ledgerflow.core.mapping_targets.target_problem`).
+    """
     try:
-        routing = aio.run(stored_routing(settings, settings.load_routing(), decrypt=()), settings.event_loop)
+        routing = aio.run(mapping_routing(settings), settings.event_loop)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}")
         raise  # unreachable
-    if connection not in routing.connections:
-        _fail(f"no connection named {connection!r} (known: {', '.join(sorted(routing.connections))})")
-    if tenant not in routing.tenants_for(connection):
-        known = ", ".join(sorted(routing.tenants_for(connection))) or "none"
-        _fail(f"tenant {tenant!r} does not route to {connection!r} (its tenants: {known})")
+    if problem := target_problem(routing, tenant, connection, None, None):
+        _fail(problem.detail)
+    return routing
+
+
+def _unused(routing: Routing, tenant: str, connection: str, kind: str) -> str | None:
+    """Why ``connection``'s connector does not use ``kind`` mappings (naming what it uses instead), or None."""
+    problem = target_problem(routing, tenant, connection, kind, mapping_kind_use)
+    return problem.detail if problem is not None else None
 
 
 def _run(settings: Settings, work: Callable[[MappingStore], Awaitable[T]]) -> T:
@@ -114,7 +124,9 @@ def set_(
     """Map SOURCE_CODE to ERP_ID for KIND on CONNECTION for TENANT (replacing any mapping of that code)."""
     _kind(kind)
     settings = Settings()
-    _check_target(settings, tenant, connection)
+    routing = _target(settings, tenant, connection)
+    if unused := _unused(routing, tenant, connection, kind):
+        _fail(f"{kind} {source_code} → {erp_id} refused: {unused}")
 
     async def work(store: MappingStore) -> str | None:
         verdict = await store.validate(connection, kind, erp_id, force=force)
@@ -204,7 +216,7 @@ def import_(
     if kind is not None:
         _kind(kind)
     settings = Settings()
-    _check_target(settings, tenant, connection)
+    routing = _target(settings, tenant, connection)
     with file.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         needed = {"source_code", "erp_id"} | (set() if kind else {"kind"})
@@ -219,6 +231,8 @@ def import_(
             code, erp_id = (row.get("source_code") or "").strip(), (row.get("erp_id") or "").strip()
             if row_kind not in MAPPING_KINDS:
                 problems.append(f"{file}:{line}: unknown kind {row_kind!r}")
+            elif unused := _unused(routing, tenant, connection, row_kind):
+                problems.append(f"{file}:{line}: {unused}")
             elif not code or not erp_id:
                 problems.append(f"{file}:{line}: source_code and erp_id must not be empty")
             else:

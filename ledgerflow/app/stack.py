@@ -29,7 +29,7 @@ from ledgerflow.connectors.fleet import ConnectorFleet, run_fleet
 from ledgerflow.connectors.main import run_connector
 from ledgerflow.connectors.reference import READERS
 from ledgerflow.connectors.reference_main import reference_connections, run_reference_sync
-from ledgerflow.connectors.registry import sandbox_module
+from ledgerflow.connectors.registry import mapping_kind_use, sandbox_module
 from ledgerflow.core.asgi import serve
 from ledgerflow.core.embedded import BrokerWatchdog, EmbeddedBroker
 from ledgerflow.core.kafka import ensure_topics, kafka_client_options
@@ -253,6 +253,7 @@ async def run_stack(
                 routing=effective,
                 connection_check=routing_check(settings),
                 reference_connections=running.reference_sync,
+                mapping_kinds=mapping_kind_use,
             )
         )
         running.audit_url = audit.url

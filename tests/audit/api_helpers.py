@@ -18,6 +18,7 @@ from ledgerflow.audit.migrate import upgrade
 from ledgerflow.audit.service import audit_app
 from ledgerflow.audit.store import AuditStore
 from ledgerflow.core.connections import ConnectionCheck
+from ledgerflow.core.mapping_targets import KindsOf
 from ledgerflow.core.settings import Settings
 
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -55,6 +56,7 @@ async def audit_api(
     rate_limits: dict[str, float] | None = None,
     settings: Settings | None = None,
     connection_check: ConnectionCheck | None = None,
+    mapping_kinds: KindsOf | None = None,
 ) -> AsyncIterator[AuditApi]:
     """The audit app over a fresh SQLite file in ``tmp_path`` (or the database at ``url``)."""
     url = url or f"sqlite+aiosqlite:///{tmp_path / 'audit-api.db'}"
@@ -74,6 +76,7 @@ async def audit_api(
         authenticator=authenticator,
         rate_limits=rate_limits,
         connection_check=connection_check,
+        mapping_kinds=mapping_kinds,
     )
     install_console(app)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ledgerflow.connectors.registry import mapping_kind_use
 from ledgerflow.contracts.reference import ReferenceRecord
 from ledgerflow.core.reference_cache import MappingStore, ReferenceCache
+from ledgerflow.core.settings import Settings
 from ledgerflow.core.state import StateStore
 from tests.audit.api_helpers import audit_api
 
@@ -26,8 +28,23 @@ def _account(code: str) -> ReferenceRecord:
     )
 
 
+def _settings(tmp_path: Path) -> Settings:
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(
+        "tenants:\n"
+        "  acme: {sources: {}, connections: [xero-main, qbo-main]}\n"
+        "  beta: {sources: {}, connections: [xero-main]}\n"
+        "connections:\n"
+        "  xero-main: {erp: xero}\n"
+        "  qbo-main: {erp: quickbooks}\n"
+        "  qbo-beta: {erp: quickbooks}\n",
+        encoding="utf-8",
+    )
+    return Settings(routing_file=routing)
+
+
 async def test_set_refuse_force_list_delete_and_tenant_isolation(tmp_path: Path) -> None:
-    async with audit_api(tmp_path) as api:
+    async with audit_api(tmp_path, settings=_settings(tmp_path), mapping_kinds=mapping_kind_use) as api:
         state = StateStore(api.store.url)
         await state.create_all()
         await ReferenceCache(state).write("xero-main", "gl_account", "Account", [_account("400")], complete=True)
@@ -48,10 +65,10 @@ async def test_set_refuse_force_list_delete_and_tenant_isolation(tmp_path: Path)
             assert refused.headers["content-type"] == "application/problem+json"
             assert "GL account 6999 is not in xero-main's chart of accounts" in refused.json()["detail"]
 
-            never_synced = await client.put("/v1/mappings/acme/qbo-main/tax_rate/VAT20", json={"erp_id": "TAX"})
+            never_synced = await client.put("/v1/mappings/acme/qbo-main/gl_account/VAT20", json={"erp_id": "84"})
             assert never_synced.status_code == 409
-            assert "no complete reference cache of tax_rate" in never_synced.json()["detail"]
-            forced = await client.put("/v1/mappings/acme/qbo-main/tax_rate/VAT20?force=true", json={"erp_id": "TAX"})
+            assert "no complete reference cache of gl_account" in never_synced.json()["detail"]
+            forced = await client.put("/v1/mappings/acme/qbo-main/gl_account/VAT20?force=true", json={"erp_id": "84"})
             assert forced.status_code == 200, forced.text
             assert "stored unvalidated (force)" in forced.json()["warning"]
 
@@ -84,4 +101,37 @@ async def test_set_refuse_force_list_delete_and_tenant_isolation(tmp_path: Path)
             assert gone.headers["content-type"] == "application/problem+json"
             assert (await client.delete("/v1/mappings/beta/xero-main/gl_account/materials")).status_code == 404
         assert await MappingStore(state).tables("xero-main") == {"beta": {"gl_account": {"materials": "429"}}}
+        await state.close()
+
+
+async def test_a_mapping_that_could_never_apply_is_refused_whatever_force_says(tmp_path: Path) -> None:
+    # Issue 19: the API checks the tenant routes to the connection (as the CLI does) and that the
+    # connection's connector uses the kind; problem+json, like the API's other refusals.
+    async with audit_api(tmp_path, settings=_settings(tmp_path), mapping_kinds=mapping_kind_use) as api:
+        admin = await api.key(["admin"], ["acme"])
+        async with api.client(admin) as client:
+            unused = await client.put("/v1/mappings/acme/qbo-main/tax_rate/VAT20?force=true", json={"erp_id": "TAX"})
+            assert unused.status_code == 409, unused.text
+            assert unused.headers["content-type"] == "application/problem+json"
+            assert unused.json()["type"].endswith("/mapping-kind-unused")
+            detail = unused.json()["detail"]
+            assert detail.startswith(
+                "qbo-main: quickbooks books tax through the connection's options (options.tax_code"
+            )
+            assert "tax_rate mappings are not used" in detail
+
+            not_routed = await client.put("/v1/mappings/acme/qbo-beta/gl_account/m?force=true", json={"erp_id": "84"})
+            assert not_routed.status_code == 409, not_routed.text
+            assert not_routed.json()["type"].endswith("/tenant-not-routed")
+            assert "tenant 'acme' does not route to 'qbo-beta'" in not_routed.json()["detail"]
+
+            unknown = await client.put("/v1/mappings/acme/nowhere/gl_account/m?force=true", json={"erp_id": "84"})
+            assert unknown.status_code == 404
+            assert "no connection named 'nowhere'" in unknown.json()["detail"]
+
+            xero = await client.put("/v1/mappings/acme/xero-main/tax_rate/VAT20?force=true", json={"erp_id": "INPUT"})
+            assert xero.status_code == 200, xero.text  # Xero books a line's tax rate as its TaxType
+        state = StateStore(api.store.url)
+        assert await MappingStore(state).tables("qbo-main") == {}
+        assert await MappingStore(state).tables("qbo-beta") == {}
         await state.close()
