@@ -61,13 +61,14 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from ledgerflow.connectors.base import RetriableError
-from ledgerflow.connectors.limits import ConnectionLimits, Throttled, vendor_limits
+from ledgerflow.connectors.limits import DAY_REASONS, ConnectionLimits, Throttled, vendor_limits
 from ledgerflow.connectors.registry import connection_problem, connector_class
 from ledgerflow.connectors.retry import NOT_BEFORE_HEADER, TARGET_HEADER, RetryPolicy
 from ledgerflow.connectors.runtime import ConnectorRuntime
 from ledgerflow.contracts import OBJECT_MODELS, SyncResult
 from ledgerflow.contracts import headers as h
 from ledgerflow.core import metrics
+from ledgerflow.core.budgets import SharedBudget
 from ledgerflow.core.connections import ConnectionCipher, ConnectionRow, ConnectionStore
 from ledgerflow.core.delivery import (
     ConsumedRecord,
@@ -370,7 +371,7 @@ class FleetConnection(ConnectorRuntime):
 
     def _until(self, now: float, wait: float, reason: str) -> float:
         """When a record deferred now comes back: the daily reset, or its own turn of the bucket."""
-        if reason in ("day", "local_day"):
+        if reason in DAY_REASONS:
             return now + wait
         return self.limits.slot(wait, now)
 
@@ -384,7 +385,8 @@ class ConnectorFleet:
         state: binder and reference cache.
         http: the shared outbound HTTP client.
         publish: ``publish(topic, key, value, headers)`` returning after the broker's ack.
-        settings: topic prefix.
+        settings: topic prefix; ``shared_budgets``: every connection's budget is also capped by
+            the state store's shared counters (:class:`~ledgerflow.core.budgets.SharedBudget`).
         prepare: applied to a connection's config before its connector is built (the stack points
             connections without a ``base_url`` at its sandboxes).
         max_wait: seconds a record may wait for its connection's budget before it is deferred.
@@ -424,6 +426,7 @@ class ConnectorFleet:
         self.park_delays = park_delays if park_delays is not None else RetryPolicy().park_delays
         self.connections: OrderedDict[str, FleetConnection] = OrderedDict()
         self._limits: dict[str, ConnectionLimits] = {}
+        self._shared = SharedBudget(state.engine) if settings.shared_budgets else None
         self._retired: list[Any] = []
         self._closing: list[Any] = []
         self._building: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -480,7 +483,7 @@ class ConnectorFleet:
         limits = vendor_limits(config.erp, config.options)
         budget = self._limits.get(entry.name)
         if budget is None or budget.limits != limits:
-            budget = ConnectionLimits(entry.name, config.erp, limits, max_wait=self.max_wait)
+            budget = ConnectionLimits(entry.name, config.erp, limits, max_wait=self.max_wait, shared=self._shared)
             self._limits[entry.name] = budget
         retry = FleetRetryPolicy.for_fleet(
             config.options, max_wait=self.max_wait, in_place_seconds=self.in_place_seconds
@@ -569,7 +572,7 @@ class ConnectorFleet:
             }
         )
         await self.publish(self._deferral_topic(until - time.time()), record.key, record.value or b"", deferred)
-        reason = "day" if why in ("day", "local_day") else "rate"
+        reason = "day" if why in DAY_REASONS else "rate"
         metrics.CONNECTION_DEFERRED.labels(self.erp, connection, reason).inc()
 
     # ------------------------------------------------------------------ batches

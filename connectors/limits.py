@@ -19,8 +19,12 @@ of every ERP request of that connection:
 
 The concurrency cap itself is the ERP client's semaphore (:class:`~ledgerflow.core.outbound.client.ErpClient`,
 same ``max_concurrency``) and the fleet's per-connection batch concurrency. The counters live in
-the worker process: with several replicas of one fleet each has its own bucket, and the ERP's
-headers (``X-MinLimit-Remaining``, ``X-DayLimit-Remaining``, 429) are what keeps them honest.
+the worker process. With ``LEDGERFLOW_SHARED_BUDGETS=true`` a :class:`~ledgerflow.core.budgets.SharedBudget`
+is the cap across processes: after its local turn every request takes one unit of the
+connection's per-minute and per-day counters in the state store (shared by every fleet replica and
+the sync-reference service); a refusal pauses the connection until that window resets and is
+waited for (within ``max_wait``) or refused with :class:`Throttled` (reason ``shared_minute`` /
+``shared_day``), exactly like the local budget. The concurrency cap stays per process.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import httpx
 from ledgerflow.connectors.base import RetriableError
 from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.core import metrics
+from ledgerflow.core.budgets import SharedBudget
 from ledgerflow.core.outbound.client import parse_retry_after
 
 __all__ = [
@@ -114,6 +119,10 @@ class Throttled(RetriableError):  # noqa: N818 - reads as the outcome it produce
         self.until = until
 
 
+DAY_REASONS = frozenset({"day", "local_day", "shared_day"})
+"""Reasons of a spent day: the connection's records wait for the daily reset."""
+
+
 def _next_midnight(now: float) -> float:
     day = datetime.fromtimestamp(now, UTC).date() + timedelta(days=1)
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
@@ -128,6 +137,7 @@ class ConnectionLimits:
         limits: its :class:`VendorLimits`.
         max_wait: seconds a request may wait for its turn before it is refused with :class:`Throttled`.
         clock: epoch seconds (tests pass their own).
+        shared: the cross-process budget (None: this process's budget only).
     """
 
     def __init__(
@@ -138,8 +148,10 @@ class ConnectionLimits:
         *,
         max_wait: float = 1.0,
         clock: Callable[[], float] = time.time,
+        shared: SharedBudget | None = None,
     ) -> None:
         self.connection = connection
+        self.shared = shared
         self.erp = erp
         self.limits = limits
         self.max_wait = max_wait
@@ -208,7 +220,7 @@ class ConnectionLimits:
     def day_spent(self, now: float | None = None) -> bool:
         """Whether the connection's daily budget is spent (its records wait for the reset)."""
         _, reason = self.blocked(now)
-        return reason in ("day", "local_day")
+        return reason in DAY_REASONS
 
     async def before(self) -> None:
         """Reserve the next request's turn and wait for it (at most ``max_wait``).
@@ -231,6 +243,33 @@ class ConnectionLimits:
             metrics.CONNECTION_QUOTA_REMAINING.labels(*self._labels, "day").set(self.limits.per_day - self.day_used)
         if wait > 0:
             await asyncio.sleep(wait)
+        if self.shared is not None:
+            await self._acquire_shared()
+
+    async def _acquire_shared(self) -> None:
+        """Take the request from the shared budget, waiting (at most ``max_wait`` each time) for its window.
+
+        Raises:
+            Throttled: the shared window resets further than ``max_wait`` away (the connection is
+                paused until then, so its next records are deferred without asking the store).
+        """
+        assert self.shared is not None
+        while True:
+            now = self.clock()
+            refusal = await self.shared.acquire(
+                self.connection, per_minute=self.limits.per_minute, per_day=self.limits.per_day, now=now
+            )
+            if refusal is None:
+                return
+            if refusal.reason == "shared_day":
+                self._spend_day(refusal.until, refusal.reason)
+            else:
+                self._pause(refusal.until, refusal.reason)
+            wait = refusal.until - now
+            if wait > self.max_wait:
+                metrics.CONNECTION_THROTTLED.labels(*self._labels, refusal.reason).inc()
+                raise Throttled(self.connection, refusal.reason, refusal.until, now)
+            await asyncio.sleep(max(wait, 0.001))
 
     def after(self, response: httpx.Response) -> None:
         """Learn from one ERP answer: ``X-MinLimit-Remaining``, ``X-DayLimit-Remaining``, 429 + ``Retry-After``."""

@@ -21,7 +21,9 @@ Routing options of a connection (``options.reference_sync``)::
 ``ledgerflow_reference_sync_last_success_timestamp_seconds{connection}`` is set after every
 successful pass (alert ``LedgerflowReferenceSyncStale``).
 One replica by design (docs/deploy.md): a second would read the same ERP twice against its rate
-limit; the cursors make a restart safe.
+limit; the cursors make a restart safe. With ``LEDGERFLOW_SHARED_BUDGETS=true`` every read takes
+its unit from the connection's budget shared with the connector fleet (:func:`reader_guards`):
+a spent minute is waited for; a spent day fails the pass (recorded; the next pass resumes).
 """
 
 from __future__ import annotations
@@ -41,13 +43,16 @@ from pydantic import ValidationError
 
 from ledgerflow.connectors.base import Connector
 from ledgerflow.connectors.config import ReferenceSyncOptions, describe_errors
+from ledgerflow.connectors.limits import ConnectionLimits, vendor_limits
 from ledgerflow.connectors.reference import READERS, KafkaReferencePublisher, ReferenceSync, SyncReport, reader_class
 from ledgerflow.connectors.registry import connector_class
 from ledgerflow.contracts.reference import INBOUND_KINDS
 from ledgerflow.contracts.topics import Topics
 from ledgerflow.core import metrics
 from ledgerflow.core.asgi import serve
+from ledgerflow.core.budgets import MINUTE_SECONDS, SharedBudget
 from ledgerflow.core.kafka import broker_from_settings, ensure_topics, kafka_client_options
+from ledgerflow.core.outbound.client import REQUEST_GUARD
 from ledgerflow.core.outbound.transport import worker_http_client
 from ledgerflow.core.reference_runs import REQUEST_POLL_SECONDS, ReferenceRuns, Trigger
 from ledgerflow.core.service import broker_readiness, health_app
@@ -59,6 +64,7 @@ __all__ = [
     "ReferenceSchedule",
     "ReferenceSyncService",
     "RunningReferenceSync",
+    "reader_guards",
     "reference_connections",
     "reference_schedule",
     "run_reference_sync",
@@ -114,6 +120,33 @@ def reference_connections(routing: Routing) -> list[str]:
     return names
 
 
+READER_MAX_WAIT = MINUTE_SECONDS + 1.0
+"""Seconds a read waits for its connection's budget (a spent minute); longer (a spent day) fails the pass."""
+
+
+def reader_guards(
+    settings: Settings, routing: Routing, connections: Sequence[str], state: StateStore
+) -> dict[str, ConnectionLimits]:
+    """The budgets the reads of ``connections`` go through: empty unless ``settings.shared_budgets``.
+
+    Each is the connection's :class:`~ledgerflow.connectors.limits.ConnectionLimits` (its vendor
+    limits and options, as in the fleet) capped by the state store's shared counters, waiting up to
+    :data:`READER_MAX_WAIT` for its turn.
+
+    Raises:
+        ValueError: a connection's rate options are not positive numbers.
+    """
+    if not settings.shared_budgets:
+        return {}
+    shared = SharedBudget(state.engine)
+    guards: dict[str, ConnectionLimits] = {}
+    for name in connections:
+        config = routing.connections[name]
+        limits = vendor_limits(config.erp, config.options)
+        guards[name] = ConnectionLimits(name, config.erp, limits, max_wait=READER_MAX_WAIT, shared=shared)
+    return guards
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 2000 else text[:1997] + "..."
@@ -128,6 +161,9 @@ class ReferenceSyncService:
         schedules: connection → its schedule.
         runs: the ``reference_sync_requests`` table.
         jitter: each wait is ``interval × uniform(1 - jitter, 1 + jitter)``.
+        guards: connection → the budget its reads go through (``LEDGERFLOW_SHARED_BUDGETS``: the
+            per-connection counters shared with the connector fleet); a connection without one reads
+            unguarded.
     """
 
     syncs: dict[str, ReferenceSync]
@@ -135,6 +171,7 @@ class ReferenceSyncService:
     runs: ReferenceRuns
     jitter: float = 0.1
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    guards: dict[str, ConnectionLimits] = field(default_factory=dict)
 
     def lock(self, connection: str) -> asyncio.Lock:
         """The lock every pass of ``connection`` holds (passes share its cursors)."""
@@ -151,12 +188,15 @@ class ReferenceSyncService:
         async with self.lock(connection):
             if run_id is None:
                 run_id = await self.runs.start(connection, trigger=trigger)
+            guard = REQUEST_GUARD.set(self.guards.get(connection))
             try:
                 report = await self.syncs[connection].sync_once()
             except Exception as exc:  # recorded on the run; a pass must never end the service
                 log.exception("reference sync of %s (%s) failed", connection, trigger)
                 await self.runs.finish(run_id, error=_error_text(exc))
                 return None
+            finally:
+                REQUEST_GUARD.reset(guard)
             await self.runs.finish(run_id, counts=report.published, reads=report.reads)
             metrics.REFERENCE_LAST_SUCCESS.labels(connection).set(time.time())
             return report
@@ -308,7 +348,8 @@ async def run_reference_sync(
         abandoned = await runs.abandon_running(list(syncs))
         if abandoned:
             log.warning("%d reference sync pass(es) were left running by a stopped service: marked failed", abandoned)
-        service = ReferenceSyncService(syncs, schedules, runs, jitter=jitter)
+        guards = reader_guards(settings, routing, connections, state)
+        service = ReferenceSyncService(syncs, schedules, runs, jitter=jitter, guards=guards)
         health_url = None
         if health_port is not None:
             health_url = await stack.enter_async_context(

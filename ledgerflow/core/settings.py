@@ -428,6 +428,12 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///ledgerflow-state.db",
         description="SQLAlchemy async URL of the state store (binder, tokens, audit).",
     )
+    shared_budgets: bool = Field(
+        False,
+        description="Count every ERP request of a connection against per-minute and per-day counters in the "
+        "state store shared by all replicas and the sync-reference service (the vendor's quota is the "
+        "organisation's, not the process's); false: each process keeps its own budget.",
+    )
     connections_key: SecretStr | None = Field(
         None,
         description="Fernet key encrypting the credentials of connections kept in the state store "

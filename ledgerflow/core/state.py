@@ -17,6 +17,8 @@ Tables
   ``reference_cache`` / ``reference_cache_status`` / ``reference_mappings``: the ERP reference data
                     the readers saw, whether a full pass over each source finished, and the
                     operators' source code → ERP id tables (:mod:`ledgerflow.core.reference_cache`).
+  ``connection_budgets``: per-connection request counters of the current minute and UTC day shared
+                    by every replica (:mod:`ledgerflow.core.budgets`, ``LEDGERFLOW_SHARED_BUDGETS``).
 
 Writes are upserts so that two replicas racing on the same key leave one row.
 """
@@ -29,7 +31,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Index, MetaData, String, Text, delete, func, inspect, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    delete,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -130,6 +147,22 @@ class CursorRow(StateBase):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     position: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class BudgetRow(StateBase):
+    """One connection's shared ERP budget: fixed-window counters (:mod:`ledgerflow.core.budgets`).
+
+    ``minute_start`` / ``day_start`` are the epoch seconds their window began (a minute, a UTC day);
+    ``*_count`` the requests granted in it by every process of the deployment.
+    """
+
+    __tablename__ = "connection_budgets"
+
+    connection: Mapped[str] = mapped_column(String(200), primary_key=True)
+    minute_start: Mapped[int] = mapped_column(BigInteger)
+    minute_count: Mapped[int] = mapped_column(Integer)
+    day_start: Mapped[int] = mapped_column(BigInteger)
+    day_count: Mapped[int] = mapped_column(Integer)
 
 
 class ReferenceCacheRow(StateBase):

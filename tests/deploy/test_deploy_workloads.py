@@ -270,6 +270,15 @@ def test_connection_wiring_matches_routing(resources: list[Resource]) -> None:
     for d in of_kind(resources, "Deployment"):
         if _service_of(d) not in ("connector", "sync-reference"):
             assert "ledgerflow-connection-" not in yaml.safe_dump(_pod(d).get("volumes", []))
+    # The connector fleets and sync-reference share each connection's ERP quota through the state store.
+    sharing = {"connector": 0, "sync-reference": 0}
+    for d in of_kind(resources, "Deployment"):
+        if _service_of(d) in sharing:
+            env = {e["name"]: e.get("value") for e in _main(d).get("env", [])}
+            assert env.get("LEDGERFLOW_SHARED_BUDGETS") == "true", d["metadata"]["name"]
+            assert "LEDGERFLOW_STATE_URL" in env
+            sharing[_service_of(d)] += 1
+    assert all(sharing.values()), sharing
     # No template placeholder survives the rendering.
     rendered = yaml.safe_dump_all(resources)
     assert not re.search(r"(?<![A-Z_])CONNECTION(?![A-Z_])", rendered)  # not LEDGERFLOW_CONNECTIONS_KEY_FILE
