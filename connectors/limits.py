@@ -267,6 +267,7 @@ class ConnectionLimits:
                 self._pause(refusal.until, refusal.reason)
             wait = refusal.until - now
             if wait > self.max_wait:
+                self.day_used -= 1  # not sent
                 metrics.CONNECTION_THROTTLED.labels(*self._labels, refusal.reason).inc()
                 raise Throttled(self.connection, refusal.reason, refusal.until, now)
             await asyncio.sleep(max(wait, 0.001))

@@ -168,6 +168,7 @@ async def test_a_spent_shared_day_is_a_spent_day(tmp_path: Path) -> None:
             await second.before()
         assert refused.value.reason == "shared_day"
         assert second.day_spent()
+        assert (first.day_used, second.day_used) == (1, 0)
     finally:
         await a.close()
         await b.close()
