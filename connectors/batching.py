@@ -34,7 +34,15 @@ import asyncio
 import logging
 from typing import Any
 
-from ledgerflow.connectors.base import BatchItem, Booked, Connector, ConnectorError, HandleContext
+from ledgerflow.connectors.base import (
+    BatchItem,
+    Booked,
+    Connector,
+    ConnectorError,
+    HandleContext,
+    InvalidResponse,
+    RetriableError,
+)
 from ledgerflow.contracts import CanonicalRecord
 
 __all__ = ["DEFAULT_LINGER_MS", "Batcher"]
@@ -45,6 +53,28 @@ DEFAULT_LINGER_MS = 200.0
 log = logging.getLogger(__name__)
 
 _Waiting = tuple[BatchItem, "asyncio.Future[Booked | ConnectorError]"]
+
+AMBIGUOUS_ATTEMPTS = 3
+"""Times one batch request is sent, identically, while its whole answer is ambiguous (see :func:`ambiguous`)."""
+
+AMBIGUOUS_BACKOFF = 0.5
+"""Seconds before the first identical resend of an ambiguous batch; doubled for each next one."""
+
+
+def ambiguous(outcomes: list[Booked | ConnectorError]) -> bool:
+    """True when every item of a batch failed in a way that leaves unknown whether the ERP booked it.
+
+    That is: the answer was 2xx but unreadable (:class:`InvalidResponse`: truncated, HTML, no ids),
+    or the request failed in transport or with a 5xx (a :class:`RetriableError` with no status or
+    status ≥ 500). A 429 or a 4xx is not ambiguous: the ERP refused the request and booked nothing.
+    """
+
+    def unknown(outcome: Booked | ConnectorError) -> bool:
+        if isinstance(outcome, InvalidResponse):
+            return True
+        return isinstance(outcome, RetriableError) and (outcome.http_status is None or outcome.http_status >= 500)
+
+    return bool(outcomes) and all(unknown(outcome) for outcome in outcomes)
 
 
 class Batcher:
@@ -146,15 +176,42 @@ class Batcher:
                 self._flush(kind)
 
     async def _send(self, kind: str, batch: list[_Waiting]) -> None:
-        self.requests += 1
-        try:
-            outcomes = await self.connector.book_many([item for item, _ in batch])
-        except Exception as exc:  # not an ERP answer (a bug): every record of the batch fails with it
-            log.exception("%s: batch write of %d %s failed", self.connector.name, len(batch), kind)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+        """Send one batch request and hand each record its outcome.
+
+        A batch whose whole answer is :func:`ambiguous` (the ERP may have booked it and the answer
+        was lost or garbled) is sent again *as the same request* — same records, same order, so the
+        same batch idempotency key (Xero ``Idempotency-Key``, QuickBooks ``requestid``), which the
+        ERP answers by replaying the first booking instead of booking again — up to
+        :data:`AMBIGUOUS_ATTEMPTS` times, honouring ``Retry-After``. Handing the records to their
+        own retry loops at once would re-form them into other batches under other keys, and a
+        booking the ERP did make would be made twice.
+        """
+        items = [item for item, _ in batch]
+        delay = AMBIGUOUS_BACKOFF
+        for attempt in range(1, AMBIGUOUS_ATTEMPTS + 1):
+            self.requests += 1
+            try:
+                outcomes = await self.connector.book_many(items)
+            except Exception as exc:  # not an ERP answer (a bug): every record of the batch fails with it
+                log.exception("%s: batch write of %d %s failed", self.connector.name, len(batch), kind)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            if attempt == AMBIGUOUS_ATTEMPTS or not ambiguous(outcomes):
+                break
+            first = outcomes[0]
+            wait = max(delay, first.retry_after or 0.0) if isinstance(first, RetriableError) else delay
+            log.warning(
+                "%s: batch write of %d %s answered ambiguously (%s); sending the same request again in %.1f s",
+                self.connector.name,
+                len(batch),
+                kind,
+                first,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            delay *= 2
         log.debug("%s: batch write of %d %s", self.connector.name, len(batch), kind)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():  # its caller may have been cancelled meanwhile

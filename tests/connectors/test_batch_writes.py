@@ -17,12 +17,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from ledgerflow.connectors import batching
 from ledgerflow.connectors.base import (
     BatchItem,
     Booked,
     Connector,
     ConnectorError,
     HandleContext,
+    InvalidResponse,
     PermanentError,
 )
 from ledgerflow.connectors.batching import Batcher
@@ -38,6 +40,7 @@ from ledgerflow.connectors.xero.sandbox import MAX_BATCH as XERO_MAX
 from ledgerflow.connectors.xero.sandbox import create_app as xero_app
 from ledgerflow.connectors.xero.sandbox import sandbox_connection as xero_connection
 from ledgerflow.contracts import Bill, CanonicalRecord, Operation, Outcome, SyncResult
+from ledgerflow.contracts.errors import ErrorCode
 from ledgerflow.contracts.events import EventAttributes
 from ledgerflow.core.settings import ConnectionConfig, Routing, Settings
 from ledgerflow.core.state import StateStore
@@ -342,3 +345,50 @@ async def test_a_partial_batch_keeps_filling_while_the_erp_is_busy() -> None:
     assert sum(sizes) == 12
     assert sizes[0] <= 4, "nothing in flight: the first records go after the linger"
     assert sizes[1] >= 8, "held back while the one request in flight lasted, then sent in one"
+
+
+class _Garbling(_Recording):
+    """Books every batch, but the first ``garbled`` answers are lost: every item unreadable (2xx garbage)."""
+
+    def __init__(self, garbled: int, failure: type[ConnectorError] = InvalidResponse) -> None:
+        super().__init__()
+        self.garbled = garbled
+        self.failure = failure
+        self.keys: list[tuple[str, ...]] = []
+
+    async def handle_batch(self, items: Sequence[BatchItem]) -> list[Booked | ConnectorError]:
+        self.keys.append(tuple(item.ctx.idempotency_key for item in items))
+        if len(self.keys) <= self.garbled:
+            if self.failure is InvalidResponse:
+                return [InvalidResponse("truncated JSON") for _ in items]
+            return [PermanentError(ErrorCode.ERP_VALIDATION, "refused") for _ in items]
+        return await super().handle_batch(items)
+
+
+async def test_a_batch_answered_ambiguously_is_sent_again_as_the_same_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its records are not scattered into other batches under other keys (the ERP may have booked them)."""
+    monkeypatch.setattr(batching, "AMBIGUOUS_BACKOFF", 0.01)
+    connector = _Garbling(garbled=2)
+    batcher = Batcher(connector, linger=0.05)
+    booked = await asyncio.gather(*(batcher.book(contract_bill(f"in_g_{i}"), ctx(f"g-{i}")) for i in range(4)))
+    assert [b.erp_record_id for b in booked] == ["E-g-0", "E-g-1", "E-g-2", "E-g-3"]
+    assert len(connector.keys) == 3
+    assert len(set(connector.keys)) == 1, "every resend is the identical request (same batch idempotency key)"
+    assert batcher.requests == 3
+
+
+async def test_an_ambiguous_batch_gives_up_after_its_attempts_and_a_refusal_is_not_resent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "AMBIGUOUS_BACKOFF", 0.01)
+    connector = _Garbling(garbled=10)
+    batcher = Batcher(connector, linger=0.05)
+    with pytest.raises(InvalidResponse):
+        await batcher.book(contract_bill("in_h_0"), ctx("h-0"))
+    assert len(connector.keys) == batching.AMBIGUOUS_ATTEMPTS
+
+    refusing = _Garbling(garbled=1, failure=PermanentError)
+    batcher = Batcher(refusing, linger=0.05)
+    with pytest.raises(PermanentError):
+        await batcher.book(contract_bill("in_r_0"), ctx("r-0"))
+    assert len(refusing.keys) == 1, "a refusal booked nothing: it is not sent again"
