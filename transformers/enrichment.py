@@ -121,7 +121,9 @@ class EnricherSet:
                             f"tenant {tenant!r}: sources.ingenious.options.custom_ids must be erp_id or number, "
                             f"not {meaning!r}"
                         )
-                    defaults.setdefault(tenant, {}).setdefault(source, {})["custom_ids"] = meaning
+                    if src.options.get("custom_ids") or writes_back:
+                        # Only what the tenant set or writeback implies: absent means ``number`` to the mapper.
+                        defaults.setdefault(tenant, {}).setdefault(source, {})["custom_ids"] = meaning
                 if src.options.get("transaction_amount_unit") in ("minor", "major"):
                     defaults.setdefault(tenant, {}).setdefault(source, {})["transaction_amount_unit"] = str(
                         src.options["transaction_amount_unit"]

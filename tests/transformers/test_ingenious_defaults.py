@@ -81,3 +81,23 @@ def test_the_routing_options_reach_the_mapper_as_defaults() -> None:
     enrichers = EnricherSet(routing, None, None)  # type: ignore[arg-type]
     defaults = enrichers.get("defaults").for_tenant("acme")["ingenious"]
     assert defaults == {"currency": "USD", "date_default": "received", "timezone": "Europe/Berlin"}
+
+
+def test_custom_ids_reach_the_mapper_only_when_set_or_implied_by_writeback() -> None:
+    from ledgerflow.core.settings import ConfigError
+    from ledgerflow.transformers.enrichment import EnricherSet
+
+    def custom_ids(tenant: dict[str, Any]) -> object:
+        routing = Routing.model_validate({"tenants": {"acme": tenant}})
+        enrichers = EnricherSet(routing, None, None)  # type: ignore[arg-type]
+        return enrichers.get("defaults").for_tenant("acme").get("ingenious", {}).get("custom_ids")
+
+    source = {"tokens": ["t"], "options": {"currency": "usd"}}
+    writeback: dict[str, Any] = {"ingenious": {}}
+    assert custom_ids({"sources": {"ingenious": source}}) is None  # absent: number, the mapper's default
+    assert custom_ids({"sources": {"ingenious": source}, "writeback": writeback}) == "erp_id"
+    explicit = {"tokens": ["t"], "options": {"custom_ids": "number"}}
+    assert custom_ids({"sources": {"ingenious": explicit}, "writeback": writeback}) == "number"
+    wrong = {"tokens": ["t"], "options": {"custom_ids": "code"}}
+    with pytest.raises(ConfigError, match="custom_ids must be erp_id or number, not 'code'"):
+        custom_ids({"sources": {"ingenious": wrong}})
