@@ -66,6 +66,10 @@ class InvalidResponse(RetriableError):  # noqa: N818 - reads as the outcome it p
     record instead of parking it, so a broken ERP is not hammered.
     """
 
+    sends: int = 1
+    """ERP requests that answered this way: a batch resent as the identical request counts each send
+    (:mod:`ledgerflow.connectors.batching`), so they spend the record's invalid-answer attempts."""
+
     def __init__(self, message: str, *, http_status: int | None = None) -> None:
         super().__init__(INVALID_RESPONSE, message, http_status=http_status)
 

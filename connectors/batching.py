@@ -34,6 +34,8 @@ import asyncio
 import logging
 from typing import Any
 
+from cachetools import TTLCache
+
 from ledgerflow.connectors.base import (
     BatchItem,
     Booked,
@@ -44,6 +46,7 @@ from ledgerflow.connectors.base import (
     RetriableError,
 )
 from ledgerflow.contracts import CanonicalRecord
+from ledgerflow.contracts.errors import ErrorCode
 
 __all__ = ["DEFAULT_LINGER_MS", "Batcher"]
 
@@ -61,18 +64,32 @@ AMBIGUOUS_BACKOFF = 0.5
 """Seconds before the first identical resend of an ambiguous batch; doubled for each next one."""
 
 
+_NO_ANSWER = frozenset({ErrorCode.HTTP_TIMEOUT, ErrorCode.HTTP_TRANSPORT})
+"""Codes of a request that got no answer and may have reached the ERP."""
+
+
+AMBIGUOUS_MAX_WAIT = 30.0
+"""Seconds at most an ambiguous batch waits before its identical resend (a longer Retry-After: not resent)."""
+
+
 def ambiguous(outcomes: list[Booked | ConnectorError]) -> bool:
     """True when every item of a batch failed in a way that leaves unknown whether the ERP booked it.
 
     That is: the answer was 2xx but unreadable (:class:`InvalidResponse`: truncated, HTML, no ids),
-    or the request failed in transport or with a 5xx (a :class:`RetriableError` with no status or
-    status ≥ 500). A 429 or a 4xx is not ambiguous: the ERP refused the request and booked nothing.
+    or the request timed out, broke in transport or got a 5xx. A 429, a 4xx or a request the
+    connection's budget held back is not ambiguous: nothing was booked.
     """
 
     def unknown(outcome: Booked | ConnectorError) -> bool:
         if isinstance(outcome, InvalidResponse):
             return True
-        return isinstance(outcome, RetriableError) and (outcome.http_status is None or outcome.http_status >= 500)
+        if not isinstance(outcome, RetriableError):
+            return False
+        if outcome.http_status is not None:
+            return outcome.http_status >= 500
+        # No answer: a timeout or a broken connection may have reached the ERP; a request the
+        # connection's budget held back (limits.Throttled, code http.429) never left.
+        return outcome.code in _NO_ANSWER
 
     return bool(outcomes) and all(unknown(outcome) for outcome in outcomes)
 
@@ -98,6 +115,8 @@ class Batcher:
         self.max_in_flight = self._erp_concurrency()
         self.requests = 0
         """Batch requests sent so far (each a :meth:`Connector.book_many` call)."""
+        self._by_key: TTLCache[str, asyncio.Future[Booked | ConnectorError]] = TTLCache(maxsize=100_000, ttl=3600)
+        """Idempotency key → the outcome of its batch write (in flight or booked), for an hour."""
 
     def _erp_concurrency(self) -> int:
         """Requests the connection sends at once: option ``max_concurrency``, else the connector's default."""
@@ -136,7 +155,18 @@ class Batcher:
         kind = self.connector.batch_kind(record, ctx) if self.max_size > 1 else None
         if kind is None:
             return await self.connector.book(record, ctx)
+        # The same event more than once (a transformer redelivery, the same record twice in one
+        # consumer batch before the binder is written): a single write would be replayed by the
+        # ERP under its idempotency key, but a batch's key is its whole composition, so the copy
+        # would be booked again in another batch. It gets the first copy's booking instead.
+        earlier = self._by_key.get(ctx.idempotency_key)
+        if earlier is not None:
+            outcome = await asyncio.shield(earlier)
+            if isinstance(outcome, Booked):
+                return outcome
+            # The first copy failed: this one is sent (a retry of the same record).
         future: asyncio.Future[Booked | ConnectorError] = asyncio.get_running_loop().create_future()
+        self._by_key[ctx.idempotency_key] = future
         waiting = self._waiting.setdefault(kind, [])
         waiting.append((BatchItem(record, ctx), future))
         if len(waiting) >= self.max_size:
@@ -198,10 +228,18 @@ class Batcher:
                     if not future.done():
                         future.set_exception(exc)
                 return
-            if attempt == AMBIGUOUS_ATTEMPTS or not ambiguous(outcomes):
+            if not ambiguous(outcomes):
+                break
+            if attempt == AMBIGUOUS_ATTEMPTS:
+                for outcome in outcomes:
+                    if isinstance(outcome, InvalidResponse):
+                        outcome.sends = attempt  # the record's invalid-answer attempts are spent on them
                 break
             first = outcomes[0]
+            # Retry-After honoured up to a bound: a batch waiting longer goes to its records' retry loops.
             wait = max(delay, first.retry_after or 0.0) if isinstance(first, RetriableError) else delay
+            if wait > AMBIGUOUS_MAX_WAIT:
+                break
             log.warning(
                 "%s: batch write of %d %s answered ambiguously (%s); sending the same request again in %.1f s",
                 self.connector.name,

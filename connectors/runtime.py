@@ -522,7 +522,7 @@ class ConnectorRuntime:
             def retry_on(exc: Exception) -> bool | float:
                 nonlocal invalid_answers
                 if isinstance(exc, InvalidResponse):
-                    invalid_answers += 1
+                    invalid_answers += exc.sends  # a batch resent as the same request: each send counts
                     if invalid_answers >= self.retry.invalid_response_attempts:
                         return False
                 return self.retry.hook(exc)

@@ -26,6 +26,7 @@ from ledgerflow.connectors.base import (
     HandleContext,
     InvalidResponse,
     PermanentError,
+    RetriableError,
 )
 from ledgerflow.connectors.batching import Batcher
 from ledgerflow.connectors.quickbooks import QuickBooksConnector
@@ -392,3 +393,44 @@ async def test_an_ambiguous_batch_gives_up_after_its_attempts_and_a_refusal_is_n
     with pytest.raises(PermanentError):
         await batcher.book(contract_bill("in_r_0"), ctx("r-0"))
     assert len(refusing.keys) == 1, "a refusal booked nothing: it is not sent again"
+
+
+async def test_the_same_event_twice_is_written_once_and_both_get_its_booking() -> None:
+    """A redelivered copy must not join another batch under another batch key (the ERP would book it again)."""
+    connector = _Recording()
+    batcher = Batcher(connector, linger=0.05)
+    together = await asyncio.gather(
+        batcher.book(contract_bill("in_d_0"), ctx("d-0")),
+        batcher.book(contract_bill("in_d_0"), ctx("d-0")),
+        batcher.book(contract_bill("in_d_1"), ctx("d-1")),
+    )
+    later = await batcher.book(contract_bill("in_d_0"), ctx("d-0"))
+    assert [b.erp_record_id for b in [*together, later]] == ["E-d-0", "E-d-0", "E-d-1", "E-d-0"]
+    assert sum(size for _, size in connector.batches) == 2, "d-0 written once"
+
+
+async def test_a_copy_of_a_failed_write_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batching, "AMBIGUOUS_BACKOFF", 0.01)
+    refusing = _Garbling(garbled=1, failure=PermanentError)
+    batcher = Batcher(refusing, linger=0.02)
+    with pytest.raises(PermanentError):
+        await batcher.book(contract_bill("in_e_0"), ctx("e-0"))
+    booked = await batcher.book(contract_bill("in_e_0"), ctx("e-0"))
+    assert booked.erp_record_id == "E-e-0"
+    assert len(refusing.keys) == 2
+
+
+async def test_a_throttled_batch_is_not_resent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request the budget held back (or a 429) booked nothing: its records go back to their retry loops."""
+    monkeypatch.setattr(batching, "AMBIGUOUS_BACKOFF", 0.01)
+
+    class _Throttled(_Garbling):
+        async def handle_batch(self, items: Sequence[BatchItem]) -> list[Booked | ConnectorError]:
+            self.keys.append(tuple(item.ctx.idempotency_key for item in items))
+            return [RetriableError(ErrorCode.HTTP_429, "day spent", retry_after=3600) for _ in items]
+
+    connector = _Throttled(garbled=0)
+    batcher = Batcher(connector, linger=0.02)
+    with pytest.raises(RetriableError):
+        await asyncio.wait_for(batcher.book(contract_bill("in_t_0"), ctx("t-0")), timeout=5)
+    assert len(connector.keys) == 1
