@@ -23,7 +23,7 @@ The connector runtime applies a change within ``options.reference_refresh_second
 # FastAPI could not resolve from postponed (string) annotations.
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
@@ -31,29 +31,13 @@ from pydantic import BaseModel, Field
 from ledgerflow.audit.auth import Principal
 from ledgerflow.core.mapping_targets import MappingTargetProblem
 from ledgerflow.core.problems import Problem, problem_doc
-from ledgerflow.core.reference_cache import MAPPING_KINDS, MappingStore, StoredMapping
+from ledgerflow.core.reference_cache import MappingKind, MappingStore, StoredMapping
 from ledgerflow.core.state import StateStore
 
 __all__ = ["MappingIn", "MappingOut", "mappings_router"]
 
 _NAME = r"^[^\x00-\x1f\x7f/]+$"
 """Tenants, connections and codes in a path: printable, no slash."""
-
-MappingKind = Literal[
-    "vendor",
-    "customer",
-    "party",
-    "gl_account",
-    "cost_code",
-    "cost_type",
-    "project",
-    "business_unit",
-    "tax_rate",
-    "item",
-    "bank_account",
-    "ap_account",
-]
-assert set(MappingKind.__args__) == set(MAPPING_KINDS)  # type: ignore[attr-defined]
 
 
 class MappingIn(BaseModel):

@@ -35,23 +35,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ledgerflow.contracts import CanonicalRecord, Reference
+from ledgerflow.core.reference_cache import MAPPING_KINDS
 
 __all__ = ["REFERENCE_KINDS", "ReferenceMapError", "apply_reference_map", "source_reference_ids"]
 
-REFERENCE_KINDS = (
-    "vendor",
-    "customer",
-    "party",
-    "gl_account",
-    "cost_code",
-    "cost_type",
-    "project",
-    "business_unit",
-    "tax_rate",
-    "item",
-    "bank_account",
-    "ap_account",
-)
+REFERENCE_KINDS = MAPPING_KINDS
 """Reference fields a ``reference_map`` may name (canonical field names)."""
 
 R = TypeVar("R", bound=CanonicalRecord)

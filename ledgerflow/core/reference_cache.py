@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import delete, or_, select
 
@@ -38,6 +38,7 @@ __all__ = [
     "MAPPING_KINDS",
     "CacheStatus",
     "CachedReference",
+    "MappingKind",
     "MappingStore",
     "MappingVerdict",
     "ReferenceCache",
@@ -45,7 +46,7 @@ __all__ = [
     "cache_rows",
 ]
 
-MAPPING_KINDS: tuple[str, ...] = (
+MappingKind = Literal[
     "vendor",
     "customer",
     "party",
@@ -58,7 +59,10 @@ MAPPING_KINDS: tuple[str, ...] = (
     "item",
     "bank_account",
     "ap_account",
-)
+]
+"""A kind a mapping (or an ``options.reference_map``) may name: a canonical reference field name."""
+
+MAPPING_KINDS: tuple[str, ...] = get_args(MappingKind)
 """Kinds a mapping may name: the canonical reference fields (``connectors.references.REFERENCE_KINDS``)."""
 
 MAPPING_CACHE_KINDS: dict[str, tuple[str, ...]] = {

@@ -26,7 +26,6 @@ Mercoa documents no idempotency key; the read-before-write and the write ledger 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,12 +36,11 @@ from ledgerflow.contracts.reference import AppliedDocument, ReferenceRecord
 from ledgerflow.core.outbound.json_api import EnrichmentError
 from ledgerflow.transformers.mercoa.client import MercoaClient
 from ledgerflow.transformers.writeback.base import (
-    DocumentLocks,
+    PaymentMarker,
     WriteLedger,
     WriteOutcome,
     classify,
     content_digest,
-    counting,
     write_key,
 )
 
@@ -51,7 +49,7 @@ __all__ = ["MercoaWriter"]
 SOURCE = "mercoa"
 
 
-class MercoaWriter:
+class MercoaWriter(PaymentMarker):
     """Marks Mercoa invoices paid from payments read from an ERP (one tenant's Mercoa).
 
     Args:
@@ -61,28 +59,11 @@ class MercoaWriter:
     source = SOURCE
 
     def __init__(self, client: MercoaClient) -> None:
+        super().__init__()
         self.client = client
-        self._locks = DocumentLocks()
 
-    def takes(self, record: ReferenceRecord) -> bool:
-        """Payments applied to at least one document booked from Mercoa."""
-        return record.kind == "payment" and any(d.source == SOURCE for d in record.applied_to)
-
-    async def write(self, record: ReferenceRecord, tenant: str, ledger: WriteLedger) -> Sequence[WriteOutcome]:
-        """Mark every Mercoa invoice of ``tenant`` the payment settles as ``PAID``."""
-        return [
-            await counting(self._mark(record, doc, ledger))
-            for doc in record.applied_to
-            if doc.source == SOURCE and doc.tenant == tenant and doc.source_id
-        ]
-
-    async def _mark(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
-        assert doc.source_id is not None
-        lock = self._locks(doc.source_id)
-        async with lock:
-            return await self._mark_locked(record, doc, ledger)
-
-    async def _mark_locked(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+    async def mark_locked(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+        """Mark Mercoa invoice ``doc`` PAID once the ERP payments counted against it cover its amount."""
         assert doc.source_id is not None
         invoice_id = doc.source_id
         key = write_key(record.connection, record.entity, record.erp_id, "invoice", invoice_id)

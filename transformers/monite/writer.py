@@ -36,7 +36,6 @@ deprecates their partial marking in favour of ``POST /payment_records``, not imp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -47,12 +46,11 @@ from ledgerflow.contracts.reference import AppliedDocument, ReferenceRecord
 from ledgerflow.core.outbound.json_api import EnrichmentError
 from ledgerflow.transformers.monite.client import MoniteClient
 from ledgerflow.transformers.writeback.base import (
-    DocumentLocks,
+    PaymentMarker,
     WriteLedger,
     WriteOutcome,
     classify,
     content_digest,
-    counting,
     write_key,
 )
 
@@ -67,7 +65,7 @@ def minor_units(amount: Decimal, currency: str) -> int | None:
     return int(scaled) if scaled == scaled.to_integral_value() else None
 
 
-class MoniteWriter:
+class MoniteWriter(PaymentMarker):
     """Marks Monite payables paid (or partially paid) from payments read from an ERP (one tenant's Monite).
 
     Args:
@@ -77,28 +75,11 @@ class MoniteWriter:
     source = SOURCE
 
     def __init__(self, client: MoniteClient) -> None:
+        super().__init__()
         self.client = client
-        self._locks = DocumentLocks()
 
-    def takes(self, record: ReferenceRecord) -> bool:
-        """Payments applied to at least one document booked from Monite."""
-        return record.kind == "payment" and any(d.source == SOURCE for d in record.applied_to)
-
-    async def write(self, record: ReferenceRecord, tenant: str, ledger: WriteLedger) -> Sequence[WriteOutcome]:
-        """Mark every Monite payable of ``tenant`` the payment settles."""
-        return [
-            await counting(self._mark(record, doc, ledger))
-            for doc in record.applied_to
-            if doc.source == SOURCE and doc.tenant == tenant and doc.source_id
-        ]
-
-    async def _mark(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
-        assert doc.source_id is not None
-        lock = self._locks(doc.source_id)
-        async with lock:  # amount_paid is read, added to and written: one payment of a payable at a time
-            return await self._mark_locked(record, doc, ledger)
-
-    async def _mark_locked(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+    async def mark_locked(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+        """Mark Monite payable ``doc`` paid by the amount ``record`` applies to it (in full or in part)."""
         assert doc.source_id is not None
         payable_id = doc.source_id
         key = write_key(record.connection, record.entity, record.erp_id, "payable", payable_id)

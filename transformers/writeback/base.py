@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -29,12 +30,13 @@ from typing import Any, Protocol
 
 from ledgerflow.contracts import ErrorInfo, Operation, Outcome
 from ledgerflow.contracts.errors import ErrorCode
-from ledgerflow.contracts.reference import ReferenceRecord
+from ledgerflow.contracts.reference import AppliedDocument, ReferenceRecord
 from ledgerflow.core.outbound.json_api import EnrichmentError, RetriableEnrichmentError, counted_attempts
 from ledgerflow.core.state import StateStore
 
 __all__ = [
     "DocumentLocks",
+    "PaymentMarker",
     "SourceWriter",
     "WriteLedger",
     "WriteOutcome",
@@ -197,3 +199,39 @@ class SourceWriter(Protocol):
     async def write(self, record: ReferenceRecord, tenant: str, ledger: WriteLedger) -> Sequence[WriteOutcome]:
         """Write ``record`` into the source; one outcome per write. Never raises for API errors."""
         ...
+
+
+class PaymentMarker(ABC):
+    """A source writer that marks the source's own documents paid from ERP payments (Mercoa, Monite).
+
+    It takes payments applied to at least one document booked from :attr:`source`, and marks each
+    such document of the tenant one at a time (:class:`DocumentLocks`: the mark reads, adds to and
+    writes what was paid). Subclasses say how one document is marked (:meth:`mark_locked`).
+    """
+
+    source: str
+    """The source system written to."""
+
+    def __init__(self) -> None:
+        self._locks = DocumentLocks()
+
+    def takes(self, record: ReferenceRecord) -> bool:
+        """Payments applied to at least one document booked from this source."""
+        return record.kind == "payment" and any(d.source == self.source for d in record.applied_to)
+
+    async def write(self, record: ReferenceRecord, tenant: str, ledger: WriteLedger) -> Sequence[WriteOutcome]:
+        """Mark every document of ``tenant`` in this source the payment settles; one outcome each."""
+        return [
+            await counting(self._mark(record, doc, ledger))
+            for doc in record.applied_to
+            if doc.source == self.source and doc.tenant == tenant and doc.source_id
+        ]
+
+    async def _mark(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+        assert doc.source_id is not None
+        async with self._locks(doc.source_id):  # one payment of a document at a time
+            return await self.mark_locked(record, doc, ledger)
+
+    @abstractmethod
+    async def mark_locked(self, record: ReferenceRecord, doc: AppliedDocument, ledger: WriteLedger) -> WriteOutcome:
+        """Mark ``doc`` (its ``source_id`` set) paid by ``record``, holding its lock. Never raises for API errors."""
