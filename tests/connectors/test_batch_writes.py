@@ -86,13 +86,16 @@ def _options(**more: Any) -> dict[str, Any]:
         "timeout_seconds": CLIENT_TIMEOUT,
         "rate_limit_per_minute": 6000,
         "batch_rate_limit_per_minute": 6000,
+        "max_batch": 50,  # batch writes are opt-in per connection
         **more,
     }
 
 
 def _xero(url: str, http: httpx.AsyncClient, state: StateStore, name: str = "xero", **options: Any) -> XeroConnector:
     options.setdefault("rate_limit_per_minute", 6000)
-    config = xero_connection(ConnectionConfig(erp="xero", options={"timeout_seconds": CLIENT_TIMEOUT, **options}), url)
+    config = xero_connection(
+        ConnectionConfig(erp="xero", options={"timeout_seconds": CLIENT_TIMEOUT, "max_batch": 50, **options}), url
+    )
     return XeroConnector(name, config, http, state)
 
 
@@ -294,7 +297,7 @@ class _Recording(Connector):
     max_batch = 10
 
     def __init__(self, seconds: float = 0.0, max_concurrency: int = 5) -> None:
-        config = ConnectionConfig(erp="http", options={"max_concurrency": max_concurrency})
+        config = ConnectionConfig(erp="http", options={"max_concurrency": max_concurrency, "max_batch": 10})
         super().__init__("rec", config, httpx.AsyncClient(), None)  # type: ignore[arg-type]
         self.batches: list[tuple[float, int]] = []
         self.seconds = seconds

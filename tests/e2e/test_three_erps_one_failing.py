@@ -77,10 +77,11 @@ async def test_a_failing_erp_does_not_hold_back_the_others_and_catches_up(
         # The healthy ERPs finished before the failing one recovered.
         healthy_done = max(results["quickbooks"].finished_at, results["netsuite"].finished_at)
         assert healthy_done < results["xero"].finished_at
-    # Xero really failed first: each bill has failed (retriable) results before its success.
-    assert all(
-        outcomes[0] is Outcome.FAILED and outcomes[-1] is Outcome.SUCCEEDED for outcomes in xero_attempts.values()
-    )
+    # Xero really failed first: bills had failed (retriable) results before their success, and every
+    # bill ends succeeded. Not every bill: the 12 injected 503s are spread over the in-place
+    # attempts of the bills in flight, and a bill first tried after they were spent succeeds at once.
+    assert any(outcomes[0] is Outcome.FAILED for outcomes in xero_attempts.values())
+    assert all(outcomes[-1] is Outcome.SUCCEEDED for outcomes in xero_attempts.values())
     for erp in ERPS:
         assert len(totals[erp]) == BILLS, f"{erp} booked {len(totals[erp])} bills for {BILLS} invoices"
     assert xero_faults_left["remaining"] == 0, "Xero answered every injected 503 (it really was failing)"
